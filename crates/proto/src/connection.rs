@@ -1,0 +1,512 @@
+//! The connection state machine: bytes in, messages out; messages in, bytes out.
+//!
+//! [`Connection`] owns no socket. An I/O layer appends what it reads to
+//! [`Connection::read_buf`], takes messages from [`Connection::next_message`],
+//! hands messages to [`Connection::send`], and writes [`Connection::outgoing`]
+//! to the socket. Replies the protocol requires (pongs, the close reply, the
+//! close frame that fails a connection) are queued on `outgoing` without the
+//! user's help.
+//!
+//! Received frames are parsed in place in the read buffer: the payload is
+//! unmasked where it lies and an unfragmented message is handed out as a
+//! slice of that buffer, without a copy. Text is validated as it arrives,
+//! even before its frame is complete, so invalid UTF-8 fails the connection
+//! at the first bad byte.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflater};
+use crate::error::ProtocolError;
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use crate::limits::Limits;
+use crate::mask::{apply_mask, extend_masked};
+use crate::message::{Message, Text};
+use crate::outgoing::{OutBuf, ZERO_COPY_MIN};
+use crate::utf8::Utf8Validator;
+use crate::{Role, State};
+
+/// Options for a connection after the handshake.
+///
+/// ```
+/// use duplex_proto::{Config, Limits};
+/// let config = Config { limits: Limits { max_message_size: 1 << 20, ..Limits::default() }, ..Config::default() };
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    /// Limits on incoming frames and messages.
+    pub limits: Limits,
+    /// Compression level and threshold, used when the handshake negotiated
+    /// permessage-deflate (its negotiation fields are ignored here).
+    pub deflate: DeflateConfig,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A close frame was sent or the connection failed: nothing more may be sent.
+    #[error("the connection is closing or closed")]
+    Closed,
+    /// A control frame payload over 125 bytes.
+    #[error("control frame payload longer than 125 bytes")]
+    ControlFrameTooLong,
+    /// A close code that may not be sent (1005, 1006, 1015, reserved).
+    #[error("close code {0} may not be sent")]
+    InvalidCloseCode(u16),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FrameInProgress {
+    header: FrameHeader,
+    /// Payload bytes already unmasked (and, for text, validated).
+    checked: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MessageInProgress {
+    text: bool,
+    compressed: bool,
+    fragments: usize,
+    /// Payload bytes received so far (before inflation).
+    size: usize,
+}
+
+/// One side of an open WebSocket connection, without I/O.
+///
+/// ```
+/// use duplex_proto::{Connection, Config, Message, Role};
+/// use bytes::Buf;
+///
+/// let mut client = Connection::new(Role::Client, Config::default(), None);
+/// let mut server = Connection::new(Role::Server, Config::default(), None);
+///
+/// client.send(Message::text("hello")).unwrap();
+/// // The I/O layer moves bytes from one to the other.
+/// let pending = client.outgoing().remaining();
+/// let wire = client.outgoing().copy_to_bytes(pending);
+/// server.read_buf().extend_from_slice(&wire);
+/// assert_eq!(server.next_message().unwrap(), Some(Message::text("hello")));
+/// assert_eq!(server.next_message().unwrap(), None); // needs more bytes
+/// ```
+pub struct Connection {
+    role: Role,
+    state: State,
+    config: Config,
+    read: BytesMut,
+    frame: Option<FrameInProgress>,
+    message: Option<MessageInProgress>,
+    assembly: BytesMut,
+    utf8: Utf8Validator,
+    inflater: Option<Inflater>,
+    deflater: Option<Deflater>,
+    scratch: BytesMut,
+    out: OutBuf,
+    close_sent: bool,
+    close_received: Option<Option<CloseFrame>>,
+    error: Option<ProtocolError>,
+}
+
+impl Connection {
+    /// A connection that completed its handshake, with the compression
+    /// parameters it negotiated (if any).
+    pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
+        let (inflater, deflater) = match deflate {
+            Some(params) => (
+                Some(Inflater::new(&params, role)),
+                Some(Deflater::new(&params, role, config.deflate.level, config.deflate.threshold)),
+            ),
+            None => (None, None),
+        };
+        Self {
+            role,
+            state: State::Open,
+            config,
+            read: BytesMut::new(),
+            frame: None,
+            message: None,
+            assembly: BytesMut::new(),
+            utf8: Utf8Validator::default(),
+            inflater,
+            deflater,
+            scratch: BytesMut::new(),
+            out: OutBuf::default(),
+            close_sent: false,
+            close_received: None,
+            error: None,
+        }
+    }
+
+    /// Which side this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Open, Closing (our close frame sent, the peer's awaited) or Closed.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn is_compressed(&self) -> bool {
+        self.deflater.is_some()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// The close frame the peer sent, once it has arrived (`Some(None)`: a
+    /// close frame without a code).
+    pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
+        self.close_received.as_ref()
+    }
+
+    /// The protocol error that failed the connection, if one did.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// The buffer incoming bytes are appended to.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    /// Bytes waiting to be written to the peer.
+    pub fn outgoing(&mut self) -> &mut OutBuf {
+        &mut self.out
+    }
+
+    /// How many bytes the next frame still needs, when known: lets an I/O
+    /// layer size one read for a large frame instead of many small ones.
+    pub fn bytes_wanted(&self) -> usize {
+        match &self.frame {
+            Some(f) => (f.header.payload_len as usize).saturating_sub(self.read.len()),
+            None => 0,
+        }
+    }
+
+    /// Releases buffer memory that holds nothing: call when the connection
+    /// goes idle, so an idle connection costs next to nothing.
+    pub fn shrink(&mut self) {
+        if self.read.is_empty() {
+            self.read = BytesMut::new();
+        }
+        if self.assembly.is_empty() && self.message.is_none() {
+            self.assembly = BytesMut::new();
+        }
+        self.scratch = BytesMut::new();
+        self.out.shrink();
+    }
+
+    /// Parses the next complete message out of the read buffer.
+    ///
+    /// `Ok(None)` means more bytes are needed, or the connection is closed
+    /// (see [`state`](Self::state)). An error fails the connection: a close
+    /// frame with the error's code is queued on [`outgoing`](Self::outgoing)
+    /// and the state becomes [`State::Closed`].
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        if self.state == State::Closed || self.close_received.is_some() {
+            return Ok(None);
+        }
+        match self.decode() {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The peer closed the TCP connection. Returns `true` if that was
+    /// abnormal (before the closing handshake completed: code 1006).
+    pub fn receive_eof(&mut self) -> bool {
+        let abnormal = self.close_received.is_none() && self.error.is_none();
+        self.state = State::Closed;
+        abnormal
+    }
+
+    fn decode(&mut self) -> Result<Option<Message>, ProtocolError> {
+        loop {
+            let frame = match self.frame {
+                Some(f) => f,
+                None => {
+                    let Some((header, used)) = FrameHeader::parse(&self.read)? else {
+                        return Ok(None);
+                    };
+                    self.check_header(&header)?;
+                    self.read.advance(used);
+                    let f = FrameInProgress { header, checked: 0 };
+                    self.frame = Some(f);
+                    f
+                }
+            };
+            let len = frame.header.payload_len as usize;
+            let avail = self.read.len().min(len);
+            if avail < len {
+                if self.is_plain_text(&frame.header) && avail > frame.checked {
+                    // Fail fast: check the part of the text that has arrived.
+                    if let Some(key) = frame.header.mask {
+                        apply_mask(&mut self.read[frame.checked..avail], key, frame.checked);
+                    }
+                    self.utf8.feed(&self.read[frame.checked..avail]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.frame = Some(FrameInProgress { checked: avail, ..frame });
+                }
+                self.read.reserve(len - avail);
+                return Ok(None);
+            }
+            if let Some(key) = frame.header.mask {
+                apply_mask(&mut self.read[frame.checked..len], key, frame.checked);
+            }
+            self.frame = None;
+            let payload = self.read.split_to(len);
+            if let Some(message) = self.on_frame(frame, payload)? {
+                return Ok(Some(message));
+            }
+        }
+    }
+
+    fn is_plain_text(&self, header: &FrameHeader) -> bool {
+        match header.opcode {
+            OpCode::Text => !header.rsv1,
+            OpCode::Continuation => self.message.is_some_and(|m| m.text && !m.compressed),
+            _ => false,
+        }
+    }
+
+    /// Everything that can be checked from the header alone.
+    fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.rsv1 && (self.inflater.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary)) {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if h.opcode.is_control() {
+            return Ok(());
+        }
+        let limits = self.config.limits;
+        if h.payload_len > limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge { len: h.payload_len, max: limits.max_frame_size });
+        }
+        let len = h.payload_len as usize;
+        let message = match (h.opcode, self.message.as_mut()) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(m)) => m,
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (op, None) => self.message.insert(MessageInProgress {
+                text: op == OpCode::Text,
+                compressed: h.rsv1,
+                fragments: 0,
+                size: 0,
+            }),
+        };
+        message.fragments += 1;
+        if message.fragments > limits.max_fragments {
+            return Err(ProtocolError::TooManyFragments { max: limits.max_fragments });
+        }
+        message.size = message.size.saturating_add(len);
+        // Compressed sizes are checked after inflation, against the same limit.
+        if !message.compressed && message.size > limits.max_message_size {
+            return Err(ProtocolError::MessageTooLarge { max: limits.max_message_size });
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: FrameInProgress, payload: BytesMut) -> Result<Option<Message>, ProtocolError> {
+        let h = frame.header;
+        match h.opcode {
+            OpCode::Ping => {
+                if !self.close_sent {
+                    self.write_frame(OpCode::Pong, false, &payload);
+                }
+                Ok(Some(Message::Ping(payload.freeze())))
+            }
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.on_close(frame.clone());
+                Ok(Some(Message::Close(frame)))
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(frame, payload),
+        }
+    }
+
+    fn on_data(&mut self, frame: FrameInProgress, payload: BytesMut) -> Result<Option<Message>, ProtocolError> {
+        let h = frame.header;
+        let m = self.message.expect("check_header started the message");
+        let max = self.config.limits.max_message_size;
+        if m.compressed {
+            let inflater = self.inflater.as_mut().expect("RSV1 is accepted only with an inflater");
+            let start = self.assembly.len();
+            inflater.inflate(&payload, &mut self.assembly, max)?;
+            if h.fin {
+                inflater.finish_message(&mut self.assembly, max)?;
+            }
+            if m.text {
+                self.utf8.feed(&self.assembly[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else {
+            if m.text {
+                self.utf8.feed(&payload[frame.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            if h.fin && m.fragments == 1 {
+                // The common case: one frame, handed out without a copy.
+                return self.finish_message(m.text, payload.freeze()).map(Some);
+            }
+            self.assembly.extend_from_slice(&payload);
+        }
+        if !h.fin {
+            return Ok(None);
+        }
+        let data = self.assembly.split().freeze();
+        self.finish_message(m.text, data).map(Some)
+    }
+
+    fn finish_message(&mut self, text: bool, data: Bytes) -> Result<Message, ProtocolError> {
+        self.message = None;
+        if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Message::Text(Text::from_validated(data)))
+        } else {
+            Ok(Message::Binary(data))
+        }
+    }
+
+    fn on_close(&mut self, frame: Option<CloseFrame>) {
+        if !self.close_sent {
+            // Echo the code, as RFC 6455 §5.5.1 suggests; no code → empty close.
+            let payload = frame.as_ref().map(|f| CloseFrame::new(f.code, "").to_payload()).unwrap_or_default();
+            self.write_frame(OpCode::Close, false, &payload);
+            self.close_sent = true;
+        }
+        self.close_received = Some(frame);
+        self.state = State::Closed;
+    }
+
+    fn fail(&mut self, error: &ProtocolError) {
+        if !self.close_sent {
+            let reason = error.to_string();
+            let payload = CloseFrame::new(error.close_code(), reason).to_payload();
+            self.write_frame(OpCode::Close, false, &payload);
+            self.close_sent = true;
+        }
+        self.error = Some(error.clone());
+        self.state = State::Closed;
+    }
+
+    /// Queues a message. Data messages are compressed when permessage-deflate
+    /// was negotiated and they reach the threshold; a [`Message::Close`]
+    /// starts the closing handshake (see [`close`](Self::close)).
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => self.send_data(OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => self.send_data(OpCode::Binary, b),
+            Message::Ping(b) => self.send_control(OpCode::Ping, &b),
+            Message::Pong(b) => self.send_control(OpCode::Pong, &b),
+            Message::Close(frame) => self.close(frame),
+        }
+    }
+
+    /// Starts the closing handshake (or answers it); `None` sends a close
+    /// frame without a code. Closing twice is not an error.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(SendError::InvalidCloseCode(f.code.0));
+            }
+        }
+        if self.close_sent {
+            return Ok(());
+        }
+        let payload = frame.map(|f| f.to_payload()).unwrap_or_default();
+        self.write_frame(OpCode::Close, false, &payload);
+        self.close_sent = true;
+        if self.state == State::Open {
+            self.state = State::Closing;
+        }
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooLong);
+        }
+        self.write_frame(opcode, false, payload);
+        Ok(())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if let Some(deflater) = self.deflater.as_mut().filter(|d| d.should_compress(payload.len())) {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            deflater.compress(&payload, &mut scratch);
+            self.write_frame_owned(opcode, true, scratch.split().freeze());
+            self.scratch = scratch;
+        } else {
+            self.write_frame_owned(opcode, false, payload);
+        }
+        Ok(())
+    }
+
+    /// Frames a payload we own: a server queues large ones without a copy.
+    fn write_frame_owned(&mut self, opcode: OpCode, rsv1: bool, payload: Bytes) {
+        if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
+            self.write_header(opcode, rsv1, payload.len(), None);
+            self.out.push(payload);
+        } else {
+            self.write_frame(opcode, rsv1, &payload);
+        }
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        self.write_header(opcode, rsv1, payload.len(), mask);
+        let tail = self.out.tail_mut();
+        match mask {
+            Some(key) => extend_masked(tail, payload, key),
+            None => tail.extend_from_slice(payload),
+        }
+        self.out.commit_tail(payload.len());
+    }
+
+    fn write_header(&mut self, opcode: OpCode, rsv1: bool, len: usize, mask: Option<[u8; 4]>) {
+        let header = FrameHeader { fin: true, rsv1, opcode, mask, payload_len: len as u64 };
+        let mut buf = [0u8; MAX_HEADER_LEN];
+        let n = header.write(&mut buf);
+        self.out.extend_from_slice(&buf[..n]);
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("compressed", &self.is_compressed())
+            .field("buffered_in", &self.read.len())
+            .field("buffered_out", &self.out.len())
+            .finish()
+    }
+}
+
+/// The close code a connection that ended this way reports.
+pub fn close_code_of(frame: Option<&Option<CloseFrame>>) -> CloseCode {
+    match frame {
+        Some(Some(f)) => f.code,
+        Some(None) => CloseCode::NO_STATUS,
+        None => CloseCode::ABNORMAL,
+    }
+}

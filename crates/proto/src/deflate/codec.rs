@@ -1,0 +1,235 @@
+//! The per-connection compressor and decompressor.
+//!
+//! Both write straight into the spare capacity of a `BytesMut`, so a message
+//! costs no intermediate buffer. The decompressor never grows its output past
+//! the message limit: a decompression bomb (a few KiB that inflate to
+//! gigabytes; CVE-2018-1000518 in python-websockets was one) ends in close
+//! code 1009 after at most `limit + 1` bytes of output.
+//!
+//! zlib state is allocated on first use, so an idle connection that
+//! negotiated compression but never used it costs nothing extra.
+
+use bytes::BytesMut;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::DeflateParams;
+use crate::Role;
+use crate::error::ProtocolError;
+
+/// The four bytes a sync flush ends with; RFC 7692 strips them on the wire.
+const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Compresses outgoing messages.
+///
+/// ```
+/// use duplex_proto::{DeflateParams, Role, deflate::{Deflater, Inflater}};
+/// let params = DeflateParams::default();
+/// let mut deflater = Deflater::new(&params, Role::Client, 6, 0);
+/// let mut inflater = Inflater::new(&params, Role::Server);
+/// let mut wire = bytes::BytesMut::new();
+/// deflater.compress(b"hello hello hello hello", &mut wire);
+/// let mut plain = bytes::BytesMut::new();
+/// inflater.inflate(&wire, &mut plain, 1 << 20).unwrap();
+/// inflater.finish_message(&mut plain, 1 << 20).unwrap();
+/// assert_eq!(&plain[..], b"hello hello hello hello");
+/// ```
+pub struct Deflater {
+    z: Option<Compress>,
+    level: u32,
+    window_bits: u8,
+    no_context_takeover: bool,
+    threshold: usize,
+}
+
+impl Deflater {
+    /// A compressor for the side `role` of a connection with these parameters.
+    pub fn new(params: &DeflateParams, role: Role, level: u32, threshold: usize) -> Self {
+        let (window_bits, no_context_takeover) = match role {
+            Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
+            Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
+        };
+        Self { z: None, level: level.min(9), window_bits, no_context_takeover, threshold }
+    }
+
+    /// Whether a message of `len` bytes should be compressed.
+    ///
+    /// zlib cannot produce a raw deflate stream with a 256-byte (8-bit)
+    /// window; rather than silently use a larger window than the peer
+    /// allowed (as zlib-based peers do), such a connection sends its messages
+    /// uncompressed, which RFC 7692 permits.
+    pub fn should_compress(&self, len: usize) -> bool {
+        len >= self.threshold && self.window_bits > 8
+    }
+
+    /// Appends the compressed form of `input` (trailer stripped) to `out`.
+    pub fn compress(&mut self, input: &[u8], out: &mut BytesMut) {
+        let (level, bits) = (self.level, self.window_bits.max(9));
+        let z = self.z.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
+        let start_in = z.total_in();
+        let start_len = out.len();
+        loop {
+            let consumed = (z.total_in() - start_in) as usize;
+            let remaining = input.len() - consumed;
+            out.reserve(remaining.min(256 << 10) + 64);
+            let before = z.total_out();
+            let spare = out.spare_capacity_mut();
+            let room = spare.len();
+            // Only a stream error can fail here, and our stream is always valid.
+            z.compress_uninit(&input[consumed..], spare, FlushCompress::Sync).expect("deflate on a valid stream");
+            let produced = (z.total_out() - before) as usize;
+            // SAFETY: zlib initialised exactly `produced` bytes of the spare capacity.
+            unsafe { out.set_len(out.len() + produced) };
+            let done = (z.total_in() - start_in) as usize == input.len();
+            if done && produced < room {
+                break;
+            }
+        }
+        if out[start_len..].ends_with(&SYNC_TRAILER) {
+            out.truncate(out.len() - SYNC_TRAILER.len());
+        }
+        if self.no_context_takeover {
+            z.reset();
+        }
+    }
+}
+
+/// Decompresses incoming messages, frame by frame.
+pub struct Inflater {
+    z: Option<Decompress>,
+    no_context_takeover: bool,
+}
+
+impl Inflater {
+    /// A decompressor for the side `role` of a connection: it reads what the
+    /// *peer* compressed.
+    pub fn new(params: &DeflateParams, role: Role) -> Self {
+        let no_context_takeover = match role {
+            Role::Server => params.client_no_context_takeover,
+            Role::Client => params.server_no_context_takeover,
+        };
+        Self { z: None, no_context_takeover }
+    }
+
+    /// Inflates one frame's payload, appending to `out`, and fails once
+    /// `out` would grow past `limit` bytes.
+    pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+        // A 15-bit window reads streams made with any smaller window too.
+        let z = self.z.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        let mut consumed = 0;
+        loop {
+            let room = limit.saturating_sub(out.len()).saturating_add(1);
+            if out.capacity() == out.len() {
+                out.reserve((input.len() * 4).clamp(4096, 1 << 20).min(room));
+            }
+            let (before_in, before_out) = (z.total_in(), z.total_out());
+            let spare = out.spare_capacity_mut();
+            let spare_len = spare.len().min(room);
+            let status = z
+                .decompress_uninit(&input[consumed..], &mut spare[..spare_len], FlushDecompress::Sync)
+                .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            let produced = (z.total_out() - before_out) as usize;
+            let used = (z.total_in() - before_in) as usize;
+            // SAFETY: zlib initialised exactly `produced` bytes of the spare capacity.
+            unsafe { out.set_len(out.len() + produced) };
+            consumed += used;
+            if out.len() > limit {
+                return Err(ProtocolError::MessageTooLarge { max: limit });
+            }
+            if status == Status::StreamEnd {
+                // A final block ends the deflate stream; a peer may start a new one.
+                z.reset(false);
+            }
+            if consumed == input.len() && produced < spare_len {
+                return Ok(());
+            }
+            if used == 0 && produced == 0 && status != Status::StreamEnd {
+                // No progress with input left and room to write: the stream is stuck.
+                return Err(ProtocolError::InvalidCompressedData);
+            }
+        }
+    }
+
+    /// Ends a message: feeds the stripped trailer, and resets the window if
+    /// the peer does not keep context between messages.
+    pub fn finish_message(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+        self.inflate(&SYNC_TRAILER, out, limit)?;
+        if self.no_context_takeover {
+            if let Some(z) = &mut self.z {
+                z.reset(false);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pair(params: DeflateParams) -> (Deflater, Inflater) {
+        (Deflater::new(&params, Role::Server, 6, 0), Inflater::new(&params, Role::Client))
+    }
+
+    fn round_trip(d: &mut Deflater, i: &mut Inflater, msg: &[u8]) -> Vec<u8> {
+        let mut wire = BytesMut::new();
+        d.compress(msg, &mut wire);
+        let mut out = BytesMut::new();
+        // Feed it in two pieces, as two frames would arrive.
+        let mid = wire.len() / 2;
+        i.inflate(&wire[..mid], &mut out, usize::MAX).unwrap();
+        i.inflate(&wire[mid..], &mut out, usize::MAX).unwrap();
+        i.finish_message(&mut out, usize::MAX).unwrap();
+        out.to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip_with_and_without_context(msgs in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3000), 1..5), nct: bool, bits in 9u8..=15) {
+            let params = DeflateParams { server_no_context_takeover: nct, server_max_window_bits: bits, ..DeflateParams::default() };
+            let (mut d, mut i) = pair(params);
+            for msg in &msgs {
+                prop_assert_eq!(&round_trip(&mut d, &mut i, msg), msg);
+            }
+        }
+    }
+
+    #[test]
+    fn context_takeover_shrinks_repeated_messages() {
+        let (mut d, _) = pair(DeflateParams::default());
+        let msg = b"{\"channel\":\"news\",\"data\":\"the same words again\"}";
+        let mut first = BytesMut::new();
+        d.compress(msg, &mut first);
+        let mut second = BytesMut::new();
+        d.compress(msg, &mut second);
+        assert!(second.len() < first.len() / 2, "{} vs {}", second.len(), first.len());
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let (mut d, mut i) = pair(DeflateParams::default());
+        let zeros = vec![0u8; 8 << 20];
+        let mut wire = BytesMut::new();
+        d.compress(&zeros, &mut wire);
+        assert!(wire.len() < 64 << 10);
+        let mut out = BytesMut::new();
+        let err = i.inflate(&wire, &mut out, 1 << 20).unwrap_err();
+        assert_eq!(err, ProtocolError::MessageTooLarge { max: 1 << 20 });
+        assert!(out.len() <= (1 << 20) + 1);
+        assert!(out.capacity() < 4 << 20, "capacity {}", out.capacity());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let (_, mut i) = pair(DeflateParams::default());
+        let mut out = BytesMut::new();
+        assert_eq!(i.inflate(&[0xff; 32], &mut out, 1 << 20), Err(ProtocolError::InvalidCompressedData));
+    }
+
+    #[test]
+    fn eight_bit_windows_send_uncompressed() {
+        let params = DeflateParams { server_max_window_bits: 8, ..DeflateParams::default() };
+        assert!(!Deflater::new(&params, Role::Server, 6, 0).should_compress(1000));
+        assert!(Deflater::new(&params, Role::Client, 6, 0).should_compress(1000));
+    }
+}

@@ -1,0 +1,208 @@
+//! The client side of the opening handshake: build the request, verify the
+//! server's answer.
+
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::head::HeadError;
+use super::{accept_key, header_has_token, header_list};
+use crate::deflate::{DeflateConfig, DeflateParams};
+use crate::extension::parse_extensions;
+
+/// One client handshake: holds the random key until the response arrives.
+///
+/// ```
+/// use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake, accept_key};
+/// let client = ClientHandshake::new(vec!["chat".into()], None);
+/// let req = client.request("example.com", "/ws?room=1", &http::HeaderMap::new());
+/// assert_eq!(req.headers()["host"], "example.com");
+///
+/// let server = ServerHandshake { protocols: vec!["chat".into()], deflate: None };
+/// let accepted = server.accept(&req).unwrap();
+/// let negotiated = client.verify(&accepted.response).unwrap();
+/// assert_eq!(negotiated.protocol.as_deref(), Some("chat"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientHandshake {
+    key: String,
+    protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
+}
+
+/// What the server agreed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
+    /// Compression parameters, if the server accepted permessage-deflate.
+    pub deflate: Option<DeflateParams>,
+}
+
+/// Why the server's response does not complete the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// The head could not be read.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// Any status but 101: the server did not upgrade.
+    #[error("the server answered {0} instead of 101 Switching Protocols")]
+    Status(StatusCode),
+    /// 101 without `Upgrade: websocket`.
+    #[error("the server's response lacks Upgrade: websocket")]
+    NotUpgrade,
+    /// 101 without `Connection: Upgrade`.
+    #[error("the server's response lacks Connection: Upgrade")]
+    ConnectionNotUpgrade,
+    /// `Sec-WebSocket-Accept` missing or wrong: not a WebSocket server, or a
+    /// proxy that mangled the handshake.
+    #[error("the server's Sec-WebSocket-Accept does not match the key")]
+    BadAccept,
+    /// The server chose a subprotocol the client did not offer.
+    #[error("the server chose subprotocol {0:?}, which was not offered")]
+    UnexpectedProtocol(String),
+    /// The server's extension response is invalid or was not offered.
+    #[error("invalid Sec-WebSocket-Extensions in the response: {0}")]
+    Extension(String),
+}
+
+impl ClientHandshake {
+    /// A handshake with a fresh random key.
+    pub fn new(protocols: Vec<String>, deflate: Option<DeflateConfig>) -> Self {
+        let raw: [u8; 16] = rand::random();
+        Self { key: base64::engine::general_purpose::STANDARD.encode(raw), protocols, deflate }
+    }
+
+    /// The `Sec-WebSocket-Key` sent.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The upgrade request. `host` is the Host header value (with the port
+    /// when it is not the scheme's default); `extra` headers are added last
+    /// and may override none of the handshake's own.
+    pub fn request(&self, host: &str, path_and_query: &str, extra: &HeaderMap) -> Request<()> {
+        let mut req = Request::get(path_and_query)
+            .header(header::HOST, host)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::SEC_WEBSOCKET_KEY, &self.key)
+            .header(header::SEC_WEBSOCKET_VERSION, "13");
+        if !self.protocols.is_empty() {
+            req = req.header(header::SEC_WEBSOCKET_PROTOCOL, self.protocols.join(", "));
+        }
+        if let Some(cfg) = &self.deflate {
+            let offer = HeaderValue::from_str(&cfg.offer().to_string()).expect("offer tokens are header-safe");
+            req = req.header(header::SEC_WEBSOCKET_EXTENSIONS, offer);
+        }
+        let mut req = req.body(()).unwrap_or_else(|_| Request::new(()));
+        for (name, value) in extra {
+            if !is_handshake_header(name) {
+                req.headers_mut().append(name, value.clone());
+            }
+        }
+        req
+    }
+
+    /// Verifies the server's response.
+    pub fn verify<B>(&self, resp: &Response<B>) -> Result<Negotiated, ResponseError> {
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ResponseError::Status(resp.status()));
+        }
+        let headers = resp.headers();
+        if !header_has_token(headers, header::UPGRADE, "websocket") {
+            return Err(ResponseError::NotUpgrade);
+        }
+        if !header_has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(ResponseError::ConnectionNotUpgrade);
+        }
+        let expected = accept_key(self.key.as_bytes());
+        if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
+            return Err(ResponseError::BadAccept);
+        }
+        let chosen = header_list(headers, header::SEC_WEBSOCKET_PROTOCOL);
+        let protocol = match chosen.as_slice() {
+            [] => None,
+            [one] if self.protocols.contains(one) => Some(one.clone()),
+            _ => return Err(ResponseError::UnexpectedProtocol(chosen.join(", "))),
+        };
+        let mut deflate = None;
+        for value in headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS) {
+            let value = value.to_str().map_err(|_| ResponseError::Extension("not ASCII".into()))?;
+            for ext in parse_extensions(value).map_err(|e| ResponseError::Extension(e.to_string()))? {
+                let Some(cfg) = &self.deflate else {
+                    return Err(ResponseError::Extension(format!("{} was not offered", ext.name)));
+                };
+                if deflate.is_some() {
+                    return Err(ResponseError::Extension("permessage-deflate accepted twice".into()));
+                }
+                deflate = Some(cfg.accept_response(&ext).map_err(|e| ResponseError::Extension(e.into()))?);
+            }
+        }
+        Ok(Negotiated { protocol, deflate })
+    }
+}
+
+fn is_handshake_header(name: &header::HeaderName) -> bool {
+    [
+        header::HOST,
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ]
+    .contains(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::server::ServerHandshake;
+
+    fn response(client: &ClientHandshake, f: impl FnOnce(&mut Response<()>)) -> Result<Negotiated, ResponseError> {
+        let req = client.request("h", "/", &HeaderMap::new());
+        let mut resp = ServerHandshake { protocols: vec!["a".into()], deflate: Some(DeflateConfig::default()) }
+            .accept(&req)
+            .unwrap()
+            .response;
+        f(&mut resp);
+        client.verify(&resp)
+    }
+
+    #[test]
+    fn negotiates_compression_end_to_end() {
+        let client = ClientHandshake::new(vec![], Some(DeflateConfig::default()));
+        assert_eq!(response(&client, |_| {}).unwrap().deflate, Some(DeflateParams::default()));
+    }
+
+    #[test]
+    fn rejects_a_wrong_accept() {
+        let client = ClientHandshake::new(vec![], None);
+        let err = response(&client, |r| {
+            r.headers_mut().insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("nope"));
+        });
+        assert_eq!(err, Err(ResponseError::BadAccept));
+    }
+
+    #[test]
+    fn rejects_unoffered_protocol_and_extension() {
+        let client = ClientHandshake::new(vec![], None);
+        let err = response(&client, |r| {
+            r.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("a"));
+        });
+        assert!(matches!(err, Err(ResponseError::UnexpectedProtocol(_))));
+        let err = response(&client, |r| {
+            r.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
+        });
+        assert!(matches!(err, Err(ResponseError::Extension(_))));
+    }
+
+    #[test]
+    fn a_404_is_reported_as_a_status() {
+        let client = ClientHandshake::new(vec![], None);
+        let err = response(&client, |r| *r.status_mut() = StatusCode::NOT_FOUND);
+        assert_eq!(err, Err(ResponseError::Status(StatusCode::NOT_FOUND)));
+    }
+}

@@ -1,0 +1,95 @@
+//! # duplex-proto: the WebSocket protocol without I/O
+//!
+//! This crate implements RFC 6455 (the WebSocket protocol) and RFC 7692
+//! (permessage-deflate) as pure functions of bytes: it never touches a
+//! socket, a timer or a runtime. An I/O layer (the `duplex` crate for tokio,
+//! or your own) moves bytes between the network and a [`Connection`].
+//!
+//! Why sans-I/O? The protocol's hard parts — framing, fragmentation,
+//! masking, UTF-8, close handshake, compression, limits — are then testable
+//! exhaustively and deterministically: property tests feed any split of any
+//! frame sequence, fuzzers feed anything at all, and none of it needs a
+//! network. It is the design of python-websockets and h11.
+//!
+//! ## Map
+//! - [`handshake`]: the HTTP/1.1 Upgrade, both sides ([`handshake::server`],
+//!   [`handshake::client`]), with bounded header parsing.
+//! - [`Connection`]: the state machine after the handshake.
+//! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire format's pieces.
+//! - [`deflate`], [`extension`]: permessage-deflate and its negotiation.
+//! - [`Limits`]: what a peer may make us buffer.
+//!
+//! ## Example: a server and a client talking through memory
+//! ```
+//! use bytes::Buf;
+//! use duplex_proto::{Config, Connection, Message, Role, State};
+//!
+//! let mut server = Connection::new(Role::Server, Config::default(), None);
+//! let mut client = Connection::new(Role::Client, Config::default(), None);
+//! let mut pipe = |from: &mut Connection, to: &mut Connection| {
+//!     let n = from.outgoing().remaining();
+//!     let bytes = from.outgoing().copy_to_bytes(n);
+//!     to.read_buf().extend_from_slice(&bytes);
+//! };
+//!
+//! client.send(Message::text("ping?")).unwrap();
+//! pipe(&mut client, &mut server);
+//! let msg = server.next_message().unwrap().unwrap();
+//! server.send(msg).unwrap(); // echo
+//! pipe(&mut server, &mut client);
+//! assert_eq!(client.next_message().unwrap(), Some(Message::text("ping?")));
+//!
+//! client.close(None).unwrap();
+//! assert_eq!(client.state(), State::Closing);
+//! pipe(&mut client, &mut server);
+//! assert!(matches!(server.next_message().unwrap(), Some(Message::Close(None))));
+//! assert_eq!(server.state(), State::Closed); // and the reply is queued
+//! pipe(&mut server, &mut client);
+//! client.next_message().unwrap();
+//! assert_eq!(client.state(), State::Closed);
+//! ```
+#![warn(missing_docs)]
+
+pub mod close;
+pub mod connection;
+pub mod deflate;
+pub mod error;
+pub mod extension;
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+pub mod mask;
+pub mod message;
+pub mod outgoing;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use connection::{Config, Connection, SendError};
+pub use deflate::{DeflateConfig, DeflateParams};
+pub use error::ProtocolError;
+pub use limits::Limits;
+pub use message::{Message, Text};
+pub use outgoing::OutBuf;
+
+/// Which end of the connection this is: it decides who masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepted the connection; receives masked frames, sends unmasked ones.
+    Server,
+    /// Opened the connection; masks every frame it sends.
+    Client,
+}
+
+/// Where a connection is in its life (RFC 6455 §4, §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// The opening handshake is under way.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// This side sent a close frame and waits for the peer's.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed: only
+    /// closing the transport remains.
+    Closed,
+}

@@ -1,0 +1,172 @@
+//! The outgoing byte queue: frames waiting to be written, in order.
+//!
+//! Small frames are appended to one contiguous tail, so that many replies to
+//! one read go out in a single `write` (the pipelined benchmark row in
+//! `shared/anchors.md` is decided here). Large unmasked payloads are queued
+//! as shared `Bytes` instead of copied, and written with `writev`.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Payloads at least this long are queued by reference rather than copied.
+pub(crate) const ZERO_COPY_MIN: usize = 4096;
+
+/// Bytes waiting to be written. Implements [`Buf`], including
+/// `chunks_vectored`, so an I/O layer can hand it to `writev` directly.
+///
+/// ```
+/// use bytes::{Buf, Bytes};
+/// use duplex_proto::OutBuf;
+/// let mut out = OutBuf::default();
+/// out.extend_from_slice(b"ab");
+/// out.push(Bytes::from_static(b"cd"));
+/// out.extend_from_slice(b"ef");
+/// assert_eq!(out.remaining(), 6);
+/// assert_eq!(&out.copy_to_bytes(6)[..], b"abcdef");
+/// ```
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl OutBuf {
+    /// Appends bytes, copying them into the tail.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The tail, for encoders that write in place; call
+    /// [`commit_tail`](Self::commit_tail) with the number of bytes added.
+    pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Accounts for `n` bytes written directly into the tail.
+    pub(crate) fn commit_tail(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Queues a shared buffer without copying it.
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.tail.is_empty() {
+            // Keep order: what is already in the tail goes first.
+            self.chunks.push_back(self.tail.split().freeze());
+        }
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Frees the tail's memory if nothing is waiting (idle connections keep
+    /// no buffer).
+    pub fn shrink(&mut self) {
+        if self.len == 0 {
+            self.tail = BytesMut::new();
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+impl Buf for OutBuf {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(c) => c,
+            None => &self.tail,
+        }
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.len, "advance past the end of OutBuf");
+        self.len -= cnt;
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(c) if c.len() <= cnt => {
+                    cnt -= c.len();
+                    self.chunks.pop_front();
+                }
+                Some(c) => {
+                    c.advance(cnt);
+                    return;
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    return;
+                }
+            }
+        }
+        if self.len == 0 {
+            // Reuse the tail's allocation from its start.
+            self.tail.clear();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut i = 0;
+        for c in &self.chunks {
+            if i == dst.len() {
+                return i;
+            }
+            dst[i] = IoSlice::new(c);
+            i += 1;
+        }
+        if i < dst.len() && !self.tail.is_empty() {
+            dst[i] = IoSlice::new(&self.tail);
+            i += 1;
+        }
+        i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn keeps_order_across_any_advance(parts in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..20)), 0..10), steps in proptest::collection::vec(1usize..15, 0..20)) {
+            let mut out = OutBuf::default();
+            let mut expected = Vec::new();
+            for (shared, bytes) in &parts {
+                expected.extend_from_slice(bytes);
+                if *shared { out.push(Bytes::copy_from_slice(bytes)) } else { out.extend_from_slice(bytes) }
+            }
+            let mut got = Vec::new();
+            for s in steps {
+                let n = s.min(out.chunk().len());
+                got.extend_from_slice(&out.chunk()[..n]);
+                out.advance(n);
+            }
+            while out.has_remaining() {
+                let mut slices = [IoSlice::new(&[]); 4];
+                let k = out.chunks_vectored(&mut slices);
+                let first = slices[..k].iter().map(|s| s.len()).sum::<usize>().min(7);
+                let flat: Vec<u8> = slices[..k].iter().flat_map(|s| s.iter().copied()).take(first).collect();
+                got.extend_from_slice(&flat);
+                out.advance(first);
+            }
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
