@@ -120,9 +120,14 @@ impl CloseFrame {
                     return Err(ProtocolError::InvalidCloseCode(code.0));
                 }
                 let mut v = Utf8Validator::default();
-                v.feed(reason).and_then(|()| v.finish()).map_err(|_| ProtocolError::InvalidUtf8)?;
+                v.feed(reason)
+                    .and_then(|()| v.finish())
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
                 let reason = std::str::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
-                Ok(Some(Self { code, reason: reason.to_owned() }))
+                Ok(Some(Self {
+                    code,
+                    reason: reason.to_owned(),
+                }))
             }
         }
     }
@@ -152,19 +157,33 @@ mod tests {
 
     #[test]
     fn wire_validity_of_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
             assert!(CloseCode(ok).is_sendable(), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(bad).is_sendable(), "{bad}");
         }
     }
 
     #[test]
     fn rejects_bad_payloads() {
-        assert_eq!(CloseFrame::parse(b"\x03"), Err(ProtocolError::InvalidClosePayload));
-        assert_eq!(CloseFrame::parse(b"\x03\xed"), Err(ProtocolError::InvalidCloseCode(1005)));
-        assert_eq!(CloseFrame::parse(b"\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            CloseFrame::parse(b"\x03"),
+            Err(ProtocolError::InvalidClosePayload)
+        );
+        assert_eq!(
+            CloseFrame::parse(b"\x03\xed"),
+            Err(ProtocolError::InvalidCloseCode(1005))
+        );
+        assert_eq!(
+            CloseFrame::parse(b"\x03\xe8\xff"),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 
     #[test]

@@ -114,7 +114,12 @@ impl Connection {
         let (inflater, deflater) = match deflate {
             Some(params) => (
                 Some(Inflater::new(&params, role)),
-                Some(Deflater::new(&params, role, config.deflate.level, config.deflate.threshold)),
+                Some(Deflater::new(
+                    &params,
+                    role,
+                    config.deflate.level,
+                    config.deflate.threshold,
+                )),
             ),
             None => (None, None),
         };
@@ -250,8 +255,13 @@ impl Connection {
                     if let Some(key) = frame.header.mask {
                         apply_mask(&mut self.read[frame.checked..avail], key, frame.checked);
                     }
-                    self.utf8.feed(&self.read[frame.checked..avail]).map_err(|_| ProtocolError::InvalidUtf8)?;
-                    self.frame = Some(FrameInProgress { checked: avail, ..frame });
+                    self.utf8
+                        .feed(&self.read[frame.checked..avail])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.frame = Some(FrameInProgress {
+                        checked: avail,
+                        ..frame
+                    });
                 }
                 self.read.reserve(len - avail);
                 return Ok(None);
@@ -282,7 +292,8 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        if h.rsv1 && (self.inflater.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary)) {
+        if h.rsv1 && (self.inflater.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        {
             return Err(ProtocolError::ReservedBits);
         }
         if h.opcode.is_control() {
@@ -290,7 +301,10 @@ impl Connection {
         }
         let limits = self.config.limits;
         if h.payload_len > limits.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooLarge { len: h.payload_len, max: limits.max_frame_size });
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.payload_len,
+                max: limits.max_frame_size,
+            });
         }
         let len = h.payload_len as usize;
         let message = match (h.opcode, self.message.as_mut()) {
@@ -306,17 +320,25 @@ impl Connection {
         };
         message.fragments += 1;
         if message.fragments > limits.max_fragments {
-            return Err(ProtocolError::TooManyFragments { max: limits.max_fragments });
+            return Err(ProtocolError::TooManyFragments {
+                max: limits.max_fragments,
+            });
         }
         message.size = message.size.saturating_add(len);
         // Compressed sizes are checked after inflation, against the same limit.
         if !message.compressed && message.size > limits.max_message_size {
-            return Err(ProtocolError::MessageTooLarge { max: limits.max_message_size });
+            return Err(ProtocolError::MessageTooLarge {
+                max: limits.max_message_size,
+            });
         }
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: FrameInProgress, payload: BytesMut) -> Result<Option<Message>, ProtocolError> {
+    fn on_frame(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, ProtocolError> {
         let h = frame.header;
         match h.opcode {
             OpCode::Ping => {
@@ -335,23 +357,34 @@ impl Connection {
         }
     }
 
-    fn on_data(&mut self, frame: FrameInProgress, payload: BytesMut) -> Result<Option<Message>, ProtocolError> {
+    fn on_data(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, ProtocolError> {
         let h = frame.header;
         let m = self.message.expect("check_header started the message");
         let max = self.config.limits.max_message_size;
         if m.compressed {
-            let inflater = self.inflater.as_mut().expect("RSV1 is accepted only with an inflater");
+            let inflater = self
+                .inflater
+                .as_mut()
+                .expect("RSV1 is accepted only with an inflater");
             let start = self.assembly.len();
             inflater.inflate(&payload, &mut self.assembly, max)?;
             if h.fin {
                 inflater.finish_message(&mut self.assembly, max)?;
             }
             if m.text {
-                self.utf8.feed(&self.assembly[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8
+                    .feed(&self.assembly[start..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         } else {
             if m.text {
-                self.utf8.feed(&payload[frame.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8
+                    .feed(&payload[frame.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             if h.fin && m.fragments == 1 {
                 // The common case: one frame, handed out without a copy.
@@ -379,7 +412,10 @@ impl Connection {
     fn on_close(&mut self, frame: Option<CloseFrame>) {
         if !self.close_sent {
             // Echo the code, as RFC 6455 §5.5.1 suggests; no code → empty close.
-            let payload = frame.as_ref().map(|f| CloseFrame::new(f.code, "").to_payload()).unwrap_or_default();
+            let payload = frame
+                .as_ref()
+                .map(|f| CloseFrame::new(f.code, "").to_payload())
+                .unwrap_or_default();
             self.write_frame(OpCode::Close, false, &payload);
             self.close_sent = true;
         }
@@ -446,7 +482,11 @@ impl Connection {
         if self.close_sent {
             return Err(SendError::Closed);
         }
-        if let Some(deflater) = self.deflater.as_mut().filter(|d| d.should_compress(payload.len())) {
+        if let Some(deflater) = self
+            .deflater
+            .as_mut()
+            .filter(|d| d.should_compress(payload.len()))
+        {
             let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             deflater.compress(&payload, &mut scratch);
@@ -483,7 +523,13 @@ impl Connection {
     }
 
     fn write_header(&mut self, opcode: OpCode, rsv1: bool, len: usize, mask: Option<[u8; 4]>) {
-        let header = FrameHeader { fin: true, rsv1, opcode, mask, payload_len: len as u64 };
+        let header = FrameHeader {
+            fin: true,
+            rsv1,
+            opcode,
+            mask,
+            payload_len: len as u64,
+        };
         let mut buf = [0u8; MAX_HEADER_LEN];
         let n = header.write(&mut buf);
         self.out.extend_from_slice(&buf[..n]);

@@ -49,7 +49,10 @@ impl fmt::Display for Extension {
 
 /// Parses one header value into its extensions.
 pub fn parse_extensions(value: &str) -> Result<Vec<Extension>, ExtensionSyntaxError> {
-    let mut p = Parser { s: value.as_bytes(), pos: 0 };
+    let mut p = Parser {
+        s: value.as_bytes(),
+        pos: 0,
+    };
     let mut out = Vec::new();
     loop {
         p.skip_ws();
@@ -59,7 +62,9 @@ pub fn parse_extensions(value: &str) -> Result<Vec<Extension>, ExtensionSyntaxEr
         if p.at_end() {
             break;
         }
-        let name = p.token().ok_or(ExtensionSyntaxError("expected an extension name"))?;
+        let name = p
+            .token()
+            .ok_or(ExtensionSyntaxError("expected an extension name"))?;
         let mut params = Vec::new();
         loop {
             p.skip_ws();
@@ -70,11 +75,17 @@ pub fn parse_extensions(value: &str) -> Result<Vec<Extension>, ExtensionSyntaxEr
                 return Err(ExtensionSyntaxError("expected ';' or ','"));
             }
             p.skip_ws();
-            let key = p.token().ok_or(ExtensionSyntaxError("expected a parameter name"))?;
+            let key = p
+                .token()
+                .ok_or(ExtensionSyntaxError("expected a parameter name"))?;
             p.skip_ws();
             let value = if p.eat(b'=') {
                 p.skip_ws();
-                Some(p.token().or_else(|| p.quoted()).ok_or(ExtensionSyntaxError("expected a parameter value"))?)
+                Some(
+                    p.token()
+                        .or_else(|| p.quoted())
+                        .ok_or(ExtensionSyntaxError("expected a parameter value"))?,
+                )
             } else {
                 None
             };
@@ -158,10 +169,16 @@ mod tests {
 
     #[test]
     fn parses_several_offers_with_params() {
-        let v = parse_extensions("permessage-deflate; client_no_context_takeover; server_max_window_bits=10 ,x-foo").unwrap();
+        let v = parse_extensions(
+            "permessage-deflate; client_no_context_takeover; server_max_window_bits=10 ,x-foo",
+        )
+        .unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].params.len(), 2);
-        assert_eq!(v[0].params[1], ("server_max_window_bits".into(), Some("10".into())));
+        assert_eq!(
+            v[0].params[1],
+            ("server_max_window_bits".into(), Some("10".into()))
+        );
         assert_eq!(v[1].name, "x-foo");
     }
 

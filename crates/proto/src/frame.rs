@@ -144,7 +144,16 @@ impl FrameHeader {
         } else {
             None
         };
-        Ok(Some((FrameHeader { fin, rsv1, opcode, mask, payload_len }, pos)))
+        Ok(Some((
+            FrameHeader {
+                fin,
+                rsv1,
+                opcode,
+                mask,
+                payload_len,
+            },
+            pos,
+        )))
     }
 
     fn check_first_byte(b0: u8) -> Result<OpCode, ProtocolError> {
@@ -240,16 +249,31 @@ mod tests {
     #[test]
     fn rejects_reserved_opcodes_and_bits_from_the_first_byte() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::parse(&[0x80 | op]), Err(ProtocolError::ReservedOpcode(op)));
+            assert_eq!(
+                FrameHeader::parse(&[0x80 | op]),
+                Err(ProtocolError::ReservedOpcode(op))
+            );
         }
-        assert_eq!(FrameHeader::parse(&[0x81 | 0x20]), Err(ProtocolError::ReservedBits));
-        assert_eq!(FrameHeader::parse(&[0x81 | 0x10]), Err(ProtocolError::ReservedBits));
+        assert_eq!(
+            FrameHeader::parse(&[0x81 | 0x20]),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x81 | 0x10]),
+            Err(ProtocolError::ReservedBits)
+        );
     }
 
     #[test]
     fn rejects_bad_control_frames() {
-        assert_eq!(FrameHeader::parse(&[0x09, 0x00]), Err(ProtocolError::FragmentedControlFrame));
-        assert_eq!(FrameHeader::parse(&[0x89, 126]), Err(ProtocolError::ControlFrameTooLong));
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0x00]),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 126]),
+            Err(ProtocolError::ControlFrameTooLong)
+        );
     }
 
     #[test]

@@ -27,13 +27,21 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_frame_size: 16 << 20, max_message_size: 64 << 20, max_fragments: 65_536 }
+        Self {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_fragments: 65_536,
+        }
     }
 }
 
 impl Limits {
     /// No practical limit (for trusted peers and conformance tests).
     pub fn unlimited() -> Self {
-        Self { max_frame_size: usize::MAX, max_message_size: usize::MAX, max_fragments: usize::MAX }
+        Self {
+            max_frame_size: usize::MAX,
+            max_message_size: usize::MAX,
+            max_fragments: usize::MAX,
+        }
     }
 }

@@ -84,7 +84,8 @@ impl From<&'static str> for Message {
 impl TryFrom<Bytes> for Text {
     type Error = std::str::Utf8Error;
     fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
-        simdutf8::compat::from_utf8(&bytes).map_err(|_| std::str::from_utf8(&bytes).unwrap_err())?;
+        simdutf8::compat::from_utf8(&bytes)
+            .map_err(|_| std::str::from_utf8(&bytes).unwrap_err())?;
         Ok(Self(bytes))
     }
 }

@@ -74,6 +74,29 @@ impl OutBuf {
         self.len == 0
     }
 
+    /// Takes the tail's buffer out if nothing is waiting, so an I/O layer can
+    /// pool it while the connection is idle.
+    pub fn recycle(&mut self) -> Option<BytesMut> {
+        (self.len == 0 && self.tail.capacity() > 0).then(|| {
+            self.chunks = VecDeque::new();
+            std::mem::take(&mut self.tail)
+        })
+    }
+
+    /// Whether the tail has no memory (see [`provide`](Self::provide)).
+    pub fn needs_buffer(&self) -> bool {
+        self.len == 0 && self.tail.capacity() == 0
+    }
+
+    /// Gives an empty buffer to write the next frames into, if the tail has
+    /// none.
+    pub fn provide(&mut self, mut buf: BytesMut) {
+        if self.tail.capacity() == 0 && self.len == 0 {
+            buf.clear();
+            self.tail = buf;
+        }
+    }
+
     /// Frees the tail's memory if nothing is waiting (idle connections keep
     /// no buffer).
     pub fn shrink(&mut self) {

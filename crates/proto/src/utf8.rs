@@ -121,7 +121,12 @@ mod tests {
 
     #[test]
     fn surrogates_and_overlongs_fail() {
-        for bad in [&b"\xed\xa0\x80"[..], b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xff"] {
+        for bad in [
+            &b"\xed\xa0\x80"[..],
+            b"\xc0\xaf",
+            b"\xf4\x90\x80\x80",
+            b"\xff",
+        ] {
             assert!(check_split(bad, &[1]).is_err(), "{bad:?}");
         }
     }

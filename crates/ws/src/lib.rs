@@ -1,1 +1,52 @@
+//! # duplex: WebSockets for tokio
+//!
+//! A strictly conformant, fast WebSocket client and server (RFC 6455 and
+//! RFC 7692 permessage-deflate), built on the sans-I/O protocol core
+//! [`duplex_proto`].
+//!
+//! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` (rustls), HTTP
+//!   proxies (`CONNECT`, from the environment or explicit), headers,
+//!   subprotocols, compression, timeouts.
+//! - [`accept`] / [`ServerBuilder`]: on any stream; [`upgrade`] inside
+//!   hyper or axum.
+//! - [`WebSocket`]: `recv`/`send`/`feed`/`close`, `Stream` + `Sink`,
+//!   [`split`](WebSocket::split) into halves for two tasks; cancel-safe
+//!   receiving; bounded outgoing buffer (backpressure); keepalive pings and
+//!   idle timeout; limits on everything a peer can make us buffer.
+//!
+//! ```no_run
+//! # async fn run() -> duplex::Result<()> {
+//! let mut ws = duplex::connect("ws://127.0.0.1:8080/echo").await?;
+//! ws.send("hello").await?;
+//! if let Some(reply) = ws.recv().await {
+//!     assert_eq!(reply?.as_text(), Some("hello"));
+//! }
+//! ws.close(duplex::CloseCode::NORMAL, "bye").await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
 
+mod client;
+mod config;
+mod error;
+mod handshake_io;
+mod pool;
+pub mod proxy;
+mod server;
+mod socket;
+mod split;
+mod stream;
+pub mod tls;
+pub mod upgrade;
+pub mod url;
+
+pub use client::{ClientBuilder, HandshakeInfo, connect};
+pub use config::Config;
+pub use duplex_proto::{
+    self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, Role, State, Text,
+};
+pub use error::{Error, HandshakeError, Result};
+pub use server::{RequestFilter, ServerBuilder, accept};
+pub use socket::WebSocket;
+pub use split::{WebSocketReader, WebSocketWriter};
+pub use stream::MaybeTlsStream;

@@ -45,10 +45,22 @@ impl Deflater {
     /// A compressor for the side `role` of a connection with these parameters.
     pub fn new(params: &DeflateParams, role: Role, level: u32, threshold: usize) -> Self {
         let (window_bits, no_context_takeover) = match role {
-            Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
-            Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
+            Role::Server => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
         };
-        Self { z: None, level: level.min(9), window_bits, no_context_takeover, threshold }
+        Self {
+            z: None,
+            level: level.min(9),
+            window_bits,
+            no_context_takeover,
+            threshold,
+        }
     }
 
     /// Whether a message of `len` bytes should be compressed.
@@ -64,7 +76,9 @@ impl Deflater {
     /// Appends the compressed form of `input` (trailer stripped) to `out`.
     pub fn compress(&mut self, input: &[u8], out: &mut BytesMut) {
         let (level, bits) = (self.level, self.window_bits.max(9));
-        let z = self.z.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
+        let z = self.z.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
         let start_in = z.total_in();
         let start_len = out.len();
         loop {
@@ -75,7 +89,8 @@ impl Deflater {
             let spare = out.spare_capacity_mut();
             let room = spare.len();
             // Only a stream error can fail here, and our stream is always valid.
-            z.compress_uninit(&input[consumed..], spare, FlushCompress::Sync).expect("deflate on a valid stream");
+            z.compress_uninit(&input[consumed..], spare, FlushCompress::Sync)
+                .expect("deflate on a valid stream");
             let produced = (z.total_out() - before) as usize;
             // SAFETY: zlib initialised exactly `produced` bytes of the spare capacity.
             unsafe { out.set_len(out.len() + produced) };
@@ -107,14 +122,24 @@ impl Inflater {
             Role::Server => params.client_no_context_takeover,
             Role::Client => params.server_no_context_takeover,
         };
-        Self { z: None, no_context_takeover }
+        Self {
+            z: None,
+            no_context_takeover,
+        }
     }
 
     /// Inflates one frame's payload, appending to `out`, and fails once
     /// `out` would grow past `limit` bytes.
-    pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+    pub fn inflate(
+        &mut self,
+        input: &[u8],
+        out: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
         // A 15-bit window reads streams made with any smaller window too.
-        let z = self.z.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        let z = self
+            .z
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
         let mut consumed = 0;
         loop {
             let room = limit.saturating_sub(out.len()).saturating_add(1);
@@ -125,7 +150,11 @@ impl Inflater {
             let spare = out.spare_capacity_mut();
             let spare_len = spare.len().min(room);
             let status = z
-                .decompress_uninit(&input[consumed..], &mut spare[..spare_len], FlushDecompress::Sync)
+                .decompress_uninit(
+                    &input[consumed..],
+                    &mut spare[..spare_len],
+                    FlushDecompress::Sync,
+                )
                 .map_err(|_| ProtocolError::InvalidCompressedData)?;
             let produced = (z.total_out() - before_out) as usize;
             let used = (z.total_in() - before_in) as usize;
@@ -151,7 +180,11 @@ impl Inflater {
 
     /// Ends a message: feeds the stripped trailer, and resets the window if
     /// the peer does not keep context between messages.
-    pub fn finish_message(&mut self, out: &mut BytesMut, limit: usize) -> Result<(), ProtocolError> {
+    pub fn finish_message(
+        &mut self,
+        out: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
         self.inflate(&SYNC_TRAILER, out, limit)?;
         if self.no_context_takeover {
             if let Some(z) = &mut self.z {
@@ -168,7 +201,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn pair(params: DeflateParams) -> (Deflater, Inflater) {
-        (Deflater::new(&params, Role::Server, 6, 0), Inflater::new(&params, Role::Client))
+        (
+            Deflater::new(&params, Role::Server, 6, 0),
+            Inflater::new(&params, Role::Client),
+        )
     }
 
     fn round_trip(d: &mut Deflater, i: &mut Inflater, msg: &[u8]) -> Vec<u8> {
@@ -202,7 +238,12 @@ mod tests {
         d.compress(msg, &mut first);
         let mut second = BytesMut::new();
         d.compress(msg, &mut second);
-        assert!(second.len() < first.len() / 2, "{} vs {}", second.len(), first.len());
+        assert!(
+            second.len() < first.len() / 2,
+            "{} vs {}",
+            second.len(),
+            first.len()
+        );
     }
 
     #[test]
@@ -223,12 +264,18 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let (_, mut i) = pair(DeflateParams::default());
         let mut out = BytesMut::new();
-        assert_eq!(i.inflate(&[0xff; 32], &mut out, 1 << 20), Err(ProtocolError::InvalidCompressedData));
+        assert_eq!(
+            i.inflate(&[0xff; 32], &mut out, 1 << 20),
+            Err(ProtocolError::InvalidCompressedData)
+        );
     }
 
     #[test]
     fn eight_bit_windows_send_uncompressed() {
-        let params = DeflateParams { server_max_window_bits: 8, ..DeflateParams::default() };
+        let params = DeflateParams {
+            server_max_window_bits: 8,
+            ..DeflateParams::default()
+        };
         assert!(!Deflater::new(&params, Role::Server, 6, 0).should_compress(1000));
         assert!(Deflater::new(&params, Role::Client, 6, 0).should_compress(1000));
     }

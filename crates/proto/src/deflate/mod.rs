@@ -24,7 +24,7 @@ pub const EXTENSION_NAME: &str = "permessage-deflate";
 ///
 /// ```
 /// use duplex_proto::DeflateConfig;
-/// let cfg = DeflateConfig { threshold: 0, ..DeflateConfig::default() };
+/// let cfg = DeflateConfig { level: 1, ..DeflateConfig::default() };
 /// assert_eq!(cfg.offer().to_string(), "permessage-deflate; client_max_window_bits");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +39,10 @@ pub struct DeflateConfig {
     pub server_max_window_bits: u8,
     /// The largest LZ77 window, in bits (8–15), the client may compress with.
     pub client_max_window_bits: u8,
-    /// Messages shorter than this many bytes are sent uncompressed: deflate
-    /// costs more than it saves on tiny payloads. Default 64.
+    /// Messages shorter than this many bytes are sent uncompressed. Default
+    /// 0: like browsers and python-websockets, compress everything once
+    /// compression is negotiated (with context takeover, even short
+    /// repetitive messages shrink). Raise it to save CPU on tiny messages.
     pub threshold: usize,
 }
 
@@ -52,7 +54,7 @@ impl Default for DeflateConfig {
             client_no_context_takeover: false,
             server_max_window_bits: 15,
             client_max_window_bits: 15,
-            threshold: 64,
+            threshold: 0,
         }
     }
 }

@@ -45,7 +45,10 @@ fn parse(ext: &Extension) -> Result<Parsed, &'static str> {
                 }
             }
             "server_max_window_bits" => {
-                let bits = value.as_deref().and_then(parse_bits).ok_or("invalid server_max_window_bits")?;
+                let bits = value
+                    .as_deref()
+                    .and_then(parse_bits)
+                    .ok_or("invalid server_max_window_bits")?;
                 if p.server_max_window_bits.replace(bits).is_some() {
                     return Err("repeated parameter");
                 }
@@ -66,7 +69,31 @@ fn parse(ext: &Extension) -> Result<Parsed, &'static str> {
 }
 
 impl DeflateConfig {
-    /// The offer a client sends.
+    /// The offers a client sends, in order of preference: this
+    /// configuration, then (unless it already says so) the same with
+    /// `client_no_context_takeover`, for servers that accept only clients
+    /// that reset their window (to bound their own memory).
+    ///
+    /// ```
+    /// let offers = duplex_proto::DeflateConfig::default().offers();
+    /// let header: Vec<String> = offers.iter().map(|o| o.to_string()).collect();
+    /// assert_eq!(header.join(", "), "permessage-deflate; client_max_window_bits, permessage-deflate; client_no_context_takeover; client_max_window_bits");
+    /// ```
+    pub fn offers(&self) -> Vec<Extension> {
+        let mut offers = vec![self.offer()];
+        if !self.client_no_context_takeover {
+            offers.push(
+                DeflateConfig {
+                    client_no_context_takeover: true,
+                    ..*self
+                }
+                .offer(),
+            );
+        }
+        offers
+    }
+
+    /// The primary offer a client sends.
     pub fn offer(&self) -> Extension {
         let mut params = Vec::new();
         if self.server_no_context_takeover {
@@ -76,12 +103,19 @@ impl DeflateConfig {
             params.push(("client_no_context_takeover".to_owned(), None));
         }
         if self.server_max_window_bits < 15 {
-            params.push(("server_max_window_bits".to_owned(), Some(self.server_max_window_bits.to_string())));
+            params.push((
+                "server_max_window_bits".to_owned(),
+                Some(self.server_max_window_bits.to_string()),
+            ));
         }
         // Always present: it tells the server we can limit our own window.
-        let client_bits = (self.client_max_window_bits < 15).then(|| self.client_max_window_bits.to_string());
+        let client_bits =
+            (self.client_max_window_bits < 15).then(|| self.client_max_window_bits.to_string());
         params.push(("client_max_window_bits".to_owned(), client_bits));
-        Extension { name: EXTENSION_NAME.to_owned(), params }
+        Extension {
+            name: EXTENSION_NAME.to_owned(),
+            params,
+        }
     }
 
     /// Server side: accepts one offer if it can be honoured, returning the
@@ -100,9 +134,14 @@ impl DeflateConfig {
         }
         let p = parse(offer).ok()?;
         let params = DeflateParams {
-            server_no_context_takeover: p.server_no_context_takeover || self.server_no_context_takeover,
-            client_no_context_takeover: p.client_no_context_takeover || self.client_no_context_takeover,
-            server_max_window_bits: p.server_max_window_bits.unwrap_or(15).min(self.server_max_window_bits),
+            server_no_context_takeover: p.server_no_context_takeover
+                || self.server_no_context_takeover,
+            client_no_context_takeover: p.client_no_context_takeover
+                || self.client_no_context_takeover,
+            server_max_window_bits: p
+                .server_max_window_bits
+                .unwrap_or(15)
+                .min(self.server_max_window_bits),
             // Without the parameter in the offer we cannot limit the client.
             client_max_window_bits: match p.client_max_window_bits {
                 None => 15,
@@ -117,12 +156,24 @@ impl DeflateConfig {
             response.push(("client_no_context_takeover".to_owned(), None));
         }
         if p.server_max_window_bits.is_some() || params.server_max_window_bits < 15 {
-            response.push(("server_max_window_bits".to_owned(), Some(params.server_max_window_bits.to_string())));
+            response.push((
+                "server_max_window_bits".to_owned(),
+                Some(params.server_max_window_bits.to_string()),
+            ));
         }
         if matches!(p.client_max_window_bits, Some(Some(_))) || params.client_max_window_bits < 15 {
-            response.push(("client_max_window_bits".to_owned(), Some(params.client_max_window_bits.to_string())));
+            response.push((
+                "client_max_window_bits".to_owned(),
+                Some(params.client_max_window_bits.to_string()),
+            ));
         }
-        Some((params, Extension { name: EXTENSION_NAME.to_owned(), params: response }))
+        Some((
+            params,
+            Extension {
+                name: EXTENSION_NAME.to_owned(),
+                params: response,
+            },
+        ))
     }
 
     /// Client side: checks the server's response against what
@@ -153,7 +204,8 @@ impl DeflateConfig {
         };
         Ok(DeflateParams {
             server_no_context_takeover: p.server_no_context_takeover,
-            client_no_context_takeover: p.client_no_context_takeover || self.client_no_context_takeover,
+            client_no_context_takeover: p.client_no_context_takeover
+                || self.client_no_context_takeover,
             server_max_window_bits: server_bits,
             client_max_window_bits: client_bits,
         })
@@ -202,27 +254,53 @@ mod tests {
         let (params, resp) = DeflateConfig::default().accept_offer(&o).unwrap();
         assert!(params.server_no_context_takeover);
         assert_eq!(params.client_max_window_bits, 9);
-        assert_eq!(resp.to_string(), "permessage-deflate; server_no_context_takeover; client_max_window_bits=9");
+        assert_eq!(
+            resp.to_string(),
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=9"
+        );
     }
 
     #[test]
     fn client_validates_responses() {
-        let cfg = DeflateConfig { server_max_window_bits: 10, ..DeflateConfig::default() };
+        let cfg = DeflateConfig {
+            server_max_window_bits: 10,
+            ..DeflateConfig::default()
+        };
         assert!(cfg.accept_response(&offer("permessage-deflate")).is_err());
-        assert!(cfg.accept_response(&offer("permessage-deflate; server_max_window_bits=12")).is_err());
-        let p = cfg.accept_response(&offer("permessage-deflate; server_max_window_bits=9; client_max_window_bits=8")).unwrap();
+        assert!(
+            cfg.accept_response(&offer("permessage-deflate; server_max_window_bits=12"))
+                .is_err()
+        );
+        let p = cfg
+            .accept_response(&offer(
+                "permessage-deflate; server_max_window_bits=9; client_max_window_bits=8",
+            ))
+            .unwrap();
         assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (9, 8));
-        assert!(DeflateConfig::default().accept_response(&offer("permessage-deflate; client_max_window_bits")).is_err());
+        assert!(
+            DeflateConfig::default()
+                .accept_response(&offer("permessage-deflate; client_max_window_bits"))
+                .is_err()
+        );
     }
 
     #[test]
     fn offer_round_trips_through_a_server() {
         for cfg in [
             DeflateConfig::default(),
-            DeflateConfig { server_no_context_takeover: true, client_max_window_bits: 10, ..DeflateConfig::default() },
-            DeflateConfig { server_max_window_bits: 9, client_no_context_takeover: true, ..DeflateConfig::default() },
+            DeflateConfig {
+                server_no_context_takeover: true,
+                client_max_window_bits: 10,
+                ..DeflateConfig::default()
+            },
+            DeflateConfig {
+                server_max_window_bits: 9,
+                client_no_context_takeover: true,
+                ..DeflateConfig::default()
+            },
         ] {
-            let (server_params, resp) = DeflateConfig::default().accept_offer(&cfg.offer()).unwrap();
+            let (server_params, resp) =
+                DeflateConfig::default().accept_offer(&cfg.offer()).unwrap();
             let client_params = cfg.accept_response(&resp).unwrap();
             assert_eq!(server_params, client_params, "{cfg:?}");
         }

@@ -71,7 +71,11 @@ impl ClientHandshake {
     /// A handshake with a fresh random key.
     pub fn new(protocols: Vec<String>, deflate: Option<DeflateConfig>) -> Self {
         let raw: [u8; 16] = rand::random();
-        Self { key: base64::engine::general_purpose::STANDARD.encode(raw), protocols, deflate }
+        Self {
+            key: base64::engine::general_purpose::STANDARD.encode(raw),
+            protocols,
+            deflate,
+        }
     }
 
     /// The `Sec-WebSocket-Key` sent.
@@ -93,7 +97,9 @@ impl ClientHandshake {
             req = req.header(header::SEC_WEBSOCKET_PROTOCOL, self.protocols.join(", "));
         }
         if let Some(cfg) = &self.deflate {
-            let offer = HeaderValue::from_str(&cfg.offer().to_string()).expect("offer tokens are header-safe");
+            let offers: Vec<String> = cfg.offers().iter().map(|o| o.to_string()).collect();
+            let offer =
+                HeaderValue::from_str(&offers.join(", ")).expect("offer tokens are header-safe");
             req = req.header(header::SEC_WEBSOCKET_EXTENSIONS, offer);
         }
         let mut req = req.body(()).unwrap_or_else(|_| Request::new(()));
@@ -118,7 +124,11 @@ impl ClientHandshake {
             return Err(ResponseError::ConnectionNotUpgrade);
         }
         let expected = accept_key(self.key.as_bytes());
-        if headers.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
+        if headers
+            .get(header::SEC_WEBSOCKET_ACCEPT)
+            .map(|v| v.as_bytes())
+            != Some(expected.as_bytes())
+        {
             return Err(ResponseError::BadAccept);
         }
         let chosen = header_list(headers, header::SEC_WEBSOCKET_PROTOCOL);
@@ -129,15 +139,27 @@ impl ClientHandshake {
         };
         let mut deflate = None;
         for value in headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS) {
-            let value = value.to_str().map_err(|_| ResponseError::Extension("not ASCII".into()))?;
-            for ext in parse_extensions(value).map_err(|e| ResponseError::Extension(e.to_string()))? {
+            let value = value
+                .to_str()
+                .map_err(|_| ResponseError::Extension("not ASCII".into()))?;
+            for ext in
+                parse_extensions(value).map_err(|e| ResponseError::Extension(e.to_string()))?
+            {
                 let Some(cfg) = &self.deflate else {
-                    return Err(ResponseError::Extension(format!("{} was not offered", ext.name)));
+                    return Err(ResponseError::Extension(format!(
+                        "{} was not offered",
+                        ext.name
+                    )));
                 };
                 if deflate.is_some() {
-                    return Err(ResponseError::Extension("permessage-deflate accepted twice".into()));
+                    return Err(ResponseError::Extension(
+                        "permessage-deflate accepted twice".into(),
+                    ));
                 }
-                deflate = Some(cfg.accept_response(&ext).map_err(|e| ResponseError::Extension(e.into()))?);
+                deflate = Some(
+                    cfg.accept_response(&ext)
+                        .map_err(|e| ResponseError::Extension(e.into()))?,
+                );
             }
         }
         Ok(Negotiated { protocol, deflate })
@@ -161,12 +183,18 @@ mod tests {
     use super::*;
     use crate::handshake::server::ServerHandshake;
 
-    fn response(client: &ClientHandshake, f: impl FnOnce(&mut Response<()>)) -> Result<Negotiated, ResponseError> {
+    fn response(
+        client: &ClientHandshake,
+        f: impl FnOnce(&mut Response<()>),
+    ) -> Result<Negotiated, ResponseError> {
         let req = client.request("h", "/", &HeaderMap::new());
-        let mut resp = ServerHandshake { protocols: vec!["a".into()], deflate: Some(DeflateConfig::default()) }
-            .accept(&req)
-            .unwrap()
-            .response;
+        let mut resp = ServerHandshake {
+            protocols: vec!["a".into()],
+            deflate: Some(DeflateConfig::default()),
+        }
+        .accept(&req)
+        .unwrap()
+        .response;
         f(&mut resp);
         client.verify(&resp)
     }
@@ -174,14 +202,20 @@ mod tests {
     #[test]
     fn negotiates_compression_end_to_end() {
         let client = ClientHandshake::new(vec![], Some(DeflateConfig::default()));
-        assert_eq!(response(&client, |_| {}).unwrap().deflate, Some(DeflateParams::default()));
+        assert_eq!(
+            response(&client, |_| {}).unwrap().deflate,
+            Some(DeflateParams::default())
+        );
     }
 
     #[test]
     fn rejects_a_wrong_accept() {
         let client = ClientHandshake::new(vec![], None);
         let err = response(&client, |r| {
-            r.headers_mut().insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("nope"));
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_static("nope"),
+            );
         });
         assert_eq!(err, Err(ResponseError::BadAccept));
     }
@@ -190,11 +224,17 @@ mod tests {
     fn rejects_unoffered_protocol_and_extension() {
         let client = ClientHandshake::new(vec![], None);
         let err = response(&client, |r| {
-            r.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("a"));
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("a"),
+            );
         });
         assert!(matches!(err, Err(ResponseError::UnexpectedProtocol(_))));
         let err = response(&client, |r| {
-            r.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static("permessage-deflate"),
+            );
         });
         assert!(matches!(err, Err(ResponseError::Extension(_))));
     }

@@ -29,13 +29,18 @@ pub enum HeadError {
 /// assert_eq!(used, raw.len() - 4);
 /// assert!(read_request(&raw[..10], &HeadLimits::default()).unwrap().is_none());
 /// ```
-pub fn read_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Request<()>, usize)>, HeadError> {
+pub fn read_request(
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<(Request<()>, usize)>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut storage);
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return check_partial(buf, limits).map(|()| None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders(limits.max_headers)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders(limits.max_headers));
+        }
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     if used > limits.max_head_size {
@@ -54,13 +59,18 @@ pub fn read_request(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Request<(
 }
 
 /// Parses a response head from the start of `buf`, like [`read_request`].
-pub fn read_response(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Response<()>, usize)>, HeadError> {
+pub fn read_response(
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<(Response<()>, usize)>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut resp = httparse::Response::new(&mut storage);
     let used = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return check_partial(buf, limits).map(|()| None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders(limits.max_headers)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders(limits.max_headers));
+        }
         Err(e) => return Err(HeadError::Malformed(e.to_string())),
     };
     if used > limits.max_head_size {
@@ -78,7 +88,11 @@ pub fn read_response(buf: &[u8], limits: &HeadLimits) -> Result<Option<(Response
 }
 
 fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
-    if buf.len() > limits.max_head_size { Err(HeadError::TooLarge(limits.max_head_size)) } else { Ok(()) }
+    if buf.len() > limits.max_head_size {
+        Err(HeadError::TooLarge(limits.max_head_size))
+    } else {
+        Ok(())
+    }
 }
 
 fn version(v: Option<u8>) -> Version {
@@ -91,8 +105,10 @@ fn version(v: Option<u8>) -> Version {
 fn headers(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
     let mut map = HeaderMap::with_capacity(parsed.len());
     for h in parsed {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Malformed("invalid header name".into()))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Malformed("invalid header value".into()))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Malformed("invalid header name".into()))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| HeadError::Malformed("invalid header value".into()))?;
         map.append(name, value);
     }
     Ok(map)
@@ -121,7 +137,11 @@ pub fn write_response<B>(resp: &Response<B>, out: &mut Vec<u8>) {
 pub fn write_request<B>(req: &Request<B>, out: &mut Vec<u8>) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_headers(req.headers(), out);
@@ -143,25 +163,40 @@ mod tests {
 
     #[test]
     fn endless_headers_hit_the_size_limit() {
-        let limits = HeadLimits { max_head_size: 1024, max_headers: 64 };
+        let limits = HeadLimits {
+            max_head_size: 1024,
+            max_headers: 64,
+        };
         let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 2000));
-        assert_eq!(read_request(&raw, &limits).unwrap_err(), HeadError::TooLarge(1024));
+        assert_eq!(
+            read_request(&raw, &limits).unwrap_err(),
+            HeadError::TooLarge(1024)
+        );
     }
 
     #[test]
     fn header_floods_hit_the_count_limit() {
-        let limits = HeadLimits { max_head_size: 1 << 20, max_headers: 8 };
+        let limits = HeadLimits {
+            max_head_size: 1 << 20,
+            max_headers: 8,
+        };
         let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..20 {
             raw.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
-        assert_eq!(read_request(&raw, &limits).unwrap_err(), HeadError::TooManyHeaders(8));
+        assert_eq!(
+            read_request(&raw, &limits).unwrap_err(),
+            HeadError::TooManyHeaders(8)
+        );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        assert!(matches!(read_request(b"\x16\x03\x01\x02\x00\r\n\r\n", &HeadLimits::default()), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            read_request(b"\x16\x03\x01\x02\x00\r\n\r\n", &HeadLimits::default()),
+            Err(HeadError::Malformed(_))
+        ));
     }
 }

@@ -32,7 +32,11 @@ pub fn accept_key(key: &[u8]) -> String {
 
 /// Whether a comma-separated header contains `token`, case-insensitively
 /// (`Connection: keep-alive, Upgrade`).
-pub(crate) fn header_has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has_token(
+    headers: &http::HeaderMap,
+    name: http::header::HeaderName,
+    token: &str,
+) -> bool {
     headers
         .get_all(name)
         .iter()
@@ -42,7 +46,10 @@ pub(crate) fn header_has_token(headers: &http::HeaderMap, name: http::header::He
 }
 
 /// All comma-separated values of a header across its lines.
-pub(crate) fn header_list(headers: &http::HeaderMap, name: http::header::HeaderName) -> Vec<String> {
+pub(crate) fn header_list(
+    headers: &http::HeaderMap,
+    name: http::header::HeaderName,
+) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
@@ -65,6 +72,9 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self { max_head_size: 16 << 10, max_headers: 64 }
+        Self {
+            max_head_size: 16 << 10,
+            max_headers: 64,
+        }
     }
 }

@@ -84,7 +84,9 @@ impl RequestError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Head(HeadError::TooLarge(_) | HeadError::TooManyHeaders(_)) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Head(HeadError::TooLarge(_) | HeadError::TooManyHeaders(_)) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotUpgrade | Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
@@ -110,7 +112,9 @@ impl RequestError {
         match self {
             Self::UnsupportedVersion => resp = resp.header(header::SEC_WEBSOCKET_VERSION, "13"),
             Self::NotUpgrade => {
-                resp = resp.header(header::UPGRADE, "websocket").header(header::SEC_WEBSOCKET_VERSION, "13");
+                resp = resp
+                    .header(header::UPGRADE, "websocket")
+                    .header(header::SEC_WEBSOCKET_VERSION, "13");
             }
             Self::Method(_) => resp = resp.header(header::ALLOW, "GET"),
             _ => {}
@@ -147,22 +151,34 @@ impl ServerHandshake {
         if !header_has_token(headers, header::CONNECTION, "upgrade") {
             return Err(RequestError::ConnectionNotUpgrade);
         }
-        if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            != Some(b"13")
+        {
             return Err(RequestError::UnsupportedVersion);
         }
-        let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(RequestError::InvalidKey)?;
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or(RequestError::InvalidKey)?;
         if !is_valid_key(key.as_bytes()) {
             return Err(RequestError::InvalidKey);
         }
 
         let offered = header_list(headers, header::SEC_WEBSOCKET_PROTOCOL);
-        let protocol = self.protocols.iter().find(|p| offered.iter().any(|o| o == *p)).cloned();
+        let protocol = self
+            .protocols
+            .iter()
+            .find(|p| offered.iter().any(|o| o == *p))
+            .cloned();
 
         let mut deflate = None;
         let mut extension_response = None;
         if let Some(config) = &self.deflate {
             for value in headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS) {
-                let value = value.to_str().map_err(|_| ExtensionSyntaxError("not ASCII"))?;
+                let value = value
+                    .to_str()
+                    .map_err(|_| ExtensionSyntaxError("not ASCII"))?;
                 for offer in parse_extensions(value)? {
                     if deflate.is_none() {
                         if let Some((params, response)) = config.accept_offer(&offer) {
@@ -183,11 +199,16 @@ impl ServerHandshake {
             resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, p.as_str());
         }
         if let Some(ext) = extension_response {
-            let value = HeaderValue::from_str(&ext.to_string()).expect("extension tokens are header-safe");
+            let value =
+                HeaderValue::from_str(&ext.to_string()).expect("extension tokens are header-safe");
             resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
         let response = resp.body(()).map_err(|_| RequestError::InvalidKey)?;
-        Ok(Accepted { response, protocol, deflate })
+        Ok(Accepted {
+            response,
+            protocol,
+            deflate,
+        })
     }
 }
 
@@ -195,7 +216,9 @@ impl ServerHandshake {
 fn is_valid_key(key: &[u8]) -> bool {
     use base64::Engine;
     key.len() == 24
-        && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|raw| raw.len() == 16)
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|raw| raw.len() == 16)
 }
 
 #[cfg(test)]
@@ -213,8 +236,14 @@ mod tests {
         }
         raw.push_str(extra);
         raw.push_str("\r\n");
-        let (req, _) = read_request(raw.as_bytes(), &HeadLimits::default()).unwrap().unwrap();
-        ServerHandshake { protocols: vec![], deflate: Some(Default::default()) }.accept(&req)
+        let (req, _) = read_request(raw.as_bytes(), &HeadLimits::default())
+            .unwrap()
+            .unwrap();
+        ServerHandshake {
+            protocols: vec![],
+            deflate: Some(Default::default()),
+        }
+        .accept(&req)
     }
 
     #[test]
@@ -228,16 +257,28 @@ mod tests {
             (("GET", "POST"), StatusCode::METHOD_NOT_ALLOWED),
             (("HTTP/1.1", "HTTP/1.0"), StatusCode::BAD_REQUEST),
             (("Host: a\r\n", ""), StatusCode::BAD_REQUEST),
-            (("Upgrade: WebSocket", "Upgrade: h2c"), StatusCode::UPGRADE_REQUIRED),
-            (("Connection: Upgrade", "Connection: close"), StatusCode::BAD_REQUEST),
+            (
+                ("Upgrade: WebSocket", "Upgrade: h2c"),
+                StatusCode::UPGRADE_REQUIRED,
+            ),
+            (
+                ("Connection: Upgrade", "Connection: close"),
+                StatusCode::BAD_REQUEST,
+            ),
             (("Version: 13", "Version: 8"), StatusCode::UPGRADE_REQUIRED),
-            (("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="), StatusCode::BAD_REQUEST),
+            (
+                ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="),
+                StatusCode::BAD_REQUEST,
+            ),
         ];
         for ((from, to), status) in cases {
             let err = check("", Some((from, to))).unwrap_err();
             assert_eq!(err.status(), status, "{from} -> {to}: {err}");
             let wire = String::from_utf8(err.to_bytes()).unwrap();
-            assert!(wire.starts_with(&format!("HTTP/1.1 {}", status.as_u16())), "{wire}");
+            assert!(
+                wire.starts_with(&format!("HTTP/1.1 {}", status.as_u16())),
+                "{wire}"
+            );
         }
     }
 
@@ -245,18 +286,30 @@ mod tests {
     fn picks_the_first_acceptable_deflate_offer() {
         let ok = check("Sec-WebSocket-Extensions: permessage-deflate; bogus, permessage-deflate; client_no_context_takeover\r\n", None).unwrap();
         assert!(ok.deflate.unwrap().client_no_context_takeover);
-        assert_eq!(ok.response.headers()["sec-websocket-extensions"], "permessage-deflate; client_no_context_takeover");
+        assert_eq!(
+            ok.response.headers()["sec-websocket-extensions"],
+            "permessage-deflate; client_no_context_takeover"
+        );
     }
 
     #[test]
     fn declines_unknown_extensions_without_failing() {
         let ok = check("Sec-WebSocket-Extensions: x-unknown\r\n", None).unwrap();
         assert!(ok.deflate.is_none());
-        assert!(!ok.response.headers().contains_key("sec-websocket-extensions"));
+        assert!(
+            !ok.response
+                .headers()
+                .contains_key("sec-websocket-extensions")
+        );
     }
 
     #[test]
     fn malformed_extension_header_is_a_400() {
-        assert_eq!(check("Sec-WebSocket-Extensions: ;;\r\n", None).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check("Sec-WebSocket-Extensions: ;;\r\n", None)
+                .unwrap_err()
+                .status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -1,0 +1,247 @@
+//! Opening WebSocket connections: `ws://` and `wss://`, directly or through
+//! a proxy, with headers, subprotocols, compression and timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use duplex_proto::handshake::HeadLimits;
+use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
+use duplex_proto::handshake::head::{read_response, write_request};
+use duplex_proto::{Connection, DeflateConfig, Role};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::error::{Error, HandshakeError, Result};
+use crate::handshake_io::read_head;
+use crate::proxy::ProxyConfig;
+use crate::socket::WebSocket;
+use crate::stream::MaybeTlsStream;
+use crate::tls;
+use crate::url::WsUrl;
+
+/// Connects to a `ws://` or `wss://` URL with default settings (proxy from
+/// the environment, system and webpki roots for TLS, no compression).
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let mut ws = duplex::connect("wss://example.com/socket").await?;
+/// ws.send("hello").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<WebSocket<MaybeTlsStream>> {
+    ClientBuilder::new().connect(url).await
+}
+
+/// Settings for opening connections.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// use std::time::Duration;
+/// let mut ws = duplex::ClientBuilder::new()
+///     .header("Authorization", "Bearer abc")
+///     .protocols(["chat.v1"])
+///     .compression(true)
+///     .connect_timeout(Duration::from_secs(5))
+///     .connect("ws://127.0.0.1:8080/ws")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    config: Config,
+    protocols: Vec<String>,
+    headers: HeaderMap,
+    header_error: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    proxy: ProxyConfig,
+    connect_timeout: Duration,
+    head_limits: HeadLimits,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a completed client handshake looked like (for `curl -v`-style output).
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    /// The request sent.
+    pub request: Request<()>,
+    /// The server's 101 response.
+    pub response: Response<()>,
+}
+
+impl ClientBuilder {
+    /// Defaults: no compression, proxy from the environment, 10 s timeouts.
+    pub fn new() -> Self {
+        Self {
+            config: Config::default(),
+            protocols: Vec::new(),
+            headers: HeaderMap::new(),
+            header_error: None,
+            tls: None,
+            proxy: ProxyConfig::FromEnv,
+            connect_timeout: Duration::from_secs(10),
+            head_limits: HeadLimits::default(),
+        }
+    }
+
+    /// Replaces all connection settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a request header. An invalid name or value is reported by `connect`.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+            }
+            _ => self.header_error = Some(format!("invalid header {name:?}: {value:?}")),
+        }
+        self
+    }
+
+    /// Subprotocols to offer, most preferred first.
+    pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Offers permessage-deflate with default settings (or stops offering it).
+    pub fn compression(mut self, on: bool) -> Self {
+        self.config.deflate = on.then(DeflateConfig::default);
+        self
+    }
+
+    /// Offers permessage-deflate with these settings.
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.config.deflate = deflate;
+        self
+    }
+
+    /// The TLS configuration for `wss://` (default: webpki and system roots).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Which proxy to use (default: from the environment).
+    pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// How long the TCP connect, proxy tunnel and TLS handshake may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn connect(&self, url: &str) -> Result<WebSocket<MaybeTlsStream>> {
+        self.connect_with_info(url).await.map(|(ws, _)| ws)
+    }
+
+    /// Connects, and also returns the handshake's request and response.
+    pub async fn connect_with_info(
+        &self,
+        url: &str,
+    ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeInfo)> {
+        if let Some(e) = &self.header_error {
+            return Err(Error::Url {
+                url: url.to_owned(),
+                reason: e.clone(),
+            });
+        }
+        let url = WsUrl::parse(url)?;
+        let stream = tokio::time::timeout(self.connect_timeout, self.open_transport(&url))
+            .await
+            .map_err(|_| {
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "could not connect to {}:{} within {:?}",
+                        url.host, url.port, self.connect_timeout
+                    ),
+                ))
+            })??;
+        self.handshake_on(stream, &url).await
+    }
+
+    async fn open_transport(&self, url: &WsUrl) -> Result<MaybeTlsStream> {
+        let tcp = match self.proxy.resolve(&url.host, url.tls)? {
+            Some(proxy) => proxy.connect(&url.host, url.port).await?,
+            None => {
+                let tcp = TcpStream::connect((url.host.as_str(), url.port))
+                    .await
+                    .map_err(|e| {
+                        Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot connect to {}:{}: {e}", url.host, url.port),
+                        ))
+                    })?;
+                tcp.set_nodelay(true)?;
+                tcp
+            }
+        };
+        if !url.tls {
+            return Ok(MaybeTlsStream::Plain(tcp));
+        }
+        let config = match &self.tls {
+            Some(c) => c.clone(),
+            None => tls::client_config(&[])?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = connector
+            .connect(tls::server_name(&url.host)?, tcp)
+            .await
+            .map_err(|e| Error::Tls(format!("handshake with {} failed: {e}", url.host)))?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+    }
+
+    /// Performs the WebSocket handshake on a stream that is already
+    /// connected (through whatever transport) to the server of `url`.
+    pub async fn handshake_on<S>(
+        &self,
+        mut stream: S,
+        url: &WsUrl,
+    ) -> Result<(WebSocket<S>, HandshakeInfo)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let timeout = self.config.handshake_timeout;
+        let hs = ClientHandshake::new(self.protocols.clone(), self.config.deflate);
+        let request = hs.request(&url.host_header, &url.path_and_query, &self.headers);
+        let exchange = async {
+            let mut wire = Vec::with_capacity(256);
+            write_request(&request, &mut wire);
+            stream.write_all(&wire).await?;
+            read_head(&mut stream, &self.head_limits, read_response).await
+        };
+        let (response, used, mut buf) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::HandshakeTimeout(timeout))??;
+        let negotiated = hs.verify(&response).map_err(|error| {
+            let body = String::from_utf8_lossy(&buf[used..buf.len().min(used + 300)]).into_owned();
+            let body = if matches!(error, ResponseError::Status(_)) {
+                body
+            } else {
+                String::new()
+            };
+            Error::Handshake(HandshakeError::Response { error, body })
+        })?;
+        buf.advance(used);
+        let conn = Connection::new(Role::Client, self.config.proto(), negotiated.deflate);
+        let mut ws = WebSocket::from_parts(stream, conn, self.config, negotiated.protocol);
+        ws.preload(&buf);
+        Ok((ws, HandshakeInfo { request, response }))
+    }
+}

@@ -1,0 +1,98 @@
+//! Settings shared by clients and servers: limits, compression, timeouts
+//! and the outgoing buffer bound.
+
+use std::time::Duration;
+
+use duplex_proto::{DeflateConfig, Limits};
+
+/// How a WebSocket behaves once open. All limits are first-class settings:
+/// the defaults suit a public server.
+///
+/// ```
+/// use std::time::Duration;
+/// use duplex::Config;
+/// let config = Config::default()
+///     .with_ping_interval(Duration::from_secs(20))
+///     .with_max_message_size(1 << 20);
+/// assert_eq!(config.limits.max_message_size, 1 << 20);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Limits on incoming frames and messages.
+    pub limits: Limits,
+    /// permessage-deflate: `Some` to offer (client) or accept (server) it.
+    /// Default: `None` (compression off) for clients, accepted by servers
+    /// built with [`crate::ServerBuilder`].
+    pub deflate: Option<DeflateConfig>,
+    /// When more than this many bytes wait to be written, `send` waits for
+    /// the peer to read instead of queueing more (and reading pauses, so
+    /// pongs cannot pile up either). Default 1 MiB.
+    pub write_buffer_limit: usize,
+    /// Send a ping after this long without receiving anything. Default: off.
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection (1011) if no pong arrives this long after a ping.
+    /// Default 20 s.
+    pub pong_timeout: Duration,
+    /// Close the connection (1001) after this long without receiving
+    /// anything. Default: off.
+    pub idle_timeout: Option<Duration>,
+    /// How long the opening handshake may take. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's close frame and TCP close after ours.
+    /// Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            deflate: None,
+            write_buffer_limit: 1 << 20,
+            ping_interval: None,
+            pong_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Sets the largest message accepted (after reassembly and inflation).
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the largest frame accepted.
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
+        self.limits.max_frame_size = bytes;
+        self
+    }
+
+    /// Enables permessage-deflate with default settings.
+    pub fn with_compression(mut self) -> Self {
+        self.deflate = Some(DeflateConfig::default());
+        self
+    }
+
+    /// Enables keepalive pings.
+    pub fn with_ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = Some(every);
+        self
+    }
+
+    /// Enables the idle timeout.
+    pub fn with_idle_timeout(mut self, after: Duration) -> Self {
+        self.idle_timeout = Some(after);
+        self
+    }
+
+    pub(crate) fn proto(&self) -> duplex_proto::Config {
+        duplex_proto::Config {
+            limits: self.limits,
+            deflate: self.deflate.unwrap_or_default(),
+        }
+    }
+}

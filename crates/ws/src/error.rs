@@ -1,0 +1,103 @@
+//! Errors: each says what happened and, where it helps, what to try.
+
+use std::io;
+use std::time::Duration;
+
+use duplex_proto::handshake::client::ResponseError;
+use duplex_proto::handshake::head::HeadError;
+use duplex_proto::handshake::server::RequestError;
+use duplex_proto::{ProtocolError, SendError};
+
+/// Everything that can go wrong with a WebSocket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol or exceeded a limit; the connection was
+    /// closed with the matching close code.
+    #[error("protocol error (closed with {code}): {0}", code = .0.close_code())]
+    Protocol(#[from] ProtocolError),
+    /// A message could not be sent.
+    #[error("cannot send: {0}")]
+    Send(#[from] SendError),
+    /// The connection is closed; nothing more can be sent or received.
+    #[error("the connection is closed")]
+    Closed,
+    /// The peer dropped the TCP connection without a closing handshake (1006).
+    #[error("the peer closed the connection without a close frame (1006)")]
+    AbnormalClosure,
+    /// No pong came back within the pong timeout; closed with 1011.
+    #[error("keepalive: no pong within {0:?}; closed with 1011")]
+    KeepaliveTimeout(Duration),
+    /// Nothing arrived within the idle timeout; closed with 1001.
+    #[error("idle for {0:?}; closed with 1001")]
+    IdleTimeout(Duration),
+    /// The opening handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The opening handshake did not finish in time.
+    #[error("the opening handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// A `ws://` or `wss://` URL that cannot be used.
+    #[error("invalid URL {url:?}: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// TLS could not be set up or failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The proxy refused or failed the CONNECT.
+    #[error("proxy: {0}")]
+    Proxy(String),
+}
+
+/// Why the opening handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// Server side: the request is not a valid upgrade (answered with a 4xx).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// Client side: the server answered, but not with a valid 101.
+    #[error("{error}{hint}", hint = hint(.error, .body))]
+    Response {
+        /// What was wrong with the response.
+        error: ResponseError,
+        /// The start of the response body, when the server sent one (it
+        /// often says why).
+        body: String,
+    },
+    /// Client side: the response head could not be read.
+    #[error("unreadable response: {0}")]
+    Head(#[from] HeadError),
+    /// Server side: the request filter refused the request with this status.
+    #[error("request refused with {0}")]
+    Refused(http::StatusCode),
+    /// The peer closed the connection during the handshake.
+    #[error("the peer closed the connection during the handshake")]
+    Eof,
+}
+
+fn hint(error: &ResponseError, body: &str) -> String {
+    let mut out = String::new();
+    if !body.trim().is_empty() {
+        out.push_str(&format!(": {}", body.trim()));
+    }
+    if let ResponseError::Status(status) = error {
+        match status.as_u16() {
+            404 => out.push_str(" (check the URL's path)"),
+            401 | 403 => out.push_str(" (the server wants credentials: add a header or token)"),
+            200 => out.push_str(" (this is a plain HTTP endpoint, not a WebSocket one)"),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

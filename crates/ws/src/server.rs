@@ -1,0 +1,233 @@
+//! Accepting WebSocket connections on a stream you already have.
+
+use std::sync::Arc;
+
+use bytes::Buf;
+use duplex_proto::handshake::HeadLimits;
+use duplex_proto::handshake::head::{read_request, write_response};
+use duplex_proto::handshake::server::{Accepted, RequestError, ServerHandshake};
+use duplex_proto::{Connection, DeflateConfig, Role};
+use http::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::error::{Error, HandshakeError, Result};
+use crate::handshake_io::read_head;
+use crate::socket::WebSocket;
+
+/// Accepts a WebSocket on `stream` with default settings (compression
+/// accepted, default limits).
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+/// loop {
+///     let (tcp, _) = listener.accept().await?;
+///     tokio::spawn(async move {
+///         let mut ws = duplex::accept(tcp).await?;
+///         while let Some(msg) = ws.recv().await {
+///             let msg = msg?;
+///             if msg.is_data() {
+///                 ws.feed(msg).await?; // flushed by the next recv: one write per batch
+///             }
+///         }
+///         duplex::Result::Ok(())
+///     });
+/// }
+/// # }
+/// ```
+pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ServerBuilder::new().accept(stream).await
+}
+
+/// A check run on each upgrade request before it is accepted: return a
+/// response (e.g. 401, 404) to refuse it.
+pub type RequestFilter =
+    Arc<dyn Fn(&Request<()>) -> std::result::Result<(), Response<String>> + Send + Sync>;
+
+/// Settings for accepting connections.
+///
+/// ```
+/// use duplex::ServerBuilder;
+/// let server = ServerBuilder::new()
+///     .protocols(["chat.v1"])
+///     .max_message_size(1 << 20)
+///     .filter(|req| if req.uri().path() == "/ws" { Ok(()) } else {
+///         Err(http::Response::builder().status(404).body("no WebSocket here\n".into()).unwrap())
+///     });
+/// ```
+#[derive(Clone)]
+pub struct ServerBuilder {
+    config: Config,
+    protocols: Vec<String>,
+    head_limits: HeadLimits,
+    filter: Option<RequestFilter>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("protocols", &self.protocols)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Defaults: compression accepted, default limits and timeouts.
+    pub fn new() -> Self {
+        Self {
+            config: Config {
+                deflate: Some(DeflateConfig::default()),
+                ..Config::default()
+            },
+            protocols: Vec::new(),
+            head_limits: HeadLimits::default(),
+            filter: None,
+        }
+    }
+
+    /// Replaces all connection settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The connection settings.
+    pub fn get_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Subprotocols, most preferred first.
+    pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// permessage-deflate settings; `None` declines compression.
+    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.config.deflate = deflate;
+        self
+    }
+
+    /// The largest message accepted.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.limits.max_message_size = bytes;
+        self
+    }
+
+    /// Limits on the request head (size and header count).
+    pub fn head_limits(mut self, limits: HeadLimits) -> Self {
+        self.head_limits = limits;
+        self
+    }
+
+    /// A check run on each request before accepting it.
+    pub fn filter<F>(mut self, filter: F) -> Self
+    where
+        F: Fn(&Request<()>) -> std::result::Result<(), Response<String>> + Send + Sync + 'static,
+    {
+        self.filter = Some(Arc::new(filter));
+        self
+    }
+
+    pub(crate) fn handshake(&self) -> ServerHandshake {
+        ServerHandshake {
+            protocols: self.protocols.clone(),
+            deflate: self.config.deflate,
+        }
+    }
+
+    /// Validates a request (already read) and builds the 101 response.
+    pub fn accept_request<B>(
+        &self,
+        req: &Request<B>,
+    ) -> std::result::Result<Accepted, RequestError> {
+        self.handshake().accept(req)
+    }
+
+    /// The socket for a stream whose handshake `accepted` completed.
+    pub fn open<S>(&self, stream: S, accepted: &Accepted) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let conn = Connection::new(Role::Server, self.config.proto(), accepted.deflate);
+        WebSocket::from_parts(stream, conn, self.config, accepted.protocol.clone())
+    }
+
+    /// Reads the upgrade request from `stream`, answers it, and returns the
+    /// open socket. A bad request is answered with its 4xx status and a
+    /// one-line reason, then reported as an error. The whole handshake is
+    /// bounded by [`Config::handshake_timeout`].
+    pub async fn accept<S>(&self, mut stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let timeout = self.config.handshake_timeout;
+        let result = tokio::time::timeout(timeout, self.handshake_on(&mut stream)).await;
+        let (accepted, leftover) = match result {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let _ = stream.shutdown().await;
+                return Err(Error::HandshakeTimeout(timeout));
+            }
+        };
+        let mut ws = self.open(stream, &accepted);
+        ws.preload(&leftover);
+        Ok(ws)
+    }
+
+    async fn handshake_on<S>(&self, stream: &mut S) -> Result<(Accepted, bytes::BytesMut)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (req, used, mut buf) = match read_head(stream, &self.head_limits, read_request).await {
+            Ok(v) => v,
+            Err(Error::Handshake(HandshakeError::Head(e))) => {
+                let err = RequestError::Head(e);
+                let _ = stream.write_all(&err.to_bytes()).await;
+                let _ = stream.shutdown().await;
+                return Err(HandshakeError::Request(err).into());
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(filter) = &self.filter {
+            if let Err(resp) = filter(&req) {
+                let mut out = Vec::new();
+                let mut resp = resp;
+                let len = resp.body().len();
+                resp.headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, len.into());
+                write_response(&resp, &mut out);
+                out.extend_from_slice(resp.body().as_bytes());
+                stream.write_all(&out).await?;
+                let _ = stream.shutdown().await;
+                return Err(Error::Handshake(HandshakeError::Refused(resp.status())));
+            }
+        }
+        match self.accept_request(&req) {
+            Ok(accepted) => {
+                let mut out = Vec::with_capacity(256);
+                write_response(&accepted.response, &mut out);
+                stream.write_all(&out).await?;
+                buf.advance(used);
+                Ok((accepted, buf))
+            }
+            Err(err) => {
+                let _ = stream.write_all(&err.to_bytes()).await;
+                let _ = stream.shutdown().await;
+                Err(HandshakeError::Request(err).into())
+            }
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! [`WebSocket`]: a [`Connection`] driven over any tokio byte stream.
+//!
+//! Every operation is a `poll_*` function that keeps all of its progress in
+//! the connection's buffers, so the async methods built on them are
+//! cancel-safe: dropping a `recv()` future inside `tokio::select!` loses no
+//! bytes and no message.
+//!
+//! Writes are batched: `recv` flushes what earlier `feed`/`send` calls queued
+//! only when it is about to wait for the network, so an echo loop that feeds
+//! every message of one read answers them all with one `write` syscall.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Buf;
+use duplex_proto::{CloseCode, CloseFrame, Connection, Message, Role, State};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pool;
+
+/// How many buffers one vectored write hands the kernel at most.
+const MAX_IOVECS: usize = 64;
+
+/// An open WebSocket over the stream `S` (a `TcpStream`, a TLS stream, an
+/// upgraded hyper connection...).
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let mut ws = duplex::connect("ws://127.0.0.1:8080/echo").await?;
+/// ws.send("hello").await?;
+/// while let Some(msg) = ws.recv().await {
+///     let msg = msg?;
+///     println!("{msg:?}");
+///     ws.close(duplex::CloseCode::NORMAL, "done").await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    config: Config,
+    protocol: Option<String>,
+    timers: Option<Box<Timers>>,
+    finish: Finish,
+    close_deadline: Option<Pin<Box<Sleep>>>,
+    pending_error: Option<Error>,
+    stashed: Option<Message>,
+    drain_done: bool,
+}
+
+/// The steps after the protocol is closed: flush, shut down, wait for the
+/// peer's TCP close, report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    NotStarted,
+    Flush,
+    Shutdown,
+    Drain,
+    Done,
+}
+
+/// Keepalive and idle-timeout bookkeeping; allocated only when configured.
+struct Timers {
+    sleep: Pin<Box<Sleep>>,
+    last_rx: Instant,
+    ping_sent_at: Option<Instant>,
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle_timeout: Option<Duration>,
+}
+
+impl Timers {
+    fn deadline(&self) -> Instant {
+        let mut at = Instant::now() + Duration::from_secs(86_400);
+        if let Some(idle) = self.idle_timeout {
+            at = at.min(self.last_rx + idle);
+        }
+        match (self.ping_sent_at, self.ping_interval) {
+            (Some(sent), _) => at = at.min(sent + self.pong_timeout),
+            (None, Some(every)) => at = at.min(self.last_rx + every),
+            (None, None) => {}
+        }
+        at
+    }
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a stream whose handshake is done. `conn` carries the
+    /// negotiated state; most users get a `WebSocket` from
+    /// [`connect`](crate::connect) or [`accept`](crate::accept) instead.
+    pub fn from_parts(io: S, conn: Connection, config: Config, protocol: Option<String>) -> Self {
+        let timers = (config.ping_interval.is_some() || config.idle_timeout.is_some()).then(|| {
+            Box::new(Timers {
+                sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+                last_rx: Instant::now(),
+                ping_sent_at: None,
+                ping_interval: config.ping_interval,
+                pong_timeout: config.pong_timeout,
+                idle_timeout: config.idle_timeout,
+            })
+        });
+        Self {
+            io,
+            conn,
+            config,
+            protocol,
+            timers,
+            finish: Finish::NotStarted,
+            close_deadline: None,
+            pending_error: None,
+            stashed: None,
+            drain_done: false,
+        }
+    }
+
+    /// Bytes that arrived with the handshake (the first frames, pipelined
+    /// behind the request) are fed in before anything is read.
+    pub(crate) fn preload(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.conn.read_buf().extend_from_slice(bytes);
+        }
+    }
+
+    /// Receives the next message. `None` once the connection is closed and
+    /// the transport shut down; an abnormal end is reported once as an error
+    /// first. Pings are answered automatically (and also returned).
+    ///
+    /// Cancel-safe. Keep calling it after a [`Message::Close`] until it
+    /// returns `None`: that completes the closing handshake.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Sends a message and flushes it. Waits while more than
+    /// [`Config::write_buffer_limit`] bytes are unsent (backpressure).
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing, unless the buffer is over its limit.
+    /// The next `recv`, `flush` or `send` writes it. Use it to answer a
+    /// burst of messages with one write.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        poll_fn(|cx| self.poll_ready_send(cx)).await?;
+        self.start_send(message.into())
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_write_out(cx))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Closes the connection: sends a close frame, waits (up to
+    /// [`Config::close_timeout`]) for the peer's, then closes the transport.
+    /// Messages that arrive meanwhile are discarded.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.start_close(Some(CloseFrame::new(code, reason)))?;
+        while let Some(r) = self.recv().await {
+            if let Err(e) = r {
+                return match e {
+                    Error::Closed => Ok(()),
+                    e => Err(e),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Open, Closing or Closed.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// The subprotocol negotiated in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn is_compressed(&self) -> bool {
+        self.conn.is_compressed()
+    }
+
+    /// The close frame the peer sent, once received.
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.conn.close_received().and_then(|f| f.as_ref())
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Bytes queued but not yet written.
+    pub fn buffered_amount(&mut self) -> usize {
+        self.conn.outgoing().len()
+    }
+
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
+        self.conn.close(frame)?;
+        self.arm_close_deadline();
+        Ok(())
+    }
+
+    fn arm_close_deadline(&mut self) {
+        if self.close_deadline.is_none() {
+            self.close_deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        }
+    }
+
+    /// Polls for the next message, with separate contexts for read and
+    /// write readiness (the split halves need that; see `split.rs`).
+    pub(crate) fn poll_recv_with(
+        &mut self,
+        rcx: &mut Context<'_>,
+        wcx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message>>> {
+        if let Some(msg) = self.stashed.take() {
+            // A close frame waits here until its reply is flushed.
+            if let Poll::Ready(Err(e)) = self.poll_write_out(wcx) {
+                self.pending_error.get_or_insert(e.into());
+            } else if !self.conn.outgoing().is_empty() {
+                self.stashed = Some(msg);
+                return Poll::Pending;
+            }
+            return Poll::Ready(Some(Ok(msg)));
+        }
+        loop {
+            if self.finish != Finish::NotStarted || self.conn.state() == State::Closed {
+                return self.poll_finish(rcx, wcx);
+            }
+            // Backpressure: read no more while too much waits to be written.
+            if self.conn.outgoing().len() >= self.config.write_buffer_limit {
+                if let Err(e) = ready!(self.poll_write_out(wcx)) {
+                    return self.fail_io(e);
+                }
+            }
+            match self.conn.next_message() {
+                Ok(Some(msg)) => {
+                    if let Some(t) = &mut self.timers {
+                        if matches!(msg, Message::Pong(_)) {
+                            t.ping_sent_at = None;
+                        }
+                    }
+                    if matches!(msg, Message::Close(_)) {
+                        self.arm_close_deadline();
+                        self.stashed = Some(msg);
+                        return self.poll_recv_with(rcx, wcx);
+                    }
+                    return Poll::Ready(Some(Ok(msg)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.pending_error = Some(e.into());
+                    continue;
+                }
+            }
+            if self.conn.state() == State::Closed {
+                continue;
+            }
+            // Flush what this batch produced before waiting for more input.
+            if !self.conn.outgoing().is_empty() {
+                if let Poll::Ready(Err(e)) = self.poll_write_out(wcx) {
+                    return self.fail_io(e);
+                }
+            }
+            match self.poll_read_more(rcx) {
+                Poll::Ready(Ok(0)) => {
+                    if self.conn.receive_eof() {
+                        self.pending_error = Some(Error::AbnormalClosure);
+                    }
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Some(t) = &mut self.timers {
+                        t.last_rx = Instant::now();
+                    }
+                }
+                Poll::Ready(Err(e)) => return self.fail_io(e),
+                Poll::Pending => {
+                    if self.poll_timers(rcx) {
+                        continue;
+                    }
+                    if let Some(deadline) = &mut self.close_deadline {
+                        if deadline.as_mut().poll(rcx).is_ready() {
+                            // The peer never answered our close frame.
+                            self.finish = Finish::Shutdown;
+                            continue;
+                        }
+                    }
+                    self.park_buffers();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Receives, as [`recv`](Self::recv) does, for manual `poll` code.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        // One task does both directions: the same waker serves both.
+        let waker = cx.waker().clone();
+        let mut wcx = Context::from_waker(&waker);
+        self.poll_recv_with(cx, &mut wcx)
+    }
+
+    fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Message>>> {
+        self.conn.receive_eof();
+        self.finish = Finish::Done;
+        Poll::Ready(Some(Err(e.into())))
+    }
+
+    /// Checks keepalive and idle deadlines. Returns true if it did something
+    /// that needs another turn of the loop.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(t) = &mut self.timers else {
+            return false;
+        };
+        if self.conn.state() != State::Open {
+            return false;
+        }
+        let now = Instant::now();
+        if let Some(idle) = t.idle_timeout {
+            if now >= t.last_rx + idle {
+                let _ = self
+                    .conn
+                    .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
+                self.pending_error = Some(Error::IdleTimeout(idle));
+                self.finish = Finish::Flush;
+                self.arm_close_deadline();
+                return true;
+            }
+        }
+        if let Some(sent) = t.ping_sent_at {
+            if now >= sent + t.pong_timeout {
+                let timeout = t.pong_timeout;
+                let _ = self.conn.close(Some(CloseFrame::new(
+                    CloseCode::INTERNAL_ERROR,
+                    "keepalive ping timeout",
+                )));
+                self.pending_error = Some(Error::KeepaliveTimeout(timeout));
+                self.finish = Finish::Flush;
+                self.arm_close_deadline();
+                return true;
+            }
+        } else if let Some(every) = t.ping_interval {
+            if now >= t.last_rx + every {
+                t.ping_sent_at = Some(now);
+                let _ = self.conn.send(Message::Ping(bytes::Bytes::from_static(
+                    b"duplex-keepalive",
+                )));
+                return true;
+            }
+        }
+        let t = self.timers.as_mut().expect("checked above");
+        let at = t.deadline();
+        if t.sleep.deadline() != at {
+            t.sleep.as_mut().reset(at);
+        }
+        t.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    fn poll_finish(
+        &mut self,
+        rcx: &mut Context<'_>,
+        wcx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message>>> {
+        self.arm_close_deadline();
+        loop {
+            match self.finish {
+                Finish::NotStarted => self.finish = Finish::Flush,
+                Finish::Flush => {
+                    match self.poll_write_out(wcx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => self.finish = Finish::Done,
+                        Poll::Pending if self.deadline_passed(rcx) => {
+                            self.finish = Finish::Shutdown
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                    if self.finish == Finish::Flush {
+                        // RFC 6455 §7.1.1: the server closes TCP first; a client
+                        // that closed cleanly waits for it.
+                        let clean =
+                            self.pending_error.is_none() && self.conn.close_received().is_some();
+                        self.finish = if self.conn.role() == Role::Client && clean {
+                            Finish::Drain
+                        } else {
+                            Finish::Shutdown
+                        };
+                    }
+                }
+                Finish::Shutdown => {
+                    match Pin::new(&mut self.io).poll_shutdown(wcx) {
+                        Poll::Pending if !self.deadline_passed(rcx) => return Poll::Pending,
+                        _ => {}
+                    }
+                    self.finish = if self.conn.role() == Role::Client && self.drained() {
+                        Finish::Done
+                    } else {
+                        Finish::Drain
+                    };
+                }
+                Finish::Drain => {
+                    // Read until the peer's FIN, so our close frame is not
+                    // destroyed by a reset for unread data.
+                    let buf = self.conn.read_buf();
+                    buf.clear();
+                    match self.poll_read_more(rcx) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                            self.finish = if self.conn.role() == Role::Client {
+                                Finish::Shutdown
+                            } else {
+                                Finish::Done
+                            };
+                            self.drain_done = true;
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Pending if self.deadline_passed(rcx) => self.finish = Finish::Done,
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Finish::Done => {
+                    self.conn.read_buf().clear();
+                    self.conn.shrink();
+                    self.park_buffers();
+                    return Poll::Ready(self.pending_error.take().map(Err));
+                }
+            }
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.drain_done
+    }
+
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.close_deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let wanted = self.conn.bytes_wanted();
+        let buf = self.conn.read_buf();
+        if buf.capacity() == 0 {
+            *buf = pool::take();
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(wanted.max(pool::DEFAULT_CAPACITY));
+        }
+        let spare = buf.spare_capacity_mut();
+        let mut rb = ReadBuf::uninit(spare);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        // SAFETY: the reader initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Lends empty buffers to the thread's pool while we wait.
+    fn park_buffers(&mut self) {
+        if self.conn.read_buf().is_empty() {
+            pool::give(std::mem::take(self.conn.read_buf()));
+        }
+        if let Some(b) = self.conn.outgoing().recycle() {
+            pool::give(b);
+        }
+    }
+
+    /// Writes queued bytes until none are left, then flushes the stream.
+    pub(crate) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let out = self.conn.outgoing();
+            if out.is_empty() {
+                break;
+            }
+            let n = if self.io.is_write_vectored() && out.chunk().len() < out.len() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let k = out.chunks_vectored(&mut slices);
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..k]))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, out.chunk()))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.conn.outgoing().advance(n);
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Waits until another message may be queued.
+    pub(crate) fn poll_ready_send(&mut self, wcx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.finish != Finish::NotStarted {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        while self.conn.outgoing().len() >= self.config.write_buffer_limit {
+            let before = self.conn.outgoing().len();
+            match self.poll_write_out(wcx) {
+                Poll::Ready(r) => r?,
+                Poll::Pending if self.conn.outgoing().len() < before => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues a message; call after `poll_ready_send` returned ready.
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
+        if self.finish != Finish::NotStarted {
+            return Err(Error::Closed);
+        }
+        let out = self.conn.outgoing();
+        if out.needs_buffer() {
+            out.provide(pool::take());
+        }
+        if matches!(message, Message::Close(_)) {
+            self.arm_close_deadline();
+        }
+        self.conn.send(message)?;
+        Ok(())
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S, M> Sink<M> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    M: Into<Message>,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_ready_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
+        self.get_mut().start_send(item.into())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_write_out(cx).map_err(Error::from)
+    }
+
+    /// Sends a normal close frame (if none was sent) and flushes. The peer's
+    /// reply arrives through the `Stream` side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.finish == Finish::NotStarted && this.conn.state() == State::Open {
+            this.start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        }
+        this.poll_write_out(cx).map_err(Error::from)
+    }
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.conn)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}

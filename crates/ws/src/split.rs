@@ -1,0 +1,240 @@
+//! Splitting a [`WebSocket`] into a reading half and a writing half that two
+//! tasks can use at once.
+//!
+//! Both halves share the socket behind a mutex held only for the length of
+//! one non-blocking poll. Both may need to *write* (the reader queues pongs
+//! and close replies), and a tokio stream remembers only the last task that
+//! waited to write; so every write is polled with a proxy waker that wakes
+//! whichever halves are waiting, and neither half can be left asleep.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+
+use duplex_proto::{CloseCode, CloseFrame, Message, State};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::{Error, Result};
+use crate::socket::WebSocket;
+
+struct Shared<S> {
+    ws: Mutex<WebSocket<S>>,
+    wakers: Arc<WriteWakers>,
+    write_waker: Waker,
+}
+
+#[derive(Default)]
+struct WriteWakers {
+    reader: Mutex<Option<Waker>>,
+    writer: Mutex<Option<Waker>>,
+}
+
+impl WriteWakers {
+    fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.reader, &self.writer] {
+            if let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, WebSocket<S>> {
+        self.ws.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The receiving half of a split [`WebSocket`].
+pub struct WebSocketReader<S> {
+    shared: Arc<Shared<S>>,
+}
+
+/// The sending half of a split [`WebSocket`].
+pub struct WebSocketWriter<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Splits the socket so one task can receive while another sends.
+    ///
+    /// ```no_run
+    /// # async fn run() -> duplex::Result<()> {
+    /// let ws = duplex::connect("ws://127.0.0.1:8080/echo").await?;
+    /// let (mut rx, mut tx) = ws.split();
+    /// let reader = tokio::spawn(async move {
+    ///     while let Some(msg) = rx.recv().await {
+    ///         println!("{:?}", msg?);
+    ///     }
+    ///     duplex::Result::Ok(())
+    /// });
+    /// tx.send("hello").await?;
+    /// tx.close(duplex::CloseCode::NORMAL, "bye").await?;
+    /// reader.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn split(self) -> (WebSocketReader<S>, WebSocketWriter<S>) {
+        let wakers = Arc::new(WriteWakers::default());
+        let write_waker = Waker::from(wakers.clone());
+        let shared = Arc::new(Shared {
+            ws: Mutex::new(self),
+            wakers,
+            write_waker,
+        });
+        (
+            WebSocketReader {
+                shared: shared.clone(),
+            },
+            WebSocketWriter { shared },
+        )
+    }
+}
+
+impl<S> WebSocketReader<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Receives the next message; see [`WebSocket::recv`]. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        WriteWakers::register(&self.shared.wakers.reader, cx.waker());
+        let mut wcx = Context::from_waker(&self.shared.write_waker);
+        self.shared.lock().poll_recv_with(cx, &mut wcx)
+    }
+
+    /// Whether `other` is the writing half of the same socket.
+    pub fn is_pair_of(&self, other: &WebSocketWriter<S>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Puts the halves back together.
+    pub fn reunite(
+        self,
+        writer: WebSocketWriter<S>,
+    ) -> std::result::Result<WebSocket<S>, (Self, WebSocketWriter<S>)> {
+        if !self.is_pair_of(&writer) {
+            return Err((self, writer));
+        }
+        drop(writer);
+        let shared =
+            Arc::try_unwrap(self.shared).unwrap_or_else(|_| unreachable!("both halves were given"));
+        Ok(shared.ws.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl<S> WebSocketWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Sends and flushes a message; waits while the peer is slow (backpressure).
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing unless over the buffer limit.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
+        self.shared.lock().start_send(message.into())
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Sends a close frame and flushes it. The reading half then receives
+    /// the peer's close frame and finishes the handshake.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        {
+            let mut ws = self.shared.lock();
+            if ws.state() == State::Open {
+                ws.start_send(Message::Close(Some(CloseFrame::new(code, reason))))?;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Open, Closing or Closed.
+    pub fn state(&self) -> State {
+        self.shared.lock().state()
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        WriteWakers::register(&self.shared.wakers.writer, cx.waker());
+        let mut wcx = Context::from_waker(&self.shared.write_waker);
+        self.shared.lock().poll_ready_send(&mut wcx)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        WriteWakers::register(&self.shared.wakers.writer, cx.waker());
+        let mut wcx = Context::from_waker(&self.shared.write_waker);
+        self.shared
+            .lock()
+            .poll_write_out(&mut wcx)
+            .map_err(Error::from)
+    }
+}
+
+impl<S> Stream for WebSocketReader<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S, M> Sink<M> for WebSocketWriter<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    M: Into<Message>,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
+        self.get_mut().shared.lock().start_send(item.into())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        {
+            let mut ws = this.shared.lock();
+            if ws.state() == State::Open {
+                ws.start_send(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))))?;
+            }
+        }
+        this.poll_flush(cx)
+    }
+}

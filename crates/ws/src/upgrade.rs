@@ -1,0 +1,90 @@
+//! Upgrading a request inside hyper or axum, so one port serves both pages
+//! and WebSockets.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get, extract::Request, response::IntoResponse};
+//!
+//! async fn echo(req: Request) -> impl IntoResponse {
+//!     let server = duplex::ServerBuilder::new();
+//!     match duplex::upgrade::upgrade(req, &server) {
+//!         Ok((response, upgrading)) => {
+//!             tokio::spawn(async move {
+//!                 let Ok(mut ws) = upgrading.await else { return };
+//!                 while let Some(Ok(msg)) = ws.recv().await {
+//!                     if msg.is_data() && ws.feed(msg).await.is_err() { break }
+//!                 }
+//!             });
+//!             response
+//!         }
+//!         Err(rejection) => rejection,
+//!     }
+//! }
+//! let app: Router = Router::new().route("/echo", get(echo));
+//! ```
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use duplex_proto::handshake::server::Accepted;
+
+use http::{Request, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::error::{Error, Result};
+use crate::server::ServerBuilder;
+use crate::socket::WebSocket;
+
+/// The stream of an upgraded hyper connection.
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// A connection hyper is about to hand over; `.await` it for the WebSocket.
+pub struct PendingUpgrade {
+    on_upgrade: OnUpgrade,
+    accepted: Accepted,
+    server: ServerBuilder,
+}
+
+impl IntoFuture for PendingUpgrade {
+    type Output = Result<WebSocket<Upgraded>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let upgraded = self
+                .on_upgrade
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+            Ok(self.server.open(TokioIo::new(upgraded), &self.accepted))
+        })
+    }
+}
+
+/// Validates an upgrade request. On success returns the 101 response to
+/// send back through hyper and a [`PendingUpgrade`] that resolves to the
+/// WebSocket once hyper hands over the connection; on failure, the 4xx
+/// response (with a one-line reason) to send instead.
+#[allow(clippy::result_large_err)] // a rejection is the response itself; boxing it helps no one
+pub fn upgrade<B>(
+    mut req: Request<B>,
+    server: &ServerBuilder,
+) -> std::result::Result<(Response<String>, PendingUpgrade), Response<String>> {
+    let accepted = server.accept_request(&req).map_err(|e| e.response())?;
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        let resp = Response::builder()
+            .status(500)
+            .body("this server cannot upgrade connections (no hyper upgrade support)\n".to_owned())
+            .expect("static response");
+        return Err(resp);
+    };
+    let (parts, ()) = accepted.response.clone().into_parts();
+    let response = Response::from_parts(parts, String::new());
+    Ok((
+        response,
+        PendingUpgrade {
+            on_upgrade,
+            accepted,
+            server: server.clone(),
+        },
+    ))
+}
