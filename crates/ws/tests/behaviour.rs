@@ -1,0 +1,278 @@
+//! The socket's own behaviour over real TCP: the closing handshake,
+//! keepalive, idle timeouts, backpressure, split halves and cancel safety.
+
+mod rawpeer;
+
+use std::time::Duration;
+
+use duplex::proto::frame::OpCode;
+use duplex::{ClientBuilder, CloseCode, Config, Error, Message, ServerBuilder, State};
+use futures_util::{SinkExt, StreamExt};
+use rawpeer::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+async fn client(addr: std::net::SocketAddr) -> duplex::WebSocket<duplex::MaybeTlsStream> {
+    ClientBuilder::new()
+        .connect(&format!("ws://{addr}/echo"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn closing_handshake_completes_on_both_sides() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept(tcp).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(msg) = ws.recv().await {
+            seen.push(msg.unwrap());
+        }
+        (seen, ws.state())
+    });
+    let mut ws = client(addr).await;
+    ws.send("last words").await.unwrap();
+    ws.close(CloseCode(4001), "done here").await.unwrap();
+    assert_eq!(ws.state(), State::Closed);
+    assert_eq!(ws.close_frame().map(|f| f.code), Some(CloseCode(4001)));
+    let (seen, state) = tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+    assert_eq!(state, State::Closed);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].as_text(), Some("last words"));
+    match &seen[1] {
+        Message::Close(Some(f)) => {
+            assert_eq!((f.code, f.reason.as_str()), (CloseCode(4001), "done here"))
+        }
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+    assert!(matches!(
+        ws.send("too late").await,
+        Err(Error::Closed | Error::Send(_))
+    ));
+}
+
+#[tokio::test]
+async fn keepalive_fails_a_peer_that_never_answers_pings() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (addr, mut events) = echo_server(ServerBuilder::new().config(config)).await;
+    // A raw client that reads but never answers.
+    let (mut tcp, _) = raw_client(addr, "").await;
+    let (code, seen) = read_until_close(&mut tcp).await;
+    assert_eq!(code, Some(1011));
+    assert!(matches!(seen.first(), Some(Message::Ping(_))), "{seen:?}");
+    let outcome = tokio::time::timeout(LIMIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.unwrap_err().contains("keepalive"));
+}
+
+#[tokio::test]
+async fn keepalive_keeps_a_live_peer_connected() {
+    let config = Config {
+        ping_interval: Some(Duration::from_millis(50)),
+        pong_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let (addr, _events) = echo_server(ServerBuilder::new().config(config)).await;
+    let mut ws = client(addr).await;
+    // Our client answers pings on its own while it reads; several rounds
+    // of ping and pong must pass without the server giving up.
+    let mut pings = 0;
+    while pings < 5 {
+        match tokio::time::timeout(LIMIT, ws.recv()).await.unwrap() {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected pings, got {other:?}"),
+        }
+    }
+    ws.send("alive").await.unwrap();
+    loop {
+        match tokio::time::timeout(LIMIT, ws.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Ping(_) => continue,
+            msg => break assert_eq!(msg.as_text(), Some("alive")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_peer_is_closed_with_1001() {
+    let config = Config::default().with_idle_timeout(Duration::from_millis(200));
+    let (addr, mut events) = echo_server(ServerBuilder::new().config(config)).await;
+    let (mut tcp, _) = raw_client(addr, "").await;
+    assert_eq!(read_until_close(&mut tcp).await.0, Some(1001));
+    let outcome = tokio::time::timeout(LIMIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.unwrap_err().contains("idle"));
+}
+
+#[tokio::test]
+async fn send_waits_for_a_peer_that_never_reads() {
+    let limit = 256 << 10;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let config = Config {
+            write_buffer_limit: limit,
+            ..Config::default()
+        };
+        let mut ws = ServerBuilder::new()
+            .config(config)
+            .accept(tcp)
+            .await
+            .unwrap();
+        let chunk = bytes::Bytes::from(vec![7u8; 64 << 10]);
+        let mut sent = 0usize;
+        // Bounded: at most 4,096 sends (256 MiB) — far more than any socket buffers.
+        for _ in 0..4096 {
+            match tokio::time::timeout(Duration::from_millis(500), ws.send(chunk.clone())).await {
+                Ok(r) => {
+                    r.unwrap();
+                    sent += chunk.len();
+                    assert!(ws.buffered_amount() <= limit + chunk.len());
+                }
+                Err(_) => return (sent, true, ws.buffered_amount()),
+            }
+        }
+        (sent, false, ws.buffered_amount())
+    });
+    // The client connects and then never reads.
+    let (_tcp, _) = raw_client(addr, "").await;
+    let (sent, blocked, buffered) = tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(blocked, "send never waited; {sent} bytes went out");
+    assert!(buffered <= limit + (64 << 10), "buffered {buffered}");
+    // Kernel socket buffers on loopback hold a few MiB at most.
+    assert!(
+        sent < 64 << 20,
+        "sent {sent} bytes to a peer that reads nothing"
+    );
+}
+
+#[tokio::test]
+async fn split_halves_work_from_two_tasks() {
+    let (addr, _events) = echo_server(ServerBuilder::new()).await;
+    let (mut rx, mut tx) = client(addr).await.split();
+    const N: usize = 2000;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::with_capacity(N);
+        while got.len() < N {
+            match rx.recv().await {
+                Some(Ok(Message::Text(t))) => got.push(t.to_string()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (got, rx)
+    });
+    for i in 0..N {
+        tx.feed(format!("message {i}")).await.unwrap();
+    }
+    tx.flush().await.unwrap();
+    let (got, rx) = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, m)| *m == format!("message {i}"))
+    );
+    let mut ws = rx
+        .reunite(tx)
+        .unwrap_or_else(|_| panic!("halves of one socket"));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn recv_is_cancel_safe_in_select() {
+    let (addr, _events) = echo_server(ServerBuilder::new()).await;
+    let mut ws = client(addr).await;
+    const N: usize = 500;
+    for i in 0..N {
+        ws.feed(format!("{i}")).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut got = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(50));
+    let mut cancelled = 0;
+    // Bounded: every turn either receives or cancels a receive.
+    for _ in 0..1_000_000 {
+        if got.len() == N {
+            break;
+        }
+        tokio::select! {
+            msg = ws.recv() => got.push(msg.unwrap().unwrap().as_text().unwrap().to_owned()),
+            _ = tick.tick() => cancelled += 1,
+        }
+    }
+    assert_eq!(
+        got,
+        (0..N).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "after {cancelled} cancelled receives"
+    );
+}
+
+#[tokio::test]
+async fn stream_and_sink_interfaces() {
+    let (addr, _events) = echo_server(ServerBuilder::new()).await;
+    let mut ws = client(addr).await;
+    ws.send_all(&mut futures_util::stream::iter(
+        ["a", "b", "c"].map(|s| Ok(Message::text(s))),
+    ))
+    .await
+    .unwrap();
+    let got: Vec<_> = ws
+        .by_ref()
+        .take(3)
+        .map(|m| m.unwrap().as_text().unwrap().to_owned())
+        .collect()
+        .await;
+    assert_eq!(got, ["a", "b", "c"]);
+    SinkExt::<Message>::close(&mut ws).await.unwrap();
+    // The reply to our close arrives through the stream, then it ends.
+    assert!(matches!(ws.next().await, Some(Ok(Message::Close(_)))));
+    assert!(ws.next().await.is_none());
+}
+
+#[tokio::test]
+async fn ping_floods_do_not_grow_memory_when_the_peer_does_not_read() {
+    let config = Config {
+        write_buffer_limit: 64 << 10,
+        ..Config::default()
+    };
+    let (addr, _events) = echo_server(ServerBuilder::new().config(config)).await;
+    let (mut tcp, _) = raw_client(addr, "").await;
+    // 200,000 pings with 125-byte payloads ask for ~27 MB of pongs; we read
+    // none of them. The server must stop reading instead of queueing them.
+    let ping = client_frame(OpCode::Ping, true, &[b'p'; 125]);
+    let batch: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect();
+    let mut written = 0usize;
+    for _ in 0..200 {
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(&batch)).await {
+            Ok(Ok(())) => written += batch.len(),
+            _ => break,
+        }
+    }
+    // Writing stalled: the server stopped reading long before 200,000 pings.
+    assert!(
+        written < 200 * batch.len(),
+        "the server read every ping ({written} bytes) while nobody read its pongs"
+    );
+}
