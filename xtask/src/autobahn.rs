@@ -1,0 +1,349 @@
+//! The Autobahn conformance stages, run with kosoku (a reimplementation of the
+//! Autobahn TestSuite's runner, from PyPI).
+//!
+//! Server side: `duplex serve` listens on a free loopback port and kosoku's
+//! fuzzingclient drives every case against `ws://127.0.0.1:PORT/echo`.
+//! Client side: kosoku's fuzzingserver listens and the `autobahn-client`
+//! example connects to it (`/getCaseCount`, `/runCase?case=N&agent=duplex`,
+//! then `/updateReports`, on which the fuzzingserver writes its report and
+//! exits). Either way kosoku writes an Autobahn-format report under
+//! `target/autobahn/{server,client}/`, which [`report::check`] judges.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo::Binary;
+use crate::process::{ChildGuard, display, free_port, tail, wait_for_port, wait_or_kill};
+use crate::{Paths, env_secs, report, wsclient};
+
+/// Time allowed for a server to accept connections after it starts.
+const PORT_WAIT: Duration = Duration::from_secs(20);
+/// Time the fuzzingserver gets to exit by itself once the client under test
+/// has finished (it writes its report first).
+const REPORT_GRACE: Duration = Duration::from_secs(30);
+/// Time the fuzzingserver gets to write its report after the harness itself
+/// called `/updateReports`.
+const REPORT_WAIT: Duration = Duration::from_secs(120);
+/// Default time allowed for one side's whole run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// Default number of cases the fuzzingclient runs at once.
+const PARALLELISM: u32 = 2;
+
+/// Which implementation is under test.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    /// `duplex serve`, driven by kosoku's fuzzingclient.
+    Server,
+    /// The `autobahn-client` example, driving kosoku's fuzzingserver.
+    Client,
+}
+
+impl Side {
+    /// The pipeline stage that runs this side.
+    pub fn stage_name(self) -> &'static str {
+        match self {
+            Self::Server => "autobahn server",
+            Self::Client => "autobahn client",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        }
+    }
+}
+
+/// Knobs read from the environment (see the help text in main.rs).
+pub struct Settings {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    parallelism: u32,
+    timeout: Duration,
+    server_cmd: Option<String>,
+    client_cmd: Option<String>,
+}
+
+impl Settings {
+    /// Reads the `DUPLEX_AUTOBAHN_*` variables.
+    pub fn from_env() -> Self {
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let command = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
+        Self {
+            include: list("DUPLEX_AUTOBAHN_CASES"),
+            exclude: list("DUPLEX_AUTOBAHN_EXCLUDE"),
+            parallelism: std::env::var("DUPLEX_AUTOBAHN_PARALLELISM")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(PARALLELISM),
+            timeout: env_secs("DUPLEX_AUTOBAHN_TIMEOUT", RUN_TIMEOUT),
+            server_cmd: command("DUPLEX_AUTOBAHN_SERVER_CMD"),
+            client_cmd: command("DUPLEX_AUTOBAHN_CLIENT_CMD"),
+        }
+    }
+
+    /// The release binaries that running `sides` needs (none for a side whose
+    /// implementation is replaced by a stand-in command).
+    pub fn binaries_needed(&self, sides: &[Side]) -> Vec<Binary> {
+        let mut binaries = Vec::new();
+        if sides.contains(&Side::Server) && self.server_cmd.is_none() {
+            binaries.push(Binary::Cli);
+        }
+        if sides.contains(&Side::Client) && self.client_cmd.is_none() {
+            binaries.push(Binary::AutobahnClient);
+        }
+        binaries
+    }
+}
+
+/// Runs one side of the suite and judges its report.
+pub fn run(paths: &Paths, settings: &Settings, side: Side) -> Result<()> {
+    std::fs::create_dir_all(&paths.autobahn)
+        .with_context(|| format!("cannot create {}", paths.autobahn.display()))?;
+    let outdir = paths.autobahn.join(side.name());
+    if outdir.exists() {
+        std::fs::remove_dir_all(&outdir)
+            .with_context(|| format!("cannot remove the old report {}", outdir.display()))?;
+    }
+    if !settings.include.is_empty() || !settings.exclude.is_empty() {
+        println!(
+            "    cases: include {:?}, exclude {:?} (DUPLEX_AUTOBAHN_CASES / _EXCLUDE)",
+            settings.include, settings.exclude
+        );
+    }
+    match side {
+        Side::Server => server_side(paths, settings, &outdir),
+        Side::Client => client_side(paths, settings, &outdir),
+    }
+}
+
+fn server_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mut server_cmd = match &settings.server_cmd {
+        Some(template) => stand_in(
+            paths,
+            "DUPLEX_AUTOBAHN_SERVER_CMD",
+            template,
+            &[("{port}", addr.port().to_string())],
+        )?,
+        None => {
+            let mut cmd = paths.command(built(paths, Binary::Cli)?);
+            cmd.args(["serve", "--bind", &addr.to_string()]);
+            cmd
+        }
+    };
+    let testee_log = paths.autobahn.join("server-side.testee.log");
+    let mut server = ChildGuard::spawn("the server under test", &mut server_cmd, &testee_log)?;
+    wait_for_port(addr, PORT_WAIT, &mut server)?;
+
+    let url = format!("ws://{addr}/echo");
+    let mut fuzzer = kosoku(paths, settings, "fuzzingclient", &url, outdir);
+    fuzzer.args(["-p", &settings.parallelism.to_string()]);
+    let kosoku_log = paths.autobahn.join("server-side.kosoku.log");
+    let status = run_logged(&mut fuzzer, &kosoku_log, settings.timeout)?;
+
+    let server_exit = server.exited()?;
+    server.stop();
+    let verdict = judge(Side::Server, outdir, status, &kosoku_log, None);
+    if let Some(exit) = server_exit {
+        bail!(
+            "the server under test exited during the run ({exit}); last lines of {}:\n{}{}",
+            testee_log.display(),
+            tail(&testee_log, 30),
+            verdict
+                .err()
+                .map(|e| format!("\nand: {e:#}"))
+                .unwrap_or_default()
+        );
+    }
+    verdict
+}
+
+fn client_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let kosoku_log = paths.autobahn.join("client-side.kosoku.log");
+    let mut fuzzer = ChildGuard::spawn(
+        "kosoku's fuzzingserver",
+        &mut kosoku(paths, settings, "fuzzingserver", &addr.to_string(), outdir),
+        &kosoku_log,
+    )?;
+    wait_for_port(addr, PORT_WAIT, &mut fuzzer)?;
+    let expected =
+        wsclient::get_case_count(addr).context("asking the fuzzingserver for its case count")?;
+    println!("    the fuzzingserver at ws://{addr} serves {expected} cases");
+
+    let url = format!("ws://{addr}");
+    let mut client_cmd = match &settings.client_cmd {
+        Some(template) => stand_in(
+            paths,
+            "DUPLEX_AUTOBAHN_CLIENT_CMD",
+            template,
+            &[("{url}", url.clone())],
+        )?,
+        None => {
+            let mut cmd = paths.command(built(paths, Binary::AutobahnClient)?);
+            cmd.arg(&url);
+            cmd
+        }
+    };
+    let testee_log = paths.autobahn.join("client-side.testee.log");
+    let client_error = match run_logged(&mut client_cmd, &testee_log, settings.timeout) {
+        Ok(status) if status.success() => None,
+        Ok(status) => Some(format!(
+            "the client under test failed ({status}); last lines of {}:\n{}",
+            testee_log.display(),
+            tail(&testee_log, 30)
+        )),
+        Err(err) => Some(format!("{err:#}")),
+    };
+
+    // The fuzzingserver writes its report and exits on /updateReports. If the
+    // client did not get that far, ask for the (partial) report ourselves.
+    let grace = if client_error.is_some() {
+        Duration::ZERO
+    } else {
+        REPORT_GRACE
+    };
+    let status = match fuzzer.wait(grace)? {
+        Some(status) => status,
+        None => {
+            if client_error.is_none() {
+                println!(
+                    "    warning: the client under test exited 0 without calling /updateReports"
+                );
+            }
+            println!("    calling /updateReports so that the fuzzingserver writes its report");
+            if let Err(err) = wsclient::update_reports(addr, "xtask") {
+                println!("    /updateReports failed: {err:#}");
+            }
+            match fuzzer.wait(REPORT_WAIT)? {
+                Some(status) => status,
+                None => bail!(
+                    "the fuzzingserver did not exit within {} s of /updateReports; last lines of {}:\n{}{}",
+                    REPORT_WAIT.as_secs(),
+                    kosoku_log.display(),
+                    tail(&kosoku_log, 30),
+                    client_error
+                        .map(|e| format!("\nand: {e}"))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+    };
+    fuzzer.stop();
+
+    let verdict = judge(Side::Client, outdir, status, &kosoku_log, Some(expected));
+    match (client_error, verdict) {
+        (None, verdict) => verdict,
+        (Some(client), Ok(())) => bail!("{client}"),
+        (Some(client), Err(err)) => bail!("{client}\nand: {err:#}"),
+    }
+}
+
+/// Fails unless kosoku wrote a report, then judges the report.
+fn judge(
+    side: Side,
+    outdir: &Path,
+    status: ExitStatus,
+    log: &Path,
+    expected: Option<usize>,
+) -> Result<()> {
+    if !outdir.join("index.json").is_file() {
+        bail!(
+            "kosoku exited ({status}) without writing {}; last lines of {}:\n{}",
+            outdir.join("index.json").display(),
+            log.display(),
+            tail(log, 30)
+        );
+    }
+    // kosoku exits 1 when a case fails by its own (laxer) standard; the
+    // report is the verdict either way.
+    report::check(side.name(), outdir, expected)
+}
+
+/// The kosoku command for `mode`, with the case selection from the settings.
+fn kosoku(paths: &Paths, settings: &Settings, mode: &str, address: &str, outdir: &Path) -> Command {
+    let mut cmd = paths.command(paths.venv_bin("kosoku"));
+    cmd.args(["-m", mode, address, "-o"]).arg(outdir);
+    for case in &settings.include {
+        cmd.args(["-i", case]);
+    }
+    for case in &settings.exclude {
+        cmd.args(["-x", case]);
+    }
+    cmd.env("PYTHONUNBUFFERED", "1");
+    cmd
+}
+
+/// Runs `cmd` to completion with its output in `log`, within `timeout`.
+fn run_logged(cmd: &mut Command, log: &Path, timeout: Duration) -> Result<ExitStatus> {
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    println!("$ {}   (log: {})", display(cmd), log.display());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", display(cmd)))?;
+    wait_or_kill(&mut child, timeout, &display(cmd)).map_err(|err| {
+        anyhow::anyhow!(
+            "{err:#}; last lines of {}:\n{}",
+            log.display(),
+            tail(log, 30)
+        )
+    })
+}
+
+/// A release binary, which must have been built.
+fn built(paths: &Paths, binary: Binary) -> Result<PathBuf> {
+    let path = binary.path(paths);
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: the release build stage builds it",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A stand-in command from a `DUPLEX_AUTOBAHN_*_CMD` template: split on
+/// whitespace, with `{python}` (the venv's interpreter) and `vars` substituted.
+fn stand_in(
+    paths: &Paths,
+    variable: &str,
+    template: &str,
+    vars: &[(&str, String)],
+) -> Result<Command> {
+    let python = paths.venv_python().to_string_lossy().into_owned();
+    let words: Vec<String> = template
+        .split_whitespace()
+        .map(|word| {
+            vars.iter()
+                .fold(word.replace("{python}", &python), |w, (k, v)| {
+                    w.replace(k, v)
+                })
+        })
+        .collect();
+    let (program, args) = words
+        .split_first()
+        .with_context(|| format!("{variable} is empty"))?;
+    println!("    command from {variable}: {template}");
+    let mut cmd = paths.command(program);
+    cmd.args(args);
+    Ok(cmd)
+}

@@ -1,0 +1,128 @@
+//! The cargo-driven stages: the peer-script self-test that the Rust interop
+//! tests rely on, the Rust tests (nextest when installed), the doctests and
+//! the release build of the binaries the Autobahn stages run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Paths;
+use crate::process::{capture, run};
+
+/// Time allowed for a whole test run (nextest, cargo test, doctests).
+const TEST_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+/// Time allowed for one release build.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Time allowed for the peer self-test.
+const PEERS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Time allowed for a quick cargo query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2 * 60);
+
+/// A release binary the Autobahn stages run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Binary {
+    /// `duplex`, the CLI (root package `duplex-cli`).
+    Cli,
+    /// The `autobahn-client` example of package `duplex`.
+    AutobahnClient,
+}
+
+impl Binary {
+    /// Where `cargo build --release` puts it.
+    pub fn path(self, paths: &Paths) -> PathBuf {
+        let release = paths.target.join("release");
+        match self {
+            Self::Cli => release.join("duplex"),
+            Self::AutobahnClient => release.join("examples").join("autobahn-client"),
+        }
+    }
+
+    fn build_args(self) -> &'static [&'static str] {
+        match self {
+            Self::Cli => &["build", "--release", "--bin", "duplex"],
+            Self::AutobahnClient => &[
+                "build",
+                "--release",
+                "-p",
+                "duplex",
+                "--example",
+                "autobahn-client",
+            ],
+        }
+    }
+}
+
+/// The cargo that runs this xtask (`$CARGO`), so the same toolchain is used.
+fn cargo(paths: &Paths) -> Command {
+    paths.command(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Cargo's target directory for the workspace at `root`.
+pub fn target_dir(root: &Path) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"]);
+    let out = capture(&mut cmd, QUERY_TIMEOUT)?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cargo metadata printed invalid JSON")?;
+    let dir = json["target_directory"]
+        .as_str()
+        .context("cargo metadata has no target_directory")?;
+    Ok(PathBuf::from(dir))
+}
+
+/// Runs the peer scripts against each other (tests/peers/selftest.py).
+pub fn peer_selftest(paths: &Paths) -> Result<()> {
+    let mut cmd = paths.command(paths.venv_python());
+    cmd.arg(paths.peers.join("selftest.py"))
+        .env("NODE_PATH", paths.node_modules());
+    run(&mut cmd, PEERS_TIMEOUT)
+}
+
+/// Runs every test target of the workspace with cargo-nextest if it is
+/// installed, else with `cargo test`.
+pub fn tests(paths: &Paths) -> Result<()> {
+    let nextest = capture(cargo(paths).args(["nextest", "--version"]), QUERY_TIMEOUT)
+        .is_ok_and(|out| out.status.success());
+    let mut cmd = cargo(paths);
+    if nextest {
+        cmd.args(["nextest", "run", "--workspace", "--all-targets"])
+            .args(["--no-fail-fast", "--no-tests=warn"]);
+    } else {
+        println!("    cargo-nextest is not installed: using cargo test");
+        cmd.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
+    }
+    cmd.envs(paths.test_env());
+    run(&mut cmd, TEST_TIMEOUT)
+}
+
+/// Runs the doctests, which nextest does not run.
+pub fn doctests(paths: &Paths) -> Result<()> {
+    let mut cmd = cargo(paths);
+    cmd.args(["test", "--workspace", "--doc", "--no-fail-fast"])
+        .envs(paths.test_env());
+    run(&mut cmd, TEST_TIMEOUT)
+}
+
+/// Builds the release `binaries`, then checks that they exist.
+pub fn build_release(paths: &Paths, binaries: &[Binary]) -> Result<()> {
+    if binaries.is_empty() {
+        println!("    nothing to build: stand-ins replace both binaries");
+    }
+    for &binary in binaries {
+        run(cargo(paths).args(binary.build_args()), BUILD_TIMEOUT)?;
+        let path = binary.path(paths);
+        if !path.is_file() {
+            bail!("the build succeeded but {} does not exist", path.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! `cargo xtask`: project automation for Duplex.
+//!
+//! `cargo xtask test` installs everything the tests need (cached under
+//! `target/xtask/`), runs the Rust tests, builds the release binaries and runs
+//! the Autobahn conformance suite against the server and the client. See
+//! [`HELP`] for the subcommands and the environment variables they read.
+
+mod autobahn;
+mod cargo;
+mod pipeline;
+mod process;
+mod report;
+mod tools;
+mod wsclient;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::autobahn::Side;
+use crate::pipeline::Pipeline;
+
+const HELP: &str = "\
+cargo xtask: Duplex project automation
+
+USAGE:
+    cargo xtask test [--skip-autobahn] [--keep-going]
+    cargo xtask autobahn [server|client] [--keep-going]
+    cargo xtask tools
+    cargo xtask help
+
+SUBCOMMANDS:
+    test       Everything CI runs, in order: prepare tools, self-test the peer
+               scripts, Rust tests (cargo nextest, or cargo test without it),
+               doctests, release build, Autobahn server side, Autobahn client
+               side. Ends with the line `xtask: N passed, M failed`.
+    autobahn   Prepare tools, build the release binaries and run the Autobahn
+               suite against the server, the client, or both (the default).
+    tools      Only prepare tools, then print the environment the tests read.
+    help       Print this text.
+
+OPTIONS:
+    --skip-autobahn   (test) stop after the Rust tests and doctests.
+    --keep-going      run the remaining stages after a failed one (tool and
+                      build failures still stop the run).
+
+WHERE THINGS GO:
+    target/xtask/venv            Python venv with kosoku and websockets
+    target/xtask/node            node_modules with ws
+    target/autobahn/server/      Autobahn report, server side (index.html, index.json)
+    target/autobahn/client/      Autobahn report, client side
+    target/autobahn/*.log        output of the processes of each side
+
+ENVIRONMENT:
+    DUPLEX_AUTOBAHN_CASES        comma-separated case ids or globs to run,
+                                 e.g. `1.*,9.7.1` (kosoku -i); default: all
+    DUPLEX_AUTOBAHN_EXCLUDE      comma-separated case ids or globs to skip (kosoku -x)
+    DUPLEX_AUTOBAHN_PARALLELISM  cases run at once on the server side (default 2)
+    DUPLEX_AUTOBAHN_TIMEOUT      seconds allowed for each side's run (default 1200)
+    DUPLEX_AUTOBAHN_SERVER_CMD   server under test instead of `duplex serve`;
+                                 {port} and {python} are substituted, e.g.
+                                 '{python} tests/peers/py_echo_server.py --port {port} --compress on'
+    DUPLEX_AUTOBAHN_CLIENT_CMD   client under test instead of the autobahn-client
+                                 example; {url} and {python} are substituted, e.g.
+                                 '{python} tests/peers/py_autobahn_client.py {url}'
+
+    The Rust tests get DUPLEX_TEST_PYTHON, DUPLEX_TEST_NODE_PATH,
+    DUPLEX_TEST_PEERS and DUPLEX_REQUIRE_PEERS=1 (`cargo xtask tools` prints them).
+";
+
+/// Where things are: the workspace, its target directory and the tool caches.
+pub struct Paths {
+    /// The workspace root (the parent of `xtask/`).
+    pub root: PathBuf,
+    /// Cargo's target directory (`target/` unless configured otherwise).
+    pub target: PathBuf,
+    /// The Python venv, `target/xtask/venv`.
+    pub venv: PathBuf,
+    /// The npm prefix, `target/xtask/node`.
+    pub node_dir: PathBuf,
+    /// Where Autobahn reports and logs go, `target/autobahn`.
+    pub autobahn: PathBuf,
+    /// The interop peer scripts, `tests/peers`.
+    pub peers: PathBuf,
+}
+
+impl Paths {
+    fn discover() -> Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_path_buf();
+        let target = cargo::target_dir(&root)?;
+        Ok(Self {
+            venv: target.join("xtask").join("venv"),
+            node_dir: target.join("xtask").join("node"),
+            autobahn: target.join("autobahn"),
+            peers: root.join("tests").join("peers"),
+            root,
+            target,
+        })
+    }
+
+    /// The venv's Python interpreter.
+    pub fn venv_python(&self) -> PathBuf {
+        self.venv.join("bin").join("python")
+    }
+
+    /// A console script installed in the venv, e.g. `kosoku`.
+    pub fn venv_bin(&self, name: &str) -> PathBuf {
+        self.venv.join("bin").join(name)
+    }
+
+    /// The `node_modules` directory that NODE_PATH should point at.
+    pub fn node_modules(&self) -> PathBuf {
+        self.node_dir.join("node_modules")
+    }
+
+    /// The environment the Rust tests read to find their interop peers.
+    pub fn test_env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("DUPLEX_TEST_PYTHON", self.venv_python().into()),
+            ("DUPLEX_TEST_NODE_PATH", self.node_modules().into()),
+            ("DUPLEX_TEST_PEERS", self.peers.clone().into()),
+            ("DUPLEX_REQUIRE_PEERS", "1".into()),
+        ]
+    }
+
+    /// A command run from the workspace root.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&self.root);
+        cmd
+    }
+}
+
+/// What the command line asked for.
+enum Task {
+    Test { autobahn: bool },
+    Autobahn { sides: Vec<Side> },
+    Tools,
+    Help,
+}
+
+struct Args {
+    task: Task,
+    keep_going: bool,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
+    let mut args = args.into_iter();
+    let subcommand = args.next();
+    let mut rest: Vec<String> = args.collect();
+    let keep_going = take_flag(&mut rest, "--keep-going");
+    let task = match subcommand.as_deref() {
+        Some("test") => Task::Test {
+            autobahn: !take_flag(&mut rest, "--skip-autobahn"),
+        },
+        Some("autobahn") => {
+            let side = (!rest.is_empty()).then(|| rest.remove(0));
+            let sides = match side.as_deref() {
+                None => vec![Side::Server, Side::Client],
+                Some("server") => vec![Side::Server],
+                Some("client") => vec![Side::Client],
+                Some("--help" | "-h") => {
+                    return Ok(Args {
+                        task: Task::Help,
+                        keep_going,
+                    });
+                }
+                Some(other) => bail!("unknown autobahn side `{other}` (expected server or client)"),
+            };
+            Task::Autobahn { sides }
+        }
+        Some("tools") => Task::Tools,
+        None | Some("help" | "--help" | "-h") => Task::Help,
+        Some(other) => bail!("unknown subcommand `{other}`; see `cargo xtask help`"),
+    };
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(Args {
+            task: Task::Help,
+            keep_going,
+        });
+    }
+    if let Some(extra) = rest.first() {
+        bail!("unexpected argument `{extra}`; see `cargo xtask help`");
+    }
+    Ok(Args { task, keep_going })
+}
+
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let paths = match Paths::discover() {
+        Ok(paths) => paths,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let autobahn = autobahn::Settings::from_env();
+    let mut pipeline = Pipeline::new(args.keep_going);
+    let sides = match args.task {
+        Task::Help => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Task::Tools => {
+            pipeline.required("tools", || tools::prepare(&paths));
+            if pipeline.all_passed() {
+                for (name, value) in paths.test_env() {
+                    println!("export {name}='{}'", value.to_string_lossy());
+                }
+            }
+            Vec::new()
+        }
+        Task::Test { autobahn } => {
+            pipeline.required("tools", || tools::prepare(&paths));
+            pipeline.stage("peers", || cargo::peer_selftest(&paths));
+            pipeline.stage("rust tests", || cargo::tests(&paths));
+            pipeline.stage("doctests", || cargo::doctests(&paths));
+            if autobahn {
+                vec![Side::Server, Side::Client]
+            } else {
+                Vec::new()
+            }
+        }
+        Task::Autobahn { sides } => {
+            pipeline.required("tools", || tools::prepare(&paths));
+            sides
+        }
+    };
+    if !sides.is_empty() {
+        pipeline.required("release build", || {
+            cargo::build_release(&paths, &autobahn.binaries_needed(&sides))
+        });
+        for side in sides {
+            pipeline.stage(side.stage_name(), || autobahn::run(&paths, &autobahn, side));
+        }
+    }
+    pipeline.finish()
+}
+
+/// Reads a duration in whole seconds from the environment.
+fn env_secs(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(default, Duration::from_secs)
+}
