@@ -104,6 +104,35 @@ pub fn tests(paths: &Paths) -> Result<()> {
     run(&mut cmd, TEST_TIMEOUT)
 }
 
+/// Checks formatting and lints: `cargo fmt --check` and clippy with
+/// warnings denied, over every crate and target. Skipped (with a warning)
+/// only where the toolchain lacks rustfmt or clippy.
+pub fn lint(paths: &Paths) -> Result<()> {
+    for (component, args) in [
+        ("fmt", &["fmt", "--all", "--", "--check"][..]),
+        (
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ][..],
+        ),
+    ] {
+        let present = capture(cargo(paths).args([component, "--version"]), QUERY_TIMEOUT)
+            .is_ok_and(|out| out.status.success());
+        if !present {
+            println!("    warning: cargo {component} is not installed; skipping it");
+            continue;
+        }
+        run(cargo(paths).args(args), TEST_TIMEOUT)?;
+    }
+    Ok(())
+}
+
 /// Runs the doctests, which nextest does not run.
 pub fn doctests(paths: &Paths) -> Result<()> {
     let mut cmd = cargo(paths);

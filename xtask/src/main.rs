@@ -33,7 +33,7 @@ USAGE:
     cargo xtask help
 
 SUBCOMMANDS:
-    test       Everything CI runs, in order: prepare tools, self-test the peer
+    test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
                doctests, release build, Autobahn server side, Autobahn client
                side. Ends with the line `xtask: N passed, M failed`.
@@ -230,6 +230,7 @@ fn main() -> ExitCode {
         }
         Task::Test { autobahn } => {
             pipeline.required("tools", || tools::prepare(&paths));
+            pipeline.stage("lint", || cargo::lint(&paths));
             pipeline.stage("peers", || cargo::peer_selftest(&paths));
             pipeline.stage("rust tests", || cargo::tests(&paths));
             pipeline.stage("doctests", || cargo::doctests(&paths));

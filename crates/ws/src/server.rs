@@ -31,7 +31,7 @@ use crate::socket::WebSocket;
 ///                 ws.feed(msg).await?; // flushed by the next recv: one write per batch
 ///             }
 ///         }
-///         duplex::Result::Ok(())
+///         Ok::<(), duplex::Error>(())
 ///     });
 /// }
 /// # }

@@ -83,7 +83,7 @@ where
     ///     while let Some(msg) = rx.recv().await {
     ///         println!("{:?}", msg?);
     ///     }
-    ///     duplex::Result::Ok(())
+    ///     Ok::<(), duplex::Error>(())
     /// });
     /// tx.send("hello").await?;
     /// tx.close(duplex::CloseCode::NORMAL, "bye").await?;

@@ -102,6 +102,13 @@ impl Deflater {
         if out[start_len..].ends_with(&SYNC_TRAILER) {
             out.truncate(out.len() - SYNC_TRAILER.len());
         }
+        if out.len() == start_len {
+            // Nothing new to flush (an empty message after earlier ones): an
+            // empty payload would make the receiver read the trailer it
+            // appends as a stored block's length. RFC 7692 §7.2.3.6: send
+            // 0x00, the header of an empty stored block the trailer completes.
+            out.extend_from_slice(&[0x00]);
+        }
         if self.no_context_takeover {
             z.reset();
         }
@@ -258,6 +265,23 @@ mod tests {
         assert_eq!(err, ProtocolError::MessageTooLarge { max: 1 << 20 });
         assert!(out.len() <= (1 << 20) + 1);
         assert!(out.capacity() < 4 << 20, "capacity {}", out.capacity());
+    }
+
+    #[test]
+    fn empty_messages_between_others_stay_decodable() {
+        for nct in [false, true] {
+            let (mut d, mut i) = pair(DeflateParams {
+                server_no_context_takeover: nct,
+                ..DeflateParams::default()
+            });
+            for msg in [&b"a"[..], b"", b"", b"hello", b"", b"hello"] {
+                assert_eq!(
+                    round_trip(&mut d, &mut i, msg),
+                    msg,
+                    "no context takeover: {nct}"
+                );
+            }
+        }
     }
 
     #[test]
