@@ -129,14 +129,18 @@ fn interleaved() -> impl Strategy<Value = Vec<(Index, Msg)>> {
 }
 
 fn planned() -> impl Strategy<Value = Planned> {
-    (msg(), vec(any::<Index>(), 0..4), interleaved(), any::<bool>()).prop_map(
-        |(msg, cuts, interleaved, compress)| Planned {
+    (
+        msg(),
+        vec(any::<Index>(), 0..4),
+        interleaved(),
+        any::<bool>(),
+    )
+        .prop_map(|(msg, cuts, interleaved, compress)| Planned {
             msg,
             cuts,
             interleaved,
             compress,
-        },
-    )
+        })
 }
 
 fn role() -> impl Strategy<Value = Role> {
@@ -152,14 +156,20 @@ fn peer(role: Role) -> Role {
 
 /// Negotiated compression, with windows of `min_bits..=15` bits.
 fn deflate_params(min_bits: u8) -> impl Strategy<Value = Option<DeflateParams>> {
-    let params = (any::<bool>(), any::<bool>(), min_bits..=15u8, min_bits..=15u8).prop_map(
-        |(server_nct, client_nct, server_bits, client_bits)| DeflateParams {
-            server_no_context_takeover: server_nct,
-            client_no_context_takeover: client_nct,
-            server_max_window_bits: server_bits,
-            client_max_window_bits: client_bits,
-        },
-    );
+    let params = (
+        any::<bool>(),
+        any::<bool>(),
+        min_bits..=15u8,
+        min_bits..=15u8,
+    )
+        .prop_map(
+            |(server_nct, client_nct, server_bits, client_bits)| DeflateParams {
+                server_no_context_takeover: server_nct,
+                client_no_context_takeover: client_nct,
+                server_max_window_bits: server_bits,
+                client_max_window_bits: client_bits,
+            },
+        );
     prop_oneof![
         1 => Just(None),
         1 => Just(Some(DeflateParams::default())),
@@ -216,7 +226,10 @@ impl Wire {
     /// A fresh masking key per frame (an LCG: deterministic per test case,
     /// so failures shrink and replay).
     fn next_key(&mut self) -> [u8; 4] {
-        self.seed = self.seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.seed = self
+            .seed
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
         self.seed.to_be_bytes()
     }
 
@@ -375,7 +388,10 @@ fn receive(conn: &mut Connection, wire: &[u8], chunks: &[usize]) -> (Outcome, Op
     let mut sizes = chunks.iter().copied().cycle();
     let mut fed = 0;
     while fed < wire.len() {
-        let n = sizes.next().unwrap_or(wire.len()).clamp(1, wire.len() - fed);
+        let n = sizes
+            .next()
+            .unwrap_or(wire.len())
+            .clamp(1, wire.len() - fed);
         conn.read_buf().extend_from_slice(&wire[fed..fed + n]);
         fed += n;
         loop {
@@ -411,7 +427,11 @@ fn frames_of(mut wire: &[u8], sender: Role) -> Result<Vec<(FrameHeader, Vec<u8>)
     while !wire.is_empty() {
         let (header, used) = match FrameHeader::parse(wire) {
             Ok(Some(parsed)) => parsed,
-            other => return Err(TestCaseError::fail(format!("bad outgoing frame: {other:?}"))),
+            other => {
+                return Err(TestCaseError::fail(format!(
+                    "bad outgoing frame: {other:?}"
+                )));
+            }
         };
         prop_assert_eq!(header.mask.is_some(), sender == Role::Client);
         let len = header.payload_len as usize;
@@ -482,7 +502,9 @@ fn poison() -> impl Strategy<Value = Poison> {
     let bad_close = prop_oneof![
         any::<u8>().prop_map(|b| vec![b]),
         (
-            select(vec![0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]),
+            select(vec![
+                0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535
+            ]),
             "[a-z]{0,10}"
         )
             .prop_map(|(code, reason)| {
@@ -703,7 +725,8 @@ impl Wire {
                         d.compress(&zeros, &mut packed);
                         if packed.len() > limits.max_frame_size {
                             // Level 0 stores rather than compresses.
-                            let s = self.header_only(true, true, OpCode::Binary, packed.len() as u64);
+                            let s =
+                                self.header_only(true, true, OpCode::Binary, packed.len() as u64);
                             let error = ProtocolError::FrameTooLarge {
                                 len: packed.len() as u64,
                                 max: limits.max_frame_size,
@@ -905,11 +928,15 @@ fn frame_soup() -> impl Strategy<Value = Vec<(u8, bool, Vec<u8>)>> {
     let payload = prop_oneof![
         vec(any::<u8>(), 0..40),
         "[a-zé☃]{0,20}".prop_map(String::into_bytes),
-        (select(vec![1000u16, 1002, 1005, 3000, 4000, 5000]), "[a-z]{0,5}").prop_map(|(c, r)| {
-            let mut p = c.to_be_bytes().to_vec();
-            p.extend_from_slice(r.as_bytes());
-            p
-        }),
+        (
+            select(vec![1000u16, 1002, 1005, 3000, 4000, 5000]),
+            "[a-z]{0,5}"
+        )
+            .prop_map(|(c, r)| {
+                let mut p = c.to_be_bytes().to_vec();
+                p.extend_from_slice(r.as_bytes());
+                p
+            }),
     ];
     vec((first_byte, prop::bool::weighted(0.8), payload), 0..12)
 }
@@ -932,7 +959,11 @@ fn hostile() -> impl Strategy<Value = Hostile> {
     prop_oneof![
         vec(any::<u8>(), 0..512).prop_map(Hostile::Raw),
         frame_soup().prop_map(Hostile::Soup),
-        (vec(planned(), 1..5), any::<u32>(), vec((any::<Index>(), any::<u8>()), 1..4))
+        (
+            vec(planned(), 1..5),
+            any::<u32>(),
+            vec((any::<Index>(), any::<u8>()), 1..4)
+        )
             .prop_map(|(plan, seed, edits)| Hostile::Mutated { plan, seed, edits }),
     ]
 }
@@ -970,7 +1001,10 @@ impl Hostile {
 fn check_clean_end(conn: &mut Connection, outcome: &Outcome) -> Result<(), TestCaseError> {
     for m in &outcome.messages {
         if let Message::Text(t) = m {
-            prop_assert!(std::str::from_utf8(t.as_ref()).is_ok(), "invalid UTF-8 delivered as text");
+            prop_assert!(
+                std::str::from_utf8(t.as_ref()).is_ok(),
+                "invalid UTF-8 delivered as text"
+            );
         }
         if matches!(m, Message::Ping(_) | Message::Pong(_)) {
             prop_assert!(m.len() <= 125);
@@ -991,8 +1025,10 @@ fn check_clean_end(conn: &mut Connection, outcome: &Outcome) -> Result<(), TestC
         .map(|(_, p)| p.as_slice())
         .collect();
     prop_assert_eq!(pongs, pings);
-    let closes: Vec<&(FrameHeader, Vec<u8>)> =
-        frames.iter().filter(|(h, _)| h.opcode == OpCode::Close).collect();
+    let closes: Vec<&(FrameHeader, Vec<u8>)> = frames
+        .iter()
+        .filter(|(h, _)| h.opcode == OpCode::Close)
+        .collect();
     prop_assert!(frames.iter().all(|(h, _)| h.fin && !h.rsv1));
 
     let code = match (&outcome.error, outcome.messages.last()) {
@@ -1012,7 +1048,11 @@ fn check_clean_end(conn: &mut Connection, outcome: &Outcome) -> Result<(), TestC
         }
     };
     prop_assert_eq!(closes.len(), 1);
-    prop_assert_eq!(frames.last().map(|(h, _)| h.opcode), Some(OpCode::Close), "the close frame is not last");
+    prop_assert_eq!(
+        frames.last().map(|(h, _)| h.opcode),
+        Some(OpCode::Close),
+        "the close frame is not last"
+    );
     let sent = CloseFrame::parse(&closes[0].1);
     prop_assert_eq!(sent.clone().map(|f| f.map(|f| f.code)), Ok(code));
 
@@ -1020,7 +1060,10 @@ fn check_clean_end(conn: &mut Connection, outcome: &Outcome) -> Result<(), TestC
     let mut reader = Connection::new(peer(role), Config::default(), None);
     let (read_back, _) = receive(&mut reader, &out, &[]);
     prop_assert_eq!(read_back.error, None);
-    prop_assert_eq!(read_back.messages.last(), Some(&Message::Close(sent.unwrap())));
+    prop_assert_eq!(
+        read_back.messages.last(),
+        Some(&Message::Close(sent.unwrap()))
+    );
 
     // Nothing more comes out of a closed connection, and nothing goes in.
     prop_assert_eq!(conn.next_message(), Ok(None));
@@ -1107,14 +1150,16 @@ fn deflate_config() -> impl Strategy<Value = DeflateConfig> {
         8u8..=15,
         0usize..64,
     )
-        .prop_map(|(level, snct, cnct, sbits, cbits, threshold)| DeflateConfig {
-            level,
-            server_no_context_takeover: snct,
-            client_no_context_takeover: cnct,
-            server_max_window_bits: sbits,
-            client_max_window_bits: cbits,
-            threshold,
-        })
+        .prop_map(
+            |(level, snct, cnct, sbits, cbits, threshold)| DeflateConfig {
+                level,
+                server_no_context_takeover: snct,
+                client_no_context_takeover: cnct,
+                server_max_window_bits: sbits,
+                client_max_window_bits: cbits,
+                threshold,
+            },
+        )
 }
 
 /// A request head assembled from lines that are each right, wrong or odd,
@@ -1138,7 +1183,13 @@ fn request_soup() -> impl Strategy<Value = Vec<u8>> {
         "[ -~]{0,20}".prop_map(|v| format!("Sec-WebSocket-Protocol: {v}")),
     ];
     (
-        select(vec!["GET / HTTP/1.1", "GET /a?b HTTP/1.1", "POST / HTTP/1.1", "GET / HTTP/1.0", "GET * HTTP/1.1"]),
+        select(vec![
+            "GET / HTTP/1.1",
+            "GET /a?b HTTP/1.1",
+            "POST / HTTP/1.1",
+            "GET / HTTP/1.0",
+            "GET * HTTP/1.1",
+        ]),
         vec(line, 0..12),
     )
         .prop_map(|(start, lines)| {
@@ -1155,10 +1206,25 @@ fn request_soup() -> impl Strategy<Value = Vec<u8>> {
 fn extension_noise() -> impl Strategy<Value = String> {
     vec(
         select(vec![
-            "permessage-deflate", "x-webkit-deflate-frame", ";", ",", "=", " ", "\"", "\\",
-            "server_no_context_takeover", "client_no_context_takeover",
-            "server_max_window_bits", "client_max_window_bits",
-            "8", "9", "15", "16", "010", "=10", "=\"12\"",
+            "permessage-deflate",
+            "x-webkit-deflate-frame",
+            ";",
+            ",",
+            "=",
+            " ",
+            "\"",
+            "\\",
+            "server_no_context_takeover",
+            "client_no_context_takeover",
+            "server_max_window_bits",
+            "client_max_window_bits",
+            "8",
+            "9",
+            "15",
+            "16",
+            "010",
+            "=10",
+            "=\"12\"",
         ]),
         0..12,
     )
@@ -1343,7 +1409,10 @@ fn an_invalid_client_input_is_not_silently_dropped() {
     let request = client.request("example.com", "/ws", &http::HeaderMap::new());
     assert_eq!(request.uri().path(), "/ws");
     assert_eq!(
-        request.headers().get("sec-websocket-key").map(|v| v.as_bytes()),
+        request
+            .headers()
+            .get("sec-websocket-key")
+            .map(|v| v.as_bytes()),
         Some(client.key().as_bytes())
     );
 }

@@ -1,0 +1,193 @@
+//! The HTTP API: server push (`POST /api/publish`), history, presence,
+//! kick, health and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::auth::keys_match;
+use crate::protocol::{ErrorCode, HubError, Member, check_channel};
+use crate::session::{PageView, PublishResult, encode_data};
+use crate::state::AppState;
+use crate::store::Range;
+
+/// An API error: the status and `{"error": {"code", "message"}}`.
+pub struct ApiError(StatusCode, HubError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        let status = match e.code {
+            ErrorCode::BadRequest | ErrorCode::NotSubscribed | ErrorCode::NameTaken => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited | ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e)
+    }
+}
+
+fn check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.api_key else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if keys_match(given, expected) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            HubError::new(
+                ErrorCode::Unauthorized,
+                "send Authorization: Bearer <api key> (see the key printed at start)",
+            ),
+        ))
+    }
+}
+
+/// The body of `POST /api/publish`.
+#[derive(Deserialize)]
+pub struct PublishBody {
+    channel: String,
+    data: serde_json::Value,
+}
+
+/// `POST /api/publish`
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    check_key(&state, &headers)?;
+    let Json(body) = body.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
+    check_channel(&body.channel)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(previous) = key.as_deref().and_then(|k| state.idempotent_result(k)) {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], previous).into_response());
+    }
+    let data = encode_data(&body.data, state.settings.max_data_size)?;
+    let from = Member {
+        client: "api".into(),
+        user: "api".into(),
+        name: "api".into(),
+    };
+    let p = state.broker.publish(&body.channel, data, from).await?;
+    let result = serde_json::to_string(&PublishResult::of(&p)).expect("serialisable");
+    if let Some(key) = key {
+        state.remember_result(key, result.clone());
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], result).into_response())
+}
+
+/// Query of the history endpoint.
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+    after: Option<u64>,
+}
+
+/// `GET /api/channels/{channel}/history`
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    check_channel(&channel)?;
+    let Query(q) = query.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let range = match q.after {
+        Some(after) => Range::After { after, limit },
+        None => Range::Before {
+            before: q.before,
+            limit,
+        },
+    };
+    let page = state.store.history(&channel, range).await.map_err(|e| {
+        tracing::error!("history: {e:#}");
+        HubError::new(ErrorCode::Internal, "storage failed")
+    })?;
+    let view = PageView::new(
+        &channel,
+        &page.position.epoch,
+        page.position.offset,
+        None,
+        &page.publications,
+    );
+    Ok(Json(view).into_response())
+}
+
+/// `GET /api/channels/{channel}/presence`
+pub async fn presence(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    check_channel(&channel)?;
+    Ok(
+        Json(serde_json::json!({"channel": channel, "members": state.hub.presence(&channel)}))
+            .into_response(),
+    )
+}
+
+/// The body of a kick.
+#[derive(Deserialize)]
+pub struct KickBody {
+    name: String,
+    #[serde(default)]
+    ban: bool,
+}
+
+/// `POST /api/channels/{channel}/kick`: always needs the API key.
+pub async fn kick(
+    State(state): State<Arc<AppState>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<KickBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    if state.api_key.is_none() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            HubError::new(
+                ErrorCode::Forbidden,
+                "kick needs an API key: start the server with --api-key",
+            ),
+        ));
+    }
+    check_key(&state, &headers)?;
+    check_channel(&channel)?;
+    let Json(body) = body.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let kicked = state.hub.kick(&channel, &body.name, body.ban);
+    Ok(Json(serde_json::json!({"kicked": kicked})).into_response())
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

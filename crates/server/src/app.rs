@@ -1,0 +1,315 @@
+//! Assembling the server: routes, listener, TLS, background tasks and the
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use duplex::{Config, ServerBuilder};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::publication::now_ms;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::store::{Retention, SqliteStore};
+use crate::{api, echo, session, ui};
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, binds the listener and starts serving.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let retention = Retention {
+            max_count: settings.history_size.max(1),
+            max_age_secs: settings.history_ttl,
+        };
+        let store = SqliteStore::open(&settings.data, retention)?;
+        let api_key = resolve_api_key(&settings, &store).await?;
+        let metrics = Metrics::new();
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let broker = Broker::start(store.clone(), hub.clone(), metrics.clone());
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => {
+                let cert = std::fs::read(cert)
+                    .with_context(|| format!("cannot read {}", cert.display()))?;
+                let key =
+                    std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+                Some(tokio_rustls::TlsAcceptor::from(duplex::tls::server_config(
+                    &cert, &key,
+                )?))
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        let listener = TcpListener::bind(settings.bind).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another server using it? try --bind 127.0.0.1:0)",
+                settings.bind
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState::new(
+            settings,
+            hub,
+            broker,
+            store.clone(),
+            metrics,
+            api_key,
+        ));
+        spawn_pruner(store, retention, state.shutdown.clone());
+        let router = router(state.clone());
+        let accept_loop = tokio::spawn(accept(listener, router, tls, state.clone()));
+        Ok(Self {
+            addr,
+            state,
+            accept_loop,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The API key `/api` requests need, if any.
+    pub fn api_key(&self) -> Option<&str> {
+        self.state.api_key.as_deref()
+    }
+
+    /// Whether it serves TLS.
+    pub fn scheme(&self) -> (&'static str, &'static str) {
+        if self.state.settings.tls_cert.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, close every WebSocket with 1001,
+    /// wait (bounded) for connections, then let the store finish writing.
+    pub async fn shutdown(self) {
+        self.accept_loop.abort();
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        let grace = Duration::from_secs(self.state.settings.shutdown_timeout);
+        if tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within {grace:?}");
+        }
+        self.state.broker.clone().drain().await;
+    }
+}
+
+async fn resolve_api_key(
+    settings: &Settings,
+    store: &SqliteStore,
+) -> anyhow::Result<Option<String>> {
+    if let Some(key) = &settings.api_key {
+        return Ok(Some(key.clone()));
+    }
+    if settings.is_loopback() {
+        return Ok(None);
+    }
+    if let Some(key) = store.meta("api_key").await? {
+        return Ok(Some(key));
+    }
+    let key: String = {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
+    store.set_meta("api_key", &key).await?;
+    println!(
+        "duplex: generated an API key (kept in {}): {key}",
+        settings.data.display()
+    );
+    println!("duplex: publish with: curl -H 'Authorization: Bearer {key}' ...");
+    Ok(Some(key))
+}
+
+fn spawn_pruner(
+    store: SqliteStore,
+    retention: Retention,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let cutoff = now_ms() - (retention.max_age_secs as i64) * 1000;
+                    if let Err(e) = store.prune(cutoff).await {
+                        tracing::warn!("pruning old history failed: {e:#}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/app.js", get(ui::script))
+        .route("/app.css", get(ui::style))
+        .route("/ws", get(hub_socket))
+        .route("/echo", get(echo_socket))
+        .route("/api/publish", post(api::publish))
+        .route("/api/channels/{channel}/history", get(api::history))
+        .route("/api/channels/{channel}/presence", get(api::presence))
+        .route("/api/channels/{channel}/kick", post(api::kick))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(api::metrics))
+        .with_state(state)
+}
+
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
+        let shutdown = state.shutdown.clone();
+        state.tasks.spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        serve_connection(&builder, TokioIo::new(stream), service, shutdown).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+                None => serve_connection(&builder, TokioIo::new(tcp), service, shutdown).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+fn origin_allowed(state: &AppState, req: &Request) -> bool {
+    let allowed = &state.settings.allowed_origins;
+    match req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    {
+        Some(origin) if !allowed.is_empty() => allowed.iter().any(|a| a == origin),
+        _ => true,
+    }
+}
+
+fn forbidden_origin() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this Origin may not open WebSockets here (see allowed_origins)\n",
+    )
+        .into_response()
+}
+
+async fn hub_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if !origin_allowed(&state, &req) {
+        return forbidden_origin();
+    }
+    let mut config = Config::default()
+        .with_compression()
+        .with_max_message_size(state.settings.max_message_size);
+    config.limits.max_frame_size = state.settings.max_message_size;
+    if state.settings.ping_interval > 0 {
+        config.ping_interval = Some(Duration::from_secs(state.settings.ping_interval));
+    }
+    let server = ServerBuilder::new().config(config);
+    match duplex::upgrade::upgrade(req, &server) {
+        Ok((response, pending)) => {
+            let tracker = state.tasks.clone();
+            tracker.spawn(async move {
+                match pending.await {
+                    Ok(ws) => session::run(ws, state).await,
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+            response.into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn echo_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if !origin_allowed(&state, &req) {
+        return forbidden_origin();
+    }
+    let server = ServerBuilder::new().max_message_size(state.settings.echo_max_message_size);
+    match duplex::upgrade::upgrade(req, &server) {
+        Ok((response, pending)) => {
+            let (metrics, shutdown) = (state.metrics.clone(), state.shutdown.clone());
+            state.tasks.spawn(async move {
+                match pending.await {
+                    Ok(ws) => echo::run(ws, metrics, shutdown).await,
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+            response.into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}

@@ -1,0 +1,264 @@
+//! The hub: which connections are subscribed to which channels, and
+//! delivery to them.
+//!
+//! Each subscriber has a bounded queue. Delivery never waits: if a queue is
+//! full the subscriber is a slow consumer, and it is cut off (1013) rather
+//! than allowed to slow the publisher or grow the server's memory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use duplex::Text;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, HubError, Member};
+use crate::publication::Publication;
+
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A publication and its push encoding.
+    Publication(Arc<Publication>, Text),
+    /// A presence or typing push, already encoded.
+    Push(Text),
+    /// This connection was kicked from a channel.
+    Kicked {
+        /// The channel.
+        channel: Arc<str>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A connection's handle, as the hub holds it.
+#[derive(Clone)]
+pub struct Subscriber {
+    /// Who it is.
+    pub member: Member,
+    /// Its queue.
+    pub queue: mpsc::Sender<Delivery>,
+    /// Cancelled when the connection must be cut off as a slow consumer.
+    pub slow: CancellationToken,
+    /// Whether it appears in presence.
+    pub presence: bool,
+}
+
+#[derive(Default)]
+struct Channel {
+    subscribers: HashMap<Arc<str>, Subscriber>,
+    banned: HashSet<String>,
+}
+
+/// All channels with subscribers on this node.
+#[derive(Default)]
+pub struct Hub {
+    channels: RwLock<HashMap<Arc<str>, Arc<Mutex<Channel>>>>,
+    metrics: Metrics,
+}
+
+impl Hub {
+    /// An empty hub reporting to `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            channels: RwLock::default(),
+            metrics,
+        }
+    }
+
+    fn channel(&self, name: &str) -> Option<Arc<Mutex<Channel>>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn channel_or_create(&self, name: &str) -> Arc<Mutex<Channel>> {
+        if let Some(c) = self.channel(name) {
+            return c;
+        }
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(name.into()).or_default().clone()
+    }
+
+    /// Adds a subscriber. Fails if its nickname is taken by another user in
+    /// the channel, or banned there. Others get a `join` push.
+    pub fn subscribe(&self, channel: &str, sub: Subscriber) -> Result<(), HubError> {
+        let ch = self.channel_or_create(channel);
+        let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        if ch.banned.contains(&*sub.member.name) {
+            return Err(HubError::new(
+                ErrorCode::Banned,
+                format!("{} is banned from {channel}", sub.member.name),
+            ));
+        }
+        if sub.presence
+            && ch.subscribers.values().any(|s| {
+                s.presence && s.member.name == sub.member.name && s.member.user != sub.member.user
+            })
+        {
+            return Err(HubError::new(
+                ErrorCode::NameTaken,
+                format!(
+                    "the name {:?} is taken in {channel}; pick another",
+                    sub.member.name
+                ),
+            ));
+        }
+        if sub.presence {
+            let push = member_push("join", channel, &sub.member);
+            self.deliver_all(&ch, Some(&sub.member.client), Delivery::Push(push));
+        }
+        ch.subscribers.insert(sub.member.client.clone(), sub);
+        Ok(())
+    }
+
+    /// Removes a subscriber; others get a `leave` push.
+    pub fn unsubscribe(&self, channel: &str, client: &str) {
+        let Some(ch) = self.channel(channel) else {
+            return;
+        };
+        let empty = {
+            let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(sub) = ch.subscribers.remove(client) {
+                if sub.presence {
+                    let push = member_push("leave", channel, &sub.member);
+                    self.deliver_all(&ch, None, Delivery::Push(push));
+                }
+            }
+            ch.subscribers.is_empty() && ch.banned.is_empty()
+        };
+        if empty {
+            let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            // Re-check under the write lock: someone may have joined meanwhile.
+            if map.get(channel).is_some_and(|c| {
+                let c = c.lock().unwrap_or_else(|e| e.into_inner());
+                c.subscribers.is_empty() && c.banned.is_empty()
+            }) {
+                map.remove(channel);
+            }
+        }
+    }
+
+    /// Delivers a publication to every subscriber of its channel.
+    pub fn publish(&self, publication: Arc<Publication>) {
+        let Some(ch) = self.channel(&publication.channel) else {
+            return;
+        };
+        let bytes = text(publication.push_bytes());
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        self.deliver_all(&ch, None, Delivery::Publication(publication, bytes));
+    }
+
+    /// Tells the others in `channel` that `member` is typing.
+    pub fn typing(&self, channel: &str, member: &Member) -> Result<(), HubError> {
+        let ch = self
+            .channel(channel)
+            .ok_or_else(|| not_subscribed(channel))?;
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        if !ch.subscribers.contains_key(&member.client) {
+            return Err(not_subscribed(channel));
+        }
+        self.deliver_all(
+            &ch,
+            Some(&member.client),
+            Delivery::Push(member_push("typing", channel, member)),
+        );
+        Ok(())
+    }
+
+    /// Who is present in a channel.
+    pub fn presence(&self, channel: &str) -> Vec<Member> {
+        let Some(ch) = self.channel(channel) else {
+            return Vec::new();
+        };
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members: Vec<Member> = ch
+            .subscribers
+            .values()
+            .filter(|s| s.presence)
+            .map(|s| s.member.clone())
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.client.cmp(&b.client)));
+        members
+    }
+
+    /// Removes every connection named `name` from a channel (and bans the
+    /// name if asked). Returns how many were removed.
+    pub fn kick(&self, channel: &str, name: &str, ban: bool) -> usize {
+        let ch = self.channel_or_create(channel);
+        let kicked: Vec<Subscriber> = {
+            let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+            if ban {
+                ch.banned.insert(name.to_owned());
+            }
+            let ids: Vec<Arc<str>> = ch
+                .subscribers
+                .values()
+                .filter(|s| &*s.member.name == name)
+                .map(|s| s.member.client.clone())
+                .collect();
+            ids.iter()
+                .filter_map(|id| ch.subscribers.remove(id))
+                .collect()
+        };
+        for sub in &kicked {
+            let reason = if ban {
+                "banned by an admin"
+            } else {
+                "kicked by an admin"
+            };
+            let delivery = Delivery::Kicked {
+                channel: channel.into(),
+                reason: reason.into(),
+            };
+            if sub.queue.try_send(delivery).is_err() {
+                sub.slow.cancel();
+            }
+            if sub.presence {
+                let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+                self.deliver_all(
+                    &ch,
+                    None,
+                    Delivery::Push(member_push("leave", channel, &sub.member)),
+                );
+            }
+        }
+        kicked.len()
+    }
+
+    fn deliver_all(&self, ch: &Channel, except: Option<&Arc<str>>, delivery: Delivery) {
+        for (id, sub) in &ch.subscribers {
+            if Some(id) == except {
+                continue;
+            }
+            match sub.queue.try_send(delivery.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !sub.slow.is_cancelled() {
+                        self.metrics.slow_consumers.inc();
+                        sub.slow.cancel();
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+fn text(json: bytes::Bytes) -> Text {
+    Text::try_from(json).expect("serde_json writes UTF-8")
+}
+
+fn member_push(kind: &str, channel: &str, member: &Member) -> Text {
+    text(crate::protocol::member_push(kind, channel, member))
+}
+
+fn not_subscribed(channel: &str) -> HubError {
+    HubError::new(
+        ErrorCode::NotSubscribed,
+        format!("subscribe to {channel} first"),
+    )
+}

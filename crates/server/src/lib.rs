@@ -1,0 +1,41 @@
+//! # duplex-server: the Duplex real-time hub
+//!
+//! What `duplex serve` runs: one port for the browser UI, the echo
+//! WebSocket, the hub WebSocket (channels with history and exact recovery,
+//! presence, chat) and an HTTP API for server push, with history in an
+//! embedded SQLite database. The protocol is in `docs/protocol.md`.
+//!
+//! Each concept has its own short module:
+//! [`protocol`] (the wire format), [`publication`], [`store`] (history),
+//! [`hub`] (subscriptions and delivery), [`broker`] (the publish pipeline),
+//! [`session`] (one connection), [`api`] (HTTP), [`auth`], [`ratelimit`],
+//! [`metrics`], [`settings`], [`app`] (assembly and shutdown).
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let server = duplex_server::Server::start(duplex_server::Settings::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! tokio::signal::ctrl_c().await?;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod echo;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod publication;
+pub mod ratelimit;
+pub mod session;
+pub mod settings;
+pub mod state;
+pub mod store;
+pub mod ui;
+
+pub use app::Server;
+pub use settings::Settings;

@@ -1,0 +1,114 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The server's counters, cheap to clone (they share their values).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Open WebSocket connections (hub and echo).
+    pub connections: Gauge,
+    /// Connections accepted since start.
+    pub connections_total: Counter,
+    /// WebSocket messages received.
+    pub messages_in: Counter,
+    /// WebSocket messages sent.
+    pub messages_out: Counter,
+    /// Payload bytes received.
+    pub bytes_in: Counter,
+    /// Payload bytes sent.
+    pub bytes_out: Counter,
+    /// Publications accepted.
+    pub publications: Counter,
+    /// Seconds from a publish request to its commit and fan-out.
+    pub publish_latency: Histogram,
+    /// Connections cut off because they read too slowly.
+    pub slow_consumers: Counter,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `duplex_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("duplex");
+        let m = Self {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            publications: Counter::default(),
+            publish_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            slow_consumers: Counter::default(),
+            registry: Arc::new(Registry::default()),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "WebSocket messages received",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "WebSocket messages sent",
+            m.messages_out.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "WebSocket payload bytes received",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "WebSocket payload bytes sent",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "publications",
+            "Publications accepted",
+            m.publications.clone(),
+        );
+        registry.register(
+            "publish_latency_seconds",
+            "Publish to commit and fan-out",
+            m.publish_latency.clone(),
+        );
+        registry.register(
+            "slow_consumers_dropped",
+            "Connections cut off as slow consumers",
+            m.slow_consumers.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,291 @@
+//! The hub's wire format (docs/protocol.md): commands in, replies and pushes out.
+//!
+//! Commands are parsed with serde into [`Command`]; anything that does not
+//! parse becomes a `bad_request` error reply that names the problem, never a
+//! closed connection. Replies and pushes are serialised once and shared as
+//! bytes: a publication fanned out to ten thousand subscribers is encoded
+//! one time.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// The connection's id (`api` for the HTTP API).
+    pub client: Arc<str>,
+    /// The authenticated identity (token subject), or the nickname.
+    pub user: Arc<str>,
+    /// The display name.
+    pub name: Arc<str>,
+}
+
+/// A recovery position: the last publication a client saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    /// The channel's epoch the offset belongs to.
+    pub epoch: String,
+    /// The highest offset seen.
+    pub offset: u64,
+}
+
+/// A client's command, with the id its reply will carry.
+#[derive(Debug, Deserialize)]
+pub struct Request {
+    /// Echoed in the reply.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// What to do.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// The commands of docs/protocol.md.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Set identity and nickname.
+    Connect {
+        /// A JWT.
+        #[serde(default)]
+        token: Option<String>,
+        /// The nickname.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Start receiving a channel, optionally recovering from a position.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Where the client left off.
+        #[serde(default)]
+        since: Option<Since>,
+        /// Whether to appear in the channel's presence (default true).
+        #[serde(default)]
+        presence: Option<bool>,
+    },
+    /// Stop receiving a channel.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Publish to a channel.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// Any JSON value. (A `RawValue` cannot pass through serde's
+        /// buffering of internally tagged enums, so it is parsed once.)
+        data: serde_json::Value,
+    },
+    /// Page through a channel's history.
+    History {
+        /// The channel.
+        channel: String,
+        /// How many (default 50, at most 1000).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// Only offsets below this.
+        #[serde(default)]
+        before: Option<u64>,
+        /// Only offsets above this.
+        #[serde(default)]
+        after: Option<u64>,
+    },
+    /// Who is in a channel.
+    Presence {
+        /// The channel.
+        channel: String,
+    },
+    /// Tell the others in a channel this client is typing.
+    Typing {
+        /// The channel.
+        channel: String,
+    },
+    /// Remove (and optionally ban) a nickname from a channel; admins only.
+    Kick {
+        /// The channel.
+        channel: String,
+        /// The nickname.
+        name: String,
+        /// Also refuse it from now on.
+        #[serde(default)]
+        ban: bool,
+    },
+    /// Liveness check at the application level.
+    Ping,
+}
+
+/// Error codes of docs/protocol.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed JSON, unknown command, missing or mistyped field.
+    BadRequest,
+    /// No valid token where one is required.
+    Unauthorized,
+    /// The token does not allow this.
+    Forbidden,
+    /// The command needs a subscription first.
+    NotSubscribed,
+    /// The nickname is taken in that channel.
+    NameTaken,
+    /// Data larger than allowed.
+    TooLarge,
+    /// Too many commands.
+    RateLimited,
+    /// Too many subscriptions.
+    LimitExceeded,
+    /// Banned from the channel.
+    Banned,
+    /// The server failed.
+    Internal,
+}
+
+/// An error reply's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct HubError {
+    /// The machine-readable code.
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl HubError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// `{"id": .., "result": ..}`
+pub fn reply(id: Option<u64>, result: &impl Serialize) -> Bytes {
+    #[derive(Serialize)]
+    struct Reply<'a, T> {
+        id: Option<u64>,
+        result: &'a T,
+    }
+    to_bytes(&Reply { id, result })
+}
+
+/// `{"id": .., "error": {"code", "message"}}`
+pub fn error_reply(id: Option<u64>, error: &HubError) -> Bytes {
+    #[derive(Serialize)]
+    struct ErrorReply<'a> {
+        id: Option<u64>,
+        error: &'a HubError,
+    }
+    to_bytes(&ErrorReply { id, error })
+}
+
+/// A presence or typing push: `{"push": kind, "channel", "member"}`.
+pub fn member_push(kind: &str, channel: &str, member: &Member) -> Bytes {
+    #[derive(Serialize)]
+    struct Push<'a> {
+        push: &'a str,
+        channel: &'a str,
+        member: &'a Member,
+    }
+    to_bytes(&Push {
+        push: kind,
+        channel,
+        member,
+    })
+}
+
+/// `{"push": "kicked", "channel", "reason"}`
+pub fn kicked_push(channel: &str, reason: &str) -> Bytes {
+    to_bytes(&serde_json::json!({"push": "kicked", "channel": channel, "reason": reason}))
+}
+
+/// Serialises a value that cannot fail to serialise (no maps with
+/// non-string keys, no failing `Serialize` impls).
+pub fn to_bytes(value: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("hub messages always serialise"))
+}
+
+/// Parses one command; a parse failure becomes a `bad_request` with serde's
+/// explanation and, when the JSON had one, the command's id.
+pub fn parse_request(text: &str) -> Result<Request, (Option<u64>, HubError)> {
+    serde_json::from_str::<Request>(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("id")?.as_u64());
+        (id, HubError::new(ErrorCode::BadRequest, e.to_string()))
+    })
+}
+
+/// Checks a channel name: 1–128 characters of letters, digits and `-_.:@/`.
+pub fn check_channel(name: &str) -> Result<(), HubError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::new(
+            ErrorCode::BadRequest,
+            format!("invalid channel name {name:?}: use 1-128 letters, digits or -_.:@/"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_with_ids() {
+        let r = parse_request(r#"{"id": 3, "cmd": "subscribe", "channel": "news", "since": {"epoch": "e", "offset": 7}}"#).unwrap();
+        assert_eq!(r.id, Some(3));
+        match r.command {
+            Command::Subscribe { channel, since, .. } => {
+                assert_eq!(channel, "news");
+                assert_eq!(
+                    since,
+                    Some(Since {
+                        epoch: "e".into(),
+                        offset: 7
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let r =
+            parse_request(r#"{"cmd": "publish", "channel": "c", "data": {"a": [1, 2]}}"#).unwrap();
+        assert!(matches!(r.command, Command::Publish { ref data, .. } if data["a"][1] == 2));
+    }
+
+    #[test]
+    fn bad_requests_keep_their_id_and_say_why() {
+        for (text, needle) in [
+            (r#"{"id": 9, "cmd": "fly"}"#, "unknown variant"),
+            (r#"{"id": 9, "cmd": "subscribe"}"#, "channel"),
+            (
+                r#"{"id": 9, "cmd": "history", "channel": "c", "limit": "ten"}"#,
+                "invalid type",
+            ),
+        ] {
+            let (id, err) = parse_request(text).unwrap_err();
+            assert_eq!(id, Some(9));
+            assert_eq!(err.code, ErrorCode::BadRequest);
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+        assert_eq!(parse_request("not json").unwrap_err().0, None);
+    }
+
+    #[test]
+    fn channel_names() {
+        assert!(check_channel("chat:room-1/a@b.c_d").is_ok());
+        for bad in ["", "a b", "é", &"x".repeat(129)] {
+            assert!(check_channel(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! One hub connection: reads commands, answers them, and forwards what the
+//! hub delivers to it.
+//!
+//! Exact recovery rests on one rule: a subscription is registered with the
+//! hub *before* the store is read. Every publication is then either in what
+//! the store returns or in the queue (or both); the session remembers the
+//! highest offset it has sent per channel and drops anything at or below
+//! it, so nothing is missed and nothing is sent twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use duplex::{CloseCode, Message, Text, WebSocket};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Claims, allowed};
+use crate::hub::{Delivery, Subscriber};
+use crate::protocol::{
+    Command, ErrorCode, HubError, Member, Since, check_channel, error_reply, kicked_push,
+    parse_request, reply,
+};
+use crate::publication::{Publication, PublicationView, rfc3339_millis};
+use crate::ratelimit::TokenBucket;
+use crate::state::AppState;
+use crate::store::Range;
+
+/// Consecutive bad commands after which a connection is closed (1008).
+const MAX_STRIKES: u32 = 100;
+/// The longest nickname, in characters.
+const MAX_NAME_CHARS: usize = 32;
+
+/// Runs a hub connection until it closes.
+pub async fn run<S>(ws: WebSocket<S>, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let client: Arc<str> = format!("c{}", state.next_client_id()).into();
+    let (queue, inbox) = mpsc::channel(state.settings.queue_size.max(1));
+    let mut session = Session {
+        bucket: TokenBucket::new(state.settings.rate_limit, state.settings.rate_burst),
+        member: Member {
+            client: client.clone(),
+            user: format!("anon-{client}").into(),
+            name: format!("anon-{client}").into(),
+        },
+        state,
+        ws,
+        claims: None,
+        connected: false,
+        subscriptions: HashMap::new(),
+        queue,
+        inbox,
+        slow: CancellationToken::new(),
+        strikes: 0,
+    };
+    session.state.metrics.connections.inc();
+    session.state.metrics.connections_total.inc();
+    session.serve().await;
+    for channel in session.subscriptions.keys() {
+        session
+            .state
+            .hub
+            .unsubscribe(channel, &session.member.client);
+    }
+    session.state.metrics.connections.dec();
+}
+
+struct Session<S> {
+    ws: WebSocket<S>,
+    state: Arc<AppState>,
+    member: Member,
+    claims: Option<Claims>,
+    connected: bool,
+    /// Channel → highest offset sent to the client.
+    subscriptions: HashMap<Arc<str>, u64>,
+    queue: mpsc::Sender<Delivery>,
+    inbox: mpsc::Receiver<Delivery>,
+    slow: CancellationToken,
+    bucket: TokenBucket,
+    strikes: u32,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn serve(&mut self) {
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let _ = self.ws.close(CloseCode::GOING_AWAY, "server shutting down; reconnect with since").await;
+                    return;
+                }
+                _ = self.slow.cancelled() => {
+                    let _ = self.ws.close(CloseCode::TRY_AGAIN_LATER, "slow consumer: too many messages queued").await;
+                    return;
+                }
+                Some(delivery) = self.inbox.recv() => {
+                    if self.deliver(delivery).await.is_err() {
+                        return;
+                    }
+                }
+                msg = self.ws.recv() => match msg {
+                    None => return,
+                    Some(Ok(Message::Text(text))) => {
+                        self.count_in(text.len());
+                        if self.on_text(&text).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        self.count_in(b.len());
+                        let e = HubError::new(ErrorCode::BadRequest, "binary frames are not part of the hub protocol: send JSON text");
+                        if self.send(error_reply(None, &e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::debug!(client = %self.member.client, "hub connection: {e}"),
+                },
+            }
+        }
+    }
+
+    fn count_in(&self, len: usize) {
+        self.state.metrics.messages_in.inc();
+        self.state.metrics.bytes_in.inc_by(len as u64);
+    }
+
+    async fn send(&mut self, json: bytes::Bytes) -> duplex::Result<()> {
+        let text = Text::try_from(json).expect("serde_json writes UTF-8");
+        self.send_text(text).await
+    }
+
+    async fn send_text(&mut self, text: Text) -> duplex::Result<()> {
+        self.state.metrics.messages_out.inc();
+        self.state.metrics.bytes_out.inc_by(text.len() as u64);
+        // Fed, not flushed: the next recv flushes a whole batch at once.
+        self.ws.feed(Message::Text(text)).await
+    }
+
+    async fn deliver(&mut self, delivery: Delivery) -> duplex::Result<()> {
+        match delivery {
+            Delivery::Publication(p, text) => {
+                let Some(sent) = self.subscriptions.get_mut(&p.channel) else {
+                    return Ok(());
+                };
+                if p.offset <= *sent {
+                    return Ok(()); // already sent during recovery
+                }
+                *sent = p.offset;
+                self.send_text(text).await
+            }
+            Delivery::Push(text) => self.send_text(text).await,
+            Delivery::Kicked { channel, reason } => {
+                self.subscriptions.remove(&channel);
+                self.send(kicked_push(&channel, &reason)).await
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> duplex::Result<()> {
+        if !self.bucket.try_take() {
+            let e = HubError::new(ErrorCode::RateLimited, "too many commands: slow down");
+            return self.send(error_reply(None, &e)).await;
+        }
+        let request = match parse_request(text) {
+            Ok(r) => r,
+            Err((id, e)) => return self.strike(id, e).await,
+        };
+        let id = request.id;
+        match self.execute(request.command).await {
+            Ok(result) => {
+                self.strikes = 0;
+                match id {
+                    Some(_) => self.send(reply(id, &RawJson(result))).await,
+                    None => Ok(()),
+                }
+            }
+            Err(e) => self.strike(id, e).await,
+        }
+    }
+
+    async fn strike(&mut self, id: Option<u64>, error: HubError) -> duplex::Result<()> {
+        self.strikes += 1;
+        if self.strikes > MAX_STRIKES {
+            let _ = self
+                .ws
+                .close(
+                    CloseCode::POLICY_VIOLATION,
+                    "too many invalid commands in a row",
+                )
+                .await;
+            return Err(duplex::Error::Closed);
+        }
+        self.send(error_reply(id, &error)).await
+    }
+
+    fn require_auth(&self) -> Result<(), HubError> {
+        if self.claims.is_none() && !self.state.settings.allow_anonymous {
+            return Err(HubError::new(
+                ErrorCode::Unauthorized,
+                "send connect with a token first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs one command; the result is the reply's JSON.
+    async fn execute(&mut self, command: Command) -> Result<Box<RawValue>, HubError> {
+        if !matches!(command, Command::Connect { .. } | Command::Ping) {
+            self.require_auth()?;
+        }
+        match command {
+            Command::Connect { token, name } => self.connect(token, name),
+            Command::Subscribe {
+                channel,
+                since,
+                presence,
+            } => {
+                self.subscribe(channel, since, presence.unwrap_or(true))
+                    .await
+            }
+            Command::Unsubscribe { channel } => {
+                if self.subscriptions.remove(channel.as_str()).is_none() {
+                    return Err(HubError::new(
+                        ErrorCode::NotSubscribed,
+                        format!("not subscribed to {channel}"),
+                    ));
+                }
+                self.state.hub.unsubscribe(&channel, &self.member.client);
+                Ok(json(&Empty {}))
+            }
+            Command::Publish { channel, data } => self.publish(channel, data).await,
+            Command::History {
+                channel,
+                limit,
+                before,
+                after,
+            } => {
+                check_channel(&channel)?;
+                self.check_subscribe_permission(&channel)?;
+                let limit = limit.unwrap_or(50).min(1000);
+                let range = match after {
+                    Some(after) => Range::After { after, limit },
+                    None => Range::Before { before, limit },
+                };
+                let page = self
+                    .state
+                    .store
+                    .history(&channel, range)
+                    .await
+                    .map_err(internal)?;
+                Ok(json(&PageView::new(
+                    &channel,
+                    &page.position.epoch,
+                    page.position.offset,
+                    None,
+                    &page.publications,
+                )))
+            }
+            Command::Presence { channel } => {
+                check_channel(&channel)?;
+                self.check_subscribe_permission(&channel)?;
+                Ok(json(
+                    &serde_json::json!({"channel": channel, "members": self.state.hub.presence(&channel)}),
+                ))
+            }
+            Command::Typing { channel } => {
+                self.state.hub.typing(&channel, &self.member)?;
+                Ok(json(&Empty {}))
+            }
+            Command::Kick { channel, name, ban } => {
+                check_channel(&channel)?;
+                if !self.claims.as_ref().is_some_and(|c| c.admin) {
+                    return Err(HubError::new(
+                        ErrorCode::Forbidden,
+                        "kick needs an admin token",
+                    ));
+                }
+                let kicked = self.state.hub.kick(&channel, &name, ban);
+                Ok(json(&serde_json::json!({"kicked": kicked})))
+            }
+            Command::Ping => Ok(json(&Empty {})),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        token: Option<String>,
+        name: Option<String>,
+    ) -> Result<Box<RawValue>, HubError> {
+        if self.connected || !self.subscriptions.is_empty() {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                "connect must be the first command, sent once",
+            ));
+        }
+        if let Some(name) = &name {
+            check_name(name)?;
+        }
+        match token {
+            Some(token) => {
+                let verifier = self.state.verifier.as_ref().ok_or_else(|| {
+                    HubError::new(
+                        ErrorCode::Unauthorized,
+                        "this server accepts no tokens (no jwt_secret configured)",
+                    )
+                })?;
+                let claims = verifier.verify(&token)?;
+                let display = name
+                    .or_else(|| claims.name.clone())
+                    .unwrap_or_else(|| claims.sub.clone());
+                self.member.user = claims.sub.as_str().into();
+                self.member.name = display.into();
+                self.claims = Some(claims);
+            }
+            None => {
+                if !self.state.settings.allow_anonymous {
+                    return Err(HubError::new(
+                        ErrorCode::Unauthorized,
+                        "this server requires a token",
+                    ));
+                }
+                if let Some(name) = name {
+                    self.member.name = name.into();
+                }
+            }
+        }
+        self.connected = true;
+        Ok(json(&self.member))
+    }
+
+    fn check_subscribe_permission(&self, channel: &str) -> Result<(), HubError> {
+        match &self.claims {
+            Some(c) if !allowed(c.subscribe.as_deref(), channel) => Err(HubError::new(
+                ErrorCode::Forbidden,
+                format!("your token does not allow reading {channel}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        channel: String,
+        since: Option<Since>,
+        presence: bool,
+    ) -> Result<Box<RawValue>, HubError> {
+        check_channel(&channel)?;
+        self.check_subscribe_permission(&channel)?;
+        if self.subscriptions.contains_key(channel.as_str()) {
+            return Err(HubError::new(
+                ErrorCode::BadRequest,
+                format!("already subscribed to {channel}"),
+            ));
+        }
+        if self.subscriptions.len() >= self.state.settings.max_subscriptions {
+            return Err(HubError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.state.settings.max_subscriptions
+                ),
+            ));
+        }
+        // Register first, read second: see the module documentation.
+        let subscriber = Subscriber {
+            member: self.member.clone(),
+            queue: self.queue.clone(),
+            slow: self.slow.clone(),
+            presence,
+        };
+        self.state.hub.subscribe(&channel, subscriber)?;
+        let recover_limit = self.state.settings.history_size.min(100_000) as usize;
+        let range = match &since {
+            Some(s) => Range::After {
+                after: s.offset,
+                limit: recover_limit,
+            },
+            None => Range::After {
+                after: u64::MAX >> 1,
+                limit: 0,
+            },
+        };
+        let page = match self.state.store.history(&channel, range).await {
+            Ok(page) => page,
+            Err(e) => {
+                self.state.hub.unsubscribe(&channel, &self.member.client);
+                return Err(internal(e));
+            }
+        };
+        let position = &page.position;
+        let recovered = since.as_ref().is_some_and(|s| {
+            let same_epoch = s.epoch == position.epoch || (s.epoch.is_empty() && s.offset == 0);
+            let missed = position.offset.saturating_sub(s.offset);
+            same_epoch
+                && s.offset <= position.offset
+                && page.publications.len() as u64 == missed
+                && page
+                    .publications
+                    .first()
+                    .is_none_or(|p| p.offset == s.offset + 1)
+        });
+        let publications: &[Publication] = if recovered { &page.publications } else { &[] };
+        self.subscriptions
+            .insert(channel.as_str().into(), position.offset);
+        Ok(json(&PageView::new(
+            &channel,
+            &position.epoch,
+            position.offset,
+            Some(recovered),
+            publications,
+        )))
+    }
+
+    async fn publish(
+        &mut self,
+        channel: String,
+        data: serde_json::Value,
+    ) -> Result<Box<RawValue>, HubError> {
+        check_channel(&channel)?;
+        if let Some(c) = &self.claims {
+            if !allowed(c.publish.as_deref(), &channel) {
+                return Err(HubError::new(
+                    ErrorCode::Forbidden,
+                    format!("your token does not allow publishing to {channel}"),
+                ));
+            }
+        }
+        let data = encode_data(&data, self.state.settings.max_data_size)?;
+        let p = self
+            .state
+            .broker
+            .publish(&channel, data, self.member.clone())
+            .await?;
+        Ok(json(&PublishResult::of(&p)))
+    }
+}
+
+/// Encodes publication data, refusing more than `max` bytes of JSON.
+pub fn encode_data(data: &serde_json::Value, max: usize) -> Result<Box<RawValue>, HubError> {
+    let text = serde_json::to_string(data)
+        .map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?;
+    if text.len() > max {
+        return Err(HubError::new(
+            ErrorCode::TooLarge,
+            format!("data is {} bytes; the limit is {max}", text.len()),
+        ));
+    }
+    RawValue::from_string(text).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+fn check_name(name: &str) -> Result<(), HubError> {
+    let chars = name.chars().count();
+    if chars == 0
+        || chars > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+        || name.trim() != name
+    {
+        return Err(HubError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "invalid name {name:?}: 1-{MAX_NAME_CHARS} characters, no control characters or outer spaces"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn internal(e: anyhow::Error) -> HubError {
+    tracing::error!("storage: {e:#}");
+    HubError::new(ErrorCode::Internal, "storage failed; try again")
+}
+
+fn json(value: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("hub replies always serialise")
+}
+
+/// A pre-encoded JSON value, serialised as-is.
+struct RawJson(Box<RawValue>);
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// The reply to `publish` (and to `POST /api/publish`).
+#[derive(Serialize)]
+pub struct PublishResult<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    ts: String,
+}
+
+impl<'a> PublishResult<'a> {
+    /// The result for a stored publication.
+    pub fn of(p: &'a Publication) -> Self {
+        Self {
+            channel: &p.channel,
+            offset: p.offset,
+            epoch: &p.epoch,
+            ts: rfc3339_millis(p.ts_ms),
+        }
+    }
+}
+
+/// A subscribe or history reply.
+#[derive(Serialize)]
+pub struct PageView<'a> {
+    channel: &'a str,
+    epoch: &'a str,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    publications: Vec<PublicationView<'a>>,
+}
+
+impl<'a> PageView<'a> {
+    /// A page of publications and the channel's position.
+    pub fn new(
+        channel: &'a str,
+        epoch: &'a str,
+        offset: u64,
+        recovered: Option<bool>,
+        publications: &'a [Publication],
+    ) -> Self {
+        Self {
+            channel,
+            epoch,
+            offset,
+            recovered,
+            publications: publications.iter().map(Publication::view).collect(),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Every setting of `duplex serve`, with its default.
+//!
+//! Settings come from a TOML file, then `DUPLEX_*` environment variables,
+//! then command-line flags, each overriding the one before. This struct is
+//! the TOML file's shape; the binary applies the environment and flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The server's configuration.
+///
+/// ```
+/// let s: duplex_server::Settings = toml::from_str("bind = '127.0.0.1:9000'\nhistory_size = 500").unwrap();
+/// assert_eq!(s.bind.port(), 9000);
+/// assert_eq!(s.history_size, 500);
+/// assert_eq!(s.queue_size, 1024); // the rest keep their defaults
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Directory for the database and the generated API key.
+    pub data: PathBuf,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// API key for `/api/publish` and admin endpoints. Generated and kept in
+    /// the data directory when the server is not bound to loopback and none
+    /// is set.
+    pub api_key: Option<String>,
+    /// Secret for HS256 JWT tokens; without it tokens are not accepted.
+    pub jwt_secret: Option<String>,
+    /// Whether connections without a token may use the hub.
+    pub allow_anonymous: bool,
+    /// Origins browsers may connect from (`https://example.com`); empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Largest hub WebSocket message, in bytes.
+    pub max_message_size: usize,
+    /// Largest echo WebSocket message, in bytes.
+    pub echo_max_message_size: usize,
+    /// Largest `data` of one publication, in bytes of JSON.
+    pub max_data_size: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Messages queued for one connection before it counts as a slow consumer.
+    pub queue_size: usize,
+    /// Commands per second one connection may send, on average.
+    pub rate_limit: f64,
+    /// Commands one connection may send in a burst.
+    pub rate_burst: u32,
+    /// Publications kept per channel.
+    pub history_size: u64,
+    /// Oldest publication kept, in seconds.
+    pub history_ttl: u64,
+    /// Seconds between keepalive pings (0: off).
+    pub ping_interval: u64,
+    /// Seconds a graceful shutdown waits for connections to close.
+    pub shutdown_timeout: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("valid address"),
+            data: PathBuf::from("duplex-data"),
+            tls_cert: None,
+            tls_key: None,
+            api_key: None,
+            jwt_secret: None,
+            allow_anonymous: true,
+            allowed_origins: Vec::new(),
+            max_message_size: 64 << 10,
+            echo_max_message_size: 64 << 20,
+            max_data_size: 32 << 10,
+            max_subscriptions: 100,
+            queue_size: 1024,
+            rate_limit: 50.0,
+            rate_burst: 200,
+            history_size: 10_000,
+            history_ttl: 7 * 24 * 3600,
+            ping_interval: 25,
+            shutdown_timeout: 5,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file; unknown keys are an error that names them.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// Whether the server listens only on a loopback address.
+    pub fn is_loopback(&self) -> bool {
+        self.bind.ip().is_loopback()
+    }
+}

@@ -1,0 +1,74 @@
+//! Persistence of channel history: the small interface the hub needs, so a
+//! later engine (Redis, for several nodes) can stand in for SQLite.
+//!
+//! What the hub asks of a store: append publications and learn their
+//! offsets (in order, durably, before anyone is told), read a channel's
+//! position and history, and forget what retention says to forget.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::protocol::Member;
+use crate::publication::Publication;
+
+/// A publication before it has an offset.
+#[derive(Debug, Clone)]
+pub struct NewPublication {
+    /// The channel.
+    pub channel: String,
+    /// The publisher.
+    pub from: Member,
+    /// The JSON payload.
+    pub data: Box<serde_json::value::RawValue>,
+    /// Acceptance time (ms since the Unix epoch).
+    pub ts_ms: i64,
+}
+
+/// Where a channel stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The epoch: empty while the channel has never had a publication.
+    pub epoch: String,
+    /// The last offset assigned (0: none).
+    pub offset: u64,
+}
+
+/// A page of history and the channel's position when it was read.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The channel's position.
+    pub position: Position,
+    /// Publications in ascending offset order.
+    pub publications: Vec<Publication>,
+    /// The lowest offset still stored (0 if none).
+    pub earliest: u64,
+}
+
+/// Which part of the history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// The newest `limit`, optionally below an offset.
+    Before {
+        /// Only offsets below this.
+        before: Option<u64>,
+        /// How many at most.
+        limit: usize,
+    },
+    /// The oldest `limit` above an offset.
+    After {
+        /// Only offsets above this.
+        after: u64,
+        /// How many at most.
+        limit: usize,
+    },
+}
+
+/// How long and how much history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Publications kept per channel.
+    pub max_count: u64,
+    /// Oldest publication kept, in seconds.
+    pub max_age_secs: u64,
+}

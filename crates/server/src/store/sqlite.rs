@@ -1,0 +1,532 @@
+//! The embedded SQLite store (WAL mode).
+//!
+//! One thread owns the writing connection and appends publications in
+//! batches: everything queued while the previous commit ran goes into the
+//! next transaction, so throughput grows with load while each publisher is
+//! answered only after its publication is committed. Reads use a second
+//! connection inside a read transaction, which in WAL mode is a consistent
+//! snapshot taken without blocking the writer.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{HistoryPage, NewPublication, Position, Range, Retention};
+use crate::protocol::Member;
+use crate::publication::Publication;
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TABLE IF NOT EXISTS channels (
+        name TEXT PRIMARY KEY,
+        epoch TEXT NOT NULL,
+        last_offset INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS publications (
+        channel TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        user TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (channel, offset)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS publications_ts ON publications (ts);
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+/// The most publications one transaction takes.
+const MAX_BATCH: usize = 512;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum WriteOp {
+    Append(Vec<NewPublication>, Reply<Vec<Publication>>),
+    Prune(i64, Reply<usize>),
+    SetMeta(String, String, Reply<()>),
+}
+
+/// Channel history in `DIR/duplex.sqlite3`.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<WriteOp>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path, retention: Retention) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let path = dir.join("duplex.sqlite3");
+        let open = || -> Result<Connection> {
+            let conn = Connection::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(conn)
+        };
+        let write_conn = open()?;
+        write_conn
+            .execute_batch(SCHEMA)
+            .with_context(|| format!("cannot initialise {}", path.display()))?;
+        let reader = open()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("duplex-sqlite".into())
+            .spawn(move || {
+                Writer {
+                    conn: write_conn,
+                    cache: HashMap::new(),
+                    retention,
+                }
+                .run(rx)
+            })?;
+        Ok(Self {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Appends publications, in order, and returns them with their offsets,
+    /// once committed.
+    pub async fn append(&self, batch: Vec<NewPublication>) -> Result<Vec<Publication>> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Append(batch, tx))
+            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
+        rx.await.context("the store has stopped")?
+    }
+
+    /// Deletes publications older than `cutoff_ms`; returns how many.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Prune(cutoff_ms, tx))
+            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
+        rx.await.context("the store has stopped")?
+    }
+
+    /// Stores a small named value (e.g. the generated API key).
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::SetMeta(key.into(), value.into(), tx))
+            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
+        rx.await.context("the store has stopped")?
+    }
+
+    /// Reads a named value.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// A channel's position and a page of its history, from one snapshot.
+    pub async fn history(&self, channel: &str, range: Range) -> Result<HistoryPage> {
+        let channel = channel.to_owned();
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            let position = tx
+                .query_row("SELECT epoch, last_offset FROM channels WHERE name = ?1", [&channel], |r| {
+                    Ok(Position { epoch: r.get(0)?, offset: r.get::<_, i64>(1)? as u64 })
+                })
+                .optional()?
+                .unwrap_or(Position { epoch: String::new(), offset: 0 });
+            let earliest: Option<i64> =
+                tx.query_row("SELECT MIN(offset) FROM publications WHERE channel = ?1", [&channel], |r| r.get(0))?;
+            let epoch: Arc<str> = position.epoch.as_str().into();
+            let channel_arc: Arc<str> = channel.as_str().into();
+            let columns = "offset, ts, client, user, name, data";
+            let publications = match range {
+                Range::Before { before, limit } => {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "SELECT {columns} FROM publications WHERE channel = ?1 AND offset < ?2 ORDER BY offset DESC LIMIT ?3"
+                    ))?;
+                    let rows = stmt.query_map(
+                        params![channel, before.map(|b| b as i64).unwrap_or(i64::MAX), limit as i64],
+                        |r| row(r, &channel_arc, &epoch),
+                    )?;
+                    let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                    v.reverse();
+                    v
+                }
+                Range::After { after, limit } => {
+                    let mut stmt = tx.prepare_cached(&format!(
+                        "SELECT {columns} FROM publications WHERE channel = ?1 AND offset > ?2 ORDER BY offset ASC LIMIT ?3"
+                    ))?;
+                    let rows = stmt
+                        .query_map(params![channel, after as i64, limit as i64], |r| row(r, &channel_arc, &epoch))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            tx.commit()?;
+            Ok(HistoryPage { position, publications, earliest: earliest.unwrap_or(0) as u64 })
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = reader.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .context("the store's reader panicked")?
+    }
+}
+
+fn row(
+    r: &rusqlite::Row<'_>,
+    channel: &Arc<str>,
+    epoch: &Arc<str>,
+) -> rusqlite::Result<Publication> {
+    let data: String = r.get(5)?;
+    Ok(Publication {
+        channel: channel.clone(),
+        offset: r.get::<_, i64>(0)? as u64,
+        epoch: epoch.clone(),
+        ts_ms: r.get(1)?,
+        from: Member {
+            client: r.get::<_, String>(2)?.into(),
+            user: r.get::<_, String>(3)?.into(),
+            name: r.get::<_, String>(4)?.into(),
+        },
+        // Stored by us from a RawValue: always valid JSON.
+        data: RawValue::from_string(data)
+            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null")),
+    })
+}
+
+/// A new epoch: 8 random characters.
+fn new_epoch() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+struct Writer {
+    conn: Connection,
+    /// Channel → (epoch, last offset), as committed.
+    cache: HashMap<String, (Arc<str>, u64)>,
+    retention: Retention,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+        while let Some(op) = rx.blocking_recv() {
+            match op {
+                WriteOp::Append(mut batch, reply) => {
+                    // Take whatever else is waiting into the same transaction.
+                    let mut replies = vec![(batch.len(), reply)];
+                    let mut others = Vec::new();
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(WriteOp::Append(more, r)) => {
+                                replies.push((more.len(), r));
+                                batch.extend(more);
+                            }
+                            Ok(other) => {
+                                others.push(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match self.append(batch) {
+                        Ok(mut done) => {
+                            for (n, reply) in replies {
+                                let rest = done.split_off(n);
+                                let _ = reply.send(Ok(std::mem::replace(&mut done, rest)));
+                            }
+                        }
+                        Err(e) => {
+                            self.cache.clear();
+                            tracing::error!("storing publications failed: {e:#}");
+                            for (_, reply) in replies {
+                                let _ = reply.send(Err(anyhow::anyhow!("storage failed: {e}")));
+                            }
+                        }
+                    }
+                    for op in others {
+                        self.other(op);
+                    }
+                }
+                op => self.other(op),
+            }
+        }
+    }
+
+    fn other(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::Append(batch, reply) => {
+                let _ = reply.send(self.append(batch));
+            }
+            WriteOp::Prune(cutoff, reply) => {
+                let r = self
+                    .conn
+                    .execute("DELETE FROM publications WHERE ts < ?1", [cutoff])
+                    .map_err(anyhow::Error::from);
+                let _ = reply.send(r);
+            }
+            WriteOp::SetMeta(k, v, reply) => {
+                let r = self
+                    .conn
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                        [k, v],
+                    )
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn append(&mut self, batch: Vec<NewPublication>) -> Result<Vec<Publication>> {
+        let tx = self.conn.transaction()?;
+        let mut touched: HashMap<String, (Arc<str>, u64)> = HashMap::new();
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO publications (channel, offset, ts, client, user, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for p in batch {
+                let (epoch, last) = match touched
+                    .get(&p.channel)
+                    .or_else(|| self.cache.get(&p.channel))
+                {
+                    Some(state) => state.clone(),
+                    None => tx
+                        .query_row(
+                            "SELECT epoch, last_offset FROM channels WHERE name = ?1",
+                            [&p.channel],
+                            |r| Ok((r.get::<_, String>(0)?.into(), r.get::<_, i64>(1)? as u64)),
+                        )
+                        .optional()?
+                        .unwrap_or_else(|| (new_epoch().into(), 0)),
+                };
+                let offset = last + 1;
+                insert.execute(params![
+                    p.channel,
+                    offset as i64,
+                    p.ts_ms,
+                    &*p.from.client,
+                    &*p.from.user,
+                    &*p.from.name,
+                    p.data.get()
+                ])?;
+                touched.insert(p.channel.clone(), (epoch.clone(), offset));
+                out.push(Publication {
+                    channel: p.channel.as_str().into(),
+                    offset,
+                    epoch,
+                    ts_ms: p.ts_ms,
+                    from: p.from,
+                    data: p.data,
+                });
+            }
+        }
+        for (channel, (epoch, last)) in &touched {
+            tx.execute(
+                "INSERT INTO channels (name, epoch, last_offset) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET last_offset = excluded.last_offset",
+                params![channel, &**epoch, *last as i64],
+            )?;
+            if *last > self.retention.max_count {
+                tx.execute(
+                    "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
+                    params![channel, (*last - self.retention.max_count) as i64],
+                )?;
+            }
+        }
+        tx.commit()?;
+        self.cache.extend(touched);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publication::now_ms;
+
+    fn new(channel: &str, n: u32) -> NewPublication {
+        NewPublication {
+            channel: channel.into(),
+            from: Member {
+                client: "c".into(),
+                user: "u".into(),
+                name: "n".into(),
+            },
+            data: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            ts_ms: now_ms(),
+        }
+    }
+
+    const KEEP_ALL: Retention = Retention {
+        max_count: 1_000_000,
+        max_age_secs: 86_400,
+    };
+
+    #[tokio::test]
+    async fn offsets_grow_per_channel_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let epoch = {
+            let store = SqliteStore::open(dir.path(), KEEP_ALL).unwrap();
+            let a = store
+                .append(vec![new("a", 1), new("b", 1), new("a", 2)])
+                .await
+                .unwrap();
+            assert_eq!(a.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 1, 2]);
+            a[0].epoch.to_string()
+        };
+        let store = SqliteStore::open(dir.path(), KEEP_ALL).unwrap();
+        let more = store.append(vec![new("a", 3)]).await.unwrap();
+        assert_eq!((more[0].offset, &*more[0].epoch), (3, epoch.as_str()));
+        let page = store
+            .history(
+                "a",
+                Range::After {
+                    after: 0,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.position, Position { epoch, offset: 3 });
+        let data: Vec<&str> = page.publications.iter().map(|p| p.data.get()).collect();
+        assert_eq!(data, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+    }
+
+    #[tokio::test]
+    async fn pages_backwards_and_forwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), KEEP_ALL).unwrap();
+        store
+            .append((1..=10).map(|n| new("c", n)).collect())
+            .await
+            .unwrap();
+        let offsets = |p: HistoryPage| p.publications.iter().map(|p| p.offset).collect::<Vec<_>>();
+        assert_eq!(
+            offsets(
+                store
+                    .history(
+                        "c",
+                        Range::Before {
+                            before: None,
+                            limit: 3
+                        }
+                    )
+                    .await
+                    .unwrap()
+            ),
+            [8, 9, 10]
+        );
+        assert_eq!(
+            offsets(
+                store
+                    .history(
+                        "c",
+                        Range::Before {
+                            before: Some(8),
+                            limit: 3
+                        }
+                    )
+                    .await
+                    .unwrap()
+            ),
+            [5, 6, 7]
+        );
+        assert_eq!(
+            offsets(
+                store
+                    .history("c", Range::After { after: 8, limit: 5 })
+                    .await
+                    .unwrap()
+            ),
+            [9, 10]
+        );
+        let empty = store
+            .history("nothing", Range::After { after: 0, limit: 5 })
+            .await
+            .unwrap();
+        assert_eq!(
+            empty.position,
+            Position {
+                epoch: String::new(),
+                offset: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            Retention {
+                max_count: 5,
+                max_age_secs: 60,
+            },
+        )
+        .unwrap();
+        store
+            .append((1..=12).map(|n| new("c", n)).collect())
+            .await
+            .unwrap();
+        let page = store
+            .history(
+                "c",
+                Range::After {
+                    after: 0,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.earliest, 8);
+        assert_eq!(page.publications.len(), 5);
+        assert_eq!(page.position.offset, 12);
+        // Age: everything is younger than now + 1 s, so a cutoff in the future prunes all.
+        assert_eq!(store.prune(now_ms() + 1000).await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_get_distinct_ordered_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), KEEP_ALL).unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.append(vec![new("c", n)]).await.unwrap()[0].offset },
+                )
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for t in tasks {
+            offsets.push(t.await.unwrap());
+        }
+        offsets.sort();
+        assert_eq!(offsets, (1..=50).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,505 @@
+//! The hub end to end, with real WebSocket clients against an in-process
+//! server on loopback and a real SQLite database in a temporary directory.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::*;
+
+fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn publish_reaches_every_subscriber_with_full_metadata() {
+    let t = TestServer::start(|_| {}).await;
+    let mut alice = t.client().await;
+    let mut bob = t.client().await;
+    alice.ok(json!({"cmd": "connect", "name": "alice"})).await;
+    let sub = alice
+        .ok(json!({"cmd": "subscribe", "channel": "news"}))
+        .await;
+    assert_eq!(
+        (sub["offset"].as_u64(), sub["recovered"].as_bool()),
+        (Some(0), Some(false))
+    );
+    bob.ok(json!({"cmd": "connect", "name": "bob"})).await;
+    let published = bob
+        .ok(json!({"cmd": "publish", "channel": "news", "data": {"headline": "hi"}}))
+        .await;
+    assert_eq!(published["offset"], 1);
+    let push = alice.push().await;
+    assert_eq!(push["push"], "publication");
+    assert_eq!(push["channel"], "news");
+    assert_eq!(push["offset"], 1);
+    assert_eq!(push["epoch"], published["epoch"]);
+    assert_eq!(push["ts"], published["ts"]);
+    assert!(push["ts"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(push["from"]["name"], "bob");
+    assert_eq!(push["data"], json!({"headline": "hi"}));
+    // Server push over HTTP reaches the same subscriber.
+    let api = api_publish(t.addr(), "news", json!("from the api")).await;
+    assert_eq!(api["offset"], 2);
+    let push = alice.push().await;
+    assert_eq!(
+        (push["offset"].as_u64(), push["from"]["client"].as_str()),
+        (Some(2), Some("api"))
+    );
+}
+
+#[tokio::test]
+async fn recovery_after_a_dropped_connection_is_exact() {
+    let t = TestServer::start(|_| {}).await;
+    let mut client = t.client().await;
+    let sub = client
+        .ok(json!({"cmd": "subscribe", "channel": "feed"}))
+        .await;
+    assert_eq!(
+        sub["epoch"], "",
+        "a channel without publications has no epoch yet"
+    );
+    api_publish(t.addr(), "feed", json!(0)).await;
+    let first = client.push().await;
+    let (epoch, seen) = (first["epoch"].clone(), first["offset"].as_u64().unwrap());
+    drop(client);
+    // 1,000 publications while disconnected.
+    for i in 1..=1000 {
+        api_publish(t.addr(), "feed", json!(i)).await;
+    }
+    let mut client = t.client().await;
+    let since = json!({"epoch": epoch, "offset": seen});
+    let sub = client
+        .ok(json!({"cmd": "subscribe", "channel": "feed", "since": since}))
+        .await;
+    assert_eq!(sub["recovered"], true);
+    assert_eq!(
+        offsets(&sub["publications"]),
+        (2..=1001).collect::<Vec<_>>()
+    );
+    let data: Vec<i64> = sub["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].as_i64().unwrap())
+        .collect();
+    assert_eq!(data, (1..=1000).collect::<Vec<_>>());
+    // Live delivery continues with the next offset, once.
+    api_publish(t.addr(), "feed", json!("live")).await;
+    let push = client.push().await;
+    assert_eq!(
+        (push["offset"].as_u64(), push["data"].as_str()),
+        (Some(1002), Some("live"))
+    );
+}
+
+#[tokio::test]
+async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
+    let t = TestServer::start(|_| {}).await;
+    api_publish(t.addr(), "busy", json!(0)).await;
+    let mut client = t.client().await;
+    let page = client
+        .ok(json!({"cmd": "history", "channel": "busy", "limit": 1}))
+        .await;
+    let epoch = page["epoch"].clone();
+    let addr = t.addr();
+    // Publish 300 more concurrently with the re-subscribe.
+    let publisher = tokio::spawn(async move {
+        for i in 1..=300 {
+            api_publish(addr, "busy", json!(i)).await;
+        }
+    });
+    let sub = client
+        .ok(json!({"cmd": "subscribe", "channel": "busy", "since": {"epoch": epoch, "offset": 1}}))
+        .await;
+    assert_eq!(sub["recovered"], true);
+    let mut got = offsets(&sub["publications"]);
+    publisher.await.unwrap();
+    while got.last().copied().unwrap_or(1) < 301 {
+        let push = client.push().await;
+        got.push(push["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        (2..=301).collect::<Vec<_>>(),
+        "every offset exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn recovery_that_cannot_be_exact_says_so() {
+    let t = TestServer::start(|s| s.history_size = 10).await;
+    for i in 0..50 {
+        api_publish(t.addr(), "short", json!(i)).await;
+    }
+    let mut client = t.client().await;
+    let page = client
+        .ok(json!({"cmd": "history", "channel": "short"}))
+        .await;
+    assert_eq!(
+        offsets(&page["publications"]),
+        (41..=50).collect::<Vec<_>>()
+    );
+    let epoch = page["epoch"].clone();
+    // Too far back: the history no longer holds offsets 6..40.
+    let sub = client
+        .ok(json!({"cmd": "subscribe", "channel": "short", "since": {"epoch": epoch, "offset": 5}}))
+        .await;
+    assert_eq!(
+        (
+            sub["recovered"].as_bool(),
+            sub["publications"].as_array().unwrap().len()
+        ),
+        (Some(false), 0)
+    );
+    assert_eq!(sub["offset"], 50);
+    // Another epoch: offsets mean nothing.
+    let mut other = t.client().await;
+    let sub = other.ok(json!({"cmd": "subscribe", "channel": "short", "since": {"epoch": "elsewhere", "offset": 49}})).await;
+    assert_eq!(sub["recovered"], false);
+}
+
+#[tokio::test]
+async fn history_pages_backwards_over_ws_and_http() {
+    let t = TestServer::start(|_| {}).await;
+    for i in 1..=120 {
+        api_publish(t.addr(), "log", json!(i)).await;
+    }
+    let mut c = t.client().await;
+    let newest = c.ok(json!({"cmd": "history", "channel": "log"})).await;
+    assert_eq!(
+        offsets(&newest["publications"]),
+        (71..=120).collect::<Vec<_>>()
+    );
+    let older = c
+        .ok(json!({"cmd": "history", "channel": "log", "before": 71, "limit": 30}))
+        .await;
+    assert_eq!(
+        offsets(&older["publications"]),
+        (41..=70).collect::<Vec<_>>()
+    );
+    let after = c
+        .ok(json!({"cmd": "history", "channel": "log", "after": 115}))
+        .await;
+    assert_eq!(
+        offsets(&after["publications"]),
+        (116..=120).collect::<Vec<_>>()
+    );
+    let (status, body) = http(
+        t.addr(),
+        "GET",
+        "/api/channels/log/history?limit=5&before=11",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(offsets(&page["publications"]), (6..=10).collect::<Vec<_>>());
+    let (status, _) = http(
+        t.addr(),
+        "GET",
+        "/api/channels/log/history?limit=ten",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn presence_joins_leaves_and_lists() {
+    let t = TestServer::start(|_| {}).await;
+    let mut alice = t.client().await;
+    alice.ok(json!({"cmd": "connect", "name": "alice"})).await;
+    alice
+        .ok(json!({"cmd": "subscribe", "channel": "room"}))
+        .await;
+    let mut bob = t.client().await;
+    bob.ok(json!({"cmd": "connect", "name": "bob"})).await;
+    bob.ok(json!({"cmd": "subscribe", "channel": "room"})).await;
+    let join = alice.push().await;
+    assert_eq!(
+        (join["push"].as_str(), join["member"]["name"].as_str()),
+        (Some("join"), Some("bob"))
+    );
+    let members = alice
+        .ok(json!({"cmd": "presence", "channel": "room"}))
+        .await;
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let (status, body) = http(t.addr(), "GET", "/api/channels/room/presence", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"alice\"") && body.contains("\"bob\""),
+        "{body}"
+    );
+    bob.ok(json!({"cmd": "typing", "channel": "room"})).await;
+    let typing = alice.push().await;
+    assert_eq!(
+        (typing["push"].as_str(), typing["member"]["name"].as_str()),
+        (Some("typing"), Some("bob"))
+    );
+    drop(bob);
+    let leave = alice.push().await;
+    assert_eq!(
+        (leave["push"].as_str(), leave["member"]["name"].as_str()),
+        (Some("leave"), Some("bob"))
+    );
+    // A third user may not take alice's name in that room.
+    let mut mallory = t.client().await;
+    mallory.ok(json!({"cmd": "connect", "name": "alice"})).await;
+    let taken = mallory
+        .call(json!({"cmd": "subscribe", "channel": "room"}))
+        .await;
+    assert_eq!(taken["error"]["code"], "name_taken");
+}
+
+#[tokio::test]
+async fn a_restart_keeps_history_epoch_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let t = TestServer::start_in(dir, |_| {}).await;
+    let mut epoch = Value::Null;
+    for i in 1..=10 {
+        epoch = api_publish(t.addr(), "durable", json!(i)).await["epoch"].clone();
+    }
+    let TestServer { server, dir } = t;
+    server.shutdown().await;
+    let t = TestServer::start_in(dir, |_| {}).await;
+    assert_eq!(t.dir.path(), path);
+    let mut c = t.client().await;
+    let page = c.ok(json!({"cmd": "history", "channel": "durable"})).await;
+    assert_eq!(page["epoch"], epoch);
+    assert_eq!(offsets(&page["publications"]), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        api_publish(t.addr(), "durable", json!(11)).await["offset"],
+        11
+    );
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_while_others_receive_everything() {
+    let t = TestServer::start(|s| {
+        s.queue_size = 8;
+        s.max_data_size = 64 << 10;
+    })
+    .await;
+    let mut fast = t.client().await;
+    fast.ok(json!({"cmd": "subscribe", "channel": "firehose"}))
+        .await;
+    let mut slow = t.client().await;
+    slow.ok(json!({"cmd": "subscribe", "channel": "firehose"}))
+        .await;
+    // `slow` now reads nothing while ~40 MB are published.
+    let big = "x".repeat(32 << 10);
+    const N: u64 = 1200;
+    let addr = t.addr();
+    let publisher = tokio::spawn(async move {
+        for i in 1..=N {
+            api_publish(addr, "firehose", json!({"i": i, "pad": big})).await;
+        }
+    });
+    for expected in 1..=N {
+        let push = fast.push_of("publication").await;
+        assert_eq!(push["offset"].as_u64(), Some(expected));
+    }
+    publisher.await.unwrap();
+    assert_eq!(slow.closed_with().await, 1013);
+    let (_, metrics) = http(t.addr(), "GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("duplex_slow_consumers_dropped_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_and_the_connection_goes_on() {
+    let t = TestServer::start(|s| s.max_data_size = 100).await;
+    let mut c = t.client().await;
+    let cases: Vec<(String, &str)> = vec![
+        ("not json".into(), "bad_request"),
+        (r#"{"id": 1, "cmd": "fly"}"#.into(), "bad_request"),
+        (r#"{"id": 2, "cmd": "subscribe"}"#.into(), "bad_request"),
+        (
+            r#"{"id": 3, "cmd": "history", "channel": "c", "limit": "ten"}"#.into(),
+            "bad_request",
+        ),
+        (
+            r#"{"id": 4, "cmd": "subscribe", "channel": "no spaces"}"#.into(),
+            "bad_request",
+        ),
+        (
+            json!({"id": 5, "cmd": "publish", "channel": "c", "data": "y".repeat(200)}).to_string(),
+            "too_large",
+        ),
+        (
+            r#"{"id": 6, "cmd": "typing", "channel": "c"}"#.into(),
+            "not_subscribed",
+        ),
+        (
+            r#"{"id": 7, "cmd": "kick", "channel": "c", "name": "x"}"#.into(),
+            "forbidden",
+        ),
+        (
+            r#"{"id": 8, "cmd": "unsubscribe", "channel": "c"}"#.into(),
+            "not_subscribed",
+        ),
+    ];
+    for (text, code) in cases {
+        let reply = c.raw(&text).await;
+        assert_eq!(reply["error"]["code"], code, "{text} -> {reply}");
+        assert!(!reply["error"]["message"].as_str().unwrap().is_empty());
+        c.ok(json!({"cmd": "ping"})).await;
+    }
+    c.ws.send(duplex::Message::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    let reply = c.next_value().await.unwrap();
+    assert_eq!(reply["error"]["code"], "bad_request");
+    c.ok(json!({"cmd": "ping"})).await;
+    // Others are unaffected.
+    assert_eq!(api_publish(t.addr(), "c", json!(1)).await["offset"], 1);
+}
+
+#[tokio::test]
+async fn abuse_is_limited() {
+    let t = TestServer::start(|s| {
+        s.rate_limit = 1.0;
+        s.rate_burst = 5;
+        s.max_subscriptions = 2;
+    })
+    .await;
+    let mut c = t.client().await;
+    c.ok(json!({"cmd": "subscribe", "channel": "a"})).await;
+    c.ok(json!({"cmd": "subscribe", "channel": "b"})).await;
+    let over = c.call(json!({"cmd": "subscribe", "channel": "c"})).await;
+    assert_eq!(over["error"]["code"], "limit_exceeded");
+    let mut limited = false;
+    for _ in 0..5 {
+        let r = c.raw(r#"{"id": 99, "cmd": "ping"}"#).await;
+        limited |= r["error"]["code"] == "rate_limited";
+    }
+    assert!(limited, "a burst past the limit must be refused");
+    // A message over the hub's frame limit closes with 1009.
+    let t = TestServer::start(|s| s.max_message_size = 1024).await;
+    let mut c = t.client().await;
+    c.ws.send("z".repeat(4096)).await.unwrap();
+    assert_eq!(c.closed_with().await, 1009);
+}
+
+#[tokio::test]
+async fn tokens_decide_identity_and_permissions() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let secret = "test-secret";
+    let t = TestServer::start(|s| {
+        s.jwt_secret = Some(secret.into());
+        s.allow_anonymous = false;
+    })
+    .await;
+    let token = |claims: Value| {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut anon = t.client().await;
+    let r = anon
+        .call(json!({"cmd": "subscribe", "channel": "chat:x"}))
+        .await;
+    assert_eq!(r["error"]["code"], "unauthorized");
+    let r = anon
+        .call(json!({"cmd": "connect", "token": "forged.token.here"}))
+        .await;
+    assert_eq!(r["error"]["code"], "unauthorized");
+
+    let mut user = t.client().await;
+    let me = user.ok(json!({"cmd": "connect", "token": token(json!({"sub": "u1", "name": "Ann", "publish": ["chat:*"]}))})).await;
+    assert_eq!(
+        (me["user"].as_str(), me["name"].as_str()),
+        (Some("u1"), Some("Ann"))
+    );
+    user.ok(json!({"cmd": "subscribe", "channel": "chat:x"}))
+        .await;
+    let denied = user
+        .call(json!({"cmd": "publish", "channel": "news", "data": 1}))
+        .await;
+    assert_eq!(denied["error"]["code"], "forbidden");
+    user.ok(json!({"cmd": "publish", "channel": "chat:x", "data": 1}))
+        .await;
+    assert_eq!(user.push().await["from"]["user"], "u1");
+
+    let mut admin = t.client().await;
+    admin
+        .ok(json!({"cmd": "connect", "token": token(json!({"sub": "boss", "admin": true}))}))
+        .await;
+    admin
+        .ok(json!({"cmd": "subscribe", "channel": "chat:x"}))
+        .await;
+    let kicked = admin
+        .ok(json!({"cmd": "kick", "channel": "chat:x", "name": "Ann", "ban": true}))
+        .await;
+    assert_eq!(kicked["kicked"], 1);
+    let push = user.push_of("kicked").await;
+    assert_eq!(push["channel"], "chat:x");
+    let again = user
+        .call(json!({"cmd": "subscribe", "channel": "chat:x"}))
+        .await;
+    assert_eq!(again["error"]["code"], "banned");
+}
+
+#[tokio::test]
+async fn the_api_needs_its_key_when_one_is_set_and_deduplicates_retries() {
+    let t = TestServer::start(|s| s.api_key = Some("k3y".into())).await;
+    let body = r#"{"channel": "n", "data": 1}"#;
+    let (status, text) = http(t.addr(), "POST", "/api/publish", &[], Some(body)).await;
+    assert_eq!(status, 401, "{text}");
+    let auth = [
+        ("Authorization", "Bearer k3y"),
+        ("Idempotency-Key", "retry-1"),
+    ];
+    let (status, first) = http(t.addr(), "POST", "/api/publish", &auth, Some(body)).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = http(t.addr(), "POST", "/api/publish", &auth, Some(body)).await;
+    assert_eq!(
+        first, second,
+        "a retry with the same key must not publish twice"
+    );
+    let (status, text) = http(
+        t.addr(),
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer k3y")],
+        Some("{\"channel\":"),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let (_, metrics) = http(t.addr(), "GET", "/metrics", &[], None).await;
+    assert!(metrics.contains("duplex_publications_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_with_1001() {
+    let t = TestServer::start(|_| {}).await;
+    let mut c = t.client().await;
+    c.ok(json!({"cmd": "subscribe", "channel": "x"})).await;
+    let closing = tokio::spawn(async move { c.closed_with().await });
+    t.server.shutdown().await;
+    assert_eq!(
+        tokio::time::timeout(LIMIT, closing).await.unwrap().unwrap(),
+        1001
+    );
+}

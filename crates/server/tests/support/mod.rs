@@ -1,0 +1,238 @@
+//! Test support: an in-process server on a free loopback port with its own
+//! data directory, a hub client that tells replies from pushes, and a tiny
+//! HTTP client.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use duplex_server::{Server, Settings};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every wait is bounded by this.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// A server and the directory it keeps its data in.
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, adjust).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = Settings {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            data: dir.path().to_owned(),
+            ..Settings::default()
+        };
+        adjust(&mut settings);
+        let server = Server::start(settings).await.unwrap();
+        Self { server, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn client(&self) -> HubClient {
+        HubClient::connect(self.addr()).await
+    }
+}
+
+/// A hub connection that numbers its commands and keeps pushes aside.
+pub struct HubClient {
+    pub ws: WebSocket<MaybeTlsStream>,
+    next_id: u64,
+    pub pushes: std::collections::VecDeque<Value>,
+    pub closed: Option<(u16, String)>,
+}
+
+impl HubClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let ws = ClientBuilder::new()
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pushes: Default::default(),
+            closed: None,
+        }
+    }
+
+    /// Sends a command and waits for its reply (result or error object).
+    pub async fn call(&mut self, mut command: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        self.ws.send(command.to_string()).await.unwrap();
+        self.reply_to(id).await
+    }
+
+    /// Like `call`, but returns `result`, failing the test on an error reply.
+    pub async fn ok(&mut self, command: Value) -> Value {
+        let reply = self.call(command.clone()).await;
+        assert!(reply.get("error").is_none(), "{command} failed: {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends raw text and returns the next reply with `id` (or a null id).
+    pub async fn raw(&mut self, text: &str) -> Value {
+        self.ws.send(text.to_owned()).await.unwrap();
+        loop {
+            let v = self.next_value().await.expect("a reply");
+            if v.get("push").is_some() {
+                self.pushes.push_back(v);
+            } else {
+                return v;
+            }
+        }
+    }
+
+    async fn reply_to(&mut self, id: u64) -> Value {
+        loop {
+            let v = self.next_value().await.unwrap_or_else(|| {
+                panic!(
+                    "connection closed waiting for reply {id}: {:?}",
+                    self.closed
+                )
+            });
+            if v.get("push").is_some() {
+                self.pushes.push_back(v);
+            } else if v["id"] == json!(id) {
+                return v;
+            } else {
+                panic!("unexpected reply {v} while waiting for {id}");
+            }
+        }
+    }
+
+    /// The next push (queued or new).
+    pub async fn push(&mut self) -> Value {
+        if let Some(p) = self.pushes.pop_front() {
+            return p;
+        }
+        loop {
+            let v = self.next_value().await.unwrap_or_else(|| {
+                panic!("connection closed waiting for a push: {:?}", self.closed)
+            });
+            if v.get("push").is_some() {
+                return v;
+            }
+        }
+    }
+
+    /// The next push of one kind (`publication`, `join`...), skipping others.
+    pub async fn push_of(&mut self, kind: &str) -> Value {
+        loop {
+            let p = self.push().await;
+            if p["push"] == kind {
+                return p;
+            }
+        }
+    }
+
+    /// The next JSON value from the server; `None` once closed.
+    pub async fn next_value(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(LIMIT, self.ws.recv())
+                .await
+                .expect("the server answered in time")
+            {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = Some(
+                        frame
+                            .map(|f| (f.code.0, f.reason))
+                            .unwrap_or((1005, String::new())),
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {}
+                None => return None,
+            }
+        }
+    }
+
+    /// Reads until the connection closes; returns the close code.
+    pub async fn closed_with(&mut self) -> u16 {
+        while self.next_value().await.is_some() {}
+        self.closed.as_ref().map(|c| c.0).unwrap_or(1006)
+    }
+}
+
+/// A one-shot HTTP/1.1 request; returns the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body_start = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(text.len());
+    let mut body = text[body_start..].to_owned();
+    if text[..body_start]
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Publishes through the HTTP API.
+pub async fn api_publish(addr: SocketAddr, channel: &str, data: Value) -> Value {
+    let body = json!({"channel": channel, "data": data}).to_string();
+    let (status, text) = http(addr, "POST", "/api/publish", &[], Some(&body)).await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}

@@ -1,0 +1,1 @@
+// Chat client: see docs/protocol.md
