@@ -26,6 +26,9 @@ use crate::outgoing::{OutBuf, ZERO_COPY_MIN};
 use crate::utf8::Utf8Validator;
 use crate::{Role, State};
 
+/// The most read-buffer space reserved in one step for a frame still arriving.
+const MAX_RESERVE: usize = 4 << 20;
+
 /// Options for a connection after the handshake.
 ///
 /// ```
@@ -183,11 +186,12 @@ impl Connection {
         &mut self.out
     }
 
-    /// How many bytes the next frame still needs, when known: lets an I/O
-    /// layer size one read for a large frame instead of many small ones.
+    /// How many bytes the next frame still needs, when known (capped at a
+    /// few MiB): lets an I/O layer size one read for a large frame instead
+    /// of many small ones.
     pub fn bytes_wanted(&self) -> usize {
         match &self.frame {
-            Some(f) => (f.header.payload_len as usize).saturating_sub(self.read.len()),
+            Some(f) => (f.header.payload_len as usize).saturating_sub(self.read.len()).min(MAX_RESERVE),
             None => 0,
         }
     }
@@ -263,7 +267,9 @@ impl Connection {
                         ..frame
                     });
                 }
-                self.read.reserve(len - avail);
+                // Room for the rest of the frame, in steps: the length is the
+                // peer's claim, and with limits off it can be 2^63.
+                self.read.reserve((len - avail).min(MAX_RESERVE));
                 return Ok(None);
             }
             if let Some(key) = frame.header.mask {
