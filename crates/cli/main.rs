@@ -3,7 +3,11 @@
 //! This file only parses the command line and hands over to one module per
 //! subcommand.
 
-mod echo;
+mod connect;
+mod conversation;
+mod exit;
+mod hub;
+mod listen;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,8 +22,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Duplex server (echo endpoint at /echo).
+    /// Run the Duplex server: chat UI, hub, echo, HTTP API, metrics.
     Serve(serve::ServeArgs),
+    /// Publish to a hub channel through the server's HTTP API.
+    Publish(hub::publish::PublishArgs),
+    /// Print a hub channel's publications as they arrive (recovering after drops).
+    Subscribe(hub::subscribe::SubscribeArgs),
+    /// Chat in a room of the hub from the terminal.
+    Chat(hub::chat::ChatArgs),
+    /// Connect to a WebSocket server: interactive on a terminal, one
+    /// message per line with pipes.
+    Connect(connect::ConnectArgs),
+    /// Accept WebSocket clients and bridge them to stdin/stdout or to a
+    /// command (--exec).
+    Listen(listen::ListenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +49,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Publish(args) => hub::publish::run(args),
+        Command::Subscribe(args) => hub::subscribe::run(args),
+        Command::Chat(args) => hub::chat::run(args),
+        // These two report their own errors; their exit statuses are
+        // documented (see exit.rs).
+        Command::Connect(args) => return connect::run(args).into(),
+        Command::Listen(args) => return listen::run(args).into(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

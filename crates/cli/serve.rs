@@ -1,88 +1,164 @@
-//! `duplex serve`: one port for the web UI, the echo endpoint and the API.
+//! `duplex serve`: reads the settings (file, then `DUPLEX_*` environment,
+//! then flags) and runs the hub until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use duplex::ServerBuilder;
+use duplex_server::{Server, Settings};
 
-/// Options of `duplex serve`.
-#[derive(clap::Args, Debug)]
+/// Options of `duplex serve`. Each flag can also be set with the
+/// environment variable shown, or in the TOML file given with --config
+/// (same names, with underscores); flags win over the environment, which
+/// wins over the file.
+#[derive(clap::Args, Debug, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "DUPLEX_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: SocketAddr,
-    /// Largest WebSocket message accepted, in bytes.
-    #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE", default_value_t = 64 << 20)]
-    pub max_message_size: usize,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "DUPLEX_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Directory for history and the generated API key [default: ./duplex-data]
+    #[arg(long, env = "DUPLEX_DATA")]
+    pub data: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "DUPLEX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and wss:// (with --tls-key)
+    #[arg(long, env = "DUPLEX_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "DUPLEX_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Key for the HTTP API (`Authorization: Bearer KEY`); generated when
+    /// bound to a non-loopback address and none is given
+    #[arg(long, env = "DUPLEX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Secret for HS256 JWT connection tokens
+    #[arg(long, env = "DUPLEX_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Refuse hub connections without a valid token
+    #[arg(long, env = "DUPLEX_REQUIRE_TOKEN")]
+    pub require_token: bool,
+    /// Origins browsers may connect from (repeat or comma-separate); default any
+    #[arg(long, env = "DUPLEX_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+    /// Largest hub WebSocket message in bytes [default: 65536]
+    #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Largest echo WebSocket message in bytes [default: 67108864]
+    #[arg(long, env = "DUPLEX_ECHO_MAX_MESSAGE_SIZE")]
+    pub echo_max_message_size: Option<usize>,
+    /// Largest publication data, in bytes of JSON [default: 32768]
+    #[arg(long, env = "DUPLEX_MAX_DATA_SIZE")]
+    pub max_data_size: Option<usize>,
+    /// Subscriptions per connection [default: 100]
+    #[arg(long, env = "DUPLEX_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Messages queued per connection before it is cut off as a slow consumer [default: 1024]
+    #[arg(long, env = "DUPLEX_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+    /// Commands per second per connection, on average [default: 50]
+    #[arg(long, env = "DUPLEX_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Commands per connection in a burst [default: 200]
+    #[arg(long, env = "DUPLEX_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Publications kept per channel [default: 10000]
+    #[arg(long, env = "DUPLEX_HISTORY_SIZE")]
+    pub history_size: Option<u64>,
+    /// Seconds publications are kept [default: 604800]
+    #[arg(long, env = "DUPLEX_HISTORY_TTL")]
+    pub history_ttl: Option<u64>,
+    /// Seconds between keepalive pings, 0 to disable [default: 25]
+    #[arg(long, env = "DUPLEX_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
+    /// Seconds a shutdown waits for connections to close [default: 5]
+    #[arg(long, env = "DUPLEX_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
 }
 
-#[derive(Clone)]
-struct AppState {
-    ws: ServerBuilder,
+impl ServeArgs {
+    /// The settings: file (if any), then these flags and variables on top.
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let mut s = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { s.$field = v; } )* };
+        }
+        take!(
+            bind,
+            data,
+            max_message_size,
+            echo_max_message_size,
+            max_data_size,
+            max_subscriptions,
+            queue_size
+        );
+        take!(
+            rate_limit,
+            rate_burst,
+            history_size,
+            history_ttl,
+            ping_interval,
+            shutdown_timeout
+        );
+        if self.tls_cert.is_some() {
+            s.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            s.tls_key = self.tls_key;
+        }
+        if self.api_key.is_some() {
+            s.api_key = self.api_key;
+        }
+        if self.jwt_secret.is_some() {
+            s.jwt_secret = self.jwt_secret;
+        }
+        if self.require_token {
+            s.allow_anonymous = false;
+        }
+        if !self.allowed_origin.is_empty() {
+            s.allowed_origins = self.allowed_origin;
+        }
+        if !s.allow_anonymous && s.jwt_secret.is_none() {
+            anyhow::bail!(
+                "--require-token needs --jwt-secret: without a secret no token can be valid"
+            );
+        }
+        Ok(s)
+    }
 }
 
+/// Runs the server until a signal asks it to stop.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args))
+    runtime.block_on(async move {
+        let server = Server::start(settings).await?;
+        let addr = server.local_addr();
+        let (http, ws) = server.scheme();
+        println!("duplex: listening on {http}://{addr}");
+        println!("duplex: chat UI at {http}://{addr}/   echo at {ws}://{addr}/echo   hub at {ws}://{addr}/ws");
+        println!("duplex: push a notification: curl -d '{{\"channel\":\"news\",\"data\":\"hello\"}}' {http}://{addr}/api/publish");
+        shutdown_signal().await.context("waiting for a signal")?;
+        println!("duplex: shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let ws = ServerBuilder::new().max_message_size(args.max_message_size);
-    let app = Router::new()
-        .route("/echo", get(echo))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(AppState { ws });
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another server using it? try --bind 127.0.0.1:0)",
-                args.bind
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    println!("duplex: listening on http://{addr}");
-    println!("duplex: echo WebSocket at ws://{addr}/echo");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
-    Ok(())
-}
-
-async fn echo(State(state): State<AppState>, req: Request) -> Response {
-    match duplex::upgrade::upgrade(req, &state.ws) {
-        Ok((response, pending)) => {
-            tokio::spawn(async move {
-                match pending.await {
-                    Ok(ws) => crate::echo::run(ws).await,
-                    Err(e) => tracing::debug!("upgrade failed: {e}"),
-                }
-            });
-            response.into_response()
-        }
-        Err(rejection) => rejection.into_response(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+async fn shutdown_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    println!("duplex: shutting down");
+    tokio::signal::ctrl_c().await
 }

@@ -7,6 +7,7 @@
 
 mod autobahn;
 mod cargo;
+mod fuzz;
 mod pipeline;
 mod process;
 mod report;
@@ -30,6 +31,7 @@ USAGE:
     cargo xtask test [--skip-autobahn] [--keep-going]
     cargo xtask autobahn [server|client] [--keep-going]
     cargo xtask tools
+    cargo xtask fuzz [--seconds N] [TARGET...]
     cargo xtask help
 
 SUBCOMMANDS:
@@ -39,6 +41,8 @@ SUBCOMMANDS:
                side. Ends with the line `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
                suite against the server, the client, or both (the default).
+    fuzz       Run each cargo-fuzz target (frame_decoder, handshake, inflate)
+               for N seconds (default 60) on stable Rust; fails on a crash.
     tools      Only prepare tools, then print the environment the tests read.
     help       Print this text.
 
@@ -198,7 +202,17 @@ fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("fuzz") {
+        return match fuzz::run(&argv[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("xtask: fuzz: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match parse_args(argv) {
         Ok(args) => args,
         Err(err) => {
             eprintln!("xtask: {err:#}");

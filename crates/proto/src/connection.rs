@@ -191,7 +191,9 @@ impl Connection {
     /// of many small ones.
     pub fn bytes_wanted(&self) -> usize {
         match &self.frame {
-            Some(f) => (f.header.payload_len as usize).saturating_sub(self.read.len()).min(MAX_RESERVE),
+            Some(f) => (f.header.payload_len as usize)
+                .saturating_sub(self.read.len())
+                .min(MAX_RESERVE),
             None => 0,
         }
     }

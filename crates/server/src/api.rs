@@ -73,10 +73,16 @@ pub struct PublishBody {
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     check_key(&state, &headers)?;
-    let Json(body) = body.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
+    // Any Content-Type: `curl -d '{...}'` sends form encoding by default.
+    let body: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+        HubError::new(
+            ErrorCode::BadRequest,
+            format!("the body must be {{\"channel\": ..., \"data\": ...}}: {e}"),
+        )
+    })?;
     check_channel(&body.channel)?;
     let key = headers
         .get("idempotency-key")

@@ -219,7 +219,12 @@ impl ClientBuilder {
     {
         let timeout = self.config.handshake_timeout;
         let hs = ClientHandshake::new(self.protocols.clone(), self.config.deflate);
-        let request = hs.request(&url.host_header, &url.path_and_query, &self.headers);
+        let request = hs
+            .request(&url.host_header, &url.path_and_query, &self.headers)
+            .map_err(|e| Error::Url {
+                url: format!("{}{}", url.host_header, url.path_and_query),
+                reason: e.to_string(),
+            })?;
         let exchange = async {
             let mut wire = Vec::with_capacity(256);
             write_request(&request, &mut wire);

@@ -1,10 +1,17 @@
-//! Reaching the server through an HTTP proxy with `CONNECT`.
+//! Reaching the server through a proxy: HTTP `CONNECT` or SOCKS5.
 //!
 //! The proxy comes from an explicit URL or from the environment, the way
 //! curl reads it: `https_proxy` for `wss://`, `http_proxy` for `ws://`
-//! (either case, lower-case first), with `no_proxy` listing hosts to reach
-//! directly. Credentials in the proxy URL (`http://user:pass@proxy:3128`)
-//! are sent as Basic `Proxy-Authorization`.
+//! (either case, lower-case first), then `all_proxy` / `ALL_PROXY` for
+//! both, with `no_proxy` listing hosts to reach directly.
+//!
+//! - `http://[user:pass@]host[:port]`: an HTTP proxy, asked to `CONNECT`;
+//!   credentials are sent as Basic `Proxy-Authorization`.
+//! - `socks5://[user:pass@]host[:port]`: a SOCKS5 proxy (RFC 1928), the
+//!   server's name resolved here; `socks5h://` lets the proxy resolve it
+//!   (curl's convention). Credentials use RFC 1929 username/password.
+
+use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine;
 use duplex_proto::handshake::HeadLimits;
@@ -24,24 +31,40 @@ pub enum ProxyConfig {
     FromEnv,
     /// Connect directly.
     None,
-    /// Always this proxy (`http://[user:pass@]host:port`).
+    /// Always this proxy (`http://[user:pass@]host:port`,
+    /// `socks5://...` or `socks5h://...`).
     Url(String),
 }
 
 /// A proxy to tunnel through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proxy {
+    kind: Kind,
     host: String,
     port: u16,
     authorization: Option<String>,
+    credentials: Option<(String, String)>,
+}
+
+/// The protocol spoken to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// HTTP `CONNECT`.
+    Http,
+    /// SOCKS5; `remote_dns`: the proxy resolves the server's name.
+    Socks5 { remote_dns: bool },
 }
 
 impl Proxy {
-    /// Parses `http://[user:pass@]host[:port]` (port defaults to 80).
+    /// Parses `http://[user:pass@]host[:port]` (port defaults to 80),
+    /// `socks5://[user:pass@]host[:port]` or `socks5h://...` (port
+    /// defaults to 1080). A URL without a scheme is an HTTP proxy.
     ///
     /// ```
     /// let p = duplex::proxy::Proxy::parse("http://alice:s3cret@127.0.0.1:3128").unwrap();
     /// assert_eq!(p.address(), ("127.0.0.1", 3128));
+    /// let s = duplex::proxy::Proxy::parse("socks5h://127.0.0.1").unwrap();
+    /// assert_eq!((s.scheme(), s.address()), ("socks5h", ("127.0.0.1", 1080)));
     /// ```
     pub fn parse(url: &str) -> Result<Self, Error> {
         let bad = |reason: &str| Error::Proxy(format!("invalid proxy URL {url:?}: {reason}"));
@@ -51,33 +74,52 @@ impl Proxy {
             format!("http://{url}")
         };
         let uri: Uri = with_scheme.parse().map_err(|_| bad("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let (kind, default_port) = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => (Kind::Http, 80),
+            Some("socks5") => (Kind::Socks5 { remote_dns: false }, 1080),
+            Some("socks5h") => (Kind::Socks5 { remote_dns: true }, 1080),
             Some(other) => {
                 return Err(bad(&format!(
-                    "scheme {other} is not supported; use an http:// proxy"
+                    "scheme {other} is not supported; use an http://, socks5:// or socks5h:// proxy"
                 )));
             }
             None => return Err(bad("missing scheme")),
-        }
+        };
         let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
         let host = authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = authority.port_u16().unwrap_or(80);
-        let authorization = authority.as_str().rsplit_once('@').map(|(userinfo, _)| {
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let port = authority.port_u16().unwrap_or(default_port);
+        let userinfo = authority.as_str().rsplit_once('@').map(|(u, _)| u);
+        let authorization = userinfo.filter(|_| kind == Kind::Http).map(|userinfo| {
             let decoded = percent_decode(userinfo);
             format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(decoded)
             )
         });
+        let credentials = match userinfo.filter(|_| kind != Kind::Http) {
+            Some(userinfo) => {
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let decode = |s: &str| {
+                    String::from_utf8(percent_decode(s))
+                        .map_err(|_| bad("the SOCKS5 credentials are not UTF-8"))
+                };
+                Some((decode(user)?, decode(pass)?))
+            }
+            None => None,
+        };
         Ok(Self {
+            kind,
             host,
             port,
             authorization,
+            credentials,
         })
     }
 
@@ -86,10 +128,20 @@ impl Proxy {
         (&self.host, self.port)
     }
 
+    /// The protocol spoken to the proxy, as a URL scheme: `http`, `socks5`
+    /// or `socks5h`.
+    pub fn scheme(&self) -> &'static str {
+        match self.kind {
+            Kind::Http => "http",
+            Kind::Socks5 { remote_dns: false } => "socks5",
+            Kind::Socks5 { remote_dns: true } => "socks5h",
+        }
+    }
+
     /// Opens a TCP connection to the proxy and asks it to tunnel to
     /// `host:port`.
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
-        let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| {
                 Error::Proxy(format!(
@@ -98,6 +150,19 @@ impl Proxy {
                 ))
             })?;
         tcp.set_nodelay(true)?;
+        match self.kind {
+            Kind::Http => self.http_connect(tcp, host, port).await,
+            Kind::Socks5 { remote_dns } => self.socks5_connect(tcp, host, port, remote_dns).await,
+        }
+    }
+
+    /// Asks an HTTP proxy to `CONNECT` to `host:port`.
+    async fn http_connect(
+        &self,
+        mut tcp: TcpStream,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream, Error> {
         let target = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -132,6 +197,77 @@ impl Proxy {
         }
         Ok(tcp)
     }
+
+    /// Asks a SOCKS5 proxy to connect to `host:port`: by name when the
+    /// proxy resolves (`socks5h`), else by an address resolved here.
+    async fn socks5_connect(
+        &self,
+        tcp: TcpStream,
+        host: &str,
+        port: u16,
+        remote_dns: bool,
+    ) -> Result<TcpStream, Error> {
+        use tokio_socks::tcp::Socks5Stream;
+        let target = if let Ok(ip) = host.parse::<IpAddr>() {
+            Target::Addr(SocketAddr::new(ip, port))
+        } else if remote_dns {
+            Target::Name(host, port)
+        } else {
+            let addr = tokio::net::lookup_host((host, port))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "cannot resolve {host} (to let the proxy resolve it, use socks5h://)"
+                        ),
+                    ))
+                })?;
+            Target::Addr(addr)
+        };
+        let shown = match &target {
+            Target::Addr(a) => a.to_string(),
+            Target::Name(h, p) => format!("{h}:{p}"),
+        };
+        let result = match (&self.credentials, target) {
+            (None, Target::Addr(a)) => Socks5Stream::connect_with_socket(tcp, a).await,
+            (None, Target::Name(h, p)) => Socks5Stream::connect_with_socket(tcp, (h, p)).await,
+            (Some((user, pass)), Target::Addr(a)) => {
+                Socks5Stream::connect_with_password_and_socket(tcp, a, user, pass).await
+            }
+            (Some((user, pass)), Target::Name(h, p)) => {
+                Socks5Stream::connect_with_password_and_socket(tcp, (h, p), user, pass).await
+            }
+        };
+        result.map(Socks5Stream::into_inner).map_err(|e| {
+            use tokio_socks::Error as S;
+            let hint = match &e {
+                S::NoAcceptableAuthMethods | S::AuthorizationRequired => {
+                    " (the proxy wants credentials: put them in the URL, socks5://user:pass@host:port)"
+                }
+                S::PasswordAuthFailure(_) => " (check the user name and password in the proxy URL)",
+                S::ConnectionNotAllowedByRuleset => " (the proxy does not allow this destination)",
+                S::ConnectionRefused => " (the proxy reached the host, but nothing listens on that port)",
+                S::HostUnreachable | S::NetworkUnreachable => {
+                    " (the proxy cannot reach the host; check the host name)"
+                }
+                S::Io(_) | S::InvalidResponseVersion => " (is this really a SOCKS5 proxy?)",
+                _ => "",
+            };
+            Error::Proxy(format!(
+                "the SOCKS5 proxy {}:{} could not connect to {shown}: {e}{hint}",
+                self.host, self.port
+            ))
+        })
+    }
+}
+
+/// Where a SOCKS5 proxy is asked to connect.
+enum Target<'a> {
+    Addr(SocketAddr),
+    Name(&'a str, u16),
 }
 
 impl ProxyConfig {
@@ -142,9 +278,9 @@ impl ProxyConfig {
             Self::Url(url) => Proxy::parse(url).map(Some),
             Self::FromEnv => {
                 let names: &[&str] = if tls {
-                    &["https_proxy", "HTTPS_PROXY"]
+                    &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
                 } else {
-                    &["http_proxy", "HTTP_PROXY"]
+                    &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
                 };
                 let Some(url) = names
                     .iter()
@@ -221,9 +357,24 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_with_a_hint() {
-        let err = Proxy::parse("socks5://127.0.0.1:1080")
+        let err = Proxy::parse("ftp://127.0.0.1:1080")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("http://"), "{err}");
+        assert!(
+            err.contains("http://") && err.contains("socks5://"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn socks5_urls_carry_decoded_credentials_and_no_basic_auth() {
+        let p = Proxy::parse("socks5://us%40er:p%3Ass@127.0.0.1").unwrap();
+        assert_eq!(p.scheme(), "socks5");
+        assert_eq!(p.address(), ("127.0.0.1", 1080));
+        assert_eq!(p.credentials, Some(("us@er".into(), "p:ss".into())));
+        assert_eq!(p.authorization, None);
+        let h = Proxy::parse("SOCKS5H://proxy:9050").unwrap();
+        assert_eq!((h.scheme(), h.address()), ("socks5h", ("proxy", 9050)));
+        assert_eq!(h.credentials, None);
     }
 }

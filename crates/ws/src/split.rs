@@ -156,7 +156,7 @@ where
     /// Queues a message without flushing unless over the buffer limit.
     pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
-        self.shared.lock().start_send(message.into())
+        self.start_send(message.into())
     }
 
     /// Writes everything queued.
@@ -167,13 +167,32 @@ where
     /// Sends a close frame and flushes it. The reading half then receives
     /// the peer's close frame and finishes the handshake.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        {
-            let mut ws = self.shared.lock();
-            if ws.state() == State::Open {
-                ws.start_send(Message::Close(Some(CloseFrame::new(code, reason))))?;
-            }
-        }
+        self.start_close(CloseFrame::new(code, reason))?;
         self.flush().await
+    }
+
+    /// Queues a close frame if the connection is still open (checked and
+    /// queued under one lock).
+    fn start_close(&self, frame: CloseFrame) -> Result<()> {
+        let mut ws = self.shared.lock();
+        if ws.state() == State::Open {
+            ws.start_send(Message::Close(Some(frame)))?;
+            drop(ws);
+            self.shared.wakers.wake_by_ref();
+        }
+        Ok(())
+    }
+
+    /// Queues a message. A close frame also wakes the reading half: it
+    /// may be parked in `recv` and must start the close timeout, or a peer
+    /// that never answers would hold it until it sends something.
+    fn start_send(&self, message: Message) -> Result<()> {
+        let closing = matches!(message, Message::Close(_));
+        self.shared.lock().start_send(message)?;
+        if closing {
+            self.shared.wakers.wake_by_ref();
+        }
+        Ok(())
     }
 
     /// Open, Closing or Closed.
@@ -220,7 +239,7 @@ where
     }
 
     fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
-        self.get_mut().shared.lock().start_send(item.into())
+        WebSocketWriter::start_send(self.get_mut(), item.into())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -229,12 +248,38 @@ where
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        {
-            let mut ws = this.shared.lock();
-            if ws.state() == State::Open {
-                ws.start_send(Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))))?;
-            }
-        }
+        this.start_close(CloseFrame::new(CloseCode::NORMAL, ""))?;
         this.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use duplex_proto::{Connection, Role};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A peer that never answers our close frame: the reading half, parked
+    /// in `recv` when the writing half closes, must still give up after the
+    /// close timeout.
+    #[tokio::test(start_paused = true)]
+    async fn close_timeout_holds_for_a_reader_parked_before_the_close() {
+        let (ours, _silent_peer) = tokio::io::duplex(1 << 16);
+        let config = Config {
+            close_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let conn = Connection::new(Role::Server, config.proto(), None);
+        let (mut rx, mut tx) = WebSocket::from_parts(ours, conn, config, None).split();
+        let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::task::yield_now().await; // the reader parks with no deadline yet
+        tx.close(CloseCode::NORMAL, "bye").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("the reader gave up at the close timeout")
+            .unwrap();
     }
 }

@@ -15,7 +15,7 @@ use crate::extension::parse_extensions;
 /// ```
 /// use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake, accept_key};
 /// let client = ClientHandshake::new(vec!["chat".into()], None);
-/// let req = client.request("example.com", "/ws?room=1", &http::HeaderMap::new());
+/// let req = client.request("example.com", "/ws?room=1", &http::HeaderMap::new()).unwrap();
 /// assert_eq!(req.headers()["host"], "example.com");
 ///
 /// let server = ServerHandshake { protocols: vec!["chat".into()], deflate: None };
@@ -85,8 +85,14 @@ impl ClientHandshake {
 
     /// The upgrade request. `host` is the Host header value (with the port
     /// when it is not the scheme's default); `extra` headers are added last
-    /// and may override none of the handshake's own.
-    pub fn request(&self, host: &str, path_and_query: &str, extra: &HeaderMap) -> Request<()> {
+    /// and may override none of the handshake's own. Fails if the host, the
+    /// path or a subprotocol cannot appear in an HTTP head (spaces, CR/LF...).
+    pub fn request(
+        &self,
+        host: &str,
+        path_and_query: &str,
+        extra: &HeaderMap,
+    ) -> Result<Request<()>, http::Error> {
         let mut req = Request::get(path_and_query)
             .header(header::HOST, host)
             .header(header::UPGRADE, "websocket")
@@ -102,13 +108,13 @@ impl ClientHandshake {
                 HeaderValue::from_str(&offers.join(", ")).expect("offer tokens are header-safe");
             req = req.header(header::SEC_WEBSOCKET_EXTENSIONS, offer);
         }
-        let mut req = req.body(()).unwrap_or_else(|_| Request::new(()));
+        let mut req = req.body(())?;
         for (name, value) in extra {
             if !is_handshake_header(name) {
                 req.headers_mut().append(name, value.clone());
             }
         }
-        req
+        Ok(req)
     }
 
     /// Verifies the server's response.
@@ -187,7 +193,7 @@ mod tests {
         client: &ClientHandshake,
         f: impl FnOnce(&mut Response<()>),
     ) -> Result<Negotiated, ResponseError> {
-        let req = client.request("h", "/", &HeaderMap::new());
+        let req = client.request("h", "/", &HeaderMap::new()).unwrap();
         let mut resp = ServerHandshake {
             protocols: vec!["a".into()],
             deflate: Some(DeflateConfig::default()),
@@ -237,6 +243,22 @@ mod tests {
             );
         });
         assert!(matches!(err, Err(ResponseError::Extension(_))));
+    }
+
+    #[test]
+    fn unsafe_inputs_are_an_error_not_a_bare_request() {
+        let client = ClientHandshake::new(vec!["chat\r\nX-Injected: 1".into()], None);
+        assert!(
+            client
+                .request("example.com", "/ws", &HeaderMap::new())
+                .is_err()
+        );
+        let client = ClientHandshake::new(vec![], None);
+        assert!(
+            client
+                .request("example.com", "/w s", &HeaderMap::new())
+                .is_err()
+        );
     }
 
     #[test]

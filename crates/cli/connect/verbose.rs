@@ -1,0 +1,92 @@
+//! `duplex connect -v`: the connection and handshake shown the way
+//! `curl -v` shows them, on stderr: `*` for what happens, `>` for the
+//! request sent, `<` for the response received.
+
+use duplex::proxy::ProxyConfig;
+use duplex::url::WsUrl;
+use duplex::{HandshakeInfo, MaybeTlsStream, WebSocket};
+
+use crate::conversation::output::Console;
+
+/// Before dialling: where to, and through which proxy.
+pub fn connecting(console: &Console, url: &str, proxy: &ProxyConfig) {
+    let Ok(target) = WsUrl::parse(url) else {
+        return;
+    };
+    match proxy.resolve(&target.host, target.tls) {
+        Ok(Some(p)) => {
+            let (host, port) = p.address();
+            console.diag(&format!(
+                "* Connecting to {} port {} through the {} proxy {host}:{port}",
+                target.host,
+                target.port,
+                p.scheme()
+            ));
+        }
+        _ => console.diag(&format!(
+            "* Connecting to {} port {}",
+            target.host, target.port
+        )),
+    }
+}
+
+/// After the handshake: the peer, TLS, the request and the response.
+pub fn opened(
+    console: &Console,
+    ws: &WebSocket<MaybeTlsStream>,
+    info: &HandshakeInfo,
+    insecure: bool,
+) {
+    let stream = ws.get_ref();
+    if let Ok(peer) = stream.tcp().peer_addr() {
+        console.diag(&format!("* Connected to {peer}"));
+    }
+    if let MaybeTlsStream::Tls(tls) = stream {
+        let (_, conn) = tls.get_ref();
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        let alpn = conn
+            .alpn_protocol()
+            .map(|a| format!(", ALPN {}", String::from_utf8_lossy(a)))
+            .unwrap_or_default();
+        let trust = if insecure {
+            "certificate NOT verified (--insecure)"
+        } else {
+            "certificate verified"
+        };
+        console.diag(&format!("* TLS {version} {suite}{alpn}, {trust}"));
+    }
+    let req = &info.request;
+    console.diag(&format!("> {} {} HTTP/1.1", req.method(), req.uri()));
+    for (name, value) in req.headers() {
+        console.diag(&format!(
+            "> {name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    console.diag(">");
+    let resp = &info.response;
+    console.diag(&format!("< HTTP/1.1 {}", resp.status()));
+    for (name, value) in resp.headers() {
+        console.diag(&format!(
+            "< {name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    console.diag("<");
+    let mut summary = vec![if ws.is_compressed() {
+        "permessage-deflate on".to_owned()
+    } else {
+        "no compression".to_owned()
+    }];
+    if let Some(p) = ws.protocol() {
+        summary.push(format!("subprotocol {p}"));
+    }
+    console.diag(&format!("* WebSocket open: {}", summary.join(", ")));
+}

@@ -1,0 +1,256 @@
+//! `duplex chat URL --room R --name N`: the hub's chat from a terminal.
+//!
+//! Lines typed are sent as messages (`{"text": ...}` in channel
+//! `chat:ROOM`, the same as the browser page); `/who`, `/older`, `/help`
+//! and `/quit` are commands. History is shown on joining; after a dropped
+//! connection the missed messages are recovered, in order, once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+use super::ServerArgs;
+use super::link::{Event, Link};
+
+/// Options of `duplex chat`.
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The room to join
+    #[arg(long, default_value = "lobby")]
+    pub room: String,
+    /// Your nickname in the room
+    #[arg(long, env = "USER")]
+    pub name: String,
+    /// Messages of history shown on joining
+    #[arg(long, default_value_t = 20)]
+    pub history: usize,
+}
+
+const HELP: &str =
+    "commands: /who (who is here), /older (earlier messages), /quit; anything else is sent";
+
+/// Chats until `/quit`, end of input, or Ctrl-C.
+pub fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(chat(args))
+}
+
+struct Room {
+    channel: String,
+    shown: BTreeSet<u64>,
+    typing_shown: HashMap<String, Instant>,
+    pending: HashSet<u64>,
+    /// Offsets of our own messages, acknowledged but not yet shown.
+    unseen_own: HashSet<u64>,
+    /// Request id → what it was for.
+    purposes: HashMap<u64, &'static str>,
+}
+
+async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let channel = format!("chat:{}", args.room);
+    let url = args.server.ws_url()?;
+    let mut link = Link::open(
+        url,
+        args.server.client()?,
+        Some(args.name.clone()),
+        vec![(channel.clone(), None)],
+    )
+    .await?;
+    println!("* joined {} as {} ({HELP})", args.room, args.name);
+    let mut room = Room {
+        channel: channel.clone(),
+        shown: BTreeSet::new(),
+        typing_shown: HashMap::new(),
+        pending: HashSet::new(),
+        unseen_own: HashSet::new(),
+        purposes: HashMap::new(),
+    };
+    let id = link
+        .send(json!({"cmd": "history", "channel": channel, "limit": args.history}))
+        .await?;
+    room.expect(id, "history");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input_open = true;
+    loop {
+        // At the end of input, stay until every message sent is acknowledged
+        // and shown, so a script's last line is not lost.
+        if !input_open && room.pending.is_empty() && room.unseen_own.is_empty() {
+            break;
+        }
+        tokio::select! {
+            event = link.next() => room.show(event, &args.name),
+            line = lines.next_line(), if input_open => match line {
+                Ok(Some(line)) => {
+                    if !room.command(&mut link, line.trim()).await {
+                        break;
+                    }
+                }
+                _ => input_open = false,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    link.close().await;
+    Ok(())
+}
+
+impl Room {
+    fn expect(&mut self, id: u64, purpose: &'static str) {
+        self.pending.insert(id);
+        self.purposes.insert(id, purpose);
+    }
+
+    /// Handles one input line; false means quit.
+    async fn command(&mut self, link: &mut Link, line: &str) -> bool {
+        let (cmd, purpose) = match line {
+            "" => return true,
+            "/quit" | "/exit" => return false,
+            "/help" => {
+                println!("* {HELP}");
+                return true;
+            }
+            "/who" => (json!({"cmd": "presence", "channel": self.channel}), "who"),
+            "/older" => {
+                let before = self.shown.first().copied().unwrap_or(u64::MAX >> 1);
+                (
+                    json!({"cmd": "history", "channel": self.channel, "before": before, "limit": 20}),
+                    "history",
+                )
+            }
+            text if text.starts_with('/') && !text.starts_with("//") => {
+                println!("* unknown command {text}; {HELP}");
+                return true;
+            }
+            text => {
+                let text = text
+                    .strip_prefix('/')
+                    .filter(|_| text.starts_with("//"))
+                    .unwrap_or(text);
+                (
+                    json!({"cmd": "publish", "channel": self.channel, "data": {"text": text}}),
+                    "publish",
+                )
+            }
+        };
+        match link.send(cmd).await {
+            Ok(id) => self.expect(id, purpose),
+            Err(e) => println!("! not sent: {e:#}"),
+        }
+        true
+    }
+
+    fn show(&mut self, event: Event, me: &str) {
+        match event {
+            Event::Publication(p) => self.message(&p),
+            Event::Push(p) => {
+                let name = p["member"]["name"].as_str().unwrap_or("?").to_owned();
+                match p["push"].as_str() {
+                    Some("join") => println!("* {name} joined"),
+                    Some("leave") => println!("* {name} left"),
+                    Some("typing") if name != me => {
+                        let now = Instant::now();
+                        if self
+                            .typing_shown
+                            .get(&name)
+                            .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(5))
+                        {
+                            self.typing_shown.insert(name.clone(), now);
+                            println!("* {name} is typing…");
+                        }
+                    }
+                    Some("kicked") => println!(
+                        "! you were removed from the room: {}",
+                        p["reason"].as_str().unwrap_or("")
+                    ),
+                    _ => {}
+                }
+            }
+            Event::Reply(r) => {
+                let id = r["id"].as_u64().unwrap_or(0);
+                self.pending.remove(&id);
+                let purpose = self.purposes.remove(&id).unwrap_or("");
+                if let Some(err) = r.get("error") {
+                    println!(
+                        "! {}: {}",
+                        err["code"].as_str().unwrap_or("error"),
+                        err["message"].as_str().unwrap_or("")
+                    );
+                    return;
+                }
+                match purpose {
+                    "history" => {
+                        let page = r["result"]["publications"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        if page.is_empty() {
+                            println!("* no earlier messages");
+                        }
+                        for p in page {
+                            self.message(&p);
+                        }
+                    }
+                    "publish" => {
+                        if let Some(offset) = r["result"]["offset"].as_u64() {
+                            if !self.shown.contains(&offset) {
+                                self.unseen_own.insert(offset);
+                            }
+                        }
+                    }
+                    "who" => {
+                        let names: Vec<&str> = r["result"]["members"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|m| m["name"].as_str())
+                            .collect();
+                        println!("* here: {}", names.join(", "));
+                    }
+                    _ => {}
+                }
+            }
+            Event::Gap(_) => println!(
+                "* some messages may be missing (the history did not reach back far enough)"
+            ),
+            Event::Disconnected(why, delay) => println!(
+                "* disconnected ({why}); reconnecting in {:.1}s",
+                delay.as_secs_f64()
+            ),
+            Event::Reconnected => println!("* reconnected"),
+        }
+    }
+
+    fn message(&mut self, p: &Value) {
+        let Some(offset) = p["offset"].as_u64() else {
+            return;
+        };
+        if !self.shown.insert(offset) {
+            return; // already shown (history and live overlap)
+        }
+        self.unseen_own.remove(&offset);
+        let time = p["ts"]
+            .as_str()
+            .and_then(|ts| chrono::DateTime::parse_from_rfc3339(ts).ok())
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let name = p["from"]["name"].as_str().unwrap_or("?");
+        let text = match &p["data"] {
+            Value::String(s) => s.clone(),
+            Value::Object(o) if o.get("text").is_some_and(Value::is_string) => {
+                o["text"].as_str().unwrap_or("").to_owned()
+            }
+            other => other.to_string(),
+        };
+        println!("[{time}] #{offset} {name}: {text}");
+    }
+}
