@@ -1,6 +1,8 @@
 //! `duplex serve`, `publish`, `subscribe` and `chat` as a user runs them:
 //! the real binary, a real server on loopback, a real data directory.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -17,11 +19,21 @@ struct Serve {
 
 impl Serve {
     fn start(data: &std::path::Path, bind: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(data, bind, extra, &[])
+    }
+
+    fn start_with_env(
+        data: &std::path::Path,
+        bind: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--bind", bind, "--data"])
             .arg(data)
             .args(extra)
             .env_remove("DUPLEX_API_KEY")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -32,7 +44,7 @@ impl Serve {
             .unwrap();
         let addr = first
             .trim()
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .unwrap()
             .parse()
@@ -242,4 +254,106 @@ fn serve_explains_a_busy_port() {
         err.contains("cannot listen") && err.contains("--bind"),
         "{err}"
     );
+}
+
+#[test]
+fn serve_over_tls_and_talk_to_it_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new("serve-tls");
+    let leaf = pki.leaf(&["localhost", "127.0.0.1"]);
+    let (cert, key, ca) = (
+        leaf.cert.to_str().unwrap(),
+        leaf.key.to_str().unwrap(),
+        pki.ca_file(),
+    );
+    let s = Serve::start(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--tls-cert", cert, "--tls-key", key],
+    );
+    let url = format!("https://localhost:{}", s.addr.port());
+    let ca = ca.to_str().unwrap();
+    let (ok, _, err) = duplex(&["publish", &url, "news", "over tls", "--cacert", ca]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = duplex(&[
+        "subscribe",
+        &url,
+        "news",
+        "--since",
+        ":0",
+        "--count",
+        "1",
+        "--cacert",
+        ca,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "over tls");
+    // Without the CA the certificate is not trusted, and the error says TLS.
+    let (ok, _, err) = duplex(&["publish", &url, "news", "x"]);
+    assert!(!ok);
+    assert!(err.contains("TLS"), "{err}");
+}
+
+#[test]
+fn settings_come_from_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("duplex.toml");
+    std::fs::write(&config, "history_size = 3\n").unwrap();
+    let config = config.to_str().unwrap();
+    let kept = |extra: &[&str], env: &[(&str, &str)]| {
+        let data = tempfile::tempdir().unwrap();
+        let mut args = vec!["--config", config];
+        args.extend_from_slice(extra);
+        let s = Serve::start_with_env(data.path(), "127.0.0.1:0", &args, env);
+        for i in 0..10 {
+            assert!(duplex(&["publish", &s.url(), "c", &i.to_string()]).0);
+        }
+        let (ok, out, err) = duplex(&["publish", &s.url(), "c", "probe", "--json"]);
+        assert!(ok, "{err}");
+        let offset = serde_json::from_str::<serde_json::Value>(&out).unwrap()["offset"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(offset, 11);
+        let (ok, out, _) = duplex(&["subscribe", &s.url(), "c", "--since", ":9", "--count", "2"]);
+        assert!(ok);
+        assert_eq!(out.lines().collect::<Vec<_>>(), ["9", "probe"]);
+        history_len(s.addr)
+    };
+    assert_eq!(kept(&[], &[]), 3, "from the file");
+    assert_eq!(
+        kept(&[], &[("DUPLEX_HISTORY_SIZE", "5")]),
+        5,
+        "the environment beats the file"
+    );
+    assert_eq!(
+        kept(&["--history-size", "2"], &[("DUPLEX_HISTORY_SIZE", "5")]),
+        2,
+        "a flag beats both"
+    );
+    std::fs::write(dir.path().join("bad.toml"), "histroy_size = 3\n").unwrap();
+    let (ok, _, err) = duplex(&[
+        "serve",
+        "--config",
+        dir.path().join("bad.toml").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("histroy_size"),
+        "the unknown key is named: {err}"
+    );
+}
+
+/// How many publications of channel `c` the server still holds.
+fn history_len(addr: SocketAddr) -> usize {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        tcp,
+        "GET /api/channels/c/history?limit=1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["publications"].as_array().unwrap().len()
 }
