@@ -177,6 +177,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/app.css", get(ui::style))
         .route("/ws", get(hub_socket))
         .route("/echo", get(echo_socket))
+        .route(
+            "/echo-http",
+            post(|body: axum::body::Bytes| async move { body }),
+        )
         .route("/api/publish", post(api::publish))
         .route("/api/channels/{channel}/history", get(api::history))
         .route("/api/channels/{channel}/presence", get(api::presence))
@@ -311,5 +315,50 @@ async fn echo_socket(State(state): State<Arc<AppState>>, req: Request) -> Respon
             response.into_response()
         }
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_generated_once_for_public_binds_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = Retention {
+            max_count: 10,
+            max_age_secs: 60,
+        };
+        let store = SqliteStore::open(dir.path(), retention).unwrap();
+        let loopback = Settings {
+            data: dir.path().into(),
+            ..Settings::default()
+        };
+        assert_eq!(resolve_api_key(&loopback, &store).await.unwrap(), None);
+        let public = Settings {
+            bind: "0.0.0.0:8080".parse().unwrap(),
+            ..loopback.clone()
+        };
+        let first = resolve_api_key(&public, &store)
+            .await
+            .unwrap()
+            .expect("a generated key");
+        assert_eq!(first.len(), 32);
+        assert_eq!(
+            resolve_api_key(&public, &store).await.unwrap(),
+            Some(first.clone()),
+            "kept, not regenerated"
+        );
+        let configured = Settings {
+            api_key: Some("mine".into()),
+            ..public
+        };
+        assert_eq!(
+            resolve_api_key(&configured, &store)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("mine")
+        );
     }
 }

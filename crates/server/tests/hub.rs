@@ -503,3 +503,24 @@ async fn shutdown_closes_clients_with_1001() {
         1001
     );
 }
+
+#[tokio::test]
+async fn browsers_from_other_origins_are_refused_when_a_list_is_set() {
+    let t = TestServer::start(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
+    let url = format!("ws://{}/ws", t.addr());
+    let refused = duplex::ClientBuilder::new()
+        .header("Origin", "https://evil.example")
+        .connect(&url)
+        .await;
+    match refused {
+        Err(duplex::Error::Handshake(e)) => assert!(e.to_string().contains("403"), "{e}"),
+        other => panic!("expected a 403, got {:?}", other.map(|_| ())),
+    }
+    let allowed = duplex::ClientBuilder::new()
+        .header("Origin", "https://chat.example")
+        .connect(&url)
+        .await;
+    assert!(allowed.is_ok());
+    // Programs that send no Origin are not browsers: allowed.
+    assert!(duplex::ClientBuilder::new().connect(&url).await.is_ok());
+}
