@@ -6,6 +6,7 @@
 //! [`HELP`] for the subcommands and the environment variables they read.
 
 mod autobahn;
+mod browser;
 mod cargo;
 mod fuzz;
 mod pipeline;
@@ -37,8 +38,9 @@ USAGE:
 SUBCOMMANDS:
     test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
-               doctests, release build, Autobahn server side, Autobahn client
-               side. Ends with the line `xtask: N passed, M failed`.
+               doctests, browser (the chat page in chromium), release build,
+               Autobahn server side, Autobahn client side. Ends with the line
+               `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
                suite against the server, the client, or both (the default).
     fuzz       Run each cargo-fuzz target (frame_decoder, handshake, inflate)
@@ -47,13 +49,14 @@ SUBCOMMANDS:
     help       Print this text.
 
 OPTIONS:
-    --skip-autobahn   (test) stop after the Rust tests and doctests.
+    --skip-autobahn   (test) stop after the Rust, doc and browser tests.
     --keep-going      run the remaining stages after a failed one (tool and
                       build failures still stop the run).
 
 WHERE THINGS GO:
     target/xtask/venv            Python venv with kosoku and websockets
-    target/xtask/node            node_modules with ws
+    target/xtask/node            node_modules with ws and playwright-core
+    target/browser/              screenshots of the browser tests (chat page)
     target/autobahn/server/      Autobahn report, server side (index.html, index.json)
     target/autobahn/client/      Autobahn report, client side
     target/autobahn/*.log        output of the processes of each side
@@ -248,6 +251,7 @@ fn main() -> ExitCode {
             pipeline.stage("peers", || cargo::peer_selftest(&paths));
             pipeline.stage("rust tests", || cargo::tests(&paths));
             pipeline.stage("doctests", || cargo::doctests(&paths));
+            pipeline.stage("browser", || browser::run_tests(&paths));
             if autobahn {
                 vec![Side::Server, Side::Client]
             } else {

@@ -17,13 +17,13 @@ use crate::process::{self, capture, find_on_path, run};
 
 /// Debian packages, as (package, what shows it is already there: a program on
 /// `PATH`, or the absolute path of a file the package installs).
-const APT: &[(&str, &str)] = &[];
+const APT: &[(&str, &str)] = &[("chromium", "/usr/bin/chromium")];
 
 /// PyPI packages for the venv at `target/xtask/venv`, as (name, exact version).
 const PIP: &[(&str, &str)] = &[("kosoku", "0.1.0"), ("websockets", "17.4")];
 
 /// npm packages for `target/xtask/node/node_modules`, as (name, exact version).
-const NPM: &[(&str, &str)] = &[("ws", "8.23.0")];
+const NPM: &[(&str, &str)] = &[("ws", "8.23.0"), ("playwright-core", "1.65.1")];
 
 /// Time allowed for one installer command (apt-get, pip, npm).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(10 * 60);

@@ -170,8 +170,14 @@ where
 
     async fn on_text(&mut self, text: &str) -> duplex::Result<()> {
         if !self.bucket.try_take() {
+            // Answer with the refused command's id, so the client knows which.
+            #[derive(serde::Deserialize)]
+            struct Id {
+                id: Option<u64>,
+            }
+            let id = serde_json::from_str::<Id>(text).ok().and_then(|r| r.id);
             let e = HubError::new(ErrorCode::RateLimited, "too many commands: slow down");
-            return self.send(error_reply(None, &e)).await;
+            return self.send(error_reply(id, &e)).await;
         }
         let request = match parse_request(text) {
             Ok(r) => r,

@@ -389,7 +389,10 @@ async fn abuse_is_limited() {
     let mut limited = false;
     for _ in 0..5 {
         let r = c.raw(r#"{"id": 99, "cmd": "ping"}"#).await;
-        limited |= r["error"]["code"] == "rate_limited";
+        if r["error"]["code"] == "rate_limited" {
+            limited = true;
+            assert_eq!(r["id"], 99, "the refusal names the refused command");
+        }
     }
     assert!(limited, "a burst past the limit must be refused");
     // A message over the hub's frame limit closes with 1009.
