@@ -37,6 +37,8 @@ pub struct Link {
     url: String,
     builder: ClientBuilder,
     name: Option<String>,
+    /// This process's session secret: a reconnect keeps the same identity.
+    session: String,
     ws: Option<WebSocket<MaybeTlsStream>>,
     next_id: u64,
     /// Channel → (epoch, highest offset seen).
@@ -63,6 +65,7 @@ impl Link {
             url,
             builder,
             name,
+            session: session_secret(),
             ws: None,
             next_id: 1,
             positions: HashMap::new(),
@@ -180,7 +183,7 @@ impl Link {
             let id = self.take_id();
             call(
                 &mut ws,
-                json!({"cmd": "connect", "name": name}),
+                json!({"cmd": "connect", "name": name, "session": self.session}),
                 id,
                 &mut events,
             )
@@ -287,6 +290,14 @@ async fn call(
             Ok(None) => bail!("the server closed the connection"),
         }
     }
+}
+
+/// A random session secret for this process (see `connect` in docs/protocol.md).
+fn session_secret() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    (0..2)
+        .map(|_| format!("{:016x}", RandomState::new().hash_one(Instant::now())))
+        .collect()
 }
 
 fn rand_fraction() -> f64 {

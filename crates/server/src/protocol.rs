@@ -54,6 +54,12 @@ pub enum Command {
         /// The nickname.
         #[serde(default)]
         name: Option<String>,
+        /// A secret the client keeps across reconnects (anonymous only): the
+        /// same session is the same user, so a reconnect is not refused its
+        /// own nickname while the server has not yet noticed the old
+        /// connection died.
+        #[serde(default)]
+        session: Option<String>,
     },
     /// Start receiving a channel, optionally recovering from a position.
     Subscribe {

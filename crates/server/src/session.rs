@@ -227,7 +227,11 @@ where
             self.require_auth()?;
         }
         match command {
-            Command::Connect { token, name } => self.connect(token, name),
+            Command::Connect {
+                token,
+                name,
+                session,
+            } => self.connect(token, name, session),
             Command::Subscribe {
                 channel,
                 since,
@@ -304,6 +308,7 @@ where
         &mut self,
         token: Option<String>,
         name: Option<String>,
+        session: Option<String>,
     ) -> Result<Box<RawValue>, HubError> {
         if self.connected || !self.subscriptions.is_empty() {
             return Err(HubError::new(
@@ -339,6 +344,9 @@ where
                 }
                 if let Some(name) = name {
                     self.member.name = name.into();
+                }
+                if let Some(session) = session {
+                    self.member.user = anonymous_user(&session)?.into();
                 }
             }
         }
@@ -464,6 +472,25 @@ pub fn encode_data(data: &serde_json::Value, max: usize) -> Result<Box<RawValue>
         ));
     }
     RawValue::from_string(text).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// The identity of an anonymous session: a hash of its secret, so the
+/// secret itself is never shown to others.
+fn anonymous_user(session: &str) -> Result<String, HubError> {
+    use sha1::{Digest, Sha1};
+    let ok = (16..=128).contains(&session.len())
+        && session
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(HubError::new(
+            ErrorCode::BadRequest,
+            "session must be 16-128 characters of letters, digits, - or _",
+        ));
+    }
+    let digest = Sha1::digest(session.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("anon-{hex}"))
 }
 
 fn check_name(name: &str) -> Result<(), HubError> {

@@ -527,3 +527,40 @@ async fn browsers_from_other_origins_are_refused_when_a_list_is_set() {
     // Programs that send no Origin are not browsers: allowed.
     assert!(duplex::ClientBuilder::new().connect(&url).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_reconnecting_session_keeps_its_name_while_the_old_connection_lingers() {
+    let t = TestServer::start(|_| {}).await;
+    let session = "0123456789abcdef0123";
+    let mut old = t.client().await;
+    let me = old
+        .ok(json!({"cmd": "connect", "name": "ann", "session": session}))
+        .await;
+    assert!(me["user"].as_str().unwrap().starts_with("anon-"));
+    assert!(
+        !me["user"].as_str().unwrap().contains(session),
+        "the secret is not shown"
+    );
+    old.ok(json!({"cmd": "subscribe", "channel": "chat:r"}))
+        .await;
+    // The old connection is still open (its network died silently); the
+    // same session comes back on a new one.
+    let mut new = t.client().await;
+    new.ok(json!({"cmd": "connect", "name": "ann", "session": session}))
+        .await;
+    new.ok(json!({"cmd": "subscribe", "channel": "chat:r"}))
+        .await;
+    // Someone else still may not take the name.
+    let mut other = t.client().await;
+    other
+        .ok(json!({"cmd": "connect", "name": "ann", "session": "another-session-secret"}))
+        .await;
+    let taken = other
+        .call(json!({"cmd": "subscribe", "channel": "chat:r"}))
+        .await;
+    assert_eq!(taken["error"]["code"], "name_taken");
+    let bad = other
+        .raw(r#"{"id": 5, "cmd": "connect", "session": "short"}"#)
+        .await;
+    assert_eq!(bad["error"]["code"], "bad_request");
+}

@@ -24,6 +24,19 @@
   const NAME_RETRIES_RECONNECT = 8;
   const NAME_RETRIES_AUTOJOIN = 3;
   const STORAGE_NAME = 'duplex.chat.name';
+  const STORAGE_SESSION = 'duplex.chat.session';
+
+  /** A secret kept across reconnects and reloads: the server then knows a
+   *  reconnect is the same person and does not refuse them their own name. */
+  function sessionKey() {
+    let key = localStorage.getItem(STORAGE_SESSION);
+    if (!key || !/^[A-Za-z0-9_-]{16,128}$/.test(key)) {
+      const bytes = crypto.getRandomValues(new Uint8Array(16));
+      key = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+      localStorage.setItem(STORAGE_SESSION, key);
+    }
+    return key;
+  }
   const ROOM_RE = /^[A-Za-z0-9_.:@/-]{1,100}$/;
   const NAME_MAX = 32;
 
@@ -599,7 +612,7 @@
   async function onOpen(conn) {
     if (conn !== state.conn) return;
     try {
-      state.me = await conn.call('connect', { name: state.name });
+      state.me = await conn.call('connect', { name: state.name, session: sessionKey() });
       const resumable = state.epoch !== null;
       const since = { epoch: state.pubEpoch || state.epoch || '', offset: state.highest };
       const sub = await conn.call('subscribe', {
