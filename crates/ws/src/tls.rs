@@ -29,29 +29,30 @@ pub fn client_config(extra_ca_pem: &[&[u8]]) -> Result<Arc<ClientConfig>, Error>
         let _ = roots.add(cert);
     }
     for pem in extra_ca_pem {
-        for cert in parse_certs(pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
-        }
+        add_certs(&mut roots, pem)?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    with_roots(roots)
 }
 
 /// Client TLS that trusts ONLY the given CA certificates (PEM).
 pub fn client_config_with_ca_only(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
-    for cert in parse_certs(ca_pem)? {
+    add_certs(&mut roots, ca_pem)?;
+    with_roots(roots)
+}
+
+fn add_certs(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), Error> {
+    for cert in parse_certs(pem)? {
         roots
             .add(cert)
             .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
     }
+    Ok(())
+}
+
+/// A client configuration trusting `roots`, speaking HTTP/1.1 (the only
+/// HTTP a WebSocket upgrade can use).
+fn with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, Error> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?

@@ -35,17 +35,9 @@ pub fn read_request(
 ) -> Result<Option<(Request<()>, usize)>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut storage);
-    let used = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return check_partial(buf, limits).map(|()| None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders(limits.max_headers));
-        }
-        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    let Some(used) = complete(req.parse(buf), buf, limits)? else {
+        return Ok(None);
     };
-    if used > limits.max_head_size {
-        return Err(HeadError::TooLarge(limits.max_head_size));
-    }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method".into()))?;
     let mut out = Request::builder()
@@ -65,17 +57,9 @@ pub fn read_response(
 ) -> Result<Option<(Response<()>, usize)>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut resp = httparse::Response::new(&mut storage);
-    let used = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return check_partial(buf, limits).map(|()| None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders(limits.max_headers));
-        }
-        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    let Some(used) = complete(resp.parse(buf), buf, limits)? else {
+        return Ok(None);
     };
-    if used > limits.max_head_size {
-        return Err(HeadError::TooLarge(limits.max_head_size));
-    }
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|_| HeadError::Malformed("invalid status code".into()))?;
     let mut out = Response::builder()
@@ -87,12 +71,28 @@ pub fn read_response(
     Ok(Some((out, used)))
 }
 
-fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
-    if buf.len() > limits.max_head_size {
-        Err(HeadError::TooLarge(limits.max_head_size))
-    } else {
-        Ok(())
+/// The length of a complete head within the limits, `None` while it is
+/// still arriving (and within them).
+fn complete(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<Option<usize>, HeadError> {
+    let used = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_size => {
+            return Err(HeadError::TooLarge(limits.max_head_size));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders(limits.max_headers));
+        }
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    if used > limits.max_head_size {
+        return Err(HeadError::TooLarge(limits.max_head_size));
     }
+    Ok(Some(used))
 }
 
 fn version(v: Option<u8>) -> Version {
