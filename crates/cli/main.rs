@@ -3,12 +3,14 @@
 //! This file only parses the command line and hands over to one module per
 //! subcommand.
 
+mod bench;
 mod connect;
 mod conversation;
 mod exit;
 mod hub;
 mod listen;
 mod serve;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +38,14 @@ enum Command {
     /// Accept WebSocket clients and bridge them to stdin/stdout or to a
     /// command (--exec).
     Listen(listen::ListenArgs),
+    /// Load-test a WebSocket or HTTP server: echo, latency, connections,
+    /// fanout, http.
+    Bench(bench::BenchArgs),
+    /// Send files and folders: prints a code for `duplex receive`
+    /// (end-to-end encrypted, verified, resumable).
+    Send(transfer::SendArgs),
+    /// Receive files sent with `duplex send`, by their code.
+    Receive(transfer::ReceiveArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +62,9 @@ fn main() -> std::process::ExitCode {
         Command::Publish(args) => hub::publish::run(args),
         Command::Subscribe(args) => hub::subscribe::run(args),
         Command::Chat(args) => hub::chat::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Send(args) => transfer::send(args),
+        Command::Receive(args) => transfer::receive(args),
         // These two report their own errors; their exit statuses are
         // documented (see exit.rs).
         Command::Connect(args) => return connect::run(args).into(),

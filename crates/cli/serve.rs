@@ -74,6 +74,24 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for connections to close [default: 5]
     #[arg(long, env = "DUPLEX_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
+    /// Largest file transfer (`duplex send`) the relay accepts, in bytes [default: 1099511627776]
+    #[arg(long, env = "DUPLEX_TRANSFER_MAX_SIZE")]
+    pub transfer_max_size: Option<u64>,
+    /// File transfers open at once [default: 100]
+    #[arg(long, env = "DUPLEX_TRANSFER_MAX_CONCURRENT")]
+    pub transfer_max_concurrent: Option<usize>,
+    /// Receivers one file transfer may have at once [default: 8]
+    #[arg(long, env = "DUPLEX_TRANSFER_MAX_RECEIVERS")]
+    pub transfer_max_receivers: Option<usize>,
+    /// Seconds a transfer code can be used to join [default: 3600]
+    #[arg(long, env = "DUPLEX_TRANSFER_CODE_TTL")]
+    pub transfer_code_ttl: Option<u64>,
+    /// Bytes the relay holds per receiver at most (flow-control window) [default: 8388608]
+    #[arg(long, env = "DUPLEX_TRANSFER_WINDOW")]
+    pub transfer_window: Option<usize>,
+    /// Wrong transfer codes one address may try per minute [default: 10]
+    #[arg(long, env = "DUPLEX_TRANSFER_FAILED_JOINS")]
+    pub transfer_failed_joins: Option<u32>,
 }
 
 impl ServeArgs {
@@ -102,6 +120,14 @@ impl ServeArgs {
             history_ttl,
             ping_interval,
             shutdown_timeout
+        );
+        take!(
+            transfer_max_size,
+            transfer_max_concurrent,
+            transfer_max_receivers,
+            transfer_code_ttl,
+            transfer_window,
+            transfer_failed_joins
         );
         if self.tls_cert.is_some() {
             s.tls_cert = self.tls_cert;

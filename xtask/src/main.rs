@@ -6,6 +6,7 @@
 //! [`HELP`] for the subcommands and the environment variables they read.
 
 mod autobahn;
+mod bench;
 mod browser;
 mod cargo;
 mod fuzz;
@@ -33,18 +34,22 @@ USAGE:
     cargo xtask autobahn [server|client] [--keep-going]
     cargo xtask tools
     cargo xtask fuzz [--seconds N] [TARGET...]
+    cargo xtask bench [--quick] [--reps N] [--seconds S] (--help for more)
     cargo xtask help
 
 SUBCOMMANDS:
     test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
                doctests, browser (the chat page in chromium), release build,
+               bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
                Autobahn server side, Autobahn client side. Ends with the line
                `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
                suite against the server, the client, or both (the default).
     fuzz       Run each cargo-fuzz target (frame_decoder, handshake, inflate)
                for N seconds (default 60) on stable Rust; fails on a crash.
+    bench      Benchmark Duplex beside tokio-tungstenite, fastwebsockets and a
+               plain TCP echo (CPU-pinned) and write docs/performance.md.
     tools      Only prepare tools, then print the environment the tests read.
     help       Print this text.
 
@@ -206,6 +211,16 @@ fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("bench") {
+        let result = Paths::discover().and_then(|paths| bench::run_bench(&paths, &argv[1..]));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("xtask: bench: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if argv.first().map(String::as_str) == Some("fuzz") {
         return match fuzz::run(&argv[1..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -231,6 +246,7 @@ fn main() -> ExitCode {
     };
     let autobahn = autobahn::Settings::from_env();
     let mut pipeline = Pipeline::new(args.keep_going);
+    let smoke = matches!(args.task, Task::Test { .. });
     let sides = match args.task {
         Task::Help => {
             print!("{HELP}");
@@ -267,6 +283,9 @@ fn main() -> ExitCode {
         pipeline.required("release build", || {
             cargo::build_release(&paths, &autobahn.binaries_needed(&sides))
         });
+        if smoke {
+            pipeline.stage("bench smoke", || bench::smoke(&paths));
+        }
         for side in sides {
             pipeline.stage(side.stage_name(), || autobahn::run(&paths, &autobahn, side));
         }

@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use duplex::{Config, ServerBuilder};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -187,6 +186,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/channels/{channel}/kick", post(api::kick))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(api::metrics))
+        .merge(crate::transfer::routes(&state))
         .with_state(state)
 }
 
@@ -207,7 +207,7 @@ async fn accept(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = with_peer(router.clone(), peer);
         let tls = tls.clone();
         let shutdown = state.shutdown.clone();
         state.tasks.spawn(async move {
@@ -231,10 +231,38 @@ async fn accept(
     }
 }
 
+/// The router, with the peer's address attached to every request as
+/// `ConnectInfo` (the file relay limits code guessing per address).
+#[derive(Clone)]
+struct PeerService {
+    router: Router,
+    peer: SocketAddr,
+}
+
+fn with_peer(router: Router, peer: SocketAddr) -> PeerService {
+    PeerService { router, peer }
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for PeerService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn call(&self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+        })
+    }
+}
+
 async fn serve_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
-    service: TowerToHyperService<Router>,
+    service: PeerService,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where

@@ -9,7 +9,8 @@
 //! [`protocol`] (the wire format), [`publication`], [`store`] (history),
 //! [`hub`] (subscriptions and delivery), [`broker`] (the publish pipeline),
 //! [`session`] (one connection), [`api`] (HTTP), [`auth`], [`ratelimit`],
-//! [`metrics`], [`settings`], [`app`] (assembly and shutdown).
+//! [`metrics`], [`settings`], [`app`] (assembly and shutdown), and
+//! [`transfer`] (the file-transfer relay, `docs/transfer.md`).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -35,6 +36,7 @@ pub mod session;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod transfer;
 pub mod ui;
 
 pub use app::Server;

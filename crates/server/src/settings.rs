@@ -61,6 +61,18 @@ pub struct Settings {
     pub ping_interval: u64,
     /// Seconds a graceful shutdown waits for connections to close.
     pub shutdown_timeout: u64,
+    /// Largest file transfer a sender may announce on `/files`, in bytes.
+    pub transfer_max_size: u64,
+    /// File transfers open at once.
+    pub transfer_max_concurrent: usize,
+    /// Receivers one file transfer may have at once.
+    pub transfer_max_receivers: usize,
+    /// Seconds a transfer code can be used to join.
+    pub transfer_code_ttl: u64,
+    /// Bytes the relay holds for one receiver at most (the credit window).
+    pub transfer_window: usize,
+    /// Failed joins (wrong codes) one address may make per minute.
+    pub transfer_failed_joins: u32,
 }
 
 impl Default for Settings {
@@ -85,6 +97,12 @@ impl Default for Settings {
             history_ttl: 7 * 24 * 3600,
             ping_interval: 25,
             shutdown_timeout: 5,
+            transfer_max_size: 1 << 40,
+            transfer_max_concurrent: 100,
+            transfer_max_receivers: 8,
+            transfer_code_ttl: 3600,
+            transfer_window: 8 << 20,
+            transfer_failed_joins: 10,
         }
     }
 }

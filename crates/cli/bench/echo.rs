@@ -1,0 +1,185 @@
+//! Closed-loop echo: C connections, each keeping P messages of S bytes in
+//! flight; every echo is checked, every round trip timed.
+//!
+//! Each connection writes its initial window in one write, then, per read,
+//! as many new messages as that read completed — again in one write — so the
+//! client spends one syscall per batch, like the servers it measures.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use hdrhistogram::Histogram;
+use tokio::io::AsyncWriteExt;
+
+use super::progress::Progress;
+use super::report::{Row, latency_histogram};
+use super::target::Target;
+use super::wire::{EchoChecker, masked_frame, masked_payload, payload, read_some, ws_connect};
+
+/// What one echo run does.
+#[derive(Debug, Clone)]
+pub struct EchoPlan {
+    /// Connections.
+    pub connections: usize,
+    /// Messages in flight per connection.
+    pub pipeline: usize,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// How long to send new messages.
+    pub duration: Duration,
+    /// Stop after this many messages in all (0: no limit).
+    pub max_messages: u64,
+    /// Text frames instead of binary.
+    pub text: bool,
+    /// The server is a plain TCP echo returning our frames byte for byte.
+    pub mirror: bool,
+}
+
+/// Runs the plan on the current runtime; one [`Row`] of results.
+pub async fn run(
+    target: &Target,
+    plan: &EchoPlan,
+    name: String,
+    progress: &Progress,
+) -> Result<Row> {
+    if plan.connections == 0 || plan.pipeline == 0 {
+        bail!("--connections and --pipeline must be at least 1");
+    }
+    if plan.size.saturating_mul(plan.pipeline) > 64 << 20 {
+        bail!("size × pipeline above 64 MiB per connection");
+    }
+    let frame = Arc::new(masked_frame(&payload(plan.size), plan.text));
+    let mut streams = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        streams.push(ws_connect(target, None).await?);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    // Each connection takes messages from one shared budget when capped.
+    let budget = Arc::new(AtomicU64::new(if plan.max_messages == 0 {
+        u64::MAX
+    } else {
+        plan.max_messages
+    }));
+    let start = Instant::now();
+    let deadline = start + plan.duration;
+    progress.start(plan.duration, done.clone());
+    let mut tasks = Vec::new();
+    for (stream, leftover) in streams {
+        let frame = frame.clone();
+        let done = done.clone();
+        let budget = budget.clone();
+        let plan = plan.clone();
+        tasks.push(tokio::spawn(async move {
+            connection(stream, leftover, &frame, &plan, deadline, &done, &budget).await
+        }));
+    }
+    let mut row = Row::new(name);
+    let mut hist = latency_histogram();
+    for task in tasks {
+        match task.await? {
+            Ok(r) => {
+                row.ops += r.echoed;
+                row.errors += r.errors;
+                hist.add(&r.latency)?;
+            }
+            Err(e) => {
+                row.errors += 1;
+                eprintln!("duplex bench: connection failed: {e:#}");
+            }
+        }
+    }
+    row.elapsed = start.elapsed();
+    progress.finish();
+    row.bytes = row.ops * plan.size as u64;
+    row.latency = Some(hist);
+    Ok(row)
+}
+
+struct ConnResult {
+    echoed: u64,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+async fn connection(
+    mut stream: tokio::net::TcpStream,
+    leftover: Vec<u8>,
+    frame: &[u8],
+    plan: &EchoPlan,
+    deadline: Instant,
+    done: &AtomicU64,
+    budget: &AtomicU64,
+) -> Result<ConnResult> {
+    let expected = if plan.mirror {
+        masked_payload(&payload(plan.size))
+    } else {
+        payload(plan.size)
+    };
+    let mut checker = EchoChecker::new(&expected, plan.text, plan.mirror);
+    let mut latency = latency_histogram();
+    let batch = frame.repeat(plan.pipeline);
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(plan.pipeline);
+    let mut echoed = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+
+    let take = |want: u64| -> u64 {
+        let mut have = budget.load(Ordering::Relaxed);
+        loop {
+            let got = have.min(want);
+            if got == 0 {
+                return 0;
+            }
+            match budget.compare_exchange_weak(
+                have,
+                have - got,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return got,
+                Err(now) => have = now,
+            }
+        }
+    };
+    let first = take(plan.pipeline as u64) as usize;
+    let now = Instant::now();
+    sent_at.extend(std::iter::repeat_n(now, first));
+    stream.write_all(&batch[..first * frame.len()]).await?;
+    let mut completed = checker.feed(&leftover)?;
+    while !sent_at.is_empty() {
+        if completed == 0 {
+            let n = read_some(&mut stream, &mut buf).await?;
+            completed = checker.feed(&buf[..n])?;
+            if completed == 0 {
+                continue;
+            }
+        }
+        let now = Instant::now();
+        for _ in 0..completed {
+            let Some(t) = sent_at.pop_front() else {
+                bail!("more echoes than messages sent");
+            };
+            latency.saturating_record((now - t).as_nanos() as u64);
+        }
+        echoed += completed;
+        done.fetch_add(completed, Ordering::Relaxed);
+        let again = if now < deadline {
+            take(completed) as usize
+        } else {
+            0
+        };
+        if again > 0 {
+            sent_at.extend(std::iter::repeat_n(Instant::now(), again));
+            stream.write_all(&batch[..again * frame.len()]).await?;
+        }
+        completed = 0;
+    }
+    let _ = stream.shutdown().await;
+    Ok(ConnResult {
+        echoed,
+        errors: checker.errors,
+        latency,
+    })
+}

@@ -1,0 +1,287 @@
+//! `fanout`: N subscribers on one hub channel of `duplex serve` (the `/ws`
+//! protocol of docs/protocol.md) while a publisher publishes numbered
+//! messages through the HTTP API or the hub, at a rate or flat out.
+//! Reports deliveries per second and the delivery latency (publish call to
+//! arrival at a subscriber). Every subscriber must get every publication,
+//! in order: a gap, a duplicate or a missing one is an error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::Common;
+use super::progress::Progress;
+use super::report::{Report, Row, latency_histogram};
+use super::target::Target;
+use super::wire::{read_some, tcp_connect};
+
+/// How publications are made.
+#[derive(Clone, Copy, ValueEnum)]
+enum Via {
+    /// `POST /api/publish` over one keep-alive HTTP connection.
+    Http,
+    /// The hub's `publish` command over one WebSocket (the server's per-connection
+    /// rate limit applies: raise --rate-limit on `duplex serve`).
+    Hub,
+}
+
+#[derive(Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    subscribers: usize,
+    /// Publications per second (0: flat out, one at a time).
+    #[arg(short = 'r', long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to publish.
+    #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Publish through the HTTP API or the hub.
+    #[arg(long, value_enum, default_value = "http")]
+    via: Via,
+    /// The channel (default: a fresh `bench-<pid>-<time>`).
+    #[arg(long)]
+    channel: Option<String>,
+    /// API key for the HTTP API, if the server needs one.
+    #[arg(long, env = "DUPLEX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+pub async fn run(args: &FanoutArgs) -> Result<Report> {
+    let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    let ws_url = format!("ws://{}{}", target.host, target.path);
+    let channel = args.channel.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        format!("bench-{}-{t}", std::process::id())
+    });
+    let base = Instant::now();
+    let published = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut subscribers = Vec::new();
+    for _ in 0..args.subscribers {
+        let mut ws = duplex::connect(&ws_url)
+            .await
+            .context("subscriber connect")?;
+        let cmd = json!({"cmd": "subscribe", "id": 1, "channel": channel, "presence": false});
+        ws.send(duplex::Message::text(cmd.to_string())).await?;
+        loop {
+            let msg = ws.recv().await.context("closed while subscribing")??;
+            let Some(text) = msg.as_text() else { continue };
+            let v: Value = serde_json::from_str(text)?;
+            if v["id"] == 1 {
+                if v.get("error").is_some_and(|e| !e.is_null()) {
+                    bail!("subscribe failed: {}", v["error"]);
+                }
+                break;
+            }
+        }
+        subscribers.push(ws);
+    }
+    let progress = Progress::new(!args.common.json);
+    progress.start(args.duration, delivered.clone());
+    let mut tasks = Vec::new();
+    for mut ws in subscribers {
+        let (published, delivered) = (published.clone(), delivered.clone());
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = latency_histogram();
+            let mut last = 0u64;
+            let mut errors = 0u64;
+            let mut finished = false;
+            loop {
+                let msg = tokio::select! {
+                    m = ws.recv() => m,
+                    _ = stop.changed(), if !finished => { finished = true; continue; }
+                    () = tokio::time::sleep(Duration::from_secs(5)), if finished => break,
+                };
+                let Some(Ok(msg)) = msg else {
+                    errors += 1;
+                    break;
+                };
+                let Some(text) = msg.as_text() else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text) else {
+                    errors += 1;
+                    continue;
+                };
+                if v["push"] != "publication" {
+                    continue;
+                }
+                let (Some(seq), Some(t)) = (v["data"]["seq"].as_u64(), v["data"]["t"].as_u64())
+                else {
+                    errors += 1;
+                    continue;
+                };
+                if seq != last + 1 {
+                    errors += 1;
+                }
+                last = seq;
+                let now = base.elapsed().as_nanos() as u64;
+                hist.saturating_record(now.saturating_sub(t));
+                delivered.fetch_add(1, Ordering::Relaxed);
+                if finished && last >= published.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            let missing = published.load(Ordering::Relaxed).saturating_sub(last);
+            let _ = ws.close(duplex::CloseCode::NORMAL, "").await;
+            (errors + missing, hist)
+        }));
+    }
+    let start = Instant::now();
+    let publish_errors = publish(&target, args, &channel, base, &published).await;
+    let publish_elapsed = start.elapsed();
+    let _ = stop_tx.send(true);
+    let mut row = Row::new(format!(
+        "fanout {} subs, {}",
+        args.subscribers,
+        if args.rate > 0.0 {
+            format!("{} pub/s", args.rate)
+        } else {
+            "flat out".into()
+        }
+    ));
+    let mut hist = latency_histogram();
+    for task in tasks {
+        let (errors, h) = task.await?;
+        row.errors += errors;
+        hist.add(&h)?;
+    }
+    progress.finish();
+    row.errors += publish_errors?;
+    row.ops = delivered.load(Ordering::Relaxed);
+    row.elapsed = publish_elapsed;
+    row.latency = Some(hist);
+    let pubs = published.load(Ordering::Relaxed) as f64;
+    row.extra.push(("publications".into(), pubs, String::new()));
+    row.extra.push((
+        "pub_per_s".into(),
+        pubs / publish_elapsed.as_secs_f64(),
+        String::new(),
+    ));
+    Ok(Report {
+        mode: "fanout",
+        url: args.common.url.clone(),
+        unit: "deliveries",
+        params: json!({ "subscribers": args.subscribers, "rate": args.rate,
+                        "duration_s": args.duration.as_secs_f64(), "channel": channel }),
+        rows: vec![row],
+    })
+}
+
+/// Publishes `seq` 1, 2, ... until the duration ends; returns the errors.
+async fn publish(
+    target: &Target,
+    args: &FanoutArgs,
+    channel: &str,
+    base: Instant,
+    published: &AtomicU64,
+) -> Result<u64> {
+    let deadline = Instant::now() + args.duration;
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut next_at = Instant::now();
+    let mut errors = 0;
+    let mut http = None;
+    let mut hub = None;
+    match args.via {
+        Via::Http => http = Some(tcp_connect(target.addr, None).await?),
+        Via::Hub => {
+            let url = format!("ws://{}{}", target.host, target.path);
+            hub = Some(duplex::connect(&url).await?);
+        }
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        if let Some(step) = interval {
+            tokio::time::sleep_until(next_at.into()).await;
+            next_at += step;
+        }
+        seq += 1;
+        let t = base.elapsed().as_nanos() as u64;
+        let data = json!({"seq": seq, "t": t});
+        let ok = match (&mut http, &mut hub) {
+            (Some(stream), _) => {
+                let body = json!({"channel": channel, "data": data}).to_string();
+                let auth = args
+                    .api_key
+                    .as_ref()
+                    .map(|k| format!("Authorization: Bearer {k}\r\n"))
+                    .unwrap_or_default();
+                let req = format!(
+                    "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                    target.host,
+                    body.len()
+                );
+                // Publications are published before the reply: count first.
+                published.store(seq, Ordering::Relaxed);
+                stream.write_all(req.as_bytes()).await?;
+                http_reply(stream, &mut buf).await?
+            }
+            (None, Some(ws)) => {
+                let cmd = json!({"cmd": "publish", "id": seq, "channel": channel, "data": data});
+                published.store(seq, Ordering::Relaxed);
+                ws.send(duplex::Message::text(cmd.to_string())).await?;
+                loop {
+                    let msg = ws.recv().await.context("hub closed")??;
+                    let Some(text) = msg.as_text() else { continue };
+                    let v: Value = serde_json::from_str(text)?;
+                    if v["id"] == seq {
+                        break v.get("error").is_none_or(Value::is_null);
+                    }
+                }
+            }
+            _ => unreachable!("one publisher is set"),
+        };
+        if !ok {
+            errors += 1;
+            // A refused publication is never delivered: don't wait for it.
+            published.store(seq - 1, Ordering::Relaxed);
+            seq -= 1;
+            if errors > 10 {
+                bail!("publishing keeps failing");
+            }
+        }
+    }
+    Ok(errors)
+}
+
+/// Reads one HTTP response with a Content-Length; whether it was a 2xx.
+async fn http_reply(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Result<bool> {
+    let mut head = Vec::new();
+    loop {
+        let n = read_some(stream, buf).await?;
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = std::str::from_utf8(&head[..end])?.to_owned();
+            let len: usize = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            while head.len() < end + 4 + len {
+                let n = read_some(stream, buf).await?;
+                head.extend_from_slice(&buf[..n]);
+            }
+            if !text.starts_with("HTTP/1.1 2") {
+                eprintln!(
+                    "duplex bench: publish: {}",
+                    text.lines().next().unwrap_or_default()
+                );
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+    }
+}

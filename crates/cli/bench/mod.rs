@@ -1,0 +1,270 @@
+//! `duplex bench`: a load generator cheap enough that the server under test
+//! is the bottleneck.
+//!
+//! Modes: `echo` (throughput of a closed-loop echo), `latency` (one
+//! connection, round-trip percentiles), `connections` (handshakes per second
+//! and the server's memory per idle connection), `fanout` (hub deliveries per
+//! second and their latency) and `http` (the same payloads as HTTP/1.1
+//! request-response). Every echo is checked; any error fails the run.
+
+mod connections;
+mod echo;
+mod fanout;
+mod html;
+mod http;
+mod progress;
+mod report;
+mod target;
+mod wire;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use self::echo::EchoPlan;
+use self::progress::Progress;
+use self::report::Report;
+use self::target::Target;
+
+/// `duplex bench MODE URL [OPTIONS]`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Closed-loop echo throughput: messages/s and MB/s (ws://HOST:PORT/echo).
+    Echo(EchoArgs),
+    /// Round-trip latency of one connection with one message in flight:
+    /// HDR histogram percentiles.
+    Latency(LatencyArgs),
+    /// Open N idle connections: handshakes/s, and the server's RSS and CPU
+    /// per connection with --server-pid.
+    Connections(connections::ConnectionsArgs),
+    /// Hub fan-out: N subscribers on a channel of `duplex serve` (ws://HOST:PORT/ws),
+    /// deliveries/s and delivery latency.
+    Fanout(fanout::FanoutArgs),
+    /// The same payloads as HTTP/1.1 POST request-response
+    /// (http://HOST:PORT/echo-http), with keep-alive and with a new
+    /// connection per request.
+    Http(http::HttpArgs),
+}
+
+/// Options every mode has.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The target: ws://HOST:PORT/PATH (http:// for `http`). Loopback only
+    /// unless --allow-remote.
+    pub url: String,
+    /// Print the report as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an HTML page with charts (self-contained SVG) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Messages in flight per connection (1: request-response; more: pipelined).
+    #[arg(short = 'p', long, default_value_t = 1)]
+    pipeline: usize,
+    /// Payload size in bytes (suffixes k/K = KiB, m/M = MiB: 16, 4k, 1m).
+    #[arg(short = 's', long, default_value = "16", value_parser = parse_size)]
+    size: usize,
+    /// How long to send, e.g. 10s, 500ms.
+    #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many messages in all (0: only the duration bounds the run).
+    #[arg(short = 'n', long, default_value_t = 0)]
+    messages: u64,
+    /// Send text frames instead of binary.
+    #[arg(long)]
+    text: bool,
+    /// Expect our own masked frames back byte for byte: for measuring a
+    /// plain TCP echo (the ceiling) with the same client.
+    #[arg(long)]
+    mirror: bool,
+}
+
+#[derive(Args)]
+struct LatencyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Payload size in bytes (k/K = KiB, m/M = MiB).
+    #[arg(short = 's', long, default_value = "16", value_parser = parse_size)]
+    size: usize,
+    /// How long to measure.
+    #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many round trips (0: only the duration bounds the run).
+    #[arg(short = 'n', long, default_value_t = 0)]
+    messages: u64,
+    /// Round trips before measuring, to warm up both sides.
+    #[arg(long, default_value_t = 1000)]
+    warmup: u64,
+    /// Expect our own masked frames back byte for byte (a plain TCP echo).
+    #[arg(long)]
+    mirror: bool,
+}
+
+/// Parses `16`, `4k`, `1m` (binary multiples).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("{s}: {e}"))
+}
+
+/// Human form of a size: 16 B, 4 KiB, 1 MiB.
+pub fn show_size(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Runs `duplex bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (common, report) = runtime.block_on(measure(args.mode))?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    if let Some(path) = &common.html {
+        std::fs::write(path, html::page(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let errors = report.errors();
+    if errors > 0 {
+        bail!("{errors} errors: the run failed");
+    }
+    Ok(())
+}
+
+async fn measure(mode: Mode) -> Result<(Common, Report)> {
+    match mode {
+        Mode::Echo(a) => {
+            let target = Target::parse(&a.common.url, a.common.allow_remote)?;
+            let plan = EchoPlan {
+                connections: a.connections,
+                pipeline: a.pipeline,
+                size: a.size,
+                duration: a.duration,
+                max_messages: a.messages,
+                text: a.text,
+                mirror: a.mirror,
+            };
+            let progress = Progress::new(!a.common.json);
+            let name = format!(
+                "echo {}x{} {}",
+                a.connections,
+                a.pipeline,
+                show_size(a.size)
+            );
+            let row = echo::run(&target, &plan, name, &progress).await?;
+            let report = Report {
+                mode: "echo",
+                url: a.common.url.clone(),
+                unit: "msgs",
+                params: json!({
+                    "connections": a.connections, "pipeline": a.pipeline, "size": a.size,
+                    "duration_s": a.duration.as_secs_f64(), "text": a.text, "mirror": a.mirror,
+                }),
+                rows: vec![row],
+            };
+            Ok((a.common, report))
+        }
+        Mode::Latency(a) => {
+            let target = Target::parse(&a.common.url, a.common.allow_remote)?;
+            let progress = Progress::new(!a.common.json);
+            if a.warmup > 0 {
+                let warm = EchoPlan {
+                    connections: 1,
+                    pipeline: 1,
+                    size: a.size,
+                    duration: Duration::from_secs(10),
+                    max_messages: a.warmup,
+                    text: false,
+                    mirror: a.mirror,
+                };
+                let row = echo::run(&target, &warm, "warmup".into(), &Progress::new(false)).await?;
+                if row.errors > 0 {
+                    bail!("{} errors while warming up", row.errors);
+                }
+            }
+            let plan = EchoPlan {
+                connections: 1,
+                pipeline: 1,
+                size: a.size,
+                duration: a.duration,
+                max_messages: a.messages,
+                text: false,
+                mirror: a.mirror,
+            };
+            let name = format!("latency 1x1 {}", show_size(a.size));
+            let row = echo::run(&target, &plan, name, &progress).await?;
+            let report = Report {
+                mode: "latency",
+                url: a.common.url.clone(),
+                unit: "msgs",
+                params: json!({ "size": a.size, "duration_s": a.duration.as_secs_f64() }),
+                rows: vec![row],
+            };
+            Ok((a.common, report))
+        }
+        Mode::Connections(a) => {
+            let report = connections::run(&a).await?;
+            Ok((a.common, report))
+        }
+        Mode::Fanout(a) => {
+            let report = fanout::run(&a).await?;
+            Ok((a.common, report))
+        }
+        Mode::Http(a) => {
+            let report = http::run(&a).await?;
+            Ok((a.common, report))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16"), Ok(16));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("x").is_err());
+        assert_eq!(show_size(4096), "4 KiB");
+        assert_eq!(show_size(16), "16 B");
+    }
+}

@@ -1,0 +1,552 @@
+//! `duplex receive`: join a transfer by its code, prove the key, check the
+//! manifest (safe paths, nothing overwritten without `--overwrite`), report
+//! what is already here, then write each chunk to `NAME.part` once it
+//! decrypts and its hash matches, and rename the file into place once its
+//! whole-file hash matches. A dropped connection is retried with backoff
+//! and resumes from the last verified chunk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use duplex::{CloseCode, CloseFrame, Message};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::crypto::{Direction, Handshake};
+use super::manifest::{self, Entry};
+use super::progress::{Bar, Reporter};
+use super::wire::{self, CHUNK, Channel, Control, Link, PAKE, SEALED, relay_msg};
+use super::{ReceiveArgs, backoff};
+
+/// How an attempt ended badly.
+enum Failure {
+    /// Worth another connection (the transfer resumes).
+    Retry(anyhow::Error),
+    /// Not: the user must act.
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// Runs `duplex receive`.
+pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+    let nameplate: u32 = args
+        .code
+        .split_once('-')
+        .and_then(|(n, words)| (!words.is_empty()).then_some(n))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| {
+            format!(
+                "{:?} is not a transfer code; it looks like 7-violet-anchor",
+                args.code
+            )
+        })?;
+    let url = wire::relay_url(&args.server)?;
+    let reporter = Reporter::new(args.json);
+    let mut failures = 0u32;
+    // Once joined, a relay that no longer knows the code has most likely
+    // restarted: the sender will recreate the transfer under it.
+    let mut joined = false;
+    loop {
+        let mut progressed = false;
+        match attempt(
+            &args,
+            nameplate,
+            &url,
+            &reporter,
+            &mut progressed,
+            &mut joined,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(e)) => {
+                if progressed {
+                    failures = 0;
+                }
+                failures += 1;
+                if failures > 8 {
+                    return Err(e.context(
+                        "giving up after repeated failures; run the same command again to resume",
+                    ));
+                }
+                let delay = backoff(failures);
+                reporter.event(
+                    json!({"event": "reconnect", "error": format!("{e:#}"), "delay_ms": delay.as_millis() as u64}),
+                    || Some(format!("{e:#}; reconnecting in {delay:?}")),
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn attempt(
+    args: &ReceiveArgs,
+    nameplate: u32,
+    url: &str,
+    reporter: &Reporter,
+    progressed: &mut bool,
+    joined: &mut bool,
+) -> Result<(), Failure> {
+    let mut link = wire::connect(url).await.map_err(Failure::Retry)?;
+    let send = |link: &Link, msg: Message| {
+        let tx = link.tx.clone();
+        async move {
+            tx.send(msg)
+                .await
+                .map_err(|_| Failure::Retry(anyhow!("the relay connection closed")))
+        }
+    };
+    send(
+        &link,
+        relay_msg(json!({"type": "join", "nameplate": nameplate})),
+    )
+    .await?;
+    let mut handshake = None;
+    let mut channel: Option<Channel> = None;
+    let mut confirmed = false;
+    let mut plan: Option<Plan> = None;
+    let mut relay_error = None;
+    loop {
+        let msg = match link.reader.recv().await {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                return Err(Failure::Retry(anyhow!("the relay connection failed: {e}")));
+            }
+            None => return Err(Failure::Retry(anyhow!("the relay connection closed"))),
+        };
+        match msg {
+            Message::Text(text) => {
+                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                match value["type"].as_str() {
+                    Some("joined") => {
+                        *joined = true;
+                        let (hs, msg) = Handshake::start(&args.code);
+                        handshake = Some(hs);
+                        send(&link, Message::Binary(wire::frame(0, PAKE, &[&msg]))).await?;
+                    }
+                    Some("error") => relay_error = value["message"].as_str().map(str::to_owned),
+                    _ => {}
+                }
+            }
+            Message::Binary(data) if data.len() >= 5 => {
+                let body = &data[5..];
+                match data[4] {
+                    PAKE => {
+                        let hs = handshake
+                            .take()
+                            .ok_or_else(|| anyhow!("the sender started the key exchange twice"))?;
+                        channel = Some(Channel::new(
+                            Arc::new(hs.finish(body)?),
+                            Direction::ToSender,
+                        ));
+                    }
+                    SEALED => {
+                        let Some(ch) = channel.as_mut() else { continue };
+                        let Some(control) = ch.open(body) else {
+                            if !confirmed {
+                                return Err(Failure::Fatal(anyhow!(
+                                    "wrong code: the key exchange with the sender failed. Check the code with the sender (nothing was written)"
+                                )));
+                            }
+                            continue;
+                        };
+                        match control {
+                            Control::Confirm if !confirmed => {
+                                confirmed = true;
+                                send(&link, ch.seal(0, &Control::Confirm)).await?;
+                            }
+                            Control::Manifest {
+                                entries,
+                                chunk_size,
+                            } if plan.is_none() => {
+                                let p = match Plan::prepare(
+                                    entries,
+                                    chunk_size,
+                                    &args.out,
+                                    args.overwrite,
+                                    reporter,
+                                )
+                                .await
+                                {
+                                    Ok(p) => p,
+                                    Err(e) => {
+                                        let fail = Control::Fail {
+                                            message: format!("{e:#}"),
+                                        };
+                                        let _ = send(&link, ch.seal(0, &fail)).await;
+                                        return Err(Failure::Fatal(e));
+                                    }
+                                };
+                                let have = Control::Have {
+                                    offsets: p.offsets.clone(),
+                                };
+                                send(&link, ch.seal(0, &have)).await?;
+                                if p.complete() {
+                                    return finish(&mut link, ch, reporter, &p).await;
+                                }
+                                plan = Some(p);
+                            }
+                            _ => {}
+                        }
+                    }
+                    CHUNK => {
+                        let (Some(ch), Some(p)) = (channel.as_mut(), plan.as_mut()) else {
+                            continue;
+                        };
+                        let Some((file, index, data)) = ch.open_chunk(body) else {
+                            continue;
+                        };
+                        match p.on_chunk(file, index, data).await? {
+                            Step::Ignored => {}
+                            Step::Written => *progressed = true,
+                            Step::Retry => {
+                                let retry = Control::Retry { file, chunk: index };
+                                send(&link, ch.seal(0, &retry)).await?;
+                            }
+                        }
+                        if p.complete() {
+                            let p = plan.take().expect("plan");
+                            return finish(&mut link, ch, reporter, &p).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Message::Close(frame) => {
+                return Err(closed(frame, relay_error, plan.is_some(), *joined));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a close from the relay means for us.
+fn closed(
+    frame: Option<CloseFrame>,
+    relay_error: Option<String>,
+    started: bool,
+    joined_before: bool,
+) -> Failure {
+    let (code, reason) = frame
+        .map(|f| (f.code.0, f.reason))
+        .unwrap_or((1005, String::new()));
+    let reason = relay_error.unwrap_or(reason);
+    match code {
+        4404 if joined_before => Failure::Retry(anyhow!(
+            "the relay no longer knows this transfer (did it restart?); waiting for the sender to come back"
+        )),
+        4400 | 4403 | 4404 | 4410 | 4413 | 4429 => {
+            Failure::Fatal(anyhow!("the relay refused: {reason} (close code {code})"))
+        }
+        1000 if started => Failure::Fatal(anyhow!(
+            "the sender ended the transfer before everything arrived; what was verified is kept in .part files, so receiving again resumes"
+        )),
+        1000 => Failure::Fatal(anyhow!("the sender ended the transfer")),
+        _ => Failure::Retry(anyhow!(
+            "the relay closed the connection: {reason} (close code {code})"
+        )),
+    }
+}
+
+async fn finish(
+    link: &mut Link,
+    ch: &mut Channel,
+    reporter: &Reporter,
+    plan: &Plan,
+) -> Result<(), Failure> {
+    let _ = link.tx.send(ch.seal(0, &Control::Done)).await;
+    let _ = link
+        .tx
+        .send(Message::Close(Some(CloseFrame::new(
+            CloseCode::NORMAL,
+            "received",
+        ))))
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = link.reader.recv().await {}
+    })
+    .await;
+    plan.bar.finish();
+    reporter.event(json!({"event": "done", "bytes": plan.total}), || {
+        Some(format!(
+            "received {} file(s), {} bytes, every hash verified",
+            plan.files(),
+            plan.total
+        ))
+    });
+    Ok(())
+}
+
+enum Step {
+    Ignored,
+    Written,
+    Retry,
+}
+
+/// The receiving side of one manifest.
+struct Plan {
+    entries: Vec<Entry>,
+    targets: Vec<PathBuf>,
+    offsets: Vec<u64>,
+    chunk: u64,
+    cursor: Option<usize>,
+    part: Option<tokio::fs::File>,
+    failures: HashMap<(u32, u64), u32>,
+    total: u64,
+    bar: Bar,
+    /// The file being written (bars only, not in JSON).
+    file_bar: Option<Bar>,
+    reporter: Reporter,
+}
+
+fn part_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().expect("a file name").to_owned();
+    name.push(".part");
+    target.with_file_name(name)
+}
+
+impl Plan {
+    async fn prepare(
+        entries: Vec<Entry>,
+        chunk: u64,
+        out: &Path,
+        overwrite: bool,
+        reporter: &Reporter,
+    ) -> anyhow::Result<Self> {
+        if chunk == 0 || chunk > 64 << 20 {
+            bail!("the sender's chunk size {chunk} is not usable");
+        }
+        let out_dir = out;
+        let out = out.to_owned();
+        let checked = entries.clone();
+        // Every check before anything is written.
+        let (targets, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut targets = Vec::new();
+            let mut offsets = Vec::new();
+            for e in &checked {
+                let target = manifest::safe_join(&out, &e.path)?;
+                no_symlinks_between(&out, &target)?;
+                let mut offset = 0;
+                if let Ok(meta) = std::fs::symlink_metadata(&target) {
+                    if e.dir {
+                        if !meta.is_dir() {
+                            bail!("{} exists and is not a folder; move it away", target.display());
+                        }
+                    } else if meta.is_file()
+                        && meta.len() == e.size
+                        && manifest::hash_file(&target)? == e.hash
+                    {
+                        offset = e.size; // already here, identical
+                    } else if !overwrite || !meta.is_file() {
+                        bail!(
+                            "{} already exists; pass --overwrite to replace it (nothing was written)",
+                            target.display()
+                        );
+                    }
+                }
+                targets.push(target);
+                offsets.push(offset);
+            }
+            Ok((targets, offsets))
+        })
+        .await??;
+        tokio::fs::create_dir_all(out_dir)
+            .await
+            .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        let mut plan = Self {
+            bar: reporter.bar(total, "total", json!({})),
+            file_bar: None,
+            entries,
+            targets,
+            offsets,
+            chunk,
+            cursor: None,
+            part: None,
+            failures: HashMap::new(),
+            total,
+            reporter: reporter.clone(),
+        };
+        for i in 0..plan.entries.len() {
+            let (entry, target) = (&plan.entries[i], &plan.targets[i]);
+            if entry.dir {
+                tokio::fs::create_dir_all(target)
+                    .await
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                continue;
+            }
+            if plan.offsets[i] == entry.size && entry.size > 0 {
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            let part = part_path(target);
+            let have = match tokio::fs::metadata(&part).await {
+                Ok(meta) => meta.len().min(entry.size) / chunk * chunk,
+                Err(_) => 0,
+            };
+            if have > 0 {
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&part)
+                    .await?;
+                f.set_len(have).await?;
+                let path = entry.path.clone();
+                reporter.event(
+                    json!({"event": "resume", "file": path, "offset": have}),
+                    || Some(format!("resuming {path} from byte {have}")),
+                );
+            }
+            plan.offsets[i] = have;
+            if entry.size == 0 {
+                tokio::fs::File::create(&part).await?;
+                plan.install(i).await?;
+            }
+        }
+        plan.bar.set(plan.offsets.iter().sum());
+        plan.cursor = plan.next_file(0);
+        Ok(plan)
+    }
+
+    fn files(&self) -> usize {
+        self.entries.iter().filter(|e| !e.dir).count()
+    }
+
+    fn next_file(&self, from: usize) -> Option<usize> {
+        (from..self.entries.len())
+            .find(|&i| !self.entries[i].dir && self.offsets[i] < self.entries[i].size)
+    }
+
+    fn complete(&self) -> bool {
+        self.cursor.is_none()
+    }
+
+    async fn on_chunk(
+        &mut self,
+        file: u32,
+        index: u64,
+        data: Option<Vec<u8>>,
+    ) -> anyhow::Result<Step> {
+        let i = file as usize;
+        if self.cursor != Some(i) || index * self.chunk != self.offsets[i] {
+            return Ok(Step::Ignored); // stale: sent before a retry or resume
+        }
+        let entry = &self.entries[i];
+        let expected = (entry.size - self.offsets[i]).min(self.chunk) as usize;
+        let Some(data) = data.filter(|d| d.len() == expected) else {
+            let n = self.failures.entry((file, index)).or_default();
+            *n += 1;
+            if *n > 5 {
+                bail!(
+                    "chunk {index} of {} failed verification 5 times; the connection is corrupting data",
+                    entry.path
+                );
+            }
+            let path = entry.path.clone();
+            self.reporter.event(
+                json!({"event": "retry", "file": path, "chunk": index}),
+                || {
+                    Some(format!(
+                        "chunk {index} of {path} did not verify; asking for it again"
+                    ))
+                },
+            );
+            return Ok(Step::Retry);
+        };
+        if self.part.is_none() {
+            let part = part_path(&self.targets[i]);
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&part)
+                .await
+                .with_context(|| format!("cannot write {}", part.display()))?;
+            f.flush().await?;
+            self.part = Some(f);
+            self.bar.message(&entry.path);
+            self.file_bar = self.reporter.file_bar(entry.size, &entry.path);
+            if let Some(bar) = &mut self.file_bar {
+                bar.set(self.offsets[i]);
+            }
+        }
+        let f = self.part.as_mut().expect("open");
+        f.write_all(&data).await.context("writing a .part file")?;
+        self.offsets[i] += data.len() as u64;
+        self.bar.add(data.len() as u64);
+        if let Some(bar) = &mut self.file_bar {
+            bar.set(self.offsets[i]);
+        }
+        if self.offsets[i] == entry.size {
+            let mut f = self.part.take().expect("open");
+            f.flush().await?;
+            f.sync_all().await?;
+            drop(f);
+            self.install(i).await?;
+            self.cursor = self.next_file(i + 1);
+        }
+        Ok(Step::Written)
+    }
+
+    /// Checks the whole-file hash of `NAME.part`, sets its mode and renames
+    /// it into place.
+    async fn install(&mut self, i: usize) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let (entry, target) = (self.entries[i].clone(), self.targets[i].clone());
+        let part = part_path(&target);
+        let p = part.clone();
+        let hash = tokio::task::spawn_blocking(move || manifest::hash_file(&p)).await??;
+        if hash != entry.hash {
+            let _ = tokio::fs::remove_file(&part).await;
+            bail!(
+                "{} does not match the sender's hash (did it change while being sent?); run the command again",
+                entry.path
+            );
+        }
+        tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(entry.mode & 0o777))
+            .await?;
+        tokio::fs::rename(&part, &target)
+            .await
+            .with_context(|| format!("cannot move {} into place", part.display()))?;
+        self.offsets[i] = entry.size;
+        if let Some(bar) = self.file_bar.take() {
+            bar.clear();
+        }
+        let path = entry.path.clone();
+        self.reporter.event(
+            json!({"event": "file", "path": path, "size": entry.size, "hash": entry.hash}),
+            || None,
+        );
+        Ok(())
+    }
+}
+
+/// Refuses a target reached through a symbolic link below `out`.
+fn no_symlinks_between(out: &Path, target: &Path) -> anyhow::Result<()> {
+    let rel = target.strip_prefix(out).expect("joined under out");
+    let mut path = out.to_owned();
+    for part in rel.components() {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symbolic link; refusing to write through it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}

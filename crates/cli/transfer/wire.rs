@@ -1,0 +1,248 @@
+//! The two layers on the wire (docs/transfer.md): JSON messages to and
+//! from the relay, and peer messages inside binary frames — the PAKE
+//! message, sealed control messages and sealed chunks — each behind the
+//! relay's 4-byte peer number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use duplex::{CloseCode, CloseFrame, Config, MaybeTlsStream, Message, WebSocketReader};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::crypto::{CONTROL, Direction, Sealer};
+use super::manifest::Entry;
+
+/// Peer message kinds (the byte after the peer number).
+pub const PAKE: u8 = 1;
+/// A sealed [`Control`] message: `seq u64` then ciphertext.
+pub const SEALED: u8 = 2;
+/// A sealed chunk: `file u32`, `chunk u64`, then ciphertext of
+/// `BLAKE3(chunk) ‖ chunk`.
+pub const CHUNK: u8 = 3;
+/// Bytes a chunk frame adds to the chunk: peer, kind, file, index, hash, tag.
+pub const CHUNK_OVERHEAD: usize = 4 + 1 + 4 + 8 + 32 + 16;
+
+/// End-to-end control messages between sender and receiver (sealed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Proves the key: the first sealed message each way.
+    Confirm,
+    /// What the sender offers.
+    Manifest {
+        /// Files and folders.
+        entries: Vec<Entry>,
+        /// Bytes per chunk.
+        chunk_size: u64,
+    },
+    /// What the receiver already has, verified: bytes per entry.
+    Have {
+        /// One offset per manifest entry, a multiple of the chunk size (or
+        /// the size when complete).
+        offsets: Vec<u64>,
+    },
+    /// A chunk failed to verify: send again from it.
+    Retry {
+        /// Entry index.
+        file: u32,
+        /// Chunk index.
+        chunk: u64,
+    },
+    /// The receiver has every file, verified and in place.
+    Done,
+    /// The receiver gives up, and why.
+    Fail {
+        /// For the sender's user.
+        message: String,
+    },
+}
+
+/// The relay URL for a server given as `http(s)://`, `ws(s)://` or
+/// `host:port`: its `/files` endpoint unless a path is given.
+pub fn relay_url(server: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = match server.split_once("://") {
+        Some(("http" | "ws", rest)) => ("ws", rest),
+        Some(("https" | "wss", rest)) => ("wss", rest),
+        Some((other, _)) => bail!(
+            "--server {server:?}: unsupported scheme {other:?}; use http://, https://, ws:// or wss://"
+        ),
+        None => ("ws", server),
+    };
+    if rest.is_empty() {
+        bail!("--server {server:?} has no host; e.g. --server http://127.0.0.1:8080");
+    }
+    Ok(match rest.split_once('/') {
+        Some((host, path)) if !path.is_empty() => format!("{scheme}://{host}/{path}"),
+        Some((host, _)) => format!("{scheme}://{host}/files"),
+        None => format!("{scheme}://{rest}/files"),
+    })
+}
+
+/// A connection to the relay: a reader, and a queue to a writer task.
+pub struct Link {
+    /// Incoming messages.
+    pub reader: WebSocketReader<MaybeTlsStream>,
+    /// Outgoing messages; a `Close` closes the connection.
+    pub tx: mpsc::Sender<Message>,
+}
+
+/// Connects to the relay.
+pub async fn connect(url: &str) -> anyhow::Result<Link> {
+    let config = Config::default()
+        .with_max_message_size(16 << 20)
+        .with_ping_interval(Duration::from_secs(10));
+    let ws = duplex::ClientBuilder::new()
+        .config(config)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the relay at {url} (is `duplex serve` running there? see --server)"
+            )
+        })?;
+    let (reader, mut writer) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let result = match msg {
+                Message::Close(frame) => {
+                    let frame = frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NORMAL, ""));
+                    let _ = writer.close(frame.code, &frame.reason).await;
+                    return;
+                }
+                msg => writer.send(msg).await,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Link { reader, tx })
+}
+
+/// A relay message (JSON text frame).
+pub fn relay_msg(value: serde_json::Value) -> Message {
+    Message::text(value.to_string())
+}
+
+/// A peer frame: peer number, kind, body.
+pub fn frame(peer: u32, kind: u8, parts: &[&[u8]]) -> Bytes {
+    let len = 5 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut b = BytesMut::with_capacity(len);
+    b.put_u32(peer);
+    b.put_u8(kind);
+    for p in parts {
+        b.put_slice(p);
+    }
+    b.freeze()
+}
+
+/// Seals control messages one way and opens them the other, refusing
+/// replays.
+pub struct Channel {
+    sealer: Arc<Sealer>,
+    out: Direction,
+    inbound: Direction,
+    next_out: u64,
+    next_in: u64,
+}
+
+impl Channel {
+    /// A channel for the side that sends in direction `out`.
+    pub fn new(sealer: Arc<Sealer>, out: Direction) -> Self {
+        let inbound = match out {
+            Direction::ToReceiver => Direction::ToSender,
+            Direction::ToSender => Direction::ToReceiver,
+        };
+        Self {
+            sealer,
+            out,
+            inbound,
+            next_out: 0,
+            next_in: 0,
+        }
+    }
+
+    /// A copy for sealing chunks on another task.
+    pub fn for_chunks(&self) -> Self {
+        Self::new(self.sealer.clone(), self.out)
+    }
+
+    /// A sealed control frame for `peer`.
+    pub fn seal(&mut self, peer: u32, msg: &Control) -> Message {
+        let seq = self.next_out;
+        self.next_out += 1;
+        let plain = serde_json::to_vec(msg).expect("serializable");
+        let sealed = self.sealer.seal(self.out, CONTROL, seq, b"", &plain);
+        Message::Binary(frame(peer, SEALED, &[&seq.to_be_bytes(), &sealed]))
+    }
+
+    /// Opens a sealed control body (after the kind byte); `None` if it does
+    /// not open (wrong key, altered, replayed).
+    pub fn open(&mut self, body: &[u8]) -> Option<Control> {
+        let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+        if seq < self.next_in {
+            return None;
+        }
+        let plain = self
+            .sealer
+            .open(self.inbound, CONTROL, seq, b"", &body[8..])?;
+        self.next_in = seq + 1;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// A sealed chunk frame for `peer`.
+    pub fn seal_chunk(&self, peer: u32, file: u32, index: u64, data: &[u8]) -> Message {
+        let mut aad = [0u8; 12];
+        aad[..4].copy_from_slice(&file.to_be_bytes());
+        aad[4..].copy_from_slice(&index.to_be_bytes());
+        let mut plain = Vec::with_capacity(32 + data.len());
+        plain.extend_from_slice(blake3::hash(data).as_bytes());
+        plain.extend_from_slice(data);
+        let sealed = self.sealer.seal(self.out, file, index, &aad, &plain);
+        Message::Binary(frame(peer, CHUNK, &[&aad, &sealed]))
+    }
+
+    /// Opens a chunk body (after the kind byte): `(file, index, data)`, with
+    /// `data` `None` when it fails to decrypt or its hash does not match.
+    pub fn open_chunk(&self, body: &[u8]) -> Option<(u32, u64, Option<Vec<u8>>)> {
+        let aad = body.get(..12)?;
+        let file = u32::from_be_bytes(aad[..4].try_into().ok()?);
+        let index = u64::from_be_bytes(aad[4..].try_into().ok()?);
+        let data = self
+            .sealer
+            .open(self.inbound, file, index, aad, &body[12..])
+            .and_then(|mut plain| {
+                if plain.len() < 32 {
+                    return None;
+                }
+                let data = plain.split_off(32);
+                (blake3::hash(&data).as_bytes()[..] == plain[..]).then_some(data)
+            });
+        Some((file, index, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls() {
+        assert_eq!(
+            relay_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/files"
+        );
+        assert_eq!(
+            relay_url("https://x.example/").unwrap(),
+            "wss://x.example/files"
+        );
+        assert_eq!(relay_url("ws://h:1/relay").unwrap(), "ws://h:1/relay");
+        assert_eq!(relay_url("h:1").unwrap(), "ws://h:1/files");
+        assert!(relay_url("ftp://h").is_err());
+    }
+}

@@ -1,0 +1,256 @@
+//! The file-transfer relay at `/files` (docs/transfer.md): pairing by
+//! nameplate, forwarding with peer numbers, credit, and every limit with
+//! its close code.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use serde_json::{Value, json};
+use support::{LIMIT, TestServer};
+
+type Ws = WebSocket<MaybeTlsStream>;
+
+async fn open(addr: SocketAddr, hello: Value) -> Ws {
+    let mut ws = ClientBuilder::new()
+        .connect(&format!("ws://{addr}/files"))
+        .await
+        .unwrap();
+    ws.send(Message::text(hello.to_string())).await.unwrap();
+    ws
+}
+
+/// The next message, bounded; `None` once closed.
+async fn next(ws: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(LIMIT, ws.recv())
+        .await
+        .expect("timed out")
+        .map(|m| m.unwrap())
+}
+
+async fn json_msg(ws: &mut Ws) -> Value {
+    loop {
+        match next(ws).await {
+            Some(Message::Text(t)) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Message::Binary(_)) => panic!("expected JSON, got binary"),
+            Some(_) => continue,
+            None => panic!("closed while waiting for JSON"),
+        }
+    }
+}
+
+/// The close code the relay ends with (after its `error` message).
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        match next(ws).await {
+            Some(Message::Close(frame)) => return frame.unwrap().code.0,
+            Some(_) => continue,
+            None => panic!("closed without a close frame"),
+        }
+    }
+}
+
+async fn create(addr: SocketAddr, size: u64) -> (Ws, Value) {
+    let mut ws = open(addr, json!({"type": "create", "size": size})).await;
+    let created = json_msg(&mut ws).await;
+    assert_eq!(created["type"], "created", "{created}");
+    (ws, created)
+}
+
+fn binary(peer: u32, body: &[u8]) -> Message {
+    let mut v = peer.to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    Message::binary(v)
+}
+
+#[tokio::test]
+async fn pairs_forwards_and_grants_credit() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let (mut sender, created) = create(addr, 10).await;
+    let nameplate = created["nameplate"].as_u64().unwrap();
+    let window = created["window"].as_u64().unwrap();
+    assert!(window > 0);
+    let mut receiver = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    let joined = json_msg(&mut receiver).await;
+    assert_eq!(joined["type"], "joined");
+    let peer = joined["peer"].as_u64().unwrap() as u32;
+    let ev = json_msg(&mut sender).await;
+    assert_eq!(ev, json!({"type": "peer_joined", "peer": peer}));
+
+    // Sender → receiver: forwarded as is; the relay grants the bytes back.
+    sender.send(binary(peer, b"hello")).await.unwrap();
+    assert_eq!(
+        next(&mut receiver).await.unwrap().as_bytes(),
+        binary(peer, b"hello").as_bytes()
+    );
+    let credit = json_msg(&mut sender).await;
+    assert_eq!(credit, json!({"type": "credit", "peer": peer, "bytes": 9}));
+
+    // Receiver → sender: the header is rewritten to the receiver's number.
+    receiver.send(binary(0, b"ack")).await.unwrap();
+    assert_eq!(
+        next(&mut sender).await.unwrap().as_bytes(),
+        binary(peer, b"ack").as_bytes()
+    );
+
+    // Receiver leaves: the sender hears of it.
+    receiver.close(duplex::CloseCode::NORMAL, "").await.unwrap();
+    let left = json_msg(&mut sender).await;
+    assert_eq!(left, json!({"type": "peer_left", "peer": peer}));
+}
+
+#[tokio::test]
+async fn sending_beyond_credit_is_refused_and_the_relay_holds_at_most_the_window() {
+    let server = TestServer::start(|s| s.transfer_window = 64 << 10).await;
+    let addr = server.addr();
+    let (mut sender, created) = create(addr, 1 << 30).await;
+    assert_eq!(created["window"], 64 << 10);
+    let nameplate = created["nameplate"].as_u64().unwrap();
+    // A receiver that never reads.
+    let mut receiver = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    let peer = json_msg(&mut receiver).await["peer"].as_u64().unwrap() as u32;
+    json_msg(&mut sender).await; // peer_joined
+    let chunk = vec![7u8; 16 << 10];
+    // Four frames of 16 KiB + 4 fill the window beyond 64 KiB on the fourth:
+    // three fit, and the relay only grants credit for what it delivered.
+    for _ in 0..3 {
+        sender.send(binary(peer, &chunk)).await.unwrap();
+    }
+    // Without waiting for credit, one more is beyond the window.
+    sender.send(binary(peer, &chunk)).await.unwrap();
+    let mut credits = 0;
+    let code = loop {
+        match next(&mut sender).await {
+            Some(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "credit" {
+                    credits += v["bytes"].as_u64().unwrap();
+                }
+            }
+            Some(Message::Close(f)) => break f.unwrap().code.0,
+            Some(_) => {}
+            None => panic!("no close frame"),
+        }
+    };
+    // The test and the relay share one thread: all four frames are in the
+    // relay's socket before it reads any, so nothing was delivered (and no
+    // credit granted) when the fourth overdraws the window.
+    assert_eq!(code, 4008);
+    assert_eq!(credits, 0);
+}
+
+#[tokio::test]
+async fn wrong_codes_cancel_the_transfer() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let (mut sender, created) = create(addr, 1).await;
+    let nameplate = created["nameplate"].as_u64().unwrap();
+    let mut unknown = open(addr, json!({"type": "join", "nameplate": nameplate + 1})).await;
+    let err = json_msg(&mut unknown).await;
+    assert_eq!(err["code"], 4404);
+    assert!(err["message"].as_str().unwrap().contains("check it"));
+    assert_eq!(close_code(&mut unknown).await, 4404);
+    // Receivers that leave before the sender accepts them (their key
+    // exchange failed) use up the transfer.
+    for _ in 0..duplex_server::transfer::rooms::MAX_WRONG_CODES {
+        let mut r = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+        assert_eq!(json_msg(&mut r).await["type"], "joined");
+        assert_eq!(json_msg(&mut sender).await["type"], "peer_joined");
+        r.close(duplex::CloseCode::NORMAL, "").await.unwrap();
+        while next(&mut r).await.is_some() {}
+        assert_eq!(json_msg(&mut sender).await["type"], "peer_left");
+    }
+    let code = loop {
+        match next(&mut sender).await {
+            Some(Message::Close(f)) => break f.unwrap().code.0,
+            Some(_) => {}
+            None => panic!("no close frame"),
+        }
+    };
+    assert_eq!(code, 4403);
+    let mut late = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    assert_eq!(close_code(&mut late).await, 4404);
+}
+
+#[tokio::test]
+async fn limits_size_concurrency_expiry_and_bad_hellos() {
+    let server = TestServer::start(|s| {
+        s.transfer_max_size = 1000;
+        s.transfer_max_concurrent = 1;
+        s.transfer_code_ttl = 0;
+    })
+    .await;
+    let addr = server.addr();
+    let mut big = open(addr, json!({"type": "create", "size": 1001})).await;
+    assert_eq!(close_code(&mut big).await, 4413);
+    let (_sender, created) = create(addr, 1000).await;
+    let mut second = open(addr, json!({"type": "create", "size": 1})).await;
+    assert_eq!(close_code(&mut second).await, 4503);
+    // A TTL of 0: the code has expired by the time anyone joins.
+    let mut late = open(
+        addr,
+        json!({"type": "join", "nameplate": created["nameplate"]}),
+    )
+    .await;
+    assert_eq!(close_code(&mut late).await, 4410);
+    let mut bad = open(addr, json!({"type": "hello"})).await;
+    assert_eq!(close_code(&mut bad).await, 4400);
+}
+
+#[tokio::test]
+async fn a_dropped_sender_disconnects_receivers_and_can_reattach() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let (sender, created) = create(addr, 10).await;
+    let nameplate = created["nameplate"].as_u64().unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let mut receiver = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    json_msg(&mut receiver).await;
+    drop(sender); // no close frame: a drop
+    assert_eq!(close_code(&mut receiver).await, 4001);
+    let mut wrong = open(
+        addr,
+        json!({"type": "reattach", "nameplate": nameplate, "token": "nope"}),
+    )
+    .await;
+    assert_eq!(close_code(&mut wrong).await, 4404);
+    let mut back = open(
+        addr,
+        json!({"type": "reattach", "nameplate": nameplate, "token": token}),
+    )
+    .await;
+    assert_eq!(json_msg(&mut back).await["nameplate"], nameplate);
+    // Recreating under a nameplate in use is refused.
+    let mut squat = open(
+        addr,
+        json!({"type": "create", "size": 1, "nameplate": nameplate, "token": "0123456789abcdefgh"}),
+    )
+    .await;
+    assert_eq!(close_code(&mut squat).await, 4409);
+    let mut again = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    assert_eq!(json_msg(&mut again).await["type"], "joined");
+    assert_eq!(json_msg(&mut back).await["type"], "peer_joined");
+    // A clean close ends the transfer for everyone.
+    back.close(duplex::CloseCode::NORMAL, "done").await.unwrap();
+    assert_eq!(close_code(&mut again).await, 1000);
+}
+
+#[tokio::test]
+async fn a_sender_recreates_its_transfer_after_a_relay_restart() {
+    // A fresh relay knows nothing: the sender asks for its old nameplate.
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let token = "abcdefghijklmnopqrstuvwx";
+    let mut sender = open(
+        addr,
+        json!({"type": "create", "size": 5, "nameplate": 4242, "token": token}),
+    )
+    .await;
+    let created = json_msg(&mut sender).await;
+    assert_eq!(created["nameplate"], 4242);
+    assert_eq!(created["token"], token);
+    let mut receiver = open(addr, json!({"type": "join", "nameplate": 4242})).await;
+    assert_eq!(json_msg(&mut receiver).await["type"], "joined");
+}

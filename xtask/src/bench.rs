@@ -1,0 +1,768 @@
+//! `cargo xtask bench`: Duplex beside its peers, side by side in one run.
+//!
+//! Builds `duplex` and the echo servers of the bench-only crate `bench/`
+//! (plain TCP, Duplex on a raw `TcpStream`, tokio-tungstenite,
+//! fastwebsockets), then for each workload and repetition starts each server
+//! in turn pinned to CPU 0 (`taskset -c 0`) and loads it with `duplex bench`
+//! pinned to CPU 1. Servers are alternated within each repetition so that a
+//! noisy moment hurts them all alike; the figures are medians over the
+//! repetitions, shown as ratios to the plain TCP echo. Writes
+//! `docs/performance.md` with the table, the machine, the commands and SVG
+//! charts under `docs/performance/`.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::Paths;
+use crate::process::{capture, free_port, run};
+
+const USAGE: &str = "\
+cargo xtask bench [--quick] [--reps N] [--seconds S] [--connections N] [--only NAME,...]
+
+Runs the side-by-side benchmark and writes docs/performance.md.
+    --quick          1 repetition of 2 s per workload, 2,000 idle connections
+    --reps N         repetitions per workload and server (default 3)
+    --seconds S      seconds per measurement (default 5)
+    --connections N  idle connections in the memory/handshake row (default 10000)
+    --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
+    --no-doc         print the table but leave docs/performance.md alone
+    --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
+";
+
+/// The heading from which docs/performance.md is written by hand: kept as
+/// it is when the generated part above it is rewritten.
+const NOTES: &str = "## Notes (kept across runs)";
+
+/// One server under test.
+struct Server {
+    name: &'static str,
+    /// How the table names it.
+    label: &'static str,
+}
+
+const SERVERS: [Server; 5] = [
+    Server {
+        name: "tcp",
+        label: "TCP echo",
+    },
+    Server {
+        name: "duplex",
+        label: "Duplex (accept)",
+    },
+    Server {
+        name: "duplex-serve",
+        label: "duplex serve /echo (axum)",
+    },
+    Server {
+        name: "fastwebsockets",
+        label: "fastwebsockets",
+    },
+    Server {
+        name: "tungstenite",
+        label: "tokio-tungstenite",
+    },
+];
+
+/// One workload: a row of the table.
+#[derive(Clone)]
+struct Workload {
+    label: String,
+    /// `duplex bench` mode and its arguments (the URL is added).
+    mode: &'static str,
+    args: Vec<String>,
+}
+
+struct Options {
+    reps: usize,
+    seconds: u64,
+    connections: usize,
+    only: Option<Vec<String>>,
+    write_doc: bool,
+    quick: bool,
+}
+
+fn parse(argv: &[String]) -> Result<Options> {
+    let mut o = Options {
+        reps: 3,
+        seconds: 5,
+        connections: 10_000,
+        only: None,
+        write_doc: true,
+        quick: false,
+    };
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => {
+                o.quick = true;
+                o.reps = 1;
+                o.seconds = 2;
+                o.connections = 2_000;
+            }
+            "--reps" => o.reps = value()?.parse()?,
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--connections" => o.connections = value()?.parse()?,
+            "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--no-doc" => o.write_doc = false,
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if o.reps == 0 || o.seconds == 0 {
+        bail!("--reps and --seconds must be at least 1");
+    }
+    Ok(o)
+}
+
+fn workloads(o: &Options) -> Vec<Workload> {
+    let d = format!("{}s", o.seconds);
+    let echo = |label: &str, c: u32, p: u32, s: &str| Workload {
+        label: label.into(),
+        mode: "echo",
+        args: [
+            "-c",
+            &c.to_string(),
+            "-p",
+            &p.to_string(),
+            "-s",
+            s,
+            "-d",
+            &d,
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    vec![
+        echo("100 connections, 1 in flight, 16 B", 100, 1, "16"),
+        echo("100 connections, 1 in flight, 4 KiB", 100, 1, "4k"),
+        echo("10 connections, 1 in flight, 1 MiB binary", 10, 1, "1m"),
+        echo(
+            "100 connections, 16 in flight, 16 B (pipelined)",
+            100,
+            16,
+            "16",
+        ),
+        Workload {
+            label: "latency, 1 connection, 16 B".into(),
+            mode: "latency",
+            args: ["-s", "16", "-d", &d].map(String::from).to_vec(),
+        },
+        Workload {
+            label: format!("{} idle connections", o.connections),
+            mode: "connections",
+            args: vec![
+                "-n".into(),
+                o.connections.to_string(),
+                "--hold".into(),
+                "1s".into(),
+            ],
+        },
+    ]
+}
+
+/// A started server, killed (by its own pid) when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    _data: Option<PathBuf>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self._data {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn start(paths: &Paths, bins: &Bins, server: &Server, log: &Path) -> Result<Running> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]);
+    let mut data = None;
+    if server.name == "duplex-serve" {
+        let dir = paths
+            .target
+            .join("bench")
+            .join(format!("serve-data-{port}"));
+        cmd.arg(&bins.duplex)
+            .args(["serve", "--bind", &addr.to_string(), "--data"])
+            .arg(&dir)
+            .env("DUPLEX_LOG", "warn");
+        data = Some(dir);
+    } else {
+        cmd.arg(&bins.echo)
+            .args([server.name, "--port", &port.to_string()]);
+    }
+    let file = std::fs::File::create(log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("cannot start taskset (util-linux)")?;
+    let mut running = Running {
+        child,
+        addr,
+        _data: data,
+    };
+    let t = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Some(status) = running.child.try_wait()? {
+            bail!("{} exited ({status}); see {}", server.name, log.display());
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "{} does not listen on {addr}; see {}",
+                server.name,
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(running)
+}
+
+struct Bins {
+    duplex: PathBuf,
+    echo: PathBuf,
+}
+
+fn build(paths: &Paths) -> Result<Bins> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        paths
+            .command(&cargo)
+            .args(["build", "--release", "--bin", "duplex"]),
+        Duration::from_secs(1800),
+    )?;
+    let bench_target = paths.target.join("bench-servers");
+    run(
+        paths
+            .command(&cargo)
+            .args([
+                "build",
+                "--release",
+                "--manifest-path",
+                "bench/Cargo.toml",
+                "--target-dir",
+            ])
+            .arg(&bench_target),
+        Duration::from_secs(1800),
+    )?;
+    Ok(Bins {
+        duplex: paths.target.join("release").join("duplex"),
+        echo: bench_target.join("release").join("bench-echo"),
+    })
+}
+
+/// Raises this process's open-file limit (inherited by the servers and the
+/// load generator) to the hard limit, for the idle-connections row.
+fn raise_nofile() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// One measurement's figures.
+#[derive(Clone, Default)]
+struct Sample {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    rss_kib: f64,
+    cpu_us: f64,
+}
+
+fn measure(
+    bins: &Bins,
+    work: &Workload,
+    server: &Server,
+    running: &Running,
+) -> Result<(Sample, String)> {
+    let path = match (work.mode, server.name) {
+        (_, "duplex-serve") => "/echo",
+        _ => "/",
+    };
+    let url = format!("ws://{}{path}", running.addr);
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(&bins.duplex)
+        .args(["bench", work.mode, &url, "--json"])
+        .args(&work.args);
+    if server.name == "tcp" && work.mode != "connections" {
+        cmd.arg("--mirror");
+    }
+    if work.mode == "connections" {
+        cmd.args(["--server-pid", &running.child.id().to_string()]);
+    }
+    let shown = format!("{} {}", bins.duplex.display(), cmd_args(&cmd));
+    let out = capture(&mut cmd, Duration::from_secs(600))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let row = &v["rows"][0];
+    let extra = &row["extra"];
+    Ok((
+        Sample {
+            rate: row["ops_per_sec"].as_f64().unwrap_or(0.0),
+            p50: row["latency_us"]["p50"].as_f64().unwrap_or(0.0),
+            p99: row["latency_us"]["p99"].as_f64().unwrap_or(0.0),
+            rss_kib: extra["rss_kib_per_conn"].as_f64().unwrap_or(0.0),
+            cpu_us: extra["cpu_us_per_handshake"].as_f64().unwrap_or(0.0),
+        },
+        shown,
+    ))
+}
+
+fn cmd_args(cmd: &Command) -> String {
+    cmd.get_args()
+        .skip(3)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `cargo xtask bench ARGS`.
+pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
+    if argv.iter().any(|a| a == "--smoke") {
+        return smoke(paths);
+    }
+    let o = parse(argv)?;
+    raise_nofile();
+    let pinned = capture(
+        Command::new("taskset").args(["-c", "1", "true"]),
+        Duration::from_secs(10),
+    );
+    if !pinned.is_ok_and(|o| o.status.success()) {
+        bail!("taskset (util-linux) is needed to pin the processes");
+    }
+    let bins = build(paths)?;
+    let servers: Vec<&Server> = SERVERS
+        .iter()
+        .filter(|s| {
+            o.only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == s.name))
+        })
+        .collect();
+    let work = workloads(&o);
+    let logs = paths.target.join("bench");
+    std::fs::create_dir_all(&logs)?;
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let started = Instant::now();
+    // samples[workload][server] = one Sample per repetition.
+    let mut samples = vec![vec![Vec::<Sample>::new(); servers.len()]; work.len()];
+    let mut commands: Vec<String> = Vec::new();
+    for rep in 0..o.reps {
+        for (wi, w) in work.iter().enumerate() {
+            // Alternate the order between repetitions.
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for si in order {
+                let s = servers[si];
+                let log = logs.join(format!("{}.log", s.name));
+                let running = start(paths, &bins, s, &log)?;
+                let (sample, shown) = measure(&bins, w, s, &running)
+                    .with_context(|| format!("{} on {}", w.label, s.name))?;
+                drop(running);
+                println!(
+                    "    rep {} {:<48} {:<26} {:>10.0}/s p50 {:>7.1} µs p99 {:>7.1} µs{}",
+                    rep + 1,
+                    w.label,
+                    s.label,
+                    sample.rate,
+                    sample.p50,
+                    sample.p99,
+                    if w.mode == "connections" {
+                        format!(
+                            " {:.2} KiB/conn {:.1} µs CPU/handshake",
+                            sample.rss_kib, sample.cpu_us
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                if rep == 0 {
+                    commands.push(format!("taskset -c 1 {shown}"));
+                }
+                samples[wi][si].push(sample);
+            }
+        }
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let table = table(&work, &servers, &samples);
+    println!("\n{table}");
+    let svg = throughput_svg(&work, &servers, &samples);
+    let out_dir = paths.target.join("bench");
+    std::fs::write(out_dir.join("table.md"), &table)?;
+    if o.write_doc {
+        let docs = paths.root.join("docs");
+        std::fs::create_dir_all(docs.join("performance"))?;
+        std::fs::write(docs.join("performance").join("throughput.svg"), &svg)?;
+        let path = docs.join("performance.md");
+        let mut doc = document(
+            &o,
+            &table,
+            &commands,
+            &load_before,
+            &load_after,
+            started.elapsed(),
+        );
+        // Hand-written notes (profiles, micro-benchmarks) survive a new run.
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(at) = old.find(NOTES) {
+            doc.push('\n');
+            doc.push_str(&old[at..]);
+        }
+        std::fs::write(&path, doc)?;
+        println!("wrote docs/performance.md and docs/performance/throughput.svg");
+    }
+    Ok(())
+}
+
+fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
+    let mut t = String::from("| workload |");
+    for s in servers {
+        let _ = write!(t, " {} |", s.label);
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(servers.len()));
+    t.push('\n');
+    let tcp = servers.iter().position(|s| s.name == "tcp");
+    for (wi, w) in work.iter().enumerate() {
+        let _ = write!(t, "| {} |", w.label);
+        let med =
+            |si: usize, f: fn(&Sample) -> f64| median(samples[wi][si].iter().map(f).collect());
+        for si in 0..servers.len() {
+            let cell = match w.mode {
+                "echo" => {
+                    let rate = med(si, |s| s.rate);
+                    match tcp {
+                        Some(ti) => format!(
+                            "{:.0}% ({})",
+                            100.0 * rate / med(ti, |s| s.rate),
+                            human(rate)
+                        ),
+                        None => format!("{}/s", human(rate)),
+                    }
+                }
+                "latency" => format!("{:.1} / {:.1} µs", med(si, |s| s.p50), med(si, |s| s.p99)),
+                _ => format!(
+                    "{:.2} KiB, {:.0} µs CPU",
+                    med(si, |s| s.rss_kib),
+                    med(si, |s| s.cpu_us)
+                ),
+            };
+            let _ = write!(t, " {cell} |");
+        }
+        t.push('\n');
+    }
+    t
+}
+
+fn human(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k/s", v / 1e3)
+    } else {
+        format!("{v:.0}/s")
+    }
+}
+
+/// Grouped bars: each echo workload's throughput per server, as % of TCP.
+fn throughput_svg(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
+    const COLORS: [&str; 5] = ["#6b7280", "#2563eb", "#0891b2", "#16a34a", "#dc2626"];
+    let Some(tcp) = servers.iter().position(|s| s.name == "tcp") else {
+        return String::from("<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n");
+    };
+    let echo: Vec<usize> = (0..work.len())
+        .filter(|&i| work[i].mode == "echo")
+        .collect();
+    let bar_h = 14.0;
+    let group_h = bar_h * servers.len() as f64 + 24.0;
+    let (left, width) = (300.0, 820.0);
+    let height = 60.0 + group_h * echo.len() as f64 + 16.0 * servers.len() as f64;
+    let scale = (width - left - 80.0) / 120.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"4\" y=\"16\" font-weight=\"bold\">Echo throughput as % of a plain TCP echo (medians)</text>\n\
+         <line x1=\"{x}\" y1=\"24\" x2=\"{x}\" y2=\"{y2}\" stroke=\"#999\" stroke-dasharray=\"4\"/>\n\
+         <text x=\"{x}\" y=\"{y3}\" text-anchor=\"middle\">100%</text>\n",
+        x = left + 100.0 * scale,
+        y2 = 30.0 + group_h * echo.len() as f64,
+        y3 = 42.0 + group_h * echo.len() as f64,
+    );
+    for (g, &wi) in echo.iter().enumerate() {
+        let y0 = 30.0 + group_h * g as f64;
+        let _ = writeln!(
+            svg,
+            "<text x=\"4\" y=\"{:.1}\">{}</text>",
+            y0 + 12.0,
+            work[wi].label
+        );
+        let base = median(samples[wi][tcp].iter().map(|s| s.rate).collect());
+        for si in 0..servers.len() {
+            let rate = median(samples[wi][si].iter().map(|s| s.rate).collect());
+            let pct = 100.0 * rate / base;
+            let y = y0 + 18.0 + bar_h * si as f64;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\">{pct:.0}%</text>",
+                (pct.min(120.0) * scale).max(0.0),
+                bar_h - 2.0,
+                COLORS[si % COLORS.len()],
+                left + pct.min(120.0) * scale + 4.0,
+                y + bar_h - 4.0
+            );
+        }
+    }
+    let ly = 50.0 + group_h * echo.len() as f64;
+    for (si, s) in servers.iter().enumerate() {
+        let y = ly + 16.0 * si as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{left}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            COLORS[si % COLORS.len()],
+            left + 18.0,
+            y + 10.0,
+            s.label
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn machine() -> String {
+    let lscpu = Command::new("lscpu")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let keep = [
+        "Architecture",
+        "Model name",
+        "CPU(s)",
+        "Thread(s) per core",
+        "CPU max MHz",
+        "L2 cache",
+        "L3 cache",
+        "Hypervisor vendor",
+    ];
+    let mut out: Vec<String> = lscpu
+        .lines()
+        .filter(|l| keep.iter().any(|k| l.starts_with(&format!("{k}:"))))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let kernel = Command::new("uname")
+        .arg("-sr")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    out.push(format!("Kernel: {kernel}"));
+    let rustc = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    out.push(format!("Compiler: {rustc}"));
+    out.iter().map(|l| format!("- {l}\n")).collect()
+}
+
+fn document(
+    o: &Options,
+    table: &str,
+    commands: &[String],
+    load_before: &str,
+    load_after: &str,
+    took: Duration,
+) -> String {
+    let mut d = String::from("# Performance\n\n");
+    let _ = write!(
+        d,
+        "Written by `cargo xtask bench{}` ({} repetition(s) of {} s per workload and server; the run took {:.0} s). \
+         Every server runs on a single-threaded tokio runtime pinned to CPU 0 (`taskset -c 0`); the load generator, \
+         `duplex bench`, is pinned to CPU 1 and validates every echo. Servers are started fresh for each measurement and \
+         alternated within each repetition; each cell is the median over the repetitions. Echo rows are throughput as a \
+         share of the plain TCP echo (the practical ceiling: same reads and writes, no framing), with messages/s in \
+         parentheses; the latency row is p50 / p99 round trip; the last row is the server's RSS growth per idle connection \
+         and its CPU time per handshake (from `/proc`). `duplex serve /echo` is the full server (axum upgrade, multi-threaded \
+         runtime confined to one CPU).\n\n",
+        if o.quick { " --quick" } else { "" },
+        o.reps,
+        o.seconds,
+        took.as_secs_f64()
+    );
+    d.push_str(
+        "Runs on this shared machine vary by about ±15%: compare within one run, as ratios.\n\n",
+    );
+    d.push_str(table);
+    d.push_str(
+        "\n![Echo throughput as a share of TCP](performance/throughput.svg)\n\n## Machine\n\n",
+    );
+    d.push_str(&machine());
+    let _ = write!(
+        d,
+        "- Load average (1, 5, 15 min) before: {}; after: {}\n\n",
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    d.push_str("## Commands\n\nServers (`bench/`, built with `cargo build --release --manifest-path bench/Cargo.toml`):\n\n```sh\n");
+    d.push_str("taskset -c 0 bench-echo tcp|duplex|tungstenite|fastwebsockets --port PORT\ntaskset -c 0 duplex serve --bind 127.0.0.1:PORT --data DIR\n```\n\nLoad, per server (`--mirror` for the TCP echo, which returns the masked frames as they are; `--server-pid` is the server's):\n\n```sh\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for c in commands {
+        let generic: String = c
+            .split_whitespace()
+            .map(|w| {
+                if w.starts_with("ws://") {
+                    "ws://127.0.0.1:PORT/"
+                } else {
+                    w
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        if seen.insert(generic.clone()) {
+            d.push_str(&generic);
+            d.push('\n');
+        }
+    }
+    d.push_str("```\n\nEach `duplex bench` mode also takes `--html FILE` for a page with its latency distribution and throughput charts.\n");
+    d
+}
+
+/// The `bench smoke` stage of `cargo xtask test`: `duplex bench echo` against
+/// `duplex serve` for about two seconds at small scale; fails unless it
+/// completes with zero errors and plausible JSON.
+pub fn smoke(paths: &Paths) -> Result<()> {
+    let duplex = paths.target.join("release").join("duplex");
+    if !duplex.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(
+            paths
+                .command(&cargo)
+                .args(["build", "--release", "--bin", "duplex"]),
+            Duration::from_secs(1800),
+        )?;
+    }
+    let dir = paths.target.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data = dir.join("smoke-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let log = dir.join("smoke-serve.log");
+    let file = std::fs::File::create(&log)?;
+    let child = Command::new(&duplex)
+        .args(["serve", "--bind", &addr.to_string(), "--data"])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .context("cannot start duplex serve")?;
+    let mut server = Running {
+        child,
+        addr,
+        _data: Some(data),
+    };
+    let t = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if server.child.try_wait()?.is_some() || t.elapsed() > Duration::from_secs(20) {
+            bail!("duplex serve did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("ws://{addr}/echo");
+    let mut cmd = Command::new(&duplex);
+    cmd.args([
+        "bench", "echo", &url, "-c", "4", "-p", "4", "-s", "1k", "-d", "2s", "--json",
+    ]);
+    println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
+    let out = capture(&mut cmd, Duration::from_secs(60))?;
+    if !out.status.success() {
+        bail!(
+            "duplex bench failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let row = &v["rows"][0];
+    let ops = row["ops"].as_u64().unwrap_or(0);
+    let rate = row["ops_per_sec"].as_f64().unwrap_or(0.0);
+    let p50 = row["latency_us"]["p50"].as_f64().unwrap_or(0.0);
+    let p99 = row["latency_us"]["p99"].as_f64().unwrap_or(0.0);
+    let bytes = row["bytes"].as_u64().unwrap_or(0);
+    if v["errors"] != 0 || row["errors"] != 0 {
+        bail!("duplex bench reported errors: {v}");
+    }
+    if ops < 100
+        || rate <= 0.0
+        || !(0.0 < p50 && p50 <= p99)
+        || bytes != ops * 1024
+        || v["mode"] != "echo"
+    {
+        bail!("implausible report: {v}");
+    }
+    println!("    {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors");
+    drop(server);
+    Ok(())
+}
+
+fn cmd_args_all(cmd: &Command) -> String {
+    cmd.get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
