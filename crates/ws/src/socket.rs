@@ -314,10 +314,12 @@ where
 
     /// Receives, as [`recv`](Self::recv) does, for manual `poll` code.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
-        // One task does both directions: the same waker serves both.
-        let waker = cx.waker().clone();
-        let mut wcx = Context::from_waker(&waker);
-        self.poll_recv_with(cx, &mut wcx)
+        // One task does both directions: the same waker serves both. Both
+        // contexts borrow it; cloning it here cost an atomic increment and
+        // decrement on every poll.
+        let waker = cx.waker();
+        let (mut rcx, mut wcx) = (Context::from_waker(waker), Context::from_waker(waker));
+        self.poll_recv_with(&mut rcx, &mut wcx)
     }
 
     fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Message>>> {
