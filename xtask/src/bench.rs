@@ -22,6 +22,8 @@ use serde_json::Value;
 use crate::Paths;
 use crate::process::{capture, free_port, run};
 
+mod transfer;
+
 const USAGE: &str = "\
 cargo xtask bench [--quick] [--reps N] [--seconds S] [--connections N] [--only NAME,...]
 
@@ -31,6 +33,7 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --seconds S      seconds per measurement (default 5)
     --connections N  idle connections in the memory/handshake row (default 10000)
     --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
+    --transfer-size B  bytes of the file-transfer section (default 1 GiB; 0 skips it)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
 ";
@@ -85,6 +88,7 @@ struct Options {
     only: Option<Vec<String>>,
     write_doc: bool,
     quick: bool,
+    transfer_size: u64,
 }
 
 fn parse(argv: &[String]) -> Result<Options> {
@@ -95,6 +99,7 @@ fn parse(argv: &[String]) -> Result<Options> {
         only: None,
         write_doc: true,
         quick: false,
+        transfer_size: transfer::SIZE,
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -105,7 +110,9 @@ fn parse(argv: &[String]) -> Result<Options> {
                 o.reps = 1;
                 o.seconds = 2;
                 o.connections = 2_000;
+                o.transfer_size = 256 << 20;
             }
+            "--transfer-size" => o.transfer_size = value()?.parse()?,
             "--reps" => o.reps = value()?.parse()?,
             "--seconds" => o.seconds = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
@@ -432,9 +439,14 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
             }
         }
     }
+    let sections = if o.transfer_size > 0 {
+        transfer::section(paths, &bins, o.reps, o.transfer_size)?
+    } else {
+        String::new()
+    };
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let table = table(&work, &servers, &samples);
-    println!("\n{table}");
+    println!("\n{table}\n{sections}");
     let svg = throughput_svg(&work, &servers, &samples);
     let out_dir = paths.target.join("bench");
     std::fs::write(out_dir.join("table.md"), &table)?;
@@ -446,6 +458,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
         let mut doc = document(
             &o,
             &table,
+            &sections,
             &commands,
             &load_before,
             &load_after,
@@ -614,6 +627,7 @@ fn machine() -> String {
 fn document(
     o: &Options,
     table: &str,
+    sections: &str,
     commands: &[String],
     load_before: &str,
     load_after: &str,
@@ -639,9 +653,9 @@ fn document(
         "Runs on this shared machine vary by about ±15%: compare within one run, as ratios.\n\n",
     );
     d.push_str(table);
-    d.push_str(
-        "\n![Echo throughput as a share of TCP](performance/throughput.svg)\n\n## Machine\n\n",
-    );
+    d.push_str("\n![Echo throughput as a share of TCP](performance/throughput.svg)\n\n");
+    d.push_str(sections);
+    d.push_str("\n## Machine\n\n");
     d.push_str(&machine());
     let _ = write!(
         d,
@@ -756,6 +770,37 @@ pub fn smoke(paths: &Paths) -> Result<()> {
         bail!("implausible report: {v}");
     }
     println!("    {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors");
+
+    // The transfer mode: every run moves every byte and checks it.
+    let mut cmd = Command::new(&duplex);
+    let url = format!("ws://{addr}/files");
+    cmd.args(["bench", "transfer", &url, "--size", "16m", "--json"]);
+    println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
+    let out = capture(&mut cmd, Duration::from_secs(120))?;
+    if !out.status.success() {
+        bail!(
+            "duplex bench transfer failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let rows = v["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if v["errors"] != 0
+        || rows.len() != 3
+        || rows
+            .iter()
+            .any(|r| r["bytes"] != 16 << 20 || r["ops"] != 16 || r["errors"] != 0)
+    {
+        bail!("implausible transfer report: {v}");
+    }
+    for r in rows {
+        println!(
+            "    {}: {:.0} MB/s",
+            r["name"].as_str().unwrap_or("?"),
+            r["mb_per_sec"].as_f64().unwrap_or(0.0)
+        );
+    }
     drop(server);
     Ok(())
 }

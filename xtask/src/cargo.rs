@@ -141,6 +141,29 @@ pub fn doctests(paths: &Paths) -> Result<()> {
     run(&mut cmd, TEST_TIMEOUT)
 }
 
+/// Runs the tests too slow for a debug build (the `#[ignore]`d ones, such as
+/// a multi-GiB file transfer) with the release profile.
+pub fn release_tests(paths: &Paths) -> Result<()> {
+    let nextest = capture(cargo(paths).args(["nextest", "--version"]), QUERY_TIMEOUT)
+        .is_ok_and(|out| out.status.success());
+    let mut cmd = cargo(paths);
+    if nextest {
+        cmd.args([
+            "nextest",
+            "run",
+            "--release",
+            "--workspace",
+            "--all-targets",
+        ])
+        .args(["--run-ignored", "only", "--no-fail-fast", "--no-tests=warn"]);
+    } else {
+        cmd.args(["test", "--release", "--workspace", "--all-targets"])
+            .args(["--no-fail-fast", "--", "--ignored"]);
+    }
+    cmd.envs(paths.test_env());
+    run(&mut cmd, TEST_TIMEOUT)
+}
+
 /// Builds the release `binaries`, then checks that they exist.
 pub fn build_release(paths: &Paths, binaries: &[Binary]) -> Result<()> {
     if binaries.is_empty() {

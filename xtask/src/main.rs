@@ -42,6 +42,7 @@ SUBCOMMANDS:
                scripts, Rust tests (cargo nextest, or cargo test without it),
                doctests, browser (the chat page in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
+               release tests (the #[ignore]d ones, e.g. a 3 GiB transfer),
                Autobahn server side, Autobahn client side. Ends with the line
                `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
@@ -285,6 +286,7 @@ fn main() -> ExitCode {
         });
         if smoke {
             pipeline.stage("bench smoke", || bench::smoke(&paths));
+            pipeline.stage("release tests", || cargo::release_tests(&paths));
         }
         for side in sides {
             pipeline.stage(side.stage_name(), || autobahn::run(&paths, &autobahn, side));

@@ -15,6 +15,7 @@ mod http;
 mod progress;
 mod report;
 mod target;
+mod transfer;
 mod wire;
 
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ enum Mode {
     /// (http://HOST:PORT/echo-http), with keep-alive and with a new
     /// connection per request.
     Http(http::HttpArgs),
+    /// A large transfer through the `/files` relay of `duplex serve`
+    /// (ws://HOST:PORT/files), plain and end-to-end encrypted, beside a raw
+    /// TCP copy of the same bytes.
+    Transfer(transfer::TransferArgs),
 }
 
 /// Options every mode has.
@@ -127,6 +132,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let (digits, mult) = match s.chars().last() {
         Some('k' | 'K') => (&s[..s.len() - 1], 1024),
         Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
     digits
@@ -137,7 +143,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 
 /// Human form of a size: 16 B, 4 KiB, 1 MiB.
 pub fn show_size(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 30 && n % (1 << 30) == 0 {
+        format!("{} GiB", n >> 30)
+    } else if n >= 1 << 20 && n % (1 << 20) == 0 {
         format!("{} MiB", n >> 20)
     } else if n >= 1024 && n % 1024 == 0 {
         format!("{} KiB", n >> 10)
@@ -251,6 +259,10 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
             let report = http::run(&a).await?;
             Ok((a.common, report))
         }
+        Mode::Transfer(a) => {
+            let report = transfer::run(&a).await?;
+            Ok((a.common, report))
+        }
     }
 }
 
@@ -263,6 +275,8 @@ mod tests {
         assert_eq!(parse_size("16"), Ok(16));
         assert_eq!(parse_size("4k"), Ok(4096));
         assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(show_size(2 << 30), "2 GiB");
         assert!(parse_size("x").is_err());
         assert_eq!(show_size(4096), "4 KiB");
         assert_eq!(show_size(16), "16 B");

@@ -4,12 +4,12 @@
 //! (BLAKE3), resumable, to one or several receivers. The protocol is in
 //! docs/transfer.md.
 
-mod crypto;
+pub(crate) mod crypto;
 mod manifest;
 mod progress;
 mod receive;
 mod send;
-mod wire;
+pub(crate) mod wire;
 mod words;
 
 use std::path::PathBuf;

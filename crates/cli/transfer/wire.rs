@@ -195,16 +195,24 @@ impl Channel {
         serde_json::from_slice(&plain).ok()
     }
 
-    /// A sealed chunk frame for `peer`.
+    /// A sealed chunk frame for `peer`: built in one buffer and encrypted
+    /// in place (a chunk is copied once, from the file's buffer).
     pub fn seal_chunk(&self, peer: u32, file: u32, index: u64, data: &[u8]) -> Message {
         let mut aad = [0u8; 12];
         aad[..4].copy_from_slice(&file.to_be_bytes());
         aad[4..].copy_from_slice(&index.to_be_bytes());
-        let mut plain = Vec::with_capacity(32 + data.len());
-        plain.extend_from_slice(blake3::hash(data).as_bytes());
-        plain.extend_from_slice(data);
-        let sealed = self.sealer.seal(self.out, file, index, &aad, &plain);
-        Message::Binary(frame(peer, CHUNK, &[&aad, &sealed]))
+        let mut b = BytesMut::with_capacity(CHUNK_OVERHEAD + data.len());
+        b.put_u32(peer);
+        b.put_u8(CHUNK);
+        b.put_slice(&aad);
+        let sealed_from = b.len();
+        b.put_slice(blake3::hash(data).as_bytes());
+        b.put_slice(data);
+        let tag = self
+            .sealer
+            .seal_in_place(self.out, file, index, &aad, &mut b[sealed_from..]);
+        b.put_slice(&tag);
+        Message::Binary(b.freeze())
     }
 
     /// Opens a chunk body (after the kind byte): `(file, index, data)`, with
@@ -213,15 +221,16 @@ impl Channel {
         let aad = body.get(..12)?;
         let file = u32::from_be_bytes(aad[..4].try_into().ok()?);
         let index = u64::from_be_bytes(aad[4..].try_into().ok()?);
-        let data = self
+        let mut plain = body[12..].to_vec();
+        let opened = self
             .sealer
-            .open(self.inbound, file, index, aad, &body[12..])
-            .and_then(|mut plain| {
-                if plain.len() < 32 {
-                    return None;
-                }
-                let data = plain.split_off(32);
-                (blake3::hash(&data).as_bytes()[..] == plain[..]).then_some(data)
+            .open_in_place(self.inbound, file, index, aad, &mut plain);
+        let data = (opened
+            && plain.len() >= 32
+            && blake3::hash(&plain[32..]).as_bytes()[..] == plain[..32])
+            .then(|| {
+                plain.drain(..32);
+                plain
             });
         Some((file, index, data))
     }

@@ -1,0 +1,379 @@
+//! `transfer`: the throughput of one large transfer through the `/files`
+//! relay of `duplex serve`, beside a raw TCP copy of the same bytes on the
+//! same machine — what the relay, WebSocket framing and the end-to-end
+//! encryption cost, as ratios.
+//!
+//! Three runs, each moving `--size` bytes in `--chunk` pieces from memory to
+//! memory (the disk is not measured here):
+//! - `tcp`: one loopback TCP connection, written and read by this process;
+//! - `plain`: sender and receiver on the relay with its credit flow control,
+//!   chunks as they are;
+//! - `sealed`: the same after a SPAKE2 key exchange, every chunk hashed
+//!   (BLAKE3) and sealed (ChaCha20-Poly1305) exactly as `duplex send` does,
+//!   opened and checked as `duplex receive` does.
+//!
+//! Every byte received is compared with what was sent; a difference is an
+//! error and fails the run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use duplex::Message;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::report::{Report, Row};
+use super::target::Target;
+use super::{Common, parse_size, show_size};
+use crate::transfer::crypto::{Direction, Handshake};
+use crate::transfer::wire::{self, CHUNK, Channel, Link, PAKE, relay_msg};
+
+/// Longest wait for any single step (a reply, a chunk): a stuck run fails
+/// instead of hanging.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Bytes to move (k/K = KiB, m/M = MiB, g/G = GiB).
+    #[arg(short = 's', long, default_value = "1g", value_parser = parse_size)]
+    size: usize,
+    /// Bytes per chunk (the CLI sends 1 MiB chunks).
+    #[arg(long, default_value = "1m", value_parser = parse_size)]
+    chunk: usize,
+    /// Which runs, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "tcp,plain,sealed"
+    )]
+    runs: Vec<Run>,
+}
+
+/// One way of moving the bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Run {
+    /// A raw TCP copy on loopback: the ceiling.
+    Tcp,
+    /// Through the relay, chunks as they are.
+    Plain,
+    /// Through the relay, hashed and sealed end to end like `duplex send`.
+    Sealed,
+}
+
+pub async fn run(args: &TransferArgs) -> Result<Report> {
+    let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    if args.chunk == 0 || args.chunk > 2 << 20 {
+        bail!("--chunk must be between 1 B and 2 MiB (the relay's largest frame)");
+    }
+    if args.size == 0 {
+        bail!("--size must be at least 1 B");
+    }
+    let pattern = Arc::new(pattern(args.chunk));
+    let mut rows = Vec::new();
+    for &run in &args.runs {
+        let mut row = match run {
+            Run::Tcp => tcp_copy(&target, args.size, &pattern).await?,
+            Run::Plain | Run::Sealed => {
+                relay_copy(&args.common.url, args.size, &pattern, run == Run::Sealed).await?
+            }
+        };
+        row.name = format!(
+            "{} {}",
+            match run {
+                Run::Tcp => "raw TCP copy",
+                Run::Plain => "relay, plain",
+                Run::Sealed => "relay, end-to-end encrypted",
+            },
+            show_size(args.size)
+        );
+        rows.push(row);
+    }
+    // Each run as a share of the TCP copy, when there is one.
+    if let Some(tcp) = rows
+        .iter()
+        .zip(&args.runs)
+        .find(|(_, r)| **r == Run::Tcp)
+        .map(|(row, _)| row.mb_per_s())
+    {
+        for row in &mut rows {
+            let share = 100.0 * row.mb_per_s() / tcp.max(1e-9);
+            row.extra
+                .push(("share_of_tcp_pct".into(), share, "% of TCP".into()));
+        }
+    }
+    Ok(Report {
+        mode: "transfer",
+        url: args.common.url.clone(),
+        unit: "chunks",
+        params: json!({ "size": args.size, "chunk": args.chunk }),
+        rows,
+    })
+}
+
+/// Chunk contents: not compressible, different from one run to the next
+/// only in their position.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The chunk sizes that make up `size` bytes.
+fn chunks(size: usize, chunk: usize) -> impl Iterator<Item = usize> {
+    (0..size.div_ceil(chunk)).map(move |i| pattern_len(size, chunk, i))
+}
+
+/// The raw TCP copy: a listener on the target's loopback address, a writer
+/// and a reader task in this process.
+async fn tcp_copy(target: &Target, size: usize, pattern: &Arc<Vec<u8>>) -> Result<Row> {
+    let listener = TcpListener::bind((target.addr.ip(), 0))
+        .await
+        .context("cannot listen on loopback for the TCP copy")?;
+    let addr = listener.local_addr()?;
+    let expected = pattern.clone();
+    let reader = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 256 << 10];
+        let (mut got, mut wrong) = (0usize, 0u64);
+        while got < size {
+            let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut buf))
+                .await
+                .context("the TCP copy stalled")??;
+            if n == 0 {
+                bail!("the TCP copy ended after {got} of {size} bytes");
+            }
+            wrong += mismatches(&buf[..n], &expected, got) as u64;
+            got += n;
+        }
+        anyhow::Ok((Instant::now(), wrong))
+    });
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let started = Instant::now();
+    for len in chunks(size, pattern.len()) {
+        stream.write_all(&pattern[..len]).await?;
+    }
+    stream.flush().await?;
+    let (ended, wrong) = reader.await??;
+    let mut row = Row::new("tcp");
+    row.ops = size.div_ceil(pattern.len()) as u64;
+    row.bytes = size as u64;
+    row.errors = wrong;
+    row.elapsed = ended - started;
+    Ok(row)
+}
+
+/// Bytes of `got` (received at stream offset `at`) that differ from the
+/// cyclic `pattern`; 0 or 1, enough to fail the run.
+fn mismatches(got: &[u8], pattern: &[u8], at: usize) -> usize {
+    let mut offset = at % pattern.len();
+    let mut rest = got;
+    while !rest.is_empty() {
+        let n = rest.len().min(pattern.len() - offset);
+        if rest[..n] != pattern[offset..offset + n] {
+            return 1;
+        }
+        rest = &rest[n..];
+        offset = 0;
+    }
+    0
+}
+
+/// Reads the next relay message (JSON), skipping binary frames; fails on a
+/// close, an error reply or silence.
+async fn next_json(link: &mut Link) -> Result<Value> {
+    loop {
+        let msg = tokio::time::timeout(STEP_TIMEOUT, link.reader.recv())
+            .await
+            .context("the relay went silent")?;
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).context("invalid JSON")?;
+                if v["type"] == "error" {
+                    bail!("the relay refused: {}", v["message"]);
+                }
+                return Ok(v);
+            }
+            Some(Ok(Message::Close(frame))) => bail!("the relay closed: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("the relay connection failed"),
+            None => bail!("the relay closed the connection"),
+        }
+    }
+}
+
+/// Reads the next binary frame from the relay: `(kind, body)` after the
+/// peer number.
+async fn next_frame(link: &mut Link) -> Result<Bytes> {
+    loop {
+        let msg = tokio::time::timeout(STEP_TIMEOUT, link.reader.recv())
+            .await
+            .context("the relay went silent")?;
+        match msg {
+            Some(Ok(Message::Binary(b))) if b.len() >= 5 => return Ok(b),
+            Some(Ok(Message::Close(frame))) => bail!("the relay closed: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("the relay connection failed"),
+            None => bail!("the relay closed the connection"),
+        }
+    }
+}
+
+/// A sender and a receiver on the relay: create, join, (key exchange),
+/// then the chunks within the relay's credit.
+async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool) -> Result<Row> {
+    let mut sender = wire::connect(url).await?;
+    sender
+        .tx
+        .send(relay_msg(json!({"type": "create", "size": size})))
+        .await?;
+    let created = next_json(&mut sender).await?;
+    let nameplate = created["nameplate"]
+        .as_u64()
+        .context("no nameplate in the relay's reply; is the URL a Duplex /files relay?")?;
+    let window = created["window"].as_u64().unwrap_or(1 << 20) as usize;
+    let mut receiver = wire::connect(url).await?;
+    receiver
+        .tx
+        .send(relay_msg(json!({"type": "join", "nameplate": nameplate})))
+        .await?;
+    let joined = next_json(&mut receiver).await?;
+    if joined["type"] != "joined" {
+        bail!("the relay answered the join with {joined}");
+    }
+    let peer = loop {
+        let v = next_json(&mut sender).await?;
+        if v["type"] == "peer_joined" {
+            break v["peer"].as_u64().context("no peer number")? as u32;
+        }
+    };
+    // Key exchange through the relay, as the CLI does it.
+    let (to_receiver, to_sender) = if sealed {
+        let code = format!("{nameplate}-bench-run");
+        let (s_hs, s_msg) = Handshake::start(&code);
+        let (r_hs, r_msg) = Handshake::start(&code);
+        sender
+            .tx
+            .send(Message::Binary(wire::frame(peer, PAKE, &[&s_msg])))
+            .await?;
+        receiver
+            .tx
+            .send(Message::Binary(wire::frame(0, PAKE, &[&r_msg])))
+            .await?;
+        let at_receiver = next_frame(&mut receiver).await?;
+        let at_sender = next_frame(&mut sender).await?;
+        let s_key = Arc::new(s_hs.finish(&at_sender[5..])?);
+        let r_key = Arc::new(r_hs.finish(&at_receiver[5..])?);
+        (
+            Some(Channel::new(s_key, Direction::ToReceiver)),
+            Some(Channel::new(r_key, Direction::ToSender)),
+        )
+    } else {
+        (None, None)
+    };
+    sender
+        .tx
+        .send(relay_msg(json!({"type": "accept", "peer": peer})))
+        .await?;
+
+    let expected = pattern.clone();
+    let total_chunks = size.div_ceil(pattern.len());
+    let reading = tokio::spawn(async move {
+        let mut wrong = 0u64;
+        for index in 0..total_chunks {
+            let frame = next_frame(&mut receiver).await?;
+            let len = pattern_len(size, expected.len(), index);
+            let ok = match &to_sender {
+                Some(channel) => {
+                    matches!(channel.open_chunk(&frame[5..]),
+                        Some((0, i, Some(data))) if i == index as u64 && data[..] == expected[..len])
+                }
+                None => frame[4] == CHUNK && frame[5..] == expected[..len],
+            };
+            wrong += u64::from(!ok);
+        }
+        let _ = receiver.tx.send(Message::Close(None)).await;
+        anyhow::Ok((Instant::now(), wrong))
+    });
+
+    // Credit from the relay arrives on the sender's reader.
+    let credit = Arc::new(Semaphore::new(window));
+    let granting = {
+        let credit = credit.clone();
+        let mut reader = sender.reader;
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = reader.recv().await {
+                if let Message::Text(t) = msg
+                    && let Ok(v) = serde_json::from_str::<Value>(t.as_str())
+                    && v["type"] == "credit"
+                {
+                    credit.add_permits(v["bytes"].as_u64().unwrap_or(0) as usize);
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    for (index, len) in chunks(size, pattern.len()).enumerate() {
+        let msg = match &to_receiver {
+            Some(channel) => channel.seal_chunk(peer, 0, index as u64, &pattern[..len]),
+            None => Message::Binary(wire::frame(peer, CHUNK, &[&pattern[..len]])),
+        };
+        let cost = match &msg {
+            Message::Binary(b) => b.len(),
+            _ => unreachable!("chunks are binary"),
+        };
+        let permit = tokio::time::timeout(STEP_TIMEOUT, credit.acquire_many(cost as u32))
+            .await
+            .context("the relay granted no credit for 30 s")??;
+        permit.forget();
+        sender
+            .tx
+            .send(msg)
+            .await
+            .context("the sender's link closed")?;
+    }
+    let (ended, wrong) = reading.await??;
+    let _ = sender.tx.send(Message::Close(None)).await;
+    granting.abort();
+    let mut row = Row::new("relay");
+    row.ops = total_chunks as u64;
+    row.bytes = size as u64;
+    row.errors = wrong;
+    row.elapsed = ended - started;
+    Ok(row)
+}
+
+/// The length of chunk `index` of a `size`-byte transfer.
+fn pattern_len(size: usize, chunk: usize, index: usize) -> usize {
+    chunk.min(size - index * chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunking_and_comparison() {
+        assert_eq!(chunks(10, 4).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(pattern_len(10, 4, 2), 2);
+        let p = pattern(8);
+        let mut stream: Vec<u8> = p.iter().chain(&p).copied().collect();
+        assert_eq!(mismatches(&stream[3..13], &p, 3), 0);
+        stream[9] ^= 1;
+        assert_eq!(mismatches(&stream[3..13], &p, 3), 1);
+    }
+}
