@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::Paths;
 use crate::process::{capture, free_port, run};
 
+mod compressed;
 mod transfer;
 
 const USAGE: &str = "\
@@ -33,7 +34,8 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --seconds S      seconds per measurement (default 5)
     --connections N  idle connections in the memory/handshake row (default 10000)
     --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
-    --transfer-size B  bytes of the file-transfer section (default 1 GiB; 0 skips it)
+    --sections A,B   sections after the main table (default compressed,transfer; none)
+    --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
 ";
@@ -89,6 +91,7 @@ struct Options {
     write_doc: bool,
     quick: bool,
     transfer_size: u64,
+    sections: Vec<String>,
 }
 
 fn parse(argv: &[String]) -> Result<Options> {
@@ -100,6 +103,7 @@ fn parse(argv: &[String]) -> Result<Options> {
         write_doc: true,
         quick: false,
         transfer_size: transfer::SIZE,
+        sections: vec!["compressed".into(), "transfer".into()],
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -113,6 +117,20 @@ fn parse(argv: &[String]) -> Result<Options> {
                 o.transfer_size = 256 << 20;
             }
             "--transfer-size" => o.transfer_size = value()?.parse()?,
+            "--sections" => {
+                o.sections = value()?
+                    .split(',')
+                    .filter(|n| !n.is_empty() && *n != "none")
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = o
+                    .sections
+                    .iter()
+                    .find(|n| !["compressed", "transfer"].contains(&n.as_str()))
+                {
+                    bail!("unknown section {bad}; known: compressed, transfer, none");
+                }
+            }
             "--reps" => o.reps = value()?.parse()?,
             "--seconds" => o.seconds = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
@@ -439,11 +457,19 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
             }
         }
     }
-    let sections = if o.transfer_size > 0 {
-        transfer::section(paths, &bins, o.reps, o.transfer_size)?
-    } else {
-        String::new()
-    };
+    let mut sections = String::new();
+    for name in &o.sections {
+        let text = match name.as_str() {
+            "compressed" => {
+                // Node `ws` and Python `websockets` come from the test tools.
+                crate::tools::prepare(paths)?;
+                compressed::section(paths, &bins, o.reps, o.seconds)?
+            }
+            _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
+        };
+        sections.push_str(&text);
+        sections.push('\n');
+    }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let table = table(&work, &servers, &samples);
     println!("\n{table}\n{sections}");

@@ -17,7 +17,10 @@ use tokio::io::AsyncWriteExt;
 use super::progress::Progress;
 use super::report::{Row, latency_histogram};
 use super::target::Target;
-use super::wire::{EchoChecker, masked_frame, masked_payload, payload, read_some, ws_connect};
+use super::wire::{
+    EchoChecker, compressed_frame, json_payload, masked_frame, masked_payload, payload, read_some,
+    ws_connect_with,
+};
 
 /// What one echo run does.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct EchoPlan {
     pub text: bool,
     /// The server is a plain TCP echo returning our frames byte for byte.
     pub mirror: bool,
+    /// Negotiate permessage-deflate and send compressed JSON-like text.
+    pub compress: bool,
 }
 
 /// Runs the plan on the current runtime; one [`Row`] of results.
@@ -51,10 +56,17 @@ pub async fn run(
     if plan.size.saturating_mul(plan.pipeline) > 64 << 20 {
         bail!("size × pipeline above 64 MiB per connection");
     }
-    let frame = Arc::new(masked_frame(&payload(plan.size), plan.text));
+    if plan.compress && plan.mirror {
+        bail!("--compress needs a WebSocket server, not a mirror");
+    }
+    let frame = Arc::new(if plan.compress {
+        compressed_frame(&json_payload(plan.size), plan.text)
+    } else {
+        masked_frame(&payload(plan.size), plan.text)
+    });
     let mut streams = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        streams.push(ws_connect(target, None).await?);
+        streams.push(ws_connect_with(target, None, plan.compress).await?);
     }
     let done = Arc::new(AtomicU64::new(0));
     // Each connection takes messages from one shared budget when capped.
@@ -115,10 +127,15 @@ async fn connection(
 ) -> Result<ConnResult> {
     let expected = if plan.mirror {
         masked_payload(&payload(plan.size))
+    } else if plan.compress {
+        json_payload(plan.size)
     } else {
         payload(plan.size)
     };
     let mut checker = EchoChecker::new(&expected, plan.text, plan.mirror);
+    if plan.compress {
+        checker = checker.compressed();
+    }
     let mut latency = latency_histogram();
     let batch = frame.repeat(plan.pipeline);
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(plan.pipeline);

@@ -103,6 +103,10 @@ struct EchoArgs {
     /// plain TCP echo (the ceiling) with the same client.
     #[arg(long)]
     mirror: bool,
+    /// Negotiate permessage-deflate (no context takeover either way) and
+    /// send JSON-like text compressed; echoes are inflated and checked.
+    #[arg(long, conflicts_with = "mirror")]
+    compress: bool,
 }
 
 #[derive(Args)]
@@ -188,13 +192,15 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
                 max_messages: a.messages,
                 text: a.text,
                 mirror: a.mirror,
+                compress: a.compress,
             };
             let progress = Progress::new(!a.common.json);
             let name = format!(
-                "echo {}x{} {}",
+                "echo {}x{} {}{}",
                 a.connections,
                 a.pipeline,
-                show_size(a.size)
+                show_size(a.size),
+                if a.compress { " deflate" } else { "" }
             );
             let row = echo::run(&target, &plan, name, &progress).await?;
             let report = Report {
@@ -204,6 +210,7 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
                 params: json!({
                     "connections": a.connections, "pipeline": a.pipeline, "size": a.size,
                     "duration_s": a.duration.as_secs_f64(), "text": a.text, "mirror": a.mirror,
+                    "compress": a.compress,
                 }),
                 rows: vec![row],
             };
@@ -221,6 +228,7 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
                     max_messages: a.warmup,
                     text: false,
                     mirror: a.mirror,
+                    compress: false,
                 };
                 let row = echo::run(&target, &warm, "warmup".into(), &Progress::new(false)).await?;
                 if row.errors > 0 {
@@ -235,6 +243,7 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
                 max_messages: a.messages,
                 text: false,
                 mirror: a.mirror,
+                compress: false,
             };
             let name = format!("latency 1x1 {}", show_size(a.size));
             let row = echo::run(&target, &plan, name, &progress).await?;

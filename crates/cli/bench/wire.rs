@@ -39,10 +39,31 @@ pub async fn ws_connect(
     target: &Target,
     source: Option<SocketAddr>,
 ) -> Result<(TcpStream, Vec<u8>)> {
+    ws_connect_with(target, source, false).await
+}
+
+/// The permessage-deflate offer of `--compress`: no context takeover either
+/// way, so that every message is compressed on its own — our one pre-built
+/// frame stays valid, and each echo inflates without the ones before it.
+const DEFLATE_OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+
+/// [`ws_connect`], offering permessage-deflate when `compress`; fails if the
+/// server declines it.
+pub async fn ws_connect_with(
+    target: &Target,
+    source: Option<SocketAddr>,
+    compress: bool,
+) -> Result<(TcpStream, Vec<u8>)> {
     let mut stream = tcp_connect(target.addr, source).await?;
+    let offer = if compress {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
         target.path, target.host
     );
     stream.write_all(request.as_bytes()).await?;
@@ -71,6 +92,13 @@ pub async fn ws_connect(
     // The accept key for the fixed nonce above, from RFC 6455 section 1.3.
     if !head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") {
         bail!("wrong Sec-WebSocket-Accept in the handshake response");
+    }
+    let accepted = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("sec-websocket-extensions:") && l.contains("permessage-deflate")
+    });
+    if compress && !accepted {
+        bail!("the server declined permessage-deflate; it cannot be benchmarked with --compress");
     }
     Ok((stream, buf.split_off(end)))
 }
@@ -106,6 +134,95 @@ pub fn masked_frame(payload: &[u8], text: bool) -> Vec<u8> {
     frame
 }
 
+/// Realistic text for compressed runs: JSON records with varying numbers
+/// and words, `size` bytes long. (The plain [`payload`] repeats the
+/// alphabet, which would compress to almost nothing.)
+pub fn json_payload(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let mut out = String::with_capacity(size + 128);
+    let mut i: u64 = 0;
+    while out.len() < size {
+        let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        out.push_str(&format!(
+            "{{\"id\":{i},\"user\":\"{}-{}\",\"score\":{},\"tags\":[\"{}\"]}},",
+            WORDS[(x % 8) as usize],
+            x % 977,
+            x % 10_000,
+            WORDS[((x >> 3) % 8) as usize]
+        ));
+        i += 1;
+    }
+    out.truncate(size);
+    out.into_bytes()
+}
+
+/// One masked client frame carrying `payload` compressed on its own
+/// (permessage-deflate without context takeover: RSV1 set, the final
+/// `00 00 ff ff` removed, RFC 7692 §7.2.1).
+pub fn compressed_frame(payload: &[u8], text: bool) -> Vec<u8> {
+    let body = deflate(payload);
+    let header = FrameHeader {
+        fin: true,
+        rsv1: true,
+        opcode: if text { OpCode::Text } else { OpCode::Binary },
+        mask: Some(KEY),
+        payload_len: body.len() as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.write(&mut head);
+    let mut frame = Vec::with_capacity(n + body.len());
+    frame.extend_from_slice(&head[..n]);
+    frame.extend_from_slice(&body);
+    apply_mask(&mut frame[n..], KEY, 0);
+    frame
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut z = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    loop {
+        let before = z.total_in() as usize;
+        z.compress_vec(&data[before..], &mut out, FlushCompress::Sync)
+            .expect("deflate into a growing buffer");
+        if z.total_in() as usize == data.len() && out.ends_with(&[0, 0, 0xff, 0xff]) {
+            break;
+        }
+        out.reserve(out.capacity().max(64));
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Inflates one message compressed on its own; `None` if it is not valid
+/// deflate data or inflates to more than `limit` bytes.
+fn inflate(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut z = Decompress::new(false);
+    let mut input = body.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(limit + 1);
+    loop {
+        let before = z.total_in() as usize;
+        let status = z
+            .decompress_vec(&input[before..], &mut out, FlushDecompress::Sync)
+            .ok()?;
+        if out.len() > limit {
+            return None;
+        }
+        if z.total_in() as usize == input.len() || status == Status::StreamEnd {
+            return Some(out);
+        }
+        if out.len() == out.capacity() {
+            out.reserve(limit + 1 - out.len());
+        } else if z.total_in() as usize == before {
+            return None;
+        }
+    }
+}
+
 /// Checks a stream of server frames against the expected echo payload,
 /// without copying payloads: it counts complete, correct echoes.
 pub struct EchoChecker<'a> {
@@ -116,6 +233,10 @@ pub struct EchoChecker<'a> {
     header: Vec<u8>,
     /// Bytes of the current payload still to come; `None` between frames.
     remaining: Option<usize>,
+    /// Compressed replies (RSV1) are accepted and inflated.
+    compressed: bool,
+    /// The current compressed payload, gathered until it is whole.
+    deflated: Option<Vec<u8>>,
     /// Frames that were not an exact echo.
     pub errors: u64,
 }
@@ -131,8 +252,17 @@ impl<'a> EchoChecker<'a> {
             mask: mirror.then_some(KEY),
             header: Vec::with_capacity(MAX_HEADER_LEN),
             remaining: None,
+            compressed: false,
+            deflated: None,
             errors: 0,
         }
+    }
+
+    /// Also accepts compressed echoes (permessage-deflate without context
+    /// takeover), each inflated and compared; uncompressed ones still count.
+    pub fn compressed(mut self) -> Self {
+        self.compressed = true;
+        self
     }
 
     /// Consumes `data`; returns how many echoes it completed. A server that
@@ -144,13 +274,22 @@ impl<'a> EchoChecker<'a> {
             match self.remaining {
                 Some(left) => {
                     let n = left.min(data.len());
-                    let at = self.expected.len() - left;
-                    if data[..n] != self.expected[at..at + n] {
-                        self.errors += 1;
+                    if let Some(body) = &mut self.deflated {
+                        body.extend_from_slice(&data[..n]);
+                    } else {
+                        let at = self.expected.len() - left;
+                        if data[..n] != self.expected[at..at + n] {
+                            self.errors += 1;
+                        }
                     }
                     data = &data[n..];
                     if n == left {
                         self.remaining = None;
+                        if let Some(body) = self.deflated.take()
+                            && inflate(&body, self.expected.len()).as_deref() != Some(self.expected)
+                        {
+                            self.errors += 1;
+                        }
                         done += 1;
                         if self.expected.is_empty() {
                             continue;
@@ -188,13 +327,30 @@ impl<'a> EchoChecker<'a> {
                     if header.opcode == OpCode::Close {
                         bail!("the server closed the connection");
                     }
+                    let deflated = header.rsv1 && self.compressed;
                     if header.opcode != self.opcode
                         || !header.fin
                         || header.mask != self.mask
-                        || header.rsv1
-                        || header.payload_len != self.expected.len() as u64
+                        || (header.rsv1 && !self.compressed)
+                        || (!deflated && header.payload_len != self.expected.len() as u64)
+                        || header.payload_len > 2 * self.expected.len() as u64 + 64
                     {
                         bail!("unexpected frame from the server: {header:?}");
+                    }
+                    if deflated {
+                        let len = header.payload_len as usize;
+                        self.deflated = Some(Vec::with_capacity(len));
+                        self.remaining = Some(len);
+                        if len > 0 {
+                            continue;
+                        }
+                        self.remaining = None;
+                        let body = self.deflated.take().unwrap_or_default();
+                        if inflate(&body, self.expected.len()).as_deref() != Some(self.expected) {
+                            self.errors += 1;
+                        }
+                        done += 1;
+                        continue;
                     }
                     self.remaining = Some(self.expected.len());
                     if self.expected.is_empty() {
@@ -255,6 +411,51 @@ mod tests {
         let mut checker = EchoChecker::new(&p, false, false);
         assert_eq!(checker.feed(&server_frame(&bad)).unwrap(), 1);
         assert_eq!(checker.errors, 1);
+    }
+
+    #[test]
+    fn compressed_echoes_inflate_and_are_checked() {
+        let p = json_payload(4096);
+        assert_eq!(p.len(), 4096);
+        let client = compressed_frame(&p, true);
+        let (h, used) = FrameHeader::parse(&client).unwrap().unwrap();
+        assert!(h.rsv1 && (h.payload_len as usize) < p.len() / 2);
+        let mut body = client[used..].to_vec();
+        apply_mask(&mut body, h.mask.unwrap(), 0);
+        // The same body, unmasked, as a server would send it back.
+        let reply = |body: &[u8]| {
+            let header = FrameHeader {
+                fin: true,
+                rsv1: true,
+                opcode: OpCode::Text,
+                mask: None,
+                payload_len: body.len() as u64,
+            };
+            let mut out = Vec::new();
+            header.encode(&mut out);
+            out.extend_from_slice(body);
+            out
+        };
+        let mut wire = reply(&body);
+        let mut plain = server_frame(&p);
+        plain[0] = 0x81; // text
+        wire.extend(plain);
+        for split in [0, 1, 5, wire.len() / 2, wire.len() - 1] {
+            let mut checker = EchoChecker::new(&p, true, false).compressed();
+            let n = checker.feed(&wire[..split]).unwrap() + checker.feed(&wire[split..]).unwrap();
+            assert_eq!((n, checker.errors), (2, 0), "split at {split}");
+        }
+        let mut bad = body.clone();
+        bad[10] ^= 0x55;
+        let mut checker = EchoChecker::new(&p, true, false).compressed();
+        assert_eq!(checker.feed(&reply(&bad)).unwrap(), 1);
+        assert_eq!(checker.errors, 1);
+        // Without --compress a compressed reply breaks the framing.
+        assert!(
+            EchoChecker::new(&p, true, false)
+                .feed(&reply(&body))
+                .is_err()
+        );
     }
 
     #[test]

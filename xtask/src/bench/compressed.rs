@@ -1,0 +1,208 @@
+//! The permessage-deflate section of `cargo xtask bench`: compressed echo
+//! through Duplex (`bench-echo duplex` and `duplex serve`'s `/echo`), Node
+//! `ws` and Python `websockets`, each with compression on, pinned to CPU 0
+//! and loaded by `duplex bench echo --compress` on CPU 1.
+//!
+//! The client negotiates no context takeover either way, so every message is
+//! compressed on its own and every echo is inflated and checked. Node and
+//! Python run the peer scripts of `tests/peers/` with the tools `cargo xtask
+//! tools` installs.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{Bins, Running, SERVERS, median, start};
+use crate::Paths;
+use crate::process::{capture, free_port};
+
+/// The servers of this section: (name, how the table names it).
+const PEERS: [(&str, &str); 4] = [
+    ("duplex", "Duplex (accept)"),
+    ("duplex-serve", "duplex serve /echo"),
+    ("node-ws", "Node ws 8"),
+    ("python-websockets", "Python websockets"),
+];
+
+/// (label, connections, in flight, size) of each row.
+const WORKLOADS: [(&str, u32, u32, &str); 2] = [
+    (
+        "100 connections, 1 in flight, 4 KiB JSON text",
+        100,
+        1,
+        "4k",
+    ),
+    (
+        "100 connections, 16 in flight, 256 B JSON text (pipelined)",
+        100,
+        16,
+        "256",
+    ),
+];
+
+/// A peer-script server (Node or Python): it stops when its stdin closes;
+/// killed if it does not.
+struct Script {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_script(paths: &Paths, name: &str) -> Result<Script> {
+    let port = free_port()?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]);
+    match name {
+        "node-ws" => cmd
+            .arg("node")
+            .arg(paths.peers.join("node_echo_server.js"))
+            .env("NODE_PATH", paths.node_modules()),
+        _ => cmd
+            .arg(paths.venv_python())
+            .arg(paths.peers.join("py_echo_server.py")),
+    };
+    let mut child = cmd
+        .args(["--port", &port.to_string(), "--compress", "on"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start the {name} echo server"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let script = Script {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(line))) if line.trim() == format!("LISTENING {port}") => Ok(script),
+        other => bail!("the {name} echo server did not start: {other:?}"),
+    }
+}
+
+/// Either kind of started server.
+enum Started {
+    Bench(Running),
+    Script(Script),
+}
+
+impl Started {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Bench(r) => r.addr,
+            Self::Script(s) => s.addr,
+        }
+    }
+}
+
+/// Runs `reps` repetitions of `seconds` per workload and server; returns
+/// the markdown section.
+pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<String> {
+    let logs = paths.target.join("bench");
+    // rates[workload][server] = messages/s per repetition.
+    let mut rates = vec![vec![Vec::<f64>::new(); PEERS.len()]; WORKLOADS.len()];
+    let mut shown = String::new();
+    for rep in 0..reps {
+        for (wi, &(label, c, p, size)) in WORKLOADS.iter().enumerate() {
+            let mut order: Vec<usize> = (0..PEERS.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for si in order {
+                let (name, peer_label) = PEERS[si];
+                let server = match SERVERS.iter().find(|s| s.name == name) {
+                    Some(s) => Started::Bench(start(
+                        paths,
+                        bins,
+                        s,
+                        &logs.join(format!("{name}-deflate.log")),
+                    )?),
+                    None => Started::Script(start_script(paths, name)?),
+                };
+                let path = if name == "duplex-serve" { "/echo" } else { "/" };
+                let url = format!("ws://{}{path}", server.addr());
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", "1"]).arg(&bins.duplex).args([
+                    "bench",
+                    "echo",
+                    &url,
+                    "--compress",
+                    "--text",
+                    "--json",
+                    "-c",
+                    &c.to_string(),
+                    "-p",
+                    &p.to_string(),
+                    "-s",
+                    size,
+                    "-d",
+                    &format!("{seconds}s"),
+                ]);
+                if rep == 0 && si == 0 {
+                    let _ = writeln!(
+                        shown,
+                        "taskset -c 1 duplex bench echo ws://127.0.0.1:PORT/ --compress --text --json -c {c} -p {p} -s {size} -d {seconds}s"
+                    );
+                }
+                let out = capture(&mut cmd, Duration::from_secs(600))?;
+                drop(server);
+                if !out.status.success() {
+                    bail!(
+                        "compressed echo on {name} failed: {}\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let v: Value =
+                    serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+                let rate = v["rows"][0]["ops_per_sec"].as_f64().unwrap_or(0.0);
+                println!(
+                    "    rep {} {label:<58} {peer_label:<20} {rate:>10.0}/s (deflate)",
+                    rep + 1
+                );
+                rates[wi][si].push(rate);
+            }
+        }
+    }
+    let mut t = format!(
+        "## Compressed echo (permessage-deflate)\n\n\
+         Every server with compression on, pinned to CPU 0; `duplex bench echo --compress` on CPU 1 offers \
+         permessage-deflate without context takeover either way, sends JSON-like text compressed and inflates \
+         and checks every echo. Node `ws` and Python `websockets` run `tests/peers/node_echo_server.js` and \
+         `tests/peers/py_echo_server.py --compress on`. Messages/s, medians of {reps} repetition(s) of {seconds} s, \
+         and the share of Duplex (accept).\n\n```sh\n{shown}```\n\n| workload |"
+    );
+    for (_, label) in PEERS {
+        let _ = write!(t, " {label} |");
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(PEERS.len()));
+    t.push('\n');
+    for (wi, (label, ..)) in WORKLOADS.iter().enumerate() {
+        let _ = write!(t, "| {label} |");
+        let base = median(rates[wi][0].clone());
+        for cell in &rates[wi] {
+            let rate = median(cell.clone());
+            let _ = write!(t, " {rate:.0}/s ({:.0}%) |", 100.0 * rate / base);
+        }
+        t.push('\n');
+    }
+    Ok(t)
+}
