@@ -174,8 +174,8 @@ after(async () => {
 
 // ------------------------------------------------------------------ helpers
 
-async function openPage(url) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 900 }, acceptDownloads: true });
+async function openPage(url, options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 900 }, acceptDownloads: true, ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
@@ -293,6 +293,10 @@ test('browser → CLI: dropped files and a folder tree arrive byte for byte', { 
     assert.equal(await page.getAttribute('#receive-link', 'href'), `${server.base}/receive#${code}`);
     assert.equal(await page.textContent('#cli-hint'), `duplex receive ${code} --server ${server.base}`);
     await screenshot(page, 'transfer-send-code');
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
+    await page.getByRole('button', { name: 'Copy code' }).click();
+    await page.waitForFunction(() => document.getElementById('copied').textContent === 'Code copied');
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), code);
 
     const out = path.join(tmp, 'a-out');
     const rx = duplex(['receive', code, '--server', server.base, '--out', out, '--json']);
@@ -408,7 +412,7 @@ test('an unknown number: the page says there is no such transfer', { timeout: TE
   }
 });
 
-test('browser → browser: a file chosen with the picker, received from a /receive#CODE link', { timeout: TEST_TIMEOUT }, async () => {
+test('browser → browser (dark theme): a file chosen with the picker, received from a /receive#CODE link, then by the CLI too', { timeout: TEST_TIMEOUT }, async () => {
   const src = fs.mkdtempSync(path.join(tmp, 'd-src-'));
   const file = makeFile(path.join(src, 'report.pdf'), 1536 * 1024 + 3);
   const sender = await openPage(`${server.base}/send`);
@@ -419,7 +423,7 @@ test('browser → browser: a file chosen with the picker, received from a /recei
     await sender.page.getByRole('button', { name: 'Get a code and send' }).click();
     const code = await shownCode(sender.page);
 
-    receiver = await openPage(`${server.base}/receive#${code}`);
+    receiver = await openPage(`${server.base}/receive#${code}`, { colorScheme: 'dark' });
     await receiver.page.waitForSelector('#rx-done:not([hidden])');
     assert.equal(await receiver.page.textContent('#rx-code'), code);
     await screenshot(receiver.page, 'transfer-b2b-receiver');
@@ -428,6 +432,14 @@ test('browser → browser: a file chosen with the picker, received from a /recei
     assertSameFile(got[0].file, file, 'report.pdf');
 
     await sender.page.waitForSelector('#receivers li[data-state="done"]');
+
+    // The code keeps working for another receiver, here the CLI.
+    const out = path.join(tmp, 'd-out');
+    const rx = await duplex(['receive', code, '--server', server.base, '--out', out]).done;
+    assert.equal(rx.code, 0, `duplex receive failed: ${rx.stderr}`);
+    assertSameFile(path.join(out, 'report.pdf'), file, 'report.pdf (second receiver)');
+    await sender.page.waitForFunction(() => document.querySelectorAll('#receivers li[data-state="done"]').length === 2);
+    assert.equal(await sender.page.textContent('#status-text'), '2 receivers done; the code still works for more');
     await screenshot(sender.page, 'transfer-b2b-sender');
     assertNoPageErrors();
   } finally {

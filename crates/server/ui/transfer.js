@@ -494,6 +494,13 @@ function sendPage() {
     setStatus('stopped', 'stopped: the code no longer works');
     el.stop.hidden = true;
   });
+  // Leaving while a receiver is part-way through ends its transfer: ask first.
+  window.addEventListener('beforeunload', (ev) => {
+    if ([...receivers.values()].some((r) => r.stateName === 'sending' || r.stateName === 'verifying')) {
+      ev.preventDefault();
+      ev.returnValue = '';
+    }
+  });
   window.addEventListener('pagehide', () => {
     if (session && session.stop) session.stop();
   });
@@ -601,7 +608,9 @@ function receivePage() {
         received = total;
         drawTotal();
         const files = entries.filter((e) => !e.dir).length;
-        el.done.textContent = `All ${files} file${files === 1 ? '' : 's'} received (${formatBytes(total)}); every hash verified. Save each one with its Download link.`;
+        el.done.textContent = files === 1
+          ? `The file was received (${formatBytes(total)}) and its hashes verified. Save it with its Download link.`
+          : `All ${files} files received (${formatBytes(total)}); every hash verified. Save each one with its Download link.`;
         el.done.hidden = false;
         setStatus('connected', 'received and verified');
         el.again.hidden = false;
@@ -660,7 +669,12 @@ function receivePage() {
   window.addEventListener('pagehide', () => {
     if (session) session.cancel();
   });
-  const fromLink = decodeURIComponent(location.hash.slice(1));
+  let fromLink = location.hash.slice(1);
+  try {
+    fromLink = decodeURIComponent(fromLink);
+  } catch {
+    // not percent-encoded: use it as it is
+  }
   if (fromLink) {
     el.input.value = fromLink;
     start(fromLink);
