@@ -127,9 +127,9 @@ function duplex(args, { timeout = PROCESS_WAIT } = {}) {
 }
 
 /** Starts `duplex serve` on a loopback address and waits for its address line. */
-async function startServer() {
+async function startServer({ bind = '127.0.0.1:0', extra = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(tmp, 'data-'));
-  const proc = duplex(['serve', '--bind', '127.0.0.1:0', '--data', dir], { timeout: 30 * 60_000 });
+  const proc = duplex(['serve', '--bind', bind, '--data', dir, ...extra], { timeout: 30 * 60_000 });
   const base = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`duplex serve printed no address in 30 s: ${proc.stderr()}`)), 30_000);
     proc.child.on('exit', (code) => {
@@ -146,7 +146,7 @@ async function startServer() {
       }
     });
   });
-  return { base, stop: () => proc.stop(), log: () => proc.stderr() };
+  return { base, port: Number(new URL(base).port), stop: () => proc.stop(), log: () => proc.stderr() };
 }
 
 let server;
@@ -445,5 +445,60 @@ test('browser → browser (dark theme): a file chosen with the picker, received 
   } finally {
     if (receiver) await receiver.context.close();
     await sender.context.close();
+  }
+});
+
+test('a relay restart mid-transfer: the page reconnects and resumes from its verified chunks', { timeout: TEST_TIMEOUT }, async () => {
+  // A 64 KiB window: small frames (chunks of 65,411 bytes, not a power of
+  // two), and little in flight when the sender is paused.
+  let relay = await startServer({ extra: ['--transfer-window', '65536'] });
+  const { port } = relay;
+  const src = fs.mkdtempSync(path.join(tmp, 'e-src-'));
+  const size = 16 * 1024 * 1024 + 1;
+  const file = makeFile(path.join(src, 'video.mp4'), size);
+  const tx = duplex(['send', '--json', '--server', relay.base, file]);
+  const { code } = await tx.json((v) => typeof v.code === 'string');
+  const { context, page } = await openPage(`${relay.base}/receive`);
+  try {
+    // Every status the page shows, and every byte it receives.
+    await page.evaluate(() => {
+      window.__statuses = [];
+      new MutationObserver(() => window.__statuses.push(document.getElementById('status').dataset.state))
+        .observe(document.getElementById('status'), { attributes: true });
+    });
+    let wireBytes = 0;
+    page.on('websocket', (ws) => ws.on('framereceived', (f) => {
+      wireBytes += typeof f.payload === 'string' ? Buffer.byteLength(f.payload) : f.payload.length;
+    }));
+    await page.getByLabel('Code', { exact: true }).fill(code);
+    await page.getByRole('button', { name: 'Receive' }).click();
+    // A third of the way in, freeze the sender (so it cannot finish), and
+    // restart the relay on the same port.
+    await page.waitForFunction(() => document.getElementById('total-progress').value > 0.33, null, { polling: 10 });
+    tx.child.kill('SIGSTOP');
+    const before = await page.$eval('#total-progress', (p) => p.value);
+    assert.ok(before < 0.9, `progress ${before} when the sender was paused`);
+    await relay.stop();
+    await page.waitForSelector('#status[data-state="reconnecting"]');
+    await screenshot(page, 'transfer-receive-reconnecting');
+    relay = await startServer({ bind: `127.0.0.1:${port}`, extra: ['--transfer-window', '65536'] });
+    tx.child.kill('SIGCONT');
+
+    await page.waitForSelector('#rx-done:not([hidden])', { timeout: 60_000 });
+    const got = await downloadAll(page);
+    assertSameFile(got[0].file, file, 'video.mp4');
+    const result = await tx.done;
+    assert.equal(result.code, 0, `duplex send failed: ${result.stderr}`);
+    assert.ok(result.stdout.includes('"event":"reconnect"'), 'the sender reconnected');
+    assert.ok((await page.evaluate(() => window.__statuses)).includes('reconnecting'));
+    // Resumed, not restarted: the bytes on the wire are about one copy of
+    // the file (a restart from zero would add the third already received).
+    assert.ok(wireBytes < size * 1.1, `received ${wireBytes} bytes on the wire for a ${size}-byte file`);
+    assertNoPageErrors();
+  } finally {
+    await context.close();
+    tx.child.kill('SIGCONT');
+    await tx.stop();
+    await relay.stop();
   }
 });
