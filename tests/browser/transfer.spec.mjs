@@ -448,6 +448,28 @@ test('browser → browser (dark theme): a file chosen with the picker, received 
   }
 });
 
+test('browser → CLI through a 64 KiB window: the page waits for credit, never overdraws (the relay would close it with 4008)', { timeout: TEST_TIMEOUT }, async () => {
+  const relay = await startServer({ extra: ['--transfer-window', '65536'] });
+  const src = fs.mkdtempSync(path.join(tmp, 'f-src-'));
+  const file = makeFile(path.join(src, 'archive.tar'), 2 * 1024 * 1024 + 99);
+  const { context, page } = await openPage(`${relay.base}/send`);
+  try {
+    await page.setInputFiles('#file-input', file);
+    await page.getByRole('button', { name: 'Get a code and send' }).click();
+    const code = await shownCode(page);
+    const out = path.join(tmp, 'f-out');
+    const rx = await duplex(['receive', code, '--server', relay.base, '--out', out]).done;
+    assert.equal(rx.code, 0, `duplex receive failed: ${rx.stderr}`);
+    assertSameFile(path.join(out, 'archive.tar'), file, 'archive.tar');
+    await page.waitForSelector('#receivers li[data-state="done"]');
+    assert.equal(await page.getAttribute('#send-error', 'hidden'), '', 'no error on the send page');
+    assertNoPageErrors();
+  } finally {
+    await context.close();
+    await relay.stop();
+  }
+});
+
 test('a relay restart mid-transfer: the page reconnects and resumes from its verified chunks', { timeout: TEST_TIMEOUT }, async () => {
   // A 64 KiB window: small frames (chunks of 65,411 bytes, not a power of
   // two), and little in flight when the sender is paused.
