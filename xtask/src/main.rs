@@ -40,7 +40,7 @@ USAGE:
 SUBCOMMANDS:
     test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
-               doctests, browser (the chat page in chromium), release build,
+               doctests, browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
                release tests (the #[ignore]d ones, e.g. a 3 GiB transfer),
                Autobahn server side, Autobahn client side. Ends with the line
@@ -62,7 +62,7 @@ OPTIONS:
 WHERE THINGS GO:
     target/xtask/venv            Python venv with kosoku and websockets
     target/xtask/node            node_modules with ws and playwright-core
-    target/browser/              screenshots of the browser tests (chat page)
+    target/browser/              screenshots of the browser tests (chat, transfer)
     target/autobahn/server/      Autobahn report, server side (index.html, index.json)
     target/autobahn/client/      Autobahn report, client side
     target/autobahn/*.log        output of the processes of each side

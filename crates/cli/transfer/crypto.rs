@@ -150,4 +150,67 @@ mod tests {
         let sealed = sa2.seal(Direction::ToReceiver, 0, 0, b"", b"x");
         assert!(sc.open(Direction::ToReceiver, 0, 0, b"", &sealed).is_none());
     }
+
+    /// The bytes a fixed "random" source gives: 0, 1, 2, ... from `start`.
+    struct Counting(u8);
+
+    impl rand_core::RngCore for Counting {
+        fn next_u32(&mut self) -> u32 {
+            rand_core::impls::next_u32_via_fill(self)
+        }
+        fn next_u64(&mut self) -> u64 {
+            rand_core::impls::next_u64_via_fill(self)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for b in dest {
+                *b = self.0;
+                self.0 = self.0.wrapping_add(1);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl rand_core::CryptoRng for Counting {}
+
+    /// Known answers the browser's SPAKE2 (crates/server/ui/transfer-core.js)
+    /// must reproduce: tests/browser/transfer.spec.mjs checks the same hex.
+    /// Side A's scalar comes from the 64 bytes 0..=63, side B's from 64..=127.
+    #[test]
+    fn known_answers_shared_with_the_browser() {
+        let start = |first: u8| {
+            Spake2::<Ed25519Group>::start_symmetric_with_rng(
+                &Password::new(b"7-violet-anchor"),
+                &Identity::new(b"duplex transfer v1"),
+                Counting(first),
+            )
+        };
+        let (a, msg_a) = start(0);
+        let (b, msg_b) = start(64);
+        let shared = a.finish(&msg_b).unwrap();
+        assert_eq!(shared, b.finish(&msg_a).unwrap());
+        let key = blake3::derive_key("duplex transfer v1 chacha20poly1305 key", &shared);
+        let sealer = Sealer(ChaCha20Poly1305::new(Key::from_slice(&key)));
+        let sealed = sealer.seal(Direction::ToSender, 2, 0x0304_0506_0708, b"aad", b"hello");
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let got = [
+            hex(&msg_a),
+            hex(&msg_b),
+            hex(&shared),
+            hex(&key),
+            hex(&sealed),
+        ];
+        assert_eq!(
+            got,
+            [
+                "536e397e5ff81091a64c861358bb18b4c3ecbdc1ac52d1d949bfe2e9c8f8e678b6",
+                "537f5a67862b08a8662a74d5714fa6c8b5c945d6a7d4f7fbe7a3fcca32c159d266",
+                "a8879e6c1836837913632cafa45a9663ed9ad0f10eec891d14ae4aea8e351346",
+                "50be0abb4f7d3a4480c2ed6841457f299b7ec66d9052ba2530538b67fc6ebdb0",
+                "7d23b0a603858056b28dc96fd70cbbd03436140114",
+            ]
+        );
+    }
 }

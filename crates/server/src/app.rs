@@ -174,6 +174,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/", get(ui::index))
         .route("/app.js", get(ui::script))
         .route("/app.css", get(ui::style))
+        .route("/send", get(ui::send))
+        .route("/receive", get(ui::receive))
+        .route("/transfer.js", get(ui::transfer_script))
+        .route("/transfer-core.js", get(ui::transfer_core))
+        .route("/transfer.css", get(ui::transfer_style))
+        .route("/vendor/noble.js", get(ui::noble))
         .route("/ws", get(hub_socket))
         .route("/echo", get(echo_socket))
         .route(

@@ -1,4 +1,6 @@
-//! The browser UI, compiled into the binary: the chat page at `/`.
+//! The browser UI, compiled into the binary: the chat page at `/`, and the
+//! file-transfer pages `/send` and `/receive` (the browser side of the
+//! `/files` relay, end-to-end encrypted in the page).
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
@@ -8,20 +10,55 @@ pub async fn index() -> Html<&'static str> {
     Html(include_str!("../ui/index.html"))
 }
 
-/// `GET /app.js`
-pub async fn script() -> Response {
+/// `GET /send`
+pub async fn send() -> Html<&'static str> {
+    Html(include_str!("../ui/send.html"))
+}
+
+/// `GET /receive`
+pub async fn receive() -> Html<&'static str> {
+    Html(include_str!("../ui/receive.html"))
+}
+
+fn javascript(source: &'static str) -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../ui/app.js"),
+        source,
     )
         .into_response()
 }
 
+fn css(source: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], source).into_response()
+}
+
+/// `GET /app.js`
+pub async fn script() -> Response {
+    javascript(include_str!("../ui/app.js"))
+}
+
 /// `GET /app.css`
 pub async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../ui/app.css"),
-    )
-        .into_response()
+    css(include_str!("../ui/app.css"))
+}
+
+/// `GET /transfer.js`: the /send and /receive pages.
+pub async fn transfer_script() -> Response {
+    javascript(include_str!("../ui/transfer.js"))
+}
+
+/// `GET /transfer-core.js`: the transfer protocol (SPAKE2, sealing, relay).
+pub async fn transfer_core() -> Response {
+    javascript(include_str!("../ui/transfer-core.js"))
+}
+
+/// `GET /transfer.css`
+pub async fn transfer_style() -> Response {
+    css(include_str!("../ui/transfer.css"))
+}
+
+/// `GET /vendor/noble.js`: the @noble cryptography, bundled (see
+/// `ui/vendor/README.md`).
+pub async fn noble() -> Response {
+    javascript(include_str!("../ui/vendor/noble.js"))
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
 use serde_json::{Value, json};
-use support::{LIMIT, TestServer};
+use support::{LIMIT, TestServer, http};
 
 type Ws = WebSocket<MaybeTlsStream>;
 
@@ -253,4 +253,43 @@ async fn a_sender_recreates_its_transfer_after_a_relay_restart() {
     assert_eq!(created["token"], token);
     let mut receiver = open(addr, json!({"type": "join", "nameplate": 4242})).await;
     assert_eq!(json_msg(&mut receiver).await["type"], "joined");
+}
+
+/// The browser pages and every module they import are served, so the
+/// pages work from the binary alone (tests/browser/transfer.spec.mjs runs
+/// them in Chromium).
+#[tokio::test]
+async fn the_send_and_receive_pages_and_their_modules_are_served() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let get = |path: &'static str| async move {
+        let (status, body) = http(addr, "GET", path, &[], None).await;
+        assert_eq!(status, 200, "GET {path}");
+        body
+    };
+    for page in ["/send", "/receive"] {
+        let html = get(page).await;
+        assert!(
+            html.contains(r#"<script type="module" src="/transfer.js">"#),
+            "{page}"
+        );
+        assert!(html.contains(r#"href="/transfer.css""#), "{page}");
+    }
+    assert!(get("/send").await.contains("webkitdirectory"));
+    assert!(
+        get("/transfer.js")
+            .await
+            .contains("from './transfer-core.js'")
+    );
+    let core = get("/transfer-core.js").await;
+    assert!(core.contains("from './vendor/noble.js'"));
+    assert!(core.contains("duplex transfer v1 chacha20poly1305 key"));
+    let noble = get("/vendor/noble.js").await;
+    assert!(noble.starts_with("// @noble/curves 2.4.0, @noble/hashes 2.4.0, @noble/ciphers 2.4.0"));
+    assert!(noble.contains("MIT License"));
+    assert!(get("/transfer.css").await.contains(".dropzone"));
+    assert!(
+        get("/").await.contains(r#"href="/send""#),
+        "the chat page links to /send"
+    );
 }
