@@ -23,6 +23,7 @@ use crate::Paths;
 use crate::process::{capture, free_port, run};
 
 mod compressed;
+mod fanout;
 mod transfer;
 
 const USAGE: &str = "\
@@ -34,7 +35,7 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --seconds S      seconds per measurement (default 5)
     --connections N  idle connections in the memory/handshake row (default 10000)
     --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
-    --sections A,B   sections after the main table (default compressed,transfer; none)
+    --sections A,B   sections after the main table (default compressed,fanout,transfer; none)
     --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
@@ -103,7 +104,9 @@ fn parse(argv: &[String]) -> Result<Options> {
         write_doc: true,
         quick: false,
         transfer_size: transfer::SIZE,
-        sections: vec!["compressed".into(), "transfer".into()],
+        sections: ["compressed", "fanout", "transfer"]
+            .map(String::from)
+            .to_vec(),
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -126,9 +129,9 @@ fn parse(argv: &[String]) -> Result<Options> {
                 if let Some(bad) = o
                     .sections
                     .iter()
-                    .find(|n| !["compressed", "transfer"].contains(&n.as_str()))
+                    .find(|n| !["compressed", "fanout", "transfer"].contains(&n.as_str()))
                 {
-                    bail!("unknown section {bad}; known: compressed, transfer, none");
+                    bail!("unknown section {bad}; known: compressed, fanout, transfer, none");
                 }
             }
             "--reps" => o.reps = value()?.parse()?,
@@ -465,6 +468,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
                 crate::tools::prepare(paths)?;
                 compressed::section(paths, &bins, o.reps, o.seconds)?
             }
+            "fanout" => fanout::section(paths, &bins, o.reps, o.seconds)?,
             _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
         };
         sections.push_str(&text);
