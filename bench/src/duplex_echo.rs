@@ -1,21 +1,15 @@
 //! Duplex on a raw `TcpStream` with `duplex::accept`: replies to one read
 //! are queued with `feed` and leave in one write when `recv` next waits.
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        tokio::spawn(async move {
-            let Ok(mut ws) = duplex::accept(stream).await else {
-                return;
-            };
-            while let Some(Ok(msg)) = ws.recv().await {
-                if msg.is_data() && ws.feed(msg).await.is_err() {
-                    return;
-                }
-            }
-        });
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut ws) = duplex::accept(stream).await else {
+        return;
+    };
+    while let Some(Ok(msg)) = ws.recv().await {
+        if msg.is_data() && ws.feed(msg).await.is_err() {
+            return;
+        }
     }
 }

@@ -7,7 +7,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 async fn echo(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = FragmentCollector::new(fut.await?);
@@ -29,16 +29,10 @@ async fn upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, W
     Ok(response)
 }
 
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = http1::Builder::new()
-                .serve_connection(io, service_fn(upgrade))
-                .with_upgrades()
-                .await;
-        });
-    }
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = http1::Builder::new()
+        .serve_connection(io, service_fn(upgrade))
+        .with_upgrades()
+        .await;
 }

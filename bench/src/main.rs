@@ -1,7 +1,8 @@
-//! `bench-echo IMPL --port N`: one echo server on a single-threaded tokio
-//! runtime, for `cargo xtask bench` to pin to one core and load with
-//! `duplex bench`. Every implementation echoes text and binary messages and
-//! answers a close; they differ only in the library under them.
+//! `bench-echo IMPL --port N [--tls CERT KEY]`: one echo server on a
+//! single-threaded tokio runtime, for `cargo xtask bench` to pin to one core
+//! and load with `duplex bench`. Every implementation echoes text and binary
+//! messages and answers a close; they differ only in the library under
+//! them. With `--tls`, each connection is wrapped in TLS (rustls) first.
 
 mod duplex_echo;
 mod fastws;
@@ -9,19 +10,106 @@ mod tcp;
 mod tungstenite;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-const USAGE: &str = "usage: bench-echo tcp|duplex|tungstenite|fastwebsockets --port N";
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+const USAGE: &str =
+    "usage: bench-echo tcp|duplex|tungstenite|fastwebsockets --port N [--tls CERT.pem KEY.pem]";
+
+/// Which echo server.
+#[derive(Clone, Copy)]
+enum Kind {
+    Tcp,
+    Duplex,
+    Tungstenite,
+    Fastwebsockets,
+}
+
+async fn serve<S>(kind: Kind, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match kind {
+        Kind::Tcp => tcp::serve(stream).await,
+        Kind::Duplex => duplex_echo::serve(stream).await,
+        Kind::Tungstenite => tungstenite::serve(stream).await,
+        Kind::Fastwebsockets => fastws::serve(stream).await,
+    }
+}
+
+fn tls_acceptor(cert: &str, key: &str) -> std::io::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| std::io::Error::other(format!("{cert}: {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| std::io::Error::other(format!("{key}: {e}")))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(std::io::Error::other)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn run(kind: Kind, listener: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve(kind, stream).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(kind, stream).await;
+                    }
+                }
+            }
+        });
+    }
+}
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let port = args
-        .iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|p| p.parse::<u16>().ok());
-    let (Some(kind), Some(port)) = (args.first(), port) else {
+    let after = |flag: &str, n: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + n))
+            .cloned()
+    };
+    let port = after("--port", 1).and_then(|p| p.parse::<u16>().ok());
+    let kind = match args.first().map(String::as_str) {
+        Some("tcp") => Some(Kind::Tcp),
+        Some("duplex") => Some(Kind::Duplex),
+        Some("tungstenite") => Some(Kind::Tungstenite),
+        Some("fastwebsockets") => Some(Kind::Fastwebsockets),
+        _ => None,
+    };
+    let (Some(kind), Some(port)) = (kind, port) else {
         eprintln!("{USAGE}");
         return std::process::ExitCode::from(2);
+    };
+    let tls = match (after("--tls", 1), after("--tls", 2)) {
+        (Some(cert), Some(key)) => match tls_acceptor(&cert, &key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(e) => {
+                eprintln!("bench-echo: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        (None, _) => None,
+        _ => {
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -29,14 +117,8 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("runtime");
     let result = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        match kind.as_str() {
-            "tcp" => tcp::serve(listener).await,
-            "duplex" => duplex_echo::serve(listener).await,
-            "tungstenite" => tungstenite::serve(listener).await,
-            "fastwebsockets" => fastws::serve(listener).await,
-            _ => Err(std::io::Error::other(USAGE)),
-        }
+        let listener = TcpListener::bind(addr).await?;
+        run(kind, listener, tls).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,49 +3,42 @@
 //! it returns the client's masked frames byte for byte, which
 //! `duplex bench echo --mirror` expects.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    // A WebSocket server must first answer the upgrade: so does this one, so
+    // that the same client can load it.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
     loop {
-        let (mut stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
-        tokio::spawn(async move {
-            // A WebSocket server must first answer the upgrade: so does this
-            // one, so that the same client can load it.
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut head = Vec::new();
-            loop {
-                let Ok(n) = stream.read(&mut buf).await else {
+        let Ok(n) = stream.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+            if stream.write_all(reply).await.is_err() {
+                return;
+            }
+            let rest = head.split_off(end + 4);
+            if !rest.is_empty() && stream.write_all(&rest).await.is_err() {
+                return;
+            }
+            break;
+        }
+    }
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
                     return;
-                };
-                if n == 0 {
-                    return;
-                }
-                head.extend_from_slice(&buf[..n]);
-                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                        Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-                    if stream.write_all(reply).await.is_err() {
-                        return;
-                    }
-                    let rest = head.split_off(end + 4);
-                    if !rest.is_empty() && stream.write_all(&rest).await.is_err() {
-                        return;
-                    }
-                    break;
                 }
             }
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if stream.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        }
     }
 }

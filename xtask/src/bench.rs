@@ -24,6 +24,7 @@ use crate::process::{capture, free_port, run};
 
 mod compressed;
 mod fanout;
+mod tls;
 mod transfer;
 
 const USAGE: &str = "\
@@ -35,7 +36,7 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --seconds S      seconds per measurement (default 5)
     --connections N  idle connections in the memory/handshake row (default 10000)
     --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
-    --sections A,B   sections after the main table (default compressed,fanout,transfer; none)
+    --sections A,B   sections after the main table (default tls,compressed,fanout,transfer; none)
     --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
@@ -129,9 +130,9 @@ fn parse(argv: &[String]) -> Result<Options> {
                 if let Some(bad) = o
                     .sections
                     .iter()
-                    .find(|n| !["compressed", "fanout", "transfer"].contains(&n.as_str()))
+                    .find(|n| !["tls", "compressed", "fanout", "transfer"].contains(&n.as_str()))
                 {
-                    bail!("unknown section {bad}; known: compressed, fanout, transfer, none");
+                    bail!("unknown section {bad}; known: tls, compressed, fanout, transfer, none");
                 }
             }
             "--reps" => o.reps = value()?.parse()?,
@@ -216,6 +217,17 @@ impl Drop for Running {
 }
 
 fn start(paths: &Paths, bins: &Bins, server: &Server, log: &Path) -> Result<Running> {
+    start_with(paths, bins, server, log, None)
+}
+
+/// [`start`], over TLS with this certificate and key (PEM files) if given.
+fn start_with(
+    paths: &Paths,
+    bins: &Bins,
+    server: &Server,
+    log: &Path,
+    tls: Option<&tls::Files>,
+) -> Result<Running> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut cmd = Command::new("taskset");
@@ -230,10 +242,19 @@ fn start(paths: &Paths, bins: &Bins, server: &Server, log: &Path) -> Result<Runn
             .args(["serve", "--bind", &addr.to_string(), "--data"])
             .arg(&dir)
             .env("DUPLEX_LOG", "warn");
+        if let Some(tls) = tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         data = Some(dir);
     } else {
         cmd.arg(&bins.echo)
             .args([server.name, "--port", &port.to_string()]);
+        if let Some(tls) = tls {
+            cmd.arg("--tls").arg(&tls.cert).arg(&tls.key);
+        }
     }
     let file = std::fs::File::create(log)?;
     let child = cmd
@@ -469,6 +490,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
                 compressed::section(paths, &bins, o.reps, o.seconds)?
             }
             "fanout" => fanout::section(paths, &bins, o.reps, o.seconds)?,
+            "tls" => tls::section(paths, &bins, o.reps, o.seconds)?,
             _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
         };
         sections.push_str(&text);

@@ -85,7 +85,8 @@ fn raise_nofile() {
 
 pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     raise_nofile();
-    let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    let target = Target::parse(&args.common.url, args.common.allow_remote)?
+        .with_tls(args.common.cacert.as_deref())?;
     let before = args.server_pid.map(server_usage).transpose()?;
     let progress = Progress::new(!args.common.json);
     let done = Arc::new(AtomicU64::new(0));

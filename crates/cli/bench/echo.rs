@@ -117,7 +117,7 @@ struct ConnResult {
 }
 
 async fn connection(
-    mut stream: tokio::net::TcpStream,
+    mut stream: super::wire::BenchStream,
     leftover: Vec<u8>,
     frame: &[u8],
     plan: &EchoPlan,

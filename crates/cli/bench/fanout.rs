@@ -56,6 +56,11 @@ pub struct FanoutArgs {
 
 pub async fn run(args: &FanoutArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    if target.tls.is_some() {
+        bail!(
+            "the fanout mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
+        );
+    }
     let ws_url = format!("ws://{}{}", target.host, target.path);
     let channel = args.channel.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()

@@ -42,6 +42,11 @@ pub struct HttpArgs {
 
 pub async fn run(args: &HttpArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    if target.tls.is_some() {
+        bail!(
+            "the http mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
+        );
+    }
     let mut rows = Vec::new();
     for keep_alive in [true, false] {
         if (keep_alive && args.only_new_connection) || (!keep_alive && args.only_keep_alive) {

@@ -75,6 +75,10 @@ pub struct Common {
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     pub allow_remote: bool,
+    /// For wss:// targets: trust only the PEM certificates in FILE instead
+    /// of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -183,7 +187,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 async fn measure(mode: Mode) -> Result<(Common, Report)> {
     match mode {
         Mode::Echo(a) => {
-            let target = Target::parse(&a.common.url, a.common.allow_remote)?;
+            let target = Target::parse(&a.common.url, a.common.allow_remote)?
+                .with_tls(a.common.cacert.as_deref())?;
             let plan = EchoPlan {
                 connections: a.connections,
                 pipeline: a.pipeline,
@@ -217,7 +222,8 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
             Ok((a.common, report))
         }
         Mode::Latency(a) => {
-            let target = Target::parse(&a.common.url, a.common.allow_remote)?;
+            let target = Target::parse(&a.common.url, a.common.allow_remote)?
+                .with_tls(a.common.cacert.as_deref())?;
             let progress = Progress::new(!a.common.json);
             if a.warmup > 0 {
                 let warm = EchoPlan {

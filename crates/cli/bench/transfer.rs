@@ -70,6 +70,11 @@ enum Run {
 
 pub async fn run(args: &TransferArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
+    if target.tls.is_some() {
+        bail!(
+            "the transfer mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
+        );
+    }
     if args.chunk == 0 || args.chunk > 2 << 20 {
         bail!("--chunk must be between 1 B and 2 MiB (the relay's largest frame)");
     }

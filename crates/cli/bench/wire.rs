@@ -33,12 +33,66 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> Result
     Ok(stream)
 }
 
+/// A connection to the target: plain TCP, or TLS over it for `wss://`.
+pub enum BenchStream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for BenchStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for BenchStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Connects and performs the opening handshake; returns the stream and any
 /// bytes that followed the 101 response.
 pub async fn ws_connect(
     target: &Target,
     source: Option<SocketAddr>,
-) -> Result<(TcpStream, Vec<u8>)> {
+) -> Result<(BenchStream, Vec<u8>)> {
     ws_connect_with(target, source, false).await
 }
 
@@ -54,8 +108,19 @@ pub async fn ws_connect_with(
     target: &Target,
     source: Option<SocketAddr>,
     compress: bool,
-) -> Result<(TcpStream, Vec<u8>)> {
-    let mut stream = tcp_connect(target.addr, source).await?;
+) -> Result<(BenchStream, Vec<u8>)> {
+    let tcp = tcp_connect(target.addr, source).await?;
+    let mut stream = match &target.tls {
+        None => BenchStream::Plain(tcp),
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let stream = connector
+                .connect(tls.name.clone(), tcp)
+                .await
+                .context("TLS handshake")?;
+            BenchStream::Tls(Box::new(stream))
+        }
+    };
     let offer = if compress {
         format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
     } else {
@@ -365,7 +430,10 @@ impl<'a> EchoChecker<'a> {
 }
 
 /// Reads into `buf`, failing on end of stream.
-pub async fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize> {
+pub async fn read_some<S>(stream: &mut S, buf: &mut [u8]) -> Result<usize>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let n = stream.read(buf).await.context("read")?;
     if n == 0 {
         bail!("the server closed the connection");
