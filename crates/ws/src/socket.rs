@@ -147,8 +147,10 @@ where
     }
 
     /// Bytes that arrived with the handshake (the first frames, pipelined
-    /// behind the request) are fed in before anything is read.
-    pub(crate) fn preload(&mut self, bytes: &[u8]) {
+    /// behind the request) are fed in before anything is read. For servers
+    /// that read the request head themselves and then
+    /// [`open`](crate::ServerBuilder::open) the socket.
+    pub fn preload(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.conn.read_buf().extend_from_slice(bytes);
         }
