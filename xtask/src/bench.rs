@@ -29,6 +29,7 @@ mod transfer;
 
 const USAGE: &str = "\
 cargo xtask bench [--quick] [--reps N] [--seconds S] [--connections N] [--only NAME,...]
+                  [--workloads KIND,...]
 
 Runs the side-by-side benchmark and writes docs/performance.md.
     --quick          1 repetition of 2 s per workload, 2,000 idle connections
@@ -36,6 +37,9 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --seconds S      seconds per measurement (default 5)
     --connections N  idle connections in the memory/handshake row (default 10000)
     --only A,B       only these servers (tcp, duplex, duplex-serve, tungstenite, fastwebsockets)
+    --workloads A,B  only these rows: echo, latency, connections (e.g. `--workloads connections
+                     --only duplex,duplex-serve` for the idle-memory row alone); implies --no-doc
+                     and --sections none unless --sections is given
     --sections A,B   sections after the main table (default tls,compressed,fanout,transfer; none)
     --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
@@ -90,6 +94,8 @@ struct Options {
     seconds: u64,
     connections: usize,
     only: Option<Vec<String>>,
+    /// Workload kinds (`duplex bench` modes) to run; all when `None`.
+    workloads: Option<Vec<String>>,
     write_doc: bool,
     quick: bool,
     transfer_size: u64,
@@ -102,6 +108,7 @@ fn parse(argv: &[String]) -> Result<Options> {
         seconds: 5,
         connections: 10_000,
         only: None,
+        workloads: None,
         write_doc: true,
         quick: false,
         transfer_size: transfer::SIZE,
@@ -109,6 +116,7 @@ fn parse(argv: &[String]) -> Result<Options> {
             .map(String::from)
             .to_vec(),
     };
+    let mut sections_given = false;
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -122,6 +130,7 @@ fn parse(argv: &[String]) -> Result<Options> {
             }
             "--transfer-size" => o.transfer_size = value()?.parse()?,
             "--sections" => {
+                sections_given = true;
                 o.sections = value()?
                     .split(',')
                     .filter(|n| !n.is_empty() && *n != "none")
@@ -139,6 +148,9 @@ fn parse(argv: &[String]) -> Result<Options> {
             "--seconds" => o.seconds = value()?.parse()?,
             "--connections" => o.connections = value()?.parse()?,
             "--only" => o.only = Some(value()?.split(',').map(str::to_owned).collect()),
+            "--workloads" => {
+                o.workloads = Some(value()?.split(',').map(str::to_owned).collect());
+            }
             "--no-doc" => o.write_doc = false,
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -150,10 +162,39 @@ fn parse(argv: &[String]) -> Result<Options> {
     if o.reps == 0 || o.seconds == 0 {
         bail!("--reps and --seconds must be at least 1");
     }
+    if let Some(kinds) = &o.workloads {
+        if let Some(k) = kinds.iter().find(|k| !WORKLOAD_KINDS.contains(&k.as_str())) {
+            bail!("unknown workload {k} (expected one of {WORKLOAD_KINDS:?})");
+        }
+        // A partial table would replace the full one in docs/performance.md.
+        o.write_doc = false;
+        if !sections_given {
+            o.sections.clear();
+        }
+    }
+    let unknown = o
+        .only
+        .iter()
+        .flatten()
+        .find(|n| !SERVERS.iter().any(|s| s.name == n.as_str()));
+    if let Some(n) = unknown {
+        bail!("unknown server {n}\n{USAGE}");
+    }
     Ok(o)
 }
 
+/// The workload kinds `--workloads` selects from: `duplex bench` modes.
+const WORKLOAD_KINDS: [&str; 3] = ["echo", "latency", "connections"];
+
 fn workloads(o: &Options) -> Vec<Workload> {
+    let mut all = all_workloads(o);
+    if let Some(kinds) = &o.workloads {
+        all.retain(|w| kinds.iter().any(|k| k == w.mode));
+    }
+    all
+}
+
+fn all_workloads(o: &Options) -> Vec<Workload> {
     let d = format!("{}s", o.seconds);
     let echo = |label: &str, c: u32, p: u32, s: &str| Workload {
         label: label.into(),
@@ -862,4 +903,35 @@ fn cmd_args_all(cmd: &Command) -> String {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn workloads_filter_keeps_only_the_chosen_rows_and_spares_the_doc() {
+        let o = parse(&args(&["--workloads", "connections", "--quick"])).unwrap();
+        let w = workloads(&o);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].mode, "connections");
+        assert_eq!(w[0].label, "2000 idle connections");
+        assert!(!o.write_doc, "a partial table must not replace the doc's");
+        let all = parse(&[]).unwrap();
+        assert_eq!(workloads(&all).len(), 6);
+        assert!(all.write_doc);
+        let two = parse(&args(&["--workloads", "latency,echo"])).unwrap();
+        assert_eq!(workloads(&two).len(), 5);
+    }
+
+    #[test]
+    fn unknown_workloads_and_servers_are_refused() {
+        assert!(parse(&args(&["--workloads", "conections"])).is_err());
+        assert!(parse(&args(&["--only", "dupelx"])).is_err());
+        assert!(parse(&args(&["--only", "duplex,duplex-serve"])).is_ok());
+    }
 }

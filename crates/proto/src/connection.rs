@@ -70,7 +70,8 @@ struct FrameInProgress {
 struct MessageInProgress {
     text: bool,
     compressed: bool,
-    fragments: usize,
+    /// Saturates: a limit past `u32::MAX` fragments is as good as none.
+    fragments: u32,
     /// Payload bytes received so far (before inflation).
     size: usize,
 }
@@ -92,56 +93,75 @@ struct MessageInProgress {
 /// assert_eq!(server.next_message().unwrap(), Some(Message::text("hello")));
 /// assert_eq!(server.next_message().unwrap(), None); // needs more bytes
 /// ```
+///
+/// An idle connection's memory is mostly this struct (its buffers go back to
+/// the I/O layer's pool), so it is kept small: what only compressed
+/// connections need lives behind one pointer.
 pub struct Connection {
     role: Role,
     state: State,
-    config: Config,
+    limits: Limits,
     read: BytesMut,
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
-    assembly: BytesMut,
+    /// Where fragmented and compressed messages are put together; allocated
+    /// on first use.
+    assembly: Option<Box<BytesMut>>,
     utf8: Utf8Validator,
-    inflater: Option<Inflater>,
-    deflater: Option<Deflater>,
-    scratch: BytesMut,
+    /// permessage-deflate, when negotiated.
+    compression: Option<Box<Compression>>,
     out: OutBuf,
     close_sent: bool,
+    /// How the connection ended, once it has (boxed: open connections need
+    /// only the pointer).
+    ending: Option<Box<Ending>>,
+}
+
+/// The close frame received and the error that failed the connection, if any.
+#[derive(Default)]
+struct Ending {
     close_received: Option<Option<CloseFrame>>,
     error: Option<ProtocolError>,
+}
+
+/// The compressor and decompressor of a permessage-deflate connection
+/// (about 350 bytes with their buffer, plus zlib's state while in use).
+struct Compression {
+    inflater: Inflater,
+    deflater: Deflater,
+    /// Where outgoing messages are compressed.
+    scratch: BytesMut,
 }
 
 impl Connection {
     /// A connection that completed its handshake, with the compression
     /// parameters it negotiated (if any).
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
-        let (inflater, deflater) = match deflate {
-            Some(params) => (
-                Some(Inflater::new(&params, role)),
-                Some(Deflater::new(
+        let compression = deflate.map(|params| {
+            Box::new(Compression {
+                inflater: Inflater::new(&params, role),
+                deflater: Deflater::new(
                     &params,
                     role,
                     config.deflate.level,
                     config.deflate.threshold,
-                )),
-            ),
-            None => (None, None),
-        };
+                ),
+                scratch: BytesMut::new(),
+            })
+        });
         Self {
             role,
             state: State::Open,
-            config,
+            limits: config.limits,
             read: BytesMut::new(),
             frame: None,
             message: None,
-            assembly: BytesMut::new(),
+            assembly: None,
             utf8: Utf8Validator::default(),
-            inflater,
-            deflater,
-            scratch: BytesMut::new(),
+            compression,
             out: OutBuf::default(),
             close_sent: false,
-            close_received: None,
-            error: None,
+            ending: None,
         }
     }
 
@@ -157,23 +177,23 @@ impl Connection {
 
     /// Whether permessage-deflate is in use.
     pub fn is_compressed(&self) -> bool {
-        self.deflater.is_some()
+        self.compression.is_some()
     }
 
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        &self.config.limits
+        &self.limits
     }
 
     /// The close frame the peer sent, once it has arrived (`Some(None)`: a
     /// close frame without a code).
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
-        self.close_received.as_ref()
+        self.ending.as_ref()?.close_received.as_ref()
     }
 
     /// The protocol error that failed the connection, if one did.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.ending.as_ref()?.error.as_ref()
     }
 
     /// The buffer incoming bytes are appended to.
@@ -204,10 +224,12 @@ impl Connection {
         if self.read.is_empty() {
             self.read = BytesMut::new();
         }
-        if self.assembly.is_empty() && self.message.is_none() {
-            self.assembly = BytesMut::new();
+        if self.assembly.as_ref().is_some_and(|a| a.is_empty()) && self.message.is_none() {
+            self.assembly = None;
         }
-        self.scratch = BytesMut::new();
+        if let Some(c) = &mut self.compression {
+            c.scratch = BytesMut::new();
+        }
         self.out.shrink();
     }
 
@@ -218,7 +240,7 @@ impl Connection {
     /// frame with the error's code is queued on [`outgoing`](Self::outgoing)
     /// and the state becomes [`State::Closed`].
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
-        if self.state == State::Closed || self.close_received.is_some() {
+        if self.state == State::Closed || self.close_received().is_some() {
             return Ok(None);
         }
         match self.decode() {
@@ -233,7 +255,7 @@ impl Connection {
     /// The peer closed the TCP connection. Returns `true` if that was
     /// abnormal (before the closing handshake completed: code 1006).
     pub fn receive_eof(&mut self) -> bool {
-        let abnormal = self.close_received.is_none() && self.error.is_none();
+        let abnormal = self.close_received().is_none() && self.error().is_none();
         self.state = State::Closed;
         abnormal
     }
@@ -300,14 +322,15 @@ impl Connection {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        if h.rsv1 && (self.inflater.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        if h.rsv1
+            && (self.compression.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
         {
             return Err(ProtocolError::ReservedBits);
         }
         if h.opcode.is_control() {
             return Ok(());
         }
-        let limits = self.config.limits;
+        let limits = self.limits;
         if h.payload_len > limits.max_frame_size as u64 {
             return Err(ProtocolError::FrameTooLarge {
                 len: h.payload_len,
@@ -326,8 +349,8 @@ impl Connection {
                 size: 0,
             }),
         };
-        message.fragments += 1;
-        if message.fragments > limits.max_fragments {
+        message.fragments = message.fragments.saturating_add(1);
+        if message.fragments as usize > limits.max_fragments {
             return Err(ProtocolError::TooManyFragments {
                 max: limits.max_fragments,
             });
@@ -372,20 +395,22 @@ impl Connection {
     ) -> Result<Option<Message>, ProtocolError> {
         let h = frame.header;
         let m = self.message.expect("check_header started the message");
-        let max = self.config.limits.max_message_size;
+        let max = self.limits.max_message_size;
         if m.compressed {
-            let inflater = self
-                .inflater
+            let assembly = self.assembly.get_or_insert_default();
+            let inflater = &mut self
+                .compression
                 .as_mut()
-                .expect("RSV1 is accepted only with an inflater");
-            let start = self.assembly.len();
-            inflater.inflate(&payload, &mut self.assembly, max)?;
+                .expect("RSV1 is accepted only with an inflater")
+                .inflater;
+            let start = assembly.len();
+            inflater.inflate(&payload, assembly, max)?;
             if h.fin {
-                inflater.finish_message(&mut self.assembly, max)?;
+                inflater.finish_message(assembly, max)?;
             }
             if m.text {
                 self.utf8
-                    .feed(&self.assembly[start..])
+                    .feed(&assembly[start..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         } else {
@@ -398,12 +423,15 @@ impl Connection {
                 // The common case: one frame, handed out without a copy.
                 return self.finish_message(m.text, payload.freeze()).map(Some);
             }
-            self.assembly.extend_from_slice(&payload);
+            self.assembly
+                .get_or_insert_default()
+                .extend_from_slice(&payload);
         }
         if !h.fin {
             return Ok(None);
         }
-        let data = self.assembly.split().freeze();
+        let assembly = self.assembly.as_mut().expect("filled above");
+        let data = assembly.split().freeze();
         self.finish_message(m.text, data).map(Some)
     }
 
@@ -427,7 +455,7 @@ impl Connection {
             self.write_frame(OpCode::Close, false, &payload);
             self.close_sent = true;
         }
-        self.close_received = Some(frame);
+        self.ending.get_or_insert_default().close_received = Some(frame);
         self.state = State::Closed;
     }
 
@@ -438,7 +466,7 @@ impl Connection {
             self.write_frame(OpCode::Close, false, &payload);
             self.close_sent = true;
         }
-        self.error = Some(error.clone());
+        self.ending.get_or_insert_default().error = Some(error.clone());
         self.state = State::Closed;
     }
 
@@ -490,16 +518,17 @@ impl Connection {
         if self.close_sent {
             return Err(SendError::Closed);
         }
-        if let Some(deflater) = self
-            .deflater
+        if let Some(c) = self
+            .compression
             .as_mut()
-            .filter(|d| d.should_compress(payload.len()))
+            .filter(|c| c.deflater.should_compress(payload.len()))
         {
-            let mut scratch = std::mem::take(&mut self.scratch);
+            let mut scratch = std::mem::take(&mut c.scratch);
             scratch.clear();
-            deflater.compress(&payload, &mut scratch);
-            self.write_frame_owned(opcode, true, scratch.split().freeze());
-            self.scratch = scratch;
+            c.deflater.compress(&payload, &mut scratch);
+            let compressed = scratch.split().freeze();
+            c.scratch = scratch;
+            self.write_frame_owned(opcode, true, compressed);
         } else {
             self.write_frame_owned(opcode, false, payload);
         }
@@ -527,7 +556,6 @@ impl Connection {
             Some(key) => extend_masked(tail, payload, key),
             None => tail.extend_from_slice(payload),
         }
-        self.out.commit_tail(payload.len());
     }
 
     fn write_header(&mut self, opcode: OpCode, rsv1: bool, len: usize, mask: Option<[u8; 4]>) {

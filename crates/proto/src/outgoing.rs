@@ -28,8 +28,18 @@ pub(crate) const ZERO_COPY_MIN: usize = 4096;
 /// ```
 #[derive(Debug, Default)]
 pub struct OutBuf {
-    chunks: VecDeque<Bytes>,
+    /// Shared payloads and the tail bytes queued before them, in order;
+    /// boxed and allocated on first use (most connections never queue a
+    /// payload by reference, and an idle connection holds only the pointer).
+    chunks: Option<Box<Chunks>>,
+    /// Bytes after the last chunk.
     tail: BytesMut,
+}
+
+#[derive(Debug, Default)]
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
     len: usize,
 }
 
@@ -37,18 +47,11 @@ impl OutBuf {
     /// Appends bytes, copying them into the tail.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.tail.extend_from_slice(bytes);
-        self.len += bytes.len();
     }
 
-    /// The tail, for encoders that write in place; call
-    /// [`commit_tail`](Self::commit_tail) with the number of bytes added.
+    /// The tail, for encoders that write in place.
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
         &mut self.tail
-    }
-
-    /// Accounts for `n` bytes written directly into the tail.
-    pub(crate) fn commit_tail(&mut self, n: usize) {
-        self.len += n;
     }
 
     /// Queues a shared buffer without copying it.
@@ -56,42 +59,45 @@ impl OutBuf {
         if bytes.is_empty() {
             return;
         }
+        let chunks = self.chunks.get_or_insert_default();
         if !self.tail.is_empty() {
             // Keep order: what is already in the tail goes first.
-            self.chunks.push_back(self.tail.split().freeze());
+            let head = self.tail.split().freeze();
+            chunks.len += head.len();
+            chunks.queue.push_back(head);
         }
-        self.len += bytes.len();
-        self.chunks.push_back(bytes);
+        chunks.len += bytes.len();
+        chunks.queue.push_back(bytes);
     }
 
     /// Bytes waiting.
     pub fn len(&self) -> usize {
-        self.len
+        self.tail.len() + self.chunks.as_ref().map_or(0, |c| c.len)
     }
 
     /// Nothing waiting.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Takes the tail's buffer out if nothing is waiting, so an I/O layer can
     /// pool it while the connection is idle.
     pub fn recycle(&mut self) -> Option<BytesMut> {
-        (self.len == 0 && self.tail.capacity() > 0).then(|| {
-            self.chunks = VecDeque::new();
+        (self.is_empty() && self.tail.capacity() > 0).then(|| {
+            self.chunks = None;
             std::mem::take(&mut self.tail)
         })
     }
 
     /// Whether the tail has no memory (see [`provide`](Self::provide)).
     pub fn needs_buffer(&self) -> bool {
-        self.len == 0 && self.tail.capacity() == 0
+        self.is_empty() && self.tail.capacity() == 0
     }
 
     /// Gives an empty buffer to write the next frames into, if the tail has
     /// none.
     pub fn provide(&mut self, mut buf: BytesMut) {
-        if self.tail.capacity() == 0 && self.len == 0 {
+        if self.tail.capacity() == 0 && self.is_empty() {
             buf.clear();
             self.tail = buf;
         }
@@ -100,45 +106,48 @@ impl OutBuf {
     /// Frees the tail's memory if nothing is waiting (idle connections keep
     /// no buffer).
     pub fn shrink(&mut self) {
-        if self.len == 0 {
+        if self.is_empty() {
             self.tail = BytesMut::new();
-            self.chunks = VecDeque::new();
+            self.chunks = None;
         }
     }
 }
 
 impl Buf for OutBuf {
     fn remaining(&self) -> usize {
-        self.len
+        self.len()
     }
 
     fn chunk(&self) -> &[u8] {
-        match self.chunks.front() {
+        match self.chunks.as_ref().and_then(|c| c.queue.front()) {
             Some(c) => c,
             None => &self.tail,
         }
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.len, "advance past the end of OutBuf");
-        self.len -= cnt;
+        assert!(cnt <= self.len(), "advance past the end of OutBuf");
         while cnt > 0 {
-            match self.chunks.front_mut() {
-                Some(c) if c.len() <= cnt => {
-                    cnt -= c.len();
-                    self.chunks.pop_front();
+            match self.chunks.as_mut() {
+                Some(chunks) if !chunks.queue.is_empty() => {
+                    let front = chunks.queue.front_mut().expect("not empty");
+                    if front.len() <= cnt {
+                        cnt -= front.len();
+                        chunks.len -= front.len();
+                        chunks.queue.pop_front();
+                    } else {
+                        front.advance(cnt);
+                        chunks.len -= cnt;
+                        return;
+                    }
                 }
-                Some(c) => {
-                    c.advance(cnt);
-                    return;
-                }
-                None => {
+                _ => {
                     self.tail.advance(cnt);
                     return;
                 }
             }
         }
-        if self.len == 0 {
+        if self.is_empty() {
             // Reuse the tail's allocation from its start.
             self.tail.clear();
         }
@@ -146,7 +155,7 @@ impl Buf for OutBuf {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut i = 0;
-        for c in &self.chunks {
+        for c in self.chunks.iter().flat_map(|c| c.queue.iter()) {
             if i == dst.len() {
                 return i;
             }

@@ -8,15 +8,19 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use duplex::{Config, ServerBuilder};
+use duplex::{Config, ServerBuilder, WebSocket};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::either::Either;
 
 use crate::broker::Broker;
+use crate::fastpath::{self, Sniffed};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::publication::now_ms;
@@ -213,27 +217,89 @@ async fn accept(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = with_peer(router.clone(), peer);
-        let tls = tls.clone();
-        let shutdown = state.shutdown.clone();
-        state.tasks.spawn(async move {
+        match &tls {
+            // TLS stays on hyper's path.
+            Some(acceptor) => {
+                let service = with_peer(router.clone(), peer);
+                let acceptor = acceptor.clone();
+                let shutdown = state.shutdown.clone();
+                state.tasks.spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let result = match acceptor.accept(tcp).await {
+                        Ok(stream) => {
+                            serve_connection(&builder, TokioIo::new(stream), service, shutdown)
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, "connection: {e}");
+                    }
+                });
+            }
+            None => {
+                state
+                    .tasks
+                    .spawn(serve_plain(tcp, peer, router.clone(), state.clone()));
+            }
+        }
+    }
+}
+
+/// A plain-TCP connection: WebSocket upgrades to `/echo` and `/ws` are
+/// answered without hyper ([`fastpath`]); everything else is served by
+/// hyper, the bytes already read replayed in front.
+///
+/// This future lives as long as the connection, so it is kept small: the
+/// head reading and the hyper connection are boxed (freed when done), and
+/// the arguments travel inside the box rather than in this future.
+fn serve_plain(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    state: Arc<AppState>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let sniffing = Box::pin(async move {
+        let sniffed = fastpath::sniff(tcp, &state).await;
+        (sniffed, peer, router, state)
+    });
+    // Only the next stage is held while the connection lives, not the
+    // sniffing's output it was made from.
+    async move {
+        let stage = {
+            let sniffed = sniffing.await;
+            next_stage(sniffed)
+        };
+        stage.await
+    }
+}
+
+type BoxedStage = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What a plain-TCP connection does after its first head: an echo socket
+/// runs inline (it is what most idle connections are); a hub session and a
+/// hyper connection run boxed.
+fn next_stage(
+    (sniffed, peer, router, state): (Sniffed, SocketAddr, Router, Arc<AppState>),
+) -> Either<impl std::future::Future<Output = ()> + Send, BoxedStage> {
+    match sniffed {
+        Sniffed::Socket(Endpoint::Echo, ws) => Either::Left(echo::run(ws, state)),
+        Sniffed::Socket(Endpoint::Hub, ws) => Either::Right(Box::pin(session::run(ws, state))),
+        Sniffed::Http(stream) => Either::Right(Box::pin(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
-            let result = match tls {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        serve_connection(&builder, TokioIo::new(stream), service, shutdown).await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                },
-                None => serve_connection(&builder, TokioIo::new(tcp), service, shutdown).await,
-            };
-            if let Err(e) = result {
+            let service = with_peer(router, peer);
+            let shutdown = state.shutdown.clone();
+            drop(state);
+            if let Err(e) =
+                serve_connection(&builder, TokioIo::new(stream), service, shutdown).await
+            {
                 tracing::debug!(%peer, "connection: {e}");
             }
-        });
+        })),
+        Sniffed::Closed => Either::Right(Box::pin(std::future::ready(()))),
     }
 }
 
@@ -285,7 +351,7 @@ where
     }
 }
 
-fn origin_allowed(state: &AppState, req: &Request) -> bool {
+fn origin_allowed<B>(state: &AppState, req: &http::Request<B>) -> bool {
     let allowed = &state.settings.allowed_origins;
     match req
         .headers()
@@ -305,24 +371,93 @@ fn forbidden_origin() -> Response {
         .into_response()
 }
 
-async fn hub_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    if !origin_allowed(&state, &req) {
-        return forbidden_origin();
+/// The WebSocket endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: the hub protocol.
+    Hub,
+    /// `/echo`.
+    Echo,
+}
+
+impl Endpoint {
+    /// The endpoint at this path.
+    pub fn of(path: &str) -> Option<Self> {
+        match path {
+            "/ws" => Some(Self::Hub),
+            "/echo" => Some(Self::Echo),
+            _ => None,
+        }
     }
-    let mut config = Config::default()
-        .with_compression()
-        .with_max_message_size(state.settings.max_message_size);
-    config.limits.max_frame_size = state.settings.max_message_size;
-    if state.settings.ping_interval > 0 {
-        config.ping_interval = Some(Duration::from_secs(state.settings.ping_interval));
+}
+
+/// Each WebSocket endpoint's settings (limits, compression, keepalive),
+/// built once: the sockets share them.
+pub struct SocketServers {
+    hub: ServerBuilder,
+    echo: ServerBuilder,
+}
+
+impl SocketServers {
+    /// The endpoints' settings from the server's.
+    pub fn new(settings: &Settings) -> Self {
+        let mut config = Config::default()
+            .with_compression()
+            .with_max_message_size(settings.max_message_size);
+        config.limits.max_frame_size = settings.max_message_size;
+        if settings.ping_interval > 0 {
+            config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
+        }
+        Self {
+            hub: ServerBuilder::new().config(config),
+            echo: ServerBuilder::new().max_message_size(settings.echo_max_message_size),
+        }
     }
-    let server = ServerBuilder::new().config(config);
+}
+
+/// The checks every upgrade to `endpoint` passes, on the axum route and on
+/// the fast path alike: the Origin allow-list, then the endpoint's settings
+/// (whose limits the handshake and the socket apply).
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+pub fn socket_server<'s, B>(
+    state: &'s AppState,
+    endpoint: Endpoint,
+    req: &http::Request<B>,
+) -> Result<&'s ServerBuilder, Response> {
+    if !origin_allowed(state, req) {
+        return Err(forbidden_origin());
+    }
+    Ok(match endpoint {
+        Endpoint::Hub => &state.sockets.hub,
+        Endpoint::Echo => &state.sockets.echo,
+    })
+}
+
+/// Runs an open WebSocket on its endpoint until it closes: the hub session
+/// (authentication, rate limits, metrics) or the echo loop.
+pub async fn run_socket<S>(endpoint: Endpoint, ws: WebSocket<S>, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match endpoint {
+        // Boxed: a session's state is large, and the echo task should not
+        // carry its size.
+        Endpoint::Hub => Box::pin(session::run(ws, state)).await,
+        Endpoint::Echo => echo::run(ws, state).await,
+    }
+}
+
+async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
+    let server = match socket_server(&state, endpoint, &req) {
+        Ok(server) => server.clone(),
+        Err(refusal) => return refusal,
+    };
     match duplex::upgrade::upgrade(req, &server) {
         Ok((response, pending)) => {
             let tracker = state.tasks.clone();
             tracker.spawn(async move {
                 match pending.await {
-                    Ok(ws) => session::run(ws, state).await,
+                    Ok(ws) => run_socket(endpoint, ws, state).await,
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
                 }
             });
@@ -332,24 +467,12 @@ async fn hub_socket(State(state): State<Arc<AppState>>, req: Request) -> Respons
     }
 }
 
+async fn hub_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    upgrade_route(state, Endpoint::Hub, req).await
+}
+
 async fn echo_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    if !origin_allowed(&state, &req) {
-        return forbidden_origin();
-    }
-    let server = ServerBuilder::new().max_message_size(state.settings.echo_max_message_size);
-    match duplex::upgrade::upgrade(req, &server) {
-        Ok((response, pending)) => {
-            let (metrics, shutdown) = (state.metrics.clone(), state.shutdown.clone());
-            state.tasks.spawn(async move {
-                match pending.await {
-                    Ok(ws) => echo::run(ws, metrics, shutdown).await,
-                    Err(e) => tracing::debug!("upgrade failed: {e}"),
-                }
-            });
-            response.into_response()
-        }
-        Err(rejection) => rejection.into_response(),
-    }
+    upgrade_route(state, Endpoint::Echo, req).await
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! [`protocol`] (the wire format), [`publication`], [`store`] (history),
 //! [`hub`] (subscriptions and delivery), [`broker`] (the publish pipeline),
 //! [`session`] (one connection), [`api`] (HTTP), [`auth`], [`ratelimit`],
-//! [`metrics`], [`settings`], [`app`] (assembly and shutdown), and
+//! [`metrics`], [`settings`], [`app`] (assembly and shutdown), [`fastpath`]
+//! (WebSocket upgrades without hyper), and
 //! [`transfer`] (the file-transfer relay, `docs/transfer.md`).
 //!
 //! ```no_run
@@ -27,6 +28,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod echo;
+pub mod fastpath;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

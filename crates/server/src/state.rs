@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::SocketServers;
 use crate::auth::TokenVerifier;
 use crate::broker::Broker;
 use crate::hub::Hub;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, to wait for on shutdown.
     pub tasks: TaskTracker,
+    /// The WebSocket endpoints' settings.
+    pub sockets: SocketServers,
     next_client: AtomicU64,
     idempotency: Mutex<HashMap<String, (Instant, String)>>,
 }
@@ -57,6 +60,7 @@ impl AppState {
         api_key: Option<String>,
     ) -> Self {
         let verifier = settings.jwt_secret.as_deref().map(TokenVerifier::new);
+        let sockets = SocketServers::new(&settings);
         Self {
             settings,
             hub,
@@ -67,6 +71,7 @@ impl AppState {
             api_key,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            sockets,
             next_client: AtomicU64::new(1),
             idempotency: Mutex::default(),
         }

@@ -1,6 +1,6 @@
 //! Accepting WebSocket connections on a stream you already have.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Buf;
 use duplex_proto::handshake::HeadLimits;
@@ -36,11 +36,13 @@ use crate::socket::WebSocket;
 /// }
 /// # }
 /// ```
-pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
+pub fn accept<S>(stream: S) -> impl Future<Output = Result<WebSocket<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ServerBuilder::new().accept(stream).await
+    // One builder for every call: the sockets share its settings.
+    static DEFAULT: LazyLock<ServerBuilder> = LazyLock::new(ServerBuilder::new);
+    DEFAULT.accept(stream)
 }
 
 /// A check run on each upgrade request before it is accepted: return a
@@ -61,7 +63,8 @@ pub type RequestFilter =
 /// ```
 #[derive(Clone)]
 pub struct ServerBuilder {
-    config: Config,
+    /// Shared with every socket it opens.
+    config: Arc<Config>,
     protocols: Vec<String>,
     head_limits: HeadLimits,
     filter: Option<RequestFilter>,
@@ -86,10 +89,10 @@ impl ServerBuilder {
     /// Defaults: compression accepted, default limits and timeouts.
     pub fn new() -> Self {
         Self {
-            config: Config {
+            config: Arc::new(Config {
                 deflate: Some(DeflateConfig::default()),
                 ..Config::default()
-            },
+            }),
             protocols: Vec::new(),
             head_limits: HeadLimits::default(),
             filter: None,
@@ -98,7 +101,7 @@ impl ServerBuilder {
 
     /// Replaces all connection settings.
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.config = Arc::new(config);
         self
     }
 
@@ -115,13 +118,13 @@ impl ServerBuilder {
 
     /// permessage-deflate settings; `None` declines compression.
     pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
-        self.config.deflate = deflate;
+        Arc::make_mut(&mut self.config).deflate = deflate;
         self
     }
 
     /// The largest message accepted.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.limits.max_message_size = bytes;
+        Arc::make_mut(&mut self.config).limits.max_message_size = bytes;
         self
     }
 
@@ -161,14 +164,26 @@ impl ServerBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let conn = Connection::new(Role::Server, self.config.proto(), accepted.deflate);
-        WebSocket::from_parts(stream, conn, self.config, accepted.protocol.clone())
+        WebSocket::from_parts(stream, conn, self.config.clone(), accepted.protocol.clone())
     }
 
     /// Reads the upgrade request from `stream`, answers it, and returns the
     /// open socket. A bad request is answered with its 4xx status and a
     /// one-line reason, then reported as an error. The whole handshake is
     /// bounded by [`Config::handshake_timeout`].
-    pub async fn accept<S>(&self, mut stream: S) -> Result<WebSocket<S>>
+    pub async fn accept<S>(&self, stream: S) -> Result<WebSocket<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // The handshake's state (the head buffer, the parsed request, the
+        // timer: about 2 KiB) lives in its own allocation, freed when the
+        // handshake ends. Inline, it would widen the caller's future, and so
+        // every connection's task, for the connection's whole life: async
+        // state machines are as large as their largest state.
+        Box::pin(self.handshake_with_timeout(stream)).await
+    }
+
+    async fn handshake_with_timeout<S>(&self, mut stream: S) -> Result<WebSocket<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

@@ -9,9 +9,10 @@
 //! only when it is about to wait for the network, so an echo loop that feeds
 //! every message of one read answers them all with one `write` syscall.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -42,23 +43,38 @@ const MAX_IOVECS: usize = 64;
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// An idle connection costs little more than this struct (its buffers are
+/// lent to a per-thread pool while it waits), so it is kept small: the
+/// settings are shared between connections, and what only a closing,
+/// failing or keepalive-enabled connection needs is boxed.
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,
-    config: Config,
-    protocol: Option<String>,
+    config: Arc<Config>,
     timers: Option<Box<Timers>>,
-    finish: Finish,
+    /// The subprotocol and the closing state; `None` for an open
+    /// connection without a subprotocol.
+    extra: Option<Box<Extra>>,
+}
+
+/// What few connections need, or only at their end.
+#[derive(Default)]
+struct Extra {
+    protocol: Option<Box<str>>,
     close_deadline: Option<Pin<Box<Sleep>>>,
     pending_error: Option<Error>,
+    /// A received close frame, held until its reply is flushed.
     stashed: Option<Message>,
+    finish: Finish,
     drain_done: bool,
 }
 
 /// The steps after the protocol is closed: flush, shut down, wait for the
 /// peer's TCP close, report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Finish {
+    #[default]
     NotStarted,
     Flush,
     Shutdown,
@@ -98,7 +114,14 @@ where
     /// Wraps a stream whose handshake is done. `conn` carries the
     /// negotiated state; most users get a `WebSocket` from
     /// [`connect`](crate::connect) or [`accept`](crate::accept) instead.
-    pub fn from_parts(io: S, conn: Connection, config: Config, protocol: Option<String>) -> Self {
+    /// `config` may be an `Arc<Config>` shared by many connections.
+    pub fn from_parts(
+        io: S,
+        conn: Connection,
+        config: impl Into<Arc<Config>>,
+        protocol: Option<String>,
+    ) -> Self {
+        let config: Arc<Config> = config.into();
         let timers = (config.ping_interval.is_some() || config.idle_timeout.is_some()).then(|| {
             Box::new(Timers {
                 sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
@@ -113,19 +136,21 @@ where
             io,
             conn,
             config,
-            protocol,
             timers,
-            finish: Finish::NotStarted,
-            close_deadline: None,
-            pending_error: None,
-            stashed: None,
-            drain_done: false,
+            extra: protocol.map(|p| {
+                Box::new(Extra {
+                    protocol: Some(p.into_boxed_str()),
+                    ..Extra::default()
+                })
+            }),
         }
     }
 
     /// Bytes that arrived with the handshake (the first frames, pipelined
-    /// behind the request) are fed in before anything is read.
-    pub(crate) fn preload(&mut self, bytes: &[u8]) {
+    /// behind the request) are fed in before anything is read. For servers
+    /// that read the request head themselves and then
+    /// [`open`](crate::ServerBuilder::open) the socket.
+    pub fn preload(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.conn.read_buf().extend_from_slice(bytes);
         }
@@ -137,8 +162,8 @@ where
     ///
     /// Cancel-safe. Keep calling it after a [`Message::Close`] until it
     /// returns `None`: that completes the closing handshake.
-    pub async fn recv(&mut self) -> Option<Result<Message>> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub fn recv(&mut self) -> Recv<'_, S> {
+        Recv { ws: self }
     }
 
     /// Sends a message and flushes it. Waits while more than
@@ -151,9 +176,11 @@ where
     /// Queues a message without flushing, unless the buffer is over its limit.
     /// The next `recv`, `flush` or `send` writes it. Use it to answer a
     /// burst of messages with one write.
-    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
-        poll_fn(|cx| self.poll_ready_send(cx)).await?;
-        self.start_send(message.into())
+    pub fn feed(&mut self, message: impl Into<Message>) -> Feed<'_, S> {
+        Feed {
+            ws: self,
+            message: Some(message.into()),
+        }
     }
 
     /// Writes everything queued.
@@ -186,7 +213,7 @@ where
 
     /// The subprotocol negotiated in the handshake.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.extra.as_ref()?.protocol.as_deref()
     }
 
     /// Whether permessage-deflate is in use.
@@ -220,9 +247,34 @@ where
         Ok(())
     }
 
+    /// How far the end of the connection has got.
+    fn finish(&self) -> Finish {
+        self.extra.as_ref().map_or(Finish::NotStarted, |x| x.finish)
+    }
+
+    fn set_finish(&mut self, finish: Finish) {
+        self.extra_mut().finish = finish;
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_default()
+    }
+
+    fn set_pending_error(&mut self, e: Error) {
+        self.extra_mut().pending_error = Some(e);
+    }
+
+    fn has_pending_error(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|x| x.pending_error.is_some())
+    }
+
     fn arm_close_deadline(&mut self) {
-        if self.close_deadline.is_none() {
-            self.close_deadline = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        let timeout = self.config.close_timeout;
+        let extra = self.extra_mut();
+        if extra.close_deadline.is_none() {
+            extra.close_deadline = Some(Box::pin(tokio::time::sleep(timeout)));
         }
     }
 
@@ -233,18 +285,18 @@ where
         rcx: &mut Context<'_>,
         wcx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message>>> {
-        if let Some(msg) = self.stashed.take() {
+        if let Some(msg) = self.extra.as_mut().and_then(|x| x.stashed.take()) {
             // A close frame waits here until its reply is flushed.
             if let Poll::Ready(Err(e)) = self.poll_write_out(wcx) {
-                self.pending_error.get_or_insert(e.into());
+                self.extra_mut().pending_error.get_or_insert(e.into());
             } else if !self.conn.outgoing().is_empty() {
-                self.stashed = Some(msg);
+                self.extra_mut().stashed = Some(msg);
                 return Poll::Pending;
             }
             return Poll::Ready(Some(Ok(msg)));
         }
         loop {
-            if self.finish != Finish::NotStarted || self.conn.state() == State::Closed {
+            if self.finish() != Finish::NotStarted || self.conn.state() == State::Closed {
                 return self.poll_finish(rcx, wcx);
             }
             // Backpressure: read no more while too much waits to be written.
@@ -262,14 +314,14 @@ where
                     }
                     if matches!(msg, Message::Close(_)) {
                         self.arm_close_deadline();
-                        self.stashed = Some(msg);
+                        self.extra_mut().stashed = Some(msg);
                         return self.poll_recv_with(rcx, wcx);
                     }
                     return Poll::Ready(Some(Ok(msg)));
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    self.pending_error = Some(e.into());
+                    self.set_pending_error(e.into());
                     continue;
                 }
             }
@@ -285,7 +337,7 @@ where
             match self.poll_read_more(rcx) {
                 Poll::Ready(Ok(0)) => {
                     if self.conn.receive_eof() {
-                        self.pending_error = Some(Error::AbnormalClosure);
+                        self.set_pending_error(Error::AbnormalClosure);
                     }
                 }
                 Poll::Ready(Ok(_)) => {
@@ -298,10 +350,12 @@ where
                     if self.poll_timers(rcx) {
                         continue;
                     }
-                    if let Some(deadline) = &mut self.close_deadline {
+                    if let Some(deadline) =
+                        self.extra.as_mut().and_then(|x| x.close_deadline.as_mut())
+                    {
                         if deadline.as_mut().poll(rcx).is_ready() {
                             // The peer never answered our close frame.
-                            self.finish = Finish::Shutdown;
+                            self.set_finish(Finish::Shutdown);
                             continue;
                         }
                     }
@@ -324,7 +378,7 @@ where
 
     fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Message>>> {
         self.conn.receive_eof();
-        self.finish = Finish::Done;
+        self.set_finish(Finish::Done);
         Poll::Ready(Some(Err(e.into())))
     }
 
@@ -343,8 +397,8 @@ where
                 let _ = self
                     .conn
                     .close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "idle timeout")));
-                self.pending_error = Some(Error::IdleTimeout(idle));
-                self.finish = Finish::Flush;
+                self.set_pending_error(Error::IdleTimeout(idle));
+                self.set_finish(Finish::Flush);
                 self.arm_close_deadline();
                 return true;
             }
@@ -356,8 +410,8 @@ where
                     CloseCode::INTERNAL_ERROR,
                     "keepalive ping timeout",
                 )));
-                self.pending_error = Some(Error::KeepaliveTimeout(timeout));
-                self.finish = Finish::Flush;
+                self.set_pending_error(Error::KeepaliveTimeout(timeout));
+                self.set_finish(Finish::Flush);
                 self.arm_close_deadline();
                 return true;
             }
@@ -385,27 +439,27 @@ where
     ) -> Poll<Option<Result<Message>>> {
         self.arm_close_deadline();
         loop {
-            match self.finish {
-                Finish::NotStarted => self.finish = Finish::Flush,
+            match self.finish() {
+                Finish::NotStarted => self.set_finish(Finish::Flush),
                 Finish::Flush => {
                     match self.poll_write_out(wcx) {
                         Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => self.finish = Finish::Done,
+                        Poll::Ready(Err(_)) => self.set_finish(Finish::Done),
                         Poll::Pending if self.deadline_passed(rcx) => {
-                            self.finish = Finish::Shutdown
+                            self.set_finish(Finish::Shutdown)
                         }
                         Poll::Pending => return Poll::Pending,
                     }
-                    if self.finish == Finish::Flush {
+                    if self.finish() == Finish::Flush {
                         // RFC 6455 §7.1.1: the server closes TCP first; a client
                         // that closed cleanly waits for it.
                         let clean =
-                            self.pending_error.is_none() && self.conn.close_received().is_some();
-                        self.finish = if self.conn.role() == Role::Client && clean {
+                            !self.has_pending_error() && self.conn.close_received().is_some();
+                        self.set_finish(if self.conn.role() == Role::Client && clean {
                             Finish::Drain
                         } else {
                             Finish::Shutdown
-                        };
+                        });
                     }
                 }
                 Finish::Shutdown => {
@@ -413,11 +467,11 @@ where
                         Poll::Pending if !self.deadline_passed(rcx) => return Poll::Pending,
                         _ => {}
                     }
-                    self.finish = if self.conn.role() == Role::Client && self.drained() {
+                    self.set_finish(if self.conn.role() == Role::Client && self.drained() {
                         Finish::Done
                     } else {
                         Finish::Drain
-                    };
+                    });
                 }
                 Finish::Drain => {
                     // Read until the peer's FIN, so our close frame is not
@@ -426,15 +480,15 @@ where
                     buf.clear();
                     match self.poll_read_more(rcx) {
                         Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                            self.finish = if self.conn.role() == Role::Client {
+                            self.set_finish(if self.conn.role() == Role::Client {
                                 Finish::Shutdown
                             } else {
                                 Finish::Done
-                            };
-                            self.drain_done = true;
+                            });
+                            self.extra_mut().drain_done = true;
                         }
                         Poll::Ready(Ok(_)) => {}
-                        Poll::Pending if self.deadline_passed(rcx) => self.finish = Finish::Done,
+                        Poll::Pending if self.deadline_passed(rcx) => self.set_finish(Finish::Done),
                         Poll::Pending => return Poll::Pending,
                     }
                 }
@@ -442,19 +496,21 @@ where
                     self.conn.read_buf().clear();
                     self.conn.shrink();
                     self.park_buffers();
-                    return Poll::Ready(self.pending_error.take().map(Err));
+                    let error = self.extra.as_mut().and_then(|x| x.pending_error.take());
+                    return Poll::Ready(error.map(Err));
                 }
             }
         }
     }
 
     fn drained(&self) -> bool {
-        self.drain_done
+        self.extra.as_ref().is_some_and(|x| x.drain_done)
     }
 
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
-        self.close_deadline
+        self.extra
             .as_mut()
+            .and_then(|x| x.close_deadline.as_mut())
             .is_some_and(|d| d.as_mut().poll(cx).is_ready())
     }
 
@@ -510,7 +566,7 @@ where
 
     /// Waits until another message may be queued.
     pub(crate) fn poll_ready_send(&mut self, wcx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.finish != Finish::NotStarted {
+        if self.finish() != Finish::NotStarted {
             return Poll::Ready(Err(Error::Closed));
         }
         while self.conn.outgoing().len() >= self.config.write_buffer_limit {
@@ -526,7 +582,7 @@ where
 
     /// Queues a message; call after `poll_ready_send` returned ready.
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
-        if self.finish != Finish::NotStarted {
+        if self.finish() != Finish::NotStarted {
             return Err(Error::Closed);
         }
         let out = self.conn.outgoing();
@@ -538,6 +594,54 @@ where
         }
         self.conn.send(message)?;
         Ok(())
+    }
+}
+
+/// The future [`WebSocket::recv`] returns: one pointer.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+#[derive(Debug)]
+pub struct Recv<'a, S> {
+    ws: &'a mut WebSocket<S>,
+}
+
+impl<S> Future for Recv<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Option<Result<Message>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().ws.poll_recv(cx)
+    }
+}
+
+/// The future [`WebSocket::feed`] returns: the socket and the message, no
+/// more (it sits in the caller's future, and so in every connection's task).
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Feed<'a, S> {
+    ws: &'a mut WebSocket<S>,
+    message: Option<Message>,
+}
+
+impl<S> Future for Feed<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        ready!(this.ws.poll_ready_send(cx))?;
+        let message = this.message.take().expect("Feed polled after completion");
+        Poll::Ready(this.ws.start_send(message))
+    }
+}
+
+impl<S> std::fmt::Debug for Feed<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("message", &self.message)
+            .finish()
     }
 }
 
@@ -575,7 +679,7 @@ where
     /// reply arrives through the `Stream` side.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if this.finish == Finish::NotStarted && this.conn.state() == State::Open {
+        if this.finish() == Finish::NotStarted && this.conn.state() == State::Open {
             this.start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         this.poll_write_out(cx).map_err(Error::from)
@@ -586,7 +690,10 @@ impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
             .field("conn", &self.conn)
-            .field("protocol", &self.protocol)
+            .field(
+                "protocol",
+                &self.extra.as_ref().and_then(|x| x.protocol.as_deref()),
+            )
             .finish()
     }
 }

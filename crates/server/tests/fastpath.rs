@@ -1,0 +1,229 @@
+//! The WebSocket fast path of `duplex serve` (plain TCP: upgrades to /echo
+//! and /ws are answered without hyper) keeps the routes' checks, and every
+//! other request still reaches hyper intact, on the same connection.
+//!
+//! hyper puts a `date` header on every response and the fast path does not,
+//! which tells the tests which path answered.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::{LIMIT, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+fn upgrade(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Reads one response head; returns it (lower-cased) and the bytes after it.
+async fn read_head(tcp: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+            return (head, buf[end + 4..].to_vec());
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(LIMIT, tcp.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "closed before a response head: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn status(head: &str) -> u16 {
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Sends `request` on a fresh connection; returns the response head.
+async fn one(addr: SocketAddr, request: &str) -> (String, TcpStream, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let (head, rest) = read_head(&mut tcp).await;
+    (head, tcp, rest)
+}
+
+/// A masked client text frame.
+fn text_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![0x81, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// Reads one unmasked server frame, starting with the bytes in `have`;
+/// returns its first byte and payload, and leaves what follows in `have`.
+async fn read_frame(tcp: &mut TcpStream, have: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    while have.len() < 2 || have.len() < 2 + (have[1] & 0x7f) as usize {
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout(LIMIT, tcp.read(&mut chunk))
+            .await
+            .expect("a frame in time")
+            .unwrap();
+        assert!(n > 0, "closed before a frame");
+        have.extend_from_slice(&chunk[..n]);
+    }
+    let len = (have[1] & 0x7f) as usize;
+    let frame: Vec<u8> = have.drain(..2 + len).collect();
+    (frame[0], frame[2..].to_vec())
+}
+
+#[tokio::test]
+async fn upgrades_take_the_fast_path_and_echo() {
+    let t = TestServer::start(|_| {}).await;
+    let (head, mut tcp, mut rest) = one(t.addr(), &upgrade("/echo", "")).await;
+    assert_eq!(status(&head), 101, "{head}");
+    assert!(head.contains(&format!(
+        "sec-websocket-accept: {}",
+        ACCEPT.to_ascii_lowercase()
+    )));
+    assert!(!head.contains("date:"), "answered by hyper: {head}");
+    tcp.write_all(&text_frame(b"hello")).await.unwrap();
+    assert_eq!(
+        read_frame(&mut tcp, &mut rest).await,
+        (0x81, b"hello".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn frames_pipelined_behind_the_request_are_not_lost() {
+    let t = TestServer::start(|_| {}).await;
+    let mut bytes = upgrade("/echo", "").into_bytes();
+    bytes.extend_from_slice(&text_frame(b"first"));
+    bytes.extend_from_slice(&text_frame(b"second"));
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let (head, mut rest) = read_head(&mut tcp).await;
+    assert_eq!(status(&head), 101, "{head}");
+    assert_eq!(read_frame(&mut tcp, &mut rest).await.1, b"first");
+    let (_, second) = read_frame(&mut tcp, &mut rest).await;
+    assert_eq!(second, b"second");
+}
+
+#[tokio::test]
+async fn a_head_that_arrives_in_pieces_is_put_together() {
+    let t = TestServer::start(|_| {}).await;
+    let request = upgrade("/echo", "");
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    for piece in request.as_bytes().chunks(7) {
+        tcp.write_all(piece).await.unwrap();
+        tcp.flush().await.unwrap();
+    }
+    let (head, _) = read_head(&mut tcp).await;
+    assert_eq!(status(&head), 101, "{head}");
+}
+
+#[tokio::test]
+async fn a_disallowed_origin_is_still_refused_on_both_endpoints() {
+    let t = TestServer::start(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
+    for path in ["/ws", "/echo"] {
+        let (head, ..) = one(t.addr(), &upgrade(path, "Origin: https://evil.example\r\n")).await;
+        assert_eq!(status(&head), 403, "{path}: {head}");
+        let (head, ..) = one(t.addr(), &upgrade(path, "Origin: https://chat.example\r\n")).await;
+        assert_eq!(status(&head), 101, "{path}: {head}");
+        assert!(!head.contains("date:"), "{path}: answered by hyper: {head}");
+    }
+}
+
+#[tokio::test]
+async fn bad_handshakes_get_the_routes_statuses() {
+    let t = TestServer::start(|_| {}).await;
+    for path in ["/ws", "/echo"] {
+        // No key.
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let (head, ..) = one(t.addr(), &request).await;
+        assert_eq!(status(&head), 400, "{path}: {head}");
+        // A version other than 13.
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 8\r\n\r\n"
+        );
+        let (head, ..) = one(t.addr(), &request).await;
+        assert_eq!(status(&head), 426, "{path}: {head}");
+        assert!(head.contains("sec-websocket-version: 13"), "{head}");
+        // Not an upgrade at all.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let (head, ..) = one(t.addr(), &request).await;
+        assert_eq!(status(&head), 426, "{path}: {head}");
+        // Not GET.
+        let (head, ..) = one(
+            t.addr(),
+            &upgrade(path, "")
+                .replacen("GET", "POST", 1)
+                .replace("\r\n\r\n", "\r\nContent-Length: 0\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status(&head), 405, "{path}: {head}");
+    }
+    // A malformed head: hyper's answer.
+    let (head, ..) = one(t.addr(), "GET /echo HTTP/1.1\r\nBad Header\r\n\r\n").await;
+    assert_eq!(status(&head), 400, "{head}");
+}
+
+#[tokio::test]
+async fn other_requests_reach_hyper_and_the_connection_stays_usable() {
+    let t = TestServer::start(|_| {}).await;
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    // Two requests pipelined in one write: the page, then the health check.
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, mut rest) = read_head(&mut tcp).await;
+    assert_eq!(status(&head), 200, "{head}");
+    assert!(head.contains("date:"), "not hyper: {head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    while rest.len() < len {
+        let mut chunk = [0u8; 8192];
+        let n = tcp.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&rest[..len]).contains("<html"));
+    let after = rest[len..].to_vec();
+    let mut tcp2 = tcp;
+    let (head, body) = if let Some(end) = after.windows(4).position(|w| w == b"\r\n\r\n") {
+        (
+            String::from_utf8_lossy(&after[..end + 4]).to_ascii_lowercase(),
+            after[end + 4..].to_vec(),
+        )
+    } else {
+        let (h, b) = read_head(&mut tcp2).await;
+        assert!(after.is_empty(), "a partial head was left: {after:?}");
+        (h, b)
+    };
+    assert_eq!(status(&head), 200, "{head}");
+    let mut body = body;
+    while body.len() < 3 {
+        let mut chunk = [0u8; 64];
+        let n = tcp2.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&body[..3], b"ok\n");
+    // And the hub still works end to end on the fast path.
+    let mut client = t.client().await;
+    client
+        .ok(serde_json::json!({"cmd": "connect", "name": "fast"}))
+        .await;
+}
