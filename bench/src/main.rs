@@ -28,15 +28,18 @@ enum Kind {
     Fastwebsockets,
 }
 
-async fn serve<S>(kind: Kind, stream: S)
+/// Spawns the connection's task. Each kind gets a task of its own type, so
+/// an idle connection holds only its own server's state (one future type
+/// for all four would be as large as the largest, for every connection).
+fn spawn<S>(kind: Kind, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match kind {
-        Kind::Tcp => tcp::serve(stream).await,
-        Kind::Duplex => duplex_echo::serve(stream).await,
-        Kind::Tungstenite => tungstenite::serve(stream).await,
-        Kind::Fastwebsockets => fastws::serve(stream).await,
+        Kind::Tcp => drop(tokio::spawn(tcp::serve(stream))),
+        Kind::Duplex => drop(tokio::spawn(duplex_echo::serve(stream))),
+        Kind::Tungstenite => drop(tokio::spawn(tungstenite::serve(stream))),
+        Kind::Fastwebsockets => drop(tokio::spawn(fastws::serve(stream))),
     }
 }
 
@@ -63,17 +66,19 @@ async fn run(kind: Kind, listener: TcpListener, tls: Option<TlsAcceptor>) -> std
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve(kind, stream).await,
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        serve(kind, stream).await;
+        match &tls {
+            None => spawn(kind, stream),
+            Some(acceptor) => {
+                // The TLS handshake in a task of its own, which then hands
+                // the stream to the server's task.
+                let accepting = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    if let Ok(stream) = accepting.await {
+                        spawn(kind, stream);
                     }
-                }
+                });
             }
-        });
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::http::{Method, Request, header};
 use bytes::{Buf, Bytes, BytesMut};
 use duplex::proto::handshake::HeadLimits;
-use duplex::proto::handshake::head::{read_request, write_response};
+use duplex::proto::handshake::head::{head_may_be_complete, read_request, write_response};
 use duplex::{ServerBuilder, WebSocket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -51,12 +51,24 @@ pub async fn sniff(mut tcp: TcpStream, state: &AppState) -> Sniffed {
     let limits = HeadLimits::default();
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
+        // Bytes already scanned for the end of the head (the first read is
+        // parsed whatever it holds, so that garbage goes to hyper at once).
+        let mut seen: Option<usize> = None;
         loop {
-            match read_request(&buf, &limits) {
-                Ok(Some((req, used))) => return Some(Some((req, used))),
-                // Malformed or too large: hyper says what is wrong with it.
-                Err(_) => return Some(None),
-                Ok(None) => {}
+            let parse_now = match seen {
+                None => !buf.is_empty(),
+                Some(seen) => head_may_be_complete(&buf, seen, &limits),
+            };
+            if parse_now {
+                match read_request(&buf, &limits) {
+                    Ok(Some((req, used))) => return Some(Some((req, used))),
+                    // Malformed or too large: hyper says what is wrong with it.
+                    Err(_) => return Some(None),
+                    Ok(None) => {}
+                }
+            }
+            if parse_now || seen.is_some() {
+                seen = Some(buf.len());
             }
             if buf.capacity() - buf.len() < 512 {
                 buf.reserve(1024);

@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use duplex_proto::handshake::HeadLimits;
-use duplex_proto::handshake::head::HeadError;
+use duplex_proto::handshake::head::{HeadError, head_may_be_complete};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, HandshakeError};
@@ -20,9 +20,21 @@ where
     S: AsyncRead + Unpin,
 {
     let mut buf = BytesMut::with_capacity(1024);
+    // Bytes already scanned for the end of the head. The first read is
+    // parsed whatever it holds, so that garbage fails at once.
+    let mut seen = None;
     loop {
-        if let Some((head, used)) = parse(&buf, limits).map_err(HandshakeError::Head)? {
-            return Ok((head, used, buf));
+        let parse_now = match seen {
+            None => !buf.is_empty(),
+            Some(seen) => head_may_be_complete(&buf, seen, limits),
+        };
+        if parse_now {
+            if let Some((head, used)) = parse(&buf, limits).map_err(HandshakeError::Head)? {
+                return Ok((head, used, buf));
+            }
+            seen = Some(buf.len());
+        } else if seen.is_some() {
+            seen = Some(buf.len());
         }
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(1024);
@@ -30,5 +42,59 @@ where
         if io.read_buf(&mut buf).await? == 0 {
             return Err(HandshakeError::Eof.into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use duplex_proto::handshake::head::read_request;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A head arriving a byte at a time is parsed twice (after the first
+    /// byte, and once its blank line is in), not once per byte.
+    #[tokio::test]
+    async fn a_trickling_head_is_parsed_once_it_can_be_complete() {
+        let head = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\r\nNEXT";
+        let (mut client, mut server) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            for b in head {
+                // The reader stops after the head: the rest may not fit.
+                if client.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let parses = AtomicUsize::new(0);
+        let counting = |buf: &[u8], limits: &HeadLimits| {
+            parses.fetch_add(1, Ordering::Relaxed);
+            read_request(buf, limits)
+        };
+        let (req, used, buf) = read_head(&mut server, &HeadLimits::default(), counting)
+            .await
+            .unwrap();
+        drop(server);
+        writer.await.unwrap();
+        assert_eq!(req.uri().path(), "/chat");
+        assert_eq!(&buf[..used], &head[..used]);
+        assert!(buf[used..].len() <= 4);
+        assert_eq!(parses.load(Ordering::Relaxed), 2);
+    }
+
+    /// Garbage still fails on the first read, before any blank line.
+    #[tokio::test]
+    async fn garbage_fails_at_once() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"\x16\x03\x01 not http").await.unwrap();
+        let err = read_head(&mut server, &HeadLimits::default(), read_request)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Handshake(HandshakeError::Head(_))),
+            "{err:?}"
+        );
     }
 }

@@ -50,6 +50,31 @@ pub fn read_request(
     Ok(Some((out, used)))
 }
 
+/// Whether a head could have ended in `buf` since the first `seen` bytes
+/// were looked at: its blank line (`\r\n\r\n`) ends at or after `seen`, or
+/// `buf` has grown past `limits` (so parsing will fail and say why).
+///
+/// Readers call this before parsing again after each read, so that a head
+/// trickling in a byte at a time costs one scan of each new byte instead of
+/// a parse of the whole buffer per read (quadratic in the head's size).
+///
+/// ```
+/// use duplex_proto::handshake::HeadLimits;
+/// use duplex_proto::handshake::head::head_may_be_complete;
+///
+/// let limits = HeadLimits::default();
+/// let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r";
+/// assert!(!head_may_be_complete(buf, 0, &limits));
+/// let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+/// assert!(head_may_be_complete(buf, buf.len() - 1, &limits));
+/// ```
+pub fn head_may_be_complete(buf: &[u8], seen: usize, limits: &HeadLimits) -> bool {
+    buf.len() > limits.max_head_size
+        || buf[seen.saturating_sub(3).min(buf.len())..]
+            .windows(4)
+            .any(|w| w == b"\r\n\r\n")
+}
+
 /// Parses a response head from the start of `buf`, like [`read_request`].
 pub fn read_response(
     buf: &[u8],
