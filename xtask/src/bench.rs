@@ -68,7 +68,7 @@ const SERVERS: [Server; 5] = [
     },
     Server {
         name: "duplex-serve",
-        label: "duplex serve /echo (axum)",
+        label: "duplex serve /echo",
     },
     Server {
         name: "fastwebsockets",
@@ -112,7 +112,7 @@ fn parse(argv: &[String]) -> Result<Options> {
         write_doc: true,
         quick: false,
         transfer_size: transfer::SIZE,
-        sections: ["compressed", "fanout", "transfer"]
+        sections: ["tls", "compressed", "fanout", "transfer"]
             .map(String::from)
             .to_vec(),
     };
@@ -735,7 +735,7 @@ fn document(
          alternated within each repetition; each cell is the median over the repetitions. Echo rows are throughput as a \
          share of the plain TCP echo (the practical ceiling: same reads and writes, no framing), with messages/s in \
          parentheses; the latency row is p50 / p99 round trip; the last row is the server's RSS growth per idle connection \
-         and its CPU time per handshake (from `/proc`). `duplex serve /echo` is the full server (axum upgrade, multi-threaded \
+         and its CPU time per handshake (from `/proc`). `duplex serve /echo` is the full server (its own accept loop takes WebSocket upgrades to /echo and /ws without hyper; multi-threaded \
          runtime confined to one CPU).\n\n",
         if o.quick { " --quick" } else { "" },
         o.reps,
