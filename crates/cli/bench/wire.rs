@@ -183,18 +183,24 @@ pub fn masked_payload(payload: &[u8]) -> Vec<u8> {
 
 /// One masked client frame carrying `payload`.
 pub fn masked_frame(payload: &[u8], text: bool) -> Vec<u8> {
+    client_frame(payload, text, false)
+}
+
+/// A final masked client frame carrying `body`, with RSV1 (compressed) as
+/// given.
+fn client_frame(body: &[u8], text: bool, rsv1: bool) -> Vec<u8> {
     let header = FrameHeader {
         fin: true,
-        rsv1: false,
+        rsv1,
         opcode: if text { OpCode::Text } else { OpCode::Binary },
         mask: Some(KEY),
-        payload_len: payload.len() as u64,
+        payload_len: body.len() as u64,
     };
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.write(&mut head);
-    let mut frame = Vec::with_capacity(n + payload.len());
+    let mut frame = Vec::with_capacity(n + body.len());
     frame.extend_from_slice(&head[..n]);
-    frame.extend_from_slice(payload);
+    frame.extend_from_slice(body);
     apply_mask(&mut frame[n..], KEY, 0);
     frame
 }
@@ -227,21 +233,7 @@ pub fn json_payload(size: usize) -> Vec<u8> {
 /// (permessage-deflate without context takeover: RSV1 set, the final
 /// `00 00 ff ff` removed, RFC 7692 §7.2.1).
 pub fn compressed_frame(payload: &[u8], text: bool) -> Vec<u8> {
-    let body = deflate(payload);
-    let header = FrameHeader {
-        fin: true,
-        rsv1: true,
-        opcode: if text { OpCode::Text } else { OpCode::Binary },
-        mask: Some(KEY),
-        payload_len: body.len() as u64,
-    };
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let n = header.write(&mut head);
-    let mut frame = Vec::with_capacity(n + body.len());
-    frame.extend_from_slice(&head[..n]);
-    frame.extend_from_slice(&body);
-    apply_mask(&mut frame[n..], KEY, 0);
-    frame
+    client_frame(&deflate(payload), text, true)
 }
 
 fn deflate(data: &[u8]) -> Vec<u8> {
