@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Duplex server: chat UI, hub, echo, HTTP API, metrics.
+    /// Run the Duplex server: chat UI, hub, echo, file-transfer relay and pages, HTTP API, metrics.
     Serve(serve::ServeArgs),
     /// Publish to a hub channel through the server's HTTP API.
     Publish(hub::publish::PublishArgs),

@@ -169,6 +169,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("duplex: listening on {http}://{addr}");
         println!("duplex: chat UI at {http}://{addr}/   echo at {ws}://{addr}/echo   hub at {ws}://{addr}/ws");
         println!("duplex: push a notification: curl -d '{{\"channel\":\"news\",\"data\":\"hello\"}}' {http}://{addr}/api/publish");
+        println!("duplex: send files at {http}://{addr}/send   or: duplex send FILE --server {http}://{addr}");
         shutdown_signal().await.context("waiting for a signal")?;
         println!("duplex: shutting down");
         server.shutdown().await;
