@@ -409,15 +409,7 @@ fn measure(
         cmd.args(["--server-pid", &running.child.id().to_string()]);
     }
     let shown = format!("{} {}", bins.duplex.display(), cmd_args(&cmd));
-    let out = capture(&mut cmd, Duration::from_secs(600))?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let v = bench_report(&mut cmd, Duration::from_secs(600), &format!("`{shown}`"))?;
     let row = &v["rows"][0];
     let extra = &row["extra"];
     Ok((
@@ -430,6 +422,20 @@ fn measure(
         },
         shown,
     ))
+}
+
+/// Runs a `duplex bench ... --json` command and returns its report; fails
+/// with `what`, the exit status and standard error if the run failed.
+fn bench_report(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Value> {
+    let out = capture(cmd, timeout)?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{what} printed no JSON"))
 }
 
 fn cmd_args(cmd: &Command) -> String {
@@ -836,15 +842,7 @@ pub fn smoke(paths: &Paths) -> Result<()> {
         "bench", "echo", &url, "-c", "4", "-p", "4", "-s", "1k", "-d", "2s", "--json",
     ]);
     println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
-    let out = capture(&mut cmd, Duration::from_secs(60))?;
-    if !out.status.success() {
-        bail!(
-            "duplex bench failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench echo")?;
     let row = &v["rows"][0];
     let ops = row["ops"].as_u64().unwrap_or(0);
     let rate = row["ops_per_sec"].as_f64().unwrap_or(0.0);
@@ -869,15 +867,7 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     let url = format!("ws://{addr}/files");
     cmd.args(["bench", "transfer", &url, "--size", "16m", "--json"]);
     println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
-    let out = capture(&mut cmd, Duration::from_secs(120))?;
-    if !out.status.success() {
-        bail!(
-            "duplex bench transfer failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
+    let v = bench_report(&mut cmd, Duration::from_secs(120), "duplex bench transfer")?;
     let rows = v["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
     if v["errors"] != 0
         || rows.len() != 3

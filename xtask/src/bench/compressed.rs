@@ -14,11 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
-use super::{Bins, Running, SERVERS, median, start};
+use super::{Bins, Running, SERVERS, bench_report, median, start};
 use crate::Paths;
-use crate::process::{capture, free_port};
+use crate::process::free_port;
 
 /// The servers of this section: (name, how the table names it).
 const PEERS: [(&str, &str); 4] = [
@@ -161,17 +160,12 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                         "taskset -c 1 duplex bench echo ws://127.0.0.1:PORT/ --compress --text --json -c {c} -p {p} -s {size} -d {seconds}s"
                     );
                 }
-                let out = capture(&mut cmd, Duration::from_secs(600))?;
+                let v = bench_report(
+                    &mut cmd,
+                    Duration::from_secs(600),
+                    &format!("compressed echo on {name}"),
+                )?;
                 drop(server);
-                if !out.status.success() {
-                    bail!(
-                        "compressed echo on {name} failed: {}\n{}",
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let v: Value =
-                    serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
                 let rate = v["rows"][0]["ops_per_sec"].as_f64().unwrap_or(0.0);
                 println!(
                     "    rep {} {label:<58} {peer_label:<20} {rate:>10.0}/s (deflate)",

@@ -7,12 +7,10 @@ use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::Result;
 
-use super::{Bins, SERVERS, median, start};
+use super::{Bins, SERVERS, bench_report, median, start};
 use crate::Paths;
-use crate::process::capture;
 
 /// (subscribers, publications per second; 0 = flat out, one at a time).
 const RUNS: [(u32, u32); 3] = [(100, 100), (1000, 100), (1000, 0)];
@@ -52,17 +50,8 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                 "-d",
                 &format!("{seconds}s"),
             ]);
-            let out = capture(&mut cmd, Duration::from_secs(600))?;
+            let v = bench_report(&mut cmd, Duration::from_secs(600), "duplex bench fanout")?;
             drop(running);
-            if !out.status.success() {
-                bail!(
-                    "duplex bench fanout failed: {}\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let v: Value = serde_json::from_slice(&out.stdout)
-                .context("duplex bench fanout printed no JSON")?;
             let row = &v["rows"][0];
             let s = Sample {
                 deliveries: row["ops_per_sec"].as_f64().unwrap_or(0.0),

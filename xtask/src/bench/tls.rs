@@ -8,12 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::{Context, Result};
 
-use super::{Bins, SERVERS, human, median, start_with};
+use super::{Bins, SERVERS, bench_report, human, median, start_with};
 use crate::Paths;
-use crate::process::capture;
 
 /// A certificate and its key, PEM files.
 pub struct Files {
@@ -79,18 +77,12 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                 if server.name == "tcp" {
                     cmd.arg("--mirror");
                 }
-                let out = capture(&mut cmd, Duration::from_secs(600))?;
+                let v = bench_report(
+                    &mut cmd,
+                    Duration::from_secs(600),
+                    &format!("TLS echo on {}", server.name),
+                )?;
                 drop(running);
-                if !out.status.success() {
-                    bail!(
-                        "TLS echo on {} failed: {}\n{}",
-                        server.name,
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let v: Value =
-                    serde_json::from_slice(&out.stdout).context("duplex bench printed no JSON")?;
                 let rate = v["rows"][0]["ops_per_sec"].as_f64().unwrap_or(0.0);
                 println!(
                     "    rep {} {label:<48} {:<26} {rate:>10.0}/s (TLS)",

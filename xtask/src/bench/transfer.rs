@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{Bins, SERVERS, median, start};
+use super::{Bins, SERVERS, bench_report, median, start};
 use crate::Paths;
-use crate::process::{capture, wait_or_kill};
+use crate::process::wait_or_kill;
 
 /// Bytes moved by each run.
 pub const SIZE: u64 = 1 << 30;
@@ -58,16 +58,11 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
         command = format!(
             "taskset -c 1 duplex bench transfer ws://127.0.0.1:PORT/files --json --size {size}"
         );
-        let out = capture(&mut bench, Duration::from_secs(600))?;
-        if !out.status.success() {
-            bail!(
-                "duplex bench transfer failed: {}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: Value =
-            serde_json::from_slice(&out.stdout).context("duplex bench transfer printed no JSON")?;
+        let v = bench_report(
+            &mut bench,
+            Duration::from_secs(600),
+            "duplex bench transfer",
+        )?;
         let rate = |i: usize| v["rows"][i]["mb_per_sec"].as_f64().unwrap_or(0.0);
         let cli = cli_transfer(bins, &url, &source, &dir.join(format!("out-{rep}")))?;
         let sample = Sample {
