@@ -1,15 +1,44 @@
 //! Duplex on a raw `TcpStream` with `duplex::accept`: replies to one read
 //! are queued with `feed` and leave in one write when `recv` next waits.
+//!
+//! Written for a small task, since an idle connection costs little more
+//! than its task: see the comments below (rustc keeps every local that lives
+//! across two `.await`s in space that no other `.await` may reuse).
 
+use duplex::WebSocket;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
-    let Ok(mut ws) = duplex::accept(stream).await else {
-        return;
+    // The handshake and the echo loop are two futures awaited in turn, so
+    // they share the same bytes of this one.
+    let ws = match duplex::accept(stream).await {
+        Ok(ws) => ws,
+        Err(_) => return,
     };
-    while let Some(Ok(msg)) = ws.recv().await {
-        if msg.is_data() && ws.feed(msg).await.is_err() {
-            return;
+    echo(ws).await;
+}
+
+/// Not an `async fn`: one of those would copy its argument into a second
+/// slot; the `async move` block uses the captured socket in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> impl Future<Output = ()> {
+    async move {
+        loop {
+            // The message goes to `feed` inside this block, so no slot for it
+            // outlives the block: across either `.await` the future holds the
+            // socket and one pointer-sized future.
+            let queued = {
+                let Some(Ok(msg)) = ws.recv().await else {
+                    return;
+                };
+                if !msg.is_data() {
+                    continue;
+                }
+                ws.feed(msg)
+            };
+            if queued.await.is_err() {
+                return;
+            }
         }
     }
 }

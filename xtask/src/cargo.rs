@@ -141,22 +141,22 @@ pub fn doctests(paths: &Paths) -> Result<()> {
     run(&mut cmd, TEST_TIMEOUT)
 }
 
-/// Runs the tests too slow for a debug build — the `#[ignore]`d ones of
-/// `tests/transfer.rs` (a 3 GiB transfer) — with the release profile. Only
-/// that test target is built, to keep CI's release compile short.
+/// Runs the `#[ignore]`d tests that need a release build — a 3 GiB
+/// transfer (`tests/transfer.rs`) and the size of an echo task
+/// (`crates/ws/tests/footprint.rs`). Only those test targets are built, to
+/// keep CI's release compile short.
 pub fn release_tests(paths: &Paths) -> Result<()> {
     let nextest = capture(cargo(paths).args(["nextest", "--version"]), QUERY_TIMEOUT)
         .is_ok_and(|out| out.status.success());
     let mut cmd = cargo(paths);
     if nextest {
-        cmd.args(["nextest", "run", "--release", "--test", "transfer"])
+        cmd.args(["nextest", "run", "--release", "--workspace"])
+            .args(["--test", "transfer", "--test", "footprint"])
             .args(["--run-ignored", "only", "--no-fail-fast"]);
     } else {
-        cmd.args(["test", "--release", "--test", "transfer"]).args([
-            "--no-fail-fast",
-            "--",
-            "--ignored",
-        ]);
+        cmd.args(["test", "--release", "--workspace"])
+            .args(["--test", "transfer", "--test", "footprint"])
+            .args(["--no-fail-fast", "--", "--ignored"]);
     }
     cmd.envs(paths.test_env());
     run(&mut cmd, TEST_TIMEOUT)

@@ -42,7 +42,7 @@ SUBCOMMANDS:
                scripts, Rust tests (cargo nextest, or cargo test without it),
                doctests, browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
-               release tests (the #[ignore]d 3 GiB transfer, release build),
+               release tests (the #[ignore]d 3 GiB transfer and echo-task size, release build),
                Autobahn server side, Autobahn client side. Ends with the line
                `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn

@@ -179,6 +179,7 @@ impl FrameHeader {
     }
 
     /// Writes the header into a fixed buffer; returns the bytes used.
+    #[inline]
     pub fn write(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = (self.fin as u8) << 7 | (self.rsv1 as u8) << 6 | self.opcode.as_u8();
         let mask_bit = (self.mask.is_some() as u8) << 7;

@@ -47,6 +47,6 @@ pub use duplex_proto::{
 };
 pub use error::{Error, HandshakeError, Result};
 pub use server::{RequestFilter, ServerBuilder, accept};
-pub use socket::{Feed, Recv, WebSocket};
+pub use socket::{Feed, Recv, SendMessage, WebSocket};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;

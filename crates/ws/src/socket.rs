@@ -66,6 +66,12 @@ struct Extra {
     pending_error: Option<Error>,
     /// A received close frame, held until its reply is flushed.
     stashed: Option<Message>,
+    /// A message given to `feed`/`send` while the write buffer was full: it
+    /// waits here (not in the caller's future) until there is room.
+    parked: Option<Message>,
+    /// Why the last message given to `feed`/`send` could not be queued,
+    /// until its future reports it.
+    send_error: Option<Error>,
     finish: Finish,
     drain_done: bool,
 }
@@ -168,19 +174,34 @@ where
 
     /// Sends a message and flushes it. Waits while more than
     /// [`Config::write_buffer_limit`] bytes are unsent (backpressure).
-    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
-        self.feed(message).await?;
-        self.flush().await
+    ///
+    /// The message is queued as soon as `send` is called if the buffer has
+    /// room (see [`feed`](Self::feed)); the future then flushes.
+    pub fn send(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
+        self.queue_or_park(message.into());
+        SendMessage {
+            ws: self,
+            queued: false,
+        }
     }
 
-    /// Queues a message without flushing, unless the buffer is over its limit.
-    /// The next `recv`, `flush` or `send` writes it. Use it to answer a
-    /// burst of messages with one write.
+    /// Queues a message without flushing. The next `recv`, `flush` or `send`
+    /// writes it: an echo loop that feeds every message of one read answers
+    /// them all with one write.
+    ///
+    /// If the write buffer has room, the message is queued at once, when
+    /// `feed` is called, and the future only reports whether that worked.
+    /// If more than [`Config::write_buffer_limit`] bytes are unsent, the
+    /// future writes until there is room and queues the message then;
+    /// dropping it before that drops the message (so a caller that gives up
+    /// on a slow peer cannot grow the buffer past the limit).
+    ///
+    /// Why queue at once: the future then holds no message. It is one
+    /// pointer, and so is the space it takes in every connection's task.
+    #[inline]
     pub fn feed(&mut self, message: impl Into<Message>) -> Feed<'_, S> {
-        Feed {
-            ws: self,
-            message: Some(message.into()),
-        }
+        self.queue_or_park(message.into());
+        Feed { ws: self }
     }
 
     /// Writes everything queued.
@@ -581,6 +602,7 @@ where
     }
 
     /// Queues a message; call after `poll_ready_send` returned ready.
+    #[inline]
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
         if self.finish() != Finish::NotStarted {
             return Err(Error::Closed);
@@ -594,6 +616,45 @@ where
         }
         self.conn.send(message)?;
         Ok(())
+    }
+
+    /// `feed`'s first step: queue the message now if the buffer has room,
+    /// else park it for the future to queue.
+    #[inline]
+    fn queue_or_park(&mut self, message: Message) {
+        if self.conn.outgoing().len() >= self.config.write_buffer_limit {
+            self.extra_mut().parked = Some(message);
+        } else if let Err(e) = self.start_send(message) {
+            self.extra_mut().send_error = Some(e);
+        }
+    }
+
+    /// `feed`'s future: reports a failed queueing, or waits for room and
+    /// queues the parked message.
+    #[inline]
+    fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let Some(extra) = self.extra.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(e) = extra.send_error.take() {
+            return Poll::Ready(Err(e));
+        }
+        if extra.parked.is_none() {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_ready_send(cx))?;
+        let message = self.extra.as_mut().and_then(|x| x.parked.take());
+        Poll::Ready(message.map_or(Ok(()), |m| self.start_send(m)))
+    }
+}
+
+impl<S> WebSocket<S> {
+    /// A `feed`/`send` future dropped early: its message is not sent.
+    fn unpark(&mut self) {
+        if let Some(extra) = self.extra.as_mut() {
+            extra.parked = None;
+            extra.send_error = None;
+        }
     }
 }
 
@@ -615,12 +676,11 @@ where
     }
 }
 
-/// The future [`WebSocket::feed`] returns: the socket and the message, no
-/// more (it sits in the caller's future, and so in every connection's task).
-#[must_use = "futures do nothing unless you `.await` or poll them"]
+/// The future [`WebSocket::feed`] returns: one pointer (the message is
+/// already queued, or parked in the socket).
+#[must_use = "the message may wait for room in the buffer: `.await` it"]
 pub struct Feed<'a, S> {
     ws: &'a mut WebSocket<S>,
-    message: Option<Message>,
 }
 
 impl<S> Future for Feed<'_, S>
@@ -630,18 +690,59 @@ where
     type Output = Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        ready!(this.ws.poll_ready_send(cx))?;
-        let message = this.message.take().expect("Feed polled after completion");
-        Poll::Ready(this.ws.start_send(message))
+        self.get_mut().ws.poll_queued(cx)
+    }
+}
+
+impl<S> Drop for Feed<'_, S> {
+    fn drop(&mut self) {
+        self.ws.unpark();
     }
 }
 
 impl<S> std::fmt::Debug for Feed<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Feed")
-            .field("message", &self.message)
-            .finish()
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+/// The future [`WebSocket::send`] returns: queues (as [`Feed`] does), then
+/// flushes.
+#[must_use = "the message may wait for room in the buffer: `.await` it"]
+pub struct SendMessage<'a, S> {
+    ws: &'a mut WebSocket<S>,
+    queued: bool,
+}
+
+impl<S> Future for SendMessage<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if !this.queued {
+            ready!(this.ws.poll_queued(cx))?;
+            this.queued = true;
+        }
+        this.ws.poll_write_out(cx).map_err(Error::from)
+    }
+}
+
+impl<S> Drop for SendMessage<'_, S> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.ws.unpark();
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SendMessage<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMessage")
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
     }
 }
 

@@ -164,6 +164,72 @@ async fn send_waits_for_a_peer_that_never_reads() {
     );
 }
 
+/// `feed` queues at once when there is room: the future only reports it.
+#[tokio::test]
+async fn feed_queues_when_called_if_the_buffer_has_room() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::accept(tcp).await.unwrap();
+        drop(ws.feed("queued when called"));
+        let queued = ws.buffered_amount();
+        ws.flush().await.unwrap();
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        queued
+    });
+    let mut ws = client(addr).await;
+    let msg = tokio::time::timeout(LIMIT, ws.recv()).await.unwrap();
+    assert_eq!(msg.unwrap().unwrap(), Message::text("queued when called"));
+    let queued = tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+    assert_eq!(queued, 2 + "queued when called".len());
+}
+
+/// A sender that gives up on a peer that never reads (its `send` future
+/// dropped while it waits) does not send, and cannot grow the buffer: the
+/// waiting message is dropped with the future.
+#[tokio::test]
+async fn sends_given_up_on_a_slow_peer_leave_the_buffer_bounded() {
+    let limit = 64 << 10;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let config = Config {
+            write_buffer_limit: limit,
+            ..Config::default()
+        };
+        let mut ws = ServerBuilder::new()
+            .config(config)
+            .accept(tcp)
+            .await
+            .unwrap();
+        let chunk = bytes::Bytes::from(vec![7u8; 16 << 10]);
+        let mut given_up = 0;
+        let mut most = 0;
+        // Bounded: 2,000 sends of 16 KiB (31 MiB), enough to fill the
+        // kernel's buffers and then give up 100 times.
+        for _ in 0..2000 {
+            let send = tokio::time::timeout(Duration::from_millis(20), ws.send(chunk.clone()));
+            if send.await.is_err() {
+                given_up += 1;
+                if given_up == 100 {
+                    break;
+                }
+            }
+            most = most.max(ws.buffered_amount());
+        }
+        (given_up, most)
+    });
+    let (_tcp, _) = raw_client(addr, "").await;
+    let (given_up, most) = tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(given_up, 100, "the peer never pushed back");
+    assert!(most <= limit + (16 << 10) + 4, "buffered {most}");
+}
+
 #[tokio::test]
 async fn split_halves_work_from_two_tasks() {
     let (addr, _events) = echo_server(ServerBuilder::new()).await;
