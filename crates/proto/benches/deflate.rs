@@ -70,6 +70,14 @@ fn deflate(c: &mut Criterion) {
                 deflater.compress(black_box(&input), &mut buf);
             })
         });
+        // The default level: zlib's fastest.
+        let mut fast = Deflater::new(&params(), Role::Client, 1, 0);
+        group.bench_with_input(BenchmarkId::new("compress_level1", size), &size, |b, _| {
+            b.iter(|| {
+                buf.clear();
+                fast.compress(black_box(&input), &mut buf);
+            })
+        });
         group.bench_with_input(BenchmarkId::new("inflate", size), &size, |b, _| {
             b.iter(|| {
                 out.clear();
