@@ -32,37 +32,64 @@ where
         metrics.connections_total.inc();
         let shutdown = state.shutdown.cancelled();
         tokio::pin!(shutdown);
+        // Messages and bytes echoed since the counters were last updated:
+        // they are shared atomics, so they are added to once per batch (when
+        // the socket is about to wait), not four times per message.
+        let mut unreported = (0u64, 0u64);
         loop {
             // Shutdown first, then the socket (a hand-written select: the
             // macro's state made this future twice as large).
-            let next = poll_fn(|cx| {
-                if shutdown.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                ws.poll_recv(cx).map(Some)
-            })
-            .await;
-            match next {
-                None => {
-                    // Boxed: only a closing connection needs this state.
-                    let _ = Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
-                    break;
-                }
-                Some(None) => break,
-                Some(Some(Ok(msg))) if msg.is_data() => {
-                    metrics.messages_in.inc();
-                    metrics.bytes_in.inc_by(msg.len() as u64);
-                    metrics.messages_out.inc();
-                    metrics.bytes_out.inc_by(msg.len() as u64);
-                    if let Err(e) = ws.feed(msg).await {
-                        tracing::debug!("echo: send failed: {e}");
+            // In a block, so that no slot for the message outlives it (see
+            // `bench/src/duplex_echo.rs`).
+            let queued = {
+                let next = poll_fn(|cx| {
+                    if shutdown.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    let polled = ws.poll_recv(cx);
+                    if polled.is_pending() {
+                        report(metrics, &mut unreported);
+                    }
+                    polled.map(Some)
+                })
+                .await;
+                match next {
+                    None => {
+                        // Boxed: only a closing connection needs this state.
+                        let _ =
+                            Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
                         break;
                     }
+                    Some(None) => break,
+                    Some(Some(Ok(msg))) if msg.is_data() => {
+                        unreported.0 += 1;
+                        unreported.1 += msg.len() as u64;
+                        ws.feed(msg)
+                    }
+                    Some(Some(Ok(_))) => continue,
+                    Some(Some(Err(e))) => {
+                        tracing::debug!("echo: {e}");
+                        continue;
+                    }
                 }
-                Some(Some(Ok(_))) => {}
-                Some(Some(Err(e))) => tracing::debug!("echo: {e}"),
+            };
+            if let Err(e) = queued.await {
+                tracing::debug!("echo: send failed: {e}");
+                break;
             }
         }
+        report(metrics, &mut unreported);
         metrics.connections.dec();
+    }
+}
+
+/// Adds a batch of echoed messages and bytes to the shared counters.
+fn report(metrics: &crate::metrics::Metrics, unreported: &mut (u64, u64)) {
+    let (messages, bytes) = std::mem::take(unreported);
+    if messages > 0 {
+        metrics.messages_in.inc_by(messages);
+        metrics.bytes_in.inc_by(bytes);
+        metrics.messages_out.inc_by(messages);
+        metrics.bytes_out.inc_by(bytes);
     }
 }

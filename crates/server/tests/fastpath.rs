@@ -97,6 +97,46 @@ async fn upgrades_take_the_fast_path_and_echo() {
     );
 }
 
+/// Echo counts reach /metrics: the echo adds them to the shared counters
+/// once per batch, when the socket waits, so the scrape is retried until
+/// they show (they must within `LIMIT`).
+#[tokio::test]
+async fn echoed_messages_are_counted_in_metrics() {
+    let t = TestServer::start(|_| {}).await;
+    let mut bytes = upgrade("/echo", "").into_bytes();
+    for i in 0..20 {
+        bytes.extend_from_slice(&text_frame(format!("message {i:02}").as_bytes()));
+    }
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let (head, mut rest) = read_head(&mut tcp).await;
+    assert_eq!(status(&head), 101, "{head}");
+    for i in 0..20 {
+        let expected = format!("message {i:02}").into_bytes();
+        assert_eq!(read_frame(&mut tcp, &mut rest).await.1, expected);
+    }
+    let wanted = [
+        "duplex_messages_received_total 20",
+        "duplex_messages_sent_total 20",
+        "duplex_received_bytes_total 200",
+    ];
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (_, metrics) = support::http(t.addr(), "GET", "/metrics", &[], None).await;
+        if wanted
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never counted: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn frames_pipelined_behind_the_request_are_not_lost() {
     let t = TestServer::start(|_| {}).await;
