@@ -37,18 +37,23 @@ where
         // the socket is about to wait), not four times per message.
         let mut unreported = (0u64, 0u64);
         loop {
-            // Shutdown first, then the socket (a hand-written select: the
-            // macro's state made this future twice as large).
-            // In a block, so that no slot for the message outlives it (see
-            // `bench/src/duplex_echo.rs`).
+            // A hand-written select of shutdown and the socket (the macro's
+            // state made this future twice as large), in a block so that no
+            // slot for the message outlives it (see `bench/src/duplex_echo.rs`).
             let queued = {
                 let next = poll_fn(|cx| {
-                    if shutdown.as_mut().poll(cx).is_ready() {
+                    // The flag is one atomic load; polling the shutdown
+                    // future takes a lock, so that is done only before the
+                    // task sleeps (which is also when it must register).
+                    if state.shutdown.is_cancelled() {
                         return Poll::Ready(None);
                     }
                     let polled = ws.poll_recv(cx);
                     if polled.is_pending() {
                         report(metrics, &mut unreported);
+                        if shutdown.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
                     }
                     polled.map(Some)
                 })
