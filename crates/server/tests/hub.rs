@@ -507,6 +507,31 @@ async fn shutdown_closes_clients_with_1001() {
     );
 }
 
+/// An echo connection waiting for its next message hears about the
+/// shutdown too (it checks a flag per message and registers for the
+/// shutdown only when it goes to sleep).
+#[tokio::test]
+async fn shutdown_closes_echo_clients_with_1001() {
+    let t = TestServer::start(|_| {}).await;
+    let mut ws = duplex::connect(&format!("ws://{}/echo", t.addr()))
+        .await
+        .unwrap();
+    ws.send("before").await.unwrap();
+    let echo = tokio::time::timeout(LIMIT, ws.recv()).await.unwrap();
+    assert_eq!(echo.unwrap().unwrap(), duplex::Message::text("before"));
+    let closing = tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.recv().await {
+            if let duplex::Message::Close(frame) = msg {
+                return frame.map(|f| f.code.0);
+            }
+        }
+        None
+    });
+    t.server.shutdown().await;
+    let code = tokio::time::timeout(LIMIT, closing).await.unwrap().unwrap();
+    assert_eq!(code, Some(1001));
+}
+
 #[tokio::test]
 async fn browsers_from_other_origins_are_refused_when_a_list_is_set() {
     let t = TestServer::start(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
