@@ -118,9 +118,14 @@ async fn an_idle_peer_is_closed_with_1001() {
     assert!(outcome.unwrap_err().contains("idle"));
 }
 
-#[tokio::test]
-async fn send_waits_for_a_peer_that_never_reads() {
-    let limit = 256 << 10;
+/// Runs `body` on a server socket (write-buffer limit `limit`) whose peer
+/// connects and then never reads; returns what `body` returns.
+async fn facing_a_peer_that_never_reads<T, F, Fut>(limit: usize, body: F) -> T
+where
+    F: FnOnce(duplex::WebSocket<tokio::net::TcpStream>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -129,32 +134,42 @@ async fn send_waits_for_a_peer_that_never_reads() {
             write_buffer_limit: limit,
             ..Config::default()
         };
-        let mut ws = ServerBuilder::new()
+        let ws = ServerBuilder::new()
             .config(config)
             .accept(tcp)
             .await
             .unwrap();
-        let chunk = bytes::Bytes::from(vec![7u8; 64 << 10]);
-        let mut sent = 0usize;
-        // Bounded: at most 4,096 sends (256 MiB) — far more than any socket buffers.
-        for _ in 0..4096 {
-            match tokio::time::timeout(Duration::from_millis(500), ws.send(chunk.clone())).await {
-                Ok(r) => {
-                    r.unwrap();
-                    sent += chunk.len();
-                    assert!(ws.buffered_amount() <= limit + chunk.len());
-                }
-                Err(_) => return (sent, true, ws.buffered_amount()),
-            }
-        }
-        (sent, false, ws.buffered_amount())
+        body(ws).await
     });
-    // The client connects and then never reads.
-    let (_tcp, _) = raw_client(addr, "").await;
-    let (sent, blocked, buffered) = tokio::time::timeout(Duration::from_secs(60), server)
+    let (_peer, _) = raw_client(addr, "").await;
+    tokio::time::timeout(Duration::from_secs(60), server)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn send_waits_for_a_peer_that_never_reads() {
+    let limit = 256 << 10;
+    let (sent, blocked, buffered) =
+        facing_a_peer_that_never_reads(limit, move |mut ws| async move {
+            let chunk = bytes::Bytes::from(vec![7u8; 64 << 10]);
+            let mut sent = 0usize;
+            // Bounded: at most 4,096 sends (256 MiB) — far more than any socket buffers.
+            for _ in 0..4096 {
+                match tokio::time::timeout(Duration::from_millis(500), ws.send(chunk.clone())).await
+                {
+                    Ok(r) => {
+                        r.unwrap();
+                        sent += chunk.len();
+                        assert!(ws.buffered_amount() <= limit + chunk.len());
+                    }
+                    Err(_) => return (sent, true, ws.buffered_amount()),
+                }
+            }
+            (sent, false, ws.buffered_amount())
+        })
+        .await;
     assert!(blocked, "send never waited; {sent} bytes went out");
     assert!(buffered <= limit + (64 << 10), "buffered {buffered}");
     // Kernel socket buffers on loopback hold a few MiB at most.
@@ -191,19 +206,7 @@ async fn feed_queues_when_called_if_the_buffer_has_room() {
 #[tokio::test]
 async fn sends_given_up_on_a_slow_peer_leave_the_buffer_bounded() {
     let limit = 64 << 10;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let config = Config {
-            write_buffer_limit: limit,
-            ..Config::default()
-        };
-        let mut ws = ServerBuilder::new()
-            .config(config)
-            .accept(tcp)
-            .await
-            .unwrap();
+    let (given_up, most) = facing_a_peer_that_never_reads(limit, move |mut ws| async move {
         let chunk = bytes::Bytes::from(vec![7u8; 16 << 10]);
         let mut given_up = 0;
         let mut most = 0;
@@ -220,12 +223,8 @@ async fn sends_given_up_on_a_slow_peer_leave_the_buffer_bounded() {
             most = most.max(ws.buffered_amount());
         }
         (given_up, most)
-    });
-    let (_tcp, _) = raw_client(addr, "").await;
-    let (given_up, most) = tokio::time::timeout(Duration::from_secs(60), server)
-        .await
-        .unwrap()
-        .unwrap();
+    })
+    .await;
     assert_eq!(given_up, 100, "the peer never pushed back");
     assert!(most <= limit + (16 << 10) + 4, "buffered {most}");
 }
