@@ -127,7 +127,7 @@ impl fmt::Display for Failure {
 /// Sorts an error from opening a connection (TCP, proxy, TLS, handshake).
 pub fn connecting(err: &Error) -> Failure {
     match err {
-        Error::Url { url, reason } => Failure::usage(format!("invalid URL {url:?}: {reason}")),
+        Error::Url(e) => Failure::usage(e.to_string()),
         Error::Io(e) => io_connecting(e),
         Error::Proxy(m) => {
             let permanent =

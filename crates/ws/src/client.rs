@@ -156,10 +156,7 @@ impl ClientBuilder {
         url: &str,
     ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeInfo)> {
         if let Some(e) = &self.header_error {
-            return Err(Error::Url {
-                url: url.to_owned(),
-                reason: e.clone(),
-            });
+            return Err(Error::url(url, e.clone()));
         }
         let url = WsUrl::parse(url)?;
         let stream = tokio::time::timeout(self.connect_timeout, self.open_transport(&url))
@@ -221,9 +218,11 @@ impl ClientBuilder {
         let hs = ClientHandshake::new(self.protocols.clone(), self.config.deflate);
         let request = hs
             .request(&url.host_header, &url.path_and_query, &self.headers)
-            .map_err(|e| Error::Url {
-                url: format!("{}{}", url.host_header, url.path_and_query),
-                reason: e.to_string(),
+            .map_err(|e| {
+                Error::url(
+                    format!("{}{}", url.host_header, url.path_and_query),
+                    e.to_string(),
+                )
             })?;
         let exchange = async {
             let mut wire = Vec::with_capacity(256);
@@ -241,7 +240,7 @@ impl ClientBuilder {
             } else {
                 String::new()
             };
-            Error::Handshake(HandshakeError::Response { error, body })
+            Error::from(HandshakeError::Response { error, body })
         })?;
         buf.advance(used);
         let conn = Connection::new(Role::Client, self.config.proto(), negotiated.deflate);

@@ -9,6 +9,10 @@ use duplex_proto::handshake::server::RequestError;
 use duplex_proto::{ProtocolError, SendError};
 
 /// Everything that can go wrong with a WebSocket.
+///
+/// Kept to 32 bytes (the large cases are boxed), because every
+/// `recv()` returns `Option<Result<Message, Error>>`: it is copied out per
+/// message and held wherever a caller's loop keeps it across an `.await`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,24 +40,45 @@ pub enum Error {
     IdleTimeout(Duration),
     /// The opening handshake failed.
     #[error("handshake failed: {0}")]
-    Handshake(#[from] HandshakeError),
+    Handshake(Box<HandshakeError>),
     /// The opening handshake did not finish in time.
     #[error("the opening handshake did not complete within {0:?}")]
     HandshakeTimeout(Duration),
     /// A `ws://` or `wss://` URL that cannot be used.
-    #[error("invalid URL {url:?}: {reason}")]
-    Url {
-        /// The URL given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error("{0}")]
+    Url(Box<UrlError>),
     /// TLS could not be set up or failed.
     #[error("TLS: {0}")]
     Tls(String),
     /// The proxy refused or failed the CONNECT.
     #[error("proxy: {0}")]
     Proxy(String),
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        Error::Handshake(Box::new(e))
+    }
+}
+
+impl Error {
+    /// An [`Error::Url`]: `url` cannot be used, for `reason`.
+    pub fn url(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Url(Box::new(UrlError {
+            url: url.into(),
+            reason: reason.into(),
+        }))
+    }
+}
+
+/// A URL that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid URL {url:?}: {reason}")]
+pub struct UrlError {
+    /// The URL given.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 /// Why the opening handshake failed.

@@ -93,7 +93,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, Error::Handshake(HandshakeError::Head(_))),
+            matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::Head(_))),
             "{err:?}"
         );
     }

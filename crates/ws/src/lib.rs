@@ -66,7 +66,7 @@ pub use config::Config;
 pub use duplex_proto::{
     self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, Role, State, Text,
 };
-pub use error::{Error, HandshakeError, Result};
+pub use error::{Error, HandshakeError, Result, UrlError};
 pub use server::{RequestFilter, ServerBuilder, accept};
 pub use socket::{Feed, Recv, SendMessage, WebSocket};
 pub use split::{WebSocketReader, WebSocketWriter};

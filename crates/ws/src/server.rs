@@ -208,7 +208,10 @@ impl ServerBuilder {
     {
         let (req, used, mut buf) = match read_head(stream, &self.head_limits, read_request).await {
             Ok(v) => v,
-            Err(Error::Handshake(HandshakeError::Head(e))) => {
+            Err(Error::Handshake(h)) if matches!(*h, HandshakeError::Head(_)) => {
+                let HandshakeError::Head(e) = *h else {
+                    unreachable!("matched above")
+                };
                 let err = RequestError::Head(e);
                 let _ = stream.write_all(&err.to_bytes()).await;
                 let _ = stream.shutdown().await;
@@ -227,7 +230,7 @@ impl ServerBuilder {
                 out.extend_from_slice(resp.body().as_bytes());
                 stream.write_all(&out).await?;
                 let _ = stream.shutdown().await;
-                return Err(Error::Handshake(HandshakeError::Refused(resp.status())));
+                return Err(HandshakeError::Refused(resp.status()).into());
             }
         }
         match self.accept_request(&req) {

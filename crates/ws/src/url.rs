@@ -33,10 +33,7 @@ pub struct WsUrl {
 impl WsUrl {
     /// Parses a URL; `http`/`https` are accepted as `ws`/`wss`.
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::Url {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| Error::url(url, reason);
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;

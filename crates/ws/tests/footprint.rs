@@ -32,6 +32,21 @@ fn the_socket_stays_small() {
     );
 }
 
+/// `recv()` returns this for every message, and loops often hold it across
+/// an `.await`.
+#[test]
+fn a_received_message_or_error_is_small() {
+    assert!(
+        size_of::<duplex::Error>() <= 32,
+        "Error grew to {} bytes",
+        size_of::<duplex::Error>()
+    );
+    assert_eq!(
+        size_of::<Option<duplex::Result<duplex::Message>>>(),
+        size_of::<duplex::Message>()
+    );
+}
+
 #[test]
 fn the_futures_a_connection_task_waits_in_are_small() {
     assert_eq!(size_of::<Recv<'_, TcpStream>>(), 8);
