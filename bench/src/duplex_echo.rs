@@ -1,5 +1,6 @@
-//! Duplex on a raw `TcpStream` with `duplex::accept`: replies to one read
-//! are queued with `feed` and leave in one write when `recv` next waits.
+//! Duplex on a raw `TcpStream` with `duplex::accept`: messages are received
+//! borrowed (`recv_ref`), echoes are queued from the read buffer and leave
+//! in one write when the socket next waits.
 //!
 //! Written for a small task, since an idle connection costs little more
 //! than its task: see the comments below (rustc keeps every local that lives
@@ -28,13 +29,15 @@ fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> impl Future<
             // outlives the block: across either `.await` the future holds the
             // socket and one pointer-sized future.
             let queued = {
-                let Some(Ok(msg)) = ws.recv().await else {
+                // Borrowed, not owned: a small message stays in the read
+                // buffer and is copied once, straight to the output.
+                let Some(Ok(received)) = ws.recv_ref().await else {
                     return;
                 };
-                if !msg.is_data() {
+                if !received.message().is_data() {
                     continue;
                 }
-                ws.feed(msg)
+                received.echo()
             };
             if queued.await.is_err() {
                 return;

@@ -9,7 +9,8 @@
 //!
 //! Received frames are parsed in place in the read buffer: the payload is
 //! unmasked where it lies and an unfragmented message is handed out as a
-//! slice of that buffer, without a copy. Text is validated as it arrives,
+//! slice of that buffer, without a copy, or lent in place (see
+//! [`Connection::next_incoming`]). Text is validated as it arrives,
 //! even before its frame is complete, so invalid UTF-8 fails the connection
 //! at the first bad byte.
 
@@ -21,7 +22,7 @@ use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::limits::Limits;
 use crate::mask::{apply_mask, extend_masked};
-use crate::message::{Message, Text};
+use crate::message::{Message, MessageRef, Text};
 use crate::outgoing::{OutBuf, ZERO_COPY_MIN};
 use crate::utf8::Utf8Validator;
 use crate::{Role, State};
@@ -76,6 +77,44 @@ struct MessageInProgress {
     size: usize,
 }
 
+/// Where the reader is: between frames, inside one, or lending a message.
+///
+/// One field for the three, because a message is lent only between frames
+/// (and the connection's size is an idle connection's memory).
+#[derive(Debug, Clone, Copy)]
+enum Reading {
+    /// Expecting a frame header.
+    Header,
+    /// Inside a frame's payload.
+    Payload(FrameInProgress),
+    /// A whole message lent in place at the front of `read`, until the
+    /// connection next reads.
+    Lent(Lent),
+}
+
+/// A whole message left in the read buffer (see [`Incoming::Lent`]): its
+/// payload is the buffer's first `len` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Lent {
+    /// At most 64 KiB: only whole frames with a 16-bit length are lent.
+    len: u16,
+    text: bool,
+}
+
+/// What [`Connection::next_incoming`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole text or binary message, left where it lies in the read
+    /// buffer (unmasked and validated): borrow it with
+    /// [`Connection::lent`], echo it with [`Connection::send_lent`], or take
+    /// it with [`Connection::take_lent`]. It stays lent until the connection
+    /// next reads: the next `next_*` or [`read_buf`](Connection::read_buf)
+    /// call releases it.
+    Lent,
+    /// Any other message, taken out of the buffer.
+    Message(Message),
+}
+
 /// One side of an open WebSocket connection, without I/O.
 ///
 /// ```
@@ -102,7 +141,7 @@ pub struct Connection {
     state: State,
     limits: Limits,
     read: BytesMut,
-    frame: Option<FrameInProgress>,
+    reading: Reading,
     message: Option<MessageInProgress>,
     /// Where fragmented and compressed messages are put together; allocated
     /// on first use.
@@ -154,7 +193,7 @@ impl Connection {
             state: State::Open,
             limits: config.limits,
             read: BytesMut::new(),
-            frame: None,
+            reading: Reading::Header,
             message: None,
             assembly: None,
             utf8: Utf8Validator::default(),
@@ -196,8 +235,10 @@ impl Connection {
         self.ending.as_ref()?.error.as_ref()
     }
 
-    /// The buffer incoming bytes are appended to.
+    /// The buffer incoming bytes are appended to. Releases a lent message.
+    #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
+        self.release_lent();
         &mut self.read
     }
 
@@ -210,17 +251,18 @@ impl Connection {
     /// few MiB): lets an I/O layer size one read for a large frame instead
     /// of many small ones.
     pub fn bytes_wanted(&self) -> usize {
-        match &self.frame {
-            Some(f) => (f.header.payload_len as usize)
+        match &self.reading {
+            Reading::Payload(f) => (f.header.payload_len as usize)
                 .saturating_sub(self.read.len())
                 .min(MAX_RESERVE),
-            None => 0,
+            Reading::Header | Reading::Lent(_) => 0,
         }
     }
 
     /// Releases buffer memory that holds nothing: call when the connection
     /// goes idle, so an idle connection costs next to nothing.
     pub fn shrink(&mut self) {
+        self.release_lent();
         if self.read.is_empty() {
             self.read = BytesMut::new();
         }
@@ -241,20 +283,113 @@ impl Connection {
     /// and the state becomes [`State::Closed`].
     #[inline]
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        Ok(match self.next_incoming()? {
+            Some(Incoming::Lent) => self.take_lent(),
+            Some(Incoming::Message(m)) => Some(m),
+            None => None,
+        })
+    }
+
+    /// Like [`next_message`](Self::next_message), but a small whole text or
+    /// binary message is left in the read buffer and lent
+    /// ([`Incoming::Lent`]) instead of taken out.
+    ///
+    /// Why: taking a message out of the buffer makes it a shared slice, with
+    /// a reference count set up, counted and dropped once per message. An
+    /// echo or a router that only looks at a message before it reads the
+    /// next one can skip all of that.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Config, Connection, Incoming, Message, MessageRef, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Config::default(), None);
+    /// let mut server = Connection::new(Role::Server, Config::default(), None);
+    /// client.send(Message::text("hello")).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// server.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
+    ///
+    /// assert_eq!(server.next_incoming().unwrap(), Some(Incoming::Lent));
+    /// assert_eq!(server.lent(), Some(MessageRef::Text("hello")));
+    /// server.send_lent().unwrap(); // an echo, copied straight to the output
+    /// assert_eq!(server.next_incoming().unwrap(), None); // released
+    /// assert_eq!(server.lent(), None);
+    /// ```
+    #[inline]
+    pub fn next_incoming(&mut self) -> Result<Option<Incoming>, ProtocolError> {
+        self.release_lent();
         // A received close frame or an error closes the connection.
         if self.state == State::Closed {
             return Ok(None);
         }
-        let decoded = match self.decode_whole_frame() {
-            Some(result) => result.map(Some),
-            None => self.decode(),
+        let decoded = match self.lend_whole_frame() {
+            Some(Ok(())) => return Ok(Some(Incoming::Lent)),
+            Some(Err(e)) => Err(e),
+            None => self.decode().map(|m| m.map(Incoming::Message)),
         };
-        match decoded {
-            Ok(m) => Ok(m),
-            Err(e) => {
-                self.fail(&e);
-                Err(e)
-            }
+        decoded.inspect_err(|e| self.fail(e))
+    }
+
+    /// The message lent by the last [`next_incoming`](Self::next_incoming),
+    /// until the connection next reads.
+    #[inline]
+    pub fn lent(&self) -> Option<MessageRef<'_>> {
+        let Reading::Lent(lent) = self.reading else {
+            return None;
+        };
+        let payload = &self.read[..lent.len as usize];
+        Some(if lent.text {
+            // SAFETY: `lend_whole_frame` validated this text before lending it.
+            MessageRef::Text(unsafe { std::str::from_utf8_unchecked(payload) })
+        } else {
+            MessageRef::Binary(payload)
+        })
+    }
+
+    /// Takes the lent message out of the read buffer as an owned
+    /// [`Message`] (a shared slice of the buffer, not a copy).
+    #[inline]
+    pub fn take_lent(&mut self) -> Option<Message> {
+        let Reading::Lent(lent) = self.reading else {
+            return None;
+        };
+        self.reading = Reading::Header;
+        let payload = self.read.split_to(lent.len as usize).freeze();
+        Some(if lent.text {
+            Message::Text(Text::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        })
+    }
+
+    /// Queues the lent message to the peer, as [`send`](Self::send) would
+    /// queue it (compressed if that applies): an echo that copies the
+    /// payload once, from the read buffer to the output. The message stays
+    /// lent. Without a lent message, queues nothing.
+    #[inline]
+    pub fn send_lent(&mut self) -> Result<(), SendError> {
+        let Reading::Lent(lent) = self.reading else {
+            return Ok(());
+        };
+        let opcode = if lent.text {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        // The payload is in `read`, the frame goes to `out`: moving the
+        // buffer out for the call (two 32-byte moves) lets the send path
+        // borrow `self` whole.
+        let read = std::mem::take(&mut self.read);
+        let sent = self.send_data_slice(opcode, &read[..lent.len as usize]);
+        self.read = read;
+        sent
+    }
+
+    #[inline]
+    fn release_lent(&mut self) {
+        if let Reading::Lent(lent) = self.reading {
+            self.reading = Reading::Header;
+            self.read.advance(lent.len as usize);
         }
     }
 
@@ -268,16 +403,17 @@ impl Connection {
 
     fn decode(&mut self) -> Result<Option<Message>, ProtocolError> {
         loop {
-            let frame = match self.frame {
-                Some(f) => f,
-                None => {
+            let frame = match self.reading {
+                Reading::Payload(f) => f,
+                // (Never `Lent`: `next_incoming` released it.)
+                Reading::Header | Reading::Lent(_) => {
                     let Some((header, used)) = FrameHeader::parse(&self.read)? else {
                         return Ok(None);
                     };
                     self.check_header(&header)?;
                     self.read.advance(used);
                     let f = FrameInProgress { header, checked: 0 };
-                    self.frame = Some(f);
+                    self.reading = Reading::Payload(f);
                     f
                 }
             };
@@ -292,7 +428,7 @@ impl Connection {
                     self.utf8
                         .feed(&self.read[frame.checked..avail])
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
-                    self.frame = Some(FrameInProgress {
+                    self.reading = Reading::Payload(FrameInProgress {
                         checked: avail,
                         ..frame
                     });
@@ -305,7 +441,7 @@ impl Connection {
             if let Some(key) = frame.header.mask {
                 apply_mask(&mut self.read[frame.checked..len], key, frame.checked);
             }
-            self.frame = None;
+            self.reading = Reading::Header;
             let payload = self.read.split_to(len);
             if let Some(message) = self.on_frame(frame, payload)? {
                 return Ok(Some(message));
@@ -315,8 +451,9 @@ impl Connection {
 
     /// The common case in one pass: between messages, a whole unfragmented,
     /// uncompressed text or binary frame of under 64 KiB, already in the
-    /// buffer. Anything else returns `None` having touched nothing, and goes
-    /// the general way (which also reports every error but bad UTF-8).
+    /// buffer, is unmasked and validated where it lies and lent. Anything
+    /// else returns `None` having touched nothing, and goes the general way
+    /// (which also reports every error but bad UTF-8).
     ///
     /// Why: a small message costs its share of one read and one write, and
     /// on a pipelined connection that share is small enough for per-frame
@@ -324,8 +461,8 @@ impl Connection {
     /// incremental UTF-8 state) to show. This path keeps none of it: the
     /// frame is whole, so the message is whole too.
     #[inline]
-    fn decode_whole_frame(&mut self) -> Option<Result<Message, ProtocolError>> {
-        if self.frame.is_some() || self.message.is_some() {
+    fn lend_whole_frame(&mut self) -> Option<Result<(), ProtocolError>> {
+        if !matches!(self.reading, Reading::Header) || self.message.is_some() {
             return None;
         }
         let buf = &self.read[..];
@@ -364,17 +501,18 @@ impl Connection {
             return None;
         }
         self.read.advance(start);
-        let mut payload = self.read.split_to(len);
+        let payload = &mut self.read[..len];
         if let Some(key) = key {
-            apply_mask(&mut payload, key, 0);
+            apply_mask(payload, key, 0);
         }
-        if !text {
-            return Some(Ok(Message::Binary(payload.freeze())));
-        }
-        if simdutf8::basic::from_utf8(&payload).is_err() {
+        if text && simdutf8::basic::from_utf8(payload).is_err() {
             return Some(Err(ProtocolError::InvalidUtf8));
         }
-        Some(Ok(Message::Text(Text::from_validated(payload.freeze()))))
+        self.reading = Reading::Lent(Lent {
+            len: len as u16,
+            text,
+        });
+        Some(Ok(()))
     }
 
     fn is_plain_text(&self, header: &FrameHeader) -> bool {
@@ -590,21 +728,42 @@ impl Connection {
         if self.close_sent {
             return Err(SendError::Closed);
         }
-        if let Some(c) = self
-            .compression
-            .as_mut()
-            .filter(|c| c.deflater.should_compress(payload.len()))
-        {
-            let mut scratch = std::mem::take(&mut c.scratch);
-            scratch.clear();
-            c.deflater.compress(&payload, &mut scratch);
-            let compressed = scratch.split().freeze();
-            c.scratch = scratch;
-            self.write_frame_owned(opcode, true, compressed);
-        } else {
+        if !self.compress_and_queue(opcode, &payload) {
             self.write_frame_owned(opcode, false, payload);
         }
         Ok(())
+    }
+
+    /// [`send_data`](Self::send_data) for a payload we only borrow.
+    #[inline]
+    fn send_data_slice(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if !self.compress_and_queue(opcode, payload) {
+            self.write_frame(opcode, false, payload);
+        }
+        Ok(())
+    }
+
+    /// Compresses and queues a data frame if permessage-deflate applies to
+    /// it; returns whether it did.
+    #[inline]
+    fn compress_and_queue(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+        let Some(c) = self
+            .compression
+            .as_mut()
+            .filter(|c| c.deflater.should_compress(payload.len()))
+        else {
+            return false;
+        };
+        let mut scratch = std::mem::take(&mut c.scratch);
+        scratch.clear();
+        c.deflater.compress(payload, &mut scratch);
+        let compressed = scratch.split().freeze();
+        c.scratch = scratch;
+        self.write_frame_owned(opcode, true, compressed);
+        true
     }
 
     /// Frames a payload we own: a server queues large ones without a copy.

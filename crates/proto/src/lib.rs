@@ -64,11 +64,11 @@ pub mod outgoing;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, SendError};
+pub use connection::{Config, Connection, Incoming, SendError};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use limits::Limits;
-pub use message::{Message, Text};
+pub use message::{Message, MessageRef, Text};
 pub use outgoing::OutBuf;
 
 /// Which end of the connection this is: it decides who masks.

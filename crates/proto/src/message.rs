@@ -137,24 +137,17 @@ impl Message {
 
     /// Text or binary.
     pub fn is_data(&self) -> bool {
-        matches!(self, Self::Text(_) | Self::Binary(_))
+        MessageRef::from(self).is_data()
     }
 
     /// The text, if this is a text message.
     pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Self::Text(t) => Some(t.as_str()),
-            _ => None,
-        }
+        MessageRef::from(self).as_text()
     }
 
     /// The payload bytes (empty for a close).
     pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Self::Text(t) => t.as_ref(),
-            Self::Binary(b) | Self::Ping(b) | Self::Pong(b) => b,
-            Self::Close(_) => &[],
-        }
+        MessageRef::from(self).as_bytes()
     }
 
     /// The payload's length in bytes.
@@ -183,5 +176,92 @@ impl From<Vec<u8>> for Message {
 impl From<Bytes> for Message {
     fn from(b: Bytes) -> Self {
         Self::Binary(b)
+    }
+}
+
+/// A message borrowed rather than owned: what
+/// [`Connection::lent`](crate::Connection::lent) returns for a message left
+/// in the read buffer, or a view of a [`Message`].
+///
+/// Why borrow: an owned message shares its buffer through a reference
+/// count, which is set up, incremented and decremented once per message.
+/// For small messages on a busy connection that bookkeeping is a visible
+/// share of the work; a borrow costs nothing until the next read.
+///
+/// ```
+/// use duplex_proto::{Message, MessageRef};
+/// let owned = Message::text("hi");
+/// let borrowed = MessageRef::from(&owned);
+/// assert_eq!(borrowed.as_text(), Some("hi"));
+/// assert_eq!(borrowed.to_message(), owned);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageRef<'a> {
+    /// A UTF-8 text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+    /// A ping (the pong is sent automatically).
+    Ping(&'a [u8]),
+    /// A pong.
+    Pong(&'a [u8]),
+    /// The peer's close frame; `None` if it carried no code.
+    Close(Option<&'a CloseFrame>),
+}
+
+impl<'a> MessageRef<'a> {
+    /// Text or binary.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Self::Text(_) | Self::Binary(_))
+    }
+
+    /// The text, if this is a text message.
+    pub fn as_text(&self) -> Option<&'a str> {
+        match *self {
+            Self::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The payload bytes (empty for a close).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Self::Text(t) => t.as_bytes(),
+            Self::Binary(b) | Self::Ping(b) | Self::Pong(b) => b,
+            Self::Close(_) => &[],
+        }
+    }
+
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        match *self {
+            Self::Text(t) => Message::Text(Text::from(t)),
+            Self::Binary(b) => Message::Binary(Bytes::copy_from_slice(b)),
+            Self::Ping(b) => Message::Ping(Bytes::copy_from_slice(b)),
+            Self::Pong(b) => Message::Pong(Bytes::copy_from_slice(b)),
+            Self::Close(f) => Message::Close(f.cloned()),
+        }
+    }
+}
+
+impl<'a> From<&'a Message> for MessageRef<'a> {
+    fn from(message: &'a Message) -> Self {
+        match message {
+            Message::Text(t) => Self::Text(t.as_str()),
+            Message::Binary(b) => Self::Binary(b),
+            Message::Ping(b) => Self::Ping(b),
+            Message::Pong(b) => Self::Pong(b),
+            Message::Close(f) => Self::Close(f.as_ref()),
+        }
     }
 }

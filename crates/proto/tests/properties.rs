@@ -26,8 +26,8 @@ use duplex_proto::handshake::head::{read_request, read_response, write_request, 
 use duplex_proto::handshake::server::ServerHandshake;
 use duplex_proto::mask::apply_mask;
 use duplex_proto::{
-    CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Limits, Message,
-    ProtocolError, Role, SendError, State,
+    CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Incoming, Limits,
+    Message, ProtocolError, Role, SendError, State,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -387,22 +387,35 @@ struct Outcome {
 /// empty), taking every message after each chunk. Also returns how many
 /// bytes had been fed when the error was reported.
 fn receive(conn: &mut Connection, wire: &[u8], chunks: &[usize]) -> (Outcome, Option<usize>) {
-    receive_with(conn, wire, chunks, false)
+    receive_with(conn, wire, chunks, Taking::Owned, false)
 }
 
-/// [`receive`], calling `Connection::shrink` before each read when `shrink`
-/// is set, as an I/O layer does whenever a connection goes idle.
+/// How [`receive_with`] takes messages out of the connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Taking {
+    /// `next_message`.
+    Owned,
+    /// `next_message`, calling `Connection::shrink` before each read, as an
+    /// I/O layer does whenever a connection goes idle.
+    OwnedShrinking,
+    /// `next_incoming`, copying lent messages out with `lent`.
+    Lent,
+}
+
+/// [`receive`], taking messages as `taking` says, and sending every data
+/// message back if `echo` is set (lent ones with `send_lent`).
 fn receive_with(
     conn: &mut Connection,
     wire: &[u8],
     chunks: &[usize],
-    shrink: bool,
+    taking: Taking,
+    echo: bool,
 ) -> (Outcome, Option<usize>) {
     let mut messages = Vec::new();
     let mut sizes = chunks.iter().copied().cycle();
     let mut fed = 0;
     while fed < wire.len() {
-        if shrink {
+        if taking == Taking::OwnedShrinking {
             conn.shrink();
         }
         let n = sizes
@@ -412,8 +425,30 @@ fn receive_with(
         conn.read_buf().extend_from_slice(&wire[fed..fed + n]);
         fed += n;
         loop {
-            match conn.next_message() {
-                Ok(Some(m)) => messages.push(m),
+            let next = match taking {
+                Taking::Owned | Taking::OwnedShrinking => conn.next_message(),
+                Taking::Lent => conn.next_incoming().map(|incoming| {
+                    incoming.map(|incoming| match incoming {
+                        Incoming::Lent => {
+                            let m = conn.lent().expect("a message was lent").to_message();
+                            if echo {
+                                conn.send_lent().expect("the connection is open");
+                            }
+                            m
+                        }
+                        Incoming::Message(m) => m,
+                    })
+                }),
+            };
+            match next {
+                Ok(Some(m)) => {
+                    // (Lent messages were echoed above, with `send_lent`.)
+                    let lent_echoed = taking == Taking::Lent && conn.lent().is_some();
+                    if echo && m.is_data() && !lent_echoed {
+                        conn.send(m.clone()).expect("the connection is open");
+                    }
+                    messages.push(m)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let outcome = Outcome {
@@ -923,13 +958,69 @@ proptest! {
         let fresh = || Connection::new(receiver, small_limits(), deflate);
         let (whole, _) = receive(&mut fresh(), &wire.bytes, &[]);
         prop_assert_eq!(&whole, &expected, "all at once");
-        let (chunked, _) = receive_with(&mut fresh(), &wire.bytes, &chunks, true);
+        let (chunked, _) = receive_with(&mut fresh(), &wire.bytes, &chunks, Taking::OwnedShrinking, false);
         prop_assert_eq!(&chunked, &expected, "in chunks of {:?}, shrinking between reads", chunks);
+        let (lent, _) = receive_with(&mut fresh(), &wire.bytes, &chunks, Taking::Lent, false);
+        prop_assert_eq!(&lent, &expected, "in chunks of {:?}, lent in place", chunks);
         let (bytewise, fed) = receive(&mut fresh(), &wire.bytes, &[1]);
         prop_assert_eq!(&bytewise, &expected, "byte by byte");
         if let Some(at) = trigger.and_then(|t| t.at) {
             prop_assert_eq!(fed, Some(at + 1), "the error was not reported as soon as byte {} arrived", at);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Echoing a lent message.
+
+/// Feeds `wire` to a server in chunks and echoes every data message, lent
+/// or owned; returns what the server wrote.
+fn echo_server(conn: &mut Connection, wire: &[u8], chunks: &[usize], taking: Taking) -> Vec<u8> {
+    let (outcome, _) = receive_with(conn, wire, chunks, taking, true);
+    assert_eq!(outcome.error, None);
+    drain(conn)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// `send_lent` puts on the wire exactly what sending the owned message
+    /// back does: same frames, same compression (and so the same deflate
+    /// context afterwards), pongs in the same places.
+    #[test]
+    fn echoing_a_lent_message_sends_what_echoing_it_owned_does(
+        plan in vec(planned(), 0..8),
+        deflate in deflate_params(9),
+        level in 0u32..=9,
+        threshold in 0usize..64,
+        seed in any::<u32>(),
+        chunks in vec(1usize..200, 1..8),
+    ) {
+        let mut wire = Wire::new(Role::Client, deflate.as_ref(), level, seed);
+        for p in &plan {
+            wire.plan(p);
+        }
+        let config = Config {
+            deflate: DeflateConfig { level, threshold, ..DeflateConfig::default() },
+            ..small_limits()
+        };
+        let owned = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::Owned);
+        let lent = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::Lent);
+        prop_assert_eq!(&lent, &owned);
+
+        // And the echo is right: the client reads back every data message.
+        let mut client = Connection::new(Role::Client, config, deflate);
+        let (back, _) = receive(&mut client, &lent, &[]);
+        let expected: Vec<Message> = wire
+            .messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Ping(p) => Some(Message::Pong(p)),
+                Message::Pong(_) => None,
+                m => Some(m),
+            })
+            .collect();
+        prop_assert_eq!(back, Outcome { messages: expected, error: None });
     }
 }
 

@@ -1,10 +1,13 @@
 //! The echo endpoint: every text or binary message comes straight back.
 //!
-//! Replies are *fed*, not sent: `recv` flushes them when it is about to wait
+//! Messages are received borrowed ([`WebSocket::recv_ref`]): a small one is
+//! echoed straight from the read buffer, with no per-message reference
+//! count. Replies are *fed*, not sent: `recv` flushes them when it is about to wait
 //! for the network, so a burst of messages from one read is answered with
 //! one write.
 
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -41,6 +44,9 @@ where
             // state made this future twice as large), in a block so that no
             // slot for the message outlives it (see `bench/src/duplex_echo.rs`).
             let queued = {
+                // Borrowed, not owned (`recv_ref`): a small message stays in
+                // the read buffer and is copied once, straight to the output.
+                let mut recv = ws.recv_ref();
                 let next = poll_fn(|cx| {
                     // The flag is one atomic load; polling the shutdown
                     // future takes a lock, so that is done only before the
@@ -48,7 +54,7 @@ where
                     if state.shutdown.is_cancelled() {
                         return Poll::Ready(None);
                     }
-                    let polled = ws.poll_recv(cx);
+                    let polled = Pin::new(&mut recv).poll(cx);
                     if polled.is_pending() {
                         report(metrics, &mut unreported);
                         if shutdown.as_mut().poll(cx).is_ready() {
@@ -60,16 +66,17 @@ where
                 .await;
                 match next {
                     None => {
+                        drop(recv);
                         // Boxed: only a closing connection needs this state.
                         let _ =
                             Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
                         break;
                     }
                     Some(None) => break,
-                    Some(Some(Ok(msg))) if msg.is_data() => {
+                    Some(Some(Ok(received))) if received.message().is_data() => {
                         unreported.0 += 1;
-                        unreported.1 += msg.len() as u64;
-                        ws.feed(msg)
+                        unreported.1 += received.message().len() as u64;
+                        received.echo()
                     }
                     Some(Some(Ok(_))) => continue,
                     Some(Some(Err(e))) => {

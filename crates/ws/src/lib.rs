@@ -10,6 +10,9 @@
 //! - [`accept`] / [`ServerBuilder`]: on any stream; [`upgrade`] inside
 //!   hyper or axum.
 //! - [`WebSocket`]: `recv`/`send`/`feed`/`close`, `Stream` + `Sink`,
+//!   [`recv_ref`](WebSocket::recv_ref) to receive without taking the
+//!   message out of the read buffer (an echo or router of small messages
+//!   skips a reference count per message),
 //!   [`split`](WebSocket::split) into halves for two tasks; cancel-safe
 //!   receiving; bounded outgoing buffer (backpressure); keepalive pings and
 //!   idle timeout; limits on everything a peer can make us buffer.
@@ -53,6 +56,7 @@ mod error;
 mod handshake_io;
 mod pool;
 pub mod proxy;
+mod received;
 mod server;
 mod socket;
 mod split;
@@ -64,9 +68,11 @@ pub mod url;
 pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
 pub use duplex_proto::{
-    self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, Role, State, Text,
+    self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State,
+    Text,
 };
 pub use error::{Error, HandshakeError, Result, UrlError};
+pub use received::{Received, RecvRef};
 pub use server::{RequestFilter, ServerBuilder, accept};
 pub use socket::{Feed, Recv, SendMessage, WebSocket};
 pub use split::{WebSocketReader, WebSocketWriter};

@@ -17,7 +17,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Buf;
-use duplex_proto::{CloseCode, CloseFrame, Connection, Message, Role, State};
+use duplex_proto::{CloseCode, CloseFrame, Connection, Incoming, Message, MessageRef, Role, State};
+
+use crate::received::RecvRef;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -172,6 +174,36 @@ where
         Recv { ws: self }
     }
 
+    /// Receives the next message as a borrow of the socket's read buffer:
+    /// [`recv`](Self::recv) without the per-message reference count, for
+    /// loops that look at a message (or echo it) before they receive the
+    /// next one. Same cancel-safety and closing rules as `recv`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// use duplex::proto::{Connection, Role};
+    /// use duplex::{Config, WebSocket};
+    ///
+    /// // Two ends over an in-memory pipe (normally: `accept` and `connect`).
+    /// let (a, b) = tokio::io::duplex(4096);
+    /// let open = |io, role| {
+    ///     WebSocket::from_parts(io, Connection::new(role, Default::default(), None), Config::default(), None)
+    /// };
+    /// let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    ///
+    /// client.send("hello").await?;
+    /// let received = server.recv_ref().await.expect("open")?;
+    /// assert_eq!(received.message().as_text(), Some("hello"));
+    /// received.echo().await?; // queued straight from the read buffer
+    /// server.flush().await?;
+    /// assert_eq!(client.recv().await.expect("open")?.as_text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_ref(&mut self) -> RecvRef<'_, S> {
+        RecvRef::new(self)
+    }
+
     /// Sends a message and flushes it. Waits while more than
     /// [`Config::write_buffer_limit`] bytes are unsent (backpressure).
     ///
@@ -301,11 +333,31 @@ where
 
     /// Polls for the next message, with separate contexts for read and
     /// write readiness (the split halves need that; see `split.rs`).
+    #[inline]
     pub(crate) fn poll_recv_with(
         &mut self,
         rcx: &mut Context<'_>,
         wcx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message>>> {
+        let incoming = ready!(self.poll_incoming_with(rcx, wcx));
+        Poll::Ready(incoming.map(|r| r.map(|i| self.own(i))))
+    }
+
+    /// The message an [`Incoming`] stands for, taken out of the buffer.
+    #[inline]
+    pub(crate) fn own(&mut self, incoming: Incoming) -> Message {
+        match incoming {
+            Incoming::Lent => self.conn.take_lent().expect("a message was just lent"),
+            Incoming::Message(m) => m,
+        }
+    }
+
+    /// The receive loop: the next message, lent in place when it can be.
+    pub(crate) fn poll_incoming_with(
+        &mut self,
+        rcx: &mut Context<'_>,
+        wcx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming>>> {
         if let Some(msg) = self.extra.as_mut().and_then(|x| x.stashed.take()) {
             // A close frame waits here until its reply is flushed.
             if let Poll::Ready(Err(e)) = self.poll_write_out(wcx) {
@@ -314,7 +366,7 @@ where
                 self.extra_mut().stashed = Some(msg);
                 return Poll::Pending;
             }
-            return Poll::Ready(Some(Ok(msg)));
+            return Poll::Ready(Some(Ok(Incoming::Message(msg))));
         }
         loop {
             if self.finish() != Finish::NotStarted || self.conn.state() == State::Closed {
@@ -326,8 +378,9 @@ where
                     return self.fail_io(e);
                 }
             }
-            match self.conn.next_message() {
-                Ok(Some(msg)) => {
+            match self.conn.next_incoming() {
+                Ok(Some(Incoming::Lent)) => return Poll::Ready(Some(Ok(Incoming::Lent))),
+                Ok(Some(Incoming::Message(msg))) => {
                     if let Some(t) = &mut self.timers {
                         if matches!(msg, Message::Pong(_)) {
                             t.ping_sent_at = None;
@@ -336,9 +389,9 @@ where
                     if matches!(msg, Message::Close(_)) {
                         self.arm_close_deadline();
                         self.extra_mut().stashed = Some(msg);
-                        return self.poll_recv_with(rcx, wcx);
+                        return self.poll_incoming_with(rcx, wcx);
                     }
-                    return Poll::Ready(Some(Ok(msg)));
+                    return Poll::Ready(Some(Ok(Incoming::Message(msg))));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -387,6 +440,36 @@ where
         }
     }
 
+    /// [`poll_incoming_with`](Self::poll_incoming_with) on one task's context.
+    #[inline]
+    pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming>>> {
+        let waker = cx.waker();
+        let (mut rcx, mut wcx) = (Context::from_waker(waker), Context::from_waker(waker));
+        self.poll_incoming_with(&mut rcx, &mut wcx)
+    }
+
+    /// The message lent by the last `poll_incoming`.
+    #[inline]
+    pub(crate) fn lent(&self) -> Option<MessageRef<'_>> {
+        self.conn.lent()
+    }
+
+    /// `feed` for the lent message: queued from the read buffer if there is
+    /// room, else taken out and parked as `feed` parks.
+    #[inline]
+    pub(crate) fn feed_lent(&mut self) -> Feed<'_, S> {
+        if self.conn.outgoing().len() >= self.config.write_buffer_limit {
+            let message = self.conn.take_lent();
+            self.extra_mut().parked = message;
+        } else if let Err(e) = self
+            .prepare_send()
+            .and_then(|()| self.conn.send_lent().map_err(Error::from))
+        {
+            self.extra_mut().send_error = Some(e);
+        }
+        Feed { ws: self }
+    }
+
     /// Receives, as [`recv`](Self::recv) does, for manual `poll` code.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         // One task does both directions: the same waker serves both. Both
@@ -397,7 +480,7 @@ where
         self.poll_recv_with(&mut rcx, &mut wcx)
     }
 
-    fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Message>>> {
+    fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Incoming>>> {
         self.conn.receive_eof();
         self.set_finish(Finish::Done);
         Poll::Ready(Some(Err(e.into())))
@@ -457,7 +540,7 @@ where
         &mut self,
         rcx: &mut Context<'_>,
         wcx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message>>> {
+    ) -> Poll<Option<Result<Incoming>>> {
         self.arm_close_deadline();
         loop {
             match self.finish() {
@@ -604,6 +687,17 @@ where
     /// Queues a message; call after `poll_ready_send` returned ready.
     #[inline]
     pub(crate) fn start_send(&mut self, message: Message) -> Result<()> {
+        self.prepare_send()?;
+        if matches!(message, Message::Close(_)) {
+            self.arm_close_deadline();
+        }
+        self.conn.send(message)?;
+        Ok(())
+    }
+
+    /// Checks that a message may be queued and gives the output a buffer.
+    #[inline]
+    fn prepare_send(&mut self) -> Result<()> {
         if self.finish() != Finish::NotStarted {
             return Err(Error::Closed);
         }
@@ -611,10 +705,6 @@ where
         if out.needs_buffer() {
             out.provide(pool::take());
         }
-        if matches!(message, Message::Close(_)) {
-            self.arm_close_deadline();
-        }
-        self.conn.send(message)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! What an idle connection costs: the `WebSocket` sits in the connection's
 //! task for its whole life, so its size is (most of) the memory per idle
 //! connection. tokio rounds a task up to a multiple of 128 bytes; with these
-//! sizes the echo server's task (`duplex::accept`, then `recv`/`feed`) fits
+//! sizes the echo server's task (`duplex::accept`, then `recv_ref`/`echo`) fits
 //! in 384 bytes, where it took 3 KiB before the handshake was boxed, the
 //! rarely used state moved behind pointers and `feed` stopped holding its
 //! message. See docs/performance.md.
@@ -9,7 +9,7 @@
 use std::mem::size_of;
 
 use duplex::proto::{Connection, OutBuf};
-use duplex::{Feed, Recv, SendMessage, WebSocket};
+use duplex::{Feed, Recv, RecvRef, SendMessage, WebSocket};
 use tokio::net::TcpStream;
 
 #[test]
@@ -50,6 +50,7 @@ fn a_received_message_or_error_is_small() {
 #[test]
 fn the_futures_a_connection_task_waits_in_are_small() {
     assert_eq!(size_of::<Recv<'_, TcpStream>>(), 8);
+    assert_eq!(size_of::<RecvRef<'_, TcpStream>>(), 8);
     assert_eq!(size_of::<Feed<'_, TcpStream>>(), 8);
     assert!(size_of::<SendMessage<'_, TcpStream>>() <= 16);
 }
@@ -62,10 +63,13 @@ fn echo(mut ws: WebSocket<TcpStream>) -> impl Future<Output = ()> {
     async move {
         loop {
             let queued = {
-                let Some(Ok(msg)) = ws.recv().await else {
+                let Some(Ok(received)) = ws.recv_ref().await else {
                     return;
                 };
-                ws.feed(msg)
+                if !received.message().is_data() {
+                    continue;
+                }
+                received.echo()
             };
             if queued.await.is_err() {
                 return;
