@@ -16,6 +16,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// With `--features jemalloc`, every server allocates with jemalloc (the
+/// same for all, so they stay comparable).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE: &str =
     "usage: bench-echo tcp|duplex|tungstenite|fastwebsockets --port N [--tls CERT.pem KEY.pem]";
 

@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::Paths;
 use crate::process::{capture, free_port, run};
 
+mod allocator;
 mod compressed;
 mod fanout;
 mod tls;
@@ -40,7 +41,8 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --workloads A,B  only these rows: echo, latency, connections (e.g. `--workloads connections
                      --only duplex,duplex-serve` for the idle-memory row alone); implies --no-doc
                      and --sections none unless --sections is given
-    --sections A,B   sections after the main table (default tls,compressed,fanout,transfer; none)
+    --sections A,B   sections after the main table (default tls,compressed,fanout,transfer,
+                     allocator; none)
     --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
@@ -112,9 +114,7 @@ fn parse(argv: &[String]) -> Result<Options> {
         write_doc: true,
         quick: false,
         transfer_size: transfer::SIZE,
-        sections: ["tls", "compressed", "fanout", "transfer"]
-            .map(String::from)
-            .to_vec(),
+        sections: SECTIONS.map(String::from).to_vec(),
     };
     let mut sections_given = false;
     let mut it = argv.iter();
@@ -136,12 +136,11 @@ fn parse(argv: &[String]) -> Result<Options> {
                     .filter(|n| !n.is_empty() && *n != "none")
                     .map(str::to_owned)
                     .collect();
-                if let Some(bad) = o
-                    .sections
-                    .iter()
-                    .find(|n| !["tls", "compressed", "fanout", "transfer"].contains(&n.as_str()))
-                {
-                    bail!("unknown section {bad}; known: tls, compressed, fanout, transfer, none");
+                if let Some(bad) = o.sections.iter().find(|n| !SECTIONS.contains(&n.as_str())) {
+                    bail!(
+                        "unknown section {bad}; known: {}, none",
+                        SECTIONS.join(", ")
+                    );
                 }
             }
             "--reps" => o.reps = value()?.parse()?,
@@ -182,6 +181,9 @@ fn parse(argv: &[String]) -> Result<Options> {
     }
     Ok(o)
 }
+
+/// The sections after the main table, in the order they run.
+const SECTIONS: [&str; 5] = ["tls", "compressed", "fanout", "transfer", "allocator"];
 
 /// The workload kinds `--workloads` selects from: `duplex bench` modes.
 const WORKLOAD_KINDS: [&str; 3] = ["echo", "latency", "connections"];
@@ -331,27 +333,27 @@ struct Bins {
     echo: PathBuf,
 }
 
-fn build(paths: &Paths) -> Result<Bins> {
+/// `cargo build --release ARGS --target-dir TARGET`.
+fn run_cargo_release(paths: &Paths, args: &[&str], target: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(
         paths
             .command(&cargo)
-            .args(["build", "--release", "--bin", "duplex"]),
+            .args(["build", "--release"])
+            .args(args)
+            .arg("--target-dir")
+            .arg(target),
         Duration::from_secs(1800),
-    )?;
+    )
+}
+
+fn build(paths: &Paths) -> Result<Bins> {
+    run_cargo_release(paths, &["--bin", "duplex"], &paths.target)?;
     let bench_target = paths.target.join("bench-servers");
-    run(
-        paths
-            .command(&cargo)
-            .args([
-                "build",
-                "--release",
-                "--manifest-path",
-                "bench/Cargo.toml",
-                "--target-dir",
-            ])
-            .arg(&bench_target),
-        Duration::from_secs(1800),
+    run_cargo_release(
+        paths,
+        &["--manifest-path", "bench/Cargo.toml"],
+        &bench_target,
     )?;
     Ok(Bins {
         duplex: paths.target.join("release").join("duplex"),
@@ -538,6 +540,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
             }
             "fanout" => fanout::section(paths, &bins, o.reps, o.seconds)?,
             "tls" => tls::section(paths, &bins, o.reps, o.seconds)?,
+            "allocator" => allocator::section(paths, &bins, o.reps, o.connections)?,
             _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
         };
         sections.push_str(&text);
@@ -923,5 +926,20 @@ mod tests {
         assert!(parse(&args(&["--workloads", "conections"])).is_err());
         assert!(parse(&args(&["--only", "dupelx"])).is_err());
         assert!(parse(&args(&["--only", "duplex,duplex-serve"])).is_ok());
+    }
+
+    #[test]
+    fn sections_run_all_by_default_or_as_chosen() {
+        assert_eq!(parse(&[]).unwrap().sections, SECTIONS.to_vec());
+        let one = parse(&args(&["--sections", "allocator"])).unwrap();
+        assert_eq!(one.sections, ["allocator"]);
+        assert!(
+            parse(&args(&["--sections", "none"]))
+                .unwrap()
+                .sections
+                .is_empty()
+        );
+        let err = parse(&args(&["--sections", "allocater"])).err().unwrap();
+        assert!(err.to_string().contains("allocator"), "{err}");
     }
 }
