@@ -18,8 +18,6 @@ use std::time::Duration;
 
 use bytes::Buf;
 use duplex_proto::{CloseCode, CloseFrame, Connection, Incoming, Message, MessageRef, Role, State};
-
-use crate::received::RecvRef;
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -27,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pool;
+use crate::received::RecvRef;
 
 /// How many buffers one vectored write hands the kernel at most.
 const MAX_IOVECS: usize = 64;
@@ -443,6 +442,9 @@ where
     /// [`poll_incoming_with`](Self::poll_incoming_with) on one task's context.
     #[inline]
     pub(crate) fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming>>> {
+        // One task does both directions: the same waker serves both. Both
+        // contexts borrow it; cloning it here cost an atomic increment and
+        // decrement on every poll.
         let waker = cx.waker();
         let (mut rcx, mut wcx) = (Context::from_waker(waker), Context::from_waker(waker));
         self.poll_incoming_with(&mut rcx, &mut wcx)
@@ -472,12 +474,8 @@ where
 
     /// Receives, as [`recv`](Self::recv) does, for manual `poll` code.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
-        // One task does both directions: the same waker serves both. Both
-        // contexts borrow it; cloning it here cost an atomic increment and
-        // decrement on every poll.
-        let waker = cx.waker();
-        let (mut rcx, mut wcx) = (Context::from_waker(waker), Context::from_waker(waker));
-        self.poll_recv_with(&mut rcx, &mut wcx)
+        let incoming = ready!(self.poll_incoming(cx));
+        Poll::Ready(incoming.map(|r| r.map(|i| self.own(i))))
     }
 
     fn fail_io(&mut self, e: io::Error) -> Poll<Option<Result<Incoming>>> {
