@@ -84,15 +84,26 @@ enum Fault {
     StallDown(u64),
     /// Server → client: flip one byte at this offset.
     CorruptDown(u64),
+    /// Server → client: stop reading from the server (so that its socket
+    /// fills and it must hold what it has) until `resume` is notified.
+    PauseDown(u64),
 }
 
 /// A TCP proxy to `target` that applies `fault` to its first connection
 /// only; `fired` is notified when the fault happens.
 async fn proxy(target: SocketAddr, fault: Fault) -> (String, Arc<Notify>) {
+    let (url, fired, _) = proxy_with_resume(target, fault).await;
+    (url, fired)
+}
+
+/// [`proxy`], and a notify that ends a [`Fault::PauseDown`].
+async fn proxy_with_resume(target: SocketAddr, fault: Fault) -> (String, Arc<Notify>, Arc<Notify>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fired = Arc::new(Notify::new());
     let notify = fired.clone();
+    let resume = Arc::new(Notify::new());
+    let resumed = resume.clone();
     tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -105,13 +116,19 @@ async fn proxy(target: SocketAddr, fault: Fault) -> (String, Arc<Notify>) {
             };
             let fault = first.then_some(fault);
             first = false;
-            tokio::spawn(pipe(client, server, fault, notify.clone()));
+            tokio::spawn(pipe(client, server, fault, notify.clone(), resumed.clone()));
         }
     });
-    (format!("http://{addr}"), fired)
+    (format!("http://{addr}"), fired, resume)
 }
 
-async fn pipe(client: TcpStream, server: TcpStream, fault: Option<Fault>, fired: Arc<Notify>) {
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    fault: Option<Fault>,
+    fired: Arc<Notify>,
+    resume: Arc<Notify>,
+) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let cut = Arc::new(Notify::new());
@@ -173,6 +190,10 @@ async fn pipe(client: TcpStream, server: TcpStream, fault: Option<Fault>, fired:
                 Some(Fault::CorruptDown(at)) if passed <= at && at < end => {
                     buf[(at - passed) as usize] ^= 0x55;
                     fired2.notify_one();
+                }
+                Some(Fault::PauseDown(at)) if passed <= at && at < end => {
+                    fired2.notify_one();
+                    resume.notified().await;
                 }
                 _ => {}
             }
@@ -662,4 +683,73 @@ async fn a_killed_sender_run_again_lets_the_receiver_resume() {
         "{lines:?}"
     );
     assert!(same_bytes(&file, &out.join("f.bin")));
+}
+
+/// Round 1's credit disagreement: the relay counted every frame to a
+/// receiver, the sender only its chunks, so the sender believed it had the
+/// key exchange's and the manifest's bytes of extra credit. Once a slow
+/// receiver let the window fill, it overdrew by them and the relay closed
+/// it with 4008. Here the receiver's side pauses (deterministically) until
+/// the window is full, after a large file, with a manifest of many entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_window_after_a_large_file_is_never_overdrawn() {
+    let relay = Relay::start().await;
+    let (via, paused, resume) =
+        proxy_with_resume(relay.server.local_addr(), Fault::PauseDown(1 << 20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    generate(&big, 40 << 20, 11);
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            folder.join(format!("small-{i:02}.txt")),
+            format!("file {i}\n"),
+        )
+        .unwrap();
+    }
+    let sender = send(&relay.url(), &[&big, &folder], &[]).await;
+    let nameplate: u32 = sender.code.split('-').next().unwrap().parse().unwrap();
+    let out = dir.path().join("out");
+    let receiver = receive_cmd(&via, &sender.code, &out).spawn().unwrap();
+    tokio::time::timeout(LIMIT, paused.notified())
+        .await
+        .unwrap();
+    // Wait until the sender has used the receiver's whole window: no
+    // further chunk fits.
+    let window = relay.server.transfers().limits.window as u64;
+    let largest_chunk_frame = relay.server.transfers().limits.max_frame as u64;
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let in_flight = relay.server.transfers().with(nameplate, |room| {
+                room.receivers.values().map(|r| r.credit.in_flight()).max()
+            });
+            match in_flight {
+                Some(Some(n)) if n + largest_chunk_frame > window => break,
+                // The sender was cut off (round 1): the transfer is gone
+                // or its receiver was dropped.
+                Some(None) | None => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await, // poll interval
+            }
+        }
+    })
+    .await
+    .expect("the window never filled");
+    resume.notify_one();
+    let done = tokio::time::timeout(LIMIT, receiver.wait_with_output())
+        .await
+        .expect("receive did not finish in time")
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let sent = sender.finish().await;
+    assert!(
+        events(&sent, "reconnect").is_empty(),
+        "the sender was cut off: {sent:?}"
+    );
+    assert!(same_bytes(&big, &out.join("big.bin")));
+    assert_same_tree(&folder, &out.join("folder"));
 }

@@ -22,16 +22,17 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use duplex::Message;
-use serde_json::{Value, json};
+use duplex_transfer::peer_frame::{self, PEER_HEADER};
+use duplex_transfer::{Credit, Kind, PeerFrame, RelayMessage};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use super::report::{Report, Row};
 use super::target::Target;
 use super::{Common, parse_size, show_size};
 use crate::transfer::crypto::{Direction, Handshake};
-use crate::transfer::wire::{self, CHUNK, Channel, Link, PAKE, relay_msg};
+use crate::transfer::wire::{self, Channel, Link};
 
 /// Longest wait for any single step (a reply, a chunk): a stuck run fails
 /// instead of hanging.
@@ -198,20 +199,21 @@ fn mismatches(got: &[u8], pattern: &[u8], at: usize) -> usize {
     0
 }
 
-/// Reads the next relay message (JSON), skipping binary frames; fails on a
+/// Reads the next relay message, skipping binary frames; fails on a
 /// close, an error reply or silence.
-async fn next_json(link: &mut Link) -> Result<Value> {
+async fn next_relay_message(link: &mut Link) -> Result<RelayMessage> {
     loop {
         let msg = tokio::time::timeout(STEP_TIMEOUT, link.reader.recv())
             .await
             .context("the relay went silent")?;
         match msg {
             Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).context("invalid JSON")?;
-                if v["type"] == "error" {
-                    bail!("the relay refused: {}", v["message"]);
+                let msg = RelayMessage::parse(t.as_str())
+                    .context("not a relay message; is the URL a Duplex /files relay?")?;
+                if let RelayMessage::Error { code, message } = msg {
+                    bail!("the relay refused: {message} (code {code})");
                 }
-                return Ok(v);
+                return Ok(msg);
             }
             Some(Ok(Message::Close(frame))) => bail!("the relay closed: {frame:?}"),
             Some(Ok(_)) => {}
@@ -229,7 +231,7 @@ async fn next_frame(link: &mut Link) -> Result<Bytes> {
             .await
             .context("the relay went silent")?;
         match msg {
-            Some(Ok(Message::Binary(b))) if b.len() >= 5 => return Ok(b),
+            Some(Ok(Message::Binary(b))) if PeerFrame::parse(&b).is_some() => return Ok(b),
             Some(Ok(Message::Close(frame))) => bail!("the relay closed: {frame:?}"),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("the relay connection failed"),
@@ -242,47 +244,55 @@ async fn next_frame(link: &mut Link) -> Result<Bytes> {
 /// then the chunks within the relay's credit.
 async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool) -> Result<Row> {
     let mut sender = wire::connect(url).await?;
-    sender
-        .tx
-        .send(relay_msg(json!({"type": "create", "size": size})))
-        .await?;
-    let created = next_json(&mut sender).await?;
-    let nameplate = created["nameplate"]
-        .as_u64()
-        .context("no nameplate in the relay's reply; is the URL a Duplex /files relay?")?;
-    let window = created["window"].as_u64().unwrap_or(1 << 20) as usize;
+    let create = RelayMessage::Create {
+        size: size as u64,
+        nameplate: None,
+        token: None,
+    };
+    sender.tx.send(create.to_message()).await?;
+    let (nameplate, window) = match next_relay_message(&mut sender).await? {
+        RelayMessage::Created {
+            nameplate, window, ..
+        } => (nameplate, window),
+        other => bail!("the relay answered the create with {other:?}"),
+    };
     let mut receiver = wire::connect(url).await?;
     receiver
         .tx
-        .send(relay_msg(json!({"type": "join", "nameplate": nameplate})))
+        .send(RelayMessage::Join { nameplate }.to_message())
         .await?;
-    let joined = next_json(&mut receiver).await?;
-    if joined["type"] != "joined" {
-        bail!("the relay answered the join with {joined}");
+    match next_relay_message(&mut receiver).await? {
+        RelayMessage::Joined { .. } => {}
+        other => bail!("the relay answered the join with {other:?}"),
     }
     let peer = loop {
-        let v = next_json(&mut sender).await?;
-        if v["type"] == "peer_joined" {
-            break v["peer"].as_u64().context("no peer number")? as u32;
+        if let RelayMessage::PeerJoined { peer } = next_relay_message(&mut sender).await? {
+            break peer;
         }
     };
+    // Every frame to the receiver costs credit, the key exchange's too,
+    // counted as the relay counts it.
+    let credit = Arc::new(Credit::new(window));
     // Key exchange through the relay, as the CLI does it.
     let (to_receiver, to_sender) = if sealed {
         let code = format!("{nameplate}-bench-run");
         let (s_hs, s_msg) = Handshake::start(&code);
         let (r_hs, r_msg) = Handshake::start(&code);
-        sender
-            .tx
-            .send(Message::Binary(wire::frame(peer, PAKE, &[&s_msg])))
-            .await?;
+        let pake = peer_frame::encode(peer, Kind::Pake, &[&s_msg]);
+        credit.try_debit(Credit::cost(&pake))?;
+        sender.tx.send(Message::Binary(pake)).await?;
         receiver
             .tx
-            .send(Message::Binary(wire::frame(0, PAKE, &[&r_msg])))
+            .send(Message::Binary(peer_frame::encode(
+                0,
+                Kind::Pake,
+                &[&r_msg],
+            )))
             .await?;
         let at_receiver = next_frame(&mut receiver).await?;
         let at_sender = next_frame(&mut sender).await?;
-        let s_key = Arc::new(s_hs.finish(&at_sender[5..])?);
-        let r_key = Arc::new(r_hs.finish(&at_receiver[5..])?);
+        let s_key = Arc::new(s_hs.finish(&at_sender[PEER_HEADER + 1..])?);
+        let r_key = Arc::new(r_hs.finish(&at_receiver[PEER_HEADER + 1..])?);
         (
             Some(Channel::new(s_key, Direction::ToReceiver)),
             Some(Channel::new(r_key, Direction::ToSender)),
@@ -292,7 +302,7 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
     };
     sender
         .tx
-        .send(relay_msg(json!({"type": "accept", "peer": peer})))
+        .send(RelayMessage::Accept { peer }.to_message())
         .await?;
 
     let expected = pattern.clone();
@@ -302,12 +312,15 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
         for index in 0..total_chunks {
             let frame = next_frame(&mut receiver).await?;
             let len = pattern_len(size, expected.len(), index);
+            let Some(frame) = PeerFrame::parse(&frame) else {
+                bail!("the relay delivered a malformed frame");
+            };
             let ok = match &to_sender {
                 Some(channel) => {
-                    matches!(channel.open_chunk(&frame[5..]),
+                    matches!(channel.open_chunk(frame.body),
                         Some((0, i, Some(data))) if i == index as u64 && data[..] == expected[..len])
                 }
-                None => frame[4] == CHUNK && frame[5..] == expected[..len],
+                None => frame.kind == Kind::Chunk && frame.body == &expected[..len],
             };
             wrong += u64::from(!ok);
         }
@@ -316,35 +329,29 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
     });
 
     // Credit from the relay arrives on the sender's reader.
-    let credit = Arc::new(Semaphore::new(window));
     let granting = {
         let credit = credit.clone();
         let mut reader = sender.reader;
         tokio::spawn(async move {
             while let Some(Ok(msg)) = reader.recv().await {
                 if let Message::Text(t) = msg
-                    && let Ok(v) = serde_json::from_str::<Value>(t.as_str())
-                    && v["type"] == "credit"
+                    && let Ok(RelayMessage::Credit { bytes, .. }) = RelayMessage::parse(t.as_str())
                 {
-                    credit.add_permits(v["bytes"].as_u64().unwrap_or(0) as usize);
+                    credit.grant(bytes)?;
                 }
             }
+            anyhow::Ok(())
         })
     };
     let started = Instant::now();
     for (index, len) in chunks(size, pattern.len()).enumerate() {
         let msg = match &to_receiver {
             Some(channel) => channel.seal_chunk(peer, 0, index as u64, &pattern[..len]),
-            None => Message::Binary(wire::frame(peer, CHUNK, &[&pattern[..len]])),
+            None => Message::Binary(peer_frame::encode(peer, Kind::Chunk, &[&pattern[..len]])),
         };
-        let cost = match &msg {
-            Message::Binary(b) => b.len(),
-            _ => unreachable!("chunks are binary"),
-        };
-        let permit = tokio::time::timeout(STEP_TIMEOUT, credit.acquire_many(cost as u32))
+        tokio::time::timeout(STEP_TIMEOUT, credit.debit(Credit::cost(msg.as_bytes())))
             .await
             .context("the relay granted no credit for 30 s")??;
-        permit.forget();
         sender
             .tx
             .send(msg)

@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use duplex::{CloseCode, CloseFrame, Message};
-use serde_json::{Value, json};
+use duplex::{CloseFrame, Message};
+use duplex_transfer::{Kind, PeerFrame, RelayClose, RelayMessage, peer_frame};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::crypto::{Direction, Handshake};
 use super::manifest::{self, Entry};
 use super::progress::{Bar, Reporter};
-use super::wire::{self, CHUNK, Channel, Control, Link, PAKE, SEALED, relay_msg};
+use super::wire::{self, Channel, Control, Link};
 use super::{ReceiveArgs, backoff};
 
 /// How an attempt ended badly.
@@ -106,11 +107,7 @@ async fn attempt(
                 .map_err(|_| Failure::Retry(anyhow!("the relay connection closed")))
         }
     };
-    send(
-        &link,
-        relay_msg(json!({"type": "join", "nameplate": nameplate})),
-    )
-    .await?;
+    send(&link, RelayMessage::Join { nameplate }.to_message()).await?;
     let mut handshake = None;
     let mut channel: Option<Channel> = None;
     let mut confirmed = false;
@@ -125,25 +122,23 @@ async fn attempt(
             None => return Err(Failure::Retry(anyhow!("the relay connection closed"))),
         };
         match msg {
-            Message::Text(text) => {
-                let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
+            Message::Text(text) => match RelayMessage::parse(text.as_str()) {
+                Ok(RelayMessage::Joined { .. }) => {
+                    *joined = true;
+                    let (hs, msg) = Handshake::start(&args.code);
+                    handshake = Some(hs);
+                    let pake = peer_frame::encode(0, Kind::Pake, &[&msg]);
+                    send(&link, Message::Binary(pake)).await?;
+                }
+                Ok(RelayMessage::Error { message, .. }) => relay_error = Some(message),
+                _ => {}
+            },
+            Message::Binary(data) => {
+                let Some(PeerFrame { kind, body, .. }) = PeerFrame::parse(&data) else {
                     continue;
                 };
-                match value["type"].as_str() {
-                    Some("joined") => {
-                        *joined = true;
-                        let (hs, msg) = Handshake::start(&args.code);
-                        handshake = Some(hs);
-                        send(&link, Message::Binary(wire::frame(0, PAKE, &[&msg]))).await?;
-                    }
-                    Some("error") => relay_error = value["message"].as_str().map(str::to_owned),
-                    _ => {}
-                }
-            }
-            Message::Binary(data) if data.len() >= 5 => {
-                let body = &data[5..];
-                match data[4] {
-                    PAKE => {
+                match kind {
+                    Kind::Pake => {
                         let hs = handshake
                             .take()
                             .ok_or_else(|| anyhow!("the sender started the key exchange twice"))?;
@@ -152,7 +147,7 @@ async fn attempt(
                             Direction::ToSender,
                         ));
                     }
-                    SEALED => {
+                    Kind::Sealed => {
                         let Some(ch) = channel.as_mut() else { continue };
                         let Some(control) = ch.open(body) else {
                             if !confirmed {
@@ -201,7 +196,7 @@ async fn attempt(
                             _ => {}
                         }
                     }
-                    CHUNK => {
+                    Kind::Chunk => {
                         let (Some(ch), Some(p)) = (channel.as_mut(), plan.as_mut()) else {
                             continue;
                         };
@@ -221,7 +216,6 @@ async fn attempt(
                             return finish(&mut link, ch, reporter, &p).await;
                         }
                     }
-                    _ => {}
                 }
             }
             Message::Close(frame) => {
@@ -243,17 +237,17 @@ fn closed(
         .map(|f| (f.code.0, f.reason))
         .unwrap_or((1005, String::new()));
     let reason = relay_error.unwrap_or(reason);
-    match code {
-        4404 if joined_before => Failure::Retry(anyhow!(
+    match RelayClose::from_code(code) {
+        Some(RelayClose::NotFound) if joined_before => Failure::Retry(anyhow!(
             "the relay no longer knows this transfer (did it restart?); waiting for the sender to come back"
         )),
-        4400 | 4403 | 4404 | 4410 | 4413 | 4429 => {
-            Failure::Fatal(anyhow!("the relay refused: {reason} (close code {code})"))
-        }
-        1000 if started => Failure::Fatal(anyhow!(
+        Some(RelayClose::Finished) if started => Failure::Fatal(anyhow!(
             "the sender ended the transfer before everything arrived; what was verified is kept in .part files, so receiving again resumes"
         )),
-        1000 => Failure::Fatal(anyhow!("the sender ended the transfer")),
+        Some(RelayClose::Finished) => Failure::Fatal(anyhow!("the sender ended the transfer")),
+        Some(close) if close.is_final() => {
+            Failure::Fatal(anyhow!("the relay refused: {reason} (close code {code})"))
+        }
         _ => Failure::Retry(anyhow!(
             "the relay closed the connection: {reason} (close code {code})"
         )),
@@ -270,7 +264,7 @@ async fn finish(
     let _ = link
         .tx
         .send(Message::Close(Some(CloseFrame::new(
-            CloseCode::NORMAL,
+            RelayClose::Finished.close_code(),
             "received",
         ))))
         .await;

@@ -10,23 +10,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use duplex::{CloseCode, CloseFrame, Message};
-use serde_json::{Value, json};
+use duplex::{CloseFrame, Message};
+use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
+use duplex_transfer::{Credit, Kind, PeerFrame, RelayClose, RelayMessage};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::crypto::{Direction, Handshake};
 use super::manifest::{self, Source};
 use super::progress::{Bar, Reporter};
-use super::wire::{self, CHUNK_OVERHEAD, Channel, Control, Link, PAKE, SEALED, relay_msg};
+use super::wire::{self, Channel, Control, Link};
 use super::{SendArgs, backoff};
 
 /// Largest chunk; smaller when the relay's frames are.
 const CHUNK: usize = 1 << 20;
 /// Files and folders in one transfer: the receiver's `have` message (a
-/// number per entry) must fit the relay's 64 KiB limit on receiver messages.
+/// number per entry) must fit the relay's limit on receiver frames.
 const MAX_ENTRIES: usize = 2000;
+/// Reconnects in a row without any receiver making progress before the
+/// sender gives up.
+const MAX_FAILURES: u32 = 8;
 
 /// Runs `duplex send`.
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
@@ -47,9 +52,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let url = wire::relay_url(&args.server)?;
     let mut link = wire::connect(&url).await?;
     let words = super::words::pick_two();
-    link.tx
-        .send(relay_msg(json!({"type": "create", "size": total})))
-        .await?;
+    let create = RelayMessage::Create {
+        size: total,
+        nameplate: None,
+        token: None,
+    };
+    link.tx.send(create.to_message()).await?;
     let created = expect_created(&mut link).await?;
     let code = format!("{}-{words}", created.nameplate);
     let reporter = Reporter::new(args.json);
@@ -74,63 +82,46 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         done: 0,
         want: args.receivers.max(1),
         peers: HashMap::new(),
+        progressed: false,
     };
     let mut failures = 0u32;
     loop {
-        match sender.session(&mut link).await {
+        let e = match sender.session(&mut link).await {
             Ok(()) => break,
             Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
-            Err(e) => {
-                sender.drop_peers();
-                failures += 1;
-                if failures > 8 {
-                    return Err(e.context("the relay connection kept failing; giving up"));
-                }
-                let delay = backoff(failures);
-                sender.reporter.event(
-                    json!({"event": "reconnect", "error": format!("{e:#}"), "delay_ms": delay.as_millis() as u64}),
-                    || Some(format!("{e:#}; reconnecting in {delay:?}")),
-                );
-                tokio::time::sleep(delay).await;
-                let open = |kind: &'static str| {
-                    let url = url.clone();
-                    let hello = json!({"type": kind, "size": total,
-                        "nameplate": created.nameplate, "token": created.token});
-                    async move {
-                        let mut l = wire::connect(&url).await?;
-                        l.tx.send(relay_msg(hello)).await?;
-                        expect_created(&mut l).await?;
-                        anyhow::Ok(l)
-                    }
-                };
-                let attempt = async {
-                    match open("reattach").await {
-                        // The relay restarted and forgot the transfer:
-                        // recreate it under the same code.
-                        Err(e) if e.downcast_ref::<Refused>().is_some_and(|r| r.1 == 4404) => {
-                            open("create").await
-                        }
-                        other => other,
-                    }
-                };
-                match attempt.await {
-                    Ok(l) => {
-                        link = l;
-                        failures = 0;
-                    }
-                    Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
-                    Err(e) => sender.reporter.event(
-                        json!({"event": "error", "message": format!("{e:#}")}),
-                        || Some(format!("{e:#}")),
-                    ),
-                }
-            }
+            Err(e) => e,
+        };
+        // Let go of the broken connection at once (the relay may not have
+        // noticed yet), and of every receiver served through it: they join
+        // again through the new one.
+        drop(link);
+        sender.drop_peers();
+        if std::mem::take(&mut sender.progressed) {
+            failures = 0;
         }
+        let mut last = e;
+        link = loop {
+            failures += 1;
+            if failures > MAX_FAILURES {
+                return Err(last.context("the relay connection kept failing; giving up"));
+            }
+            let delay = backoff(failures);
+            sender.reporter.event(
+                json!({"event": "reconnect", "error": format!("{last:#}"), "delay_ms": delay.as_millis() as u64}),
+                || Some(format!("{last:#}; reconnecting in {delay:?}")),
+            );
+            tokio::time::sleep(delay).await;
+            match reopen(&url, total, &created).await {
+                Ok(l) => break l,
+                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+                Err(e) => last = e,
+            }
+        };
     }
     let _ = link
         .tx
         .send(Message::Close(Some(CloseFrame::new(
-            CloseCode::NORMAL,
+            RelayClose::Finished.close_code(),
             "transfer complete",
         ))))
         .await;
@@ -141,9 +132,39 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Takes the transfer back on a new connection: `reattach`, or, when the
+/// relay forgot the transfer (it restarted), `create` under the same
+/// nameplate and token, which the receivers already have.
+async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link> {
+    let open = |hello: RelayMessage| async move {
+        let mut l = wire::connect(url).await?;
+        l.tx.send(hello.to_message()).await?;
+        expect_created(&mut l).await?;
+        anyhow::Ok(l)
+    };
+    let reattach = RelayMessage::Reattach {
+        nameplate: created.nameplate,
+        token: created.token.clone(),
+    };
+    match open(reattach).await {
+        Err(e)
+            if e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.1 == RelayClose::NotFound) =>
+        {
+            open(RelayMessage::Create {
+                size: total,
+                nameplate: Some(created.nameplate),
+                token: Some(created.token.clone()),
+            })
+            .await
+        }
+        other => other,
+    }
+}
+
 /// The relay refused us for good: the reason, and the close code.
 #[derive(Debug)]
-pub struct Refused(pub String, pub u16);
+pub struct Refused(pub String, pub RelayClose);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,9 +175,9 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 struct Created {
-    nameplate: u64,
+    nameplate: u32,
     token: String,
-    window: usize,
+    window: u64,
     max_frame: usize,
 }
 
@@ -164,30 +185,37 @@ async fn expect_created(link: &mut Link) -> anyhow::Result<Created> {
     let reply = tokio::time::timeout(Duration::from_secs(30), link.reader.recv())
         .await
         .context("the relay did not answer within 30 s")?;
-    let value: Value = match reply {
-        Some(Ok(Message::Text(t))) => {
-            serde_json::from_str(t.as_str()).context("the relay sent invalid JSON")?
-        }
+    let reply = match reply {
+        Some(Ok(Message::Text(t))) => RelayMessage::parse(t.as_str()).context(
+            "the relay sent something that is not a relay message; is --server a Duplex relay?",
+        )?,
         Some(Ok(other)) => {
             bail!("the relay sent {other:?} instead of a reply; is --server a Duplex relay?")
         }
         Some(Err(e)) => return Err(e).context("the relay connection failed"),
         None => bail!("the relay closed the connection"),
     };
-    if value["type"] == "error" {
-        let code = value["code"].as_u64().unwrap_or(0) as u16;
-        let message = value["message"].as_str().unwrap_or("no reason given");
-        let why = format!("the relay refused: {message} (code {code})");
-        return Err(Refused(why, code).into());
+    match reply {
+        RelayMessage::Created {
+            nameplate,
+            token,
+            window,
+            max_frame,
+        } => Ok(Created {
+            nameplate,
+            token,
+            window,
+            max_frame: max_frame as usize,
+        }),
+        RelayMessage::Error { code, message } => {
+            let why = format!("the relay refused: {message} (code {code})");
+            match RelayClose::from_code(code) {
+                Some(close) if close.is_final() => Err(Refused(why, close).into()),
+                _ => bail!(why),
+            }
+        }
+        other => bail!("the relay answered {other:?} instead of created"),
     }
-    Ok(Created {
-        nameplate: value["nameplate"]
-            .as_u64()
-            .context("no nameplate in the relay's reply")?,
-        token: value["token"].as_str().unwrap_or_default().to_owned(),
-        window: value["window"].as_u64().unwrap_or(1 << 20) as usize,
-        max_frame: value["max_frame"].as_u64().unwrap_or(1 << 20) as usize,
-    })
 }
 
 enum State {
@@ -198,7 +226,8 @@ enum State {
 
 struct Peer {
     state: Option<State>,
-    credit: Arc<Semaphore>,
+    /// This receiver's window, counted as the relay counts it.
+    credit: Arc<Credit>,
     retries: mpsc::UnboundedSender<(u32, u64)>,
     retries_rx: Option<mpsc::UnboundedReceiver<(u32, u64)>>,
     pump: Option<JoinHandle<()>>,
@@ -208,11 +237,26 @@ struct Sender {
     sources: Arc<Vec<Source>>,
     chunk_size: u64,
     code: String,
-    window: usize,
+    window: u64,
     reporter: Reporter,
     done: usize,
     want: usize,
     peers: HashMap<u32, Peer>,
+    /// Whether a receiver got anything since the last reconnect.
+    progressed: bool,
+}
+
+/// Sends a control frame to `peer`, within its credit. Control frames
+/// are small and sent before any chunk, so they fit; one that does not is
+/// an error for this receiver (a manifest larger than the relay's window).
+async fn send_control(link: &Link, peer: &Peer, frame: Message) -> anyhow::Result<()> {
+    peer.credit
+        .try_debit(Credit::cost(frame.as_bytes()))
+        .context("a control message does not fit the relay's window")?;
+    link.tx
+        .send(frame)
+        .await
+        .context("the relay connection closed")
 }
 
 impl Sender {
@@ -242,114 +286,129 @@ impl Sender {
             };
             match msg {
                 Message::Text(text) => {
-                    let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else {
+                    // A later version's message: ignore it.
+                    let Ok(msg) = RelayMessage::parse(text.as_str()) else {
                         continue;
                     };
-                    let peer = value["peer"].as_u64().unwrap_or(0) as u32;
-                    match value["type"].as_str() {
-                        Some("peer_joined") => {
-                            let (hs, msg) = Handshake::start(&self.code);
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            self.peers.insert(
-                                peer,
-                                Peer {
-                                    state: Some(State::Handshaking(hs)),
-                                    credit: Arc::new(Semaphore::new(self.window)),
-                                    retries: tx,
-                                    retries_rx: Some(rx),
-                                    pump: None,
-                                },
-                            );
-                            link.tx
-                                .send(Message::Binary(wire::frame(peer, PAKE, &[&msg])))
-                                .await?;
-                        }
-                        Some("peer_left") => {
-                            let Some(p) = self.peers.remove(&peer) else {
-                                continue;
-                            };
-                            if let Some(pump) = p.pump {
-                                pump.abort();
-                            }
-                            if matches!(p.state, Some(State::Confirming(_))) {
-                                // It could not open our confirmation.
-                                self.wrong_code(peer);
-                            }
-                        }
-                        Some("credit") => {
-                            if let Some(p) = self.peers.get(&peer) {
-                                p.credit
-                                    .add_permits(value["bytes"].as_u64().unwrap_or(0) as usize);
-                            }
-                        }
-                        Some("error") => {
-                            let message = value["message"].as_str().unwrap_or("no reason given");
-                            bail!("the relay reports: {message}");
-                        }
-                        _ => {}
-                    }
+                    self.on_relay(link, msg).await?;
                 }
-                Message::Binary(data) if data.len() >= 5 => {
-                    let peer = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
-                    if self.on_peer(link, peer, data[4], &data[5..]).await? {
+                Message::Binary(data) => {
+                    let Some(frame) = PeerFrame::parse(&data) else {
+                        continue;
+                    };
+                    if self.on_peer(link, frame).await? {
                         return Ok(());
                     }
                 }
                 Message::Close(frame) => {
                     let (code, reason) = frame.map(|f| (f.code.0, f.reason)).unwrap_or_default();
-                    if matches!(code, 4400 | 4403 | 4404 | 4008) {
-                        let why =
-                            format!("the relay ended the transfer: {reason} (close code {code})");
-                        return Err(Refused(why, code).into());
-                    }
-                    bail!("the relay closed the connection: {reason} (close code {code})");
+                    let why = format!("the relay ended the transfer: {reason} (close code {code})");
+                    return match RelayClose::from_code(code) {
+                        // The relay forgot us (restarted) is handled by
+                        // reopening; every other final code is for good.
+                        Some(close) if close.is_final() && close != RelayClose::NotFound => {
+                            Err(Refused(why, close).into())
+                        }
+                        _ => bail!("the relay closed the connection: {reason} (close code {code})"),
+                    };
                 }
                 _ => {}
             }
         }
     }
 
+    /// Handles one message from the relay itself.
+    async fn on_relay(&mut self, link: &Link, msg: RelayMessage) -> anyhow::Result<()> {
+        match msg {
+            RelayMessage::PeerJoined { peer } => {
+                let (hs, msg) = Handshake::start(&self.code);
+                let (tx, rx) = mpsc::unbounded_channel();
+                let p = Peer {
+                    state: Some(State::Handshaking(hs)),
+                    credit: Arc::new(Credit::new(self.window)),
+                    retries: tx,
+                    retries_rx: Some(rx),
+                    pump: None,
+                };
+                let pake = Message::Binary(peer_frame::encode(peer, Kind::Pake, &[&msg]));
+                send_control(link, &p, pake).await?;
+                self.peers.insert(peer, p);
+            }
+            RelayMessage::PeerLeft { peer } => {
+                let Some(p) = self.peers.remove(&peer) else {
+                    return Ok(());
+                };
+                if let Some(pump) = p.pump {
+                    pump.abort();
+                }
+                if matches!(p.state, Some(State::Confirming(_))) {
+                    // It could not open our confirmation.
+                    self.wrong_code(peer);
+                }
+            }
+            RelayMessage::Credit { peer, bytes } => {
+                if let Some(p) = self.peers.get(&peer) {
+                    p.credit.grant(bytes).context(
+                        "the relay and this sender disagree about flow control (please report this)",
+                    )?;
+                    self.progressed = true;
+                }
+            }
+            // The close that follows would say the same; act on it now.
+            RelayMessage::Error { code, message } => {
+                let why = format!("the relay ended the transfer: {message} (close code {code})");
+                return match RelayClose::from_code(code) {
+                    Some(close) if close.is_final() && close != RelayClose::NotFound => {
+                        Err(Refused(why, close).into())
+                    }
+                    _ => bail!("the relay reports: {message}"),
+                };
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Handles one peer message; `true` when every wanted receiver is done.
-    async fn on_peer(
-        &mut self,
-        link: &Link,
-        peer: u32,
-        kind: u8,
-        body: &[u8],
-    ) -> anyhow::Result<bool> {
+    async fn on_peer(&mut self, link: &Link, frame: PeerFrame<'_>) -> anyhow::Result<bool> {
+        let peer = frame.peer;
         let Some(p) = self.peers.get_mut(&peer) else {
             return Ok(false);
         };
-        match (p.state.take(), kind) {
-            (Some(State::Handshaking(hs)), PAKE) => {
-                let mut channel = Channel::new(Arc::new(hs.finish(body)?), Direction::ToReceiver);
-                link.tx.send(channel.seal(peer, &Control::Confirm)).await?;
+        match (p.state.take(), frame.kind) {
+            (Some(State::Handshaking(hs)), Kind::Pake) => {
+                let mut channel =
+                    Channel::new(Arc::new(hs.finish(frame.body)?), Direction::ToReceiver);
+                send_control(link, p, channel.seal(peer, &Control::Confirm)).await?;
                 p.state = Some(State::Confirming(channel));
             }
-            (Some(State::Confirming(mut channel)), SEALED) => match channel.open(body) {
-                Some(Control::Confirm) => {
-                    link.tx
-                        .send(relay_msg(json!({"type": "accept", "peer": peer})))
-                        .await?;
-                    let entries = self.sources.iter().map(|s| s.entry.clone()).collect();
-                    let manifest = Control::Manifest {
-                        entries,
-                        chunk_size: self.chunk_size,
-                    };
-                    link.tx.send(channel.seal(peer, &manifest)).await?;
-                    p.state = Some(State::Ready(channel));
+            (Some(State::Confirming(mut channel)), Kind::Sealed) => {
+                match channel.open(frame.body) {
+                    Some(Control::Confirm) => {
+                        link.tx
+                            .send(RelayMessage::Accept { peer }.to_message())
+                            .await?;
+                        let entries = self.sources.iter().map(|s| s.entry.clone()).collect();
+                        let manifest = Control::Manifest {
+                            entries,
+                            chunk_size: self.chunk_size,
+                        };
+                        send_control(link, p, channel.seal(peer, &manifest)).await?;
+                        p.state = Some(State::Ready(channel));
+                    }
+                    _ => {
+                        self.peers.remove(&peer);
+                        self.wrong_code(peer);
+                        let drop = RelayMessage::Drop {
+                            peer,
+                            reason: "wrong code: the key exchange failed".into(),
+                        };
+                        link.tx.send(drop.to_message()).await?;
+                    }
                 }
-                _ => {
-                    self.peers.remove(&peer);
-                    self.wrong_code(peer);
-                    link.tx
-                        .send(relay_msg(json!({"type": "drop", "peer": peer,
-                            "reason": "wrong code: the key exchange failed"})))
-                        .await?;
-                }
-            },
-            (Some(State::Ready(mut channel)), SEALED) => {
-                let msg = channel.open(body);
+            }
+            (Some(State::Ready(mut channel)), Kind::Sealed) => {
+                let msg = channel.open(frame.body);
                 let chunks = channel.for_chunks();
                 p.state = Some(State::Ready(channel));
                 match msg {
@@ -391,6 +450,7 @@ impl Sender {
                             pump.abort();
                         }
                         self.done += 1;
+                        self.progressed = true;
                         self.reporter
                             .event(json!({"event": "done", "peer": peer}), || {
                                 Some(format!("receiver {peer} has everything, verified"))
@@ -418,7 +478,7 @@ struct Pump {
     sources: Arc<Vec<Source>>,
     chunk_size: u64,
     offsets: Vec<u64>,
-    credit: Arc<Semaphore>,
+    credit: Arc<Credit>,
     tx: mpsc::Sender<Message>,
     channel: Channel,
 }
@@ -492,10 +552,9 @@ impl Pump {
                 .channel
                 .seal_chunk(self.peer, file as u32, chunk, &buf[..len]);
             self.credit
-                .acquire_many(msg.len() as u32)
+                .debit(Credit::cost(msg.as_bytes()))
                 .await
-                .context("credit closed")?
-                .forget();
+                .context("a chunk does not fit the relay's window")?;
             self.tx
                 .send(msg)
                 .await

@@ -1,29 +1,23 @@
 //! The two layers on the wire (docs/transfer.md): JSON messages to and
-//! from the relay, and peer messages inside binary frames — the PAKE
+//! from the relay ([`duplex_transfer::RelayMessage`]), and peer messages
+//! inside binary frames ([`duplex_transfer::peer_frame`]) — the PAKE
 //! message, sealed control messages and sealed chunks — each behind the
-//! relay's 4-byte peer number.
+//! relay's 4-byte peer number. This module adds what the relay never reads:
+//! the sealed contents.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use duplex::{CloseCode, CloseFrame, Config, MaybeTlsStream, Message, WebSocketReader};
+use duplex_transfer::Kind;
+use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::crypto::{CONTROL, Direction, Sealer};
 use super::manifest::Entry;
-
-/// Peer message kinds (the byte after the peer number).
-pub const PAKE: u8 = 1;
-/// A sealed [`Control`] message: `seq u64` then ciphertext.
-pub const SEALED: u8 = 2;
-/// A sealed chunk: `file u32`, `chunk u64`, then ciphertext of
-/// `BLAKE3(chunk) ‖ chunk`.
-pub const CHUNK: u8 = 3;
-/// Bytes a chunk frame adds to the chunk: peer, kind, file, index, hash, tag.
-pub const CHUNK_OVERHEAD: usize = 4 + 1 + 4 + 8 + 32 + 16;
 
 /// End-to-end control messages between sender and receiver (sealed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,23 +118,6 @@ pub async fn connect(url: &str) -> anyhow::Result<Link> {
     Ok(Link { reader, tx })
 }
 
-/// A relay message (JSON text frame).
-pub fn relay_msg(value: serde_json::Value) -> Message {
-    Message::text(value.to_string())
-}
-
-/// A peer frame: peer number, kind, body.
-pub fn frame(peer: u32, kind: u8, parts: &[&[u8]]) -> Bytes {
-    let len = 5 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut b = BytesMut::with_capacity(len);
-    b.put_u32(peer);
-    b.put_u8(kind);
-    for p in parts {
-        b.put_slice(p);
-    }
-    b.freeze()
-}
-
 /// Seals control messages one way and opens them the other, refusing
 /// replays.
 pub struct Channel {
@@ -178,7 +155,11 @@ impl Channel {
         self.next_out += 1;
         let plain = serde_json::to_vec(msg).expect("serializable");
         let sealed = self.sealer.seal(self.out, CONTROL, seq, b"", &plain);
-        Message::Binary(frame(peer, SEALED, &[&seq.to_be_bytes(), &sealed]))
+        Message::Binary(peer_frame::encode(
+            peer,
+            Kind::Sealed,
+            &[&seq.to_be_bytes(), &sealed],
+        ))
     }
 
     /// Opens a sealed control body (after the kind byte); `None` if it does
@@ -203,7 +184,7 @@ impl Channel {
         aad[4..].copy_from_slice(&index.to_be_bytes());
         let mut b = BytesMut::with_capacity(CHUNK_OVERHEAD + data.len());
         b.put_u32(peer);
-        b.put_u8(CHUNK);
+        b.put_u8(Kind::Chunk as u8);
         b.put_slice(&aad);
         let sealed_from = b.len();
         b.put_slice(blake3::hash(data).as_bytes());

@@ -91,6 +91,11 @@ impl Server {
         self.addr
     }
 
+    /// The file-transfer relay's transfers (to inspect them: tests, tools).
+    pub fn transfers(&self) -> &Arc<crate::transfer::Rooms> {
+        &self.state.transfers
+    }
+
     /// The API key `/api` requests need, if any.
     pub fn api_key(&self) -> Option<&str> {
         self.state.api_key.as_deref()
@@ -174,7 +179,17 @@ fn spawn_pruner(
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    // One route per WebSocket endpoint, each through the same checks.
+    for endpoint in Endpoint::ALL {
+        router = router.route(
+            endpoint.path(),
+            get(move |State(state): State<Arc<AppState>>, req: Request| {
+                upgrade_route(state, endpoint, req)
+            }),
+        );
+    }
+    router
         .route("/", get(ui::index))
         .route("/app.js", get(ui::script))
         .route("/app.css", get(ui::style))
@@ -182,10 +197,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/receive", get(ui::receive))
         .route("/transfer.js", get(ui::transfer_script))
         .route("/transfer-core.js", get(ui::transfer_core))
+        .route("/transfer-protocol.js", get(ui::transfer_protocol))
         .route("/transfer.css", get(ui::transfer_style))
         .route("/vendor/noble.js", get(ui::noble))
-        .route("/ws", get(hub_socket))
-        .route("/echo", get(echo_socket))
         .route(
             "/echo-http",
             post(|body: axum::body::Bytes| async move { body }),
@@ -196,7 +210,6 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/channels/{channel}/kick", post(api::kick))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(api::metrics))
-        .merge(crate::transfer::routes(&state))
         .with_state(state)
 }
 
@@ -288,6 +301,9 @@ fn next_stage(
     match sniffed {
         Sniffed::Socket(Endpoint::Echo, ws) => Either::Left(echo::run(ws, state)),
         Sniffed::Socket(Endpoint::Hub, ws) => Either::Right(Box::pin(session::run(ws, state))),
+        Sniffed::Socket(Endpoint::Files, ws) => Either::Right(Box::pin(async move {
+            run_socket(Endpoint::Files, ws, state, Some(peer.ip())).await
+        })),
         Sniffed::Http(stream) => Either::Right(Box::pin(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let service = with_peer(router, peer);
@@ -371,23 +387,35 @@ fn forbidden_origin() -> Response {
         .into_response()
 }
 
-/// The WebSocket endpoints.
+/// The WebSocket endpoints. Every upgrade to one of them, by the fast
+/// path or by a route, passes [`socket_server`]'s checks and runs in
+/// [`run_socket`]: there is no other way in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `/ws`: the hub protocol.
     Hub,
     /// `/echo`.
     Echo,
+    /// `/files`: the file-transfer relay.
+    Files,
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Hub, Endpoint::Echo, Endpoint::Files];
+
+    /// Where it is served.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Hub => "/ws",
+            Self::Echo => "/echo",
+            Self::Files => "/files",
+        }
+    }
+
     /// The endpoint at this path.
     pub fn of(path: &str) -> Option<Self> {
-        match path {
-            "/ws" => Some(Self::Hub),
-            "/echo" => Some(Self::Echo),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|e| e.path() == path)
     }
 }
 
@@ -396,6 +424,8 @@ impl Endpoint {
 pub struct SocketServers {
     hub: ServerBuilder,
     echo: ServerBuilder,
+    /// No compression: the relay carries ciphertext, which cannot shrink.
+    files: ServerBuilder,
 }
 
 impl SocketServers {
@@ -411,6 +441,10 @@ impl SocketServers {
         Self {
             hub: ServerBuilder::new().config(config),
             echo: ServerBuilder::new().max_message_size(settings.echo_max_message_size),
+            // A frame of the relay's largest size, plus room for the
+            // WebSocket header.
+            files: ServerBuilder::new()
+                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64),
         }
     }
 }
@@ -430,13 +464,19 @@ pub fn socket_server<'s, B>(
     Ok(match endpoint {
         Endpoint::Hub => &state.sockets.hub,
         Endpoint::Echo => &state.sockets.echo,
+        Endpoint::Files => &state.sockets.files,
     })
 }
 
 /// Runs an open WebSocket on its endpoint until it closes: the hub session
-/// (authentication, rate limits, metrics) or the echo loop.
-pub async fn run_socket<S>(endpoint: Endpoint, ws: WebSocket<S>, state: Arc<AppState>)
-where
+/// (authentication, rate limits, metrics), the echo loop or the relay
+/// (which limits code guessing per client address `ip`).
+pub async fn run_socket<S>(
+    endpoint: Endpoint,
+    ws: WebSocket<S>,
+    state: Arc<AppState>,
+    ip: Option<std::net::IpAddr>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match endpoint {
@@ -444,6 +484,11 @@ where
         // carry its size.
         Endpoint::Hub => Box::pin(session::run(ws, state)).await,
         Endpoint::Echo => echo::run(ws, state).await,
+        Endpoint::Files => {
+            let (rooms, shutdown) = (state.transfers.clone(), state.shutdown.clone());
+            drop(state);
+            Box::pin(crate::transfer::relay::run(ws, rooms, ip, shutdown)).await
+        }
     }
 }
 
@@ -452,12 +497,18 @@ async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Request) -
         Ok(server) => server.clone(),
         Err(refusal) => return refusal,
     };
+    // The accept loop adds the peer's address; without it every client
+    // shares one budget of failed joins on /files.
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     match duplex::upgrade::upgrade(req, &server) {
         Ok((response, pending)) => {
             let tracker = state.tasks.clone();
             tracker.spawn(async move {
                 match pending.await {
-                    Ok(ws) => run_socket(endpoint, ws, state).await,
+                    Ok(ws) => run_socket(endpoint, ws, state, ip).await,
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
                 }
             });
@@ -465,14 +516,6 @@ async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Request) -
         }
         Err(rejection) => rejection.into_response(),
     }
-}
-
-async fn hub_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    upgrade_route(state, Endpoint::Hub, req).await
-}
-
-async fn echo_socket(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    upgrade_route(state, Endpoint::Echo, req).await
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The WebSocket endpoints' settings.
     pub sockets: SocketServers,
+    /// The file-transfer relay's transfers.
+    pub transfers: Arc<crate::transfer::Rooms>,
     next_client: AtomicU64,
     idempotency: Mutex<HashMap<String, (Instant, String)>>,
 }
@@ -61,7 +63,11 @@ impl AppState {
     ) -> Self {
         let verifier = settings.jwt_secret.as_deref().map(TokenVerifier::new);
         let sockets = SocketServers::new(&settings);
+        let transfers = Arc::new(crate::transfer::Rooms::new(
+            crate::transfer::Limits::from_settings(&settings),
+        ));
         Self {
+            transfers,
             settings,
             hub,
             broker,

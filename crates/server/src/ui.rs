@@ -52,6 +52,12 @@ pub async fn transfer_core() -> Response {
     javascript(include_str!("../ui/transfer-core.js"))
 }
 
+/// `GET /transfer-protocol.js`: the relay protocol's facts, generated from
+/// `duplex-transfer` (the Rust definitions the relay and the CLI use).
+pub async fn transfer_protocol() -> Response {
+    javascript(include_str!("../ui/transfer-protocol.js"))
+}
+
 /// `GET /transfer.css`
 pub async fn transfer_style() -> Response {
     css(include_str!("../ui/transfer.css"))

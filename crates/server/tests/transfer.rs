@@ -255,6 +255,93 @@ async fn a_sender_recreates_its_transfer_after_a_relay_restart() {
     assert_eq!(json_msg(&mut receiver).await["type"], "joined");
 }
 
+/// Round 1's lost sender: its connection dropped without the relay
+/// noticing, it reattached on a new one, and when the relay finally saw the
+/// old one end it detached the new one: receivers got 4409 ("the sender is
+/// not connected") for good while the sender waited for them.
+#[tokio::test]
+async fn a_replaced_sender_connection_ending_leaves_its_successor_attached() {
+    let server = TestServer::start(|_| {}).await;
+    let addr = server.addr();
+    let (mut old, created) = create(addr, 10).await;
+    let nameplate = created["nameplate"].as_u64().unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let mut early = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    assert_eq!(json_msg(&mut early).await["type"], "joined");
+    assert_eq!(json_msg(&mut old).await["type"], "peer_joined");
+
+    let mut new = open(
+        addr,
+        json!({"type": "reattach", "nameplate": nameplate, "token": token}),
+    )
+    .await;
+    assert_eq!(json_msg(&mut new).await["type"], "created");
+    // The receiver joined through the old connection must join again, and
+    // the old connection is told it was replaced.
+    assert_eq!(close_code(&mut early).await, 4001);
+    drop(early);
+    assert_eq!(close_code(&mut old).await, 4001);
+    drop(old);
+
+    let mut receiver = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+    assert_eq!(json_msg(&mut receiver).await["type"], "joined");
+    assert_eq!(json_msg(&mut new).await["type"], "peer_joined");
+}
+
+/// Every binary frame to a receiver costs its whole length, whatever its
+/// kind: the relay accepts exactly a window's worth, PAKE and sealed
+/// control frames included, and refuses one byte more.
+#[tokio::test]
+async fn control_frames_cost_credit_like_chunks() {
+    use duplex_transfer::{Credit, Kind, peer_frame};
+    let window = 64u64 << 10;
+    let server = TestServer::start(|s| s.transfer_window = window as usize).await;
+    let addr = server.addr();
+    let mut outcomes = Vec::new();
+    for over in [0u64, 1] {
+        let (mut sender, created) = create(addr, 1 << 30).await;
+        let nameplate = created["nameplate"].as_u64().unwrap();
+        // A receiver that never reads.
+        let mut receiver = open(addr, json!({"type": "join", "nameplate": nameplate})).await;
+        let peer = json_msg(&mut receiver).await["peer"].as_u64().unwrap() as u32;
+        assert_eq!(json_msg(&mut sender).await["peer"], peer);
+        let pake = peer_frame::encode(peer, Kind::Pake, &[&[1u8; 32]]);
+        let sealed = peer_frame::encode(peer, Kind::Sealed, &[&[2u8; 900]]);
+        let used = Credit::cost(&pake) + Credit::cost(&sealed);
+        let body = (window - used + over) as usize - peer_frame::PEER_HEADER - 1;
+        let chunk = peer_frame::encode(peer, Kind::Chunk, &[&vec![3u8; body]]);
+        for frame in [pake, sealed, chunk] {
+            sender.send(Message::Binary(frame)).await.unwrap();
+        }
+        // Accepted: all of it is written to the receiver's socket (it fits
+        // the kernel's buffers) and granted back. Refused: closed with 4008.
+        let mut granted = 0;
+        let outcome = loop {
+            match next(&mut sender).await {
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "credit" {
+                        granted += v["bytes"].as_u64().unwrap();
+                    }
+                    if granted == window {
+                        break "granted";
+                    }
+                }
+                Some(Message::Close(f)) => {
+                    assert_eq!(f.unwrap().code.0, 4008);
+                    break "refused";
+                }
+                Some(_) => {}
+                None => panic!("closed without a close frame"),
+            }
+        };
+        outcomes.push(outcome);
+        drop(receiver);
+    }
+    // Exactly the window: accepted. One byte over: refused.
+    assert_eq!(outcomes, ["granted", "refused"]);
+}
+
 /// The browser pages and every module they import are served, so the
 /// pages work from the binary alone (tests/browser/transfer.spec.mjs runs
 /// them in Chromium).

@@ -8,13 +8,11 @@
 // The cryptography is the audited @noble libraries (vendor/noble.js).
 
 import { blake3, chacha20poly1305, ed25519, hkdf, sha256 } from './vendor/noble.js';
+// The relay protocol's facts, generated from the Rust definitions
+// (crates/transfer) that the relay and the CLI use.
+import { CHUNK, CHUNK_OVERHEAD, CLOSE, CLOSE_MEANING, FINAL_CLOSE_CODES, PAKE, PEER_HEADER, SEALED } from './transfer-protocol.js';
 
-/** Peer message kinds (the byte after the relay's 4-byte peer number). */
-export const PAKE = 1;
-export const SEALED = 2;
-export const CHUNK = 3;
-/** Bytes a chunk frame adds to the chunk: peer, kind, file, index, hash, tag. */
-export const CHUNK_OVERHEAD = 4 + 1 + 4 + 8 + 32 + 16;
+export { CHUNK, CHUNK_OVERHEAD, PAKE, SEALED };
 /** Nonce directions. */
 export const TO_RECEIVER = 0;
 export const TO_SENDER = 1;
@@ -352,19 +350,14 @@ function delay(ms) {
 
 /** What a relay close code means, in words for a person. */
 export function closeMeaning(code, reason) {
-  switch (code) {
-    case 4403: return 'the sender refused this receiver (wrong code)';
-    case 4404: return 'there is no transfer with this number on this server: check the code';
-    case 4409: return 'the sender is not connected right now';
-    case 4410: return 'this code has expired: ask the sender for a new one';
-    case 4413: return 'the files are larger than this server accepts';
-    case 4429: return 'too many wrong codes from this address in the last minute: wait a minute, then check the code';
-    case 4503: return 'the server is busy (too many transfers or receivers): try again later';
-    case 4008: return 'flow control was violated (a bug in this page)';
-    case 1001: return 'the server is shutting down';
-    case 4001: return 'the sender lost its connection';
-    default: return reason || `the connection closed (code ${code})`;
-  }
+  if (code !== CLOSE.FINISHED && CLOSE_MEANING[code]) return CLOSE_MEANING[code];
+  return reason || `the connection closed (code ${code})`;
+}
+
+/** Whether a sender gives up after this close (a relay that forgot the
+ *  transfer is answered by recreating it). */
+function finalForSender(code) {
+  return FINAL_CLOSE_CODES.includes(code) && code !== CLOSE.NOT_FOUND;
 }
 
 // ------------------------------------------------------------------ sending
@@ -468,6 +461,14 @@ export class SendSession {
     if (this.ws && this.ws.readyState === 1) this.ws.send(data);
   }
 
+  /** Sends a control frame to `peer`. Every binary frame to a receiver
+   *  costs its whole length in credit, as the relay counts it; control
+   *  frames go before any chunk, so they fit. */
+  sendControl(peer, frameBytes) {
+    peer.credit -= frameBytes.length;
+    this.send(frameBytes);
+  }
+
   endPeer(peer) {
     peer.ended = true;
     if (peer.wake) peer.wake();
@@ -487,7 +488,7 @@ export class SendSession {
           const { spake, message } = startHandshake(this.code);
           const peer = { id, state: 'handshaking', spake, channel: null, credit: this.window, ended: false, wake: null, retry: null, done: false };
           this.peers.set(id, peer);
-          this.send(frame(id, PAKE, message));
+          this.sendControl(peer, frame(id, PAKE, message));
           this.onEvent({ type: 'peer', peer: id, state: 'verifying' });
           break;
         }
@@ -515,12 +516,12 @@ export class SendSession {
       }
       return;
     }
-    if (data.length < 5) return;
-    const id = new DataView(data.buffer, data.byteOffset, 4).getUint32(0);
+    if (data.length <= PEER_HEADER) return;
+    const id = new DataView(data.buffer, data.byteOffset, PEER_HEADER).getUint32(0);
     const peer = this.peers.get(id);
     if (!peer) return;
-    const kind = data[4];
-    const body = data.subarray(5);
+    const kind = data[PEER_HEADER];
+    const body = data.subarray(PEER_HEADER + 1);
     if (peer.state === 'handshaking' && kind === PAKE) {
       let sealer;
       try {
@@ -531,13 +532,13 @@ export class SendSession {
       }
       peer.channel = new Channel(sealer, TO_RECEIVER);
       peer.state = 'confirming';
-      this.send(peer.channel.seal(id, { type: 'confirm' }));
+      this.sendControl(peer, peer.channel.seal(id, { type: 'confirm' }));
     } else if (peer.state === 'confirming' && kind === SEALED) {
       const msg = peer.channel.open(body);
       if (msg && msg.type === 'confirm') {
         peer.state = 'ready';
         this.send(JSON.stringify({ type: 'accept', peer: id }));
-        this.send(peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize }));
+        this.sendControl(peer, peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize }));
       } else {
         this.dropPeer(peer, 'wrong code: the key exchange failed');
       }
@@ -635,7 +636,7 @@ export class SendSession {
     this.peers.clear();
     for (const id of lost) this.onEvent({ type: 'peer', peer: id, state: 'left', message: 'the relay connection dropped; it can rejoin' });
     if (this.stopped) return;
-    if ([4400, 4403, 4404, 4008].includes(ev.code)) {
+    if (finalForSender(ev.code)) {
       this.onEvent({ type: 'error', message: `the relay ended the transfer: ${this.lastError || closeMeaning(ev.code, ev.reason)}` });
       return;
     }
@@ -659,7 +660,7 @@ export class SendSession {
         try {
           await this.hello(ws, hello('reattach'));
         } catch (e) {
-          if (e.code !== 4404) throw e;
+          if (e.code !== CLOSE.NOT_FOUND) throw e;
           // The relay restarted and forgot the transfer: recreate it under the same code.
           ws = await openSocket(this.url, this.WebSocketImpl);
           await this.hello(ws, hello('create'));
@@ -668,7 +669,7 @@ export class SendSession {
         this.attach(ws);
         return;
       } catch (e) {
-        if ([4400, 4403, 4404, 4409, 4413].includes(e.code)) {
+        if (FINAL_CLOSE_CODES.includes(e.code)) {
           this.onEvent({ type: 'error', message: e.message });
           return;
         }
@@ -737,6 +738,14 @@ export class ReceiveSession {
     if (this.ws && this.ws.readyState === 1) this.ws.send(data);
   }
 
+  /** Sends a control frame to `peer`. Every binary frame to a receiver
+   *  costs its whole length in credit, as the relay counts it; control
+   *  frames go before any chunk, so they fit. */
+  sendControl(peer, frameBytes) {
+    peer.credit -= frameBytes.length;
+    this.send(frameBytes);
+  }
+
   /** One connection: resolves with {done} | {fatal} | {message} (retry). */
   async attempt() {
     let ws;
@@ -790,15 +799,15 @@ export class ReceiveSession {
           return;
         }
         const code = ev.code;
-        if (code === 4404 && this.joinedBefore) {
+        if (code === CLOSE.NOT_FOUND && this.joinedBefore) {
           this.settle({ message: 'the relay no longer knows this transfer (did it restart?); waiting for the sender' });
-        } else if ([4400, 4403, 4404, 4410, 4413, 4429].includes(code)) {
-          this.fatal(`The relay refused: ${code === 4400 && relayError ? relayError : closeMeaning(code, ev.reason)}.`);
-          this.settle({ fatal: true });
-        } else if (code === 1000) {
+        } else if (code === CLOSE.FINISHED) {
           this.fatal(this.started
             ? 'The sender ended the transfer before everything arrived. Files already verified are still offered below.'
             : 'The sender ended the transfer.');
+          this.settle({ fatal: true });
+        } else if (FINAL_CLOSE_CODES.includes(code)) {
+          this.fatal(`The relay refused: ${code === CLOSE.MALFORMED && relayError ? relayError : closeMeaning(code, ev.reason)}.`);
           this.settle({ fatal: true });
         } else {
           this.settle({ message: relayError || closeMeaning(code, ev.reason) });
@@ -809,9 +818,9 @@ export class ReceiveSession {
   }
 
   onPeer(data) {
-    if (data.length < 5) return;
-    const kind = data[4];
-    const body = data.subarray(5);
+    if (data.length <= PEER_HEADER) return;
+    const kind = data[PEER_HEADER];
+    const body = data.subarray(PEER_HEADER + 1);
     if (kind === PAKE) {
       if (!this.spake) throw new Error('the sender started the key exchange twice');
       const sealer = finishHandshake(this.spake, body);

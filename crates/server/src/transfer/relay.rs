@@ -1,25 +1,32 @@
 //! One connection to `/files`: a sender that opens (or takes back) a
 //! transfer, or a receiver that joins one. Data goes sender → receiver
 //! within the receiver's credit window; small replies go back the other way.
+//! The messages, close codes, frame header and credit accounting are
+//! `duplex_transfer`'s, the same the clients use.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use duplex::{CloseCode, CloseFrame, Message, WebSocket};
-use serde_json::{Value, json};
+use bytes::Bytes;
+use duplex::{CloseFrame, Message, WebSocket};
+use duplex_transfer::limits::MAX_RECEIVER_FRAME;
+use duplex_transfer::peer_frame::{self, PEER_HEADER};
+use duplex_transfer::{Credit, RelayClose, RelayMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::rooms::{Refusal, Rooms, release};
+use super::rooms::{Refusal, Rooms, SenderId};
 
-/// Largest message a receiver may send (acknowledgements, requests).
-const MAX_RECEIVER_MESSAGE: usize = 64 << 10;
 /// How long a new connection has to say what it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a closing connection waits for the peer's close frame, so that
+/// the reason is delivered.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Messages queued for a sender's connection (credit, peer events and
+/// receivers' frames, each small).
+const SENDER_QUEUE: usize = 256;
 
 /// Serves one connection until it closes or the server shuts down.
 pub async fn run<S>(
@@ -31,62 +38,57 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(t.as_str()).ok(),
+        Ok(Some(Ok(Message::Text(t)))) => RelayMessage::parse(t.as_str()).ok(),
         Ok(Some(Ok(_))) => None,
         _ => return,
     };
-    let Some(hello) = hello else {
-        let refusal = Refusal::new(4400, "expected a JSON create, reattach or join message");
-        return refuse(&mut ws, &refusal).await;
+    let malformed = || {
+        Refusal::new(
+            RelayClose::Malformed,
+            "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
+        )
     };
-    let nameplate = hello["nameplate"].as_u64().map(|n| n as u32);
-    match (hello["type"].as_str(), nameplate) {
-        (Some("create"), _) => {
-            let (tx, rx) = mpsc::channel(256);
-            let size = hello["size"].as_u64().unwrap_or(0);
-            let again = match (nameplate, hello["token"].as_str()) {
-                (Some(n), Some(token)) => Some((n, token.to_owned())),
-                _ => None,
-            };
+    match hello {
+        Some(RelayMessage::Create {
+            size,
+            nameplate,
+            token,
+        }) => {
+            let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+            let again = nameplate.zip(token);
             match rooms.create(size, tx, again) {
-                Ok(created) => {
-                    let reply = json!({"type": "created", "nameplate": created.nameplate,
-                        "token": created.token, "window": rooms.limits.window,
-                        "max_frame": rooms.limits.max_frame});
-                    sender(ws, reply, created.nameplate, rx, rooms, shutdown).await;
-                }
+                Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
                 Err(refusal) => refuse(&mut ws, &refusal).await,
             }
         }
-        (Some("reattach"), Some(nameplate)) => {
-            let (tx, rx) = mpsc::channel(256);
-            let token = hello["token"].as_str().unwrap_or("");
-            match rooms.reattach(nameplate, token, tx) {
-                Ok(()) => {
-                    let reply = json!({"type": "created", "nameplate": nameplate,
-                        "token": token, "window": rooms.limits.window,
-                        "max_frame": rooms.limits.max_frame});
-                    sender(ws, reply, nameplate, rx, rooms, shutdown).await;
-                }
+        Some(RelayMessage::Reattach { nameplate, token }) => {
+            let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+            match rooms.reattach(nameplate, &token, tx) {
+                Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
                 Err(refusal) => refuse(&mut ws, &refusal).await,
             }
         }
-        (Some("join"), Some(nameplate)) => {
+        Some(RelayMessage::Join { nameplate }) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let in_flight = Arc::new(AtomicU64::new(0));
-            match rooms.join(nameplate, ip, tx, in_flight.clone()) {
+            let credit = Arc::new(Credit::new(rooms.limits.window as u64));
+            match rooms.join(nameplate, ip, tx, credit.clone()) {
                 Ok((peer, to_sender)) => {
-                    let joined = json!({"type": "peer_joined", "peer": peer}).to_string();
-                    if to_sender.send(Message::text(joined)).await.is_err() {
+                    let joined = RelayMessage::PeerJoined { peer };
+                    if to_sender.send(joined.to_message()).await.is_err() {
                         rooms.leave(nameplate, peer);
-                        let refusal = Refusal::new(4409, "the sender just left; try again");
+                        let refusal = Refusal::new(
+                            RelayClose::SenderNotConnected,
+                            "the sender just left; try again",
+                        );
                         return refuse(&mut ws, &refusal).await;
                     }
-                    let reply = json!({"type": "joined", "peer": peer,
-                        "max_frame": rooms.limits.max_frame});
+                    let reply = RelayMessage::Joined {
+                        peer,
+                        max_frame: rooms.limits.max_frame as u64,
+                    };
                     let link = Link {
                         peer,
-                        in_flight,
+                        credit,
                         to_sender,
                     };
                     receiver(ws, reply, link, rx, shutdown).await;
@@ -95,25 +97,35 @@ pub async fn run<S>(
                 Err(refusal) => refuse(&mut ws, &refusal).await,
             }
         }
-        _ => {
-            let refusal = Refusal::new(
-                4400,
-                "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
-            );
-            refuse(&mut ws, &refusal).await;
-        }
+        _ => refuse(&mut ws, &malformed()).await,
     }
 }
 
+/// Says why (an `error` message, then the close code) and closes.
 async fn refuse<S>(ws: &mut WebSocket<S>, refusal: &Refusal)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let error = json!({"type": "error", "code": refusal.code, "message": refusal.reason});
-    let _ = ws.send(Message::text(error.to_string())).await;
-    let _ = ws.close(CloseCode(refusal.code), &refusal.reason).await;
-    // Wait (bounded) for the peer's close frame so the reason is delivered.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let error = RelayMessage::Error {
+        code: refusal.code.code(),
+        message: refusal.reason.clone(),
+    };
+    let _ = ws.send(error.to_message()).await;
+    close(
+        ws,
+        CloseFrame::new(refusal.code.close_code(), refusal.reason.as_str()),
+    )
+    .await;
+}
+
+/// Closes, then waits (bounded) for the peer's close frame so the reason is
+/// delivered.
+async fn close<S>(ws: &mut WebSocket<S>, frame: CloseFrame)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = ws.close(frame.code, &frame.reason).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while let Some(Ok(_)) = ws.recv().await {}
     })
     .await;
@@ -121,66 +133,61 @@ where
 
 async fn sender<S>(
     mut ws: WebSocket<S>,
-    reply: Value,
-    nameplate: u32,
+    created: super::rooms::Created,
     mut rx: mpsc::Receiver<Message>,
     rooms: Arc<Rooms>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (nameplate, me) = (created.nameplate, created.sender);
+    let reply = RelayMessage::Created {
+        nameplate,
+        token: created.token,
+        window: rooms.limits.window as u64,
+        max_frame: rooms.limits.max_frame as u64,
+    };
     let mut finished = false;
-    if ws.send(Message::text(reply.to_string())).await.is_ok() {
+    if ws.send(reply.to_message()).await.is_ok() {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down").await;
+                    let _ = ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
                     break;
                 }
-                Some(out) = rx.recv() => {
-                    if let Message::Close(Some(frame)) = out {
-                        let refusal = Refusal::new(frame.code.0, frame.reason);
+                out = rx.recv() => match out {
+                    Some(Message::Close(Some(frame))) => {
+                        let code = RelayClose::from_code(frame.code.0).unwrap_or(RelayClose::Dropped);
+                        refuse(&mut ws, &Refusal::new(code, frame.reason)).await;
+                        break;
+                    }
+                    Some(out) => {
+                        if ws.send(out).await.is_err() {
+                            break;
+                        }
+                    }
+                    // A reattach replaced this connection.
+                    None => {
+                        let refusal = Refusal::new(
+                            RelayClose::SenderAway,
+                            "a newer connection of this sender took the transfer over",
+                        );
                         refuse(&mut ws, &refusal).await;
                         break;
                     }
-                    if ws.send(out).await.is_err() {
-                        break;
-                    }
-                }
+                },
                 msg = ws.recv() => match msg {
                     Some(Ok(Message::Binary(data))) => {
-                        if let Err(refusal) = forward(&rooms, nameplate, data) {
+                        if let Err(refusal) = forward(&rooms, nameplate, me, data) {
                             refuse(&mut ws, &refusal).await;
                             break;
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
-                        let Ok(cmd) = serde_json::from_str::<Value>(text.as_str()) else {
-                            continue;
-                        };
-                        let peer = cmd["peer"].as_u64().unwrap_or(0) as u32;
-                        match cmd["type"].as_str() {
-                            Some("accept") => {
-                                rooms.with(nameplate, |room| {
-                                    if let Some(slot) = room.receivers.get_mut(&peer) {
-                                        slot.accepted = true;
-                                    }
-                                });
-                            }
-                            Some("drop") => {
-                                let reason = cmd["reason"].as_str().unwrap_or("dropped by the sender");
-                                let frame = CloseFrame::new(CloseCode(4403), reason.chars().take(100).collect::<String>());
-                                rooms.with(nameplate, |room| {
-                                    if let Some(slot) = room.receivers.get(&peer) {
-                                        let _ = slot.tx.send(Message::Close(Some(frame)));
-                                    }
-                                });
-                            }
-                            _ => {}
-                        }
+                        command(&rooms, nameplate, me, RelayMessage::parse(text.as_str()));
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        finished = frame.is_some_and(|f| f.code == CloseCode::NORMAL);
+                        finished = frame.is_some_and(|f| f.code == RelayClose::Finished.close_code());
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -192,108 +199,135 @@ async fn sender<S>(
             }
         }
     }
-    let (code, reason) = if finished {
-        (CloseCode::NORMAL, "the sender finished")
+    let ended = if finished {
+        Refusal::new(RelayClose::Finished, "the sender finished")
     } else {
-        (
-            CloseCode(4001),
+        Refusal::new(
+            RelayClose::SenderAway,
             "the sender disconnected; reconnect to resume",
         )
     };
-    for slot in rooms.sender_left(nameplate, finished) {
-        let _ = slot
-            .tx
-            .send(Message::Close(Some(CloseFrame::new(code, reason))));
+    for slot in rooms.sender_left(nameplate, me, finished) {
+        let _ = slot.tx.send(ended.to_close());
     }
+}
+
+/// A sender's command about one of its receivers. Anything else (a later
+/// version's message) is ignored.
+fn command(
+    rooms: &Rooms,
+    nameplate: u32,
+    me: SenderId,
+    cmd: Result<RelayMessage, serde_json::Error>,
+) {
+    rooms.with(nameplate, |room| {
+        if room.sender.as_ref().is_none_or(|s| s.id != me) {
+            return;
+        }
+        match cmd {
+            Ok(RelayMessage::Accept { peer }) => {
+                if let Some(slot) = room.receivers.get_mut(&peer) {
+                    slot.accepted = true;
+                }
+            }
+            Ok(RelayMessage::Drop { peer, reason }) => {
+                let reason: String = reason.chars().take(100).collect();
+                if let Some(slot) = room.receivers.get(&peer) {
+                    let _ = slot
+                        .tx
+                        .send(Refusal::new(RelayClose::Dropped, reason).to_close());
+                }
+            }
+            _ => {}
+        }
+    });
 }
 
 /// Queues a sender's binary message for the receiver its header names,
 /// within that receiver's credit.
-fn forward(rooms: &Rooms, nameplate: u32, data: Bytes) -> Result<(), Refusal> {
-    if data.len() < 4 {
+fn forward(rooms: &Rooms, nameplate: u32, me: SenderId, data: Bytes) -> Result<(), Refusal> {
+    let Some(peer) = peer_frame::peer_of(&data) else {
         return Err(Refusal::new(
-            4400,
+            RelayClose::Malformed,
             "a binary message starts with a 4-byte peer number",
         ));
-    }
-    let peer = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
-    let window = rooms.limits.window as u64;
-    let len = data.len() as u64;
+    };
     rooms
         .with(nameplate, |room| {
+            if room.sender.as_ref().is_none_or(|s| s.id != me) {
+                return Err(Refusal::new(
+                    RelayClose::SenderAway,
+                    "a newer connection of this sender took the transfer over",
+                ));
+            }
             // A receiver that has just left: its data is dropped.
             let Some(slot) = room.receivers.get(&peer) else {
                 return Ok(());
             };
-            let before = slot.in_flight.fetch_add(len, Ordering::AcqRel);
-            if before + len > window {
-                return Err(Refusal::new(
-                    4008,
-                    "flow control: data sent beyond the receiver's credit",
-                ));
-            }
+            slot.credit
+                .try_debit(Credit::cost(&data))
+                .map_err(|e| Refusal::new(RelayClose::Overdrawn, e.to_string()))?;
             let _ = slot.tx.send(Message::Binary(data));
             Ok(())
         })
         .unwrap_or(Ok(()))
 }
 
+/// A receiver's way back to its sender.
 struct Link {
     peer: u32,
-    in_flight: Arc<AtomicU64>,
+    credit: Arc<Credit>,
     to_sender: mpsc::Sender<Message>,
 }
 
 async fn receiver<S>(
     mut ws: WebSocket<S>,
-    reply: Value,
+    reply: RelayMessage,
     link: Link,
     mut rx: mpsc::UnboundedReceiver<Message>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if ws.send(Message::text(reply.to_string())).await.is_err() {
+    if ws.send(reply.to_message()).await.is_err() {
         return;
     }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down").await;
+                let _ = ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
                 break;
             }
             Some(out) = rx.recv() => match out {
                 Message::Close(frame) => {
-                    let frame = frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NORMAL, ""));
-                    let _ = ws.close(frame.code, &frame.reason).await;
-                    // Bounded wait for the peer's close frame.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                        while let Some(Ok(_)) = ws.recv().await {}
-                    })
-                    .await;
+                    let frame = frame.unwrap_or_else(|| CloseFrame::new(RelayClose::Finished.close_code(), ""));
+                    close(&mut ws, frame).await;
                     break;
                 }
                 out => {
-                    let len = out.len() as u64;
+                    let bytes = out.len() as u64;
                     if ws.send(out).await.is_err() {
                         break;
                     }
-                    release(&link.in_flight, len);
-                    let credit = json!({"type": "credit", "peer": link.peer, "bytes": len});
-                    let _ = link.to_sender.send(Message::text(credit.to_string())).await;
+                    if let Err(e) = link.credit.grant(bytes) {
+                        tracing::error!("transfer relay: {e}");
+                    }
+                    let credit = RelayMessage::Credit { peer: link.peer, bytes };
+                    let _ = link.to_sender.send(credit.to_message()).await;
                 }
             },
             msg = ws.recv() => match msg {
                 Some(Ok(Message::Binary(data))) => {
-                    if data.len() < 4 || data.len() > MAX_RECEIVER_MESSAGE {
-                        let refusal = Refusal::new(4400, "receiver messages are 4..65536 bytes");
+                    if data.len() < PEER_HEADER || data.len() > MAX_RECEIVER_FRAME {
+                        let refusal = Refusal::new(
+                            RelayClose::Malformed,
+                            format!("receiver messages are {PEER_HEADER}..{MAX_RECEIVER_FRAME} bytes"),
+                        );
                         refuse(&mut ws, &refusal).await;
                         break;
                     }
-                    let mut out = BytesMut::with_capacity(data.len());
-                    out.put_u32(link.peer);
-                    out.put_slice(&data[4..]);
-                    if link.to_sender.send(Message::Binary(out.freeze())).await.is_err() {
+                    let out = peer_frame::readdress(&data, link.peer);
+                    if link.to_sender.send(Message::Binary(out)).await.is_err() {
                         break;
                     }
                 }
@@ -306,6 +340,6 @@ async fn receiver<S>(
             },
         }
     }
-    let left = json!({"type": "peer_left", "peer": link.peer}).to_string();
-    let _ = tokio::time::timeout(HELLO_TIMEOUT, link.to_sender.send(Message::text(left))).await;
+    let left = RelayMessage::PeerLeft { peer: link.peer };
+    let _ = tokio::time::timeout(HELLO_TIMEOUT, link.to_sender.send(left.to_message())).await;
 }

@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use duplex::Message;
+use duplex::{CloseFrame, Message};
+use duplex_transfer::{Credit, RelayClose, limits};
 use rand::Rng;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::settings::Settings;
@@ -45,14 +44,14 @@ pub struct Limits {
 impl Limits {
     /// The limits configured in `settings`.
     pub fn from_settings(s: &Settings) -> Self {
-        let window = s.transfer_window.max(64 << 10);
+        let window = s.transfer_window.max(limits::MIN_WINDOW);
         Self {
             max_size: s.transfer_max_size,
             max_transfers: s.transfer_max_concurrent,
             max_receivers: s.transfer_max_receivers.max(1),
             code_ttl: Duration::from_secs(s.transfer_code_ttl),
             window,
-            max_frame: window.min(2 << 20),
+            max_frame: limits::max_frame(window),
             max_failed_joins: s.transfer_failed_joins,
         }
     }
@@ -61,19 +60,40 @@ impl Limits {
 /// A close code and the reason sent with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The close code (4xxx, see docs/transfer.md).
-    pub code: u16,
+    /// The close code (see docs/transfer.md).
+    pub code: RelayClose,
     /// What went wrong and what to do.
     pub reason: String,
 }
 
 impl Refusal {
-    pub(crate) fn new(code: u16, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(code: RelayClose, reason: impl Into<String>) -> Self {
         Self {
             code,
             reason: reason.into(),
         }
     }
+
+    /// As a close message for a connection's queue.
+    pub fn to_close(&self) -> Message {
+        Message::Close(Some(CloseFrame::new(
+            self.code.close_code(),
+            self.reason.as_str(),
+        )))
+    }
+}
+
+/// Which connection is a transfer's sender: a new one is numbered on every
+/// create or reattach, so that a connection that was replaced cannot act
+/// for the transfer (or detach the one that replaced it) when it ends.
+pub type SenderId = u64;
+
+/// The connected sender of a transfer.
+pub struct SenderSlot {
+    /// Its connection's number.
+    pub id: SenderId,
+    /// Its connection's queue.
+    pub tx: mpsc::Sender<Message>,
 }
 
 /// What the relay holds for one receiver: its queue and its unacknowledged
@@ -82,7 +102,7 @@ pub struct ReceiverSlot {
     /// Messages for the receiver's connection.
     pub tx: mpsc::UnboundedSender<Message>,
     /// Bytes queued or being written to the receiver (at most the window).
-    pub in_flight: Arc<AtomicU64>,
+    pub credit: Arc<Credit>,
     /// Where it connects from.
     pub ip: Option<IpAddr>,
     /// Whether the sender accepted it (its key exchange succeeded).
@@ -93,8 +113,8 @@ pub struct ReceiverSlot {
 pub struct Room {
     token: String,
     created: Instant,
-    /// The connected sender's queue.
-    pub sender: Option<mpsc::Sender<Message>>,
+    /// The connected sender.
+    pub sender: Option<SenderSlot>,
     /// Connected receivers by peer number.
     pub receivers: HashMap<u32, ReceiverSlot>,
     next_peer: u32,
@@ -107,14 +127,17 @@ pub struct Rooms {
     pub limits: Limits,
     rooms: Mutex<HashMap<u32, Room>>,
     failures: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
+    next_sender: std::sync::atomic::AtomicU64,
 }
 
-/// What a sender gets back from [`Rooms::create`].
+/// What a sender gets back from [`Rooms::create`] and [`Rooms::reattach`].
 pub struct Created {
     /// The number part of the code.
     pub nameplate: u32,
     /// The secret that lets this sender reattach after a drop.
     pub token: String,
+    /// This connection, as the transfer's sender.
+    pub sender: SenderId,
 }
 
 impl Rooms {
@@ -124,7 +147,15 @@ impl Rooms {
             limits,
             rooms: Mutex::default(),
             failures: Mutex::default(),
+            next_sender: Default::default(),
         }
+    }
+
+    fn sender_slot(&self, tx: mpsc::Sender<Message>) -> SenderSlot {
+        let id = self
+            .next_sender
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SenderSlot { id, tx }
     }
 
     /// Opens a transfer of `size` bytes for a sender whose queue is `tx`.
@@ -141,7 +172,7 @@ impl Rooms {
     ) -> Result<Created, Refusal> {
         if size > self.limits.max_size {
             return Err(Refusal::new(
-                4413,
+                RelayClose::TooLarge,
                 format!(
                     "the transfer is {size} bytes; this relay takes at most {}",
                     self.limits.max_size
@@ -152,7 +183,7 @@ impl Rooms {
         self.expire(&mut rooms);
         if rooms.len() >= self.limits.max_transfers {
             return Err(Refusal::new(
-                4503,
+                RelayClose::Busy,
                 "the relay has too many transfers open; try again later",
             ));
         }
@@ -162,12 +193,17 @@ impl Rooms {
         let (nameplate, token) = match again {
             Some((n, _)) if n == 0 || rooms.contains_key(&n) => {
                 return Err(Refusal::new(
-                    4409,
+                    RelayClose::SenderNotConnected,
                     "this code is in use by another transfer; start a new one",
                 ));
             }
             Some((n, token)) if token.len() >= 16 => (n, token),
-            Some(_) => return Err(Refusal::new(4400, "the token is too short")),
+            Some(_) => {
+                return Err(Refusal::new(
+                    RelayClose::Malformed,
+                    "the token is too short",
+                ));
+            }
             None => {
                 let n = loop {
                     let n = rng.random_range(1..space);
@@ -183,36 +219,57 @@ impl Rooms {
                 (n, token)
             }
         };
+        let slot = self.sender_slot(tx);
+        let sender = slot.id;
         rooms.insert(
             nameplate,
             Room {
                 token: token.clone(),
                 created: Instant::now(),
-                sender: Some(tx),
+                sender: Some(slot),
                 receivers: HashMap::new(),
                 next_peer: 1,
                 wrong_codes: 0,
             },
         );
-        Ok(Created { nameplate, token })
+        Ok(Created {
+            nameplate,
+            token,
+            sender,
+        })
     }
 
-    /// Lets a sender whose connection dropped take its transfer back.
+    /// Lets a sender whose connection dropped take its transfer back. A
+    /// connection still attached (the relay has not noticed it is gone) is
+    /// replaced: its queue is dropped, which ends it, and the receivers
+    /// joined through it are closed with 4001 so that they join the new
+    /// one, which knows nothing of them.
     pub fn reattach(
         &self,
         nameplate: u32,
         token: &str,
         tx: mpsc::Sender<Message>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Created, Refusal> {
         let mut rooms = self.rooms.lock().expect("rooms");
         self.expire(&mut rooms);
         match rooms.get_mut(&nameplate) {
             Some(room) if room.token == token => {
-                room.sender = Some(tx);
-                Ok(())
+                let slot = self.sender_slot(tx);
+                let sender = slot.id;
+                room.sender = Some(slot);
+                let away =
+                    Refusal::new(RelayClose::SenderAway, "the sender reconnected; join again");
+                for (_, receiver) in room.receivers.drain() {
+                    let _ = receiver.tx.send(away.to_close());
+                }
+                Ok(Created {
+                    nameplate,
+                    token: token.to_owned(),
+                    sender,
+                })
             }
             _ => Err(Refusal::new(
-                4404,
+                RelayClose::NotFound,
                 "this transfer is gone (expired or finished); start a new one",
             )),
         }
@@ -224,11 +281,11 @@ impl Rooms {
         nameplate: u32,
         ip: Option<IpAddr>,
         tx: mpsc::UnboundedSender<Message>,
-        in_flight: Arc<AtomicU64>,
+        credit: Arc<Credit>,
     ) -> Result<(u32, mpsc::Sender<Message>), Refusal> {
         if !self.may_try(ip) {
             return Err(Refusal::new(
-                4429,
+                RelayClose::TooManyFailures,
                 "too many wrong codes from this address; wait a minute and check the code",
             ));
         }
@@ -238,25 +295,25 @@ impl Rooms {
             drop(rooms);
             self.failed(ip);
             return Err(Refusal::new(
-                4404,
+                RelayClose::NotFound,
                 "no transfer with this code: check it (codes expire)",
             ));
         };
         if room.created.elapsed() > self.limits.code_ttl {
             return Err(Refusal::new(
-                4410,
+                RelayClose::Expired,
                 "this code has expired; ask for a new one",
             ));
         }
-        let Some(sender) = room.sender.clone() else {
+        let Some(sender) = room.sender.as_ref().map(|s| s.tx.clone()) else {
             return Err(Refusal::new(
-                4409,
+                RelayClose::SenderNotConnected,
                 "the sender is not connected right now; try again shortly",
             ));
         };
         if room.receivers.len() >= self.limits.max_receivers {
             return Err(Refusal::new(
-                4503,
+                RelayClose::Busy,
                 "this transfer has as many receivers as it may; try again later",
             ));
         }
@@ -266,7 +323,7 @@ impl Rooms {
             peer,
             ReceiverSlot {
                 tx,
-                in_flight,
+                credit,
                 ip,
                 accepted: false,
             },
@@ -296,36 +353,49 @@ impl Rooms {
         room.wrong_codes += 1;
         if room.wrong_codes >= MAX_WRONG_CODES {
             let room = rooms.remove(&nameplate).expect("present");
-            let reason = "too many wrong codes were tried for this transfer; start a new one";
-            let close = || {
-                Message::Close(Some(duplex::CloseFrame::new(
-                    duplex::CloseCode(4403),
-                    reason,
-                )))
-            };
+            let refusal = Refusal::new(
+                RelayClose::Dropped,
+                "too many wrong codes were tried for this transfer; start a new one",
+            );
             if let Some(sender) = room.sender {
-                let _ = sender.try_send(close());
+                let _ = sender.tx.try_send(refusal.to_close());
             }
             for slot in room.receivers.into_values() {
-                let _ = slot.tx.send(close());
+                let _ = slot.tx.send(refusal.to_close());
             }
         }
         drop(rooms);
         self.failed(slot.ip);
     }
 
-    /// The sender left. A clean end removes the transfer; a drop keeps it
-    /// for the sender to reattach until the code expires. Either way the
-    /// receivers are disconnected (they reconnect on their own).
-    pub fn sender_left(&self, nameplate: u32, finished: bool) -> Vec<ReceiverSlot> {
+    /// Whether `sender` is still the transfer's sender connection.
+    pub fn is_sender(&self, nameplate: u32, sender: SenderId) -> bool {
+        self.with(nameplate, |room| {
+            room.sender.as_ref().is_some_and(|s| s.id == sender)
+        })
+        .unwrap_or(false)
+    }
+
+    /// The sender connection `sender` ended. A clean end removes the
+    /// transfer; a drop keeps it for the sender to reattach until the code
+    /// expires. Either way the receivers are disconnected (they reconnect
+    /// on their own). A connection that was already replaced by a
+    /// reattach changes nothing.
+    pub fn sender_left(
+        &self,
+        nameplate: u32,
+        sender: SenderId,
+        finished: bool,
+    ) -> Vec<ReceiverSlot> {
         let mut rooms = self.rooms.lock().expect("rooms");
-        let slots = match rooms.get_mut(&nameplate) {
-            Some(room) => {
-                room.sender = None;
-                room.receivers.drain().map(|(_, s)| s).collect()
-            }
-            None => Vec::new(),
+        let Some(room) = rooms.get_mut(&nameplate) else {
+            return Vec::new();
         };
+        if room.sender.as_ref().is_none_or(|s| s.id != sender) {
+            return Vec::new();
+        }
+        room.sender = None;
+        let slots = room.receivers.drain().map(|(_, s)| s).collect();
         if finished {
             rooms.remove(&nameplate);
         }
@@ -378,14 +448,13 @@ impl Rooms {
     }
 }
 
-/// Bytes of a credit grant, as counted by the relay.
-pub(crate) fn release(in_flight: &AtomicU64, bytes: u64) {
-    in_flight.fetch_sub(bytes, Ordering::AcqRel);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credit() -> Arc<Credit> {
+        Arc::new(Credit::new(1 << 20))
+    }
 
     fn limits() -> Limits {
         Limits::from_settings(&Settings {
@@ -404,17 +473,17 @@ mod tests {
         let unknown = n + 1;
         for _ in 0..3 {
             let (rtx, _) = mpsc::unbounded_channel();
-            let refusal = rooms.join(unknown, ip, rtx, Arc::default()).err().unwrap();
-            assert_eq!(refusal.code, 4404);
+            let refusal = rooms.join(unknown, ip, rtx, credit()).err().unwrap();
+            assert_eq!(refusal.code, RelayClose::NotFound);
         }
         let (rtx, _) = mpsc::unbounded_channel();
         assert_eq!(
-            rooms.join(n, ip, rtx, Arc::default()).err().unwrap().code,
-            4429
+            rooms.join(n, ip, rtx, credit()).err().unwrap().code,
+            RelayClose::TooManyFailures
         );
         // Another address is not affected.
         let (rtx, _) = mpsc::unbounded_channel();
-        assert!(rooms.join(n, other, rtx, Arc::default()).is_ok());
+        assert!(rooms.join(n, other, rtx, credit()).is_ok());
     }
 
     #[test]
@@ -424,7 +493,7 @@ mod tests {
         let n = rooms.create(1, tx, None).unwrap().nameplate;
         for i in 0..MAX_WRONG_CODES {
             let (rtx, _) = mpsc::unbounded_channel();
-            let (peer, _) = rooms.join(n, None, rtx, Arc::default()).unwrap();
+            let (peer, _) = rooms.join(n, None, rtx, credit()).unwrap();
             assert_eq!(peer, i + 1);
             rooms.leave(n, peer); // never accepted
         }
@@ -438,10 +507,49 @@ mod tests {
         let n = rooms.create(1, tx, None).unwrap().nameplate;
         for _ in 0..MAX_WRONG_CODES {
             let (rtx, _) = mpsc::unbounded_channel();
-            let (peer, _) = rooms.join(n, None, rtx, Arc::default()).unwrap();
+            let (peer, _) = rooms.join(n, None, rtx, credit()).unwrap();
             rooms.with(n, |r| r.receivers.get_mut(&peer).unwrap().accepted = true);
             rooms.leave(n, peer);
         }
         assert_eq!(rooms.len(), 1);
+    }
+
+    /// Round 1's lost sender: a sender reattached before the relay noticed
+    /// its old connection was gone; when the old connection then ended, it
+    /// detached the new one, and receivers were told "the sender is not
+    /// connected" for good.
+    #[test]
+    fn a_replaced_sender_connection_ending_does_not_detach_its_successor() {
+        let rooms = Rooms::new(limits());
+        let (old_tx, mut old_rx) = mpsc::channel(4);
+        let created = rooms.create(1, old_tx, None).unwrap();
+        let n = created.nameplate;
+        let (rtx, mut receiver_rx) = mpsc::unbounded_channel();
+        rooms.join(n, None, rtx, credit()).unwrap();
+
+        let (new_tx, _new_rx) = mpsc::channel(4);
+        let again = rooms.reattach(n, &created.token, new_tx).unwrap();
+        assert_ne!(again.sender, created.sender);
+        // The old connection's queue is gone (which ends it) ...
+        assert!(old_rx.try_recv().is_err());
+        assert!(old_rx.is_closed());
+        // ... and the receiver joined through it is told to join again.
+        match receiver_rx.try_recv().unwrap() {
+            Message::Close(Some(f)) => assert_eq!(f.code, RelayClose::SenderAway.close_code()),
+            other => panic!("{other:?}"),
+        }
+        assert!(!rooms.is_sender(n, created.sender));
+
+        // The old connection ends: nothing changes.
+        assert!(rooms.sender_left(n, created.sender, false).is_empty());
+        assert!(rooms.is_sender(n, again.sender));
+        let (rtx, _) = mpsc::unbounded_channel();
+        assert!(rooms.join(n, None, rtx, credit()).is_ok());
+
+        // The current one ends: receivers are released, the transfer waits.
+        assert_eq!(rooms.sender_left(n, again.sender, false).len(), 1);
+        let (rtx, _) = mpsc::unbounded_channel();
+        let refusal = rooms.join(n, None, rtx, credit()).err().unwrap();
+        assert_eq!(refusal.code, RelayClose::SenderNotConnected);
     }
 }
