@@ -15,6 +15,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng;
+use rand::rngs::StdRng;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,19 +28,30 @@ const LIMIT: Duration = Duration::from_secs(180);
 
 struct Relay {
     server: duplex_server::Server,
+    window: usize,
     _dir: tempfile::TempDir,
 }
 
 impl Relay {
     async fn start() -> Self {
+        Self::with_window(duplex_server::Settings::default().transfer_window).await
+    }
+
+    /// A relay whose credit window is `window` bytes.
+    async fn with_window(window: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = duplex_server::Settings {
             bind: "127.0.0.1:0".parse().unwrap(),
             data: dir.path().to_owned(),
+            transfer_window: window,
             ..Default::default()
         };
         let server = duplex_server::Server::start(settings).await.unwrap();
-        Self { server, _dir: dir }
+        Self {
+            server,
+            window,
+            _dir: dir,
+        }
     }
 
     /// Stops the server (closing every connection) and starts a new one on
@@ -49,6 +62,7 @@ impl Relay {
         let settings = duplex_server::Settings {
             bind: addr,
             data: self._dir.path().to_owned(),
+            transfer_window: self.window,
             ..Default::default()
         };
         // The old listener closes as its task is dropped; retry (bounded)
@@ -58,6 +72,7 @@ impl Relay {
                 Ok(server) => {
                     return Self {
                         server,
+                        window: self.window,
                         _dir: self._dir,
                     };
                 }
@@ -87,6 +102,9 @@ enum Fault {
     /// Server → client: stop reading from the server (so that its socket
     /// fills and it must hold what it has) until `resume` is notified.
     PauseDown(u64),
+    /// Server → client: only notify `fired` once this many bytes passed
+    /// (the test then acts: kills a process, restarts the relay).
+    MarkDown(u64),
 }
 
 /// A TCP proxy to `target` that applies `fault` to its first connection
@@ -195,6 +213,7 @@ async fn pipe(
                     fired2.notify_one();
                     resume.notified().await;
                 }
+                Some(Fault::MarkDown(at)) if passed <= at && at < end => fired2.notify_one(),
                 _ => {}
             }
             if cw.write_all(&buf[..n]).await.is_err() {
@@ -752,4 +771,431 @@ async fn a_full_window_after_a_large_file_is_never_overdrawn() {
     );
     assert!(same_bytes(&big, &out.join("big.bin")));
     assert_same_tree(&folder, &out.join("folder"));
+}
+
+/// The manifest travels in one relay message: a list too large for the
+/// relay's window is refused by the sender at once, with what to do,
+/// instead of failing every receiver that joins (the soak found this).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_list_too_large_for_the_relay_is_refused_at_once() {
+    let relay = Relay::with_window(64 << 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("many");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..800 {
+        std::fs::write(
+            folder.join(format!("file-with-a-long-name-{i:04}.txt")),
+            "x",
+        )
+        .unwrap();
+    }
+    let out = tokio::time::timeout(
+        LIMIT,
+        common::duplex()
+            .arg("send")
+            .arg(&folder)
+            .args(["--server", &relay.url()])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no code is printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("801 files and folders") && stderr.contains("send fewer files"),
+        "{stderr}"
+    );
+    // The relay lets go of it: nothing is left open.
+    tokio::time::timeout(LIMIT, async {
+        while !relay.server.transfers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        }
+    })
+    .await
+    .expect("the relay kept the transfer");
+}
+
+/// What a killed receiver leaves behind is resumed correctly (the soak
+/// found both): a `.part` file shorter than a chunk (killed while writing
+/// the first chunk, or a small file killed before its rename) is started
+/// over, not appended to; a whole `.part` file that was never renamed is
+/// checked and put in place (it used to be left as `.part` while the
+/// receiver reported success).
+#[tokio::test(flavor = "multi_thread")]
+async fn part_files_left_by_a_killed_receiver_are_resumed_correctly() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let small = src.join("small.txt");
+    std::fs::write(&small, "the real contents\n").unwrap();
+    let big = src.join("big.bin");
+    generate(&big, (1 << 20) + 5, 3);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("src")).unwrap();
+    std::fs::write(out.join("src/small.txt.part"), "left by a killed run").unwrap();
+    std::fs::write(out.join("src/big.bin.part"), vec![9u8; 1000]).unwrap();
+    // Whole files whose rename a killed run never made: one right (put in
+    // place as it is), one wrong (fetched again). Both are exactly one
+    // chunk, so no byte of them is fetched again by the resume itself.
+    let whole = src.join("whole.bin");
+    generate(&whole, 1 << 20, 4);
+    std::fs::copy(&whole, out.join("src/whole.bin.part")).unwrap();
+    let wrong = src.join("wrong.bin");
+    generate(&wrong, 1 << 20, 5);
+    std::fs::write(out.join("src/wrong.bin.part"), vec![1u8; 1 << 20]).unwrap();
+    let sender = send(&relay.url(), &[&src], &[]).await;
+    let (ok, _, stderr) = receive(&relay.url(), &sender.code, &out).await;
+    assert!(ok, "{stderr}");
+    sender.finish().await;
+    assert_same_tree(&src, &out.join("src"));
+}
+
+// ------------------------------------------------------------------ soak
+
+/// What one soak run does to a transfer, at a random point.
+#[derive(Debug, Clone, Copy)]
+enum Mishap {
+    /// Nothing: the file set alone.
+    None,
+    /// The sender's connection is cut after this many bytes up.
+    CutSender(u64),
+    /// The first receiver's connection is cut after this many bytes down.
+    CutReceiver(u64),
+    /// One byte the first receiver gets is flipped.
+    CorruptReceiver(u64),
+    /// The relay restarts once the first receiver got this many bytes.
+    RestartRelay(u64),
+    /// The first receiver is killed, then run again, at this point.
+    KillReceiver(u64),
+    /// The sender and every receiver are killed at this point, then run
+    /// again: the sender with a new code, the receivers with it.
+    KillSender(u64),
+}
+
+/// Names that are not plain ASCII, and ones with spaces.
+const NAMES: &[&str] = &[
+    "a",
+    "b.txt",
+    "café",
+    "日本語.dat",
+    "space name",
+    "emoji 🎉",
+    "ünïcödé",
+    "x.bin",
+    "z",
+];
+
+/// A random set of files and folders under `root`, returned as the paths to
+/// give `duplex send` (top-level entries, in a random order). Sizes favour
+/// the edges of chunks and windows: 0, 1, chunk − 1, chunk, chunk + 1,
+/// several MiB, and folders of many small files.
+fn random_file_set(rng: &mut StdRng, root: &Path, chunk: u64, window: u64) -> Vec<PathBuf> {
+    // The manifest must fit one relay message: a 64 KiB window carries a
+    // few hundred entries (a_file_list_too_large_for_the_relay_is_refused_at_once
+    // covers the rest).
+    let many = if window >= 1 << 20 { 100..300 } else { 20..60 };
+    use rand::seq::IndexedRandom;
+    let edges = [
+        0,
+        1,
+        chunk - 1,
+        chunk,
+        chunk + 1,
+        2 * chunk,
+        window - 1,
+        window,
+        window + 1,
+    ];
+    let size = |rng: &mut StdRng| -> u64 {
+        match rng.random_range(0..10) {
+            0..=5 => *edges.choose(rng).unwrap(),
+            6..=7 => rng.random_range(0..4096),
+            _ => rng.random_range(0..(24u64 << 20)),
+        }
+    };
+    std::fs::create_dir_all(root).unwrap();
+    let mut top = Vec::new();
+    for i in 0..rng.random_range(1..=4) {
+        let name = format!("{i}-{}", NAMES.choose(rng).unwrap());
+        let path = root.join(&name);
+        if rng.random_bool(0.5) {
+            let n = size(rng);
+            generate(&path, n, rng.random());
+        } else {
+            // A folder: nested, sometimes with hundreds of small files,
+            // sometimes with an empty folder.
+            let files = if rng.random_bool(0.3) {
+                rng.random_range(many.clone())
+            } else {
+                rng.random_range(0..6)
+            };
+            for f in 0..files {
+                let depth = rng.random_range(0..3);
+                let mut dir = path.clone();
+                for d in 0..depth {
+                    dir.push(format!("d{d}-{}", NAMES.choose(rng).unwrap()));
+                }
+                std::fs::create_dir_all(&dir).unwrap();
+                let n = if files > 50 {
+                    rng.random_range(0..2048)
+                } else {
+                    size(rng)
+                };
+                generate(
+                    &dir.join(format!("f{f}-{}", NAMES.choose(rng).unwrap())),
+                    n,
+                    rng.random(),
+                );
+            }
+            std::fs::create_dir_all(path.join("empty")).unwrap();
+        }
+        top.push(path);
+    }
+    // Big-then-small and small-then-big both happen.
+    use rand::seq::SliceRandom;
+    top.shuffle(rng);
+    top
+}
+
+/// Bytes of a tree: files' sizes.
+fn tree_size(paths: &[PathBuf]) -> u64 {
+    let mut total = 0;
+    let mut stack = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// Every `.part` file below `root`: none may be left after a transfer.
+fn part_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "part") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Prints how to reproduce a failed run, if the test is failing.
+struct ReproduceWith(u64);
+
+impl Drop for ReproduceWith {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "soak: this run failed; reproduce it with DUPLEX_SOAK_SEED={} DUPLEX_SOAK_RUNS=1 cargo nextest run --release --test transfer --run-ignored only soak",
+                self.0
+            );
+        }
+    }
+}
+
+/// Waits for a `duplex receive` run, asserting it succeeded.
+async fn receive_done(child: Child, what: &str) {
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in time"))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One soak run: a random file set to 1–3 receivers through a relay with a
+/// random window, with one random mishap; every receiver must end with
+/// exactly the files sent and no `.part` file.
+async fn soak_run(seed: u64) {
+    use rand::SeedableRng;
+    let _reproduce = ReproduceWith(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let window: usize = *[64 << 10, 1 << 20, 8 << 20]
+        .get(rng.random_range(0..3))
+        .unwrap();
+    let max_frame = duplex_transfer::limits::max_frame(window) as u64;
+    // As `duplex send` sizes its chunks.
+    let chunk = (1u64 << 20)
+        .min(max_frame - duplex_transfer::peer_frame::CHUNK_OVERHEAD as u64 - 64)
+        .max(1024);
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("DUPLEX_SOAK_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("soak: keeping {}", dir.path().display());
+    }
+    let paths = random_file_set(&mut rng, &dir.path().join("src"), chunk, window as u64);
+    let total = tree_size(&paths);
+    let receivers = rng.random_range(1..=3usize);
+    let at = rng.random_range(0..total.max(1) + (64 << 10));
+    let mishap = match rng.random_range(0..7) {
+        0 => Mishap::None,
+        1 => Mishap::CutSender(at),
+        2 => Mishap::CutReceiver(at),
+        3 => Mishap::CorruptReceiver(at),
+        4 => Mishap::RestartRelay(at),
+        5 => Mishap::KillReceiver(at),
+        _ => Mishap::KillSender(at),
+    };
+    eprintln!(
+        "soak seed {seed}: window {window}, chunk {chunk}, {} top-level paths, {total} bytes, {receivers} receiver(s), {mishap:?}",
+        paths.len()
+    );
+    let mut relay = Relay::with_window(window).await;
+    let addr = relay.server.local_addr();
+    let fault = match mishap {
+        Mishap::None => None,
+        Mishap::CutSender(n) => Some(Fault::CutUp(n)),
+        Mishap::CutReceiver(n) => Some(Fault::CutDown(n)),
+        Mishap::CorruptReceiver(n) => Some(Fault::CorruptDown(n)),
+        Mishap::RestartRelay(n) | Mishap::KillReceiver(n) | Mishap::KillSender(n) => {
+            Some(Fault::MarkDown(n))
+        }
+    };
+    let (via, fired) = match fault {
+        Some(fault) => proxy(addr, fault).await,
+        None => (relay.url(), Arc::new(Notify::new())),
+    };
+    let direct = relay.url();
+    let path_refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let n = receivers.to_string();
+    let sender_url = if matches!(mishap, Mishap::CutSender(_)) {
+        &via
+    } else {
+        &direct
+    };
+    let mut sender = send(sender_url, &path_refs, &["--receivers", &n]).await;
+    let outs: Vec<PathBuf> = (0..receivers)
+        .map(|i| dir.path().join(format!("out{i}")))
+        .collect();
+    let first_url = |m: Mishap| {
+        if matches!(m, Mishap::CutSender(_) | Mishap::None) {
+            direct.clone()
+        } else {
+            via.clone()
+        }
+    };
+    let mut running: Vec<Child> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            let url = if i == 0 {
+                first_url(mishap)
+            } else {
+                direct.clone()
+            };
+            receive_cmd(&url, &sender.code, out).spawn().unwrap()
+        })
+        .collect();
+
+    // Act when the mark passes, unless everything finished first.
+    let mut happened = false;
+    if matches!(
+        mishap,
+        Mishap::RestartRelay(_) | Mishap::KillReceiver(_) | Mishap::KillSender(_)
+    ) {
+        let finished = async {
+            for child in running.iter_mut() {
+                let _ = child.wait().await;
+            }
+        };
+        let marked = tokio::select! {
+            _ = fired.notified() => true,
+            _ = tokio::time::timeout(LIMIT, finished) => false,
+        };
+        happened = marked;
+        if marked {
+            match mishap {
+                Mishap::RestartRelay(_) => relay = relay.restart().await,
+                Mishap::KillReceiver(_) => {
+                    running[0].kill().await.unwrap();
+                    running[0] = receive_cmd(&direct, &sender.code, &outs[0])
+                        .spawn()
+                        .unwrap();
+                }
+                Mishap::KillSender(_) => {
+                    sender.child.kill().await.unwrap();
+                    for child in running.iter_mut() {
+                        let _ = child.kill().await;
+                    }
+                    sender = send(&direct, &path_refs, &["--receivers", &n]).await;
+                    running = outs
+                        .iter()
+                        .map(|out| receive_cmd(&direct, &sender.code, out).spawn().unwrap())
+                        .collect();
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+    for (i, child) in running.into_iter().enumerate() {
+        receive_done(child, &format!("receiver {i}")).await;
+    }
+    sender.finish().await;
+    // Whether the cut or corruption happened (the proxy notified), for the
+    // log: a mishap placed past the end of the transfer never does.
+    if !happened {
+        happened = tokio::select! {
+            biased;
+            _ = fired.notified() => true,
+            _ = std::future::ready(()) => false,
+        };
+    }
+    for out in &outs {
+        for p in &paths {
+            let name = p.file_name().unwrap();
+            if p.is_dir() {
+                assert_same_tree(p, &out.join(name));
+            } else {
+                assert!(same_bytes(p, &out.join(name)), "{} differs", p.display());
+            }
+        }
+        assert_eq!(
+            part_files(out),
+            Vec::<PathBuf>::new(),
+            "half-written files left"
+        );
+    }
+    eprintln!("soak seed {seed}: ok (the mishap happened: {happened})");
+    drop(relay);
+}
+
+/// The randomized transfer soak: `DUPLEX_SOAK_RUNS` runs (default 24) from
+/// `DUPLEX_SOAK_SEED` (default: from the clock; each run prints its own
+/// seed, and a failing run says how to reproduce it). Release build only:
+/// `cargo xtask test` runs the default slice, `cargo xtask soak` a long one.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn soak_random_file_sets_receivers_and_mishaps() {
+    let runs: u64 = std::env::var("DUPLEX_SOAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let seed: u64 = std::env::var("DUPLEX_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    for i in 0..runs {
+        soak_run(seed.wrapping_add(i)).await;
+    }
 }

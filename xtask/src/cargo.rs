@@ -162,6 +162,23 @@ pub fn release_tests(paths: &Paths) -> Result<()> {
     run(&mut cmd, TEST_TIMEOUT)
 }
 
+/// The long file-transfer soak (`cargo xtask soak`): the soak test of
+/// `tests/transfer.rs`, release build, with `runs` runs from `seed` (every
+/// run prints its seed; a failing one says how to reproduce it).
+pub fn soak(paths: &Paths, runs: u64, seed: Option<u64>) -> Result<()> {
+    let mut cmd = cargo(paths);
+    cmd.args(["test", "--release", "--test", "transfer"])
+        .args(["soak_random_file_sets_receivers_and_mishaps"])
+        .args(["--", "--ignored", "--exact", "--nocapture"])
+        .env("DUPLEX_SOAK_RUNS", runs.to_string());
+    if let Some(seed) = seed {
+        cmd.env("DUPLEX_SOAK_SEED", seed.to_string());
+    }
+    cmd.envs(paths.test_env());
+    // About 1 s a run on this kind of machine; allow ten times that.
+    run(&mut cmd, Duration::from_secs(600 + runs * 10))
+}
+
 /// Builds the release `binaries`, then checks that they exist.
 pub fn build_release(paths: &Paths, binaries: &[Binary]) -> Result<()> {
     if binaries.is_empty() {

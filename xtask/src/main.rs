@@ -35,6 +35,7 @@ USAGE:
     cargo xtask tools
     cargo xtask fuzz [--seconds N] [TARGET...]
     cargo xtask bench [--quick] [--reps N] [--seconds S] (--help for more)
+    cargo xtask soak [--runs N] [--seed S]
     cargo xtask help
 
 SUBCOMMANDS:
@@ -51,6 +52,13 @@ SUBCOMMANDS:
                for N seconds (default 60) on stable Rust; fails on a crash.
     bench      Benchmark Duplex beside tokio-tungstenite, fastwebsockets and a
                plain TCP echo (CPU-pinned) and write docs/performance.md.
+    soak       The randomized file-transfer soak, release build: N runs (default 500)
+               of random file sets (chunk and window edges, hundreds of small
+               files, nested non-ASCII names), 1-3 receivers, random relay
+               windows and one mishap each (cut connections, a corrupt byte, a
+               relay restart, a killed receiver or sender run again), every
+               byte checked. `cargo xtask test` runs a 24-run slice. A failing
+               run prints the DUPLEX_SOAK_SEED that reproduces it.
     tools      Only prepare tools, then print the environment the tests read.
     help       Print this text.
 
@@ -204,6 +212,25 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     Ok(Args { task, keep_going })
 }
 
+/// `soak [--runs N] [--seed S]`.
+fn parse_soak(args: &[String]) -> Result<(u64, Option<u64>)> {
+    let (mut runs, mut seed) = (500, None);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> Result<u64> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{name} needs a whole number"))
+        };
+        match arg.as_str() {
+            "--runs" => runs = value("--runs")?,
+            "--seed" => seed = Some(value("--seed")?),
+            other => bail!("unexpected argument `{other}`; see `cargo xtask help`"),
+        }
+    }
+    Ok((runs, seed))
+}
+
 fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
     let before = args.len();
     args.retain(|a| a != flag);
@@ -218,6 +245,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("xtask: bench: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.first().map(String::as_str) == Some("soak") {
+        let result = parse_soak(&argv[1..])
+            .and_then(|(runs, seed)| Ok((Paths::discover()?, runs, seed)))
+            .and_then(|(paths, runs, seed)| cargo::soak(&paths, runs, seed));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("xtask: soak: {err:#}");
                 ExitCode::FAILURE
             }
         };

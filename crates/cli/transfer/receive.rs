@@ -55,6 +55,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     // Once joined, a relay that no longer knows the code has most likely
     // restarted: the sender will recreate the transfer under it.
     let mut joined = false;
+    let run = Run::new();
     loop {
         let mut progressed = false;
         match attempt(
@@ -64,17 +65,23 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
             &reporter,
             &mut progressed,
             &mut joined,
+            &run,
         )
         .await
         {
             Ok(()) => return Ok(()),
-            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Fatal(e)) => {
+                return run.complete_anyway(&reporter, &e).unwrap_or(Err(e));
+            }
             Err(Failure::Retry(e)) => {
                 if progressed {
                     failures = 0;
                 }
                 failures += 1;
                 if failures > 8 {
+                    if let Some(done) = run.complete_anyway(&reporter, &e) {
+                        return done;
+                    }
                     return Err(e.context(
                         "giving up after repeated failures; run the same command again to resume",
                     ));
@@ -97,6 +104,7 @@ async fn attempt(
     reporter: &Reporter,
     progressed: &mut bool,
     joined: &mut bool,
+    run: &Run,
 ) -> Result<(), Failure> {
     let mut link = wire::connect(url).await.map_err(Failure::Retry)?;
     let send = |link: &Link, msg: Message| {
@@ -189,7 +197,7 @@ async fn attempt(
                                 };
                                 send(&link, ch.seal(0, &have)).await?;
                                 if p.complete() {
-                                    return finish(&mut link, ch, reporter, &p).await;
+                                    return finish(&mut link, ch, reporter, &p, run).await;
                                 }
                                 plan = Some(p);
                             }
@@ -213,7 +221,7 @@ async fn attempt(
                         }
                         if p.complete() {
                             let p = plan.take().expect("plan");
-                            return finish(&mut link, ch, reporter, &p).await;
+                            return finish(&mut link, ch, reporter, &p, run).await;
                         }
                     }
                 }
@@ -254,33 +262,103 @@ fn closed(
     }
 }
 
+/// How long a receiver with everything waits for the sender's
+/// [`Control::Bye`] (an older sender never says it).
+const BYE_WAIT: Duration = Duration::from_secs(10);
+
+/// Everything is here: says `Done` and waits (bounded) until the sender
+/// counted it, so that a `Done` lost with the connection is said again
+/// after a reconnect instead of leaving the sender waiting for ever.
 async fn finish(
     link: &mut Link,
     ch: &mut Channel,
     reporter: &Reporter,
     plan: &Plan,
+    run: &Run,
 ) -> Result<(), Failure> {
-    let _ = link.tx.send(ch.seal(0, &Control::Done)).await;
-    let _ = link
-        .tx
-        .send(Message::Close(Some(CloseFrame::new(
-            RelayClose::Finished.close_code(),
-            "received",
-        ))))
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(_)) = link.reader.recv().await {}
+    let _ = run.complete.set((plan.files(), plan.total));
+    let done = Control::Done {
+        receiver: Some(run.id.clone()),
+    };
+    let _ = link.tx.send(ch.seal(0, &done)).await;
+    let counted = tokio::time::timeout(BYE_WAIT, async {
+        loop {
+            match link.reader.recv().await {
+                Some(Ok(Message::Binary(data))) => {
+                    if let Some(PeerFrame { kind: Kind::Sealed, body, .. }) = PeerFrame::parse(&data)
+                        && let Some(Control::Bye) = ch.open(body)
+                    {
+                        return Ok(());
+                    }
+                }
+                // The sender finished: it counted us.
+                Some(Ok(Message::Close(Some(f)))) if f.code == RelayClose::Finished.close_code() => {
+                    return Ok(());
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let (code, reason) = f.map(|f| (f.code.0, f.reason)).unwrap_or((1005, String::new()));
+                    return Err(anyhow!("the relay closed the connection before the sender counted this receiver: {reason} (close code {code})"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow!("the relay connection failed before the sender counted this receiver: {e}")),
+                None => return Err(anyhow!("the relay connection closed before the sender counted this receiver")),
+            }
+        }
     })
     .await;
+    if let Ok(Err(e)) = counted {
+        return Err(Failure::Retry(e));
+    }
+    link.finish("received").await;
     plan.bar.finish();
-    reporter.event(json!({"event": "done", "bytes": plan.total}), || {
+    report_done(reporter, plan.files(), plan.total, "");
+    Ok(())
+}
+
+fn report_done(reporter: &Reporter, files: usize, total: u64, note: &str) {
+    reporter.event(json!({"event": "done", "bytes": total}), || {
         Some(format!(
-            "received {} file(s), {} bytes, every hash verified",
-            plan.files(),
-            plan.total
+            "received {files} file(s), {total} bytes, every hash verified{note}"
         ))
     });
-    Ok(())
+}
+
+/// What outlives one connection of a `duplex receive` run.
+struct Run {
+    /// Random, so the sender counts this run's `Done` once.
+    id: String,
+    /// Set (files, bytes) once every file is here, verified and in place:
+    /// whatever happens next (the sender or the relay gone), the run
+    /// succeeded.
+    complete: std::sync::OnceLock<(usize, u64)>,
+}
+
+impl Run {
+    fn new() -> Self {
+        use rand::Rng;
+        let id = (0..16)
+            .map(|_| {
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::rng().random_range(0..36)])
+            })
+            .collect();
+        Self {
+            id,
+            complete: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Ends a run that has everything although the sender may not have
+    /// heard so (it will not wait for ever: see `duplex send --receivers`).
+    fn complete_anyway(
+        &self,
+        reporter: &Reporter,
+        e: &anyhow::Error,
+    ) -> Option<anyhow::Result<()>> {
+        let &(files, total) = self.complete.get()?;
+        let note = format!(" (the sender may not know: {e:#})");
+        report_done(reporter, files, total, &note);
+        Some(Ok(()))
+    }
 }
 
 enum Step {
@@ -391,25 +469,44 @@ impl Plan {
             }
             let part = part_path(target);
             let have = match tokio::fs::metadata(&part).await {
-                Ok(meta) => meta.len().min(entry.size) / chunk * chunk,
+                Ok(meta) => {
+                    // Only whole verified chunks count; whatever follows
+                    // them (a chunk cut short by a kill, or a whole small
+                    // file killed before its rename) is cut off, since
+                    // chunks are appended.
+                    let have = meta.len().min(entry.size) / chunk * chunk;
+                    let f = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&part)
+                        .await
+                        .with_context(|| format!("cannot write {}", part.display()))?;
+                    f.set_len(have).await?;
+                    have
+                }
                 Err(_) => 0,
             };
-            if have > 0 {
-                let f = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&part)
-                    .await?;
-                f.set_len(have).await?;
-                let path = entry.path.clone();
-                reporter.event(
-                    json!({"event": "resume", "file": path, "offset": have}),
-                    || Some(format!("resuming {path} from byte {have}")),
-                );
-            }
             plan.offsets[i] = have;
             if entry.size == 0 {
                 tokio::fs::File::create(&part).await?;
                 plan.install(i).await?;
+                continue;
+            }
+            if have == entry.size {
+                // Whole, but a run was killed before its rename: check it
+                // and put it in place now, or (if it does not match, as
+                // install reports after removing it) fetch it again.
+                if plan.install(i).await.is_ok() {
+                    continue;
+                }
+                plan.offsets[i] = 0;
+            }
+            let have = plan.offsets[i];
+            if have > 0 {
+                let path = plan.entries[i].path.clone();
+                reporter.event(
+                    json!({"event": "resume", "file": path, "offset": have}),
+                    || Some(format!("resuming {path} from byte {have}")),
+                );
             }
         }
         plan.bar.set(plan.offsets.iter().sum());

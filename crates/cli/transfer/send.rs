@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use duplex::{CloseFrame, Message};
+use duplex::Message;
 use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
 use duplex_transfer::{Credit, Kind, PeerFrame, RelayClose, RelayMessage};
 use serde_json::json;
@@ -59,6 +59,27 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     };
     link.tx.send(create.to_message()).await?;
     let created = expect_created(&mut link).await?;
+    let chunk_size = CHUNK
+        .min(created.max_frame.saturating_sub(CHUNK_OVERHEAD + 64))
+        .max(1024);
+    // The manifest travels in one frame, which must fit the relay's frame
+    // and window: say so now rather than fail every receiver later.
+    let manifest = Control::Manifest {
+        entries: sources.iter().map(|s| s.entry.clone()).collect(),
+        chunk_size: chunk_size as u64,
+    };
+    let largest = created.max_frame.min(created.window as usize);
+    let manifest_len = Channel::sealed_len(&manifest);
+    if manifest_len > largest {
+        // The relay lets go of the transfer now rather than keep it for a
+        // reattach.
+        link.finish("the file list is too large for this relay")
+            .await;
+        bail!(
+            "the list of {} files and folders takes {manifest_len} bytes, more than this relay carries in one message ({largest} bytes, set by its --transfer-window); send fewer files at a time, or an archive (tar)",
+            sources.len()
+        );
+    }
     let code = format!("{}-{words}", created.nameplate);
     let reporter = Reporter::new(args.json);
     if args.json {
@@ -70,9 +91,6 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             sources.iter().filter(|s| !s.entry.dir).count()
         );
     }
-    let chunk_size = CHUNK
-        .min(created.max_frame.saturating_sub(CHUNK_OVERHEAD + 64))
-        .max(1024);
     let mut sender = Sender {
         sources: Arc::new(sources),
         chunk_size: chunk_size as u64,
@@ -82,6 +100,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         done: 0,
         want: args.receivers.max(1),
         peers: HashMap::new(),
+        done_receivers: Default::default(),
         progressed: false,
     };
     let mut failures = 0u32;
@@ -118,17 +137,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             }
         };
     }
-    let _ = link
-        .tx
-        .send(Message::Close(Some(CloseFrame::new(
-            RelayClose::Finished.close_code(),
-            "transfer complete",
-        ))))
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(_)) = link.reader.recv().await {}
-    })
-    .await;
+    link.finish("transfer complete").await;
     Ok(())
 }
 
@@ -242,6 +251,8 @@ struct Sender {
     done: usize,
     want: usize,
     peers: HashMap<u32, Peer>,
+    /// The receivers (by their run's id) whose `Done` was counted.
+    done_receivers: std::collections::HashSet<String>,
     /// Whether a receiver got anything since the last reconnect.
     progressed: bool,
 }
@@ -445,16 +456,33 @@ impl Sender {
                         );
                         let _ = p.retries.send((file, chunk));
                     }
-                    Some(Control::Done) => {
+                    Some(Control::Done { receiver }) => {
                         if let Some(pump) = p.pump.take() {
                             pump.abort();
                         }
-                        self.done += 1;
+                        // Let it go. If its window is still full of chunks
+                        // it no longer needed, it stops waiting on its own.
+                        let bye = match p.state.as_mut() {
+                            Some(State::Ready(channel)) => Some(channel.seal(peer, &Control::Bye)),
+                            _ => None,
+                        };
+                        if let Some(bye) = bye
+                            && let Err(e) = send_control(link, p, bye).await
+                        {
+                            tracing::debug!("no bye for receiver {peer}: {e:#}");
+                        }
                         self.progressed = true;
-                        self.reporter
-                            .event(json!({"event": "done", "peer": peer}), || {
-                                Some(format!("receiver {peer} has everything, verified"))
-                            });
+                        let first_time = match receiver {
+                            Some(id) => self.done_receivers.insert(id),
+                            None => true,
+                        };
+                        if first_time {
+                            self.done += 1;
+                            self.reporter
+                                .event(json!({"event": "done", "peer": peer}), || {
+                                    Some(format!("receiver {peer} has everything, verified"))
+                                });
+                        }
                         return Ok(self.done >= self.want);
                     }
                     Some(Control::Fail { message }) => {

@@ -45,8 +45,17 @@ pub enum Control {
         /// Chunk index.
         chunk: u64,
     },
-    /// The receiver has every file, verified and in place.
-    Done,
+    /// The receiver has every file, verified and in place. It waits for
+    /// [`Control::Bye`] (bounded), and says it again after a reconnect, so
+    /// that a `Done` lost with a connection (a relay restart) still counts.
+    Done {
+        /// Which `duplex receive` run this is (random per run), so that a
+        /// `Done` said again is counted once. Absent from older peers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receiver: Option<String>,
+    },
+    /// The sender counted the receiver's [`Control::Done`]: it may go.
+    Bye,
     /// The receiver gives up, and why.
     Fail {
         /// For the sender's user.
@@ -81,6 +90,20 @@ pub struct Link {
     pub reader: WebSocketReader<MaybeTlsStream>,
     /// Outgoing messages; a `Close` closes the connection.
     pub tx: mpsc::Sender<Message>,
+}
+
+impl Link {
+    /// Ends the connection normally (1000, which ends a sender's transfer
+    /// at the relay) and waits, bounded, for the relay's answer, so that
+    /// the relay knows before this process goes.
+    pub async fn finish(&mut self, reason: &str) {
+        let close = CloseFrame::new(duplex_transfer::RelayClose::Finished.close_code(), reason);
+        let _ = self.tx.send(Message::Close(Some(close))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = self.reader.recv().await {}
+        })
+        .await;
+    }
 }
 
 /// Connects to the relay.
@@ -147,6 +170,13 @@ impl Channel {
     /// A copy for sealing chunks on another task.
     pub fn for_chunks(&self) -> Self {
         Self::new(self.sealer.clone(), self.out)
+    }
+
+    /// The length of the frame [`Channel::seal`] makes of `msg`: header,
+    /// sequence number, ciphertext and tag.
+    pub fn sealed_len(msg: &Control) -> usize {
+        let plain = serde_json::to_vec(msg).expect("serializable");
+        peer_frame::PEER_HEADER + 1 + 8 + plain.len() + 16
     }
 
     /// A sealed control frame for `peer`.

@@ -558,6 +558,9 @@ export class SendSession {
       } else if (msg.type === 'done') {
         peer.done = true;
         this.endPeer(peer);
+        // It waits (bounded) for this, and says `done` again after a
+        // reconnect until it hears it.
+        if (peer.credit >= 64) this.sendControl(peer, peer.channel.seal(id, { type: 'bye' }));
         this.onEvent({ type: 'progress', peer: id, bytes: this.total, total: this.total, file: -1, fileBytes: 0 });
         this.onEvent({ type: 'peer', peer: id, state: 'done' });
       } else if (msg.type === 'fail') {
