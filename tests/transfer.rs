@@ -1062,7 +1062,9 @@ async fn soak_run(seed: u64) {
         Mishap::None => None,
         Mishap::CutSender(n) => Some(Fault::CutUp(n)),
         Mishap::CutReceiver(n) => Some(Fault::CutDown(n)),
-        Mishap::CorruptReceiver(n) => Some(Fault::CorruptDown(n)),
+        // Past the key exchange: a byte flipped in it is a wrong code to
+        // both ends (indistinguishable), which ends the transfer by design.
+        Mishap::CorruptReceiver(n) => Some(Fault::CorruptDown(n.max(4096))),
         Mishap::RestartRelay(n) | Mishap::KillReceiver(n) | Mishap::KillSender(n) => {
             Some(Fault::MarkDown(n))
         }

@@ -223,15 +223,22 @@ async fn next_relay_message(link: &mut Link) -> Result<RelayMessage> {
     }
 }
 
-/// Reads the next binary frame from the relay: `(kind, body)` after the
-/// peer number.
-async fn next_frame(link: &mut Link) -> Result<Bytes> {
+/// Reads the next binary frame from the relay (a whole peer frame); the
+/// relay's credit grants read on the way go to `credit`.
+async fn next_frame(link: &mut Link, credit: Option<&Credit>) -> Result<Bytes> {
     loop {
         let msg = tokio::time::timeout(STEP_TIMEOUT, link.reader.recv())
             .await
             .context("the relay went silent")?;
         match msg {
             Some(Ok(Message::Binary(b))) if PeerFrame::parse(&b).is_some() => return Ok(b),
+            Some(Ok(Message::Text(t))) => {
+                if let (Some(credit), Ok(RelayMessage::Credit { bytes, .. })) =
+                    (credit, RelayMessage::parse(t.as_str()))
+                {
+                    credit.grant(bytes)?;
+                }
+            }
             Some(Ok(Message::Close(frame))) => bail!("the relay closed: {frame:?}"),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("the relay connection failed"),
@@ -289,8 +296,8 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
                 &[&r_msg],
             )))
             .await?;
-        let at_receiver = next_frame(&mut receiver).await?;
-        let at_sender = next_frame(&mut sender).await?;
+        let at_receiver = next_frame(&mut receiver, None).await?;
+        let at_sender = next_frame(&mut sender, Some(&*credit)).await?;
         let s_key = Arc::new(s_hs.finish(&at_sender[PEER_HEADER + 1..])?);
         let r_key = Arc::new(r_hs.finish(&at_receiver[PEER_HEADER + 1..])?);
         (
@@ -310,7 +317,7 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
     let reading = tokio::spawn(async move {
         let mut wrong = 0u64;
         for index in 0..total_chunks {
-            let frame = next_frame(&mut receiver).await?;
+            let frame = next_frame(&mut receiver, None).await?;
             let len = pattern_len(size, expected.len(), index);
             let Some(frame) = PeerFrame::parse(&frame) else {
                 bail!("the relay delivered a malformed frame");

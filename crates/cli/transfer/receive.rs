@@ -120,6 +120,7 @@ async fn attempt(
     let mut channel: Option<Channel> = None;
     let mut confirmed = false;
     let mut plan: Option<Plan> = None;
+    let mut says_bye = false;
     let mut relay_error = None;
     loop {
         let msg = match link.reader.recv().await {
@@ -139,7 +140,13 @@ async fn attempt(
                     send(&link, Message::Binary(pake)).await?;
                 }
                 Ok(RelayMessage::Error { message, .. }) => relay_error = Some(message),
-                _ => {}
+                Ok(_) => {}
+                // The relay speaks JSON: this connection corrupts data.
+                Err(e) => {
+                    return Err(Failure::Retry(anyhow!(
+                        "the relay sent an unreadable message ({e}); reconnecting"
+                    )));
+                }
             },
             Message::Binary(data) => {
                 let Some(PeerFrame { kind, body, .. }) = PeerFrame::parse(&data) else {
@@ -163,7 +170,12 @@ async fn attempt(
                                     "wrong code: the key exchange with the sender failed. Check the code with the sender (nothing was written)"
                                 )));
                             }
-                            continue;
+                            // The key is right, so the message was altered
+                            // on the way: waiting would wait for ever for
+                            // what it said. Start the connection over.
+                            return Err(Failure::Retry(anyhow!(
+                                "a message from the sender did not verify; reconnecting"
+                            )));
                         };
                         match control {
                             Control::Confirm if !confirmed => {
@@ -173,7 +185,9 @@ async fn attempt(
                             Control::Manifest {
                                 entries,
                                 chunk_size,
+                                bye,
                             } if plan.is_none() => {
+                                says_bye = bye;
                                 let p = match Plan::prepare(
                                     entries,
                                     chunk_size,
@@ -197,7 +211,8 @@ async fn attempt(
                                 };
                                 send(&link, ch.seal(0, &have)).await?;
                                 if p.complete() {
-                                    return finish(&mut link, ch, reporter, &p, run).await;
+                                    return finish(&mut link, ch, reporter, &p, run, says_bye)
+                                        .await;
                                 }
                                 plan = Some(p);
                             }
@@ -221,7 +236,7 @@ async fn attempt(
                         }
                         if p.complete() {
                             let p = plan.take().expect("plan");
-                            return finish(&mut link, ch, reporter, &p, run).await;
+                            return finish(&mut link, ch, reporter, &p, run, says_bye).await;
                         }
                     }
                 }
@@ -263,7 +278,8 @@ fn closed(
 }
 
 /// How long a receiver with everything waits for the sender's
-/// [`Control::Bye`] (an older sender never says it).
+/// [`Control::Bye`] before it says `Done` again (or, to an older sender
+/// that never says it, goes).
 const BYE_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything is here: says `Done` and waits (bounded) until the sender
@@ -275,6 +291,7 @@ async fn finish(
     reporter: &Reporter,
     plan: &Plan,
     run: &Run,
+    says_bye: bool,
 ) -> Result<(), Failure> {
     let _ = run.complete.set((plan.files(), plan.total));
     let done = Control::Done {
@@ -306,8 +323,17 @@ async fn finish(
         }
     })
     .await;
-    if let Ok(Err(e)) = counted {
-        return Err(Failure::Retry(e));
+    match counted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Failure::Retry(e)),
+        // Its connection may be half dead: say it again through the next.
+        Err(_) if says_bye => {
+            return Err(Failure::Retry(anyhow!(
+                "the sender did not confirm within {BYE_WAIT:?} that it counted this receiver"
+            )));
+        }
+        // An older sender, which never says bye.
+        Err(_) => {}
     }
     link.finish("received").await;
     plan.bar.finish();
@@ -497,6 +523,11 @@ impl Plan {
                 // install reports after removing it) fetch it again.
                 if plan.install(i).await.is_ok() {
                     continue;
+                }
+                // install removed a file that did not match; anything else
+                // that failed (a rename, say) left it: start it over.
+                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&part).await {
+                    f.set_len(0).await?;
                 }
                 plan.offsets[i] = 0;
             }

@@ -67,6 +67,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let manifest = Control::Manifest {
         entries: sources.iter().map(|s| s.entry.clone()).collect(),
         chunk_size: chunk_size as u64,
+        bye: true,
     };
     let largest = created.max_frame.min(created.window as usize);
     let manifest_len = Channel::sealed_len(&manifest);
@@ -148,7 +149,15 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
     let open = |hello: RelayMessage| async move {
         let mut l = wire::connect(url).await?;
         l.tx.send(hello.to_message()).await?;
-        expect_created(&mut l).await?;
+        let again = expect_created(&mut l).await?;
+        // Chunks are sized, and credit counted, for the first answer.
+        if (again.window, again.max_frame) != (created.window, created.max_frame) {
+            let why = format!(
+                "the relay came back with other limits (a window of {} bytes and frames of {}, was {} and {}); run duplex send again",
+                again.window, again.max_frame, created.window, created.max_frame
+            );
+            return Err(Refused(why, RelayClose::Malformed).into());
+        }
         anyhow::Ok(l)
     };
     let reattach = RelayMessage::Reattach {
@@ -160,16 +169,40 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
             if e.downcast_ref::<Refused>()
                 .is_some_and(|r| r.1 == RelayClose::NotFound) =>
         {
-            open(RelayMessage::Create {
+            let recreate = RelayMessage::Create {
                 size: total,
                 nameplate: Some(created.nameplate),
                 token: Some(created.token.clone()),
-            })
-            .await
+            };
+            match open(recreate).await {
+                // Another transfer took the code while the relay had
+                // forgotten ours: waiting will not give it back.
+                Err(e)
+                    if e.downcast_ref::<RetryLater>()
+                        .is_some_and(|r| r.1 == RelayClose::SenderNotConnected) =>
+                {
+                    let why = format!("{e:#}; start a new transfer (a new code)");
+                    Err(Refused(why, RelayClose::SenderNotConnected).into())
+                }
+                other => other,
+            }
         }
         other => other,
     }
 }
+
+/// The relay refused us for now (with a code that
+/// [`RelayClose::is_final`] calls passing): the reason, and the code.
+#[derive(Debug)]
+pub struct RetryLater(pub String, pub RelayClose);
+
+impl std::fmt::Display for RetryLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RetryLater {}
 
 /// The relay refused us for good: the reason, and the close code.
 #[derive(Debug)]
@@ -220,7 +253,8 @@ async fn expect_created(link: &mut Link) -> anyhow::Result<Created> {
             let why = format!("the relay refused: {message} (code {code})");
             match RelayClose::from_code(code) {
                 Some(close) if close.is_final() => Err(Refused(why, close).into()),
-                _ => bail!(why),
+                Some(close) => Err(RetryLater(why, close).into()),
+                None => bail!(why),
             }
         }
         other => bail!("the relay answered {other:?} instead of created"),
@@ -403,6 +437,7 @@ impl Sender {
                         let manifest = Control::Manifest {
                             entries,
                             chunk_size: self.chunk_size,
+                            bye: true,
                         };
                         send_control(link, p, channel.seal(peer, &manifest)).await?;
                         p.state = Some(State::Ready(channel));
@@ -460,16 +495,17 @@ impl Sender {
                         if let Some(pump) = p.pump.take() {
                             pump.abort();
                         }
-                        // Let it go. If its window is still full of chunks
-                        // it no longer needed, it stops waiting on its own.
-                        let bye = match p.state.as_mut() {
-                            Some(State::Ready(channel)) => Some(channel.seal(peer, &Control::Bye)),
-                            _ => None,
-                        };
-                        if let Some(bye) = bye
-                            && let Err(e) = send_control(link, p, bye).await
-                        {
-                            tracing::debug!("no bye for receiver {peer}: {e:#}");
+                        // Let it go. Its window may still hold chunks it no
+                        // longer needed: wait for credit on a task of its
+                        // own, since credit arrives through this loop.
+                        if let Some(State::Ready(channel)) = p.state.as_mut() {
+                            let bye = channel.seal(peer, &Control::Bye);
+                            let (credit, tx) = (p.credit.clone(), link.tx.clone());
+                            tokio::spawn(async move {
+                                if credit.debit(Credit::cost(bye.as_bytes())).await.is_ok() {
+                                    let _ = tx.send(bye).await;
+                                }
+                            });
                         }
                         self.progressed = true;
                         let first_time = match receiver {

@@ -31,6 +31,10 @@ pub enum Control {
         entries: Vec<Entry>,
         /// Bytes per chunk.
         chunk_size: u64,
+        /// Whether the sender answers `Done` with `Bye` (older ones do
+        /// not): a receiver that hears no `Bye` then says `Done` again.
+        #[serde(default)]
+        bye: bool,
     },
     /// What the receiver already has, verified: bytes per entry.
     Have {
@@ -61,6 +65,9 @@ pub enum Control {
         /// For the sender's user.
         message: String,
     },
+    /// A message of a later version, which this one ignores (never sent).
+    #[serde(other)]
+    Unknown,
 }
 
 /// The relay URL for a server given as `http(s)://`, `ws(s)://` or
@@ -193,7 +200,8 @@ impl Channel {
     }
 
     /// Opens a sealed control body (after the kind byte); `None` if it does
-    /// not open (wrong key, altered, replayed).
+    /// not open (wrong key, altered, replayed) or is not a valid message.
+    /// A message of a later version is [`Control::Unknown`].
     pub fn open(&mut self, body: &[u8]) -> Option<Control> {
         let seq = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
         if seq < self.next_in {
@@ -250,6 +258,15 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_versions_control_message_is_unknown_not_invalid() {
+        let parsed: Control = serde_json::from_str(r#"{"type":"resume_hint","at":5}"#).unwrap();
+        assert!(matches!(parsed, Control::Unknown));
+        let done: Control = serde_json::from_str(r#"{"type":"done"}"#).unwrap();
+        assert!(matches!(done, Control::Done { receiver: None }));
+        assert!(serde_json::from_str::<Control>(r#"{"type":"retry","file":1}"#).is_err());
+    }
 
     #[test]
     fn relay_urls() {

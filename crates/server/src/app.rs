@@ -444,6 +444,7 @@ impl SocketServers {
             // A frame of the relay's largest size, plus room for the
             // WebSocket header.
             files: ServerBuilder::new()
+                .deflate(None)
                 .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64),
         }
     }

@@ -342,6 +342,24 @@ async fn control_frames_cost_credit_like_chunks() {
     assert_eq!(outcomes, ["granted", "refused"]);
 }
 
+/// The relay carries ciphertext, which does not compress: `/files` declines
+/// permessage-deflate even when a browser offers it.
+#[tokio::test]
+async fn the_relay_declines_compression() {
+    let server = TestServer::start(|_| {}).await;
+    let (_ws, info) = ClientBuilder::new()
+        .config(duplex::Config::default().with_compression())
+        .connect_with_info(&format!("ws://{}/files", server.addr()))
+        .await
+        .unwrap();
+    let offered = info.request.headers().get("sec-websocket-extensions");
+    assert!(offered.is_some_and(|v| v.to_str().unwrap().contains("permessage-deflate")));
+    assert_eq!(
+        info.response.headers().get("sec-websocket-extensions"),
+        None
+    );
+}
+
 /// The browser pages and every module they import are served, so the
 /// pages work from the binary alone (tests/browser/transfer.spec.mjs runs
 /// them in Chromium).
@@ -371,6 +389,12 @@ async fn the_send_and_receive_pages_and_their_modules_are_served() {
     let core = get("/transfer-core.js").await;
     assert!(core.contains("from './vendor/noble.js'"));
     assert!(core.contains("duplex transfer v1 chacha20poly1305 key"));
+    assert!(core.contains("from './transfer-protocol.js'"));
+    // The page's copy of the relay protocol is the generated one.
+    assert_eq!(
+        get("/transfer-protocol.js").await,
+        duplex_transfer::javascript::module()
+    );
     let noble = get("/vendor/noble.js").await;
     assert!(noble.starts_with("// @noble/curves 2.4.0, @noble/hashes 2.4.0, @noble/ciphers 2.4.0"));
     assert!(noble.contains("MIT License"));

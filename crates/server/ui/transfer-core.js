@@ -461,6 +461,14 @@ export class SendSession {
     if (this.ws && this.ws.readyState === 1) this.ws.send(data);
   }
 
+  /** Sends `peer` its pending bye once it fits its credit. */
+  sendBye(peer) {
+    if (peer.bye && peer.credit >= peer.bye.length) {
+      this.sendControl(peer, peer.bye);
+      peer.bye = null;
+    }
+  }
+
   /** Sends a control frame to `peer`. Every binary frame to a receiver
    *  costs its whole length in credit, as the relay counts it; control
    *  frames go before any chunk, so they fit. */
@@ -506,6 +514,7 @@ export class SendSession {
           if (peer) {
             peer.credit += Number(value.bytes) || 0;
             if (peer.wake) peer.wake();
+            this.sendBye(peer);
           }
           break;
         }
@@ -538,7 +547,7 @@ export class SendSession {
       if (msg && msg.type === 'confirm') {
         peer.state = 'ready';
         this.send(JSON.stringify({ type: 'accept', peer: id }));
-        this.sendControl(peer, peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize }));
+        this.sendControl(peer, peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize, bye: true }));
       } else {
         this.dropPeer(peer, 'wrong code: the key exchange failed');
       }
@@ -560,7 +569,10 @@ export class SendSession {
         this.endPeer(peer);
         // It waits (bounded) for this, and says `done` again after a
         // reconnect until it hears it.
-        if (peer.credit >= 64) this.sendControl(peer, peer.channel.seal(id, { type: 'bye' }));
+        // Its window may still hold chunks it no longer needed: the bye
+        // waits for credit like a chunk would.
+        peer.bye = peer.channel.seal(id, { type: 'bye' });
+        this.sendBye(peer);
         this.onEvent({ type: 'progress', peer: id, bytes: this.total, total: this.total, file: -1, fileBytes: 0 });
         this.onEvent({ type: 'peer', peer: id, state: 'done' });
       } else if (msg.type === 'fail') {
@@ -672,7 +684,9 @@ export class SendSession {
         this.attach(ws);
         return;
       } catch (e) {
-        if (FINAL_CLOSE_CODES.includes(e.code)) {
+        // 4409 here: another transfer took the code while the relay had
+        // forgotten ours; waiting will not give it back.
+        if (FINAL_CLOSE_CODES.includes(e.code) || e.code === CLOSE.SENDER_NOT_CONNECTED) {
           this.onEvent({ type: 'error', message: e.message });
           return;
         }
@@ -739,14 +753,6 @@ export class ReceiveSession {
 
   send(data) {
     if (this.ws && this.ws.readyState === 1) this.ws.send(data);
-  }
-
-  /** Sends a control frame to `peer`. Every binary frame to a receiver
-   *  costs its whole length in credit, as the relay counts it; control
-   *  frames go before any chunk, so they fit. */
-  sendControl(peer, frameBytes) {
-    peer.credit -= frameBytes.length;
-    this.send(frameBytes);
   }
 
   /** One connection: resolves with {done} | {fatal} | {message} (retry). */
