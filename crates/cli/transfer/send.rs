@@ -108,7 +108,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     loop {
         let e = match sender.session(&mut link).await {
             Ok(()) => break,
-            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) if Refused::is_final(&e) => return Err(e),
             Err(e) => e,
         };
         // Let go of the broken connection at once (the relay may not have
@@ -133,7 +133,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             tokio::time::sleep(delay).await;
             match reopen(&url, total, &created).await {
                 Ok(l) => break l,
-                Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+                Err(e) if Refused::is_final(&e) => return Err(e),
                 Err(e) => last = e,
             }
         };
@@ -156,7 +156,7 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
                 "the relay came back with other limits (a window of {} bytes and frames of {}, was {} and {}); run duplex send again",
                 again.window, again.max_frame, created.window, created.max_frame
             );
-            return Err(Refused(why, RelayClose::Malformed).into());
+            return Err(Refused::for_good(why, RelayClose::Malformed));
         }
         anyhow::Ok(l)
     };
@@ -165,10 +165,7 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
         token: created.token.clone(),
     };
     match open(reattach).await {
-        Err(e)
-            if e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.1 == RelayClose::NotFound) =>
-        {
+        Err(e) if Refused::is(&e, RelayClose::NotFound) => {
             let recreate = RelayMessage::Create {
                 size: total,
                 nameplate: Some(created.nameplate),
@@ -177,12 +174,9 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
             match open(recreate).await {
                 // Another transfer took the code while the relay had
                 // forgotten ours: waiting will not give it back.
-                Err(e)
-                    if e.downcast_ref::<RetryLater>()
-                        .is_some_and(|r| r.1 == RelayClose::SenderNotConnected) =>
-                {
+                Err(e) if Refused::is(&e, RelayClose::SenderNotConnected) => {
                     let why = format!("{e:#}; start a new transfer (a new code)");
-                    Err(Refused(why, RelayClose::SenderNotConnected).into())
+                    Err(Refused::for_good(why, RelayClose::SenderNotConnected))
                 }
                 other => other,
             }
@@ -191,26 +185,39 @@ async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link
     }
 }
 
-/// The relay refused us for now (with a code that
-/// [`RelayClose::is_final`] calls passing): the reason, and the code.
+/// The relay refused us: the reason, the close code, and whether for good
+/// (else the sender tries again later).
 #[derive(Debug)]
-pub struct RetryLater(pub String, pub RelayClose);
+pub struct Refused {
+    why: String,
+    close: RelayClose,
+    for_good: bool,
+}
 
-impl std::fmt::Display for RetryLater {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Refused {
+    fn for_good(why: String, close: RelayClose) -> anyhow::Error {
+        Self {
+            why,
+            close,
+            for_good: true,
+        }
+        .into()
+    }
+
+    /// Whether `e` is a refusal with this close code.
+    fn is(e: &anyhow::Error, close: RelayClose) -> bool {
+        e.downcast_ref::<Self>().is_some_and(|r| r.close == close)
+    }
+
+    /// Whether `e` is a refusal for good.
+    fn is_final(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>().is_some_and(|r| r.for_good)
     }
 }
 
-impl std::error::Error for RetryLater {}
-
-/// The relay refused us for good: the reason, and the close code.
-#[derive(Debug)]
-pub struct Refused(pub String, pub RelayClose);
-
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.why)
     }
 }
 
@@ -252,8 +259,12 @@ async fn expect_created(link: &mut Link) -> anyhow::Result<Created> {
         RelayMessage::Error { code, message } => {
             let why = format!("the relay refused: {message} (code {code})");
             match RelayClose::from_code(code) {
-                Some(close) if close.is_final() => Err(Refused(why, close).into()),
-                Some(close) => Err(RetryLater(why, close).into()),
+                Some(close) => Err(Refused {
+                    why,
+                    close,
+                    for_good: close.is_final(),
+                }
+                .into()),
                 None => bail!(why),
             }
         }
@@ -352,7 +363,7 @@ impl Sender {
                         // The relay forgot us (restarted) is handled by
                         // reopening; every other final code is for good.
                         Some(close) if close.is_final() && close != RelayClose::NotFound => {
-                            Err(Refused(why, close).into())
+                            Err(Refused::for_good(why, close))
                         }
                         _ => bail!("the relay closed the connection: {reason} (close code {code})"),
                     };
@@ -404,7 +415,7 @@ impl Sender {
                 let why = format!("the relay ended the transfer: {message} (close code {code})");
                 return match RelayClose::from_code(code) {
                     Some(close) if close.is_final() && close != RelayClose::NotFound => {
-                        Err(Refused(why, close).into())
+                        Err(Refused::for_good(why, close))
                     }
                     _ => bail!("the relay reports: {message}"),
                 };
