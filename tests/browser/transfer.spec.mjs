@@ -247,26 +247,46 @@ async function downloadAll(page) {
 
 // -------------------------------------------------------------------- tests
 
-test('the browser SPAKE2 and sealing reproduce the Rust known answers (crates/cli/transfer/crypto.rs)', async () => {
+test('the page\'s key exchange, sealing and digests reproduce the Rust known answers (crates/transfer/known-answers.json)', async () => {
   const core = await import(pathToFileURL(path.join(ROOT, 'crates', 'server', 'ui', 'transfer-core.js')).href);
-  const seq = (s) => Uint8Array.from({ length: 64 }, (_, i) => s + i);
-  const a = new core.Spake2('7-violet-anchor', seq(0));
-  const b = new core.Spake2('7-violet-anchor', seq(64));
+  const kat = JSON.parse(fs.readFileSync(path.join(ROOT, 'crates', 'transfer', 'known-answers.json'), 'utf8'));
+  const seq = (s) => Uint8Array.from({ length: 64 }, (_, i) => (s + i) & 0xff);
+  const a = new core.Spake2(kat.code, seq(kat.rng_a_first_byte));
+  const b = new core.Spake2(kat.code, seq(kat.rng_b_first_byte));
   const shared = a.finish(b.message);
   assert.deepEqual(shared, b.finish(a.message));
-  const key = core.deriveKey(shared);
-  const sealed = new core.Sealer(key).seal(core.TO_SENDER, 2, 0x030405060708, Buffer.from('aad'), Buffer.from('hello'));
-  assert.deepEqual([a.message, b.message, shared, key, sealed].map(core.toHex), [
-    '536e397e5ff81091a64c861358bb18b4c3ecbdc1ac52d1d949bfe2e9c8f8e678b6',
-    '537f5a67862b08a8662a74d5714fa6c8b5c945d6a7d4f7fbe7a3fcca32c159d266',
-    'a8879e6c1836837913632cafa45a9663ed9ad0f10eec891d14ae4aea8e351346',
-    '50be0abb4f7d3a4480c2ed6841457f299b7ec66d9052ba2530538b67fc6ebdb0',
-    '7d23b0a603858056b28dc96fd70cbbd03436140114',
-  ]);
+  const key = await core.deriveKey(shared);
+  assert.deepEqual([a.message, b.message, shared, key].map(core.toHex), [kat.pake_a, kat.pake_b, kat.shared, kat.key]);
+  const sealer = await core.Sealer.fromKey(key);
+  // A control message, sealed as the Rust side seals it, and opened.
+  const control = new core.Channel(sealer, kat.control.direction);
+  control.nextOut = kat.control.seq;
+  const sealedControl = await control.seal(0, JSON.parse(kat.control.plain));
+  assert.equal(core.toHex(sealedControl.subarray(4 + 1 + 8)), kat.control.sealed);
+  const opener = new core.Channel(sealer, 1 - kat.control.direction);
+  assert.deepEqual(await opener.open(sealedControl.subarray(5)), JSON.parse(kat.control.plain));
+  // A data frame, byte for byte, and opened; a replay is refused.
+  const data = new core.Channel(sealer, kat.chunk.direction);
+  data.nextDataOut = kat.chunk.seq;
+  const frame = await data.sealData(kat.chunk.peer, kat.chunk.file, kat.chunk.index, new TextEncoder().encode(kat.chunk.plain));
+  assert.equal(core.toHex(frame), kat.chunk.frame);
+  const reader = new core.Channel(sealer, 1 - kat.chunk.direction);
+  const opened = await reader.openData(frame.subarray(5));
+  assert.deepEqual([opened.file, opened.index, new TextDecoder().decode(opened.data)], [kat.chunk.file, kat.chunk.index, kat.chunk.plain]);
+  assert.equal((await reader.openData(frame.subarray(5))).data, null);
+  // Digests: a chunk's, and a file's from its chunks'.
+  const bytes = new TextEncoder().encode(kat.digest.data);
+  const size = kat.digest.chunk_size;
+  const chunks = [];
+  for (let at = 0; at < bytes.length; at += size) chunks.push(await core.sha256Native(bytes.subarray(at, at + size)));
+  assert.equal(core.toHex(await core.sha256Native(bytes)), kat.digest.chunk);
+  assert.equal(core.toHex(await core.fileDigest(bytes.length, size, chunks)), kat.digest.file);
   // A wrong code gives another key: the confirmation would not open.
   const c = new core.Spake2('7-violet-anvil', seq(128));
   const d = new core.Spake2('7-violet-anchor', seq(192));
   assert.notDeepEqual(c.finish(d.message), d.finish(c.message));
+  // A protocol-1 peer is named as such.
+  assert.throws(() => c.finish(d.message.subarray(1)), /speaks transfer protocol 1/);
 });
 
 test('browser → CLI: dropped files and a folder tree arrive byte for byte', { timeout: TEST_TIMEOUT }, async () => {

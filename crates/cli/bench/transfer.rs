@@ -31,8 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::report::{Report, Row};
 use super::target::Target;
 use super::{Common, parse_size, show_size};
-use crate::transfer::crypto::{Direction, Handshake};
 use crate::transfer::wire::{self, Channel, Link};
+use duplex_transfer::seal::{Direction, Handshake};
 
 /// Longest wait for any single step (a reply, a chunk): a stuck run fails
 /// instead of hanging.
@@ -301,8 +301,8 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
         let s_key = Arc::new(s_hs.finish(&at_sender[PEER_HEADER + 1..])?);
         let r_key = Arc::new(r_hs.finish(&at_receiver[PEER_HEADER + 1..])?);
         (
-            Some(Channel::new(s_key, Direction::ToReceiver)),
-            Some(Channel::new(r_key, Direction::ToSender)),
+            Some(Channel::new(s_key, Direction::ToReceiver).data_out()),
+            Some(Channel::new(r_key, Direction::ToSender).data_in()),
         )
     } else {
         (None, None)
@@ -314,20 +314,26 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
 
     let expected = pattern.clone();
     let total_chunks = size.div_ceil(pattern.len());
+    let mut to_sender = to_sender;
+    let mut to_receiver = to_receiver;
     let reading = tokio::spawn(async move {
         let mut wrong = 0u64;
         for index in 0..total_chunks {
             let frame = next_frame(&mut receiver, None).await?;
             let len = pattern_len(size, expected.len(), index);
-            let Some(frame) = PeerFrame::parse(&frame) else {
+            let Some(parsed) = PeerFrame::parse(&frame) else {
                 bail!("the relay delivered a malformed frame");
             };
-            let ok = match &to_sender {
-                Some(channel) => {
-                    matches!(channel.open_chunk(frame.body),
-                        Some((0, i, Some(data))) if i == index as u64 && data[..] == expected[..len])
+            let ok = match to_sender.as_mut() {
+                Some(inbound) => {
+                    // Opened in place, as `duplex receive` does.
+                    let mut frame = frame
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+                    matches!(inbound.open(&mut frame[PEER_HEADER + 1..]),
+                        Some((h, data)) if h.file == 0 && h.index == index as u64 && data[..] == expected[..len])
                 }
-                None => frame.kind == Kind::Chunk && frame.body == &expected[..len],
+                None => parsed.kind == Kind::Chunk && parsed.body == &expected[..len],
             };
             wrong += u64::from(!ok);
         }
@@ -351,9 +357,15 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
         })
     };
     let started = Instant::now();
+    let mut buf = bytes::BytesMut::new();
     for (index, len) in chunks(size, pattern.len()).enumerate() {
-        let msg = match &to_receiver {
-            Some(channel) => channel.seal_chunk(peer, 0, index as u64, &pattern[..len]),
+        let msg = match to_receiver.as_mut() {
+            Some(out) => {
+                out.start(&mut buf, peer, 0, index as u64, len)
+                    .copy_from_slice(&pattern[..len]);
+                out.seal(&mut buf);
+                Message::Binary(buf.split().freeze())
+            }
             None => Message::Binary(peer_frame::encode(peer, Kind::Chunk, &[&pattern[..len]])),
         };
         tokio::time::timeout(STEP_TIMEOUT, credit.debit(Credit::cost(msg.as_bytes())))

@@ -1,10 +1,14 @@
 //! The manifest a sender announces: every file and folder with its
-//! relative path (always `/`-separated), size, mode and BLAKE3 hash; and
-//! the checks a receiver applies before trusting a path from it.
+//! relative path (always `/`-separated), size and mode; the checks a
+//! receiver applies before trusting a path from it; and the chunk digests
+//! both sides take of what is already on disk (a resumed `.part`, a file
+//! already in place). A file's digest is not in the manifest: the sender
+//! takes it while sending, so nothing reads a file twice.
 
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
+use duplex_transfer::digest::{DIGEST, chunk_digest};
 use serde::{Deserialize, Serialize};
 
 /// One file or folder of a transfer.
@@ -19,9 +23,6 @@ pub struct Entry {
     pub size: u64,
     /// Unix permission bits.
     pub mode: u32,
-    /// BLAKE3 of the whole file, hex.
-    #[serde(default)]
-    pub hash: String,
 }
 
 /// A file to send: where it is here, and its entry.
@@ -31,10 +32,13 @@ pub struct Source {
     pub local: Option<PathBuf>,
     /// What the receivers are told.
     pub entry: Entry,
+    /// When the file was last changed, as it was announced: a file that
+    /// changes while being sent is refused, not sent half old, half new.
+    pub modified: Option<std::time::SystemTime>,
 }
 
-/// Walks `paths` (files or folders; a folder keeps its name and tree) and
-/// hashes every file. Symbolic links are skipped with a warning.
+/// Walks `paths` (files or folders; a folder keeps its name and tree).
+/// Symbolic links are skipped with a warning.
 pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
     let mut out = Vec::new();
     for path in paths {
@@ -81,8 +85,8 @@ fn walk(
                 dir: true,
                 size: 0,
                 mode,
-                hash: String::new(),
             },
+            modified: None,
         });
         let mut children: Vec<_> = std::fs::read_dir(path)
             .with_context(|| format!("cannot list {}", path.display()))?
@@ -103,7 +107,6 @@ fn walk(
             walk(&child.path(), &meta, format!("{rel}/{name}"), out)?;
         }
     } else if meta.is_file() {
-        let hash = hash_file(path)?;
         out.push(Source {
             local: Some(path.to_owned()),
             entry: Entry {
@@ -111,8 +114,8 @@ fn walk(
                 dir: false,
                 size: meta.len(),
                 mode,
-                hash,
             },
+            modified: meta.modified().ok(),
         });
     } else {
         eprintln!("duplex: skipping {} (not a regular file)", path.display());
@@ -120,15 +123,36 @@ fn walk(
     Ok(())
 }
 
-/// BLAKE3 of a whole file, hex.
-pub fn hash_file(path: &Path) -> anyhow::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    let file =
+/// The SHA-256 of chunks `from..to` of the file at `path`, read in order
+/// with one buffer (the last chunk may be short).
+pub fn chunk_digests(
+    path: &Path,
+    chunk_size: u64,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<[u8; DIGEST]>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    hasher
-        .update_reader(file)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hasher.finalize().to_hex().to_string())
+    file.seek(SeekFrom::Start(from * chunk_size))?;
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+    for _ in from..to {
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            }
+        }
+        if len == 0 {
+            bail!("{} is shorter than expected", path.display());
+        }
+        out.push(chunk_digest(&buf[..len]));
+    }
+    Ok(out)
 }
 
 /// Where a manifest path lands under `out`, or an error if the path could

@@ -1,10 +1,9 @@
 //! `duplex send` and `duplex receive`: files and folders through the
 //! `/files` relay of `duplex serve`, end-to-end encrypted (SPAKE2 keyed by
-//! the code, then ChaCha20-Poly1305), verified per chunk and per file
-//! (BLAKE3), resumable, to one or several receivers. The protocol is in
-//! docs/transfer.md.
+//! the code, then AES-256-GCM: `duplex_transfer::seal`), verified per chunk
+//! (the AEAD tag) and per file (SHA-256 of the chunk digests), resumable,
+//! to one or several receivers. The protocol is in docs/transfer.md.
 
-pub(crate) mod crypto;
 mod manifest;
 mod progress;
 mod receive;

@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use bytes::BytesMut;
 use duplex::{CloseFrame, Message};
+use duplex_transfer::chunk::{ChunkHeader, Inbound};
+use duplex_transfer::digest::{self, DIGEST, FileDigest, chunk_count, chunk_digest};
+use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer::{Kind, PeerFrame, RelayClose, RelayMessage, peer_frame};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::crypto::{Direction, Handshake};
 use super::manifest::{self, Entry};
 use super::progress::{Bar, Reporter};
 use super::wire::{self, Channel, Control, Link};
@@ -118,6 +121,7 @@ async fn attempt(
     send(&link, RelayMessage::Join { nameplate }.to_message()).await?;
     let mut handshake = None;
     let mut channel: Option<Channel> = None;
+    let mut data_in: Option<Inbound> = None;
     let mut confirmed = false;
     let mut plan: Option<Plan> = None;
     let mut says_bye = false;
@@ -157,10 +161,10 @@ async fn attempt(
                         let hs = handshake
                             .take()
                             .ok_or_else(|| anyhow!("the sender started the key exchange twice"))?;
-                        channel = Some(Channel::new(
-                            Arc::new(hs.finish(body)?),
-                            Direction::ToSender,
-                        ));
+                        let sealer = hs.finish(body).map_err(|e| Failure::Fatal(e.into()))?;
+                        let ch = Channel::new(Arc::new(sealer), Direction::ToSender);
+                        data_in = Some(ch.data_in());
+                        channel = Some(ch);
                     }
                     Kind::Sealed => {
                         let Some(ch) = channel.as_mut() else { continue };
@@ -206,9 +210,7 @@ async fn attempt(
                                         return Err(Failure::Fatal(e));
                                     }
                                 };
-                                let have = Control::Have {
-                                    offsets: p.offsets.clone(),
-                                };
+                                let have = Control::Have { offsets: p.have() };
                                 send(&link, ch.seal(0, &have)).await?;
                                 if p.complete() {
                                     return finish(&mut link, ch, reporter, &p, run, says_bye)
@@ -220,17 +222,36 @@ async fn attempt(
                         }
                     }
                     Kind::Chunk => {
-                        let (Some(ch), Some(p)) = (channel.as_mut(), plan.as_mut()) else {
+                        let (Some(ch), Some(p), Some(inbound)) =
+                            (channel.as_mut(), plan.as_mut(), data_in.as_mut())
+                        else {
                             continue;
                         };
-                        let Some((file, index, data)) = ch.open_chunk(body) else {
+                        let Some(hint) = ChunkHeader::parse(body) else {
                             continue;
                         };
-                        match p.on_chunk(file, index, data).await? {
+                        // Opened in place: no copy when this is the only
+                        // reference to the frame, as it is off the socket.
+                        let mut frame = data
+                            .try_into_mut()
+                            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                        let opened = inbound.open(&mut frame[peer_frame::PEER_HEADER + 1..]);
+                        let (file, index) = (hint.file, hint.index);
+                        let step = match opened {
+                            Some((header, plain)) => {
+                                p.on_chunk(header.file, header.index, Some(plain)).await?
+                            }
+                            None => p.on_chunk(file, index, None).await?,
+                        };
+                        match step {
                             Step::Ignored => {}
                             Step::Written => *progressed = true,
                             Step::Retry => {
                                 let retry = Control::Retry { file, chunk: index };
+                                send(&link, ch.seal(0, &retry)).await?;
+                            }
+                            Step::Restart(file) => {
+                                let retry = Control::Retry { file, chunk: 0 };
                                 send(&link, ch.seal(0, &retry)).await?;
                             }
                         }
@@ -390,14 +411,30 @@ impl Run {
 enum Step {
     Ignored,
     Written,
+    /// Ask for this chunk again.
     Retry,
+    /// What was here before did not match: ask for this file from its
+    /// start.
+    Restart(u32),
 }
 
 /// The receiving side of one manifest.
 struct Plan {
     entries: Vec<Entry>,
     targets: Vec<PathBuf>,
+    /// Per file: bytes here, verified chunk by chunk (the size once all
+    /// are, though the file's seal may still be due).
     offsets: Vec<u64>,
+    /// Per file: the digest of the chunks here so far.
+    digests: Vec<FileDigest>,
+    /// Per file: already in place under its final name, identical as far
+    /// as the size tells (the file's seal decides).
+    in_place: Vec<bool>,
+    /// Per file: its bytes were here before this run (a `.part` or the
+    /// file itself), so a wrong digest means they are from another
+    /// version of the file, not that the connection corrupted them.
+    from_before: Vec<bool>,
+    overwrite: bool,
     chunk: u64,
     cursor: Option<usize>,
     part: Option<tokio::fs::File>,
@@ -415,6 +452,84 @@ fn part_path(target: &Path) -> PathBuf {
     target.with_file_name(name)
 }
 
+/// What is on disk for one entry before the transfer starts.
+struct Found {
+    target: PathBuf,
+    /// Bytes here: whole chunks of a `.part`, or the size when complete.
+    offset: u64,
+    /// Their digest.
+    digest: FileDigest,
+    /// The file is in place under its final name.
+    in_place: bool,
+}
+
+/// Checks one entry against what is on disk under `out`, takes the
+/// digest of whatever of it is here already, and cuts a `.part` to whole
+/// chunks (a chunk cut short by a kill is sent again).
+fn find(out: &Path, e: &Entry, chunk: u64, overwrite: bool) -> anyhow::Result<Found> {
+    let target = manifest::safe_join(out, &e.path)?;
+    no_symlinks_between(out, &target)?;
+    let mut found = Found {
+        offset: 0,
+        digest: FileDigest::new(e.size, chunk),
+        in_place: false,
+        target,
+    };
+    let target = &found.target;
+    if let Ok(meta) = std::fs::symlink_metadata(target) {
+        if e.dir {
+            if !meta.is_dir() {
+                bail!(
+                    "{} exists and is not a folder; move it away",
+                    target.display()
+                );
+            }
+            return Ok(found);
+        }
+        if meta.is_file() && meta.len() == e.size {
+            // Maybe the same file: its digest against the file's seal
+            // tells.
+            for d in manifest::chunk_digests(target, chunk, 0, chunk_count(e.size, chunk))? {
+                found.digest.push(&d);
+            }
+            found.offset = e.size;
+            found.in_place = true;
+            return Ok(found);
+        }
+        if !overwrite || !meta.is_file() {
+            bail!(
+                "{} already exists; pass --overwrite to replace it (nothing was written)",
+                target.display()
+            );
+        }
+    }
+    if e.dir {
+        return Ok(found);
+    }
+    let part = part_path(target);
+    if let Ok(meta) = std::fs::metadata(&part) {
+        // Only whole verified chunks count; whatever follows them (a
+        // chunk cut short by a kill) is cut off, since chunks are
+        // appended. A whole file still awaits its seal; a longer one is
+        // from another version of the file.
+        let have = match meta.len() {
+            len if len == e.size => len,
+            len if len > e.size => 0,
+            len => len / chunk * chunk,
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .and_then(|f| f.set_len(have))
+            .with_context(|| format!("cannot write {}", part.display()))?;
+        for d in manifest::chunk_digests(&part, chunk, 0, have.div_ceil(chunk))? {
+            found.digest.push(&d);
+        }
+        found.offset = have;
+    }
+    Ok(found)
+}
+
 impl Plan {
     async fn prepare(
         entries: Vec<Entry>,
@@ -426,50 +541,30 @@ impl Plan {
         if chunk == 0 || chunk > 64 << 20 {
             bail!("the sender's chunk size {chunk} is not usable");
         }
-        let out_dir = out;
-        let out = out.to_owned();
+        let out_dir = out.to_owned();
         let checked = entries.clone();
         // Every check before anything is written.
-        let (targets, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut targets = Vec::new();
-            let mut offsets = Vec::new();
-            for e in &checked {
-                let target = manifest::safe_join(&out, &e.path)?;
-                no_symlinks_between(&out, &target)?;
-                let mut offset = 0;
-                if let Ok(meta) = std::fs::symlink_metadata(&target) {
-                    if e.dir {
-                        if !meta.is_dir() {
-                            bail!("{} exists and is not a folder; move it away", target.display());
-                        }
-                    } else if meta.is_file()
-                        && meta.len() == e.size
-                        && manifest::hash_file(&target)? == e.hash
-                    {
-                        offset = e.size; // already here, identical
-                    } else if !overwrite || !meta.is_file() {
-                        bail!(
-                            "{} already exists; pass --overwrite to replace it (nothing was written)",
-                            target.display()
-                        );
-                    }
-                }
-                targets.push(target);
-                offsets.push(offset);
-            }
-            Ok((targets, offsets))
+        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Found>> {
+            checked
+                .iter()
+                .map(|e| find(&out_dir, e, chunk, overwrite))
+                .collect()
         })
         .await??;
-        tokio::fs::create_dir_all(out_dir)
+        tokio::fs::create_dir_all(out)
             .await
-            .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         let mut plan = Self {
             bar: reporter.bar(total, "total", json!({})),
             file_bar: None,
+            targets: Vec::new(),
+            offsets: Vec::new(),
+            digests: Vec::new(),
+            in_place: Vec::new(),
+            from_before: Vec::new(),
+            overwrite,
             entries,
-            targets,
-            offsets,
             chunk,
             cursor: None,
             part: None,
@@ -477,63 +572,28 @@ impl Plan {
             total,
             reporter: reporter.clone(),
         };
+        for f in found {
+            plan.from_before.push(f.offset > 0);
+            plan.targets.push(f.target);
+            plan.offsets.push(f.offset);
+            plan.digests.push(f.digest);
+            plan.in_place.push(f.in_place);
+        }
         for i in 0..plan.entries.len() {
             let (entry, target) = (&plan.entries[i], &plan.targets[i]);
-            if entry.dir {
-                tokio::fs::create_dir_all(target)
-                    .await
-                    .with_context(|| format!("cannot create {}", target.display()))?;
-                continue;
-            }
-            if plan.offsets[i] == entry.size && entry.size > 0 {
-                continue;
-            }
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-            let part = part_path(target);
-            let have = match tokio::fs::metadata(&part).await {
-                Ok(meta) => {
-                    // Only whole verified chunks count; whatever follows
-                    // them (a chunk cut short by a kill, or a whole small
-                    // file killed before its rename) is cut off, since
-                    // chunks are appended.
-                    let have = meta.len().min(entry.size) / chunk * chunk;
-                    let f = tokio::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&part)
-                        .await
-                        .with_context(|| format!("cannot write {}", part.display()))?;
-                    f.set_len(have).await?;
-                    have
-                }
-                Err(_) => 0,
+            let create = if entry.dir {
+                Some(target.as_path())
+            } else {
+                target.parent()
             };
-            plan.offsets[i] = have;
-            if entry.size == 0 {
-                tokio::fs::File::create(&part).await?;
-                plan.install(i).await?;
-                continue;
-            }
-            if have == entry.size {
-                // Whole, but a run was killed before its rename: check it
-                // and put it in place now, or (if it does not match, as
-                // install reports after removing it) fetch it again.
-                if plan.install(i).await.is_ok() {
-                    continue;
-                }
-                // install removed a file that did not match; anything else
-                // that failed (a rename, say) left it: start it over.
-                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&part).await {
-                    f.set_len(0).await?;
-                }
-                plan.offsets[i] = 0;
+            if let Some(dir) = create {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let have = plan.offsets[i];
-            if have > 0 {
-                let path = plan.entries[i].path.clone();
+            if !entry.dir && !plan.in_place[i] && have > 0 {
+                let path = entry.path.clone();
                 reporter.event(
                     json!({"event": "resume", "file": path, "offset": have}),
                     || Some(format!("resuming {path} from byte {have}")),
@@ -549,27 +609,41 @@ impl Plan {
         self.entries.iter().filter(|e| !e.dir).count()
     }
 
+    /// The next file at or after `from` still to verify: every file is,
+    /// until its seal arrives (a file already here included).
     fn next_file(&self, from: usize) -> Option<usize> {
-        (from..self.entries.len())
-            .find(|&i| !self.entries[i].dir && self.offsets[i] < self.entries[i].size)
+        (from..self.entries.len()).find(|&i| !self.entries[i].dir)
     }
 
     fn complete(&self) -> bool {
         self.cursor.is_none()
     }
 
+    /// The Have offsets to announce: what is here of each file.
+    fn have(&self) -> Vec<u64> {
+        self.offsets.clone()
+    }
+
     async fn on_chunk(
         &mut self,
         file: u32,
         index: u64,
-        data: Option<Vec<u8>>,
+        data: Option<&mut [u8]>,
     ) -> anyhow::Result<Step> {
         let i = file as usize;
-        if self.cursor != Some(i) || index * self.chunk != self.offsets[i] {
+        let Some(entry) = self.entries.get(i).filter(|_| self.cursor == Some(i)) else {
             return Ok(Step::Ignored); // stale: sent before a retry or resume
+        };
+        let count = chunk_count(entry.size, self.chunk);
+        let at = self.offsets[i].div_ceil(self.chunk);
+        if index != at {
+            return Ok(Step::Ignored);
         }
-        let entry = &self.entries[i];
-        let expected = (entry.size - self.offsets[i]).min(self.chunk) as usize;
+        let expected = if index == count {
+            DIGEST
+        } else {
+            (entry.size - self.offsets[i]).min(self.chunk) as usize
+        };
         let Some(data) = data.filter(|d| d.len() == expected) else {
             let n = self.failures.entry((file, index)).or_default();
             *n += 1;
@@ -590,15 +664,17 @@ impl Plan {
             );
             return Ok(Step::Retry);
         };
+        if index == count {
+            return self.on_seal(i, data).await;
+        }
         if self.part.is_none() {
             let part = part_path(&self.targets[i]);
-            let mut f = tokio::fs::OpenOptions::new()
+            let f = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&part)
                 .await
                 .with_context(|| format!("cannot write {}", part.display()))?;
-            f.flush().await?;
             self.part = Some(f);
             self.bar.message(&entry.path);
             self.file_bar = self.reporter.file_bar(entry.size, &entry.path);
@@ -606,8 +682,9 @@ impl Plan {
                 bar.set(self.offsets[i]);
             }
         }
+        self.digests[i].push(&chunk_digest(data));
         let f = self.part.as_mut().expect("open");
-        f.write_all(&data).await.context("writing a .part file")?;
+        f.write_all(data).await.context("writing a .part file")?;
         self.offsets[i] += data.len() as u64;
         self.bar.add(data.len() as u64);
         if let Some(bar) = &mut self.file_bar {
@@ -617,40 +694,80 @@ impl Plan {
             let mut f = self.part.take().expect("open");
             f.flush().await?;
             f.sync_all().await?;
-            drop(f);
-            self.install(i).await?;
-            self.cursor = self.next_file(i + 1);
         }
         Ok(Step::Written)
     }
 
-    /// Checks the whole-file hash of `NAME.part`, sets its mode and renames
-    /// it into place.
-    async fn install(&mut self, i: usize) -> anyhow::Result<()> {
+    /// The file's seal: its digest as sent. Equal to ours, the file is
+    /// put in place; otherwise what was here from before is dropped and
+    /// the file asked for again from its start.
+    async fn on_seal(&mut self, i: usize, sent: &[u8]) -> anyhow::Result<Step> {
+        let entry = self.entries[i].clone();
+        let fresh = FileDigest::new(entry.size, self.chunk);
+        let ours = std::mem::replace(&mut self.digests[i], fresh).finish();
+        if ours[..] != *sent {
+            let target = &self.targets[i];
+            if self.in_place[i] && !self.overwrite {
+                bail!(
+                    "{} already exists with other contents; pass --overwrite to replace it",
+                    target.display()
+                );
+            }
+            if !std::mem::take(&mut self.from_before[i]) {
+                bail!(
+                    "{} does not match the sender's digest (did it change while being sent?); run the command again",
+                    entry.path
+                );
+            }
+            // From an earlier attempt at another version of the file.
+            self.in_place[i] = false;
+            let part = part_path(target);
+            let _ = tokio::fs::remove_file(&part).await;
+            self.bar.set(self.bar_position() - self.offsets[i]);
+            self.offsets[i] = 0;
+            let path = entry.path.clone();
+            self.reporter
+                .event(json!({"event": "restart", "file": path}), || {
+                    Some(format!(
+                        "{path}: what was here differs from the sender's file; receiving it again"
+                    ))
+                });
+            return Ok(Step::Restart(i as u32));
+        }
+        self.install(i, &ours).await?;
+        self.cursor = self.next_file(i + 1);
+        Ok(Step::Written)
+    }
+
+    fn bar_position(&self) -> u64 {
+        self.offsets.iter().sum()
+    }
+
+    /// Sets the mode of a verified `NAME.part` and renames it into place
+    /// (a file already in place stays).
+    async fn install(&mut self, i: usize, digest: &[u8; DIGEST]) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let (entry, target) = (self.entries[i].clone(), self.targets[i].clone());
-        let part = part_path(&target);
-        let p = part.clone();
-        let hash = tokio::task::spawn_blocking(move || manifest::hash_file(&p)).await??;
-        if hash != entry.hash {
-            let _ = tokio::fs::remove_file(&part).await;
-            bail!(
-                "{} does not match the sender's hash (did it change while being sent?); run the command again",
-                entry.path
-            );
+        if !self.in_place[i] {
+            let part = part_path(&target);
+            if entry.size == 0 {
+                tokio::fs::File::create(&part)
+                    .await
+                    .with_context(|| format!("cannot write {}", part.display()))?;
+            }
+            tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(entry.mode & 0o777))
+                .await?;
+            tokio::fs::rename(&part, &target)
+                .await
+                .with_context(|| format!("cannot move {} into place", part.display()))?;
         }
-        tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(entry.mode & 0o777))
-            .await?;
-        tokio::fs::rename(&part, &target)
-            .await
-            .with_context(|| format!("cannot move {} into place", part.display()))?;
         self.offsets[i] = entry.size;
         if let Some(bar) = self.file_bar.take() {
             bar.clear();
         }
         let path = entry.path.clone();
         self.reporter.event(
-            json!({"event": "file", "path": path, "size": entry.size, "hash": entry.hash}),
+            json!({"event": "file", "path": path, "size": entry.size, "digest": digest::hex(digest)}),
             || None,
         );
         Ok(())

@@ -10,22 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::BytesMut;
 use duplex::Message;
+use duplex_transfer::digest::{DIGEST, FileDigest, chunk_count, chunk_digest};
 use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
+use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer::{Credit, Kind, PeerFrame, RelayClose, RelayMessage};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use std::io::{Read, Seek};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::crypto::{Direction, Handshake};
 use super::manifest::{self, Source};
 use super::progress::{Bar, Reporter};
 use super::wire::{self, Channel, Control, Link};
 use super::{SendArgs, backoff};
 
-/// Largest chunk; smaller when the relay's frames are.
-const CHUNK: usize = 1 << 20;
 /// Files and folders in one transfer: the receiver's `have` message (a
 /// number per entry) must fit the relay's limit on receiver frames.
 const MAX_ENTRIES: usize = 2000;
@@ -59,9 +59,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     };
     link.tx.send(create.to_message()).await?;
     let created = expect_created(&mut link).await?;
-    let chunk_size = CHUNK
-        .min(created.max_frame.saturating_sub(CHUNK_OVERHEAD + 64))
-        .max(1024);
+    let chunk_size = duplex_transfer::limits::chunk_size(created.max_frame);
     // The manifest travels in one frame, which must fit the relay's frame
     // and window: say so now rather than fail every receiver later.
     let manifest = Control::Manifest {
@@ -93,6 +91,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         );
     }
     let mut sender = Sender {
+        digests: Arc::new(Digests::new(sources.len())),
         sources: Arc::new(sources),
         chunk_size: chunk_size as u64,
         code,
@@ -289,6 +288,7 @@ struct Peer {
 
 struct Sender {
     sources: Arc<Vec<Source>>,
+    digests: Arc<Digests>,
     chunk_size: u64,
     code: String,
     window: u64,
@@ -433,8 +433,22 @@ impl Sender {
         };
         match (p.state.take(), frame.kind) {
             (Some(State::Handshaking(hs)), Kind::Pake) => {
-                let mut channel =
-                    Channel::new(Arc::new(hs.finish(frame.body)?), Direction::ToReceiver);
+                let sealer = match hs.finish(frame.body) {
+                    Ok(sealer) => sealer,
+                    Err(e) => {
+                        // This receiver cannot take part; the others go on.
+                        self.peers.remove(&peer);
+                        let reason = e.to_string();
+                        self.reporter.event(
+                            json!({"event": "receiver_failed", "peer": peer, "message": reason}),
+                            || Some(format!("receiver {peer}: {reason}")),
+                        );
+                        let drop = RelayMessage::Drop { peer, reason };
+                        link.tx.send(drop.to_message()).await?;
+                        return Ok(false);
+                    }
+                };
+                let mut channel = Channel::new(Arc::new(sealer), Direction::ToReceiver);
                 send_control(link, p, channel.seal(peer, &Control::Confirm)).await?;
                 p.state = Some(State::Confirming(channel));
             }
@@ -466,7 +480,7 @@ impl Sender {
             }
             (Some(State::Ready(mut channel)), Kind::Sealed) => {
                 let msg = channel.open(frame.body);
-                let chunks = channel.for_chunks();
+                let data_out = channel.data_out();
                 p.state = Some(State::Ready(channel));
                 match msg {
                     Some(Control::Have { offsets }) if offsets.len() == self.sources.len() => {
@@ -481,12 +495,16 @@ impl Sender {
                         if let Some(retries) = p.retries_rx.take() {
                             let pump = Pump {
                                 peer,
-                                sources: self.sources.clone(),
-                                chunk_size: self.chunk_size,
-                                offsets,
+                                producer: Producer {
+                                    peer,
+                                    sources: self.sources.clone(),
+                                    digests: self.digests.clone(),
+                                    chunk_size: self.chunk_size,
+                                    offsets,
+                                    out: data_out,
+                                },
                                 credit: p.credit.clone(),
                                 tx: link.tx.clone(),
-                                channel: chunks,
                             };
                             p.pump = Some(tokio::spawn(pump.run(retries, bar)));
                         }
@@ -547,58 +565,147 @@ impl Sender {
     }
 }
 
-/// Sends one receiver the chunks it is missing.
+/// The chunk digests of every file, shared by the receivers' pumps: each
+/// file's, from its first chunk on, as far as some pump has read it. A
+/// file's seal needs all of them; a chunk read again must match.
+struct Digests(Vec<std::sync::Mutex<Vec<[u8; DIGEST]>>>);
+
+impl Digests {
+    fn new(files: usize) -> Self {
+        Self((0..files).map(|_| Default::default()).collect())
+    }
+}
+
+/// Sends one receiver the chunks it is missing: a thread reads, digests
+/// and seals them (in reused buffers) while this task waits for credit and
+/// hands them to the connection.
 struct Pump {
     peer: u32,
-    sources: Arc<Vec<Source>>,
-    chunk_size: u64,
-    offsets: Vec<u64>,
+    producer: Producer,
     credit: Arc<Credit>,
     tx: mpsc::Sender<Message>,
-    channel: Channel,
+}
+
+/// What the producer thread hands the pump.
+enum Produced {
+    /// The next frame; `done` bytes of the transfer are sent with it;
+    /// `file` names the file when a new one starts.
+    Frame {
+        frame: bytes::Bytes,
+        done: u64,
+        file: Option<String>,
+    },
+    /// Everything is sent (until a retry).
+    Finished,
+    /// The producer stopped.
+    Failed(anyhow::Error),
 }
 
 impl Pump {
-    async fn run(self, mut retries: mpsc::UnboundedReceiver<(u32, u64)>, mut bar: Bar) {
-        // A closed queue means the connection or the receiver went away:
-        // the main loop reports that.
-        if let Err(e) = self.pump(&mut retries, &mut bar).await
-            && !self.tx.is_closed()
-        {
-            eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+    async fn run(self, retries: mpsc::UnboundedReceiver<(u32, u64)>, mut bar: Bar) {
+        let (frames_tx, mut frames) = mpsc::channel(2);
+        let producer = self.producer;
+        std::thread::spawn(move || {
+            if let Err(e) = producer.run(retries, &frames_tx) {
+                let _ = frames_tx.blocking_send(Produced::Failed(e));
+            }
+        });
+        while let Some(produced) = frames.recv().await {
+            let result = match produced {
+                Produced::Frame { frame, done, file } => {
+                    if let Some(file) = file {
+                        bar.message(&file);
+                    }
+                    let sent = async {
+                        self.credit
+                            .debit(Credit::cost(&frame))
+                            .await
+                            .context("a chunk does not fit the relay's window")?;
+                        self.tx
+                            .send(Message::Binary(frame))
+                            .await
+                            .context("the relay connection closed")
+                    };
+                    bar.set(done);
+                    sent.await
+                }
+                Produced::Finished => {
+                    bar.finish();
+                    Ok(())
+                }
+                Produced::Failed(e) => Err(e),
+            };
+            // A closed queue means the connection or the receiver went
+            // away: the main loop reports that.
+            if let Err(e) = result {
+                if !self.tx.is_closed() {
+                    eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+                }
+                return;
+            }
         }
     }
+}
 
-    /// The next chunk to send at or after `(file, chunk)`.
+/// Reads, digests and seals one receiver's chunks, in order, on a thread
+/// of its own.
+struct Producer {
+    peer: u32,
+    sources: Arc<Vec<Source>>,
+    digests: Arc<Digests>,
+    chunk_size: u64,
+    offsets: Vec<u64>,
+    out: duplex_transfer::chunk::Outbound,
+}
+
+/// Frames being built or in flight: a buffer is reused once the
+/// connection has let go of the frame made in it.
+const BUFFERS: usize = 4;
+
+impl Producer {
+    /// The next chunk to send at or after `(file, chunk)`; a file's seal
+    /// is its chunk number [`chunk_count`].
     fn next(&self, mut file: usize, mut chunk: u64) -> Option<(usize, u64)> {
         while let Some(s) = self.sources.get(file) {
-            if !s.entry.dir && chunk * self.chunk_size < s.entry.size {
+            if !s.entry.dir && chunk <= chunk_count(s.entry.size, self.chunk_size) {
                 return Some((file, chunk));
             }
             file += 1;
-            chunk = self.offsets.get(file).copied().unwrap_or(0) / self.chunk_size;
+            chunk = self.first_chunk(file);
         }
         None
     }
 
-    async fn pump(
-        &self,
-        retries: &mut mpsc::UnboundedReceiver<(u32, u64)>,
-        bar: &mut Bar,
+    /// The first chunk a receiver is missing of file `file`: its seal
+    /// when it has the whole file (it still checks the digest).
+    fn first_chunk(&self, file: usize) -> u64 {
+        self.offsets
+            .get(file)
+            .copied()
+            .unwrap_or(0)
+            .div_ceil(self.chunk_size)
+    }
+
+    fn run(
+        mut self,
+        mut retries: mpsc::UnboundedReceiver<(u32, u64)>,
+        frames: &mpsc::Sender<Produced>,
     ) -> anyhow::Result<()> {
-        let mut pos = self.next(
-            0,
-            self.offsets.first().copied().unwrap_or(0) / self.chunk_size,
-        );
-        let mut open: Option<(usize, tokio::fs::File)> = None;
-        let mut buf = vec![0u8; self.chunk_size as usize];
+        let mut pos = self.next(0, self.first_chunk(0));
+        let sources = self.sources.clone();
+        let mut open: Option<(usize, std::fs::File)> = None;
+        let mut bufs: [BytesMut; BUFFERS] = Default::default();
+        let mut turn = 0;
         loop {
             while let Ok((file, chunk)) = retries.try_recv() {
                 pos = self.next(file as usize, chunk);
             }
             let Some((file, chunk)) = pos else {
+                if frames.blocking_send(Produced::Finished).is_err() {
+                    return Ok(());
+                }
                 // Everything sent: wait for a retry or the end.
-                match retries.recv().await {
+                match retries.blocking_recv() {
                     Some((file, chunk)) => {
                         pos = self.next(file as usize, chunk);
                         continue;
@@ -606,45 +713,120 @@ impl Pump {
                     None => return Ok(()),
                 }
             };
-            let source = &self.sources[file];
-            let local = source.local.as_ref().expect("files have a local path");
-            if open.as_ref().is_none_or(|(f, _)| *f != file) {
-                let f = tokio::fs::File::open(local)
-                    .await
-                    .with_context(|| format!("cannot open {}", local.display()))?;
-                open = Some((file, f));
-                bar.message(&source.entry.path);
+            let source = &sources[file];
+            let starting = open.as_ref().is_none_or(|(f, _)| *f != file);
+            if starting {
+                open = Some((file, self.open(file, chunk)?));
             }
             let handle = &mut open.as_mut().expect("just opened").1;
-            let offset = chunk * self.chunk_size;
-            let len = (source.entry.size - offset).min(self.chunk_size) as usize;
-            handle.seek(SeekFrom::Start(offset)).await?;
-            handle
-                .read_exact(&mut buf[..len])
-                .await
-                .with_context(|| format!("{} changed while being sent", local.display()))?;
-            let msg = self
-                .channel
-                .seal_chunk(self.peer, file as u32, chunk, &buf[..len]);
-            self.credit
-                .debit(Credit::cost(msg.as_bytes()))
-                .await
-                .context("a chunk does not fit the relay's window")?;
-            self.tx
-                .send(msg)
-                .await
-                .context("the relay connection closed")?;
-            let done: u64 = self.sources[..file]
-                .iter()
-                .map(|s| s.entry.size)
-                .sum::<u64>()
+            let buf = &mut bufs[turn % BUFFERS];
+            turn += 1;
+            let count = chunk_count(source.entry.size, self.chunk_size);
+            let offset = (chunk * self.chunk_size).min(source.entry.size);
+            if chunk == count {
+                // The file's seal: its digest, once it is known to be
+                // unchanged.
+                self.check_unchanged(file)?;
+                let mut digest = FileDigest::new(source.entry.size, self.chunk_size);
+                for d in self.digests.0[file].lock().expect("not poisoned").iter() {
+                    digest.push(d);
+                }
+                let plain = self.out.start(buf, self.peer, file as u32, chunk, DIGEST);
+                plain.copy_from_slice(&digest.finish());
+            } else {
+                let len = (source.entry.size - offset).min(self.chunk_size) as usize;
+                let plain = self.out.start(buf, self.peer, file as u32, chunk, len);
+                handle.seek(SeekFrom::Start(offset))?;
+                handle
+                    .read_exact(plain)
+                    .with_context(|| format!("{} changed while being sent", source.entry.path))?;
+                self.record(file, chunk, chunk_digest(plain))?;
+            }
+            self.out.seal(buf);
+            let done = sources[..file].iter().map(|s| s.entry.size).sum::<u64>()
                 + offset
-                + len as u64;
-            bar.set(done);
+                + if chunk == count {
+                    0
+                } else {
+                    buf.len() as u64 - CHUNK_OVERHEAD as u64
+                };
+            let produced = Produced::Frame {
+                frame: buf.split().freeze(),
+                done,
+                file: starting.then(|| source.entry.path.clone()),
+            };
+            if frames.blocking_send(produced).is_err() {
+                return Ok(()); // the pump is gone
+            }
             pos = self.next(file, chunk + 1);
-            if pos.is_none() {
-                bar.finish();
+        }
+    }
+
+    /// Opens file `file` to send from chunk `from`, first taking the
+    /// digests of the chunks before it that no pump has read yet (a
+    /// receiver resuming: the file's seal covers them too).
+    fn open(&self, file: usize, from: u64) -> anyhow::Result<std::fs::File> {
+        let source = &self.sources[file];
+        let local = source.local.as_ref().expect("files have a local path");
+        let handle = std::fs::File::open(local)
+            .with_context(|| format!("cannot open {}", local.display()))?;
+        self.check_unchanged(file)?;
+        let known = self.digests.0[file].lock().expect("not poisoned").len() as u64;
+        if known < from {
+            let more = manifest::chunk_digests(local, self.chunk_size, known, from)?;
+            let mut digests = self.digests.0[file].lock().expect("not poisoned");
+            if digests.len() as u64 == known {
+                digests.extend(more);
             }
         }
+        Ok(handle)
+    }
+
+    /// Notes the digest of chunk `chunk` of file `file`: the next one
+    /// of the file, or one read before, which must not have changed.
+    fn record(&self, file: usize, chunk: u64, digest: [u8; DIGEST]) -> anyhow::Result<()> {
+        let mut digests = self.digests.0[file].lock().expect("not poisoned");
+        match digests.get(chunk as usize) {
+            Some(known) if *known != digest => Err(self.changed(file)),
+            Some(_) => Ok(()),
+            None if digests.len() as u64 == chunk => {
+                digests.push(digest);
+                Ok(())
+            }
+            // Another pump is behind this one: it reads the rest first.
+            None => {
+                drop(digests);
+                let local = self.sources[file].local.as_ref().expect("a file");
+                let known = self.digests.0[file].lock().expect("not poisoned").len() as u64;
+                let more = manifest::chunk_digests(local, self.chunk_size, known, chunk)?;
+                let mut digests = self.digests.0[file].lock().expect("not poisoned");
+                if digests.len() as u64 == known {
+                    digests.extend(more);
+                }
+                if digests.len() as u64 == chunk {
+                    digests.push(digest);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// An error unless file `file` is as it was when it was announced.
+    fn check_unchanged(&self, file: usize) -> anyhow::Result<()> {
+        let source = &self.sources[file];
+        let local = source.local.as_ref().expect("files have a local path");
+        let meta =
+            std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
+        if meta.len() != source.entry.size || meta.modified().ok() != source.modified {
+            return Err(self.changed(file));
+        }
+        Ok(())
+    }
+
+    fn changed(&self, file: usize) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} changed while being sent; run duplex send again once it is done changing",
+            self.sources[file].entry.path
+        )
     }
 }

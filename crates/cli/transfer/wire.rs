@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::{BufMut, BytesMut};
 use duplex::{CloseCode, CloseFrame, Config, MaybeTlsStream, Message, WebSocketReader};
-use duplex_transfer::Kind;
-use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
+use duplex_transfer::peer_frame;
+use duplex_transfer::seal::{Direction, Sealer, Space, TAG};
+use duplex_transfer::{Kind, chunk};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::crypto::{CONTROL, Direction, Sealer};
 use super::manifest::Entry;
 
 /// End-to-end control messages between sender and receiver (sealed).
@@ -149,11 +148,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Link> {
 }
 
 /// Seals control messages one way and opens them the other, refusing
-/// replays.
+/// replays: [`Space::Control`] of the end-to-end layer.
 pub struct Channel {
     sealer: Arc<Sealer>,
     out: Direction,
-    inbound: Direction,
     next_out: u64,
     next_in: u64,
 }
@@ -161,41 +159,43 @@ pub struct Channel {
 impl Channel {
     /// A channel for the side that sends in direction `out`.
     pub fn new(sealer: Arc<Sealer>, out: Direction) -> Self {
-        let inbound = match out {
-            Direction::ToReceiver => Direction::ToSender,
-            Direction::ToSender => Direction::ToReceiver,
-        };
         Self {
             sealer,
             out,
-            inbound,
             next_out: 0,
             next_in: 0,
         }
     }
 
-    /// A copy for sealing chunks on another task.
-    pub fn for_chunks(&self) -> Self {
-        Self::new(self.sealer.clone(), self.out)
+    /// The numbering of data frames this side sends (a task of their own).
+    pub fn data_out(&self) -> chunk::Outbound {
+        chunk::Outbound::new(self.sealer.clone(), self.out)
+    }
+
+    /// The numbering of data frames this side receives.
+    pub fn data_in(&self) -> chunk::Inbound {
+        chunk::Inbound::new(self.sealer.clone(), self.out.reverse())
     }
 
     /// The length of the frame [`Channel::seal`] makes of `msg`: header,
     /// sequence number, ciphertext and tag.
     pub fn sealed_len(msg: &Control) -> usize {
         let plain = serde_json::to_vec(msg).expect("serializable");
-        peer_frame::PEER_HEADER + 1 + 8 + plain.len() + 16
+        peer_frame::PEER_HEADER + 1 + 8 + plain.len() + TAG
     }
 
     /// A sealed control frame for `peer`.
     pub fn seal(&mut self, peer: u32, msg: &Control) -> Message {
         let seq = self.next_out;
         self.next_out += 1;
-        let plain = serde_json::to_vec(msg).expect("serializable");
-        let sealed = self.sealer.seal(self.out, CONTROL, seq, b"", &plain);
+        let mut sealed = serde_json::to_vec(msg).expect("serializable");
+        let tag = self
+            .sealer
+            .seal_in_place(self.out, Space::Control, seq, b"", &mut sealed);
         Message::Binary(peer_frame::encode(
             peer,
             Kind::Sealed,
-            &[&seq.to_be_bytes(), &sealed],
+            &[&seq.to_be_bytes(), &sealed, &tag],
         ))
     }
 
@@ -207,51 +207,12 @@ impl Channel {
         if seq < self.next_in {
             return None;
         }
-        let plain = self
-            .sealer
-            .open(self.inbound, CONTROL, seq, b"", &body[8..])?;
+        let mut sealed = body[8..].to_vec();
+        let plain =
+            self.sealer
+                .open_in_place(self.out.reverse(), Space::Control, seq, b"", &mut sealed)?;
         self.next_in = seq + 1;
-        serde_json::from_slice(&plain).ok()
-    }
-
-    /// A sealed chunk frame for `peer`: built in one buffer and encrypted
-    /// in place (a chunk is copied once, from the file's buffer).
-    pub fn seal_chunk(&self, peer: u32, file: u32, index: u64, data: &[u8]) -> Message {
-        let mut aad = [0u8; 12];
-        aad[..4].copy_from_slice(&file.to_be_bytes());
-        aad[4..].copy_from_slice(&index.to_be_bytes());
-        let mut b = BytesMut::with_capacity(CHUNK_OVERHEAD + data.len());
-        b.put_u32(peer);
-        b.put_u8(Kind::Chunk as u8);
-        b.put_slice(&aad);
-        let sealed_from = b.len();
-        b.put_slice(blake3::hash(data).as_bytes());
-        b.put_slice(data);
-        let tag = self
-            .sealer
-            .seal_in_place(self.out, file, index, &aad, &mut b[sealed_from..]);
-        b.put_slice(&tag);
-        Message::Binary(b.freeze())
-    }
-
-    /// Opens a chunk body (after the kind byte): `(file, index, data)`, with
-    /// `data` `None` when it fails to decrypt or its hash does not match.
-    pub fn open_chunk(&self, body: &[u8]) -> Option<(u32, u64, Option<Vec<u8>>)> {
-        let aad = body.get(..12)?;
-        let file = u32::from_be_bytes(aad[..4].try_into().ok()?);
-        let index = u64::from_be_bytes(aad[4..].try_into().ok()?);
-        let mut plain = body[12..].to_vec();
-        let opened = self
-            .sealer
-            .open_in_place(self.inbound, file, index, aad, &mut plain);
-        let data = (opened
-            && plain.len() >= 32
-            && blake3::hash(&plain[32..]).as_bytes()[..] == plain[..32])
-            .then(|| {
-                plain.drain(..32);
-                plain
-            });
-        Some((file, index, data))
+        serde_json::from_slice(plain).ok()
     }
 }
 

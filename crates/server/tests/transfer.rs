@@ -388,7 +388,8 @@ async fn the_send_and_receive_pages_and_their_modules_are_served() {
     );
     let core = get("/transfer-core.js").await;
     assert!(core.contains("from './vendor/noble.js'"));
-    assert!(core.contains("duplex transfer v1 chacha20poly1305 key"));
+    // Bulk crypto in the browser's native Web Crypto.
+    assert!(core.contains("subtle.encrypt"));
     assert!(core.contains("from './transfer-protocol.js'"));
     // The page's copy of the relay protocol is the generated one.
     assert_eq!(

@@ -1,25 +1,28 @@
 // The file-transfer protocol of docs/transfer.md in the browser, exactly as
-// `duplex send` / `duplex receive` speak it: SPAKE2 (Ed25519, symmetric,
-// as the Rust `spake2` 0.4 crate does it) keyed by the whole code, then
-// ChaCha20-Poly1305 per message with nonces from (direction, file, chunk),
-// BLAKE3 per chunk and per file. No DOM here: the pages (transfer.js) and
+// `duplex send` / `duplex receive` speak it (protocol 2): SPAKE2 (Ed25519,
+// symmetric, as the Rust `spake2` 0.4 crate does it) keyed by the whole
+// code, then HKDF-SHA256 to an AES-256-GCM key; every message sealed under
+// a nonce of (direction, space, sequence number); each file verified by the
+// SHA-256 of its chunks' SHA-256s. No DOM here: the pages (transfer.js) and
 // the tests (tests/browser/transfer.spec.mjs) use it.
 //
-// The cryptography is the audited @noble libraries (vendor/noble.js).
+// The bulk cryptography (AES-GCM, SHA-256, HKDF) is the browser's own Web
+// Crypto, in native code; SPAKE2 runs once per receiver on the audited
+// @noble libraries (vendor/noble.js).
 
-import { blake3, chacha20poly1305, ed25519, hkdf, sha256 } from './vendor/noble.js';
+import { ed25519, hkdf, sha256 } from './vendor/noble.js';
 // The relay protocol's facts, generated from the Rust definitions
 // (crates/transfer) that the relay and the CLI use.
-import { CHUNK, CHUNK_OVERHEAD, CLOSE, CLOSE_MEANING, FINAL_CLOSE_CODES, PAKE, PEER_HEADER, SEALED } from './transfer-protocol.js';
+import {
+  CHUNK, CHUNK_HEADER, CHUNK_OVERHEAD, CLOSE, CLOSE_MEANING, FILE_LABEL, FINAL_CLOSE_CODES,
+  FRAME_SLACK, IDENTITY as IDENTITY_TEXT, KEY_INFO, MAX_CHUNK, MIN_CHUNK, PAKE, PEER_HEADER, PROTOCOL,
+  SEALED, SPACE_CONTROL, SPACE_DATA, TAG,
+} from './transfer-protocol.js';
 
 export { CHUNK, CHUNK_OVERHEAD, PAKE, SEALED };
 /** Nonce directions. */
 export const TO_RECEIVER = 0;
 export const TO_SENDER = 1;
-/** The file index control messages use in their nonces. */
-const CONTROL = 0xffffffff;
-/** Largest chunk a sender uses; smaller when the relay's frames are. */
-const MAX_CHUNK = 1 << 20;
 /** Files and folders in one transfer (the receiver's `have` must fit 64 KiB). */
 export const MAX_ENTRIES = 2000;
 /** Failures of one chunk before the receiver gives up. */
@@ -31,13 +34,19 @@ const REPLY_TIMEOUT_MS = 30_000;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const IDENTITY = enc.encode('duplex transfer v1');
-const KEY_CONTEXT = enc.encode('duplex transfer v1 chacha20poly1305 key');
+const IDENTITY = enc.encode(IDENTITY_TEXT);
 const Point = ed25519.Point;
 const L = Point.Fn.ORDER;
 // The spake2 crate's symmetric-mode blinding point S (Ed25519Group::const_s).
 const S = Point.fromHex('6f00dae87c1be1a73b5922ef431cd8f57879569c222d22b1cd71e8546ab8e6f1');
 const SIDE_SYMMETRIC = 0x53; // 'S'
+const subtle = globalThis.crypto.subtle;
+
+/** The chunk size a sender uses with a relay whose largest frame is
+ *  `maxFrame` (crates/transfer limits::chunk_size). */
+export function chunkSize(maxFrame) {
+  return Math.max(MIN_CHUNK, Math.min(MAX_CHUNK, maxFrame - CHUNK_OVERHEAD - FRAME_SLACK));
+}
 
 // ------------------------------------------------------------------ bytes
 
@@ -121,14 +130,20 @@ export class Spake2 {
     this.x = x;
     const m = Point.BASE.multiply(x).add(S.multiply(this.pw));
     this.element = m.toBytes();
-    this.message = concat([SIDE_SYMMETRIC], this.element);
+    // The protocol version first, so that peers of different versions say
+    // so instead of failing as if the code were wrong.
+    this.message = concat([PROTOCOL, SIDE_SYMMETRIC], this.element);
   }
 
   /** The 32-byte shared secret; throws on a malformed message. */
   finish(peerMessage) {
-    if (peerMessage.length !== 33) throw new Error('the key exchange message has the wrong length');
-    if (peerMessage[0] !== SIDE_SYMMETRIC) throw new Error('the key exchange message is from the wrong side');
-    const theirs = peerMessage.subarray(1);
+    if (peerMessage[0] === SIDE_SYMMETRIC || (peerMessage.length > 0 && peerMessage[0] !== PROTOCOL && peerMessage[0] < SIDE_SYMMETRIC)) {
+      const theirs = peerMessage[0] === SIDE_SYMMETRIC ? 1 : peerMessage[0];
+      throw new Error(`the other side runs a Duplex that speaks transfer protocol ${theirs} (this page speaks ${PROTOCOL}); run the same version on both sides`);
+    }
+    if (peerMessage.length !== 34) throw new Error('the key exchange message has the wrong length');
+    if (peerMessage[1] !== SIDE_SYMMETRIC) throw new Error('the key exchange message is from the wrong side');
+    const theirs = peerMessage.subarray(2);
     let y;
     try {
       y = Point.fromBytes(theirs);
@@ -144,36 +159,57 @@ export class Spake2 {
   }
 }
 
-/** The ChaCha20-Poly1305 key from the SPAKE2 output. */
-export function deriveKey(shared) {
-  return blake3(shared, { context: KEY_CONTEXT });
+/** The raw AES-256-GCM key for a SPAKE2 shared secret: HKDF-SHA256 with
+ *  an empty salt and KEY_INFO (Web Crypto). */
+export async function deriveKey(shared) {
+  const ikm = await subtle.importKey('raw', shared, 'HKDF', false, ['deriveBits']);
+  const bits = await subtle.deriveBits(
+    { name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0), info: enc.encode(KEY_INFO) }, ikm, 256);
+  return new Uint8Array(bits);
+}
+
+/** SHA-256 (Web Crypto). */
+export async function sha256Native(data) {
+  return new Uint8Array(await subtle.digest('SHA-256', data));
+}
+
+/** A file's digest from its chunks' digests (crates/transfer digest.rs). */
+export async function fileDigest(size, chunk, chunkDigests) {
+  return sha256Native(concat(enc.encode(FILE_LABEL), u64(size), u64(chunk), ...chunkDigests));
 }
 
 // ------------------------------------------------------------------ sealing
 
-function nonce(dir, file, index) {
+function nonce(dir, space, seq) {
   const n = new Uint8Array(12);
   n[0] = dir;
-  n.set(u32(file), 1);
-  n.set(u64(index).subarray(1), 5);
+  n[1] = space;
+  n.set(u64(seq), 4);
   return n;
 }
 
-/** Seals and opens messages with the agreed key. */
+/** Seals and opens messages with the agreed key (AES-256-GCM, Web Crypto). */
 export class Sealer {
   constructor(key) {
     this.key = key;
   }
 
-  seal(dir, file, index, aad, plain) {
-    return chacha20poly1305(this.key, nonce(dir, file, index), aad).encrypt(plain);
+  static async fromKey(raw) {
+    return new Sealer(await subtle.importKey('raw', raw, 'AES-GCM', false, ['encrypt', 'decrypt']));
+  }
+
+  /** `plain` sealed: ciphertext ‖ tag. */
+  async seal(dir, space, seq, aad, plain) {
+    const params = { name: 'AES-GCM', iv: nonce(dir, space, seq), additionalData: aad, tagLength: TAG * 8 };
+    return new Uint8Array(await subtle.encrypt(params, this.key, plain));
   }
 
   /** The plaintext, or null if altered or sealed with another key. */
-  open(dir, file, index, aad, sealed) {
-    if (sealed.length < 16) return null;
+  async open(dir, space, seq, aad, sealed) {
+    if (sealed.length < TAG) return null;
     try {
-      return chacha20poly1305(this.key, nonce(dir, file, index), aad).decrypt(sealed);
+      const params = { name: 'AES-GCM', iv: nonce(dir, space, seq), additionalData: aad, tagLength: TAG * 8 };
+      return new Uint8Array(await subtle.decrypt(params, this.key, sealed));
     } catch {
       return null;
     }
@@ -186,7 +222,7 @@ export function frame(peer, kind, ...parts) {
 }
 
 /** Sealed control messages one way, opened the other (replays refused);
- *  sealed chunks. */
+ *  data frames (chunks and file seals) numbered in a space of their own. */
 export class Channel {
   constructor(sealer, out) {
     this.sealer = sealer;
@@ -194,22 +230,26 @@ export class Channel {
     this.inbound = out === TO_RECEIVER ? TO_SENDER : TO_RECEIVER;
     this.nextOut = 0;
     this.nextIn = 0;
+    this.nextDataOut = 0;
+    this.nextDataIn = 0;
   }
 
-  seal(peer, msg) {
+  /** A sealed control frame for `peer`. Numbered when called, so frames
+   *  go out in the order they were asked for once awaited in order. */
+  async seal(peer, msg) {
     const seq = this.nextOut++;
-    const sealed = this.sealer.seal(this.out, CONTROL, seq, new Uint8Array(0), enc.encode(JSON.stringify(msg)));
+    const sealed = await this.sealer.seal(this.out, SPACE_CONTROL, seq, new Uint8Array(0), enc.encode(JSON.stringify(msg)));
     return frame(peer, SEALED, u64(seq), sealed);
   }
 
   /** The control message in a sealed body (after the kind byte), or null. */
-  open(body) {
+  async open(body) {
     if (body.length < 8) return null;
     const seq = Number(new DataView(body.buffer, body.byteOffset, 8).getBigUint64(0));
     if (seq < this.nextIn) return null;
-    const plain = this.sealer.open(this.inbound, CONTROL, seq, new Uint8Array(0), body.subarray(8));
+    const plain = await this.sealer.open(this.inbound, SPACE_CONTROL, seq, new Uint8Array(0), body.subarray(8));
     if (!plain) return null;
-    this.nextIn = seq + 1;
+    this.nextIn = Math.max(this.nextIn, seq + 1);
     try {
       return JSON.parse(dec.decode(plain));
     } catch {
@@ -217,24 +257,27 @@ export class Channel {
     }
   }
 
-  sealChunk(peer, file, index, data) {
-    const aad = concat(u32(file), u64(index));
-    const sealed = this.sealer.seal(this.out, file, index, aad, concat(blake3(data), data));
-    return frame(peer, CHUNK, aad, sealed);
+  /** A data frame for `peer`: chunk `index` of `file` (or the file's seal,
+   *  at index = its chunk count, carrying its digest). */
+  async sealData(peer, file, index, plain) {
+    const seq = this.nextDataOut++;
+    const header = concat(u64(seq), u32(file), u64(index));
+    const sealed = await this.sealer.seal(this.out, SPACE_DATA, seq, header, plain);
+    return frame(peer, CHUNK, header, sealed);
   }
 
-  /** `{file, index, data}` from a chunk body, `data` null when it does not
-   *  decrypt or its hash differs; null when the body is too short. */
-  openChunk(body) {
-    if (body.length < 12) return null;
-    const view = new DataView(body.buffer, body.byteOffset, 12);
-    const file = view.getUint32(0);
-    const index = Number(view.getBigUint64(4));
-    const plain = this.sealer.open(this.inbound, file, index, body.subarray(0, 12), body.subarray(12));
+  /** `{file, index, data}` from a data body, `data` null when it does not
+   *  open or is a replay; null when the body is too short. */
+  async openData(body) {
+    if (body.length < CHUNK_HEADER + TAG) return null;
+    const view = new DataView(body.buffer, body.byteOffset, CHUNK_HEADER);
+    const seq = Number(view.getBigUint64(0));
+    const file = view.getUint32(8);
+    const index = Number(view.getBigUint64(12));
     let data = null;
-    if (plain && plain.length >= 32) {
-      const candidate = plain.subarray(32);
-      if (compareBytes(blake3(candidate), plain.subarray(0, 32)) === 0) data = candidate;
+    if (seq >= this.nextDataIn) {
+      data = await this.sealer.open(this.inbound, SPACE_DATA, seq, body.subarray(0, CHUNK_HEADER), body.subarray(CHUNK_HEADER));
+      if (data) this.nextDataIn = seq + 1;
     }
     return { file, index, data };
   }
@@ -247,8 +290,13 @@ export function startHandshake(code, random64) {
 }
 
 /** Finishes it: a Sealer with the derived key. */
-export function finishHandshake(spake, peerMessage) {
-  return new Sealer(deriveKey(spake.finish(peerMessage)));
+export async function finishHandshake(spake, peerMessage) {
+  return Sealer.fromKey(await deriveKey(spake.finish(peerMessage)));
+}
+
+/** Chunks in a file of `size` bytes: its seal is chunk number this. */
+export function chunkCount(size, chunk) {
+  return Math.ceil(size / chunk);
 }
 
 // ------------------------------------------------------------------ codes
@@ -303,21 +351,6 @@ export function safePath(path) {
   return path.split('/').every((c) => c !== '' && c !== '.' && c !== '..');
 }
 
-// ------------------------------------------------------------------ hashing
-
-const HASH_PIECE = 4 << 20;
-
-/** BLAKE3 (hex) of a Blob, read a piece at a time (never whole in memory). */
-export async function hashBlob(blob, onProgress) {
-  const h = blake3.create();
-  for (let at = 0; at < blob.size; at += HASH_PIECE) {
-    const piece = new Uint8Array(await blob.slice(at, at + HASH_PIECE).arrayBuffer());
-    h.update(piece);
-    if (onProgress) onProgress(at + piece.length);
-  }
-  return toHex(h.digest());
-}
-
 // --------------------------------------------------------------- transport
 
 function messageData(ev) {
@@ -364,7 +397,7 @@ function finalForSender(code) {
 
 /**
  * Sends files to every receiver that joins with the code, until stop().
- * `items`: [{path, dir, size, mode, hash, blob}] (folders have no blob).
+ * `items`: [{path, dir, size, mode, blob}] (folders have no blob).
  * `onEvent(ev)` gets: {type: 'code', code} · {type: 'peer', peer, state,
  * message?} (state: 'verifying' | 'sending' | 'done' | 'wrong_code' | 'left'
  * | 'failed') · {type: 'progress', peer, bytes, total, file, fileBytes} ·
@@ -380,10 +413,18 @@ export class SendSession {
     this.peers = new Map();
     this.stopped = false;
     this.failures = 0;
+    // Per file, the digests of its chunks from the first on, as far as a
+    // pump has read it: a file's seal needs them all.
+    this.digests = items.map(() => []);
+    // ... changed by one pump at a time.
+    this.digestLocks = items.map(() => Promise.resolve());
+    // Relay messages are handled one at a time, in order, though sealing
+    // and opening are asynchronous.
+    this.inbox = Promise.resolve();
   }
 
   entries() {
-    return this.items.map((i) => ({ path: i.path, dir: !!i.dir, size: i.dir ? 0 : i.size, mode: i.mode, hash: i.dir ? '' : i.hash }));
+    return this.items.map((i) => ({ path: i.path, dir: !!i.dir, size: i.dir ? 0 : i.size, mode: i.mode }));
   }
 
   /** Creates the transfer; resolves with the code. */
@@ -393,8 +434,7 @@ export class SendSession {
     this.nameplate = created.nameplate;
     this.token = created.token;
     this.window = created.window || 1 << 20;
-    const maxFrame = created.max_frame || 1 << 20;
-    this.chunkSize = Math.max(1024, Math.min(MAX_CHUNK, maxFrame - CHUNK_OVERHEAD - 64));
+    this.chunkSize = chunkSize(created.max_frame || 1 << 20);
     this.code = `${created.nameplate}-${pickWords()}`;
     this.attach(ws);
     this.onEvent({ type: 'code', code: this.code });
@@ -440,13 +480,14 @@ export class SendSession {
   attach(ws) {
     this.ws = ws;
     ws.onmessage = (ev) => {
-      try {
-        this.onMessage(messageData(ev));
-      } catch (e) {
+      const data = messageData(ev);
+      this.inbox = this.inbox.then(() => this.onMessage(data)).catch((e) => {
         this.onEvent({ type: 'status', state: 'warning', message: String(e && e.message || e) });
-      }
+      });
     };
-    ws.onclose = (ev) => this.onClose(ev);
+    ws.onclose = (ev) => {
+      this.inbox = this.inbox.then(() => this.onClose(ev));
+    };
     this.onEvent({ type: 'status', state: 'waiting', message: 'waiting for receivers' });
   }
 
@@ -482,7 +523,7 @@ export class SendSession {
     if (peer.wake) peer.wake();
   }
 
-  onMessage(data) {
+  async onMessage(data) {
     if (typeof data === 'string') {
       let value;
       try {
@@ -534,25 +575,25 @@ export class SendSession {
     if (peer.state === 'handshaking' && kind === PAKE) {
       let sealer;
       try {
-        sealer = finishHandshake(peer.spake, body);
+        sealer = await finishHandshake(peer.spake, body);
       } catch (e) {
-        this.dropPeer(peer, `the key exchange failed: ${e.message}`);
+        this.dropPeer(peer, e.message.startsWith('the other side') ? e.message : `the key exchange failed: ${e.message}`);
         return;
       }
       peer.channel = new Channel(sealer, TO_RECEIVER);
       peer.state = 'confirming';
-      this.sendControl(peer, peer.channel.seal(id, { type: 'confirm' }));
+      this.sendControl(peer, await peer.channel.seal(id, { type: 'confirm' }));
     } else if (peer.state === 'confirming' && kind === SEALED) {
-      const msg = peer.channel.open(body);
+      const msg = await peer.channel.open(body);
       if (msg && msg.type === 'confirm') {
         peer.state = 'ready';
         this.send(JSON.stringify({ type: 'accept', peer: id }));
-        this.sendControl(peer, peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize, bye: true }));
+        this.sendControl(peer, await peer.channel.seal(id, { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize, bye: true }));
       } else {
         this.dropPeer(peer, 'wrong code: the key exchange failed');
       }
     } else if (peer.state === 'ready' && kind === SEALED) {
-      const msg = peer.channel.open(body);
+      const msg = await peer.channel.open(body);
       if (!msg) return;
       if (msg.type === 'have' && Array.isArray(msg.offsets) && msg.offsets.length === this.items.length && !peer.pumping) {
         peer.pumping = true;
@@ -571,7 +612,7 @@ export class SendSession {
         // reconnect until it hears it.
         // Its window may still hold chunks it no longer needed: the bye
         // waits for credit like a chunk would.
-        peer.bye = peer.channel.seal(id, { type: 'bye' });
+        peer.bye = await peer.channel.seal(id, { type: 'bye' });
         this.sendBye(peer);
         this.onEvent({ type: 'progress', peer: id, bytes: this.total, total: this.total, file: -1, fileBytes: 0 });
         this.onEvent({ type: 'peer', peer: id, state: 'done' });
@@ -588,15 +629,66 @@ export class SendSession {
     this.onEvent({ type: 'peer', peer: peer.id, state: 'wrong_code' });
   }
 
-  /** The next chunk to send at or after (file, chunk), or null. */
+  /** The next chunk to send at or after (file, chunk), or null; a file's
+   *  seal is its chunk number chunkCount. */
   next(peer, file, chunk) {
     while (file < this.items.length) {
       const item = this.items[file];
-      if (!item.dir && chunk * this.chunkSize < item.size) return { file, chunk };
+      if (!item.dir && chunk <= chunkCount(item.size, this.chunkSize)) return { file, chunk };
       file += 1;
-      chunk = Math.floor((peer.offsets[file] || 0) / this.chunkSize);
+      chunk = Math.ceil((peer.offsets[file] || 0) / this.chunkSize);
     }
     return null;
+  }
+
+  /** Chunk `chunk` of file `file`, read from its Blob. */
+  async read(file, chunk) {
+    const item = this.items[file];
+    const offset = chunk * this.chunkSize;
+    const len = Math.min(item.size - offset, this.chunkSize);
+    const data = new Uint8Array(await item.blob.slice(offset, offset + len).arrayBuffer());
+    if (data.length !== len) throw new Error(`${item.path} changed while being sent`);
+    return data;
+  }
+
+  /** Notes the digest of chunk `chunk` of file `file`, first taking those
+   *  of the chunks before it no pump has read (a receiver resuming). */
+  record(file, chunk, digest) {
+    return this.withDigests(file, async (digests) => {
+      await this.fillDigests(file, chunk);
+      if (digests.length === chunk) digests.push(digest);
+      else if (toHex(digests[chunk]) !== toHex(digest)) throw new Error(`${this.items[file].path} changed while being sent`);
+    });
+  }
+
+  /** Takes the digests of file `file`'s chunks below `upTo` not taken yet. */
+  async fillDigests(file, upTo) {
+    const digests = this.digests[file];
+    while (digests.length < upTo) digests.push(await sha256Native(await this.read(file, digests.length)));
+  }
+
+  /** Runs `fn(digests of file)` when no other pump is changing them. */
+  withDigests(file, fn) {
+    const run = this.digestLocks[file].then(() => fn(this.digests[file]));
+    this.digestLocks[file] = run.catch(() => {});
+    return run;
+  }
+
+  /** The frame of chunk `chunk` of file `file` for `peer`: the chunk, or
+   *  the file's seal. */
+  async dataFrame(peer, file, chunk) {
+    const item = this.items[file];
+    const count = chunkCount(item.size, this.chunkSize);
+    if (chunk === count) {
+      const digest = await this.withDigests(file, async (digests) => {
+        await this.fillDigests(file, count);
+        return fileDigest(item.size, this.chunkSize, digests.slice(0, count));
+      });
+      return peer.channel.sealData(peer.id, file, chunk, digest);
+    }
+    const data = await this.read(file, chunk);
+    await this.record(file, chunk, await sha256Native(data));
+    return peer.channel.sealData(peer.id, file, chunk, data);
   }
 
   /** Waits until woken (credit, a retry, the end). */
@@ -612,13 +704,14 @@ export class SendSession {
   /** Sends one receiver the chunks it is missing, in order, within its
    *  credit (the relay closes a sender that overdraws). */
   async pump(peer) {
-    let pos = this.next(peer, 0, Math.floor((peer.offsets[0] || 0) / this.chunkSize));
+    let pos = this.next(peer, 0, Math.ceil((peer.offsets[0] || 0) / this.chunkSize));
     const starts = [];
     let sum = 0;
     for (const item of this.items) {
       starts.push(sum);
       sum += item.dir ? 0 : item.size;
     }
+    let ahead = null;
     while (!peer.ended) {
       if (peer.retry) {
         pos = this.next(peer, peer.retry.file, peer.retry.chunk);
@@ -630,11 +723,17 @@ export class SendSession {
       }
       const { file, chunk } = pos;
       const item = this.items[file];
-      const offset = chunk * this.chunkSize;
+      const offset = Math.min(chunk * this.chunkSize, item.size);
       const len = Math.min(item.size - offset, this.chunkSize);
-      const data = new Uint8Array(await item.blob.slice(offset, offset + len).arrayBuffer());
-      if (data.length !== len) throw new Error(`${item.path} changed while being sent`);
-      const msg = peer.channel.sealChunk(peer.id, file, chunk, data);
+      // The next frame is read, digested and sealed while this one waits
+      // for credit and the socket.
+      const msg = await (ahead && ahead.file === file && ahead.chunk === chunk ? ahead.frame : this.dataFrame(peer, file, chunk));
+      ahead = null;
+      const following = this.next(peer, file, chunk + 1);
+      if (following) {
+        ahead = { ...following, frame: this.dataFrame(peer, following.file, following.chunk) };
+        ahead.frame.catch(() => {});
+      }
       while (!peer.ended && peer.credit < msg.length) await this.sleep(peer);
       if (peer.ended) return;
       if (peer.retry) continue; // a retry arrived while we waited: resend from there
@@ -698,7 +797,8 @@ export class SendSession {
 // ---------------------------------------------------------------- receiving
 
 /**
- * Receives a transfer by its code into Blobs.
+ * Receives a transfer by its code into Blobs (which the browser keeps on
+ * disk when they are large).
  * `onEvent(ev)` gets: {type: 'status', state, message} · {type: 'manifest',
  * entries, total} · {type: 'progress', bytes, total, file, fileBytes} ·
  * {type: 'file', index, blob} (verified) · {type: 'done'} · {type: 'error',
@@ -714,6 +814,9 @@ export class ReceiveSession {
     this.plan = null;
     this.finished = false;
     this.joinedBefore = false;
+    // Frames are handled one at a time, in order, though opening them is
+    // asynchronous.
+    this.inbox = Promise.resolve();
   }
 
   /** Runs until done or a fatal error (both reported as events). */
@@ -753,6 +856,11 @@ export class ReceiveSession {
 
   send(data) {
     if (this.ws && this.ws.readyState === 1) this.ws.send(data);
+  }
+
+  /** Seals a control message and sends it. */
+  async sendControl(msg) {
+    this.send(await this.channel.seal(0, msg));
   }
 
   /** One connection: resolves with {done} | {fatal} | {message} (retry). */
@@ -795,49 +903,52 @@ export class ReceiveSession {
           }
           return;
         }
-        try {
-          this.onPeer(data);
-        } catch (e) {
+        this.inbox = this.inbox.then(() => this.onPeer(data)).catch((e) => {
           this.fatal(e.message);
           this.settle({ fatal: true });
-        }
+        });
       };
       ws.onclose = (ev) => {
-        if (this.finished) {
-          this.settle({ done: !!this.complete, fatal: !this.complete });
-          return;
-        }
-        const code = ev.code;
-        if (code === CLOSE.NOT_FOUND && this.joinedBefore) {
-          this.settle({ message: 'the relay no longer knows this transfer (did it restart?); waiting for the sender' });
-        } else if (code === CLOSE.FINISHED) {
-          this.fatal(this.started
-            ? 'The sender ended the transfer before everything arrived. Files already verified are still offered below.'
-            : 'The sender ended the transfer.');
-          this.settle({ fatal: true });
-        } else if (FINAL_CLOSE_CODES.includes(code)) {
-          this.fatal(`The relay refused: ${code === CLOSE.MALFORMED && relayError ? relayError : closeMeaning(code, ev.reason)}.`);
-          this.settle({ fatal: true });
-        } else {
-          this.settle({ message: relayError || closeMeaning(code, ev.reason) });
-        }
+        this.inbox = this.inbox.then(() => this.onClosed(ev, relayError));
       };
       ws.send(JSON.stringify({ type: 'join', nameplate: this.nameplate }));
     });
   }
 
-  onPeer(data) {
-    if (data.length <= PEER_HEADER) return;
+  /** What a close of the relay connection means for this attempt. */
+  onClosed(ev, relayError) {
+    if (this.finished) {
+      this.settle({ done: !!this.complete, fatal: !this.complete });
+      return;
+    }
+    const code = ev.code;
+    if (code === CLOSE.NOT_FOUND && this.joinedBefore) {
+      this.settle({ message: 'the relay no longer knows this transfer (did it restart?); waiting for the sender' });
+    } else if (code === CLOSE.FINISHED) {
+      this.fatal(this.started
+        ? 'The sender ended the transfer before everything arrived. Files already verified are still offered below.'
+        : 'The sender ended the transfer.');
+      this.settle({ fatal: true });
+    } else if (FINAL_CLOSE_CODES.includes(code)) {
+      this.fatal(`The relay refused: ${code === CLOSE.MALFORMED && relayError ? relayError : closeMeaning(code, ev.reason)}.`);
+      this.settle({ fatal: true });
+    } else {
+      this.settle({ message: relayError || closeMeaning(code, ev.reason) });
+    }
+  }
+
+  async onPeer(data) {
+    if (this.finished || data.length <= PEER_HEADER) return;
     const kind = data[PEER_HEADER];
     const body = data.subarray(PEER_HEADER + 1);
     if (kind === PAKE) {
       if (!this.spake) throw new Error('the sender started the key exchange twice');
-      const sealer = finishHandshake(this.spake, body);
+      const spake = this.spake;
       this.spake = null;
-      this.channel = new Channel(sealer, TO_SENDER);
+      this.channel = new Channel(await finishHandshake(spake, body), TO_SENDER);
     } else if (kind === SEALED) {
       if (!this.channel) return;
-      const msg = this.channel.open(body);
+      const msg = await this.channel.open(body);
       if (!msg) {
         if (!this.confirmed) {
           this.fatal('Wrong code: the key exchange with the sender failed. Check the code with the sender; nothing was received.');
@@ -847,22 +958,22 @@ export class ReceiveSession {
       }
       if (msg.type === 'confirm' && !this.confirmed) {
         this.confirmed = true;
-        this.send(this.channel.seal(0, { type: 'confirm' }));
+        await this.sendControl({ type: 'confirm' });
         this.onEvent({ type: 'status', state: 'connected', message: 'code verified; waiting for the list of files' });
       } else if (msg.type === 'manifest' && this.confirmed && !this.started) {
-        this.onManifest(msg);
+        await this.onManifest(msg);
       }
     } else if (kind === CHUNK) {
       if (!this.channel || !this.started) return;
-      const chunk = this.channel.openChunk(body);
-      if (chunk) this.onChunk(chunk);
+      const chunk = await this.channel.openData(body);
+      if (chunk) await this.onData(chunk);
     }
   }
 
-  onManifest(msg) {
+  async onManifest(msg) {
     const problem = checkManifest(msg);
     if (problem) {
-      this.send(this.channel.seal(0, { type: 'fail', message: problem }));
+      await this.sendControl({ type: 'fail', message: problem });
       this.fatal(`The sender's list of files was refused: ${problem}. Nothing was received.`);
       this.settle({ fatal: true });
       return;
@@ -876,88 +987,91 @@ export class ReceiveSession {
         chunk: msg.chunk_size,
         offsets: msg.entries.map(() => 0),
         parts: msg.entries.map(() => []),
-        hashers: msg.entries.map(() => blake3.create()),
+        digests: msg.entries.map(() => []),
+        installed: msg.entries.map(() => false),
         failures: new Map(),
         total: msg.entries.reduce((n, e) => n + (e.dir ? 0 : e.size), 0),
         received: 0,
       };
       this.onEvent({ type: 'manifest', entries: msg.entries, total: this.plan.total });
-      msg.entries.forEach((e, i) => {
-        if (!e.dir && e.size === 0) this.install(i);
-      });
     }
     this.started = true;
     const plan = this.plan;
-    this.send(this.channel.seal(0, { type: 'have', offsets: plan.offsets }));
+    await this.sendControl({ type: 'have', offsets: plan.offsets });
     plan.cursor = this.nextFile(0);
     this.onEvent({ type: 'status', state: 'receiving', message: 'receiving' });
-    if (this.finished) return; // install failed
-    if (plan.cursor === null) this.finish();
+    if (plan.cursor === null) await this.finish();
   }
 
+  /** The next file at or after `from` not offered yet: each waits for its
+   *  seal, an empty one too. */
   nextFile(from) {
     const plan = this.plan;
     for (let i = from; i < plan.entries.length; i++) {
-      const e = plan.entries[i];
-      if (!e.dir && plan.offsets[i] < e.size) return i;
+      if (!plan.entries[i].dir && !plan.installed[i]) return i;
     }
     return null;
   }
 
-  onChunk({ file, index, data }) {
+  async onData({ file, index, data }) {
     const plan = this.plan;
-    if (plan.cursor !== file || index * plan.chunk !== plan.offsets[file]) return; // stale
+    if (plan.cursor !== file) return; // stale: sent before a retry or resume
     const entry = plan.entries[file];
-    const expected = Math.min(entry.size - plan.offsets[file], plan.chunk);
+    const count = chunkCount(entry.size, plan.chunk);
+    if (index !== Math.ceil(plan.offsets[file] / plan.chunk)) return;
+    const expected = index === count ? 32 : Math.min(entry.size - plan.offsets[file], plan.chunk);
     if (!data || data.length !== expected) {
       const key = `${file}:${index}`;
       const n = (plan.failures.get(key) || 0) + 1;
       plan.failures.set(key, n);
       if (n > MAX_CHUNK_FAILURES) {
-        this.send(this.channel.seal(0, { type: 'fail', message: `chunk ${index} of ${entry.path} failed verification ${MAX_CHUNK_FAILURES} times` }));
+        await this.sendControl({ type: 'fail', message: `chunk ${index} of ${entry.path} failed verification ${MAX_CHUNK_FAILURES} times` });
         this.fatal(`Chunk ${index} of ${entry.path} failed verification ${MAX_CHUNK_FAILURES} times: the connection is corrupting data.`);
         this.settle({ fatal: true });
         return;
       }
-      this.send(this.channel.seal(0, { type: 'retry', file, chunk: index }));
+      await this.sendControl({ type: 'retry', file, chunk: index });
       return;
     }
+    if (index === count) {
+      // The file's seal: its digest as sent.
+      if (!(await this.install(file, data))) return;
+      plan.cursor = this.nextFile(file + 1);
+      if (plan.cursor === null) await this.finish();
+      return;
+    }
+    plan.digests[file].push(await sha256Native(data));
     plan.parts[file].push(new Blob([data]));
-    plan.hashers[file].update(data);
     plan.offsets[file] += data.length;
     plan.received += data.length;
     this.progressed = (this.progressed || 0) + 1;
     this.onEvent({ type: 'progress', bytes: plan.received, total: plan.total, file, fileBytes: plan.offsets[file] });
-    if (plan.offsets[file] === entry.size) {
-      if (!this.install(file)) return;
-      plan.cursor = this.nextFile(file + 1);
-      if (plan.cursor === null) this.finish();
-    }
   }
 
-  /** Checks a complete file's BLAKE3 against the manifest and offers it. */
-  install(i) {
+  /** Checks a complete file's digest against the one the sender sealed
+   *  and offers it. */
+  async install(i, sent) {
     const plan = this.plan;
     const entry = plan.entries[i];
-    const hash = toHex(plan.hashers[i].digest());
-    if (hash !== entry.hash) {
+    const ours = await fileDigest(entry.size, plan.chunk, plan.digests[i]);
+    if (toHex(ours) !== toHex(sent)) {
       plan.parts[i] = [];
-      this.send(this.channel.seal(0, { type: 'fail', message: `${entry.path} does not match the sender's hash` }));
-      this.fatal(`${entry.path} does not match the sender's hash (did it change while being sent?); it is not offered. Try again.`);
+      await this.sendControl({ type: 'fail', message: `${entry.path} does not match the sender's digest` });
+      this.fatal(`${entry.path} does not match the sender's digest (did it change while being sent?); it is not offered. Try again.`);
       this.settle({ fatal: true });
       return false;
     }
     const blob = new Blob(plan.parts[i], { type: 'application/octet-stream' });
     plan.parts[i] = [];
-    plan.offsets[i] = entry.size;
+    plan.installed[i] = true;
     this.onEvent({ type: 'file', index: i, blob });
     return true;
   }
 
-  finish() {
+  async finish() {
     this.complete = true;
     this.finished = true;
-    this.send(this.channel.seal(0, { type: 'done' }));
+    await this.sendControl({ type: 'done' });
     if (this.ws.readyState <= 1) this.ws.close(1000, 'received');
     this.onEvent({ type: 'done' });
     this.settle({ done: true });
@@ -976,7 +1090,6 @@ export function checkManifest(msg) {
     if (seen.has(e.path)) return `${JSON.stringify(e.path)} appears twice`;
     seen.add(e.path);
     if (!Number.isSafeInteger(e.size) || e.size < 0) return `${JSON.stringify(e.path)} has an invalid size`;
-    if (!e.dir && !/^[0-9a-f]{64}$/.test(e.hash || '')) return `${JSON.stringify(e.path)} has no valid hash`;
   }
   return null;
 }

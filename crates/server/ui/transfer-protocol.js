@@ -8,8 +8,21 @@ export const SEALED = 2;
 export const CHUNK = 3;
 /** Bytes of the peer number in front of every binary frame. */
 export const PEER_HEADER = 4;
-/** Bytes a chunk frame adds to the chunk: peer, kind, file, index, hash, tag. */
-export const CHUNK_OVERHEAD = 65;
+/** Bytes a data frame adds to the chunk: peer, kind, seq, file, index, tag. */
+export const CHUNK_OVERHEAD = 41;
+/** The end-to-end layer (crates/transfer/src/seal.rs, chunk.rs, digest.rs). */
+export const PROTOCOL = 2;
+export const IDENTITY = "duplex transfer v2";
+export const KEY_INFO = "duplex transfer v2 aes-256-gcm key";
+export const FILE_LABEL = "duplex transfer v2 file\u0000";
+export const TAG = 16;
+export const CHUNK_HEADER = 20;
+export const DATA_PREFIX = 25;
+export const SPACE_CONTROL = 0;
+export const SPACE_DATA = 1;
+export const MAX_CHUNK = 1048576;
+export const MIN_CHUNK = 1024;
+export const FRAME_SLACK = 64;
 /** Largest frame a receiver may send. */
 export const MAX_RECEIVER_FRAME = 65536;
 /** Largest binary frame the relay allows. */

@@ -4,7 +4,7 @@
 // ever reach the page through textContent and attributes: never innerHTML.
 
 import {
-  MAX_ENTRIES, ReceiveSession, SendSession, hashBlob, parseCode, relayUrl, safePath,
+  MAX_ENTRIES, ReceiveSession, SendSession, parseCode, relayUrl, safePath,
 } from './transfer-core.js';
 
 const $ = (id) => document.getElementById(id);
@@ -345,16 +345,7 @@ function sendPage() {
     el.start.disabled = true;
     el.clear.hidden = true;
     showError(el.pickError, '');
-    const files = selection.filter((i) => !i.dir);
-    const total = files.reduce((n, i) => n + i.size, 0);
-    let hashedBefore = 0;
-    for (const item of files) {
-      item.hash = await hashBlob(item.blob, (n) => {
-        const pct = total ? Math.floor(((hashedBefore + n) / total) * 100) : 100;
-        setStatus('connecting', `hashing the files… ${pct}%`);
-      });
-      hashedBefore += item.size;
-    }
+    // No pass over the files first: each is digested as it is sent.
     setStatus('connecting', 'connecting to the relay');
     const s = new SendSession({ url: relayUrl(location), items: selection, onEvent });
     buildSharing(s);

@@ -6,9 +6,12 @@
 use std::fmt::Write;
 
 use crate::RelayClose;
-use crate::limits::{MAX_FRAME, MAX_RECEIVER_FRAME};
+use crate::chunk::{CHUNK_HEADER, DATA_PREFIX};
+use crate::digest::FILE_LABEL;
+use crate::limits::{FRAME_SLACK, MAX_CHUNK, MAX_FRAME, MAX_RECEIVER_FRAME, MIN_CHUNK};
 use crate::peer_frame::{CHUNK_OVERHEAD, Kind, PEER_HEADER};
 use crate::relay_message::RelayMessage;
+use crate::seal::{IDENTITY, KEY_INFO, PROTOCOL, Space, TAG};
 
 /// The source of `transfer-protocol.js`.
 pub fn module() -> String {
@@ -28,9 +31,37 @@ pub fn module() -> String {
     let _ = writeln!(js, "export const PEER_HEADER = {PEER_HEADER};");
     let _ = writeln!(
         js,
-        "/** Bytes a chunk frame adds to the chunk: peer, kind, file, index, hash, tag. */"
+        "/** Bytes a data frame adds to the chunk: peer, kind, seq, file, index, tag. */"
     );
     let _ = writeln!(js, "export const CHUNK_OVERHEAD = {CHUNK_OVERHEAD};");
+    js.push_str(
+        "/** The end-to-end layer (crates/transfer/src/seal.rs, chunk.rs, digest.rs). */
+",
+    );
+    let _ = writeln!(js, "export const PROTOCOL = {PROTOCOL};");
+    let _ = writeln!(
+        js,
+        "export const IDENTITY = {};",
+        json_string(std::str::from_utf8(IDENTITY).expect("ASCII"))
+    );
+    let _ = writeln!(
+        js,
+        "export const KEY_INFO = {};",
+        json_string(std::str::from_utf8(KEY_INFO).expect("ASCII"))
+    );
+    let _ = writeln!(
+        js,
+        "export const FILE_LABEL = {};",
+        json_string(std::str::from_utf8(FILE_LABEL).expect("ASCII"))
+    );
+    let _ = writeln!(js, "export const TAG = {TAG};");
+    let _ = writeln!(js, "export const CHUNK_HEADER = {CHUNK_HEADER};");
+    let _ = writeln!(js, "export const DATA_PREFIX = {DATA_PREFIX};");
+    let _ = writeln!(js, "export const SPACE_CONTROL = {};", Space::Control as u8);
+    let _ = writeln!(js, "export const SPACE_DATA = {};", Space::Data as u8);
+    let _ = writeln!(js, "export const MAX_CHUNK = {MAX_CHUNK};");
+    let _ = writeln!(js, "export const MIN_CHUNK = {MIN_CHUNK};");
+    let _ = writeln!(js, "export const FRAME_SLACK = {FRAME_SLACK};");
     let _ = writeln!(js, "/** Largest frame a receiver may send. */");
     let _ = writeln!(
         js,

@@ -15,7 +15,10 @@
 //! - [`Credit`]: one receiver's flow-control window, counted the same way
 //!   by the relay (which refuses an overdraft) and by the sender (which
 //!   waits for credit);
-//! - [`limits`]: the sizes both ends must agree on.
+//! - [`limits`]: the sizes both ends must agree on;
+//! - the end-to-end layer between sender and receiver, which the relay
+//!   never opens: [`seal`] (key exchange, AES-256-GCM, nonces),
+//!   [`chunk`] (data frames) and [`digest`] (whole-file verification).
 //!
 //! The full protocol is in `docs/transfer.md`.
 //!
@@ -34,12 +37,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod chunk;
 pub mod close;
 pub mod credit;
+pub mod digest;
 pub mod javascript;
 pub mod limits;
 pub mod peer_frame;
 pub mod relay_message;
+pub mod seal;
 
 pub use close::RelayClose;
 pub use credit::{Credit, CreditError};

@@ -21,3 +21,20 @@ pub const fn max_frame(window: usize) -> usize {
         MAX_FRAME
     }
 }
+
+/// Largest chunk a sender cuts files into.
+pub const MAX_CHUNK: usize = 1 << 20;
+
+/// Smallest chunk a sender cuts files into.
+pub const MIN_CHUNK: usize = 1024;
+
+/// Room a data frame leaves below the relay's largest frame.
+pub const FRAME_SLACK: usize = 64;
+
+/// The chunk size a sender uses with a relay whose largest frame is
+/// `max_frame`: a data frame must fit it, with [`FRAME_SLACK`] to spare.
+pub const fn chunk_size(max_frame: usize) -> usize {
+    let room = max_frame.saturating_sub(crate::peer_frame::CHUNK_OVERHEAD + FRAME_SLACK);
+    let size = if room < MAX_CHUNK { room } else { MAX_CHUNK };
+    if size < MIN_CHUNK { MIN_CHUNK } else { size }
+}

@@ -18,20 +18,21 @@ use crate::relay_message::Peer;
 /// Bytes of the peer number in front of every binary frame.
 pub const PEER_HEADER: usize = 4;
 
-/// Bytes a chunk frame adds to the chunk it carries: peer, kind, file
-/// index (u32), chunk index (u64), BLAKE3 of the chunk (32), AEAD tag (16).
-pub const CHUNK_OVERHEAD: usize = PEER_HEADER + 1 + 4 + 8 + 32 + 16;
+/// Bytes a data frame adds to the chunk it carries: peer, kind, `seq`,
+/// file, index ([`crate::chunk`]) and the AEAD tag.
+pub const CHUNK_OVERHEAD: usize = crate::chunk::DATA_PREFIX + crate::seal::TAG;
 
 /// What a peer frame carries (its first payload byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
-    /// The SPAKE2 message.
+    /// The key exchange message: the protocol version
+    /// ([`crate::seal::PROTOCOL`]), then SPAKE2's message.
     Pake = 1,
-    /// A sealed control message: `seq u64`, then ciphertext.
+    /// A sealed control message: `seq u64` (its number in
+    /// [`crate::seal::Space::Control`]), then ciphertext and tag.
     Sealed = 2,
-    /// A sealed chunk: `file u32`, `chunk u64` (also the AAD), then the
-    /// ciphertext of `BLAKE3(chunk) ‖ chunk`.
+    /// A sealed chunk or file seal ([`crate::chunk`]).
     Chunk = 3,
 }
 
