@@ -289,6 +289,26 @@ test('the page\'s key exchange, sealing and digests reproduce the Rust known ans
   assert.throws(() => c.finish(d.message.subarray(1)), /speaks transfer protocol 1/);
 });
 
+test('a file list too large for the relay is refused by the page at once, with what to do', { timeout: TEST_TIMEOUT }, async () => {
+  // The page's own sending code, in Node against the real relay (Node's
+  // `ws` as its WebSocket): the manifest must fit one relay message.
+  const core = await import(pathToFileURL(path.join(ROOT, 'crates', 'server', 'ui', 'transfer-core.js')).href);
+  const relay = await startServer({ extra: ['--transfer-window', '65536'] });
+  try {
+    const items = Array.from({ length: 1500 }, (_, i) => ({
+      path: `many/file-with-a-long-name-${String(i).padStart(4, '0')}.txt`, dir: false, size: 1, mode: 0o644, blob: new Blob(['x']),
+    }));
+    const events = [];
+    const session = new core.SendSession({
+      url: `ws://127.0.0.1:${relay.port}/files`, items, onEvent: (e) => events.push(e), WebSocketImpl: require('ws'),
+    });
+    await assert.rejects(session.start(), /The list of 1500 files and folders takes \d+ bytes, more than this relay carries in one message \(65536 bytes\)\. Send fewer files at a time, or an archive\./);
+    assert.equal(events.filter((e) => e.type === 'code').length, 0, 'no code is shown');
+  } finally {
+    await relay.stop();
+  }
+});
+
 test('browser → CLI: dropped files and a folder tree arrive byte for byte', { timeout: TEST_TIMEOUT }, async () => {
   const src = fs.mkdtempSync(path.join(tmp, 'a-src-'));
   const big = makeFile(path.join(src, 'big.bin'), 3 * 1024 * 1024 + 12345);
@@ -488,6 +508,56 @@ test('browser → CLI through a 64 KiB window: the page waits for credit, never 
     await context.close();
     await relay.stop();
   }
+});
+
+/** Where the big test writes the rates it saw (for `cargo xtask bench`). */
+const SPEED_OUT = process.env.DUPLEX_BROWSER_SPEED_OUT;
+
+test('a large file each way: CLI → browser and browser → CLI, byte for byte', { timeout: 600_000 }, async () => {
+  const mib = Number(process.env.DUPLEX_BROWSER_BIG_MIB || 256);
+  const size = mib * 1024 * 1024 + 3; // not a whole number of chunks
+  const src = fs.mkdtempSync(path.join(tmp, 'g-src-'));
+  const file = makeFile(path.join(src, 'large.bin'), size);
+  const wait = { timeout: 300_000 };
+  const rates = {};
+
+  // duplex send → the /receive page.
+  const tx = duplex(['send', '--json', '--server', server.base, file], wait);
+  const { code } = await tx.json((v) => typeof v.code === 'string');
+  // The page starts receiving as it loads (the code is in the link).
+  let started = performance.now();
+  let { context, page } = await openPage(`${server.base}/receive#${code}`);
+  try {
+    await page.waitForSelector('#rx-done:not([hidden])', wait);
+    rates.cli_to_browser = size / ((performance.now() - started) / 1000) / 1e6;
+    const [got] = await downloadAll(page);
+    assertSameFile(got.file, file, 'large.bin, CLI → browser');
+    const sent = await tx.done;
+    assert.equal(sent.code, 0, `duplex send failed: ${sent.stderr}`);
+    assertNoPageErrors();
+    await context.close();
+
+    // The /send page → duplex receive.
+    ({ context, page } = await openPage(`${server.base}/send`));
+    await page.setInputFiles('#file-input', file);
+    await page.getByRole('button', { name: 'Get a code and send' }).click();
+    const pageCode = await shownCode(page);
+    const out = fs.mkdtempSync(path.join(tmp, 'g-out-'));
+    started = performance.now();
+    const rx = await duplex(['receive', pageCode, '--server', server.base, '--out', out, '--json'], wait).done;
+    rates.browser_to_cli = size / ((performance.now() - started) / 1000) / 1e6;
+    assert.equal(rx.code, 0, `duplex receive failed: ${rx.stderr}`);
+    assertSameFile(path.join(out, 'large.bin'), file, 'large.bin, browser → CLI');
+    await page.waitForSelector('#receivers li[data-state="done"]');
+    assertNoPageErrors();
+  } finally {
+    await context.close();
+    await tx.stop();
+  }
+  // Rates, for the record (speed is measured by cargo xtask bench, not
+  // asserted here).
+  console.log(`# ${mib} MiB: CLI → browser ${rates.cli_to_browser.toFixed(0)} MB/s, browser → CLI ${rates.browser_to_cli.toFixed(0)} MB/s`);
+  if (SPEED_OUT) fs.writeFileSync(SPEED_OUT, JSON.stringify({ mib, ...rates }));
 });
 
 test('a relay restart mid-transfer: the page reconnects and resumes from its verified chunks', { timeout: TEST_TIMEOUT }, async () => {

@@ -25,6 +25,7 @@ use crate::process::{capture, free_port, run};
 mod allocator;
 mod compressed;
 mod fanout;
+mod scp;
 mod tls;
 mod transfer;
 

@@ -20,7 +20,7 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Time allowed for each browser test script (each takes about a minute).
 const RUN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The browser the tests drive.
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// The test scripts in `tests/browser/`, run in this order: the chat page,
 /// then the file-transfer pages (which also run `duplex send` / `receive`).
 const SCRIPTS: [&str; 2] = ["chat.spec.mjs", "transfer.spec.mjs"];

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use duplex::Message;
-use duplex_transfer::digest::{DIGEST, FileDigest, chunk_count, chunk_digest};
+use duplex_transfer::digest::{DIGEST, FileDigest, chunk_count};
 use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
 use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer::{Credit, Kind, PeerFrame, RelayClose, RelayMessage};
@@ -483,7 +483,9 @@ impl Sender {
                 let data_out = channel.data_out();
                 p.state = Some(State::Ready(channel));
                 match msg {
-                    Some(Control::Have { offsets }) if offsets.len() == self.sources.len() => {
+                    Some(Control::Have { offsets, verified })
+                        if offsets.len() == self.sources.len() =>
+                    {
                         let already: u64 = offsets.iter().sum();
                         let total: u64 = self.sources.iter().map(|s| s.entry.size).sum();
                         let mut bar = self.reporter.bar(
@@ -495,14 +497,15 @@ impl Sender {
                         if let Some(retries) = p.retries_rx.take() {
                             let pump = Pump {
                                 peer,
-                                producer: Producer {
+                                producer: Producer::new(
                                     peer,
-                                    sources: self.sources.clone(),
-                                    digests: self.digests.clone(),
-                                    chunk_size: self.chunk_size,
+                                    self.sources.clone(),
+                                    self.digests.clone(),
+                                    self.chunk_size,
                                     offsets,
-                                    out: data_out,
-                                },
+                                    &verified,
+                                    data_out,
+                                ),
                                 credit: p.credit.clone(),
                                 tx: link.tx.clone(),
                             };
@@ -566,8 +569,8 @@ impl Sender {
 }
 
 /// The chunk digests of every file, shared by the receivers' pumps: each
-/// file's, from its first chunk on, as far as some pump has read it. A
-/// file's seal needs all of them; a chunk read again must match.
+/// file's, from its first chunk on, as far as a seal needed them (a
+/// receiver resuming: the seal covers the chunks it had before).
 struct Digests(Vec<std::sync::Mutex<Vec<[u8; DIGEST]>>>);
 
 impl Digests {
@@ -647,14 +650,19 @@ impl Pump {
     }
 }
 
-/// Reads, digests and seals one receiver's chunks, in order, on a thread
-/// of its own.
+/// Reads and seals one receiver's chunks, in order, on a thread of its
+/// own; after each file's chunks, its seal.
 struct Producer {
     peer: u32,
     sources: Arc<Vec<Source>>,
     digests: Arc<Digests>,
     chunk_size: u64,
-    offsets: Vec<u64>,
+    /// Per file, the chunks the receiver had before this connection: the
+    /// seal carries their digest (the chunks sent now are proven by their
+    /// tags).
+    prefix: Vec<u64>,
+    /// Per file, whether the receiver verified it already (nothing to send).
+    skip: Vec<bool>,
     out: duplex_transfer::chunk::Outbound,
 }
 
@@ -663,27 +671,49 @@ struct Producer {
 const BUFFERS: usize = 4;
 
 impl Producer {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        peer: u32,
+        sources: Arc<Vec<Source>>,
+        digests: Arc<Digests>,
+        chunk_size: u64,
+        offsets: Vec<u64>,
+        verified: &[u32],
+        out: duplex_transfer::chunk::Outbound,
+    ) -> Self {
+        let mut skip = vec![false; sources.len()];
+        for &i in verified {
+            if let Some(s) = skip.get_mut(i as usize) {
+                *s = true;
+            }
+        }
+        // A whole file is its chunk count; a `.part`, whole chunks.
+        let prefix = offsets.iter().map(|o| o.div_ceil(chunk_size)).collect();
+        Self {
+            peer,
+            sources,
+            digests,
+            chunk_size,
+            prefix,
+            skip,
+            out,
+        }
+    }
+
     /// The next chunk to send at or after `(file, chunk)`; a file's seal
     /// is its chunk number [`chunk_count`].
     fn next(&self, mut file: usize, mut chunk: u64) -> Option<(usize, u64)> {
         while let Some(s) = self.sources.get(file) {
-            if !s.entry.dir && chunk <= chunk_count(s.entry.size, self.chunk_size) {
+            if !s.entry.dir
+                && !self.skip[file]
+                && chunk <= chunk_count(s.entry.size, self.chunk_size)
+            {
                 return Some((file, chunk));
             }
             file += 1;
-            chunk = self.first_chunk(file);
+            chunk = self.prefix.get(file).copied().unwrap_or(0);
         }
         None
-    }
-
-    /// The first chunk a receiver is missing of file `file`: its seal
-    /// when it has the whole file (it still checks the digest).
-    fn first_chunk(&self, file: usize) -> u64 {
-        self.offsets
-            .get(file)
-            .copied()
-            .unwrap_or(0)
-            .div_ceil(self.chunk_size)
     }
 
     fn run(
@@ -691,14 +721,14 @@ impl Producer {
         mut retries: mpsc::UnboundedReceiver<(u32, u64)>,
         frames: &mpsc::Sender<Produced>,
     ) -> anyhow::Result<()> {
-        let mut pos = self.next(0, self.first_chunk(0));
+        let mut pos = self.next(0, self.prefix.first().copied().unwrap_or(0));
         let sources = self.sources.clone();
         let mut open: Option<(usize, std::fs::File)> = None;
         let mut bufs: [BytesMut; BUFFERS] = Default::default();
         let mut turn = 0;
         loop {
             while let Ok((file, chunk)) = retries.try_recv() {
-                pos = self.next(file as usize, chunk);
+                pos = self.retry(file, chunk);
             }
             let Some((file, chunk)) = pos else {
                 if frames.blocking_send(Produced::Finished).is_err() {
@@ -707,7 +737,7 @@ impl Producer {
                 // Everything sent: wait for a retry or the end.
                 match retries.blocking_recv() {
                     Some((file, chunk)) => {
-                        pos = self.next(file as usize, chunk);
+                        pos = self.retry(file, chunk);
                         continue;
                     }
                     None => return Ok(()),
@@ -716,7 +746,7 @@ impl Producer {
             let source = &sources[file];
             let starting = open.as_ref().is_none_or(|(f, _)| *f != file);
             if starting {
-                open = Some((file, self.open(file, chunk)?));
+                open = Some((file, self.open(file)?));
             }
             let handle = &mut open.as_mut().expect("just opened").1;
             let buf = &mut bufs[turn % BUFFERS];
@@ -724,15 +754,11 @@ impl Producer {
             let count = chunk_count(source.entry.size, self.chunk_size);
             let offset = (chunk * self.chunk_size).min(source.entry.size);
             if chunk == count {
-                // The file's seal: its digest, once it is known to be
-                // unchanged.
+                // The file's seal, once it is known to be unchanged.
                 self.check_unchanged(file)?;
-                let mut digest = FileDigest::new(source.entry.size, self.chunk_size);
-                for d in self.digests.0[file].lock().expect("not poisoned").iter() {
-                    digest.push(d);
-                }
+                let digest = self.prefix_digest(file)?;
                 let plain = self.out.start(buf, self.peer, file as u32, chunk, DIGEST);
-                plain.copy_from_slice(&digest.finish());
+                plain.copy_from_slice(&digest);
             } else {
                 let len = (source.entry.size - offset).min(self.chunk_size) as usize;
                 let plain = self.out.start(buf, self.peer, file as u32, chunk, len);
@@ -740,7 +766,6 @@ impl Producer {
                 handle
                     .read_exact(plain)
                     .with_context(|| format!("{} changed while being sent", source.entry.path))?;
-                self.record(file, chunk, chunk_digest(plain))?;
             }
             self.out.seal(buf);
             let done = sources[..file].iter().map(|s| s.entry.size).sum::<u64>()
@@ -762,53 +787,42 @@ impl Producer {
         }
     }
 
-    /// Opens file `file` to send from chunk `from`, first taking the
-    /// digests of the chunks before it that no pump has read yet (a
-    /// receiver resuming: the file's seal covers them too).
-    fn open(&self, file: usize, from: u64) -> anyhow::Result<std::fs::File> {
-        let source = &self.sources[file];
-        let local = source.local.as_ref().expect("files have a local path");
+    /// Where to go on after the receiver asked for chunk `chunk` of file
+    /// `file` again: from chunk 0, it dropped what it had before.
+    fn retry(&mut self, file: u32, chunk: u64) -> Option<(usize, u64)> {
+        if let Some(prefix) = self.prefix.get_mut(file as usize) {
+            *prefix = (*prefix).min(chunk);
+        }
+        self.next(file as usize, chunk)
+    }
+
+    /// Opens file `file`, as it was announced.
+    fn open(&self, file: usize) -> anyhow::Result<std::fs::File> {
+        let local = self.sources[file].local.as_ref().expect("a file");
         let handle = std::fs::File::open(local)
             .with_context(|| format!("cannot open {}", local.display()))?;
         self.check_unchanged(file)?;
-        let known = self.digests.0[file].lock().expect("not poisoned").len() as u64;
-        if known < from {
-            let more = manifest::chunk_digests(local, self.chunk_size, known, from)?;
-            let mut digests = self.digests.0[file].lock().expect("not poisoned");
-            if digests.len() as u64 == known {
-                digests.extend(more);
-            }
-        }
         Ok(handle)
     }
 
-    /// Notes the digest of chunk `chunk` of file `file`: the next one
-    /// of the file, or one read before, which must not have changed.
-    fn record(&self, file: usize, chunk: u64, digest: [u8; DIGEST]) -> anyhow::Result<()> {
+    /// The digest of the chunks of file `file` the receiver had before:
+    /// what its seal carries. Their digests are taken by reading them, once
+    /// for every receiver.
+    fn prefix_digest(&self, file: usize) -> anyhow::Result<[u8; DIGEST]> {
+        let source = &self.sources[file];
+        let want = self.prefix[file] as usize;
         let mut digests = self.digests.0[file].lock().expect("not poisoned");
-        match digests.get(chunk as usize) {
-            Some(known) if *known != digest => Err(self.changed(file)),
-            Some(_) => Ok(()),
-            None if digests.len() as u64 == chunk => {
-                digests.push(digest);
-                Ok(())
-            }
-            // Another pump is behind this one: it reads the rest first.
-            None => {
-                drop(digests);
-                let local = self.sources[file].local.as_ref().expect("a file");
-                let known = self.digests.0[file].lock().expect("not poisoned").len() as u64;
-                let more = manifest::chunk_digests(local, self.chunk_size, known, chunk)?;
-                let mut digests = self.digests.0[file].lock().expect("not poisoned");
-                if digests.len() as u64 == known {
-                    digests.extend(more);
-                }
-                if digests.len() as u64 == chunk {
-                    digests.push(digest);
-                }
-                Ok(())
-            }
+        if digests.len() < want {
+            let local = source.local.as_ref().expect("a file");
+            let more =
+                manifest::chunk_digests(local, self.chunk_size, digests.len() as u64, want as u64)?;
+            digests.extend(more);
         }
+        let mut digest = FileDigest::new(source.entry.size, self.chunk_size);
+        for d in &digests[..want] {
+            digest.push(d);
+        }
+        Ok(digest.finish())
     }
 
     /// An error unless file `file` is as it was when it was announced.

@@ -35,11 +35,16 @@ pub enum Control {
         #[serde(default)]
         bye: bool,
     },
-    /// What the receiver already has, verified: bytes per entry.
+    /// What the receiver already has: bytes per entry.
     Have {
         /// One offset per manifest entry, a multiple of the chunk size (or
-        /// the size when complete).
+        /// the size when complete). Bytes that were here before this
+        /// connection are checked against the file's seal.
         offsets: Vec<u64>,
+        /// Entries this receiver run already verified through an earlier
+        /// connection: the sender sends nothing for them, not even a seal.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        verified: Vec<u32>,
     },
     /// A chunk failed to verify: send again from it.
     Retry {

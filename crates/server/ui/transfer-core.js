@@ -414,7 +414,8 @@ export class SendSession {
     this.stopped = false;
     this.failures = 0;
     // Per file, the digests of its chunks from the first on, as far as a
-    // pump has read it: a file's seal needs them all.
+    // seal needed them (a receiver resuming: the seal covers the chunks it
+    // had before; the chunks sent now are proven by their tags).
     this.digests = items.map(() => []);
     // ... changed by one pump at a time.
     this.digestLocks = items.map(() => Promise.resolve());
@@ -434,7 +435,17 @@ export class SendSession {
     this.nameplate = created.nameplate;
     this.token = created.token;
     this.window = created.window || 1 << 20;
-    this.chunkSize = chunkSize(created.max_frame || 1 << 20);
+    const maxFrame = created.max_frame || 1 << 20;
+    this.chunkSize = chunkSize(maxFrame);
+    // The manifest travels in one frame, which must fit the relay's frame
+    // and window: say so now rather than fail every receiver later.
+    const manifest = { type: 'manifest', entries: this.entries(), chunk_size: this.chunkSize, bye: true };
+    const manifestLength = PEER_HEADER + 1 + 8 + enc.encode(JSON.stringify(manifest)).length + TAG;
+    const largest = Math.min(maxFrame, this.window);
+    if (manifestLength > largest) {
+      ws.close(1000, 'the file list is too large for this relay');
+      throw new Error(`The list of ${this.items.length} files and folders takes ${manifestLength} bytes, more than this relay carries in one message (${largest} bytes). Send fewer files at a time, or an archive.`);
+    }
     this.code = `${created.nameplate}-${pickWords()}`;
     this.attach(ws);
     this.onEvent({ type: 'code', code: this.code });
@@ -598,12 +609,21 @@ export class SendSession {
       if (msg.type === 'have' && Array.isArray(msg.offsets) && msg.offsets.length === this.items.length && !peer.pumping) {
         peer.pumping = true;
         peer.offsets = msg.offsets.map((n) => Math.max(0, Number(n) || 0));
+        // Per file, the chunks it had before (whole ones; a whole file is
+        // its chunk count), whose digest the seal carries; and the files it
+        // verified already, for which nothing is sent.
+        peer.prefix = peer.offsets.map((n) => Math.ceil(n / this.chunkSize));
+        peer.skip = new Set(Array.isArray(msg.verified) ? msg.verified.map(Number) : []);
         this.onEvent({ type: 'peer', peer: id, state: 'sending' });
         this.pump(peer).catch((e) => {
           if (!peer.ended) this.onEvent({ type: 'peer', peer: id, state: 'failed', message: e.message });
         });
       } else if (msg.type === 'retry') {
         peer.retry = { file: Number(msg.file), chunk: Number(msg.chunk) };
+        // From chunk 0: it dropped what it had before.
+        if (peer.prefix && peer.retry.file < peer.prefix.length) {
+          peer.prefix[peer.retry.file] = Math.min(peer.prefix[peer.retry.file], peer.retry.chunk);
+        }
         if (peer.wake) peer.wake();
       } else if (msg.type === 'done') {
         peer.done = true;
@@ -634,9 +654,9 @@ export class SendSession {
   next(peer, file, chunk) {
     while (file < this.items.length) {
       const item = this.items[file];
-      if (!item.dir && chunk <= chunkCount(item.size, this.chunkSize)) return { file, chunk };
+      if (!item.dir && !peer.skip.has(file) && chunk <= chunkCount(item.size, this.chunkSize)) return { file, chunk };
       file += 1;
-      chunk = Math.ceil((peer.offsets[file] || 0) / this.chunkSize);
+      chunk = peer.prefix[file] || 0;
     }
     return null;
   }
@@ -649,16 +669,6 @@ export class SendSession {
     const data = new Uint8Array(await item.blob.slice(offset, offset + len).arrayBuffer());
     if (data.length !== len) throw new Error(`${item.path} changed while being sent`);
     return data;
-  }
-
-  /** Notes the digest of chunk `chunk` of file `file`, first taking those
-   *  of the chunks before it no pump has read (a receiver resuming). */
-  record(file, chunk, digest) {
-    return this.withDigests(file, async (digests) => {
-      await this.fillDigests(file, chunk);
-      if (digests.length === chunk) digests.push(digest);
-      else if (toHex(digests[chunk]) !== toHex(digest)) throw new Error(`${this.items[file].path} changed while being sent`);
-    });
   }
 
   /** Takes the digests of file `file`'s chunks below `upTo` not taken yet. */
@@ -680,15 +690,15 @@ export class SendSession {
     const item = this.items[file];
     const count = chunkCount(item.size, this.chunkSize);
     if (chunk === count) {
+      // The seal: the digest of the chunks the receiver had before.
+      const before = peer.prefix[file];
       const digest = await this.withDigests(file, async (digests) => {
-        await this.fillDigests(file, count);
-        return fileDigest(item.size, this.chunkSize, digests.slice(0, count));
+        await this.fillDigests(file, before);
+        return fileDigest(item.size, this.chunkSize, digests.slice(0, before));
       });
       return peer.channel.sealData(peer.id, file, chunk, digest);
     }
-    const data = await this.read(file, chunk);
-    await this.record(file, chunk, await sha256Native(data));
-    return peer.channel.sealData(peer.id, file, chunk, data);
+    return peer.channel.sealData(peer.id, file, chunk, await this.read(file, chunk));
   }
 
   /** Waits until woken (credit, a retry, the end). */
@@ -704,7 +714,7 @@ export class SendSession {
   /** Sends one receiver the chunks it is missing, in order, within its
    *  credit (the relay closes a sender that overdraws). */
   async pump(peer) {
-    let pos = this.next(peer, 0, Math.ceil((peer.offsets[0] || 0) / this.chunkSize));
+    let pos = this.next(peer, 0, peer.prefix[0] || 0);
     const starts = [];
     let sum = 0;
     for (const item of this.items) {
@@ -997,7 +1007,15 @@ export class ReceiveSession {
     }
     this.started = true;
     const plan = this.plan;
-    await this.sendControl({ type: 'have', offsets: plan.offsets });
+    // What arrived through an earlier connection is checked against the
+    // file's seal: the digests of its chunks (one Blob each).
+    for (let i = 0; i < plan.entries.length; i++) {
+      plan.digests[i] = [];
+      if (plan.installed[i]) continue;
+      for (const part of plan.parts[i]) plan.digests[i].push(await sha256Native(await part.arrayBuffer()));
+    }
+    const verified = plan.installed.flatMap((done, i) => (done ? [i] : []));
+    await this.sendControl({ type: 'have', offsets: plan.offsets, verified });
     plan.cursor = this.nextFile(0);
     this.onEvent({ type: 'status', state: 'receiving', message: 'receiving' });
     if (plan.cursor === null) await this.finish();
@@ -1040,7 +1058,6 @@ export class ReceiveSession {
       if (plan.cursor === null) await this.finish();
       return;
     }
-    plan.digests[file].push(await sha256Native(data));
     plan.parts[file].push(new Blob([data]));
     plan.offsets[file] += data.length;
     plan.received += data.length;
@@ -1048,8 +1065,8 @@ export class ReceiveSession {
     this.onEvent({ type: 'progress', bytes: plan.received, total: plan.total, file, fileBytes: plan.offsets[file] });
   }
 
-  /** Checks a complete file's digest against the one the sender sealed
-   *  and offers it. */
+  /** Checks the digest of what arrived through earlier connections (none,
+   *  mostly) against the one the sender sealed, and offers the file. */
   async install(i, sent) {
     const plan = this.plan;
     const entry = plan.entries[i];

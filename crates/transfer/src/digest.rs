@@ -1,19 +1,20 @@
-//! Whole-file verification without a second pass over the file: each
-//! chunk's SHA-256 is taken while it is sealed (sender) or written
-//! (receiver), and a file's digest is the SHA-256 of its chunk digests in
-//! order, behind a domain label and the file's size and chunk size:
+//! Checking bytes kept from an earlier attempt. Chunks sent on a connection
+//! are proven by their AEAD tags; what a receiver already had when it
+//! connected (a `.part` left by an earlier attempt, or the file already in
+//! place) is checked by the file's *seal* ([`crate::chunk`]), which carries
+//! the digest of the first `k` chunks, `k` being what the receiver said it
+//! had:
 //!
 //! ```text
-//! file digest = SHA-256("duplex transfer v2 file\0" ‖ size u64 ‖ chunk size u64
-//!                       ‖ SHA-256(chunk 0) ‖ SHA-256(chunk 1) ‖ ...)
+//! digest = SHA-256("duplex transfer v2 file\0" ‖ size u64 ‖ chunk size u64
+//!                  ‖ SHA-256(chunk 0) ‖ … ‖ SHA-256(chunk k−1))
 //! ```
 //!
-//! The sender sends it after a file's last chunk (in the file's seal,
-//! [`crate::chunk`]); the receiver renames `NAME.part` into place only when
-//! its own digest, over the bytes it wrote, is equal. It catches what the
-//! per-chunk AEAD tags cannot: a `.part` left by an earlier attempt whose
-//! chunks came from another version of the file. Browsers compute the same
-//! with Web Crypto, whose SHA-256 is one-shot: a chunk at a time.
+//! Both sides take it by reading those chunks, from the sender's file and
+//! from the receiver's `.part`: only bytes at rest are digested, so a fresh
+//! transfer reads every byte once. It catches a `.part` whose chunks came
+//! from another version of the file. Browsers compute the same with Web
+//! Crypto, whose SHA-256 is one-shot: a chunk at a time.
 //!
 //! ```
 //! use duplex_transfer::digest::{FileDigest, chunk_digest};

@@ -1,12 +1,16 @@
 //! The file-transfer section of `cargo xtask bench`: one large transfer
-//! through the `/files` relay of `duplex serve` (pinned to CPU 0), as a share
-//! of a raw TCP copy of the same bytes on the same machine.
+//! through the `/files` relay of `duplex serve`, beside a raw TCP copy and
+//! `scp` of the same bytes on the same machine, in one run.
 //!
-//! Four figures per repetition: `duplex bench transfer` (pinned to CPU 1)
-//! gives the raw TCP copy, the relay with plain chunks and the relay with
-//! chunks hashed and sealed end to end (all memory to memory); then the real
-//! `duplex send` → `duplex receive` of a generated file, disk to disk, its
-//! output compared byte for byte with the input.
+//! Per repetition: `duplex bench transfer` (relay pinned to CPU 0, client to
+//! CPU 1) gives the raw TCP copy, the relay with plain chunks and the relay
+//! with chunks sealed end to end (all memory to memory); then, file to file
+//! (in `/dev/shm` when it has room) and unpinned, as a user runs them:
+//! `scp` with AES-128-GCM and with its default cipher through a loopback
+//! `sshd`, and the real `duplex send` → `duplex receive`, each output
+//! compared byte for byte with the input. Once per run, the browser pages
+//! both ways (`tests/browser/transfer.spec.mjs`'s large-file test, 256 MiB,
+//! against the release binary in headless Chromium).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,15 +34,26 @@ struct Sample {
     tcp: f64,
     plain: f64,
     sealed: f64,
+    scp_aes: f64,
+    scp_default: f64,
     cli: f64,
 }
+
+/// Bytes each way in the browser rows.
+const BROWSER_MIB: u64 = 256;
 
 /// Runs `reps` repetitions of `size` bytes; returns the markdown section.
 pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<String> {
     let dir = paths.target.join("bench").join("transfer");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let source = dir.join("source.bin");
+    crate::tools::ensure_apt(super::scp::PACKAGES)?;
+    let sshd = super::scp::Sshd::start(&dir.join("sshd"))?;
+    // Files where a disk cannot slow them down, as in the issue's method.
+    let files = file_dir(&dir, size);
+    let _ = std::fs::remove_dir_all(&files);
+    std::fs::create_dir_all(&files)?;
+    let source = files.join("source.bin");
     generate(&source, size)?;
     let serve = SERVERS
         .iter()
@@ -64,35 +79,60 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
             "duplex bench transfer",
         )?;
         let rate = |i: usize| v["rows"][i]["mb_per_sec"].as_f64().unwrap_or(0.0);
-        let cli = cli_transfer(bins, &url, &source, &dir.join(format!("out-{rep}")))?;
+        let mb_per_sec = |took: Duration| size as f64 / 1e6 / took.as_secs_f64();
+        let scp = |cipher: Option<&str>| -> Result<f64> {
+            let dest = files.join("scp.bin");
+            let took = sshd.copy(cipher, &source, &dest)?;
+            if !same_bytes(&source, &dest)? {
+                bail!("scp's copy differs from the source");
+            }
+            std::fs::remove_file(&dest)?;
+            Ok(mb_per_sec(took))
+        };
+        let cli = cli_transfer(bins, &url, &source, &files.join(format!("out-{rep}")))?;
         let sample = Sample {
             tcp: rate(0),
             plain: rate(1),
             sealed: rate(2),
-            cli: size as f64 / 1e6 / cli.as_secs_f64(),
+            scp_aes: scp(Some("aes128-gcm@openssh.com"))?,
+            scp_default: scp(None)?,
+            cli: mb_per_sec(cli),
         };
         println!(
-            "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0}, relay sealed {:.0}, duplex send/receive {:.0}",
+            "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0}, relay sealed {:.0}, scp aes128-gcm {:.0}, scp default {:.0}, duplex send/receive {:.0}",
             rep + 1,
             size >> 20,
             sample.tcp,
             sample.plain,
             sample.sealed,
+            sample.scp_aes,
+            sample.scp_default,
             sample.cli
         );
         samples.push(sample);
     }
+    let _ = std::fs::remove_dir_all(&files);
+    drop(sshd);
+    let browser = browser_rates(paths, bins, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
     let med = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     let tcp = med(|s| s.tcp);
     let mut t = format!(
         "## File transfer: {} MiB through the `/files` relay\n\n\
-         The relay (`duplex serve`) on CPU 0; senders and receivers on CPU 1. Medians of {reps} repetition(s), \
-         as MB/s and as a share of a raw TCP copy of the same bytes over loopback. The first three rows move memory \
-         to memory (`{command}`); the last is the real `duplex send FILE` → `duplex receive CODE`, \
-         from a file to a file (`.part`, BLAKE3 per chunk and per file, rename), checked byte for byte.\n\n\
+         Medians of {reps} repetition(s), as MB/s and as a share of a raw TCP copy of the same bytes over loopback, \
+         all in one run. The first three rows move memory to memory (`{command}`; the relay on CPU 0, the client \
+         on CPU 1). The file-to-file rows run the clients unpinned, as a user runs them (the relay stays on CPU 0), from and to {}: `scp` through a \
+         loopback `sshd` (Debian's OpenSSH, throwaway keys) and the real `duplex send FILE` → `duplex receive CODE` \
+         (`.part`, AES-256-GCM per 1 MiB chunk, the file's seal, rename), each checked byte for byte. The browser \
+         rows are {BROWSER_MIB} MiB each way between headless Chromium (the `/send` and `/receive` pages) and the CLI, \
+         through the same release binary, once per run.\n\n\
          | path | MB/s | share of the TCP copy |\n|---|---|---|\n",
-        size >> 20
+        size >> 20,
+        if files.starts_with("/dev/shm") {
+            "tmpfs (`/dev/shm`)"
+        } else {
+            "the target directory"
+        }
     );
     for (label, value) in [
         ("raw TCP copy, one loopback connection", tcp),
@@ -101,17 +141,84 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
             med(|s| s.plain),
         ),
         (
-            "relay, end to end encrypted (SPAKE2; BLAKE3 + ChaCha20-Poly1305 per 1 MiB chunk)",
+            "relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk)",
             med(|s| s.sealed),
+        ),
+        (
+            "`scp -c aes128-gcm@openssh.com`, file to file",
+            med(|s| s.scp_aes),
+        ),
+        (
+            "`scp`, its default cipher, file to file",
+            med(|s| s.scp_default),
         ),
         (
             "`duplex send` → `duplex receive`, file to file, encrypted",
             med(|s| s.cli),
         ),
+        ("`duplex send` → the `/receive` page (Chromium)", browser.0),
+        ("the `/send` page (Chromium) → `duplex receive`", browser.1),
     ] {
         let _ = writeln!(t, "| {label} | {value:.0} | {:.0}% |", 100.0 * value / tcp);
     }
+    let _ = writeln!(
+        t,
+        "\n`duplex send` → `duplex receive` is {:.2} × `scp` with AES-128-GCM in this run.",
+        med(|s| s.cli) / med(|s| s.scp_aes)
+    );
     Ok(t)
+}
+
+/// `/dev/shm/duplex-bench-transfer` when tmpfs has room for the source
+/// and two copies, else a folder under `dir`.
+fn file_dir(dir: &Path, size: u64) -> std::path::PathBuf {
+    let shm = Path::new("/dev/shm");
+    let room = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(shm)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .and_then(|l| l.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    if room > size * 4 {
+        shm.join("duplex-bench-transfer")
+    } else {
+        dir.join("files")
+    }
+}
+
+/// The browser pages' rates (CLI → page, page → CLI), from the large-file
+/// test of `tests/browser/transfer.spec.mjs` run against the release binary.
+fn browser_rates(paths: &Paths, bins: &Bins, dir: &Path) -> Result<(f64, f64)> {
+    crate::tools::prepare(paths)?;
+    let out = dir.join("browser-speed.json");
+    let mut node = paths.command("node");
+    node.arg("--test-name-pattern=a large file each way")
+        .arg(
+            paths
+                .root
+                .join("tests")
+                .join("browser")
+                .join("transfer.spec.mjs"),
+        )
+        .env("NODE_PATH", paths.node_modules())
+        .env("DUPLEX_SERVER_BIN", &bins.duplex)
+        .env("DUPLEX_CHROMIUM", crate::browser::CHROMIUM)
+        .env("DUPLEX_BROWSER_OUT", dir.join("screenshots"))
+        .env("DUPLEX_BROWSER_BIG_MIB", BROWSER_MIB.to_string())
+        .env("DUPLEX_BROWSER_SPEED_OUT", &out);
+    crate::process::run(&mut node, Duration::from_secs(900))?;
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(&out)
+            .with_context(|| format!("the browser test wrote no rates to {}", out.display()))?,
+    )?;
+    let rate = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    Ok((rate("cli_to_browser"), rate("browser_to_cli")))
 }
 
 /// Writes `size` pseudo-random (incompressible) bytes to `path`.
@@ -139,9 +246,7 @@ fn generate(path: &Path, size: u64) -> Result<()> {
 /// time from starting the receiver to the receiver's exit, after checking
 /// the received file byte for byte.
 fn cli_transfer(bins: &Bins, url: &str, source: &Path, out: &Path) -> Result<Duration> {
-    let mut sender = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(&bins.duplex)
+    let mut sender = Command::new(&bins.duplex)
         .args(["send", "--json", "--server", url])
         .arg(source)
         .stdin(Stdio::null())
@@ -168,9 +273,7 @@ fn cli_transfer(bins: &Bins, url: &str, source: &Path, out: &Path) -> Result<Dur
     let code: Value = serde_json::from_str(&line).context("duplex send --json: not JSON")?;
     let code = code["code"].as_str().context("no code")?.to_owned();
     let started = Instant::now();
-    let mut receiver = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(&bins.duplex)
+    let mut receiver = Command::new(&bins.duplex)
         .args(["receive", &code, "--json", "--server", url, "--out"])
         .arg(out)
         .stdin(Stdio::null())
