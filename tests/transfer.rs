@@ -887,6 +887,107 @@ async fn part_files_left_by_a_killed_receiver_are_resumed_correctly() {
     assert_same_tree(&src, &out.join("src"));
 }
 
+/// A file that changes after `duplex send` announced it is not sent half
+/// old, half new: the sender lets its receivers go with why, instead of
+/// leaving them waiting for the rest (a review found that they waited for
+/// ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_after_it_was_announced_ends_its_receivers_with_why() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("growing.log");
+    generate(&file, 3 << 20, 9);
+    let sender = send(&relay.url(), &[&file], &[]).await;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.write_all(b"one more line\n").unwrap();
+    }
+    let out = dir.path().join("out");
+    let (ok, _, stderr) = receive(&relay.url(), &sender.code, &out).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("the sender let this receiver go")
+            && stderr.contains("growing.log changed while being sent"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("growing.log").exists(),
+        "nothing under the final name"
+    );
+    let mut child = sender.child;
+    let _ = child.kill().await;
+}
+
+/// Unfinished files are kept as NAME.part, so a transfer holding both
+/// NAME and NAME.part is refused before anything is written (a review
+/// found the second written into the first).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_holding_a_name_and_its_part_name_is_refused() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("x");
+    let b = dir.path().join("x.part");
+    std::fs::write(&a, "the file").unwrap();
+    std::fs::write(&b, "a file named like an unfinished one").unwrap();
+    let sender = send(&relay.url(), &[&b, &a], &[]).await;
+    let out = dir.path().join("out");
+    let (ok, _, stderr) = receive(&relay.url(), &sender.code, &out).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("holds both \"x\" and \"x.part\"")
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+    let mut child = sender.child;
+    let _ = child.kill().await;
+}
+
+/// `--overwrite` of a file of the same size but other contents, cut off
+/// half way: run again, it resumes its `.part` instead of checking the old
+/// file again and starting over (a review found it never finished on a
+/// link that drops often).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_overwrite_resumes_its_part_file() {
+    let relay = Relay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("data.bin");
+    generate(&src, (3 << 20) + 11, 21);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // The old file, and two chunks of the new one an earlier run wrote.
+    generate(&out.join("data.bin"), (3 << 20) + 11, 22);
+    let new = std::fs::read(&src).unwrap();
+    std::fs::write(out.join("data.bin.part"), &new[..2 << 20]).unwrap();
+    let sender = send(&relay.url(), &[&src], &[]).await;
+    let mut cmd = receive_cmd(&relay.url(), &sender.code, &out);
+    cmd.arg("--overwrite");
+    let done = tokio::time::timeout(LIMIT, cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8(done.stdout).unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events(&lines, "resume").len(), 1, "{stdout}");
+    assert_eq!(events(&lines, "resume")[0]["offset"], 2 << 20);
+    assert!(events(&lines, "restart").is_empty(), "{stdout}");
+    sender.finish().await;
+    assert!(same_bytes(&src, &out.join("data.bin")));
+    assert!(!out.join("data.bin.part").exists());
+}
+
 // ------------------------------------------------------------------ soak
 
 /// What one soak run does to a transfer, at a random point.

@@ -297,6 +297,9 @@ fn closed(
             "the sender ended the transfer before everything arrived; what was verified is kept in .part files, so receiving again resumes"
         )),
         Some(RelayClose::Finished) => Failure::Fatal(anyhow!("the sender ended the transfer")),
+        Some(RelayClose::Dropped) if started => Failure::Fatal(anyhow!(
+            "the sender let this receiver go: {reason}; what was verified is kept in .part files"
+        )),
         Some(close) if close.is_final() => {
             Failure::Fatal(anyhow!("the relay refused: {reason} (close code {code})"))
         }
@@ -487,9 +490,9 @@ struct Found {
     in_place: bool,
 }
 
-/// Checks one entry against what is on disk under `out`, takes the
-/// digest of whatever of it is here already, and cuts a `.part` to whole
-/// chunks (a chunk cut short by a kill is sent again).
+/// Checks one entry against what is on disk under `out` and takes the
+/// digest of whatever of it is here already: the whole chunks of a
+/// `.part` (a chunk cut short by a kill is sent again). Writes nothing.
 fn find(
     out: &Path,
     e: &Entry,
@@ -529,7 +532,10 @@ fn find(
             found.done_before = true;
             return Ok(found);
         }
-        if meta.is_file() && meta.len() == e.size {
+        // A `.part` beside it means an earlier attempt with --overwrite
+        // found it different and is replacing it: resume that.
+        let replacing = overwrite && meta.is_file() && part_path(target).is_file();
+        if meta.is_file() && meta.len() == e.size && !replacing {
             // Maybe the same file: its digest against the file's seal
             // tells.
             for d in manifest::chunk_digests(target, chunk, 0, chunk_count(e.size, chunk))? {
@@ -560,11 +566,6 @@ fn find(
             len if len > e.size => 0,
             len => len / chunk * chunk,
         };
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&part)
-            .and_then(|f| f.set_len(have))
-            .with_context(|| format!("cannot write {}", part.display()))?;
         for d in manifest::chunk_digests(&part, chunk, 0, have.div_ceil(chunk))? {
             found.digest.push(&d);
         }
@@ -584,6 +585,24 @@ impl Plan {
     ) -> anyhow::Result<Self> {
         if chunk == 0 || chunk > 64 << 20 {
             bail!("the sender's chunk size {chunk} is not usable");
+        }
+        // Unfinished files are kept as NAME.part: a transfer holding both
+        // NAME and NAME.part would write one into the other.
+        let files: std::collections::HashSet<&str> = entries
+            .iter()
+            .filter(|e| !e.dir)
+            .map(|e| e.path.as_str())
+            .collect();
+        if let Some(e) = entries.iter().find(|e| {
+            e.path
+                .strip_suffix(".part")
+                .is_some_and(|p| files.contains(p))
+        }) {
+            bail!(
+                "the transfer holds both {:?} and {:?}, and duplex receive keeps unfinished files as NAME.part; ask the sender to rename one (nothing was written)",
+                e.path.trim_end_matches(".part"),
+                e.path
+            );
         }
         let out_dir = out.to_owned();
         let checked = entries.clone();
@@ -720,13 +739,7 @@ impl Plan {
         }
         if self.part.is_none() {
             let part = part_path(&self.targets[i]);
-            let f = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&part)
-                .await
-                .with_context(|| format!("cannot write {}", part.display()))?;
-            self.part = Some(f);
+            self.part = Some(open_part(part, self.offsets[i]).await?);
             self.bar.message(&entry.path);
             self.file_bar = self.reporter.file_bar(entry.size, &entry.path);
             if let Some(bar) = &mut self.file_bar {
@@ -805,6 +818,17 @@ impl Plan {
                     .await
                     .with_context(|| format!("cannot write {}", part.display()))?;
             }
+            // Only what was verified went into it, so only something else
+            // writing to it could make it another size.
+            let len = tokio::fs::metadata(&part).await?.len();
+            if len != entry.size {
+                let _ = tokio::fs::remove_file(&part).await;
+                bail!(
+                    "{} is {len} bytes, not the {} sent: something else wrote to it; run the command again",
+                    part.display(),
+                    entry.size
+                );
+            }
             tokio::fs::set_permissions(&part, std::fs::Permissions::from_mode(entry.mode & 0o777))
                 .await?;
             tokio::fs::rename(&part, &target)
@@ -828,6 +852,34 @@ impl Plan {
     }
 }
 
+/// Opens `NAME.part` to go on writing after its first `have` bytes (what
+/// was verified; anything after them is cut off), locked so that another
+/// `duplex receive` into the same folder cannot write into it as well.
+async fn open_part(part: PathBuf, have: u64) -> anyhow::Result<tokio::fs::File> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<std::fs::File> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&part)
+            .with_context(|| format!("cannot write {}", part.display()))?;
+        // An advisory lock, as every `duplex receive` takes it.
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            bail!(
+                "another program (another duplex receive?) is writing {}; let it finish or stop it, then run this again",
+                part.display()
+            );
+        }
+        f.set_len(have)
+            .and_then(|()| f.seek(SeekFrom::End(0)))
+            .with_context(|| format!("cannot write {}", part.display()))?;
+        Ok(f)
+    })
+    .await?
+    .map(tokio::fs::File::from_std)
+}
+
 /// Refuses a target reached through a symbolic link below `out`.
 fn no_symlinks_between(out: &Path, target: &Path) -> anyhow::Result<()> {
     let rel = target.strip_prefix(out).expect("joined under out");
@@ -842,4 +894,27 @@ fn no_symlinks_between(out: &Path, target: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two `duplex receive` runs into one folder cannot both write a
+    /// `.part`: the second is told, and the first goes on.
+    #[tokio::test]
+    async fn a_part_file_being_written_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("a.bin.part");
+        std::fs::write(&part, b"0123456789").unwrap();
+        let mut first = open_part(part.clone(), 4).await.unwrap();
+        let err = open_part(part.clone(), 0).await.unwrap_err();
+        assert!(format!("{err:#}").contains("is writing"), "{err:#}");
+        first.write_all(b"xy").await.unwrap();
+        first.flush().await.unwrap();
+        drop(first);
+        // Cut to what was verified, then written after it.
+        assert_eq!(std::fs::read(&part).unwrap(), b"0123xy");
+        drop(open_part(part.clone(), 6).await.unwrap());
+    }
 }

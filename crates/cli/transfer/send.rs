@@ -643,6 +643,12 @@ impl Pump {
             if let Err(e) = result {
                 if !self.tx.is_closed() {
                     eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+                    // It would wait for ever for the rest: let it go, with why.
+                    let drop = RelayMessage::Drop {
+                        peer: self.peer,
+                        reason: format!("the sender stopped: {e:#}"),
+                    };
+                    let _ = self.tx.send(drop.to_message()).await;
                 }
                 return;
             }

@@ -616,7 +616,11 @@ export class SendSession {
         peer.skip = new Set(Array.isArray(msg.verified) ? msg.verified.map(Number) : []);
         this.onEvent({ type: 'peer', peer: id, state: 'sending' });
         this.pump(peer).catch((e) => {
-          if (!peer.ended) this.onEvent({ type: 'peer', peer: id, state: 'failed', message: e.message });
+          if (peer.ended) return;
+          // It would wait for ever for the rest: let it go, with why.
+          this.send(JSON.stringify({ type: 'drop', peer: id, reason: `the sender stopped: ${e.message}` }));
+          this.endPeer(peer);
+          this.onEvent({ type: 'peer', peer: id, state: 'failed', message: e.message });
         });
       } else if (msg.type === 'retry') {
         peer.retry = { file: Number(msg.file), chunk: Number(msg.chunk) };

@@ -124,8 +124,9 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
          on CPU 1). The file-to-file rows run the clients unpinned, as a user runs them (the relay stays on CPU 0), from and to {}: `scp` through a \
          loopback `sshd` (Debian's OpenSSH, throwaway keys) and the real `duplex send FILE` → `duplex receive CODE` \
          (`.part`, AES-256-GCM per 1 MiB chunk, the file's seal, rename), each checked byte for byte. The browser \
-         rows are {BROWSER_MIB} MiB each way between headless Chromium (the `/send` and `/receive` pages) and the CLI, \
-         through the same release binary, once per run.\n\n\
+         rows are {BROWSER_MIB} MiB each way between headless Chromium (the `/send` and `/receive` pages, driven over \
+         the DevTools protocol without network tracking: `tests/browser/transfer-speed.mjs`) and the CLI, through \
+         the same release binary, once per run, checked byte for byte.\n\n\
          | path | MB/s | share of the TCP copy |\n|---|---|---|\n",
         size >> 20,
         if files.starts_with("/dev/shm") {
@@ -192,31 +193,31 @@ fn file_dir(dir: &Path, size: u64) -> std::path::PathBuf {
     }
 }
 
-/// The browser pages' rates (CLI → page, page → CLI), from the large-file
-/// test of `tests/browser/transfer.spec.mjs` run against the release binary.
+/// The browser pages' rates (CLI → page, page → CLI) from
+/// `tests/browser/transfer-speed.mjs` against the release binary: headless
+/// Chromium without DevTools' network tracking, which Playwright turns on
+/// and which copies every WebSocket message to the driver.
 fn browser_rates(paths: &Paths, bins: &Bins, dir: &Path) -> Result<(f64, f64)> {
     crate::tools::prepare(paths)?;
     let out = dir.join("browser-speed.json");
     let mut node = paths.command("node");
-    node.arg("--test-name-pattern=a large file each way")
-        .arg(
-            paths
-                .root
-                .join("tests")
-                .join("browser")
-                .join("transfer.spec.mjs"),
-        )
-        .env("NODE_PATH", paths.node_modules())
-        .env("DUPLEX_SERVER_BIN", &bins.duplex)
-        .env("DUPLEX_CHROMIUM", crate::browser::CHROMIUM)
-        .env("DUPLEX_BROWSER_OUT", dir.join("screenshots"))
-        .env("DUPLEX_BROWSER_BIG_MIB", BROWSER_MIB.to_string())
-        .env("DUPLEX_BROWSER_SPEED_OUT", &out);
+    node.arg(
+        paths
+            .root
+            .join("tests")
+            .join("browser")
+            .join("transfer-speed.mjs"),
+    )
+    .env("NODE_PATH", paths.node_modules())
+    .env("DUPLEX_SERVER_BIN", &bins.duplex)
+    .env("DUPLEX_CHROMIUM", crate::browser::CHROMIUM)
+    .env("DUPLEX_BROWSER_BIG_MIB", BROWSER_MIB.to_string())
+    .env("DUPLEX_BROWSER_SPEED_OUT", &out);
     crate::process::run(&mut node, Duration::from_secs(900))?;
-    let v: Value = serde_json::from_str(
-        &std::fs::read_to_string(&out)
-            .with_context(|| format!("the browser test wrote no rates to {}", out.display()))?,
-    )?;
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).with_context(|| {
+            format!("the browser speed run wrote no rates to {}", out.display())
+        })?)?;
     let rate = |k: &str| v[k].as_f64().unwrap_or(0.0);
     Ok((rate("cli_to_browser"), rate("browser_to_cli")))
 }
