@@ -907,8 +907,7 @@ async fn a_file_changed_after_it_was_announced_ends_its_receivers_with_why() {
         f.write_all(b"one more line\n").unwrap();
     }
     let out = dir.path().join("out");
-    let (ok, _, stderr) = receive(&relay.url(), &sender.code, &out).await;
-    assert!(!ok);
+    let stderr = receive_fails(&relay.url(), sender, &out).await;
     assert!(
         stderr.contains("the sender let this receiver go")
             && stderr.contains("growing.log changed while being sent"),
@@ -918,8 +917,6 @@ async fn a_file_changed_after_it_was_announced_ends_its_receivers_with_why() {
         !out.join("growing.log").exists(),
         "nothing under the final name"
     );
-    let mut child = sender.child;
-    let _ = child.kill().await;
 }
 
 /// Unfinished files are kept as NAME.part, so a transfer holding both
@@ -935,16 +932,23 @@ async fn a_transfer_holding_a_name_and_its_part_name_is_refused() {
     std::fs::write(&b, "a file named like an unfinished one").unwrap();
     let sender = send(&relay.url(), &[&b, &a], &[]).await;
     let out = dir.path().join("out");
-    let (ok, _, stderr) = receive(&relay.url(), &sender.code, &out).await;
-    assert!(!ok);
+    let stderr = receive_fails(&relay.url(), sender, &out).await;
     assert!(
         stderr.contains("holds both \"x\" and \"x.part\"")
             && stderr.contains("nothing was written"),
         "{stderr}"
     );
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+/// Runs `duplex receive` from `sender`, which must fail; stops the sender
+/// (still waiting for a receiver) and returns the receiver's stderr.
+async fn receive_fails(server: &str, sender: Sender, out: &Path) -> String {
+    let (ok, _, stderr) = receive(server, &sender.code, out).await;
+    assert!(!ok, "the receiver succeeded");
     let mut child = sender.child;
     let _ = child.kill().await;
+    stderr
 }
 
 /// `--overwrite` of a file of the same size but other contents, cut off
