@@ -369,19 +369,29 @@ async fn receive(server: &str, code: &str, out: &Path) -> (bool, Vec<Value>, Str
     )
 }
 
-/// Runs `duplex receive --overwrite`, which must succeed.
-async fn receive_overwriting(server: &str, code: &str, out: &Path) {
+/// Runs `duplex receive --overwrite`, which must succeed; its JSON lines.
+async fn receive_overwriting(server: &str, code: &str, out: &Path) -> Vec<Value> {
     let mut cmd = receive_cmd(server, code, out);
     cmd.arg("--overwrite");
     let done = tokio::time::timeout(LIMIT, cmd.output())
         .await
         .unwrap()
         .unwrap();
+    succeeded(done)
+}
+
+/// The JSON lines of a `duplex receive --json` that must have succeeded.
+fn succeeded(done: std::process::Output) -> Vec<Value> {
     assert!(
         done.status.success(),
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
+    String::from_utf8(done.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn events<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -667,16 +677,7 @@ async fn the_relay_restarts_mid_transfer_and_the_transfer_resumes() {
         .await
         .expect("receive did not finish in time")
         .unwrap();
-    let stdout = String::from_utf8(done.stdout).unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = succeeded(done);
     let sent = sender.finish().await;
     assert!(!events(&sent, "reconnect").is_empty());
     let resumed = events(&lines, "resume");
@@ -968,25 +969,10 @@ async fn an_interrupted_overwrite_resumes_its_part_file() {
     let new = std::fs::read(&src).unwrap();
     std::fs::write(out.join("data.bin.part"), &new[..2 << 20]).unwrap();
     let sender = send(&relay.url(), &[&src], &[]).await;
-    let mut cmd = receive_cmd(&relay.url(), &sender.code, &out);
-    cmd.arg("--overwrite");
-    let done = tokio::time::timeout(LIMIT, cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8(done.stdout).unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(events(&lines, "resume").len(), 1, "{stdout}");
+    let lines = receive_overwriting(&relay.url(), &sender.code, &out).await;
+    assert_eq!(events(&lines, "resume").len(), 1, "{lines:?}");
     assert_eq!(events(&lines, "resume")[0]["offset"], 2 << 20);
-    assert!(events(&lines, "restart").is_empty(), "{stdout}");
+    assert!(events(&lines, "restart").is_empty(), "{lines:?}");
     sender.finish().await;
     assert!(same_bytes(&src, &out.join("data.bin")));
     assert!(!out.join("data.bin.part").exists());
