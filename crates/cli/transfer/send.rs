@@ -90,7 +90,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             sources.iter().filter(|s| !s.entry.dir).count()
         );
     }
+    let (stop_tx, stop_rx) = mpsc::unbounded_channel();
     let mut sender = Sender {
+        stop_tx,
+        stop_rx,
         digests: Arc::new(Digests::new(sources.len())),
         sources: Arc::new(sources),
         chunk_size: chunk_size as u64,
@@ -108,6 +111,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         let e = match sender.session(&mut link).await {
             Ok(()) => break,
             Err(e) if Refused::is_final(&e) => return Err(e),
+            Err(e) if e.is::<SourceFailed>() => {
+                // Every receiver would meet the same file: end the
+                // transfer for all of them, with why.
+                link.finish(&format!("{e:#}")).await;
+                return Err(e);
+            }
             Err(e) => e,
         };
         // Let go of the broken connection at once (the relay may not have
@@ -222,6 +231,20 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A file could not be sent as it was announced (it changed, or reading
+/// it failed): every receiver would fail on it, so the sender stops
+/// instead of waiting for receivers that cannot finish.
+#[derive(Debug)]
+struct SourceFailed(anyhow::Error);
+
+impl std::fmt::Display for SourceFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for SourceFailed {}
+
 struct Created {
     nameplate: u32,
     token: String,
@@ -300,6 +323,9 @@ struct Sender {
     done_receivers: std::collections::HashSet<String>,
     /// Whether a receiver got anything since the last reconnect.
     progressed: bool,
+    /// Pumps report a [`SourceFailed`] here; it ends the session.
+    stop_tx: mpsc::UnboundedSender<SourceFailed>,
+    stop_rx: mpsc::UnboundedReceiver<SourceFailed>,
 }
 
 /// Sends a control frame to `peer`, within its credit. Control frames
@@ -335,7 +361,11 @@ impl Sender {
     /// drops (`Err`).
     async fn session(&mut self, link: &mut Link) -> anyhow::Result<()> {
         loop {
-            let msg = match link.reader.recv().await {
+            let next = tokio::select! {
+                next = link.reader.recv() => next,
+                Some(failed) = self.stop_rx.recv() => return Err(failed.into()),
+            };
+            let msg = match next {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => return Err(e).context("the relay connection failed"),
                 None => bail!("the relay closed the connection"),
@@ -508,6 +538,7 @@ impl Sender {
                                 ),
                                 credit: p.credit.clone(),
                                 tx: link.tx.clone(),
+                                stop: self.stop_tx.clone(),
                             };
                             p.pump = Some(tokio::spawn(pump.run(retries, bar)));
                         }
@@ -587,6 +618,8 @@ struct Pump {
     producer: Producer,
     credit: Arc<Credit>,
     tx: mpsc::Sender<Message>,
+    /// Where a failure of the producer goes: it ends the whole send.
+    stop: mpsc::UnboundedSender<SourceFailed>,
 }
 
 /// What the producer thread hands the pump.
@@ -636,19 +669,25 @@ impl Pump {
                     bar.finish();
                     Ok(())
                 }
-                Produced::Failed(e) => Err(e),
+                Produced::Failed(e) => Err(SourceFailed(e).into()),
             };
             // A closed queue means the connection or the receiver went
             // away: the main loop reports that.
             if let Err(e) = result {
                 if !self.tx.is_closed() {
-                    eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+                    if !e.is::<SourceFailed>() {
+                        // (A source failure ends the run, which says why.)
+                        eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+                    }
                     // It would wait for ever for the rest: let it go, with why.
                     let drop = RelayMessage::Drop {
                         peer: self.peer,
                         reason: format!("the sender stopped: {e:#}"),
                     };
                     let _ = self.tx.send(drop.to_message()).await;
+                }
+                if let Ok(failed) = e.downcast::<SourceFailed>() {
+                    let _ = self.stop.send(failed);
                 }
                 return;
             }

@@ -3,5 +3,3 @@
 export { ed25519 } from '@noble/curves/ed25519.js';
 export { sha256 } from '@noble/hashes/sha2.js';
 export { hkdf } from '@noble/hashes/hkdf.js';
-export { blake3 } from '@noble/hashes/blake3.js';
-export { chacha20poly1305 } from '@noble/ciphers/chacha.js';
