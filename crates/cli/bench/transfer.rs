@@ -8,8 +8,8 @@
 //! - `tcp`: one loopback TCP connection, written and read by this process;
 //! - `plain`: sender and receiver on the relay with its credit flow control,
 //!   chunks as they are;
-//! - `sealed`: the same after a SPAKE2 key exchange, every chunk hashed
-//!   (BLAKE3) and sealed (ChaCha20-Poly1305) exactly as `duplex send` does,
+//! - `sealed`: the same after a SPAKE2 key exchange, every chunk sealed
+//!   (AES-256-GCM, `duplex_transfer::chunk`) exactly as `duplex send` does,
 //!   opened and checked as `duplex receive` does.
 //!
 //! Every byte received is compared with what was sent; a difference is an
@@ -31,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use super::report::{Report, Row};
 use super::target::Target;
 use super::{Common, parse_size, show_size};
-use crate::transfer::wire::{self, Channel, Link};
+use duplex_transfer::channel::Channel;
 use duplex_transfer::seal::{Direction, Handshake};
+use duplex_transfer_client::link::{self, Link};
 
 /// Longest wait for any single step (a reply, a chunk): a stuck run fails
 /// instead of hanging.
@@ -250,7 +251,7 @@ async fn next_frame(link: &mut Link, credit: Option<&Credit>) -> Result<Bytes> {
 /// A sender and a receiver on the relay: create, join, (key exchange),
 /// then the chunks within the relay's credit.
 async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool) -> Result<Row> {
-    let mut sender = wire::connect(url).await?;
+    let mut sender = link::connect(url).await?;
     let create = RelayMessage::Create {
         size: size as u64,
         nameplate: None,
@@ -263,7 +264,7 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
         } => (nameplate, window),
         other => bail!("the relay answered the create with {other:?}"),
     };
-    let mut receiver = wire::connect(url).await?;
+    let mut receiver = link::connect(url).await?;
     receiver
         .tx
         .send(RelayMessage::Join { nameplate }.to_message())

@@ -1,18 +1,12 @@
-//! `duplex send` and `duplex receive`: files and folders through the
-//! `/files` relay of `duplex serve`, end-to-end encrypted (SPAKE2 keyed by
-//! the code, then AES-256-GCM: `duplex_transfer::seal`), verified per chunk
-//! (the AEAD tag) and per file (SHA-256 of the chunk digests), resumable,
-//! to one or several receivers. The protocol is in docs/transfer.md.
+//! `duplex send` and `duplex receive`: the flags, and the terminal view of
+//! what `duplex_transfer_client` (which does the work) reports. The
+//! protocol is in docs/transfer.md.
 
-mod manifest;
 mod progress;
-mod receive;
-mod send;
-pub(crate) mod wire;
-mod words;
 
 use std::path::PathBuf;
-use std::time::Duration;
+
+use duplex_transfer_client::{Events, ReceiveOptions, SendOptions};
 
 /// Options of `duplex send`.
 #[derive(clap::Args, Debug, Clone)]
@@ -52,21 +46,22 @@ pub struct ReceiveArgs {
 
 /// Runs `duplex send`.
 pub fn send(args: SendArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(send::run(args))
+    let view = progress::SendView::new(args.json);
+    let events = Events::new(move |event| view.show(event));
+    let options = SendOptions::new(args.paths, args.server).receivers(args.receivers);
+    runtime()?.block_on(duplex_transfer_client::send(options, events))
 }
 
 /// Runs `duplex receive`.
 pub fn receive(args: ReceiveArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(receive::run(args))
+    let view = progress::ReceiveView::new(args.json);
+    let events = Events::new(move |event| view.show(event));
+    let options = ReceiveOptions::new(args.code, args.server, args.out).overwrite(args.overwrite);
+    runtime()?.block_on(duplex_transfer_client::receive(options, events))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
-}
-
-/// The wait before reconnect attempt `n` (1-based): 0.5 s doubling to 8 s.
-fn backoff(n: u32) -> Duration {
-    Duration::from_millis(500u64 << n.saturating_sub(1).min(4))
 }

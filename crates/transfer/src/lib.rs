@@ -18,7 +18,8 @@
 //! - [`limits`]: the sizes both ends must agree on;
 //! - the end-to-end layer between sender and receiver, which the relay
 //!   never opens: [`seal`] (key exchange, AES-256-GCM, nonces),
-//!   [`chunk`] (data frames) and [`digest`] (whole-file verification).
+//!   [`control`] (the messages sealed into a [`channel`]), [`chunk`]
+//!   (data frames) and [`digest`] (whole-file verification).
 //!
 //! The full protocol is in `docs/transfer.md`.
 //!
@@ -37,8 +38,10 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod chunk;
 pub mod close;
+pub mod control;
 pub mod credit;
 pub mod digest;
 pub mod javascript;

@@ -12,19 +12,21 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
 use duplex::Message;
+use duplex_transfer::channel::Channel;
+use duplex_transfer::control::Control;
 use duplex_transfer::digest::{DIGEST, FileDigest, chunk_count};
 use duplex_transfer::peer_frame::{self, CHUNK_OVERHEAD};
 use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer::{Credit, Kind, PeerFrame, RelayClose, RelayMessage};
-use serde_json::json;
 use std::io::{Read, Seek};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::manifest::{self, Source};
-use super::progress::{Bar, Reporter};
-use super::wire::{self, Channel, Control, Link};
-use super::{SendArgs, backoff};
+use crate::link::{self, Link};
+use crate::manifest::{self, Source};
+use crate::{Events, SendEvent, SendOptions, backoff};
+
+type Reporter = Events<SendEvent>;
 
 /// Files and folders in one transfer: the receiver's `have` message (a
 /// number per entry) must fit the relay's limit on receiver frames.
@@ -34,11 +36,19 @@ const MAX_ENTRIES: usize = 2000;
 const MAX_FAILURES: u32 = 8;
 
 /// Runs `duplex send`.
-pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+pub async fn run(args: SendOptions, reporter: Reporter) -> anyhow::Result<()> {
     let paths = args.paths.clone();
-    let sources = tokio::task::spawn_blocking(move || manifest::collect(&paths))
-        .await
-        .context("hashing the files")??;
+    let skipped = reporter.clone();
+    let sources = tokio::task::spawn_blocking(move || {
+        manifest::collect(&paths, &mut |path, why| {
+            skipped.emit(SendEvent::Skipped {
+                path: path.display().to_string(),
+                why: why.to_owned(),
+            })
+        })
+    })
+    .await
+    .context("hashing the files")??;
     if sources.is_empty() {
         bail!("nothing to send: no regular files or folders among the paths given");
     }
@@ -49,9 +59,9 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         );
     }
     let total: u64 = sources.iter().map(|s| s.entry.size).sum();
-    let url = wire::relay_url(&args.server)?;
-    let mut link = wire::connect(&url).await?;
-    let words = super::words::pick_two();
+    let url = link::relay_url(&args.server)?;
+    let mut link = link::connect(&url).await?;
+    let words = crate::words::pick_two();
     let create = RelayMessage::Create {
         size: total,
         nameplate: None,
@@ -80,16 +90,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         );
     }
     let code = format!("{}-{words}", created.nameplate);
-    let reporter = Reporter::new(args.json);
-    if args.json {
-        println!("{}", json!({"code": code}));
-    } else {
-        println!("{code}");
-        eprintln!(
-            "duplex: sending {} file(s), {total} bytes; on the other machine run: duplex receive {code}",
-            sources.iter().filter(|s| !s.entry.dir).count()
-        );
-    }
+    reporter.emit(SendEvent::Code {
+        code: code.clone(),
+        files: sources.iter().filter(|s| !s.entry.dir).count(),
+        bytes: total,
+    });
     let (stop_tx, stop_rx) = mpsc::unbounded_channel();
     let mut sender = Sender {
         stop_tx,
@@ -134,10 +139,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
                 return Err(last.context("the relay connection kept failing; giving up"));
             }
             let delay = backoff(failures);
-            sender.reporter.event(
-                json!({"event": "reconnect", "error": format!("{last:#}"), "delay_ms": delay.as_millis() as u64}),
-                || Some(format!("{last:#}; reconnecting in {delay:?}")),
-            );
+            sender.reporter.emit(SendEvent::Reconnect {
+                error: format!("{last:#}"),
+                delay_ms: delay.as_millis() as u64,
+            });
             tokio::time::sleep(delay).await;
             match reopen(&url, total, &created).await {
                 Ok(l) => break l,
@@ -155,7 +160,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
 /// nameplate and token, which the receivers already have.
 async fn reopen(url: &str, total: u64, created: &Created) -> anyhow::Result<Link> {
     let open = |hello: RelayMessage| async move {
-        let mut l = wire::connect(url).await?;
+        let mut l = link::connect(url).await?;
         l.tx.send(hello.to_message()).await?;
         let again = expect_created(&mut l).await?;
         // Chunks are sized, and credit counted, for the first answer.
@@ -343,10 +348,7 @@ async fn send_control(link: &Link, peer: &Peer, frame: Message) -> anyhow::Resul
 
 impl Sender {
     fn wrong_code(&self, peer: u32) {
-        self.reporter
-            .event(json!({"event": "wrong_code", "peer": peer}), || {
-                Some("a receiver tried a wrong code; still waiting for the right one".into())
-            });
+        self.reporter.emit(SendEvent::WrongCode { peer });
     }
 
     fn drop_peers(&mut self) {
@@ -469,10 +471,10 @@ impl Sender {
                         // This receiver cannot take part; the others go on.
                         self.peers.remove(&peer);
                         let reason = e.to_string();
-                        self.reporter.event(
-                            json!({"event": "receiver_failed", "peer": peer, "message": reason}),
-                            || Some(format!("receiver {peer}: {reason}")),
-                        );
+                        self.reporter.emit(SendEvent::ReceiverFailed {
+                            peer,
+                            message: reason.clone(),
+                        });
                         let drop = RelayMessage::Drop { peer, reason };
                         link.tx.send(drop.to_message()).await?;
                         return Ok(false);
@@ -518,12 +520,11 @@ impl Sender {
                     {
                         let already: u64 = offsets.iter().sum();
                         let total: u64 = self.sources.iter().map(|s| s.entry.size).sum();
-                        let mut bar = self.reporter.bar(
+                        self.reporter.emit(SendEvent::Progress {
+                            peer,
+                            bytes: already.min(total),
                             total,
-                            &format!("receiver {peer}"),
-                            json!({"peer": peer}),
-                        );
-                        bar.set(already.min(total));
+                        });
                         if let Some(retries) = p.retries_rx.take() {
                             let pump = Pump {
                                 peer,
@@ -539,19 +540,14 @@ impl Sender {
                                 credit: p.credit.clone(),
                                 tx: link.tx.clone(),
                                 stop: self.stop_tx.clone(),
+                                reporter: self.reporter.clone(),
+                                total,
                             };
-                            p.pump = Some(tokio::spawn(pump.run(retries, bar)));
+                            p.pump = Some(tokio::spawn(pump.run(retries)));
                         }
                     }
                     Some(Control::Retry { file, chunk }) => {
-                        self.reporter.event(
-                            json!({"event": "retry", "peer": peer, "file": file, "chunk": chunk}),
-                            || {
-                                Some(format!(
-                                    "receiver {peer} asked again for chunk {chunk} of file {file}"
-                                ))
-                            },
-                        );
+                        self.reporter.emit(SendEvent::Retry { peer, file, chunk });
                         let _ = p.retries.send((file, chunk));
                     }
                     Some(Control::Done { receiver }) => {
@@ -577,18 +573,13 @@ impl Sender {
                         };
                         if first_time {
                             self.done += 1;
-                            self.reporter
-                                .event(json!({"event": "done", "peer": peer}), || {
-                                    Some(format!("receiver {peer} has everything, verified"))
-                                });
+                            self.reporter.emit(SendEvent::Done { peer });
                         }
                         return Ok(self.done >= self.want);
                     }
                     Some(Control::Fail { message }) => {
-                        self.reporter.event(
-                            json!({"event": "receiver_failed", "peer": peer, "message": message}),
-                            || Some(format!("receiver {peer} gave up: {message}")),
-                        );
+                        self.reporter
+                            .emit(SendEvent::ReceiverFailed { peer, message });
                     }
                     _ => {}
                 }
@@ -620,6 +611,9 @@ struct Pump {
     tx: mpsc::Sender<Message>,
     /// Where a failure of the producer goes: it ends the whole send.
     stop: mpsc::UnboundedSender<SourceFailed>,
+    reporter: Reporter,
+    /// Bytes in the transfer.
+    total: u64,
 }
 
 /// What the producer thread hands the pump.
@@ -638,7 +632,8 @@ enum Produced {
 }
 
 impl Pump {
-    async fn run(self, retries: mpsc::UnboundedReceiver<(u32, u64)>, mut bar: Bar) {
+    async fn run(self, retries: mpsc::UnboundedReceiver<(u32, u64)>) {
+        let peer = self.peer;
         let (frames_tx, mut frames) = mpsc::channel(2);
         let producer = self.producer;
         std::thread::spawn(move || {
@@ -649,8 +644,8 @@ impl Pump {
         while let Some(produced) = frames.recv().await {
             let result = match produced {
                 Produced::Frame { frame, done, file } => {
-                    if let Some(file) = file {
-                        bar.message(&file);
+                    if let Some(path) = file {
+                        self.reporter.emit(SendEvent::Sending { peer, path });
                     }
                     let sent = async {
                         self.credit
@@ -662,11 +657,15 @@ impl Pump {
                             .await
                             .context("the relay connection closed")
                     };
-                    bar.set(done);
+                    self.reporter.emit(SendEvent::Progress {
+                        peer,
+                        bytes: done,
+                        total: self.total,
+                    });
                     sent.await
                 }
                 Produced::Finished => {
-                    bar.finish();
+                    self.reporter.emit(SendEvent::Sent { peer });
                     Ok(())
                 }
                 Produced::Failed(e) => Err(SourceFailed(e).into()),
@@ -677,7 +676,10 @@ impl Pump {
                 if !self.tx.is_closed() {
                     if !e.is::<SourceFailed>() {
                         // (A source failure ends the run, which says why.)
-                        eprintln!("duplex: sending to receiver {}: {e:#}", self.peer);
+                        self.reporter.emit(SendEvent::ReceiverFailed {
+                            peer,
+                            message: format!("{e:#}"),
+                        });
                     }
                     // It would wait for ever for the rest: let it go, with why.
                     let drop = RelayMessage::Drop {

@@ -13,17 +13,19 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bytes::BytesMut;
 use duplex::{CloseFrame, Message};
+use duplex_transfer::channel::Channel;
 use duplex_transfer::chunk::{ChunkHeader, Inbound};
+use duplex_transfer::control::{Control, Entry};
 use duplex_transfer::digest::{DIGEST, FileDigest, chunk_count};
 use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer::{Kind, PeerFrame, RelayClose, RelayMessage, peer_frame};
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::manifest::{self, Entry};
-use super::progress::{Bar, Reporter};
-use super::wire::{self, Channel, Control, Link};
-use super::{ReceiveArgs, backoff};
+use crate::link::{self, Link};
+use crate::manifest;
+use crate::{Events, ReceiveEvent, ReceiveOptions, backoff};
+
+type Reporter = Events<ReceiveEvent>;
 
 /// How an attempt ended badly.
 enum Failure {
@@ -40,7 +42,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 /// Runs `duplex receive`.
-pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
+pub async fn run(args: ReceiveOptions, reporter: Reporter) -> anyhow::Result<()> {
     let nameplate: u32 = args
         .code
         .split_once('-')
@@ -52,8 +54,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
                 args.code
             )
         })?;
-    let url = wire::relay_url(&args.server)?;
-    let reporter = Reporter::new(args.json);
+    let url = link::relay_url(&args.server)?;
     let mut failures = 0u32;
     // Once joined, a relay that no longer knows the code has most likely
     // restarted: the sender will recreate the transfer under it.
@@ -90,10 +91,10 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
                     ));
                 }
                 let delay = backoff(failures);
-                reporter.event(
-                    json!({"event": "reconnect", "error": format!("{e:#}"), "delay_ms": delay.as_millis() as u64}),
-                    || Some(format!("{e:#}; reconnecting in {delay:?}")),
-                );
+                reporter.emit(ReceiveEvent::Reconnect {
+                    error: format!("{e:#}"),
+                    delay_ms: delay.as_millis() as u64,
+                });
                 tokio::time::sleep(delay).await;
             }
         }
@@ -101,7 +102,7 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
 }
 
 async fn attempt(
-    args: &ReceiveArgs,
+    args: &ReceiveOptions,
     nameplate: u32,
     url: &str,
     reporter: &Reporter,
@@ -109,7 +110,7 @@ async fn attempt(
     joined: &mut bool,
     run: &Run,
 ) -> Result<(), Failure> {
-    let mut link = wire::connect(url).await.map_err(Failure::Retry)?;
+    let mut link = link::connect(url).await.map_err(Failure::Retry)?;
     let send = |link: &Link, msg: Message| {
         let tx = link.tx.clone();
         async move {
@@ -368,17 +369,12 @@ async fn finish(
         Err(_) => {}
     }
     link.finish("received").await;
-    plan.bar.finish();
-    report_done(reporter, plan.files(), plan.total, "");
-    Ok(())
-}
-
-fn report_done(reporter: &Reporter, files: usize, total: u64, note: &str) {
-    reporter.event(json!({"event": "done", "bytes": total}), || {
-        Some(format!(
-            "received {files} file(s), {total} bytes, every hash verified{note}"
-        ))
+    reporter.emit(ReceiveEvent::Done {
+        files: plan.files(),
+        bytes: plan.total,
+        note: None,
     });
+    Ok(())
 }
 
 /// What outlives one connection of a `duplex receive` run.
@@ -419,9 +415,12 @@ impl Run {
         reporter: &Reporter,
         e: &anyhow::Error,
     ) -> Option<anyhow::Result<()>> {
-        let &(files, total) = self.complete.get()?;
-        let note = format!(" (the sender may not know: {e:#})");
-        report_done(reporter, files, total, &note);
+        let &(files, bytes) = self.complete.get()?;
+        reporter.emit(ReceiveEvent::Done {
+            files,
+            bytes,
+            note: Some(format!("{e:#}")),
+        });
         Some(Ok(()))
     }
 }
@@ -465,9 +464,6 @@ struct Plan {
     part: Option<tokio::fs::File>,
     failures: HashMap<(u32, u64), u32>,
     total: u64,
-    bar: Bar,
-    /// The file being written (bars only, not in JSON).
-    file_bar: Option<Bar>,
     reporter: Reporter,
 }
 
@@ -620,8 +616,6 @@ impl Plan {
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
         let mut plan = Self {
-            bar: reporter.bar(total, "total", json!({})),
-            file_bar: None,
             targets: Vec::new(),
             offsets: Vec::new(),
             digests: Vec::new(),
@@ -661,13 +655,13 @@ impl Plan {
             let have = plan.offsets[i];
             if !entry.dir && !plan.in_place[i] && have > 0 {
                 let path = entry.path.clone();
-                reporter.event(
-                    json!({"event": "resume", "file": path, "offset": have}),
-                    || Some(format!("resuming {path} from byte {have}")),
-                );
+                reporter.emit(ReceiveEvent::Resume {
+                    file: path,
+                    offset: have,
+                });
             }
         }
-        plan.bar.set(plan.offsets.iter().sum());
+        plan.progress();
         plan.cursor = plan.next_file(0);
         Ok(plan)
     }
@@ -724,14 +718,10 @@ impl Plan {
                 );
             }
             let path = entry.path.clone();
-            self.reporter.event(
-                json!({"event": "retry", "file": path, "chunk": index}),
-                || {
-                    Some(format!(
-                        "chunk {index} of {path} did not verify; asking for it again"
-                    ))
-                },
-            );
+            self.reporter.emit(ReceiveEvent::Retry {
+                file: path,
+                chunk: index,
+            });
             return Ok(Step::Retry);
         };
         if index == count {
@@ -740,19 +730,16 @@ impl Plan {
         if self.part.is_none() {
             let part = part_path(&self.targets[i]);
             self.part = Some(open_part(part, self.offsets[i]).await?);
-            self.bar.message(&entry.path);
-            self.file_bar = self.reporter.file_bar(entry.size, &entry.path);
-            if let Some(bar) = &mut self.file_bar {
-                bar.set(self.offsets[i]);
-            }
         }
         let f = self.part.as_mut().expect("open");
         f.write_all(data).await.context("writing a .part file")?;
         self.offsets[i] += data.len() as u64;
-        self.bar.add(data.len() as u64);
-        if let Some(bar) = &mut self.file_bar {
-            bar.set(self.offsets[i]);
-        }
+        self.reporter.emit(ReceiveEvent::Writing {
+            path: entry.path.clone(),
+            bytes: self.offsets[i],
+            size: entry.size,
+        });
+        self.progress();
         if self.offsets[i] == entry.size {
             let mut f = self.part.take().expect("open");
             f.flush().await?;
@@ -786,15 +773,11 @@ impl Plan {
             self.in_place[i] = false;
             let part = part_path(target);
             let _ = tokio::fs::remove_file(&part).await;
-            self.bar.set(self.bar_position() - self.offsets[i]);
             self.offsets[i] = 0;
-            let path = entry.path.clone();
-            self.reporter
-                .event(json!({"event": "restart", "file": path}), || {
-                    Some(format!(
-                        "{path}: what was here differs from the sender's file; receiving it again"
-                    ))
-                });
+            self.progress();
+            self.reporter.emit(ReceiveEvent::Restart {
+                file: entry.path.clone(),
+            });
             return Ok(Step::Restart(i as u32));
         }
         self.install(i).await?;
@@ -802,8 +785,12 @@ impl Plan {
         Ok(Step::Written)
     }
 
-    fn bar_position(&self) -> u64 {
-        self.offsets.iter().sum()
+    /// Reports the bytes here, verified chunk by chunk.
+    fn progress(&self) {
+        self.reporter.emit(ReceiveEvent::Progress {
+            bytes: self.offsets.iter().sum(),
+            total: self.total,
+        });
     }
 
     /// Sets the mode of a verified `NAME.part` and renames it into place
@@ -840,14 +827,10 @@ impl Plan {
             .lock()
             .expect("not poisoned")
             .insert((entry.path.clone(), entry.size));
-        if let Some(bar) = self.file_bar.take() {
-            bar.clear();
-        }
-        let path = entry.path.clone();
-        self.reporter.event(
-            json!({"event": "file", "path": path, "size": entry.size}),
-            || None,
-        );
+        self.reporter.emit(ReceiveEvent::File {
+            path: entry.path.clone(),
+            size: entry.size,
+        });
         Ok(())
     }
 }

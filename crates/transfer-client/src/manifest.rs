@@ -8,22 +8,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
+use duplex_transfer::control::Entry;
 use duplex_transfer::digest::{DIGEST, chunk_digest};
-use serde::{Deserialize, Serialize};
-
-/// One file or folder of a transfer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Entry {
-    /// Relative path, `/`-separated, e.g. `photos/2024/a.jpg`.
-    pub path: String,
-    /// Whether this is a folder (kept even when empty).
-    #[serde(default)]
-    pub dir: bool,
-    /// Size in bytes.
-    pub size: u64,
-    /// Unix permission bits.
-    pub mode: u32,
-}
 
 /// A file to send: where it is here, and its entry.
 #[derive(Debug, Clone)]
@@ -38,8 +24,12 @@ pub struct Source {
 }
 
 /// Walks `paths` (files or folders; a folder keeps its name and tree).
-/// Symbolic links are skipped with a warning.
-pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
+/// Symbolic links, names that are not UTF-8 and what is neither a file
+/// nor a folder are skipped, each told to `skip` with why.
+pub fn collect(
+    paths: &[PathBuf],
+    skip: &mut dyn FnMut(&Path, &str),
+) -> anyhow::Result<Vec<Source>> {
     let mut out = Vec::new();
     for path in paths {
         let meta = std::fs::symlink_metadata(path)
@@ -53,7 +43,7 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Source>> {
             .to_str()
             .with_context(|| format!("{} is not valid UTF-8; rename it", path.display()))?
             .to_owned();
-        walk(path, &meta, name, &mut out)?;
+        walk(path, &meta, name, &mut out, skip)?;
     }
     let mut seen = std::collections::HashSet::new();
     for s in &out {
@@ -72,11 +62,12 @@ fn walk(
     meta: &std::fs::Metadata,
     rel: String,
     out: &mut Vec<Source>,
+    skip: &mut dyn FnMut(&Path, &str),
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     if meta.is_symlink() {
-        eprintln!("duplex: skipping symbolic link {}", path.display());
+        skip(path, "a symbolic link");
     } else if meta.is_dir() {
         out.push(Source {
             local: None,
@@ -96,15 +87,12 @@ fn walk(
         for child in children {
             let name = child.file_name();
             let Some(name) = name.to_str() else {
-                eprintln!(
-                    "duplex: skipping {} (its name is not UTF-8)",
-                    child.path().display()
-                );
+                skip(&child.path(), "its name is not UTF-8");
                 continue;
             };
             let meta = std::fs::symlink_metadata(child.path())
                 .with_context(|| format!("cannot read {}", child.path().display()))?;
-            walk(&child.path(), &meta, format!("{rel}/{name}"), out)?;
+            walk(&child.path(), &meta, format!("{rel}/{name}"), out, skip)?;
         }
     } else if meta.is_file() {
         out.push(Source {
@@ -118,7 +106,7 @@ fn walk(
             modified: meta.modified().ok(),
         });
     } else {
-        eprintln!("duplex: skipping {} (not a regular file)", path.display());
+        skip(path, "not a regular file");
     }
     Ok(())
 }
