@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// Largest echo WebSocket message in bytes [default: 67108864]
     #[arg(long, env = "DUPLEX_ECHO_MAX_MESSAGE_SIZE")]
     pub echo_max_message_size: Option<usize>,
+    /// Bytes all WebSocket connections together may hold for unfinished messages; past it the heaviest is closed with 1013 [default: a quarter of the machine's memory]
+    #[arg(long, env = "DUPLEX_MEMORY_BUDGET")]
+    pub memory_budget: Option<usize>,
     /// Largest publication data, in bytes of JSON [default: 32768]
     #[arg(long, env = "DUPLEX_MAX_DATA_SIZE")]
     pub max_data_size: Option<usize>,
@@ -109,6 +112,7 @@ impl ServeArgs {
             data,
             max_message_size,
             echo_max_message_size,
+            memory_budget,
             max_data_size,
             max_subscriptions,
             queue_size

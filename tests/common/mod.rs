@@ -149,14 +149,24 @@ pub fn address_in(line: &str) -> SocketAddr {
 
 /// `duplex serve --bind 127.0.0.1:0`, with its echo endpoint.
 pub struct Serve {
-    _child: Child,
+    pub child: Child,
     pub addr: SocketAddr,
+    /// Its data directory, removed at the end.
+    _data: tempfile::TempDir,
 }
 
 impl Serve {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With more flags.
+    pub async fn start_with(flags: &[&str]) -> Self {
+        let data = tempfile::tempdir().expect("a data directory");
         let mut cmd = duplex();
-        cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -169,11 +179,45 @@ impl Serve {
             let _ = out.read_to_end(&mut sink).await;
         });
         Self {
-            _child: child,
+            child,
             addr: address_in(&line),
+            _data: data,
         }
     }
 
+    /// `GET PATH`'s body (HTTP/1.1, the connection closed after it).
+    pub async fn get(&self, path: &str) -> String {
+        let mut tcp = TcpStream::connect(self.addr).await.expect("connect");
+        tcp.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.addr
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut response))
+            .await
+            .expect("a response in time")
+            .expect("a response");
+        response
+    }
+}
+
+/// A line of `/proc/PID/status` (e.g. `VmHWM`), in bytes.
+pub fn proc_status_bytes(pid: u32, key: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+impl Serve {
     /// `ws://ADDR/echo`
     pub fn echo_url(&self) -> String {
         format!("ws://{}/echo", self.addr)

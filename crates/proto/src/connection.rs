@@ -259,6 +259,46 @@ impl Connection {
         }
     }
 
+    /// Bytes held for messages still arriving: the read buffer and the
+    /// message being put together (inflated data included). What a memory
+    /// budget shared by many connections charges.
+    pub fn held_bytes(&self) -> usize {
+        self.read.capacity() + self.assembly.as_ref().map_or(0, |a| a.capacity())
+    }
+
+    /// [`held_bytes`](Self::held_bytes) once `incoming` more bytes are read
+    /// and put in place, counting the growth of buffers that double when
+    /// full: what a budget must grant before the read, not after.
+    /// (Inflated data can grow more; its limit is the message size.)
+    pub fn held_bytes_after(&self, incoming: usize) -> usize {
+        let grown = |len: usize, capacity: usize| {
+            let need = len + incoming;
+            if need > capacity {
+                need.max(capacity * 2)
+            } else {
+                capacity
+            }
+        };
+        let read = grown(self.read.len(), self.read.capacity());
+        let assembly = match &self.assembly {
+            Some(a) => grown(a.len(), a.capacity()),
+            None if self.message.is_some() => incoming,
+            None => 0,
+        };
+        read + assembly
+    }
+
+    /// Drops whatever arrived and was not handed out yet (the read buffer,
+    /// a message being put together), to free its memory at once: for a
+    /// connection being closed that will read nothing more.
+    pub fn discard_incoming(&mut self) {
+        self.release_lent();
+        self.read = BytesMut::new();
+        self.reading = Reading::Header;
+        self.assembly = None;
+        self.message = None;
+    }
+
     /// Releases buffer memory that holds nothing: call when the connection
     /// goes idle, so an idle connection costs next to nothing.
     pub fn shrink(&mut self) {

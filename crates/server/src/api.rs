@@ -188,6 +188,7 @@ pub async fn kick(
 
 /// `GET /metrics`
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.observe_budget(&state.sockets.budget);
     (
         [(
             header::CONTENT_TYPE,

@@ -12,7 +12,7 @@ use axum::http;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use duplex::{Config, ServerBuilder, WebSocket};
+use duplex::{Config, MemoryBudget, ServerBuilder, WebSocket};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -422,6 +422,9 @@ impl Endpoint {
 /// Each WebSocket endpoint's settings (limits, compression, keepalive),
 /// built once: the sockets share them.
 pub struct SocketServers {
+    /// The memory every socket holds for its peer's unfinished messages,
+    /// bounded together (`--memory-budget`).
+    pub budget: MemoryBudget,
     hub: ServerBuilder,
     echo: ServerBuilder,
     /// No compression: the relay carries ciphertext, which cannot shrink.
@@ -438,14 +441,21 @@ impl SocketServers {
         if settings.ping_interval > 0 {
             config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
         }
+        let budget = MemoryBudget::new(settings.memory_budget);
         Self {
-            hub: ServerBuilder::new().config(config),
-            echo: ServerBuilder::new().max_message_size(settings.echo_max_message_size),
+            hub: ServerBuilder::new()
+                .config(config)
+                .memory_budget(budget.clone()),
+            echo: ServerBuilder::new()
+                .max_message_size(settings.echo_max_message_size)
+                .memory_budget(budget.clone()),
             // A frame of the relay's largest size, plus room for the
             // WebSocket header.
             files: ServerBuilder::new()
                 .deflate(None)
-                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64),
+                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64)
+                .memory_budget(budget.clone()),
+            budget,
         }
     }
 }

@@ -29,6 +29,15 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// Connections cut off because they read too slowly.
     pub slow_consumers: Counter,
+    /// The memory budget for unfinished messages, and its use (set from
+    /// the budget when rendered).
+    pub memory_budget: Gauge,
+    /// Bytes of the memory budget in use.
+    pub memory_budget_used: Gauge,
+    /// Connections closed with 1013 to stay within the memory budget.
+    pub memory_budget_shed: Counter,
+    /// Times a connection stopped reading to wait for memory.
+    pub memory_budget_paused: Counter,
     registry: Arc<Registry>,
 }
 
@@ -52,6 +61,10 @@ impl Metrics {
             publications: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             slow_consumers: Counter::default(),
+            memory_budget: Gauge::default(),
+            memory_budget_used: Gauge::default(),
+            memory_budget_shed: Counter::default(),
+            memory_budget_paused: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -99,10 +112,43 @@ impl Metrics {
             "Connections cut off as slow consumers",
             m.slow_consumers.clone(),
         );
+        registry.register(
+            "memory_budget_bytes",
+            "Bytes all connections may hold for unfinished messages",
+            m.memory_budget.clone(),
+        );
+        registry.register(
+            "memory_budget_used_bytes",
+            "Bytes held for unfinished messages now",
+            m.memory_budget_used.clone(),
+        );
+        registry.register(
+            "memory_budget_shed",
+            "Connections closed with 1013 to stay within the memory budget",
+            m.memory_budget_shed.clone(),
+        );
+        registry.register(
+            "memory_budget_paused",
+            "Times a connection stopped reading to wait for memory",
+            m.memory_budget_paused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
         }
+    }
+
+    /// Takes the memory budget's figures, to be rendered next.
+    pub fn observe_budget(&self, budget: &duplex::MemoryBudget) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.memory_budget.set(budget.limit() as i64);
+        self.memory_budget_used.set(budget.used() as i64);
+        self.memory_budget_shed
+            .inner()
+            .store(budget.shed(), Relaxed);
+        self.memory_budget_paused
+            .inner()
+            .store(budget.paused(), Relaxed);
     }
 
     /// The Prometheus text exposition.

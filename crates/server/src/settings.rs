@@ -43,6 +43,11 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Largest echo WebSocket message, in bytes.
     pub echo_max_message_size: usize,
+    /// Bytes all WebSocket connections together may hold for their peers'
+    /// unfinished messages; past it the heaviest is closed with 1013.
+    /// Default: a quarter of the machine's memory (or of the cgroup's
+    /// limit, if lower).
+    pub memory_budget: usize,
     /// Largest `data` of one publication, in bytes of JSON.
     pub max_data_size: usize,
     /// Subscriptions one connection may hold.
@@ -88,6 +93,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             max_message_size: 64 << 10,
             echo_max_message_size: 64 << 20,
+            memory_budget: default_memory_budget(),
             max_data_size: 32 << 10,
             max_subscriptions: 100,
             queue_size: 1024,
@@ -119,5 +125,25 @@ impl Settings {
     /// Whether the server listens only on a loopback address.
     pub fn is_loopback(&self) -> bool {
         self.bind.ip().is_loopback()
+    }
+}
+
+/// A quarter of the memory this process may use: the machine's
+/// (`/proc/meminfo`), or its cgroup's limit if lower; 1 GiB where neither
+/// can be read.
+pub fn default_memory_budget() -> usize {
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c) / 4,
+        (Some(m), None) => m / 4,
+        (None, Some(c)) => c / 4,
+        (None, None) => 1 << 30,
     }
 }

@@ -244,7 +244,7 @@ impl ClientBuilder {
         })?;
         buf.advance(used);
         let conn = Connection::new(Role::Client, self.config.proto(), negotiated.deflate);
-        let mut ws = WebSocket::from_parts(stream, conn, self.config, negotiated.protocol);
+        let mut ws = WebSocket::from_parts(stream, conn, self.config.clone(), negotiated.protocol);
         ws.preload(&buf);
         Ok((ws, HandshakeInfo { request, response }))
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use duplex_proto::{DeflateConfig, Limits};
 
+use crate::MemoryBudget;
+
 /// How a WebSocket behaves once open. All limits are first-class settings:
 /// the defaults suit a public server.
 ///
@@ -16,7 +18,7 @@ use duplex_proto::{DeflateConfig, Limits};
 ///     .with_max_message_size(1 << 20);
 /// assert_eq!(config.limits.max_message_size, 1 << 20);
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Limits on incoming frames and messages.
     pub limits: Limits,
@@ -41,6 +43,10 @@ pub struct Config {
     /// How long to wait for the peer's close frame and TCP close after ours.
     /// Default 5 s.
     pub close_timeout: Duration,
+    /// A bound on the memory held for peers' unfinished messages, shared
+    /// with every socket whose config holds a clone of it (see
+    /// [`MemoryBudget`]). Default: none.
+    pub memory_budget: Option<MemoryBudget>,
 }
 
 impl Default for Config {
@@ -54,6 +60,7 @@ impl Default for Config {
             idle_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            memory_budget: None,
         }
     }
 }
@@ -80,6 +87,12 @@ impl Config {
     /// Enables keepalive pings.
     pub fn with_ping_interval(mut self, every: Duration) -> Self {
         self.ping_interval = Some(every);
+        self
+    }
+
+    /// Shares `budget` with the other sockets that hold it.
+    pub fn with_memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = Some(budget);
         self
     }
 

@@ -35,6 +35,10 @@ pub enum Error {
     /// No pong came back within the pong timeout; closed with 1011.
     #[error("keepalive: no pong within {0:?}; closed with 1011")]
     KeepaliveTimeout(Duration),
+    /// The connection was closed with 1013 (try again later) to keep the
+    /// memory held for peers within the [`MemoryBudget`](crate::MemoryBudget).
+    #[error("the server's memory budget for unfinished messages is spent; closed with 1013")]
+    MemoryBudget,
     /// Nothing arrived within the idle timeout; closed with 1001.
     #[error("idle for {0:?}; closed with 1001")]
     IdleTimeout(Duration),

@@ -50,6 +50,7 @@
 //! (`docs/performance.md`).
 #![warn(missing_docs)]
 
+mod budget;
 mod client;
 mod config;
 mod error;
@@ -65,6 +66,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod url;
 
+pub use budget::MemoryBudget;
 pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
 pub use duplex_proto::{

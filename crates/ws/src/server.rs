@@ -122,6 +122,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Shares `budget` with the other sockets that hold it: see
+    /// [`MemoryBudget`](crate::MemoryBudget).
+    pub fn memory_budget(mut self, budget: crate::MemoryBudget) -> Self {
+        Arc::make_mut(&mut self.config).memory_budget = Some(budget);
+        self
+    }
+
     /// The largest message accepted.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         Arc::make_mut(&mut self.config).limits.max_message_size = bytes;

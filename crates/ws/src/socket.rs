@@ -22,6 +22,7 @@ use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::budget::{Account, Admit, FREE_BYTES};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pool;
@@ -75,6 +76,9 @@ struct Extra {
     send_error: Option<Error>,
     finish: Finish,
     drain_done: bool,
+    /// Its part of the config's memory budget, once it held enough to be
+    /// charged (few connections do).
+    account: Option<Account>,
 }
 
 /// The steps after the protocol is closed: flush, shut down, wait for the
@@ -371,6 +375,10 @@ where
             if self.finish() != Finish::NotStarted || self.conn.state() == State::Closed {
                 return self.poll_finish(rcx, wcx);
             }
+            if self.account().is_some_and(|a| a.charge.is_shed()) {
+                self.shed();
+                continue;
+            }
             // Backpressure: read no more while too much waits to be written.
             if self.conn.outgoing().len() >= self.config.write_buffer_limit {
                 if let Err(e) = ready!(self.poll_write_out(wcx)) {
@@ -407,6 +415,18 @@ where
                     return self.fail_io(e);
                 }
             }
+            match self.charge_budget(rcx) {
+                Admit::Granted => {}
+                Admit::Retry => continue,
+                Admit::Wait => {
+                    self.park_buffers();
+                    return Poll::Pending;
+                }
+                Admit::Shed => {
+                    self.shed();
+                    continue;
+                }
+            }
             match self.poll_read_more(rcx) {
                 Poll::Ready(Ok(0)) => {
                     if self.conn.receive_eof() {
@@ -432,11 +452,57 @@ where
                             continue;
                         }
                     }
+                    if let Some(account) = self.account() {
+                        account.charge.wake_when_shed(rcx.waker());
+                    }
                     self.park_buffers();
                     return Poll::Pending;
                 }
             }
         }
+    }
+
+    /// Charges the memory budget (if any) for what this connection holds
+    /// of messages still arriving, and the next read, before reading more.
+    /// Connections holding little never touch it.
+    fn charge_budget(&mut self, rcx: &mut Context<'_>) -> Admit {
+        let Some(budget) = &self.config.memory_budget else {
+            return Admit::Granted;
+        };
+        let incoming = self.conn.bytes_wanted().max(pool::DEFAULT_CAPACITY);
+        let want = self.conn.held_bytes_after(incoming);
+        if want <= FREE_BYTES && self.account().is_none_or(|a| a.charge.held() == 0) {
+            return Admit::Granted;
+        }
+        let want = if want <= FREE_BYTES { 0 } else { want };
+        // The account is made the first time: most connections never need it.
+        let budget = budget.clone();
+        let account = self
+            .extra_mut()
+            .account
+            .get_or_insert_with(|| Account::new(budget));
+        account.budget.set(&mut account.charge, want, rcx.waker())
+    }
+
+    /// This connection's account with the memory budget, once it has one.
+    fn account(&self) -> Option<&Account> {
+        self.extra.as_ref().and_then(|x| x.account.as_ref())
+    }
+
+    /// Closes the connection with 1013 because the memory budget is spent
+    /// and it holds the most, freeing what it holds at once.
+    fn shed(&mut self) {
+        let _ = self.conn.close(Some(CloseFrame::new(
+            CloseCode::TRY_AGAIN_LATER,
+            "the server is short of memory; try again later",
+        )));
+        self.conn.discard_incoming();
+        if let Some(account) = self.account() {
+            account.release_all();
+        }
+        self.set_pending_error(Error::MemoryBudget);
+        self.set_finish(Finish::Flush);
+        self.arm_close_deadline();
     }
 
     /// [`poll_incoming_with`](Self::poll_incoming_with) on one task's context.

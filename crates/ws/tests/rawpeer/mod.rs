@@ -120,7 +120,9 @@ pub fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
 
 /// Reads frames until a close frame; returns its code (None: no code, or
 /// the connection ended without one) and the data frames seen before it.
-pub async fn read_until_close(tcp: &mut TcpStream) -> (Option<u16>, Vec<Message>) {
+pub async fn read_until_close(
+    tcp: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> (Option<u16>, Vec<Message>) {
     let mut buf = Vec::new();
     let mut seen = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
