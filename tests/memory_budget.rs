@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use common::{Serve, proc_status_bytes};
 use duplex::ClientBuilder;
-use duplex::proto::frame::OpCode;
-use rawpeer::{client_frame, read_head, read_until_close, upgrade_request};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use rawpeer::hold_an_unfinished_message;
 
 const PEERS: usize = 30;
 /// What each peer sends of its message, never finishing it (under the
@@ -26,35 +23,6 @@ const BUDGET: usize = 32 << 20;
 const FRAGMENT: usize = 256 << 10;
 /// Every wait is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn hold_an_unfinished_message(addr: std::net::SocketAddr) -> Option<u16> {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(upgrade_request("").as_bytes()).await.unwrap();
-    let head = read_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let (mut reader, mut writer) = tcp.into_split();
-    let writing = tokio::spawn(async move {
-        let payload = vec![0xa5; FRAGMENT];
-        for i in 0..EACH / FRAGMENT {
-            let op = if i == 0 {
-                OpCode::Binary
-            } else {
-                OpCode::Continuation
-            };
-            if writer
-                .write_all(&client_frame(op, false, &payload))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        std::future::pending::<()>().await;
-    });
-    let (code, _) = read_until_close(&mut reader).await;
-    writing.abort();
-    code
-}
 
 /// `duplex_memory_budget_shed_total` from `/metrics`.
 async fn shed(serve: &Serve) -> usize {
@@ -83,7 +51,7 @@ async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_m
 
     let mut crowd = tokio::task::JoinSet::new();
     for _ in 0..PEERS {
-        crowd.spawn(hold_an_unfinished_message(serve.addr));
+        crowd.spawn(hold_an_unfinished_message(serve.addr, EACH, FRAGMENT));
     }
     let to_shed = PEERS - BUDGET / EACH;
     let deadline = tokio::time::Instant::now() + LIMIT;

@@ -5,43 +5,11 @@
 
 mod rawpeer;
 
-use duplex::proto::frame::OpCode;
 use duplex::{ClientBuilder, MemoryBudget, ServerBuilder};
 use rawpeer::*;
-use tokio::io::AsyncWriteExt;
 
 /// Bytes per fragment the hostile peers send.
 const FRAGMENT: usize = 256 << 10;
-
-/// Sends one binary message in fragments, `total` bytes of it, and never
-/// its last fragment; returns the close code the server ended it with.
-async fn hold_an_unfinished_message(addr: std::net::SocketAddr, total: usize) -> Option<u16> {
-    let (tcp, _) = raw_client(addr, "").await;
-    let (mut reader, mut writer) = tcp.into_split();
-    let writing = tokio::spawn(async move {
-        let payload = vec![0x5a; FRAGMENT];
-        for i in 0..total / FRAGMENT {
-            let op = if i == 0 {
-                OpCode::Binary
-            } else {
-                OpCode::Continuation
-            };
-            // Fails once the server closes the connection.
-            if writer
-                .write_all(&client_frame(op, false, &payload))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        // Holds the connection (and its message) open until the end.
-        std::future::pending::<()>().await;
-    });
-    let (code, _) = read_until_close(&mut reader).await;
-    writing.abort();
-    code
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_holding_unfinished_messages_stays_within_the_budget() {
@@ -61,7 +29,7 @@ async fn a_crowd_holding_unfinished_messages_stays_within_the_budget() {
         .unwrap();
     let mut crowd = tokio::task::JoinSet::new();
     for _ in 0..PEERS {
-        crowd.spawn(hold_an_unfinished_message(addr, EACH));
+        crowd.spawn(hold_an_unfinished_message(addr, EACH, FRAGMENT));
     }
     // PEERS × EACH is six times the budget: all but what fits in it go.
     let to_shed = PEERS - LIMIT_BYTES / EACH;

@@ -172,3 +172,37 @@ pub async fn wait_for_eof(tcp: &mut TcpStream) {
         }
     }
 }
+
+/// Sends one binary message of `total` bytes in fragments of `fragment`,
+/// never its last one, and holds the connection open; returns the close
+/// code the server ends it with. A crowd of these tests memory budgets.
+pub async fn hold_an_unfinished_message(
+    addr: SocketAddr,
+    total: usize,
+    fragment: usize,
+) -> Option<u16> {
+    let (tcp, _) = raw_client(addr, "").await;
+    let (mut reader, mut writer) = tcp.into_split();
+    let writing = tokio::spawn(async move {
+        let payload = vec![0x5a; fragment];
+        for i in 0..total / fragment {
+            let op = if i == 0 {
+                OpCode::Binary
+            } else {
+                OpCode::Continuation
+            };
+            // Fails once the server closes the connection.
+            if writer
+                .write_all(&client_frame(op, false, &payload))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let (code, _) = read_until_close(&mut reader).await;
+    writing.abort();
+    code
+}
