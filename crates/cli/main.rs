@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Duplex server: chat UI, hub, echo, file-transfer relay and pages, HTTP API, metrics.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Publish to a hub channel through the server's HTTP API.
     Publish(hub::publish::PublishArgs),
     /// Print a hub channel's publications as they arrive (recovering after drops).
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Publish(args) => hub::publish::run(args),
         Command::Subscribe(args) => hub::subscribe::run(args),
         Command::Chat(args) => hub::chat::run(args),

@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// Bytes all WebSocket connections together may hold for unfinished messages; past it the heaviest is closed with 1013 [default: a quarter of the machine's memory]
     #[arg(long, env = "DUPLEX_MEMORY_BUDGET")]
     pub memory_budget: Option<usize>,
+    /// WebSocket connections open at once, in all; more get 503 with Retry-After; 0: no limit [default: nine tenths of the file-descriptor limit]
+    #[arg(long, env = "DUPLEX_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// WebSocket connections open at once from one client address; 0: no limit (behind a local reverse proxy every client has its address) [default: 1024]
+    #[arg(long, env = "DUPLEX_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
     /// Largest publication data, in bytes of JSON [default: 32768]
     #[arg(long, env = "DUPLEX_MAX_DATA_SIZE")]
     pub max_data_size: Option<usize>,
@@ -113,6 +119,8 @@ impl ServeArgs {
             max_message_size,
             echo_max_message_size,
             memory_budget,
+            max_connections,
+            max_connections_per_address,
             max_data_size,
             max_subscriptions,
             queue_size

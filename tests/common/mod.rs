@@ -185,6 +185,16 @@ impl Serve {
         }
     }
 
+    /// Lowers the server's limit on open files to `n` (`prlimit`).
+    pub fn limit_open_files(&self, n: usize) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:{n}")])
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(status.success(), "prlimit failed");
+    }
+
     /// `GET PATH`'s body (HTTP/1.1, the connection closed after it).
     pub async fn get(&self, path: &str) -> String {
         let mut tcp = TcpStream::connect(self.addr).await.expect("connect");

@@ -282,9 +282,12 @@ fn start_with(
             .target
             .join("bench")
             .join(format!("serve-data-{port}"));
+        // Every bench client comes from 127.0.0.1: lift the per-address
+        // limit (the connections row opens 10,000).
         cmd.arg(&bins.duplex)
             .args(["serve", "--bind", &addr.to_string(), "--data"])
             .arg(&dir)
+            .args(["--max-connections-per-address", "0"])
             .env("DUPLEX_LOG", "warn");
         if let Some(tls) = tls {
             cmd.arg("--tls-cert")

@@ -189,6 +189,7 @@ pub async fn kick(
 /// `GET /metrics`
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.observe_budget(&state.sockets.budget);
+    state.metrics.observe_admission(&state.admission);
     (
         [(
             header::CONTENT_TYPE,

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::either::Either;
 
+use crate::admission::{Admitted, Refusal};
 use crate::broker::Broker;
 use crate::fastpath::{self, Sniffed};
 use crate::hub::Hub;
@@ -276,7 +277,7 @@ fn serve_plain(
     state: Arc<AppState>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let sniffing = Box::pin(async move {
-        let sniffed = fastpath::sniff(tcp, &state).await;
+        let sniffed = fastpath::sniff(tcp, peer, &state).await;
         (sniffed, peer, router, state)
     });
     // Only the next stage is held while the connection lives, not the
@@ -299,10 +300,13 @@ fn next_stage(
     (sniffed, peer, router, state): (Sniffed, SocketAddr, Router, Arc<AppState>),
 ) -> Either<impl std::future::Future<Output = ()> + Send, BoxedStage> {
     match sniffed {
-        Sniffed::Socket(Endpoint::Echo, ws) => Either::Left(echo::run(ws, state)),
-        Sniffed::Socket(Endpoint::Hub, ws) => Either::Right(Box::pin(session::run(ws, state))),
-        Sniffed::Socket(Endpoint::Files, ws) => Either::Right(Box::pin(async move {
-            run_socket(Endpoint::Files, ws, state, Some(peer.ip())).await
+        Sniffed::Socket(Endpoint::Echo, ws, admitted) => Either::Left(async move {
+            // Counted as open until the socket ends.
+            let _admitted = admitted;
+            echo::run(ws, state).await
+        }),
+        Sniffed::Socket(endpoint, ws, admitted) => Either::Right(Box::pin(async move {
+            run_socket(endpoint, ws, state, Some(peer.ip()), admitted).await
         })),
         Sniffed::Http(stream) => Either::Right(Box::pin(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
@@ -461,22 +465,44 @@ impl SocketServers {
 }
 
 /// The checks every upgrade to `endpoint` passes, on the axum route and on
-/// the fast path alike: the Origin allow-list, then the endpoint's settings
-/// (whose limits the handshake and the socket apply).
-#[allow(clippy::result_large_err)] // the refusal is the response itself
+/// the fast path alike: the Origin allow-list, admission (the connection
+/// limits, counting this one from `address` until the [`Admitted`] is
+/// dropped), then the endpoint's settings (whose limits the handshake and
+/// the socket apply).
 pub fn socket_server<'s, B>(
     state: &'s AppState,
     endpoint: Endpoint,
     req: &http::Request<B>,
-) -> Result<&'s ServerBuilder, Response> {
+    address: Option<std::net::IpAddr>,
+) -> Result<(&'s ServerBuilder, Admitted), Refused> {
     if !origin_allowed(state, req) {
-        return Err(forbidden_origin());
+        return Err(Refused::Origin);
     }
-    Ok(match endpoint {
+    let admitted = state.admission.admit(address).map_err(Refused::Admission)?;
+    let server = match endpoint {
         Endpoint::Hub => &state.sockets.hub,
         Endpoint::Echo => &state.sockets.echo,
         Endpoint::Files => &state.sockets.files,
-    })
+    };
+    Ok((server, admitted))
+}
+
+/// Why [`socket_server`] refused an upgrade.
+#[derive(Debug)]
+pub enum Refused {
+    /// The Origin is not allowed (403).
+    Origin,
+    /// A connection limit is reached (503 with `Retry-After`).
+    Admission(Refusal),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Origin => forbidden_origin(),
+            Self::Admission(refusal) => refusal.into_response(),
+        }
+    }
 }
 
 /// Runs an open WebSocket on its endpoint until it closes: the hub session
@@ -487,9 +513,12 @@ pub async fn run_socket<S>(
     ws: WebSocket<S>,
     state: Arc<AppState>,
     ip: Option<std::net::IpAddr>,
+    admitted: Admitted,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Counted as open until the socket ends.
+    let _admitted = admitted;
     match endpoint {
         // Boxed: a session's state is large, and the echo task should not
         // carry its size.
@@ -504,22 +533,27 @@ pub async fn run_socket<S>(
 }
 
 async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
-    let server = match socket_server(&state, endpoint, &req) {
-        Ok(server) => server.clone(),
-        Err(refusal) => return refusal,
-    };
     // The accept loop adds the peer's address; without it every client
-    // shares one budget of failed joins on /files.
+    // shares one budget of failed joins on /files, and of connections.
     let ip = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
+    let (server, admitted) = match socket_server(&state, endpoint, &req, ip) {
+        Ok((server, admitted)) => (server.clone(), admitted),
+        Err(refused) => {
+            if matches!(refused, Refused::Admission(_)) {
+                state.admission.count_refusal();
+            }
+            return refused.into_response();
+        }
+    };
     match duplex::upgrade::upgrade(req, &server) {
         Ok((response, pending)) => {
             let tracker = state.tasks.clone();
             tracker.spawn(async move {
                 match pending.await {
-                    Ok(ws) => run_socket(endpoint, ws, state, ip).await,
+                    Ok(ws) => run_socket(endpoint, ws, state, ip, admitted).await,
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
                 }
             });

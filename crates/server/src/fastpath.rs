@@ -14,6 +14,7 @@
 //! TLS connections always take the hyper path.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,13 +27,14 @@ use duplex::{ServerBuilder, WebSocket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::admission::Admitted;
 use crate::app::Endpoint;
 use crate::state::AppState;
 
 /// What became of a connection whose first request head was looked at.
 pub enum Sniffed {
-    /// An accepted WebSocket (the 101 is sent).
-    Socket(Endpoint, WebSocket<TcpStream>),
+    /// An accepted WebSocket (the 101 is sent), counted as open.
+    Socket(Endpoint, WebSocket<TcpStream>, Admitted),
     /// Anything else: for hyper, with the bytes read so far in front.
     Http(Rewind<TcpStream>),
     /// The peer went away, or the server is shutting down.
@@ -47,7 +49,7 @@ const HEAD_WAIT: Duration = Duration::from_secs(10);
 /// Reads the first request head (bounded by the default head limits and by
 /// [`HEAD_WAIT`]) and takes the fast path if it is an acceptable WebSocket
 /// upgrade to one of the WebSocket endpoints.
-pub async fn sniff(mut tcp: TcpStream, state: &AppState) -> Sniffed {
+pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sniffed {
     let limits = HeadLimits::default();
     let mut buf = BytesMut::with_capacity(1024);
     let read = async {
@@ -92,7 +94,7 @@ pub async fn sniff(mut tcp: TcpStream, state: &AppState) -> Sniffed {
     let Some((req, used)) = head else {
         return Sniffed::Http(Rewind::new(buf.freeze(), tcp));
     };
-    let Some((endpoint, server)) = fast_path_for(&req, state) else {
+    let Some((endpoint, server, admitted)) = fast_path_for(&req, state, peer.ip()) else {
         return Sniffed::Http(Rewind::new(buf.freeze(), tcp));
     };
     let Ok(accepted) = server.accept_request(&req) else {
@@ -108,7 +110,7 @@ pub async fn sniff(mut tcp: TcpStream, state: &AppState) -> Sniffed {
     let mut ws = server.open(tcp, &accepted);
     // Frames the client sent right behind its request.
     ws.preload(&buf);
-    Sniffed::Socket(endpoint, ws)
+    Sniffed::Socket(endpoint, ws, admitted)
 }
 
 /// The endpoint and its settings, if this request may take the fast path:
@@ -117,7 +119,8 @@ pub async fn sniff(mut tcp: TcpStream, state: &AppState) -> Sniffed {
 fn fast_path_for<'s>(
     req: &Request<()>,
     state: &'s AppState,
-) -> Option<(Endpoint, &'s ServerBuilder)> {
+    address: IpAddr,
+) -> Option<(Endpoint, &'s ServerBuilder, Admitted)> {
     if req.method() != Method::GET
         || req.headers().contains_key(header::CONTENT_LENGTH)
         || req.headers().contains_key(header::TRANSFER_ENCODING)
@@ -125,8 +128,9 @@ fn fast_path_for<'s>(
         return None;
     }
     let endpoint = Endpoint::of(req.uri().path())?;
-    let server = crate::app::socket_server(state, endpoint, req).ok()?;
-    Some((endpoint, server))
+    // A refusal is answered by the route, which says why.
+    let (server, admitted) = crate::app::socket_server(state, endpoint, req, Some(address)).ok()?;
+    Some((endpoint, server, admitted))
 }
 
 /// A stream with bytes already read from it put back in front.

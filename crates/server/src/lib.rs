@@ -23,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;

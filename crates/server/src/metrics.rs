@@ -38,6 +38,8 @@ pub struct Metrics {
     pub memory_budget_shed: Counter,
     /// Times a connection stopped reading to wait for memory.
     pub memory_budget_paused: Counter,
+    /// WebSocket upgrades refused with 503 at a connection limit.
+    pub connections_refused: Counter,
     registry: Arc<Registry>,
 }
 
@@ -65,6 +67,7 @@ impl Metrics {
             memory_budget_used: Gauge::default(),
             memory_budget_shed: Counter::default(),
             memory_budget_paused: Counter::default(),
+            connections_refused: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -132,6 +135,11 @@ impl Metrics {
             "Times a connection stopped reading to wait for memory",
             m.memory_budget_paused.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "WebSocket upgrades refused with 503 at a connection limit",
+            m.connections_refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
@@ -149,6 +157,13 @@ impl Metrics {
         self.memory_budget_paused
             .inner()
             .store(budget.paused(), Relaxed);
+    }
+
+    /// Takes the admission's figures, to be rendered next.
+    pub fn observe_admission(&self, admission: &crate::admission::Admission) {
+        self.connections_refused
+            .inner()
+            .store(admission.refused(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.

@@ -48,6 +48,13 @@ pub struct Settings {
     /// Default: a quarter of the machine's memory (or of the cgroup's
     /// limit, if lower).
     pub memory_budget: usize,
+    /// WebSocket connections open at once, in all (0: no limit). Default:
+    /// nine tenths of the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// WebSocket connections open at once from one client address (0: no
+    /// limit; behind a reverse proxy on the same machine, every client has
+    /// the proxy's address).
+    pub max_connections_per_address: usize,
     /// Largest `data` of one publication, in bytes of JSON.
     pub max_data_size: usize,
     /// Subscriptions one connection may hold.
@@ -94,6 +101,8 @@ impl Default for Settings {
             max_message_size: 64 << 10,
             echo_max_message_size: 64 << 20,
             memory_budget: default_memory_budget(),
+            max_connections: crate::admission::default_max_connections(),
+            max_connections_per_address: 1024,
             max_data_size: 32 << 10,
             max_subscriptions: 100,
             queue_size: 1024,

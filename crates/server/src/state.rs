@@ -44,6 +44,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The WebSocket endpoints' settings.
     pub sockets: SocketServers,
+    /// The open WebSocket connections, against their limits.
+    pub admission: Arc<crate::admission::Admission>,
     /// The file-transfer relay's transfers.
     pub transfers: Arc<crate::transfer::Rooms>,
     next_client: AtomicU64,
@@ -63,6 +65,10 @@ impl AppState {
     ) -> Self {
         let verifier = settings.jwt_secret.as_deref().map(TokenVerifier::new);
         let sockets = SocketServers::new(&settings);
+        let admission = crate::admission::Admission::new(
+            settings.max_connections,
+            settings.max_connections_per_address,
+        );
         let transfers = Arc::new(crate::transfer::Rooms::new(
             crate::transfer::Limits::from_settings(&settings),
         ));
@@ -78,6 +84,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             sockets,
+            admission,
             next_client: AtomicU64::new(1),
             idempotency: Mutex::default(),
         }
