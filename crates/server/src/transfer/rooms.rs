@@ -128,7 +128,16 @@ pub struct Rooms {
     rooms: Mutex<HashMap<u32, Room>>,
     failures: Mutex<HashMap<Option<IpAddr>, (Instant, u32)>>,
     next_sender: std::sync::atomic::AtomicU64,
+    /// When this relay started: see [`RESTART_GRACE`].
+    started: Instant,
 }
+
+/// For this long after the relay starts, a join to an unknown nameplate
+/// is not counted as a failure of its address: after a restart, receivers
+/// rejoin transfers the relay forgot until their senders recreate them,
+/// and several receivers behind one address used to be locked out (4429)
+/// by their own retries. Wrong codes (a failed key exchange) still count.
+const RESTART_GRACE: Duration = Duration::from_secs(120);
 
 /// What a sender gets back from [`Rooms::create`] and [`Rooms::reattach`].
 pub struct Created {
@@ -143,11 +152,16 @@ pub struct Created {
 impl Rooms {
     /// An empty relay.
     pub fn new(limits: Limits) -> Self {
+        Self::started_at(limits, Instant::now())
+    }
+
+    fn started_at(limits: Limits, started: Instant) -> Self {
         Self {
             limits,
             rooms: Mutex::default(),
             failures: Mutex::default(),
             next_sender: Default::default(),
+            started,
         }
     }
 
@@ -293,7 +307,9 @@ impl Rooms {
         self.expire(&mut rooms);
         let Some(room) = rooms.get_mut(&nameplate) else {
             drop(rooms);
-            self.failed(ip);
+            if self.started.elapsed() > RESTART_GRACE {
+                self.failed(ip);
+            }
             return Err(Refusal::new(
                 RelayClose::NotFound,
                 "no transfer with this code: check it (codes expire)",
@@ -463,9 +479,17 @@ mod tests {
         })
     }
 
+    /// A relay that has been up for longer than the grace after a start.
+    fn settled() -> Rooms {
+        let past = Instant::now()
+            .checked_sub(RESTART_GRACE + Duration::from_secs(1))
+            .expect("the machine has been up for a few minutes");
+        Rooms::started_at(limits(), past)
+    }
+
     #[test]
     fn an_address_that_keeps_guessing_is_refused() {
-        let rooms = Rooms::new(limits());
+        let rooms = settled();
         let ip = Some("127.0.0.9".parse().unwrap());
         let other = Some("127.0.0.10".parse().unwrap());
         let (tx, _rx) = mpsc::channel(4);
@@ -484,6 +508,24 @@ mod tests {
         // Another address is not affected.
         let (rtx, _) = mpsc::unbounded_channel();
         assert!(rooms.join(n, other, rtx, credit()).is_ok());
+    }
+
+    #[test]
+    fn just_after_a_start_receivers_rejoining_forgotten_transfers_are_not_locked_out() {
+        let rooms = Rooms::new(limits());
+        let ip = Some("127.0.0.9".parse().unwrap());
+        for _ in 0..10 {
+            let (rtx, _) = mpsc::unbounded_channel();
+            let refusal = rooms.join(77, ip, rtx, credit()).err().unwrap();
+            assert_eq!(refusal.code, RelayClose::NotFound);
+        }
+        // The sender recreates its transfer; the receivers get in.
+        let (tx, _sender_rx) = mpsc::channel(4);
+        rooms
+            .create(1, tx, Some((77, "a-token-of-24-characters".into())))
+            .unwrap();
+        let (rtx, _) = mpsc::unbounded_channel();
+        assert!(rooms.join(77, ip, rtx, credit()).is_ok());
     }
 
     #[test]
