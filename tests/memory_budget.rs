@@ -1,9 +1,11 @@
 //! `duplex serve --memory-budget`: a crowd of peers each holding a large
-//! unfinished message on `/echo` grows the server by about its budget, not
-//! by the sum of their messages (before the budget, 30 such peers grew it
+//! unfinished message grows the server by about its budget, not by the sum
+//! of their messages (before the budget, 30 such peers on `/echo` grew it
 //! by 1.7 GiB); the heaviest are closed with 1013 and a well-behaved client
-//! is served all along. Release build (`cargo xtask test` runs it), since
-//! it measures the process's memory.
+//! is served all along. On `/echo` and on the file relay `/files`; `/ws`
+//! takes messages of at most 64 KiB, which the budget does not charge.
+//! Release build (`cargo xtask test` runs it), since it measures the
+//! process's memory.
 
 mod common;
 #[path = "../crates/ws/tests/rawpeer/mod.rs"]
@@ -15,29 +17,16 @@ use common::{Serve, proc_status_bytes};
 use duplex::ClientBuilder;
 use rawpeer::hold_an_unfinished_message;
 
-const PEERS: usize = 30;
-/// What each peer sends of its message, never finishing it (under the
-/// echo endpoint's 64 MiB limit).
-const EACH: usize = 16 << 20;
-const BUDGET: usize = 32 << 20;
 const FRAGMENT: usize = 256 << 10;
 /// Every wait is bounded by this.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `duplex_memory_budget_shed_total` from `/metrics`.
-async fn shed(serve: &Serve) -> usize {
-    let metrics = serve.get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("duplex_memory_budget_shed_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no shed counter in {metrics}"))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "release build: cargo xtask test runs it"]
-async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_most() {
-    let serve = Serve::start_with(&["--memory-budget", &BUDGET.to_string()]).await;
+/// `peers` peers each hold `each` bytes of an unfinished message on `path`
+/// against `--memory-budget budget`: the shed ones are told 1013, a client
+/// that behaves is served throughout, and the peak RSS grows by at most
+/// twice the budget plus 32 MiB.
+async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize) {
+    let serve = Serve::start_with(&["--memory-budget", &budget.to_string()]).await;
     let pid = serve.child.id().unwrap();
     let mut normal = ClientBuilder::new()
         .connect(&serve.echo_url())
@@ -50,10 +39,10 @@ async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_m
     let before = proc_status_bytes(pid, "VmRSS");
 
     let mut crowd = tokio::task::JoinSet::new();
-    for _ in 0..PEERS {
-        crowd.spawn(hold_an_unfinished_message(serve.addr, EACH, FRAGMENT));
+    for _ in 0..peers {
+        crowd.spawn(hold_an_unfinished_message(serve.addr, path, each, FRAGMENT));
     }
-    let to_shed = PEERS - BUDGET / EACH;
+    let to_shed = peers - budget / each;
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut echoed = 0;
     while shed(&serve).await < to_shed {
@@ -81,18 +70,18 @@ async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_m
     let peak = proc_status_bytes(pid, "VmHWM");
     let growth = peak.saturating_sub(before);
     eprintln!(
-        "{PEERS} peers x {} MiB against a {} MiB budget: RSS {} -> peak {} MiB (+{} MiB), {echoed} echoes meanwhile",
-        EACH >> 20,
-        BUDGET >> 20,
+        "{path}: {peers} peers x {} KiB against a {} MiB budget: RSS {} -> peak {} MiB (+{} MiB), {echoed} echoes meanwhile",
+        each >> 10,
+        budget >> 20,
         before >> 20,
         peak >> 20,
         growth >> 20
     );
     // The budget, plus what is not charged (each connection's first 64 KiB,
-    // socket buffers, the allocator's slack): far below the 480 MiB the
-    // crowd would hold without it.
+    // socket buffers, the allocator's slack): far below what the crowd
+    // would hold without it.
     assert!(
-        growth <= 2 * BUDGET + (32 << 20),
+        growth <= 2 * budget + (32 << 20),
         "RSS grew by {} MiB",
         growth >> 20
     );
@@ -100,4 +89,29 @@ async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_m
     let echo = normal.recv().await.unwrap().unwrap();
     assert_eq!(echo.as_text(), Some("after"));
     crowd.abort_all();
+}
+
+/// `duplex_memory_budget_shed_total` from `/metrics`.
+async fn shed(serve: &Serve) -> usize {
+    let metrics = serve.get("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("duplex_memory_budget_shed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no shed counter in {metrics}"))
+}
+
+/// 30 peers × 16 MiB (480 MiB) against 32 MiB.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "release build: cargo xtask test runs it"]
+async fn a_crowd_holding_unfinished_messages_grows_the_server_by_its_budget_at_most() {
+    a_crowd_on("/echo", 30, 16 << 20, 32 << 20).await;
+}
+
+/// The relay's frames are at most 2 MiB: 32 peers × 2 MiB (64 MiB)
+/// against 16 MiB.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "release build: cargo xtask test runs it"]
+async fn a_crowd_on_the_file_relay_is_held_to_the_budget_too() {
+    a_crowd_on("/files", 32, 2 << 20, 16 << 20).await;
 }

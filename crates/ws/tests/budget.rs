@@ -29,7 +29,7 @@ async fn a_crowd_holding_unfinished_messages_stays_within_the_budget() {
         .unwrap();
     let mut crowd = tokio::task::JoinSet::new();
     for _ in 0..PEERS {
-        crowd.spawn(hold_an_unfinished_message(addr, EACH, FRAGMENT));
+        crowd.spawn(hold_an_unfinished_message(addr, "/echo", EACH, FRAGMENT));
     }
     // PEERS × EACH is six times the budget: all but what fits in it go.
     let to_shed = PEERS - LIMIT_BYTES / EACH;

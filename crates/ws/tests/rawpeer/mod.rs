@@ -53,8 +53,13 @@ pub async fn echo_server(builder: ServerBuilder) -> (SocketAddr, ServerEvents) {
 
 /// The upgrade request a browser would send, with extra header lines.
 pub fn upgrade_request(extra: &str) -> String {
+    upgrade_request_to("/echo", extra)
+}
+
+/// The same, to `path`.
+pub fn upgrade_request_to(path: &str, extra: &str) -> String {
     format!(
-        "GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
 }
@@ -62,8 +67,17 @@ pub fn upgrade_request(extra: &str) -> String {
 /// Connects and completes a handshake by hand; returns the stream and the
 /// response head.
 pub async fn raw_client(addr: SocketAddr, extra_headers: &str) -> (TcpStream, String) {
+    raw_client_to(addr, "/echo", extra_headers).await
+}
+
+/// The same, to `path`.
+pub async fn raw_client_to(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (TcpStream, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(upgrade_request(extra_headers).as_bytes())
+    tcp.write_all(upgrade_request_to(path, extra_headers).as_bytes())
         .await
         .unwrap();
     let head = read_head(&mut tcp).await;
@@ -173,15 +187,16 @@ pub async fn wait_for_eof(tcp: &mut TcpStream) {
     }
 }
 
-/// Sends one binary message of `total` bytes in fragments of `fragment`,
+/// Sends `path` one binary message of `total` bytes in fragments of `fragment`,
 /// never its last one, and holds the connection open; returns the close
 /// code the server ends it with. A crowd of these tests memory budgets.
 pub async fn hold_an_unfinished_message(
     addr: SocketAddr,
+    path: &str,
     total: usize,
     fragment: usize,
 ) -> Option<u16> {
-    let (tcp, _) = raw_client(addr, "").await;
+    let (tcp, _) = raw_client_to(addr, path, "").await;
     let (mut reader, mut writer) = tcp.into_split();
     let writing = tokio::spawn(async move {
         let payload = vec![0x5a; fragment];
