@@ -20,7 +20,12 @@ pub struct ApiError(StatusCode, HubError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+        let body = Json(serde_json::json!({"error": self.1}));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // The condition is the machine's (a full disk): say when to retry.
+            return (self.0, [(header::RETRY_AFTER, "5")], body).into_response();
+        }
+        (self.0, body).into_response()
     }
 }
 
@@ -34,6 +39,7 @@ impl From<HubError> for ApiError {
             ErrorCode::Forbidden | ErrorCode::Banned => StatusCode::FORBIDDEN,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e)

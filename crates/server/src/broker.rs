@@ -87,11 +87,10 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: SqliteStore, hub: Arc<Hub>, met
                 }
             }
             Err(e) => {
+                metrics.publish_failures.inc();
+                let error = HubError::from(e);
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(HubError::new(
-                        ErrorCode::Internal,
-                        format!("could not store: {e}"),
-                    )));
+                    let _ = job.reply.send(Err(error.clone()));
                 }
             }
         }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Publications accepted.
     pub publications: Counter,
+    /// Batches of publications the store refused (full disk, read-only).
+    pub publish_failures: Counter,
     /// Seconds from a publish request to its commit and fan-out.
     pub publish_latency: Histogram,
     /// Connections cut off because they read too slowly.
@@ -61,6 +63,7 @@ impl Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             publications: Counter::default(),
+            publish_failures: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             slow_consumers: Counter::default(),
             memory_budget: Gauge::default(),
@@ -104,6 +107,11 @@ impl Metrics {
             "publications",
             "Publications accepted",
             m.publications.clone(),
+        );
+        registry.register(
+            "publish_failures",
+            "Batches of publications the store could not write (full disk, read-only)",
+            m.publish_failures.clone(),
         );
         registry.register(
             "publish_latency_seconds",

@@ -145,6 +145,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Banned from the channel.
     Banned,
+    /// The server cannot do this now (its disk is full or cannot be
+    /// written): nothing was done; the same request succeeds later.
+    Unavailable,
     /// The server failed.
     Internal,
 }

@@ -9,7 +9,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::protocol::Member;
+use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::Publication;
 
 /// A publication before it has an offset.
@@ -71,4 +71,41 @@ pub struct Retention {
     pub max_count: u64,
     /// Oldest publication kept, in seconds.
     pub max_age_secs: u64,
+}
+
+/// Why the store could not do what was asked.
+///
+/// The first two are conditions of the machine, not of the request: the
+/// same publication succeeds once space returns or the directory can be
+/// written again, with no restart (the store reopens its database after a
+/// failed write). Clients are told `unavailable` (HTTP 503) for them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk holding the data directory is full.
+    #[error("the server's disk is full")]
+    DiskFull,
+    /// The data directory cannot be written: read-only, or the disk failed.
+    #[error("the server cannot write its data directory ({0})")]
+    NotWritable(String),
+    /// Anything else SQLite reported.
+    #[error("storage failed ({0})")]
+    Failed(String),
+    /// The store's thread is gone (the server is stopping).
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+impl From<StoreError> for HubError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DiskFull | StoreError::NotWritable(_) => HubError::new(
+                ErrorCode::Unavailable,
+                format!("{e}: nothing was stored; try again later"),
+            ),
+            StoreError::Failed(_) => HubError::new(ErrorCode::Internal, format!("{e}; try again")),
+            StoreError::Stopped => {
+                HubError::new(ErrorCode::Internal, "the server is shutting down")
+            }
+        }
+    }
 }

@@ -6,9 +6,16 @@
 //! answered only after its publication is committed. Reads use a second
 //! connection inside a read transaction, which in WAL mode is a consistent
 //! snapshot taken without blocking the writer.
+//!
+//! A failed write (a full disk, a directory turned read-only) fails only
+//! the publications of that transaction, which nobody was told were
+//! stored. The writer then closes its connection and opens the database
+//! anew for the next write, and the reader follows: a directory that was
+//! repaired or remounted in place is written again without a restart.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -17,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistoryPage, NewPublication, Position, Range, Retention};
+use super::{HistoryPage, NewPublication, Position, Range, Retention, StoreError};
 use crate::protocol::Member;
 use crate::publication::Publication;
 
@@ -46,7 +53,7 @@ const SCHEMA: &str = "
 /// The most publications one transaction takes.
 const MAX_BATCH: usize = 512;
 
-type Reply<T> = oneshot::Sender<Result<T>>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteOp {
     Append(Vec<NewPublication>, Reply<Vec<Publication>>),
@@ -58,7 +65,44 @@ enum WriteOp {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<WriteOp>,
-    reader: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Reader>>,
+}
+
+/// The database file and how it is opened, shared by both connections.
+#[derive(Clone)]
+struct Database {
+    path: PathBuf,
+    /// Bumped each time the writer reopens: the reader then reopens too,
+    /// so it never reads a file that was replaced under it.
+    generation: Arc<AtomicU64>,
+}
+
+impl Database {
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+}
+
+/// The reading connection, opened again after the writer reopened or a
+/// read failed.
+struct Reader {
+    database: Database,
+    /// The connection and the writer generation it was opened at.
+    conn: Option<(Connection, u64)>,
+}
+
+impl Reader {
+    fn conn(&mut self) -> Result<&mut Connection> {
+        let generation = self.database.generation.load(Ordering::Acquire);
+        if self.conn.as_ref().is_none_or(|(_, g)| *g != generation) {
+            self.conn = None;
+            self.conn = Some((self.database.open()?, generation));
+        }
+        Ok(&mut self.conn.as_mut().expect("opened above").0)
+    }
 }
 
 impl SqliteStore {
@@ -66,24 +110,22 @@ impl SqliteStore {
     pub fn open(dir: &Path, retention: Retention) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let path = dir.join("duplex.sqlite3");
-        let open = || -> Result<Connection> {
-            let conn = Connection::open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            Ok(conn)
+        let database = Database {
+            path: dir.join("duplex.sqlite3"),
+            generation: Arc::new(AtomicU64::new(0)),
         };
-        let write_conn = open()?;
-        write_conn
-            .execute_batch(SCHEMA)
-            .with_context(|| format!("cannot initialise {}", path.display()))?;
-        let reader = open()?;
+        let write_conn = Writer::open(&database)?;
+        let reader = Reader {
+            conn: Some((database.open()?, 0)),
+            database: database.clone(),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("duplex-sqlite".into())
             .spawn(move || {
                 Writer {
-                    conn: write_conn,
+                    conn: Some(write_conn),
+                    database,
                     cache: HashMap::new(),
                     retention,
                 }
@@ -97,30 +139,25 @@ impl SqliteStore {
 
     /// Appends publications, in order, and returns them with their offsets,
     /// once committed.
-    pub async fn append(&self, batch: Vec<NewPublication>) -> Result<Vec<Publication>> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Append(batch, tx))
-            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
-        rx.await.context("the store has stopped")?
+    pub async fn append(&self, batch: Vec<NewPublication>) -> Result<Vec<Publication>, StoreError> {
+        self.write(|reply| WriteOp::Append(batch, reply)).await
     }
 
     /// Deletes publications older than `cutoff_ms`; returns how many.
-    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Prune(cutoff_ms, tx))
-            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
-        rx.await.context("the store has stopped")?
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.write(|reply| WriteOp::Prune(cutoff_ms, reply)).await
     }
 
     /// Stores a small named value (e.g. the generated API key).
-    pub async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|reply| WriteOp::SetMeta(key.into(), value.into(), reply))
+            .await
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::SetMeta(key.into(), value.into(), tx))
-            .map_err(|_| anyhow::anyhow!("the store has stopped"))?;
-        rx.await.context("the store has stopped")?
+        self.writer.send(op(tx)).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Reads a named value.
@@ -184,8 +221,12 @@ impl SqliteStore {
     ) -> Result<T> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = reader.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
+            let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+            let result = f(reader.conn()?);
+            if result.is_err() {
+                reader.conn = None;
+            }
+            result
         })
         .await
         .context("the store's reader panicked")?
@@ -223,14 +264,73 @@ fn new_epoch() -> String {
         .collect()
 }
 
+/// What a failed write says about the machine.
+fn classify(e: anyhow::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    let code = e
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(failure, _)) => Some(failure.code),
+            _ => None,
+        });
+    match code {
+        Some(DiskFull) => StoreError::DiskFull,
+        Some(ReadOnly | CannotOpen | SystemIoFailure | PermissionDenied) => {
+            StoreError::NotWritable(format!("{e:#}"))
+        }
+        _ => StoreError::Failed(format!("{e:#}")),
+    }
+}
+
 struct Writer {
-    conn: Connection,
+    /// None after a failed write: opened again before the next one.
+    conn: Option<Connection>,
+    database: Database,
     /// Channel → (epoch, last offset), as committed.
     cache: HashMap<String, (Arc<str>, u64)>,
     retention: Retention,
 }
 
 impl Writer {
+    /// Opens the writing connection and makes sure the schema is there.
+    fn open(database: &Database) -> Result<Connection> {
+        let conn = database.open()?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot initialise {}", database.path.display()))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` in the writing connection, reopening it first if the last
+    /// write failed, and closing it if this one does.
+    fn with_conn<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &mut HashMap<String, (Arc<str>, u64)>, Retention) -> Result<T>,
+    ) -> Result<T, StoreError> {
+        let reopened = self.conn.is_none();
+        if reopened {
+            let conn = Self::open(&self.database).map_err(classify)?;
+            self.conn = Some(conn);
+            self.database.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        let conn = self.conn.as_mut().expect("opened above");
+        match f(conn, &mut self.cache, self.retention) {
+            Ok(done) => {
+                if reopened {
+                    tracing::warn!("the store writes again");
+                }
+                Ok(done)
+            }
+            Err(e) => {
+                let e = classify(e);
+                tracing::error!("storing failed: {e}");
+                // What the cache says was committed may not be: read it again.
+                self.cache.clear();
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
         while let Some(op) = rx.blocking_recv() {
             match op {
@@ -251,7 +351,9 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    match self.append(batch) {
+                    match self
+                        .with_conn(|conn, cache, retention| append(conn, cache, retention, batch))
+                    {
                         Ok(mut done) => {
                             for (n, reply) in replies {
                                 let rest = done.split_off(n);
@@ -259,10 +361,8 @@ impl Writer {
                             }
                         }
                         Err(e) => {
-                            self.cache.clear();
-                            tracing::error!("storing publications failed: {e:#}");
                             for (_, reply) in replies {
-                                let _ = reply.send(Err(anyhow::anyhow!("storage failed: {e}")));
+                                let _ = reply.send(Err(e.clone()));
                             }
                         }
                     }
@@ -278,90 +378,92 @@ impl Writer {
     fn other(&mut self, op: WriteOp) {
         match op {
             WriteOp::Append(batch, reply) => {
-                let _ = reply.send(self.append(batch));
+                let _ = reply.send(
+                    self.with_conn(|conn, cache, retention| append(conn, cache, retention, batch)),
+                );
             }
             WriteOp::Prune(cutoff, reply) => {
-                let r = self
-                    .conn
-                    .execute("DELETE FROM publications WHERE ts < ?1", [cutoff])
-                    .map_err(anyhow::Error::from);
-                let _ = reply.send(r);
+                let _ = reply.send(self.with_conn(|conn, _, _| {
+                    Ok(conn.execute("DELETE FROM publications WHERE ts < ?1", [cutoff])?)
+                }));
             }
             WriteOp::SetMeta(k, v, reply) => {
-                let r = self
-                    .conn
-                    .execute(
+                let _ = reply.send(self.with_conn(|conn, _, _| {
+                    conn.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                         [k, v],
-                    )
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from);
-                let _ = reply.send(r);
+                    )?;
+                    Ok(())
+                }));
             }
         }
     }
+}
 
-    fn append(&mut self, batch: Vec<NewPublication>) -> Result<Vec<Publication>> {
-        let tx = self.conn.transaction()?;
-        let mut touched: HashMap<String, (Arc<str>, u64)> = HashMap::new();
-        let mut out = Vec::with_capacity(batch.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO publications (channel, offset, ts, client, user, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for p in batch {
-                let (epoch, last) = match touched
-                    .get(&p.channel)
-                    .or_else(|| self.cache.get(&p.channel))
-                {
-                    Some(state) => state.clone(),
-                    None => tx
-                        .query_row(
-                            "SELECT epoch, last_offset FROM channels WHERE name = ?1",
-                            [&p.channel],
-                            |r| Ok((r.get::<_, String>(0)?.into(), r.get::<_, i64>(1)? as u64)),
-                        )
-                        .optional()?
-                        .unwrap_or_else(|| (new_epoch().into(), 0)),
-                };
-                let offset = last + 1;
-                insert.execute(params![
-                    p.channel,
-                    offset as i64,
-                    p.ts_ms,
-                    &*p.from.client,
-                    &*p.from.user,
-                    &*p.from.name,
-                    p.data.get()
-                ])?;
-                touched.insert(p.channel.clone(), (epoch.clone(), offset));
-                out.push(Publication {
-                    channel: p.channel.as_str().into(),
-                    offset,
-                    epoch,
-                    ts_ms: p.ts_ms,
-                    from: p.from,
-                    data: p.data,
-                });
-            }
+/// Appends `batch` in one transaction; `cache` holds each channel's
+/// committed position.
+fn append(
+    conn: &mut Connection,
+    cache: &mut HashMap<String, (Arc<str>, u64)>,
+    retention: Retention,
+    batch: Vec<NewPublication>,
+) -> Result<Vec<Publication>> {
+    let tx = conn.transaction()?;
+    let mut touched: HashMap<String, (Arc<str>, u64)> = HashMap::new();
+    let mut out = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO publications (channel, offset, ts, client, user, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for p in batch {
+            let (epoch, last) = match touched.get(&p.channel).or_else(|| cache.get(&p.channel)) {
+                Some(state) => state.clone(),
+                None => tx
+                    .query_row(
+                        "SELECT epoch, last_offset FROM channels WHERE name = ?1",
+                        [&p.channel],
+                        |r| Ok((r.get::<_, String>(0)?.into(), r.get::<_, i64>(1)? as u64)),
+                    )
+                    .optional()?
+                    .unwrap_or_else(|| (new_epoch().into(), 0)),
+            };
+            let offset = last + 1;
+            insert.execute(params![
+                p.channel,
+                offset as i64,
+                p.ts_ms,
+                &*p.from.client,
+                &*p.from.user,
+                &*p.from.name,
+                p.data.get()
+            ])?;
+            touched.insert(p.channel.clone(), (epoch.clone(), offset));
+            out.push(Publication {
+                channel: p.channel.as_str().into(),
+                offset,
+                epoch,
+                ts_ms: p.ts_ms,
+                from: p.from,
+                data: p.data,
+            });
         }
-        for (channel, (epoch, last)) in &touched {
-            tx.execute(
-                "INSERT INTO channels (name, epoch, last_offset) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET last_offset = excluded.last_offset",
-                params![channel, &**epoch, *last as i64],
-            )?;
-            if *last > self.retention.max_count {
-                tx.execute(
-                    "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
-                    params![channel, (*last - self.retention.max_count) as i64],
-                )?;
-            }
-        }
-        tx.commit()?;
-        self.cache.extend(touched);
-        Ok(out)
     }
+    for (channel, (epoch, last)) in &touched {
+        tx.execute(
+            "INSERT INTO channels (name, epoch, last_offset) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET last_offset = excluded.last_offset",
+            params![channel, &**epoch, *last as i64],
+        )?;
+        if *last > retention.max_count {
+            tx.execute(
+                "DELETE FROM publications WHERE channel = ?1 AND offset <= ?2",
+                params![channel, (*last - retention.max_count) as i64],
+            )?;
+        }
+    }
+    tx.commit()?;
+    cache.extend(touched);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! HTTP client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod disk;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -177,6 +179,19 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_response(addr, method, path, headers, body).await;
+    (status, body)
+}
+
+/// A one-shot HTTP/1.1 request; returns the status, the head (status line
+/// and headers) and the body.
+pub async fn http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -210,7 +225,7 @@ pub async fn http(
     {
         body = dechunk(&body);
     }
-    (status, body)
+    (status, text[..body_start].to_owned(), body)
 }
 
 fn dechunk(s: &str) -> String {
