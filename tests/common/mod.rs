@@ -163,24 +163,13 @@ impl Serve {
     /// With more flags.
     pub async fn start_with(flags: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("a data directory");
-        let mut cmd = duplex();
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn duplex serve");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let line = wait_for_line(&mut out, "listening on http://").await;
-        // Keep draining its stdout so it never blocks on a full pipe.
-        tokio::spawn(async move {
-            let mut sink = Vec::new();
-            let _ = out.read_to_end(&mut sink).await;
-        });
+        let mut args = vec!["--bind", "127.0.0.1:0", "--data"];
+        args.push(data.path().to_str().expect("a UTF-8 temporary path"));
+        args.extend(flags);
+        let (child, addr) = spawn_serve(&args).await;
         Self {
             child,
-            addr: address_in(&line),
+            addr,
             _data: data,
         }
     }
@@ -214,6 +203,25 @@ impl Serve {
             .expect("a response");
         response
     }
+}
+
+/// `duplex serve ARGS`, once it listens: the child (killed on drop) and
+/// its address. Its stdout is drained so it never blocks on a full pipe.
+pub async fn spawn_serve(args: &[&str]) -> (Child, SocketAddr) {
+    let mut cmd = duplex();
+    cmd.arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn duplex serve");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let line = wait_for_line(&mut out, "listening on http://").await;
+    tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink).await;
+    });
+    (child, address_in(&line))
 }
 
 /// A line of `/proc/PID/status` (e.g. `VmHWM`), in bytes.

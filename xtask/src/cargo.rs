@@ -142,20 +142,23 @@ pub fn doctests(paths: &Paths) -> Result<()> {
 }
 
 /// Runs the `#[ignore]`d tests that need a release build — a 3 GiB
-/// transfer (`tests/transfer.rs`) and the size of an echo task
-/// (`crates/ws/tests/footprint.rs`). Only those test targets are built, to
-/// keep CI's release compile short.
+/// transfer and a slice of the transfer soak (`tests/transfer.rs`), the
+/// size of an echo task (`crates/ws/tests/footprint.rs`), crowds against
+/// the memory budget (`tests/memory_budget.rs`) and a 20-second slice of
+/// the hub soak (`tests/hub_soak.rs`). Only those test targets are built,
+/// to keep CI's release compile short.
 pub fn release_tests(paths: &Paths) -> Result<()> {
+    const RELEASE_TEST_TARGETS: [&str; 4] = ["transfer", "footprint", "memory_budget", "hub_soak"];
     let nextest = capture(cargo(paths).args(["nextest", "--version"]), QUERY_TIMEOUT)
         .is_ok_and(|out| out.status.success());
     let mut cmd = cargo(paths);
     if nextest {
         cmd.args(["nextest", "run", "--release", "--workspace"])
-            .args(["--test", "transfer", "--test", "footprint"])
+            .args(RELEASE_TEST_TARGETS.iter().flat_map(|t| ["--test", t]))
             .args(["--run-ignored", "only", "--no-fail-fast"]);
     } else {
         cmd.args(["test", "--release", "--workspace"])
-            .args(["--test", "transfer", "--test", "footprint"])
+            .args(RELEASE_TEST_TARGETS.iter().flat_map(|t| ["--test", t]))
             .args(["--no-fail-fast", "--", "--ignored"]);
     }
     cmd.envs(paths.test_env());
@@ -177,6 +180,22 @@ pub fn soak(paths: &Paths, runs: u64, seed: Option<u64>) -> Result<()> {
     cmd.envs(paths.test_env());
     // About 1 s a run on this kind of machine; allow ten times that.
     run(&mut cmd, Duration::from_secs(600 + runs * 10))
+}
+
+/// The hub soak (`cargo xtask soak --hub`): `tests/hub_soak.rs`, release
+/// build, for `seconds` with `clients` subscribers.
+pub fn hub_soak(paths: &Paths, seconds: u64, clients: u64, seed: Option<u64>) -> Result<()> {
+    let mut cmd = cargo(paths);
+    cmd.args(["test", "--release", "--test", "hub_soak"])
+        .args(["--", "--ignored", "--nocapture"])
+        .env("DUPLEX_HUB_SOAK_SECONDS", seconds.to_string())
+        .env("DUPLEX_HUB_SOAK_CLIENTS", clients.to_string());
+    if let Some(seed) = seed {
+        cmd.env("DUPLEX_SOAK_SEED", seed.to_string());
+    }
+    cmd.envs(paths.test_env());
+    // The build, the run, and a minute to catch up and check.
+    run(&mut cmd, Duration::from_secs(900 + seconds))
 }
 
 /// Builds the release `binaries`, then checks that they exist.

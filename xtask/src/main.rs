@@ -36,6 +36,7 @@ USAGE:
     cargo xtask fuzz [--seconds N] [TARGET...]
     cargo xtask bench [--quick] [--reps N] [--seconds S] (--help for more)
     cargo xtask soak [--runs N] [--seed S]
+    cargo xtask soak --hub [--seconds N] [--clients N] [--seed S]
     cargo xtask help
 
 SUBCOMMANDS:
@@ -43,7 +44,8 @@ SUBCOMMANDS:
                scripts, Rust tests (cargo nextest, or cargo test without it),
                doctests, browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
-               release tests (the #[ignore]d 3 GiB transfer and echo-task size, release build),
+               release tests (the #[ignore]d 3 GiB transfer, transfer soak slice, echo-task size,
+               memory-budget crowds and a 20 s hub soak slice, release build),
                Autobahn server side, Autobahn client side. Ends with the line
                `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
@@ -59,6 +61,12 @@ SUBCOMMANDS:
                relay restart, a killed receiver or sender run again), every
                byte checked. `cargo xtask test` runs a 24-run slice. A failing
                run prints the DUPLEX_SOAK_SEED that reproduces it.
+               With --hub: the hub soak instead, for N seconds (default 300)
+               with N subscribers (default 200) that disconnect at random
+               (close, reset, silence) and recover, steady publishers, a
+               SIGKILL and restart of `duplex serve`, a flood to readers
+               that never read; prints its figures and fails on any lost or
+               duplicated publication. `cargo xtask test` runs 20 s of it.
     tools      Only prepare tools, then print the environment the tests read.
     help       Print this text.
 
@@ -212,10 +220,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     Ok(Args { task, keep_going })
 }
 
-/// `soak [--runs N] [--seed S]`.
-fn parse_soak(args: &[String]) -> Result<(u64, Option<u64>)> {
-    let (mut runs, mut seed) = (500, None);
-    let mut args = args.iter();
+/// Which soak, and how long.
+enum Soak {
+    /// The file-transfer soak: runs, seed.
+    Transfer(u64, Option<u64>),
+    /// The hub soak: seconds, clients, seed.
+    Hub(u64, u64, Option<u64>),
+}
+
+/// `soak [--runs N] [--seed S]` or `soak --hub [--seconds N] [--clients N] [--seed S]`.
+fn parse_soak(args: &[String]) -> Result<Soak> {
+    let hub = args.iter().any(|a| a == "--hub");
+    let (mut runs, mut seconds, mut clients, mut seed) = (500, 300, 200, None);
+    let mut args = args.iter().filter(|a| *a != "--hub");
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<u64> {
             args.next()
@@ -223,12 +240,18 @@ fn parse_soak(args: &[String]) -> Result<(u64, Option<u64>)> {
                 .with_context(|| format!("{name} needs a whole number"))
         };
         match arg.as_str() {
-            "--runs" => runs = value("--runs")?,
+            "--runs" if !hub => runs = value("--runs")?,
+            "--seconds" if hub => seconds = value("--seconds")?,
+            "--clients" if hub => clients = value("--clients")?,
             "--seed" => seed = Some(value("--seed")?),
             other => bail!("unexpected argument `{other}`; see `cargo xtask help`"),
         }
     }
-    Ok((runs, seed))
+    Ok(if hub {
+        Soak::Hub(seconds, clients, seed)
+    } else {
+        Soak::Transfer(runs, seed)
+    })
 }
 
 fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
@@ -250,9 +273,15 @@ fn main() -> ExitCode {
         };
     }
     if argv.first().map(String::as_str) == Some("soak") {
-        let result = parse_soak(&argv[1..])
-            .and_then(|(runs, seed)| Ok((Paths::discover()?, runs, seed)))
-            .and_then(|(paths, runs, seed)| cargo::soak(&paths, runs, seed));
+        let result = parse_soak(&argv[1..]).and_then(|soak| {
+            let paths = Paths::discover()?;
+            match soak {
+                Soak::Transfer(runs, seed) => cargo::soak(&paths, runs, seed),
+                Soak::Hub(seconds, clients, seed) => {
+                    cargo::hub_soak(&paths, seconds, clients, seed)
+                }
+            }
+        });
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
