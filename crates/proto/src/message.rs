@@ -159,6 +159,52 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Ties `guard` to the payload's memory: it is dropped when the last
+    /// copy of the payload is (the message, its clones, a send queue that
+    /// still holds it). A memory budget uses this to keep a large message
+    /// charged for exactly as long as it is alive. Close frames carry no
+    /// payload worth tracking: the guard is dropped at once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use duplex_proto::Message;
+    ///
+    /// let alive = Arc::new(());
+    /// let m = Message::text("hi").hold_with(alive.clone());
+    /// let copy = m.clone();
+    /// drop(m);
+    /// assert_eq!(Arc::strong_count(&alive), 2); // the copy still holds it
+    /// assert_eq!(copy.as_text(), Some("hi"));
+    /// drop(copy);
+    /// assert_eq!(Arc::strong_count(&alive), 1);
+    /// ```
+    pub fn hold_with<G: Send + 'static>(self, guard: G) -> Self {
+        /// The payload and what must live exactly as long as it.
+        struct Guarded<G> {
+            bytes: Bytes,
+            _guard: G,
+        }
+        impl<G> AsRef<[u8]> for Guarded<G> {
+            fn as_ref(&self) -> &[u8] {
+                &self.bytes
+            }
+        }
+        let hold = |bytes: Bytes| {
+            Bytes::from_owner(Guarded {
+                bytes,
+                _guard: guard,
+            })
+        };
+        match self {
+            // The same bytes, so still UTF-8.
+            Self::Text(t) => Self::Text(Text::from_validated(hold(t.0))),
+            Self::Binary(b) => Self::Binary(hold(b)),
+            Self::Ping(b) => Self::Ping(hold(b)),
+            Self::Pong(b) => Self::Pong(hold(b)),
+            close @ Self::Close(_) => close,
+        }
+    }
 }
 
 impl From<String> for Message {

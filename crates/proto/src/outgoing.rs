@@ -89,6 +89,14 @@ impl OutBuf {
         })
     }
 
+    /// Drops everything waiting, frames cut short included: for a
+    /// connection being torn down whose peer reads nothing, so that what it
+    /// holds is freed at once. Nothing may be written after it.
+    pub fn discard(&mut self) {
+        self.chunks = None;
+        self.tail = BytesMut::new();
+    }
+
     /// Whether the tail has no memory (see [`provide`](Self::provide)).
     pub fn needs_buffer(&self) -> bool {
         self.is_empty() && self.tail.capacity() == 0

@@ -31,7 +31,7 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// Connections cut off because they read too slowly.
     pub slow_consumers: Counter,
-    /// The memory budget for unfinished messages, and its use (set from
+    /// The memory budget for peers' large messages, and its use (set from
     /// the budget when rendered).
     pub memory_budget: Gauge,
     /// Bytes of the memory budget in use.
@@ -125,12 +125,12 @@ impl Metrics {
         );
         registry.register(
             "memory_budget_bytes",
-            "Bytes all connections may hold for unfinished messages",
+            "Bytes all connections may hold for peers' large messages",
             m.memory_budget.clone(),
         );
         registry.register(
             "memory_budget_used_bytes",
-            "Bytes held for unfinished messages now",
+            "Bytes held for peers' large messages now",
             m.memory_budget_used.clone(),
         );
         registry.register(

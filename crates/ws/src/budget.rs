@@ -12,6 +12,13 @@
 //! cannot make progress and is the one closed. So a crowd of peers each
 //! holding a large unfinished message costs at most the budget, and peers
 //! sending ordinary messages are not slowed at all.
+//!
+//! A large message stays charged once it has arrived, for as long as it
+//! is alive: the application holding it, or a send queue writing it back
+//! (an echo to a peer that never reads). It still counts towards its
+//! connection's weight, so that connection is the one shed; a shed
+//! connection's pending sends fail and its unsent output is dropped, which
+//! is what frees such a message.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -93,7 +100,7 @@ impl MemoryBudget {
     /// Charges `charge` `want` bytes in all (more or less than before).
     pub(crate) fn set(&self, charge: &mut Charge, want: usize, waker: &Waker) -> Admit {
         let shared = &self.0;
-        let had = charge.holder.held.load(Ordering::Relaxed);
+        let had = charge.holder.incoming.load(Ordering::Relaxed);
         if want <= had {
             self.release(charge, had - want);
             return Admit::Granted;
@@ -106,7 +113,8 @@ impl MemoryBudget {
             })
             .is_ok();
         if granted {
-            charge.holder.held.store(want, Ordering::Relaxed);
+            charge.holder.incoming.store(want, Ordering::Relaxed);
+            charge.holder.held.fetch_add(more, Ordering::Relaxed);
             if !charge.registered {
                 charge.registered = true;
                 let mut holders = shared.holders.lock().expect("not poisoned");
@@ -128,7 +136,9 @@ impl MemoryBudget {
                     continue;
                 }
                 if h.shed.load(Ordering::Relaxed) {
-                    leaving |= h.held.load(Ordering::Relaxed) > 0;
+                    // Its unfinished message is freed as it closes; what the
+                    // application holds may not be, so is not waited for.
+                    leaving |= h.incoming.load(Ordering::Relaxed) > 0;
                     continue;
                 }
                 let held = h.held.load(Ordering::Relaxed);
@@ -173,16 +183,50 @@ impl MemoryBudget {
         Admit::Wait
     }
 
-    /// Gives back `bytes` of `charge`, waking connections that wait.
+    /// Gives back `bytes` of what `charge` holds of arriving messages,
+    /// waking connections that wait.
     pub(crate) fn release(&self, charge: &Charge, bytes: usize) {
         if bytes == 0 {
             return;
         }
-        charge.holder.held.fetch_sub(bytes, Ordering::Relaxed);
+        charge.holder.incoming.fetch_sub(bytes, Ordering::Relaxed);
+        self.give_back(&charge.holder, bytes);
+    }
+
+    /// Moves up to `bytes` of `charge` from what is arriving to a message
+    /// that has arrived: charged until the returned guard is dropped.
+    pub(crate) fn keep(&self, charge: &Charge, bytes: usize) -> Kept {
+        let bytes = bytes.min(charge.incoming());
+        charge.holder.incoming.fetch_sub(bytes, Ordering::Relaxed);
+        Kept {
+            budget: self.clone(),
+            holder: charge.holder.clone(),
+            bytes,
+        }
+    }
+
+    fn give_back(&self, holder: &Holder, bytes: usize) {
+        holder.held.fetch_sub(bytes, Ordering::Relaxed);
         self.0.used.fetch_sub(bytes, Ordering::AcqRel);
         let waiters = std::mem::take(&mut *self.0.waiters.lock().expect("not poisoned"));
         for w in waiters {
             w.wake();
+        }
+    }
+}
+
+/// A message's part of a connection's charge, given back when the last
+/// copy of the message is dropped (see [`Message::hold_with`](crate::Message::hold_with)).
+pub(crate) struct Kept {
+    budget: MemoryBudget,
+    holder: Arc<Holder>,
+    bytes: usize,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.give_back(&self.holder, self.bytes);
         }
     }
 }
@@ -221,9 +265,10 @@ impl Account {
         }
     }
 
-    /// Gives back everything charged.
+    /// Gives back everything charged for arriving messages (messages that
+    /// have arrived are given back as they are dropped).
     pub(crate) fn release_all(&self) {
-        self.budget.release(&self.charge, self.charge.held());
+        self.budget.release(&self.charge, self.charge.incoming());
     }
 }
 
@@ -236,7 +281,11 @@ impl Drop for Account {
 /// What the budget sees of a connection that holds a charge.
 #[derive(Default)]
 struct Holder {
+    /// Its weight: what it holds of arriving messages, and of messages
+    /// that arrived and are still alive.
     held: AtomicUsize,
+    /// Of `held`, what it holds of arriving messages.
+    incoming: AtomicUsize,
     /// Set when the budget chose this connection to close.
     shed: AtomicBool,
     /// Where to wake it when it is chosen.
@@ -251,9 +300,14 @@ impl Charge {
         }
     }
 
-    /// Bytes charged.
+    /// Bytes charged, arrived messages still alive included.
     pub(crate) fn held(&self) -> usize {
         self.holder.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes charged for messages still arriving.
+    pub(crate) fn incoming(&self) -> usize {
+        self.holder.incoming.load(Ordering::Relaxed)
     }
 
     /// Whether the budget chose this connection to close.

@@ -43,8 +43,9 @@ pub struct Config {
     /// How long to wait for the peer's close frame and TCP close after ours.
     /// Default 5 s.
     pub close_timeout: Duration,
-    /// A bound on the memory held for peers' unfinished messages, shared
-    /// with every socket whose config holds a clone of it (see
+    /// A bound on the memory held for peers' large messages (arriving, and
+    /// arrived ones still alive, an echo waiting to be written included),
+    /// shared with every socket whose config holds a clone of it (see
     /// [`MemoryBudget`]). Default: none.
     pub memory_budget: Option<MemoryBudget>,
 }

@@ -37,7 +37,9 @@ pub enum Error {
     KeepaliveTimeout(Duration),
     /// The connection was closed with 1013 (try again later) to keep the
     /// memory held for peers within the [`MemoryBudget`](crate::MemoryBudget).
-    #[error("the server's memory budget for unfinished messages is spent; closed with 1013")]
+    #[error(
+        "the memory budget for peers' messages is spent and this connection held the most; closed with 1013"
+    )]
     MemoryBudget,
     /// Nothing arrived within the idle timeout; closed with 1001.
     #[error("idle for {0:?}; closed with 1001")]

@@ -381,8 +381,17 @@ where
             }
             // Backpressure: read no more while too much waits to be written.
             if self.conn.outgoing().len() >= self.config.write_buffer_limit {
-                if let Err(e) = ready!(self.poll_write_out(wcx)) {
-                    return self.fail_io(e);
+                match self.poll_write_out(wcx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return self.fail_io(e),
+                    Poll::Pending => {
+                        // Woken if the budget sheds us meanwhile (what waits
+                        // to be written may be a large message kept charged).
+                        if let Some(account) = self.account() {
+                            account.charge.wake_when_shed(rcx.waker());
+                        }
+                        return Poll::Pending;
+                    }
                 }
             }
             match self.conn.next_incoming() {
@@ -398,7 +407,7 @@ where
                         self.extra_mut().stashed = Some(msg);
                         return self.poll_incoming_with(rcx, wcx);
                     }
-                    return Poll::Ready(Some(Ok(Incoming::Message(msg))));
+                    return Poll::Ready(Some(Ok(Incoming::Message(self.keep_charged(msg)))));
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -471,7 +480,7 @@ where
         };
         let incoming = self.conn.bytes_wanted().max(pool::DEFAULT_CAPACITY);
         let want = self.conn.held_bytes_after(incoming);
-        if want <= FREE_BYTES && self.account().is_none_or(|a| a.charge.held() == 0) {
+        if want <= FREE_BYTES && self.account().is_none_or(|a| a.charge.incoming() == 0) {
             return Admit::Granted;
         }
         let want = if want <= FREE_BYTES { 0 } else { want };
@@ -484,14 +493,30 @@ where
         account.budget.set(&mut account.charge, want, rcx.waker())
     }
 
+    /// A large message that arrived stays charged to this connection for
+    /// as long as it is alive (see [`crate::budget`]).
+    fn keep_charged(&mut self, msg: Message) -> Message {
+        match self.account() {
+            Some(account) if msg.len() > FREE_BYTES && account.charge.incoming() > 0 => {
+                let kept = account.budget.keep(&account.charge, msg.len());
+                msg.hold_with(kept)
+            }
+            _ => msg,
+        }
+    }
+
     /// This connection's account with the memory budget, once it has one.
     fn account(&self) -> Option<&Account> {
         self.extra.as_ref().and_then(|x| x.account.as_ref())
     }
 
     /// Closes the connection with 1013 because the memory budget is spent
-    /// and it holds the most, freeing what it holds at once.
+    /// and it holds the most, freeing what it holds at once. A peer that
+    /// reads is told why; for one that does not (its output backed up),
+    /// the unsent output is dropped, frames cut short and the close frame
+    /// included, and the TCP connection shut down.
     fn shed(&mut self) {
+        let backed_up = self.conn.outgoing().len() >= self.config.write_buffer_limit;
         let _ = self.conn.close(Some(CloseFrame::new(
             CloseCode::TRY_AGAIN_LATER,
             "the server is short of memory; try again later",
@@ -501,8 +526,20 @@ where
             account.release_all();
         }
         self.set_pending_error(Error::MemoryBudget);
-        self.set_finish(Finish::Flush);
+        if backed_up {
+            self.conn.outgoing().discard();
+            self.set_finish(Finish::Shutdown);
+        } else {
+            self.set_finish(Finish::Flush);
+        }
         self.arm_close_deadline();
+    }
+
+    /// Sheds the connection while a send waits for a peer that does not
+    /// read (so its output is backed up: see [`shed`](Self::shed)).
+    fn shed_while_sending(&mut self) -> Error {
+        self.shed();
+        Error::MemoryBudget
     }
 
     /// [`poll_incoming_with`](Self::poll_incoming_with) on one task's context.
@@ -738,11 +775,21 @@ where
             return Poll::Ready(Err(Error::Closed));
         }
         while self.conn.outgoing().len() >= self.config.write_buffer_limit {
+            if self.account().is_some_and(|a| a.charge.is_shed()) {
+                return Poll::Ready(Err(self.shed_while_sending()));
+            }
             let before = self.conn.outgoing().len();
             match self.poll_write_out(wcx) {
                 Poll::Ready(r) => r?,
                 Poll::Pending if self.conn.outgoing().len() < before => continue,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A peer that never reads must not keep what it was
+                    // sent alive for ever: be woken if the budget sheds us.
+                    if let Some(account) = self.account() {
+                        account.charge.wake_when_shed(wcx.waker());
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         Poll::Ready(Ok(()))

@@ -221,3 +221,59 @@ pub async fn hold_an_unfinished_message(
     writing.abort();
     code
 }
+
+/// Sends `path` one whole binary message of `total` bytes in fragments of
+/// `fragment`, then never reads: its receive buffer is small, so an echo
+/// backs up in the server rather than in the kernel. Returns once the
+/// message is written (or the server gave up on it); the connection stays
+/// open, unread, until the returned task is aborted.
+pub async fn send_a_message_and_never_read(
+    addr: SocketAddr,
+    path: &str,
+    total: usize,
+    fragment: usize,
+) -> tokio::task::JoinHandle<()> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    tcp.write_all(upgrade_request_to(path, "").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let payload = vec![0x5a; fragment];
+    let fragments = total / fragment;
+    for i in 0..fragments {
+        let op = if i == 0 {
+            OpCode::Binary
+        } else {
+            OpCode::Continuation
+        };
+        let frame = client_frame(op, i + 1 == fragments, &payload);
+        let written = tokio::time::timeout(LIMIT, tcp.write_all(&frame))
+            .await
+            .expect("the server reads the message or gives up on it in time");
+        if written.is_err() {
+            break;
+        }
+    }
+    tokio::spawn(async move {
+        std::future::pending::<()>().await;
+        drop(tcp);
+    })
+}
+
+/// Sends `text` and waits (bounded) for its echo: a client that behaves,
+/// checked during a storm.
+pub async fn echo_once<S>(ws: &mut duplex::WebSocket<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(text.to_owned()).await.unwrap();
+    let echo = tokio::time::timeout(LIMIT, ws.recv())
+        .await
+        .expect("a client that behaves is served during the storm")
+        .expect("open")
+        .expect("an echo");
+    assert_eq!(echo.as_text(), Some(text));
+}
