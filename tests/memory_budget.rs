@@ -146,3 +146,228 @@ async fn a_crowd_on_the_file_relay_is_held_to_the_budget_too() {
 async fn a_crowd_that_never_reads_its_echoes_grows_the_server_by_its_budget_at_most() {
     a_crowd_on("/echo", 24, 6 << 20, 24 << 20, Crowd::NeverReading).await;
 }
+
+// ------------------------------------------------------------ every endpoint
+
+/// A slowloris: half an upgrade request to `path`, then one byte every
+/// 200 ms, until the server closes the connection; returns how long that
+/// took.
+async fn slowloris(addr: std::net::SocketAddr, path: &'static str) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+    if tcp.write_all(head.as_bytes()).await.is_err() {
+        return started.elapsed();
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        assert!(
+            started.elapsed() < LIMIT,
+            "a slowloris on {path} was never cut off"
+        );
+        tokio::select! {
+            read = tcp.read(&mut byte) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    return started.elapsed();
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if tcp.write_all(b"x").await.is_err() {
+                    return started.elapsed();
+                }
+            }
+        }
+    }
+}
+
+/// A text message that inflates to 128 MiB of spaces, over every
+/// endpoint's limit (about 128 KiB on the wire, compressed once).
+fn bomb_payload() -> std::sync::Arc<Vec<u8>> {
+    use duplex::proto::deflate::Deflater;
+    use duplex::proto::{DeflateParams, Role};
+    let mut deflater = Deflater::new(&DeflateParams::default(), Role::Client, 9, 0);
+    let mut compressed = bytes::BytesMut::new();
+    deflater.compress(&vec![b' '; 128 << 20], &mut compressed);
+    std::sync::Arc::new(compressed.to_vec())
+}
+
+/// Sends `payload` (see [`bomb_payload`]) to `path` with permessage-deflate;
+/// returns the close code it gets.
+async fn bomb(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    payload: std::sync::Arc<Vec<u8>>,
+) -> Option<u16> {
+    use duplex::proto::frame::OpCode;
+    use tokio::io::AsyncWriteExt;
+    let (mut tcp, head) = rawpeer::raw_client_to(
+        addr,
+        path,
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase().contains("permessage-deflate"),
+        "{head}"
+    );
+    let frame = rawpeer::frame(OpCode::Text, true, true, &payload, Some([9, 8, 7, 6]));
+    let _ = tcp.write_all(&frame).await;
+    rawpeer::read_until_close(&mut tcp).await.0
+}
+
+/// Sends a hub command and returns the next message (its reply: these
+/// connections subscribe to nothing), bounded.
+async fn hub_call(
+    ws: &mut duplex::WebSocket<duplex::MaybeTlsStream>,
+    command: serde_json::Value,
+) -> String {
+    ws.send(command.to_string()).await.unwrap();
+    let reply = tokio::time::timeout(LIMIT, ws.recv())
+        .await
+        .expect("a reply in time")
+        .expect("open")
+        .expect("a reply");
+    reply.as_text().expect("JSON text").to_owned()
+}
+
+/// A hub command as a client frame.
+fn command(json: serde_json::Value) -> Vec<u8> {
+    rawpeer::client_frame(
+        duplex::proto::frame::OpCode::Text,
+        true,
+        json.to_string().as_bytes(),
+    )
+}
+
+/// Every hostile crowd at once, on every endpoint: slowloris heads on
+/// `/echo`, `/ws` and `/files`, inflate bombs on `/echo` and `/ws`,
+/// unfinished messages on `/echo` and `/files`, echoes nobody reads on
+/// `/echo`, and hub subscribers that never read a channel being flooded.
+/// Clients that behave on `/echo` and `/ws` are served throughout; the
+/// peak RSS grows by at most twice the budget plus 48 MiB.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "release build: cargo xtask test runs it"]
+async fn every_hostile_crowd_at_once_on_every_endpoint() {
+    const BUDGET: usize = 32 << 20;
+    const EACH: usize = 8;
+    let serve = Serve::start_with(&[
+        "--memory-budget",
+        &BUDGET.to_string(),
+        "--rate-limit",
+        "100000",
+        "--rate-burst",
+        "100000",
+    ])
+    .await;
+    let (addr, pid) = (serve.addr, serve.child.id().unwrap());
+    let mut echo = ClientBuilder::new()
+        .connect(&serve.echo_url())
+        .await
+        .unwrap();
+    echo_once(&mut echo, "warm up").await;
+    let mut hub = ClientBuilder::new()
+        .connect(&format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = proc_status_bytes(pid, "VmRSS");
+
+    let payload = bomb_payload();
+    let mut slow = tokio::task::JoinSet::new();
+    let mut bombs = tokio::task::JoinSet::new();
+    let mut holders = tokio::task::JoinSet::new();
+    for _ in 0..EACH {
+        for path in ["/echo", "/ws", "/files"] {
+            slow.spawn(slowloris(addr, path));
+        }
+        for path in ["/echo", "/ws"] {
+            bombs.spawn(bomb(addr, path, payload.clone()));
+        }
+        holders.spawn(hold_an_unfinished_message(
+            addr,
+            "/echo",
+            16 << 20,
+            FRAGMENT,
+        ));
+        holders.spawn(hold_an_unfinished_message(
+            addr,
+            "/files",
+            2 << 20,
+            FRAGMENT,
+        ));
+    }
+    let silent = tokio::spawn(async move {
+        let mut silent = Vec::new();
+        for _ in 0..EACH {
+            silent.push(send_a_message_and_never_read(addr, "/echo", 6 << 20, FRAGMENT).await);
+            let subscribe = command(serde_json::json!({"cmd": "subscribe", "channel": "storm"}));
+            silent.push(rawpeer::send_then_never_read(addr, "/ws", [subscribe]).await);
+        }
+        std::future::pending::<()>().await;
+        drop(silent);
+    });
+    // The flood: 16 KiB publications to the channel nobody reads, from a
+    // client of its own, paced by its replies.
+    let flooder = tokio::spawn(async move {
+        let mut ws = ClientBuilder::new()
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .unwrap();
+        let pad = "s".repeat(16 << 10);
+        for n in 0..3000 {
+            let publish =
+                serde_json::json!({"cmd": "publish", "id": n, "channel": "storm", "data": pad});
+            let reply = hub_call(&mut ws, publish).await;
+            assert!(!reply.contains("error"), "{reply}");
+        }
+    });
+
+    // Serve the clients that behave until every crowd has had its say.
+    let mut worst = Duration::ZERO;
+    let mut round = 0;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !(slow.is_empty() && bombs.is_empty() && flooder.is_finished()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the storm did not end in time"
+        );
+        let started = tokio::time::Instant::now();
+        echo_once(&mut echo, &format!("ping {round}")).await;
+        let pong = hub_call(&mut hub, serde_json::json!({"cmd": "ping", "id": round})).await;
+        assert!(pong.contains(&format!("\"id\":{round}")), "{pong}");
+        worst = worst.max(started.elapsed());
+        round += 1;
+        while let Some(cut) = slow.try_join_next() {
+            cut.unwrap();
+        }
+        while let Some(code) = bombs.try_join_next() {
+            // Past its limit (1009), or shed before it got there (1013).
+            let code = code.unwrap();
+            assert!(
+                matches!(code, Some(1009 | 1013)),
+                "an inflate bomb ended with {code:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // pacing the checks
+    }
+    flooder.await.unwrap();
+    let peak = proc_status_bytes(pid, "VmHWM");
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "every crowd at once against a {} MiB budget: RSS {} -> peak {} MiB (+{} MiB); {round} rounds, the slowest {worst:?}; {} shed",
+        BUDGET >> 20,
+        before >> 20,
+        peak >> 20,
+        growth >> 20,
+        shed(&serve).await
+    );
+    assert!(
+        growth <= 2 * BUDGET + (48 << 20),
+        "RSS grew by {} MiB",
+        growth >> 20
+    );
+    echo_once(&mut echo, "after").await;
+    holders.abort_all();
+    silent.abort();
+}

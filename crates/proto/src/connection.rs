@@ -17,7 +17,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflater};
+use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflated, Inflater};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::limits::Limits;
@@ -156,6 +156,18 @@ pub struct Connection {
     ending: Option<Box<Ending>>,
 }
 
+/// A compressed frame not fully inflated yet, waiting for memory.
+struct PendingInflate {
+    payload: BytesMut,
+    /// Payload bytes already inflated.
+    consumed: usize,
+    fin: bool,
+}
+
+/// How much more inflated data to ask a budget for at a time: the data so
+/// far again, and at least this.
+const INFLATE_STEP: usize = 1 << 20;
+
 /// The close frame received and the error that failed the connection, if any.
 #[derive(Default)]
 struct Ending {
@@ -167,6 +179,12 @@ struct Ending {
 /// (about 350 bytes with their buffer, plus zlib's state while in use).
 struct Compression {
     inflater: Inflater,
+    /// A compressed frame whose inflation stopped at `memory_allowance`.
+    pending: Option<PendingInflate>,
+    /// What the read buffer and the message being put together may hold
+    /// once inflated, as a memory budget granted it (see
+    /// [`Connection::allow_memory`]).
+    memory_allowance: usize,
     deflater: Deflater,
     /// Where outgoing messages are compressed.
     scratch: BytesMut,
@@ -179,6 +197,8 @@ impl Connection {
         let compression = deflate.map(|params| {
             Box::new(Compression {
                 inflater: Inflater::new(&params, role),
+                pending: None,
+                memory_allowance: usize::MAX,
                 deflater: Deflater::new(
                     &params,
                     role,
@@ -281,11 +301,36 @@ impl Connection {
         };
         let read = grown(self.read.len(), self.read.capacity());
         let assembly = match &self.assembly {
+            // Inflation waits for memory: ask for the next step.
+            Some(a) if self.inflation_pending() => (a.len() * 2)
+                .max(a.len() + INFLATE_STEP)
+                .min(self.limits.max_message_size.saturating_add(1))
+                .max(a.capacity()),
             Some(a) => grown(a.len(), a.capacity()),
             None if self.message.is_some() => incoming,
             None => 0,
         };
         read + assembly
+    }
+
+    /// Lets the read buffer and the message being put together hold
+    /// `bytes` in all (what a memory budget granted, after
+    /// [`held_bytes_after`](Self::held_bytes_after)). Inflation stops there
+    /// and waits ([`inflation_pending`](Self::inflation_pending)) until more
+    /// is allowed. Without a call, there is no bound but the limits.
+    pub fn allow_memory(&mut self, bytes: usize) {
+        if let Some(c) = &mut self.compression {
+            c.memory_allowance = bytes;
+        }
+    }
+
+    /// Whether a received frame waits to be inflated further once more
+    /// memory is allowed: [`next_incoming`](Self::next_incoming) goes on
+    /// with it, without reading more.
+    pub fn inflation_pending(&self) -> bool {
+        self.compression
+            .as_ref()
+            .is_some_and(|c| c.pending.is_some())
     }
 
     /// Drops whatever arrived and was not handed out yet (the read buffer,
@@ -296,6 +341,9 @@ impl Connection {
         self.read = BytesMut::new();
         self.reading = Reading::Header;
         self.assembly = None;
+        if let Some(c) = &mut self.compression {
+            c.pending = None;
+        }
         self.message = None;
     }
 
@@ -442,6 +490,19 @@ impl Connection {
     }
 
     fn decode(&mut self) -> Result<Option<Message>, ProtocolError> {
+        if let Some(pending) = self.compression.as_mut().and_then(|c| c.pending.take()) {
+            let PendingInflate {
+                payload,
+                consumed,
+                fin,
+            } = pending;
+            if let Some(message) = self.inflate_frame(payload, consumed, fin)? {
+                return Ok(Some(message));
+            }
+            if self.inflation_pending() {
+                return Ok(None);
+            }
+        }
         loop {
             let frame = match self.reading {
                 Reading::Payload(f) => f,
@@ -643,24 +704,8 @@ impl Connection {
     ) -> Result<Option<Message>, ProtocolError> {
         let h = frame.header;
         let m = self.message.expect("check_header started the message");
-        let max = self.limits.max_message_size;
         if m.compressed {
-            let assembly = self.assembly.get_or_insert_default();
-            let inflater = &mut self
-                .compression
-                .as_mut()
-                .expect("RSV1 is accepted only with an inflater")
-                .inflater;
-            let start = assembly.len();
-            inflater.inflate(&payload, assembly, max)?;
-            if h.fin {
-                inflater.finish_message(assembly, max)?;
-            }
-            if m.text {
-                self.utf8
-                    .feed(&assembly[start..])
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
-            }
+            return self.inflate_frame(payload, 0, h.fin);
         } else {
             if m.text {
                 self.utf8
@@ -679,6 +724,51 @@ impl Connection {
             return Ok(None);
         }
         let assembly = self.assembly.as_mut().expect("filled above");
+        let data = assembly.split().freeze();
+        self.finish_message(m.text, data).map(Some)
+    }
+
+    /// Inflates a compressed frame's payload from `consumed` on, as far as
+    /// the memory allowance lets it; the message once the last frame is.
+    fn inflate_frame(
+        &mut self,
+        payload: BytesMut,
+        consumed: usize,
+        fin: bool,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let m = self.message.expect("a compressed message is in progress");
+        let max = self.limits.max_message_size;
+        let read_capacity = self.read.capacity();
+        let assembly = self.assembly.get_or_insert_default();
+        let compression = self
+            .compression
+            .as_mut()
+            .expect("RSV1 is accepted only with an inflater");
+        let stop_at = compression.memory_allowance.saturating_sub(read_capacity);
+        let inflater = &mut compression.inflater;
+        let start = assembly.len();
+        let inflated = inflater.inflate_some(&payload[consumed..], assembly, max, stop_at)?;
+        if let Inflated::Done = inflated {
+            if fin {
+                inflater.finish_message(assembly, max)?;
+            }
+        }
+        if m.text {
+            self.utf8
+                .feed(&assembly[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if let Inflated::Paused { consumed: more } = inflated {
+            compression.pending = Some(PendingInflate {
+                payload,
+                consumed: consumed + more,
+                fin,
+            });
+            return Ok(None);
+        }
+        if !fin {
+            return Ok(None);
+        }
         let data = assembly.split().freeze();
         self.finish_message(m.text, data).map(Some)
     }

@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use duplex::{Config, MemoryBudget, ServerBuilder, WebSocket};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -238,7 +238,7 @@ async fn accept(
                 let acceptor = acceptor.clone();
                 let shutdown = state.shutdown.clone();
                 state.tasks.spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let builder = http_builder();
                     let result = match acceptor.accept(tcp).await {
                         Ok(stream) => {
                             serve_connection(&builder, TokioIo::new(stream), service, shutdown)
@@ -309,7 +309,7 @@ fn next_stage(
             run_socket(endpoint, ws, state, Some(peer.ip()), admitted).await
         })),
         Sniffed::Http(stream) => Either::Right(Box::pin(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let builder = http_builder();
             let service = with_peer(router, peer);
             let shutdown = state.shutdown.clone();
             drop(state);
@@ -349,6 +349,18 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for PeerService {
             tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
         })
     }
+}
+
+/// hyper's connection settings: a request head must arrive within
+/// [`fastpath::HEAD_WAIT`], as on the fast path (hyper has no such limit
+/// without a timer, and a slowloris trickling a head was held for ever).
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(fastpath::HEAD_WAIT);
+    builder
 }
 
 async fn serve_connection<I>(

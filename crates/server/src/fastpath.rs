@@ -41,10 +41,14 @@ pub enum Sniffed {
     Closed,
 }
 
-/// How long the first request head may take to arrive before the
-/// connection is handed to hyper as it is (which then applies its own
-/// rules to a slow client, as it always did).
-const HEAD_WAIT: Duration = Duration::from_secs(10);
+/// How long a request head may take to arrive, here and on hyper's path:
+/// a client slower than this is a slowloris holding a connection open,
+/// answered 408 and closed.
+pub const HEAD_WAIT: Duration = Duration::from_secs(10);
+
+/// The answer to a head that took longer than [`HEAD_WAIT`].
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 /// Reads the first request head (bounded by the default head limits and by
 /// [`HEAD_WAIT`]) and takes the fast path if it is an acceptable WebSocket
@@ -86,7 +90,11 @@ pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sn
     let head = tokio::select! {
         biased;
         _ = state.shutdown.cancelled() => return Sniffed::Closed,
-        head = tokio::time::timeout(HEAD_WAIT, read) => head.unwrap_or(Some(None)),
+        head = tokio::time::timeout(HEAD_WAIT, read) => head,
+    };
+    let Ok(head) = head else {
+        let _ = tcp.write_all(REQUEST_TIMEOUT).await;
+        return Sniffed::Closed;
     };
     let Some(head) = head else {
         return Sniffed::Closed;

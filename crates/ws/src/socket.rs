@@ -425,6 +425,8 @@ where
                 }
             }
             match self.charge_budget(rcx) {
+                // A frame already here waits to be inflated further.
+                Admit::Granted if self.conn.inflation_pending() => continue,
                 Admit::Granted => {}
                 Admit::Retry => continue,
                 Admit::Wait => {
@@ -480,17 +482,26 @@ where
         };
         let incoming = self.conn.bytes_wanted().max(pool::DEFAULT_CAPACITY);
         let want = self.conn.held_bytes_after(incoming);
+        // What is granted bounds inflation too (one compressed frame can
+        // inflate to the message limit).
+        self.conn.allow_memory(want.max(FREE_BYTES));
         if want <= FREE_BYTES && self.account().is_none_or(|a| a.charge.incoming() == 0) {
             return Admit::Granted;
         }
-        let want = if want <= FREE_BYTES { 0 } else { want };
+        let charge = if want <= FREE_BYTES { 0 } else { want };
         // The account is made the first time: most connections never need it.
         let budget = budget.clone();
         let account = self
             .extra_mut()
             .account
             .get_or_insert_with(|| Account::new(budget));
-        account.budget.set(&mut account.charge, want, rcx.waker())
+        let admit = account.budget.set(&mut account.charge, charge, rcx.waker());
+        if admit != Admit::Granted {
+            // Not yet: inflate nothing past what is held now.
+            let held = self.conn.held_bytes();
+            self.conn.allow_memory(held.max(FREE_BYTES));
+        }
+        admit
     }
 
     /// A large message that arrived stays charged to this connection for

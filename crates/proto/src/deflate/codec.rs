@@ -121,6 +121,18 @@ pub struct Inflater {
     no_context_takeover: bool,
 }
 
+/// How far [`Inflater::inflate_some`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inflated {
+    /// All the input is inflated.
+    Done,
+    /// Stopped at the requested size, having consumed this much input.
+    Paused {
+        /// Input bytes consumed.
+        consumed: usize,
+    },
+}
+
 impl Inflater {
     /// A decompressor for the side `role` of a connection: it reads what the
     /// *peer* compressed.
@@ -143,13 +155,35 @@ impl Inflater {
         out: &mut BytesMut,
         limit: usize,
     ) -> Result<(), ProtocolError> {
+        match self.inflate_some(input, out, limit, usize::MAX)? {
+            Inflated::Done => Ok(()),
+            Inflated::Paused { .. } => unreachable!("no stop below the limit"),
+        }
+    }
+
+    /// Like [`inflate`](Self::inflate), but stops once `out` holds
+    /// `stop_at` bytes, if that is within `limit`: a memory budget then
+    /// decides whether the rest may be inflated. Call again with the input
+    /// not consumed (possibly none: zlib may hold output back) to go on.
+    pub fn inflate_some(
+        &mut self,
+        input: &[u8],
+        out: &mut BytesMut,
+        limit: usize,
+        stop_at: usize,
+    ) -> Result<Inflated, ProtocolError> {
         // A 15-bit window reads streams made with any smaller window too.
         let z = self
             .z
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        // One byte past the limit tells a message that is too large.
+        let cap = stop_at.min(limit.saturating_add(1));
         let mut consumed = 0;
         loop {
-            let room = limit.saturating_sub(out.len()).saturating_add(1);
+            if out.len() >= cap && cap <= limit {
+                return Ok(Inflated::Paused { consumed });
+            }
+            let room = cap - out.len();
             if out.capacity() == out.len() {
                 out.reserve((input.len() * 4).clamp(4096, 1 << 20).min(room));
             }
@@ -176,7 +210,7 @@ impl Inflater {
                 z.reset(false);
             }
             if consumed == input.len() && produced < spare_len {
-                return Ok(());
+                return Ok(Inflated::Done);
             }
             if used == 0 && produced == 0 && status != Status::StreamEnd {
                 // No progress with input left and room to write: the stream is stuck.

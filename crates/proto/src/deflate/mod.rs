@@ -11,7 +11,7 @@
 pub mod codec;
 pub mod negotiation;
 
-pub use codec::{Deflater, Inflater};
+pub use codec::{Deflater, Inflated, Inflater};
 
 /// The extension's registered name.
 pub const EXTENSION_NAME: &str = "permessage-deflate";

@@ -223,15 +223,35 @@ pub async fn hold_an_unfinished_message(
 }
 
 /// Sends `path` one whole binary message of `total` bytes in fragments of
-/// `fragment`, then never reads: its receive buffer is small, so an echo
-/// backs up in the server rather than in the kernel. Returns once the
-/// message is written (or the server gave up on it); the connection stays
-/// open, unread, until the returned task is aborted.
+/// `fragment`, then never reads (see [`send_then_never_read`]).
 pub async fn send_a_message_and_never_read(
     addr: SocketAddr,
     path: &str,
     total: usize,
     fragment: usize,
+) -> tokio::task::JoinHandle<()> {
+    let payload = vec![0x5a; fragment];
+    let fragments = total / fragment;
+    let frames = (0..fragments).map(|i| {
+        let op = if i == 0 {
+            OpCode::Binary
+        } else {
+            OpCode::Continuation
+        };
+        client_frame(op, i + 1 == fragments, &payload)
+    });
+    send_then_never_read(addr, path, frames).await
+}
+
+/// Upgrades on `path`, sends `frames`, then never reads: its receive
+/// buffer is small, so what the server sends back backs up in the server
+/// rather than in the kernel. Returns once the frames are written (or the
+/// server gave up on them); the connection stays open, unread, until the
+/// returned task is aborted.
+pub async fn send_then_never_read(
+    addr: SocketAddr,
+    path: &str,
+    frames: impl IntoIterator<Item = Vec<u8>>,
 ) -> tokio::task::JoinHandle<()> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -241,15 +261,7 @@ pub async fn send_a_message_and_never_read(
         .unwrap();
     let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let payload = vec![0x5a; fragment];
-    let fragments = total / fragment;
-    for i in 0..fragments {
-        let op = if i == 0 {
-            OpCode::Binary
-        } else {
-            OpCode::Continuation
-        };
-        let frame = client_frame(op, i + 1 == fragments, &payload);
+    for frame in frames {
         let written = tokio::time::timeout(LIMIT, tcp.write_all(&frame))
             .await
             .expect("the server reads the message or gives up on it in time");
