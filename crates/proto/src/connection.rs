@@ -547,6 +547,10 @@ impl Connection {
             if let Some(message) = self.on_frame(frame, payload)? {
                 return Ok(Some(message));
             }
+            if self.inflation_pending() {
+                // The next frame waits until this one is inflated.
+                return Ok(None);
+            }
         }
     }
 
