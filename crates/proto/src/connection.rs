@@ -318,6 +318,32 @@ impl Connection {
     /// [`held_bytes_after`](Self::held_bytes_after)). Inflation stops there
     /// and waits ([`inflation_pending`](Self::inflation_pending)) until more
     /// is allowed. Without a call, there is no bound but the limits.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Config, Connection, DeflateParams, Incoming, Message, Role};
+    ///
+    /// let params = DeflateParams::default();
+    /// let mut client = Connection::new(Role::Client, Config::default(), Some(params));
+    /// client.send(Message::binary(vec![0u8; 1 << 20])).unwrap(); // about 1 KiB compressed
+    /// let pending = client.outgoing().remaining();
+    /// let wire = client.outgoing().copy_to_bytes(pending);
+    /// let mut server = Connection::new(Role::Server, Config::default(), Some(params));
+    /// server.read_buf().extend_from_slice(&wire);
+    ///
+    /// server.allow_memory(64 << 10); // what a budget granted
+    /// assert!(server.next_incoming().unwrap().is_none());
+    /// assert!(server.inflation_pending()); // 1 MiB does not fit in 64 KiB
+    /// let message = loop {
+    ///     // Grant the next step (a budget would charge it first).
+    ///     server.allow_memory(server.held_bytes_after(0));
+    ///     if let Some(Incoming::Message(m)) = server.next_incoming().unwrap() {
+    ///         break m;
+    ///     }
+    /// };
+    /// assert_eq!(message.len(), 1 << 20);
+    /// assert!(!server.inflation_pending());
+    /// ```
     pub fn allow_memory(&mut self, bytes: usize) {
         if let Some(c) = &mut self.compression {
             c.memory_allowance = bytes;
@@ -326,7 +352,8 @@ impl Connection {
 
     /// Whether a received frame waits to be inflated further once more
     /// memory is allowed: [`next_incoming`](Self::next_incoming) goes on
-    /// with it, without reading more.
+    /// with it, without reading more. See [`allow_memory`](Self::allow_memory)
+    /// for an example.
     pub fn inflation_pending(&self) -> bool {
         self.compression
             .as_ref()

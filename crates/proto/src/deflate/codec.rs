@@ -165,6 +165,29 @@ impl Inflater {
     /// `stop_at` bytes, if that is within `limit`: a memory budget then
     /// decides whether the rest may be inflated. Call again with the input
     /// not consumed (possibly none: zlib may hold output back) to go on.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::deflate::{Deflater, Inflated, Inflater};
+    /// use duplex_proto::{DeflateParams, Role};
+    ///
+    /// let params = DeflateParams::default();
+    /// let mut compressed = BytesMut::new();
+    /// Deflater::new(&params, Role::Client, 6, 0).compress(&[7u8; 100_000], &mut compressed);
+    /// let mut inflater = Inflater::new(&params, Role::Server);
+    /// let mut out = BytesMut::new();
+    /// let limit = 1 << 20;
+    /// let Inflated::Paused { consumed } =
+    ///     inflater.inflate_some(&compressed, &mut out, limit, 4096).unwrap()
+    /// else {
+    ///     panic!("100,000 bytes do not fit in 4096");
+    /// };
+    /// assert_eq!(out.len(), 4096);
+    /// let rest = inflater.inflate_some(&compressed[consumed..], &mut out, limit, usize::MAX);
+    /// assert_eq!(rest.unwrap(), Inflated::Done);
+    /// inflater.finish_message(&mut out, limit).unwrap();
+    /// assert_eq!(&out[..], &[7u8; 100_000][..]);
+    /// ```
     pub fn inflate_some(
         &mut self,
         input: &[u8],
