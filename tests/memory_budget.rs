@@ -16,7 +16,7 @@ mod rawpeer;
 
 use std::time::Duration;
 
-use common::{Serve, proc_status_bytes};
+use common::{PeakWatch, Serve};
 use duplex::ClientBuilder;
 use rawpeer::{echo_once, hold_an_unfinished_message, send_a_message_and_never_read};
 
@@ -47,9 +47,7 @@ async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize
         .unwrap();
     normal.send("warm up").await.unwrap();
     normal.recv().await.unwrap().unwrap();
-    // The peak from here on (writing 5 resets VmHWM to the current RSS).
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    let before = proc_status_bytes(pid, "VmRSS");
+    let watch = PeakWatch::start(pid);
 
     let mut crowd = tokio::task::JoinSet::new();
     match what {
@@ -72,16 +70,7 @@ async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize
         }
     }
     let to_shed = peers - budget / each;
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let mut echoed = 0;
-    while shed(&serve).await < to_shed {
-        echo_once(&mut normal, &format!("ping {echoed}")).await;
-        echoed += 1;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the crowd was not shed in time"
-        );
-    }
+    let echoed = echo_until_shed(&serve, &mut normal, to_shed).await;
     for _ in 0..to_shed * usize::from(what == Crowd::Unfinished) {
         let code = tokio::time::timeout(LIMIT, crowd.join_next())
             .await
@@ -90,17 +79,14 @@ async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize
             .unwrap();
         assert_eq!(code, Some(1013));
     }
-    let peak = proc_status_bytes(pid, "VmHWM");
-    let growth = peak.saturating_sub(before);
+    let growth = watch.growth();
     eprintln!(
-        "{path}: {peers} peers x {} KiB against a {} MiB budget: RSS {} -> peak {} MiB (+{} MiB), {echoed} echoes meanwhile",
+        "{path}: {peers} peers x {} KiB against a {} MiB budget: {}, {echoed} echoes meanwhile",
         each >> 10,
         budget >> 20,
-        before >> 20,
-        peak >> 20,
-        growth >> 20
+        watch.report(),
     );
-    // The budget, plus what is not charged (each connection's first 64 KiB,
+    // The budget, plus what is not charged (each busy connection's 8 KiB read buffer,
     // socket buffers, the allocator's slack): far below what the crowd
     // would hold without it.
     assert!(
@@ -114,6 +100,46 @@ async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize
     crowd.abort_all();
 }
 
+/// `duplex serve --memory-budget BUDGET ARGS`, with no rate limit on hub
+/// commands (a flood is what is tested).
+async fn serve_for_floods(budget: usize, args: &[&str]) -> Serve {
+    let budget = budget.to_string();
+    let mut all = vec![
+        "--memory-budget",
+        &budget,
+        "--rate-limit",
+        "100000",
+        "--rate-burst",
+        "100000",
+    ];
+    all.extend_from_slice(args);
+    Serve::start_with(&all).await
+}
+
+/// Echoes with `normal` (a client that behaves, served throughout) until
+/// `to_shed` connections were shed; returns how many echoes it took.
+async fn echo_until_shed(
+    serve: &Serve,
+    normal: &mut duplex::WebSocket<duplex::MaybeTlsStream>,
+    to_shed: usize,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut echoed = 0;
+    while shed(serve).await < to_shed {
+        echo_once(normal, &format!("ping {echoed}")).await;
+        echoed += 1;
+        if tokio::time::Instant::now() > deadline {
+            let metrics = serve.get("/metrics").await;
+            let budget: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("duplex_memory_budget"))
+                .collect();
+            panic!("fewer than {to_shed} shed in time: {}", budget.join(", "));
+        }
+    }
+    echoed
+}
+
 /// `duplex_memory_budget_shed_total` from `/metrics`.
 async fn shed(serve: &Serve) -> usize {
     let metrics = serve.get("/metrics").await;
@@ -122,6 +148,54 @@ async fn shed(serve: &Serve) -> usize {
         .find_map(|l| l.strip_prefix("duplex_memory_budget_shed_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no shed counter in {metrics}"))
+}
+
+/// 128 peers each send the echo three thousand 1 KiB messages and never
+/// read: past what the kernel's socket buffers take, each echo is copied
+/// into the connection's write buffer (1 MiB at most each, 128 MiB in all)
+/// and charged there, so the heaviest are shed and the others wait.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "release build: cargo xtask test runs it"]
+async fn a_crowd_that_never_reads_its_small_echoes_grows_the_server_by_its_budget_at_most() {
+    const BUDGET: usize = 16 << 20;
+    const PEERS: usize = 128;
+    let serve = Serve::start_with(&["--memory-budget", &BUDGET.to_string()]).await;
+    let (addr, pid) = (serve.addr, serve.child.id().unwrap());
+    let mut normal = ClientBuilder::new()
+        .connect(&serve.echo_url())
+        .await
+        .unwrap();
+    echo_once(&mut normal, "warm up").await;
+    let watch = PeakWatch::start(pid);
+    // Enough to fill the kernel's buffers and a write buffer; what is left
+    // the kernel holds once the server stops reading.
+    let frames = || {
+        (0..3072).map(|_| {
+            rawpeer::client_frame(duplex::proto::frame::OpCode::Binary, true, &[0x5a; 1024])
+        })
+    };
+    let mut silent = Vec::new();
+    for _ in 0..PEERS {
+        silent.push(rawpeer::send_then_never_read(addr, "/echo", frames()).await);
+    }
+    // Each would hold 1 MiB: the budget holds 16 of them; of the rest,
+    // those asking while lighter than the heaviest stop reading (TCP holds
+    // them back) and the heaviest are shed.
+    let echoed = echo_until_shed(&serve, &mut normal, PEERS / 8).await;
+    let growth = watch.growth();
+    eprintln!(
+        "/echo: {PEERS} peers never reading 1 KiB echoes against a {} MiB budget: {}, {} shed, {echoed} echoes meanwhile",
+        BUDGET >> 20,
+        watch.report(),
+        shed(&serve).await,
+    );
+    assert!(
+        growth <= 2 * BUDGET + (32 << 20),
+        "RSS grew by {} MiB",
+        growth >> 20
+    );
+    echo_once(&mut normal, "after").await;
+    silent.iter().for_each(tokio::task::JoinHandle::abort);
 }
 
 /// 30 peers × 16 MiB (480 MiB) against 32 MiB.
@@ -251,15 +325,7 @@ fn command(json: serde_json::Value) -> Vec<u8> {
 async fn every_hostile_crowd_at_once_on_every_endpoint() {
     const BUDGET: usize = 32 << 20;
     const EACH: usize = 8;
-    let serve = Serve::start_with(&[
-        "--memory-budget",
-        &BUDGET.to_string(),
-        "--rate-limit",
-        "100000",
-        "--rate-burst",
-        "100000",
-    ])
-    .await;
+    let serve = serve_for_floods(BUDGET, &[]).await;
     let (addr, pid) = (serve.addr, serve.child.id().unwrap());
     let mut echo = ClientBuilder::new()
         .connect(&serve.echo_url())
@@ -270,8 +336,7 @@ async fn every_hostile_crowd_at_once_on_every_endpoint() {
         .connect(&format!("ws://{addr}/ws"))
         .await
         .unwrap();
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
-    let before = proc_status_bytes(pid, "VmRSS");
+    let watch = PeakWatch::start(pid);
 
     let payload = bomb_payload();
     let mut slow = tokio::task::JoinSet::new();
@@ -319,7 +384,11 @@ async fn every_hostile_crowd_at_once_on_every_endpoint() {
             let publish =
                 serde_json::json!({"cmd": "publish", "id": n, "channel": "storm", "data": pad});
             let reply = hub_call(&mut ws, publish).await;
-            assert!(!reply.contains("error"), "{reply}");
+            // Refused while the budget is spent (its readers are shed).
+            assert!(
+                !reply.contains("error") || reply.contains("\"unavailable\""),
+                "{reply}"
+            );
         }
     });
 
@@ -352,14 +421,11 @@ async fn every_hostile_crowd_at_once_on_every_endpoint() {
         tokio::time::sleep(Duration::from_millis(50)).await; // pacing the checks
     }
     flooder.await.unwrap();
-    let peak = proc_status_bytes(pid, "VmHWM");
-    let growth = peak.saturating_sub(before);
+    let growth = watch.growth();
     eprintln!(
-        "every crowd at once against a {} MiB budget: RSS {} -> peak {} MiB (+{} MiB); {round} rounds, the slowest {worst:?}; {} shed",
+        "every crowd at once against a {} MiB budget: {}; {round} rounds, the slowest {worst:?}; {} shed",
         BUDGET >> 20,
-        before >> 20,
-        peak >> 20,
-        growth >> 20,
+        watch.report(),
         shed(&serve).await
     );
     assert!(
@@ -370,4 +436,91 @@ async fn every_hostile_crowd_at_once_on_every_endpoint() {
     echo_once(&mut echo, "after").await;
     holders.abort_all();
     silent.abort();
+}
+
+/// Hub subscribers that never read, each on a channel of its own flooded
+/// with 16 KiB publications (queues long enough never to cut them off as
+/// slow consumers): without the budget each queue keeps every publication
+/// alive (8 × 1,000 × 32 KiB, 250 MiB); with it, the pushes are charged
+/// once, the subscribers keeping most are shed, every publication is
+/// stored (a publish refused with `unavailable` is retried), and a
+/// subscriber that reads gets every publication of its channel, in order.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "release build: cargo xtask test runs it"]
+async fn a_crowd_of_subscribers_that_never_read_grows_the_server_by_its_budget_at_most() {
+    const BUDGET: usize = 32 << 20;
+    const CHANNELS: usize = 8;
+    const EACH: u64 = 1000;
+    // Queues long enough never to cut anyone off as a slow consumer.
+    let serve = serve_for_floods(BUDGET, &["--queue-size", "100000"]).await;
+    let (addr, pid) = (serve.addr, serve.child.id().unwrap());
+    let connect = move || async move {
+        ClientBuilder::new()
+            .connect(&format!("ws://{addr}/ws"))
+            .await
+            .unwrap()
+    };
+    let mut reader = connect().await;
+    let reply = hub_call(
+        &mut reader,
+        serde_json::json!({"cmd": "subscribe", "id": 1, "channel": "hold0"}),
+    )
+    .await;
+    assert!(reply.contains("\"offset\":0"), "{reply}");
+    let watch = PeakWatch::start(pid);
+    let mut silent = Vec::new();
+    for c in 0..CHANNELS {
+        let subscribe =
+            command(serde_json::json!({"cmd": "subscribe", "channel": format!("hold{c}")}));
+        silent.push(rawpeer::send_then_never_read(addr, "/ws", [subscribe]).await);
+    }
+    let flooder = tokio::spawn(async move {
+        let mut ws = connect().await;
+        let pad = "h".repeat(16 << 10);
+        let mut refused = 0;
+        for n in 0..EACH * CHANNELS as u64 {
+            let channel = format!("hold{}", n % CHANNELS as u64);
+            let publish = serde_json::json!({"cmd": "publish", "id": n, "channel": channel, "data": [n, pad]});
+            loop {
+                let reply = hub_call(&mut ws, publish.clone()).await;
+                if !reply.contains("\"unavailable\"") {
+                    assert!(!reply.contains("error"), "{reply}");
+                    break;
+                }
+                refused += 1;
+                assert!(refused < 1000, "publishes refused for ever: {reply}");
+                tokio::time::sleep(Duration::from_millis(10)).await; // a publisher's back-off
+            }
+        }
+        refused
+    });
+    // The subscriber that reads: every publication of hold0, in order.
+    let mut next = 1;
+    while next <= EACH {
+        let push = tokio::time::timeout(LIMIT, reader.recv())
+            .await
+            .expect("publications in time")
+            .expect("open")
+            .expect("a push");
+        let push: serde_json::Value = serde_json::from_str(push.as_text().unwrap()).unwrap();
+        if push["push"] == "publication" {
+            assert_eq!(push["offset"], next, "{}", &push.to_string()[..80]);
+            next += 1;
+        }
+    }
+    let refused = flooder.await.unwrap();
+    let growth = watch.growth();
+    let shed = shed(&serve).await;
+    eprintln!(
+        "{CHANNELS} subscribers that never read x {EACH} publications of 16 KiB against a {} MiB budget: {}; {shed} shed, {refused} publishes refused and retried",
+        BUDGET >> 20,
+        watch.report(),
+    );
+    assert!(shed >= 1, "nobody was shed");
+    assert!(
+        growth <= 2 * BUDGET + (48 << 20),
+        "RSS grew by {} MiB",
+        growth >> 20
+    );
+    silent.iter().for_each(tokio::task::JoinHandle::abort);
 }

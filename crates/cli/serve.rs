@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// Largest echo WebSocket message in bytes [default: 67108864]
     #[arg(long, env = "DUPLEX_ECHO_MAX_MESSAGE_SIZE")]
     pub echo_max_message_size: Option<usize>,
-    /// Bytes all WebSocket connections together may hold for unfinished messages; past it the heaviest is closed with 1013 [default: a quarter of the machine's memory]
+    /// Bytes the server may hold on its peers' behalf (unfinished and large messages, output waiting for slow readers, queued hub deliveries, relay buffers, long request heads); past it the heaviest connection is closed with 1013 [default: a quarter of the machine's memory]
     #[arg(long, env = "DUPLEX_MEMORY_BUDGET")]
     pub memory_budget: Option<usize>,
     /// WebSocket connections open at once, in all; more get 503 with Retry-After; 0: no limit [default: nine tenths of the file-descriptor limit]

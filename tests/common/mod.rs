@@ -235,6 +235,46 @@ pub fn proc_status_bytes(pid: u32, key: &str) -> usize {
     kib * 1024
 }
 
+/// A process's peak memory from a point on: the kernel's own high-water
+/// mark (`VmHWM`), reset when the watch starts.
+pub struct PeakWatch {
+    pid: u32,
+    /// The RSS when the watch started, in bytes.
+    pub before: usize,
+}
+
+impl PeakWatch {
+    /// Starts watching `pid` (writing 5 to `clear_refs` resets `VmHWM` to
+    /// the current RSS).
+    pub fn start(pid: u32) -> Self {
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+        Self {
+            pid,
+            before: proc_status_bytes(pid, "VmRSS"),
+        }
+    }
+
+    /// The peak since the start, in bytes.
+    pub fn peak(&self) -> usize {
+        proc_status_bytes(self.pid, "VmHWM")
+    }
+
+    /// How far the peak rose above the start, in bytes.
+    pub fn growth(&self) -> usize {
+        self.peak().saturating_sub(self.before)
+    }
+
+    /// `RSS 11 -> peak 54 MiB (+43 MiB)`, for a test's report.
+    pub fn report(&self) -> String {
+        format!(
+            "RSS {} -> peak {} MiB (+{} MiB)",
+            self.before >> 20,
+            self.peak() >> 20,
+            self.growth() >> 20
+        )
+    }
+}
+
 impl Serve {
     /// `ws://ADDR/echo`
     pub fn echo_url(&self) -> String {

@@ -22,8 +22,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({"error": self.1}));
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            // The condition is the machine's (a full disk): say when to retry.
-            return (self.0, [(header::RETRY_AFTER, "5")], body).into_response();
+            // The condition is the machine's (a full disk, memory spent):
+            // say when to retry.
+            let retry = crate::admission::RETRY_AFTER_SECS;
+            return (self.0, [(header::RETRY_AFTER, retry)], body).into_response();
         }
         (self.0, body).into_response()
     }

@@ -47,8 +47,9 @@ impl Server {
         let store = SqliteStore::open(&settings.data, retention)?;
         let api_key = resolve_api_key(&settings, &store).await?;
         let metrics = Metrics::new();
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker = Broker::start(store.clone(), hub.clone(), metrics.clone());
+        let budget = MemoryBudget::new(settings.memory_budget);
+        let hub = Arc::new(Hub::new(metrics.clone(), budget.clone()));
+        let broker = Broker::start(store.clone(), hub.clone(), metrics.clone(), budget.clone());
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert = std::fs::read(cert)
@@ -71,6 +72,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let state = Arc::new(AppState::new(
             settings,
+            budget,
             hub,
             broker,
             store.clone(),
@@ -438,8 +440,9 @@ impl Endpoint {
 /// Each WebSocket endpoint's settings (limits, compression, keepalive),
 /// built once: the sockets share them.
 pub struct SocketServers {
-    /// The memory every socket holds for its peer's unfinished messages,
-    /// bounded together (`--memory-budget`).
+    /// The memory held for peers (their unfinished and large messages,
+    /// queued deliveries, replies, relay buffers, request heads), bounded
+    /// together (`--memory-budget`).
     pub budget: MemoryBudget,
     hub: ServerBuilder,
     echo: ServerBuilder,
@@ -448,8 +451,8 @@ pub struct SocketServers {
 }
 
 impl SocketServers {
-    /// The endpoints' settings from the server's.
-    pub fn new(settings: &Settings) -> Self {
+    /// The endpoints' settings from the server's, sharing `budget`.
+    pub fn new(settings: &Settings, budget: MemoryBudget) -> Self {
         let mut config = Config::default()
             .with_compression()
             .with_max_message_size(settings.max_message_size);
@@ -457,7 +460,6 @@ impl SocketServers {
         if settings.ping_interval > 0 {
             config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
         }
-        let budget = MemoryBudget::new(settings.memory_budget);
         Self {
             hub: ServerBuilder::new()
                 .config(config)

@@ -7,8 +7,9 @@
 //! session drop duplicates by offset during recovery.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use duplex::MemoryBudget;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,18 +25,34 @@ struct Job {
     started: Instant,
 }
 
+/// How long a publish waits for the memory budget to make room before it
+/// is refused with `unavailable`.
+pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+
 /// The publish pipeline.
 #[derive(Clone)]
 pub struct Broker {
     queue: mpsc::Sender<Job>,
+    budget: MemoryBudget,
+    metrics: Metrics,
 }
 
 impl Broker {
-    /// Starts the pipeline's task.
-    pub fn start(store: SqliteStore, hub: Arc<Hub>, metrics: Metrics) -> Self {
+    /// Starts the pipeline's task. A publication waits for room in
+    /// `budget` (where the hub charges its push) before it is stored.
+    pub fn start(
+        store: SqliteStore,
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        budget: MemoryBudget,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(rx, store, hub, metrics));
-        Self { queue: tx }
+        tokio::spawn(run(rx, store, hub, metrics.clone()));
+        Self {
+            queue: tx,
+            budget,
+            metrics,
+        }
     }
 
     /// Publishes `data` to `channel` as `from`; returns the stored
@@ -46,6 +63,15 @@ impl Broker {
         data: Box<RawValue>,
         from: Member,
     ) -> Result<Arc<Publication>, HubError> {
+        // The stored copy and the push, both about the data's size.
+        let room = tokio::time::timeout(ROOM_WAIT, self.budget.room_for(2 * data.get().len()));
+        if room.await.is_err() {
+            self.metrics.publish_failures.inc();
+            return Err(HubError::new(
+                ErrorCode::Unavailable,
+                "the server's memory budget is spent: nothing was stored; try again later",
+            ));
+        }
         let (reply, rx) = oneshot::channel();
         let job = Job {
             publication: NewPublication {

@@ -50,12 +50,47 @@ pub const HEAD_WAIT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
+/// The buffer a request head is first read into (most heads fit), and
+/// the step it grows by.
+const HEAD_BUFFER: usize = 1024;
+
+/// What reading a request head came to.
+#[allow(clippy::large_enum_variant)] // one per connection, on the stack, briefly
+enum Head {
+    /// A complete head, and its length.
+    Request(Request<()>, usize),
+    /// Not a head this path parses (malformed, too large, cut short):
+    /// hyper answers it.
+    ForHyper,
+    /// The peer left before sending anything.
+    Gone,
+    /// The memory budget has no room for it.
+    NoRoom,
+}
+
+/// The answer to a head the memory budget has no room for.
+fn no_room_response() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{NO_ROOM}",
+        crate::admission::RETRY_AFTER_SECS,
+        NO_ROOM.len(),
+    )
+    .into_bytes()
+}
+
+const NO_ROOM: &str = "the server is short of memory (--memory-budget); try again later\n";
+
 /// Reads the first request head (bounded by the default head limits and by
 /// [`HEAD_WAIT`]) and takes the fast path if it is an acceptable WebSocket
 /// upgrade to one of the WebSocket endpoints.
 pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sniffed {
     let limits = HeadLimits::default();
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+    // A head longer than the first buffer is charged to the memory budget
+    // while it is read; one that does not fit is answered 503 rather than
+    // shed someone else.
+    let budget = &state.sockets.budget;
+    let mut charge = None;
     let read = async {
         // Bytes already scanned for the end of the head (the first read is
         // parsed whatever it holds, so that garbage goes to hyper at once).
@@ -67,9 +102,9 @@ pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sn
             };
             if parse_now {
                 match read_request(&buf, &limits) {
-                    Ok(Some((req, used))) => return Some(Some((req, used))),
+                    Ok(Some((req, used))) => return Head::Request(req, used),
                     // Malformed or too large: hyper says what is wrong with it.
-                    Err(_) => return Some(None),
+                    Err(_) => return Head::ForHyper,
                     Ok(None) => {}
                 }
             }
@@ -77,12 +112,17 @@ pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sn
                 seen = Some(buf.len());
             }
             if buf.capacity() - buf.len() < 512 {
-                buf.reserve(1024);
+                buf.reserve(HEAD_BUFFER);
+                drop(charge.take());
+                charge = budget.try_charge(buf.capacity() - HEAD_BUFFER);
+                if charge.is_none() {
+                    return Head::NoRoom;
+                }
             }
             match tcp.read_buf(&mut buf).await {
-                Ok(0) | Err(_) if buf.is_empty() => return None,
+                Ok(0) | Err(_) if buf.is_empty() => return Head::Gone,
                 // The head is incomplete: let hyper see what it makes of it.
-                Ok(0) | Err(_) => return Some(None),
+                Ok(0) | Err(_) => return Head::ForHyper,
                 Ok(_) => {}
             }
         }
@@ -92,16 +132,21 @@ pub async fn sniff(mut tcp: TcpStream, peer: SocketAddr, state: &AppState) -> Sn
         _ = state.shutdown.cancelled() => return Sniffed::Closed,
         head = tokio::time::timeout(HEAD_WAIT, read) => head,
     };
-    let Ok(head) = head else {
-        let _ = tcp.write_all(REQUEST_TIMEOUT).await;
-        return Sniffed::Closed;
+    let (req, used) = match head {
+        Err(_) => {
+            let _ = tcp.write_all(REQUEST_TIMEOUT).await;
+            return Sniffed::Closed;
+        }
+        Ok(Head::Gone) => return Sniffed::Closed,
+        Ok(Head::NoRoom) => {
+            state.metrics.memory_budget_refused.inc();
+            let _ = tcp.write_all(&no_room_response()).await;
+            return Sniffed::Closed;
+        }
+        Ok(Head::ForHyper) => return Sniffed::Http(Rewind::new(buf.freeze(), tcp)),
+        Ok(Head::Request(req, used)) => (req, used),
     };
-    let Some(head) = head else {
-        return Sniffed::Closed;
-    };
-    let Some((req, used)) = head else {
-        return Sniffed::Http(Rewind::new(buf.freeze(), tcp));
-    };
+    drop(charge);
     let Some((endpoint, server, admitted)) = fast_path_for(&req, state, peer.ip()) else {
         return Sniffed::Http(Rewind::new(buf.freeze(), tcp));
     };

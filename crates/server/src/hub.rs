@@ -4,11 +4,17 @@
 //! Each subscriber has a bounded queue. Delivery never waits: if a queue is
 //! full the subscriber is a slow consumer, and it is cut off (1013) rather
 //! than allowed to slow the publisher or grow the server's memory.
+//!
+//! Every push is encoded once for all its subscribers and charged once to
+//! the memory budget, for as long as any queue or write buffer holds it;
+//! each subscriber that keeps it alive carries its weight, so when the
+//! budget is spent the subscribers holding most are shed (1013), not the
+//! publisher and not those keeping up.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use duplex::Text;
+use duplex::{BudgetShare, MemoryBudget, Message, Text, Weight};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,13 +38,46 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// Bytes it keeps alive.
+    fn len(&self) -> usize {
+        match self {
+            Self::Publication(p, text) => p.data.get().len() + text.len(),
+            Self::Push(text) => text.len(),
+            Self::Kicked { .. } => 0,
+        }
+    }
+}
+
+/// A delivery in a subscriber's queue, weighing on that subscriber's share
+/// of the memory budget until it is taken out.
+#[derive(Debug)]
+pub struct Queued {
+    /// What is delivered.
+    pub delivery: Delivery,
+    _weight: Option<Weight>,
+}
+
+impl Queued {
+    /// `delivery`, weighing on `share`.
+    pub fn new(delivery: Delivery, share: Option<&BudgetShare>) -> Self {
+        let weight = share.map(|s| s.weigh(delivery.len()));
+        Self {
+            delivery,
+            _weight: weight,
+        }
+    }
+}
+
 /// A connection's handle, as the hub holds it.
 #[derive(Clone)]
 pub struct Subscriber {
     /// Who it is.
     pub member: Member,
     /// Its queue.
-    pub queue: mpsc::Sender<Delivery>,
+    pub queue: mpsc::Sender<Queued>,
+    /// Its share of the memory budget, which its queue weighs on.
+    pub share: Option<BudgetShare>,
     /// Cancelled when the connection must be cut off as a slow consumer.
     pub slow: CancellationToken,
     /// Whether it appears in presence.
@@ -52,18 +91,29 @@ struct Channel {
 }
 
 /// All channels with subscribers on this node.
-#[derive(Default)]
 pub struct Hub {
     channels: RwLock<HashMap<Arc<str>, Arc<Mutex<Channel>>>>,
     metrics: Metrics,
+    budget: MemoryBudget,
 }
 
 impl Hub {
-    /// An empty hub reporting to `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    /// An empty hub reporting to `metrics`, charging what it queues to
+    /// `budget`.
+    pub fn new(metrics: Metrics, budget: MemoryBudget) -> Self {
         Self {
             channels: RwLock::default(),
             metrics,
+            budget,
+        }
+    }
+
+    /// `json` as a push, charged to the budget while any copy is alive.
+    fn charged(&self, json: bytes::Bytes, also: usize) -> Text {
+        let charge = self.budget.charge(json.len() + also);
+        match Message::Text(text(json)).hold_with(charge) {
+            Message::Text(t) => t,
+            _ => unreachable!("hold_with keeps the kind"),
         }
     }
 
@@ -108,7 +158,7 @@ impl Hub {
             ));
         }
         if sub.presence {
-            let push = member_push("join", channel, &sub.member);
+            let push = self.member_push("join", channel, &sub.member);
             self.deliver_all(&ch, Some(&sub.member.client), Delivery::Push(push));
         }
         ch.subscribers.insert(sub.member.client.clone(), sub);
@@ -124,7 +174,7 @@ impl Hub {
             let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(sub) = ch.subscribers.remove(client) {
                 if sub.presence {
-                    let push = member_push("leave", channel, &sub.member);
+                    let push = self.member_push("leave", channel, &sub.member);
                     self.deliver_all(&ch, None, Delivery::Push(push));
                 }
             }
@@ -147,7 +197,7 @@ impl Hub {
         let Some(ch) = self.channel(&publication.channel) else {
             return;
         };
-        let bytes = text(publication.push_bytes());
+        let bytes = self.charged(publication.push_bytes(), publication.data.get().len());
         let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
         self.deliver_all(&ch, None, Delivery::Publication(publication, bytes));
     }
@@ -164,7 +214,7 @@ impl Hub {
         self.deliver_all(
             &ch,
             Some(&member.client),
-            Delivery::Push(member_push("typing", channel, member)),
+            Delivery::Push(self.member_push("typing", channel, member)),
         );
         Ok(())
     }
@@ -214,7 +264,11 @@ impl Hub {
                 channel: channel.into(),
                 reason: reason.into(),
             };
-            if sub.queue.try_send(delivery).is_err() {
+            if sub
+                .queue
+                .try_send(Queued::new(delivery, sub.share.as_ref()))
+                .is_err()
+            {
                 sub.slow.cancel();
             }
             if sub.presence {
@@ -222,11 +276,15 @@ impl Hub {
                 self.deliver_all(
                     &ch,
                     None,
-                    Delivery::Push(member_push("leave", channel, &sub.member)),
+                    Delivery::Push(self.member_push("leave", channel, &sub.member)),
                 );
             }
         }
         kicked.len()
+    }
+
+    fn member_push(&self, kind: &str, channel: &str, member: &Member) -> Text {
+        self.charged(crate::protocol::member_push(kind, channel, member), 0)
     }
 
     fn deliver_all(&self, ch: &Channel, except: Option<&Arc<str>>, delivery: Delivery) {
@@ -234,7 +292,10 @@ impl Hub {
             if Some(id) == except {
                 continue;
             }
-            match sub.queue.try_send(delivery.clone()) {
+            match sub
+                .queue
+                .try_send(Queued::new(delivery.clone(), sub.share.as_ref()))
+            {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !sub.slow.is_cancelled() {
@@ -250,10 +311,6 @@ impl Hub {
 
 fn text(json: bytes::Bytes) -> Text {
     Text::try_from(json).expect("serde_json writes UTF-8")
-}
-
-fn member_push(kind: &str, channel: &str, member: &Member) -> Text {
-    text(crate::protocol::member_push(kind, channel, member))
 }
 
 fn not_subscribed(channel: &str) -> HubError {

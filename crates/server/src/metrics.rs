@@ -31,15 +31,17 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// Connections cut off because they read too slowly.
     pub slow_consumers: Counter,
-    /// The memory budget for peers' large messages, and its use (set from
-    /// the budget when rendered).
+    /// The memory budget for what is held on peers' behalf, and its use
+    /// (set from the budget when rendered).
     pub memory_budget: Gauge,
     /// Bytes of the memory budget in use.
     pub memory_budget_used: Gauge,
     /// Connections closed with 1013 to stay within the memory budget.
     pub memory_budget_shed: Counter,
-    /// Times a connection stopped reading to wait for memory.
+    /// Times a connection stopped reading (or a publish waited) for memory.
     pub memory_budget_paused: Counter,
+    /// Request heads answered 503 because the memory budget had no room.
+    pub memory_budget_refused: Counter,
     /// WebSocket upgrades refused with 503 at a connection limit.
     pub connections_refused: Counter,
     registry: Arc<Registry>,
@@ -70,6 +72,7 @@ impl Metrics {
             memory_budget_used: Gauge::default(),
             memory_budget_shed: Counter::default(),
             memory_budget_paused: Counter::default(),
+            memory_budget_refused: Counter::default(),
             connections_refused: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
@@ -125,12 +128,12 @@ impl Metrics {
         );
         registry.register(
             "memory_budget_bytes",
-            "Bytes all connections may hold for peers' large messages",
+            "Bytes the server may hold on peers' behalf: large and unfinished messages, queued deliveries, replies, relay buffers, request heads",
             m.memory_budget.clone(),
         );
         registry.register(
             "memory_budget_used_bytes",
-            "Bytes held for peers' large messages now",
+            "Bytes held on peers' behalf now",
             m.memory_budget_used.clone(),
         );
         registry.register(
@@ -140,8 +143,13 @@ impl Metrics {
         );
         registry.register(
             "memory_budget_paused",
-            "Times a connection stopped reading to wait for memory",
+            "Times a connection stopped reading (or a publish waited) for memory",
             m.memory_budget_paused.clone(),
+        );
+        registry.register(
+            "memory_budget_refused",
+            "Request heads answered 503 because the memory budget had no room",
+            m.memory_budget_refused.clone(),
         );
         registry.register(
             "connections_refused",

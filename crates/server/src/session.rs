@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use duplex::{CloseCode, Message, Text, WebSocket};
+use duplex::{BudgetShare, CloseCode, Message, Text, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Claims, allowed};
-use crate::hub::{Delivery, Subscriber};
+use crate::hub::{Delivery, Queued, Subscriber};
 use crate::protocol::{
     Command, ErrorCode, HubError, Member, Since, check_channel, error_reply, kicked_push,
     parse_request, reply,
@@ -34,10 +34,11 @@ const MAX_STRIKES: u32 = 100;
 const MAX_NAME_CHARS: usize = 32;
 
 /// Runs a hub connection until it closes.
-pub async fn run<S>(ws: WebSocket<S>, state: Arc<AppState>)
+pub async fn run<S>(mut ws: WebSocket<S>, state: Arc<AppState>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let share = ws.budget_share();
     let client: Arc<str> = format!("c{}", state.next_client_id()).into();
     let (queue, inbox) = mpsc::channel(state.settings.queue_size.max(1));
     let mut session = Session {
@@ -54,6 +55,7 @@ where
         subscriptions: HashMap::new(),
         queue,
         inbox,
+        share,
         slow: CancellationToken::new(),
         strikes: 0,
     };
@@ -77,8 +79,10 @@ struct Session<S> {
     connected: bool,
     /// Channel → highest offset sent to the client.
     subscriptions: HashMap<Arc<str>, u64>,
-    queue: mpsc::Sender<Delivery>,
-    inbox: mpsc::Receiver<Delivery>,
+    queue: mpsc::Sender<Queued>,
+    inbox: mpsc::Receiver<Queued>,
+    /// This connection's share of the memory budget: its queue weighs on it.
+    share: Option<BudgetShare>,
     slow: CancellationToken,
     bucket: TokenBucket,
     strikes: u32,
@@ -104,8 +108,10 @@ where
                     let _ = self.ws.close(CloseCode::TRY_AGAIN_LATER, "slow consumer: too many messages queued").await;
                     return;
                 }
-                Some(delivery) = self.inbox.recv() => {
-                    if self.deliver(delivery).await.is_err() {
+                Some(queued) = self.inbox.recv() => {
+                    // It weighs on this connection until it is queued for
+                    // writing (a peer that does not read stops us there).
+                    if self.deliver(queued.delivery).await.is_err() {
                         return;
                     }
                 }
@@ -137,6 +143,8 @@ where
     }
 
     async fn send(&mut self, json: bytes::Bytes) -> duplex::Result<()> {
+        // A large reply (a history page, a recovery) is charged as what
+        // waits to be written, like all output.
         let text = Text::try_from(json).expect("serde_json writes UTF-8");
         self.send_text(text).await
     }
@@ -391,6 +399,7 @@ where
         let subscriber = Subscriber {
             member: self.member.clone(),
             queue: self.queue.clone(),
+            share: self.share.clone(),
             slow: self.slow.clone(),
             presence,
         };

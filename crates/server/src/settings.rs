@@ -43,8 +43,10 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Largest echo WebSocket message, in bytes.
     pub echo_max_message_size: usize,
-    /// Bytes all WebSocket connections together may hold for their peers'
-    /// unfinished messages; past it the heaviest is closed with 1013.
+    /// Bytes the server may hold on its peers' behalf, all connections
+    /// together: unfinished and large messages, output waiting for slow
+    /// readers, queued hub deliveries, relay buffers, long request heads.
+    /// Past it the heaviest connection is closed with 1013.
     /// Default: a quarter of the machine's memory (or of the cgroup's
     /// limit, if lower).
     pub memory_budget: usize,

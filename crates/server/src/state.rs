@@ -57,6 +57,7 @@ impl AppState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: Settings,
+        budget: duplex::MemoryBudget,
         hub: Arc<Hub>,
         broker: Broker,
         store: SqliteStore,
@@ -64,7 +65,7 @@ impl AppState {
         api_key: Option<String>,
     ) -> Self {
         let verifier = settings.jwt_secret.as_deref().map(TokenVerifier::new);
-        let sockets = SocketServers::new(&settings);
+        let sockets = SocketServers::new(&settings, budget);
         let admission = crate::admission::Admission::new(
             settings.max_connections,
             settings.max_connections_per_address,

@@ -269,3 +269,69 @@ async fn other_requests_reach_hyper_and_the_connection_stays_usable() {
         .ok(serde_json::json!({"cmd": "connect", "name": "fast"}))
         .await;
 }
+
+/// `duplex_memory_budget_used_bytes` from `/metrics`.
+async fn budget_used(addr: SocketAddr) -> usize {
+    let (_, metrics) = support::http(addr, "GET", "/metrics", &[], None).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("duplex_memory_budget_used_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no budget gauge in {metrics}"))
+}
+
+/// A head longer than its first buffer is charged to the memory budget
+/// while it trickles in; one that does not fit is answered 503 with
+/// `Retry-After`, while short requests (most heads) are served as ever.
+#[tokio::test]
+async fn long_heads_are_charged_and_refused_with_503_when_memory_is_short() {
+    let server = TestServer::start(|s| s.memory_budget = 24 << 10).await;
+    let addr = server.addr();
+    // An unfinished head of 14 KiB (under the 16 KiB head limit).
+    let long_head = |n: usize| {
+        let mut head = format!("GET /echo?{n} HTTP/1.1\r\nHost: localhost\r\n");
+        while head.len() < 14 << 10 {
+            head.push_str("X-Filler: ");
+            head.push_str(&"f".repeat(100));
+            head.push_str("\r\n");
+        }
+        head
+    };
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(long_head(1).as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while budget_used(addr).await < 12 << 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the head was never charged"
+        );
+        tokio::task::yield_now().await;
+    }
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    // The server answers and closes once the head outgrows what is left:
+    // the rest of it may be refused by the closed socket.
+    let _ = second.write_all(long_head(2).as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, second.read_to_end(&mut response))
+        .await
+        .expect("an answer in time");
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 503"), "{response}");
+    assert!(response.contains("retry-after: 5"), "{response}");
+    assert!(response.contains("--memory-budget"), "{response}");
+    // A short request is served meanwhile.
+    let (status, _) = support::http(addr, "GET", "/healthz", &[], None).await;
+    assert_eq!(status, 200);
+    // The first head, once finished, is served: it was charged, not refused.
+    first.write_all(b"\r\n").await.unwrap();
+    let mut head = vec![0u8; 12];
+    tokio::time::timeout(LIMIT, first.read_exact(&mut head))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let status = String::from_utf8_lossy(&head);
+    assert!(
+        status.starts_with("HTTP/1.1 4"),
+        "not an upgrade, so refused by the route, not for memory: {status}"
+    );
+}

@@ -2,10 +2,12 @@
 //! they hold on behalf of their peers, where each connection's own limits
 //! (message size, frame size) bound only its part.
 //!
-//! A connection charges the budget for what it holds of messages still
-//! arriving (its read buffer and the message being put together, inflated
-//! data included) once that passes [`FREE_BYTES`]; small messages never
-//! touch it. When a charge would pass the limit, the heaviest holder goes:
+//! A connection charges the budget for everything it buffers for its peer:
+//! its read buffer, the message being put together (inflated data
+//! included) and what waits to be written, past the [`UNCHARGED`] read
+//! buffer every busy connection has, in steps of [`CHARGE_STEP`]; a
+//! connection exchanging small messages with a peer that keeps up never
+//! touches it. When a charge would pass the limit, the heaviest holder goes:
 //! it is closed with 1013 (try again later) and its memory freed, while the
 //! connection that asked stops reading (TCP backpressure holds its peer)
 //! until memory is released. A connection that is itself the heaviest
@@ -18,15 +20,49 @@
 //! (an echo to a peer that never reads). It still counts towards its
 //! connection's weight, so that connection is the one shed; a shed
 //! connection's pending sends fail and its unsent output is dropped, which
-//! is what frees such a message.
+//! is what frees such a message. (While it waits to be written it is
+//! counted twice, as a message and as output: the budget errs towards
+//! shedding.)
+//!
+//! An application holds memory for its peers too: a hub's queue of
+//! deliveries, a relay's buffered chunks, a large reply. A
+//! [`BudgetShare`] charges such memory to a connection (it is then shed
+//! like any other), and [`MemoryBudget::charge`] charges memory that no
+//! one connection owns, such as one message queued for many subscribers:
+//! counted once in the sum, while each connection that keeps it alive
+//! carries its weight ([`BudgetShare::weigh`]), so the budget sheds the
+//! connections that hold most of it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 
-/// What a connection may hold without charging the budget: its read buffer
-/// and a message of this size being put together.
-pub const FREE_BYTES: usize = 64 << 10;
+/// What a connection may buffer without charging the budget: the read
+/// buffer every busy connection has ([`crate::pool`]'s default). An idle
+/// connection lends it to a pool and holds nothing.
+pub const UNCHARGED: usize = 8 << 10;
+
+/// Charges are taken in steps of this many bytes, so a connection whose
+/// buffers hover around a size touches the shared budget only when it
+/// crosses a step, not on every read or write; and inflation asks for
+/// memory a step at a time.
+pub const CHARGE_STEP: usize = 64 << 10;
+
+/// Messages longer than this stay charged to the connection they arrived
+/// on for as long as they are alive (shorter ones are charged while they
+/// arrive and while they wait to be written, not while the application
+/// holds them).
+pub const LARGE_MESSAGE: usize = 64 << 10;
+
+/// What a connection buffering `held` bytes is charged: nothing up to
+/// [`UNCHARGED`], then `held` rounded up to a [`CHARGE_STEP`].
+pub(crate) fn charge_for(held: usize) -> usize {
+    if held <= UNCHARGED {
+        0
+    } else {
+        held.div_ceil(CHARGE_STEP) * CHARGE_STEP
+    }
+}
 
 /// A bound on the memory many connections hold for their peers. Clone it
 /// into the [`Config`](crate::Config) of every socket that shares it.
@@ -82,9 +118,22 @@ impl MemoryBudget {
         self.0.limit
     }
 
+    /// Messages longer than this stay charged to the connection they
+    /// arrived on for as long as they are alive; an application that holds
+    /// shorter ones for its peer (a relay's queue) charges them itself
+    /// through a [`BudgetShare`].
+    pub const LARGE_MESSAGE: usize = LARGE_MESSAGE;
+
     /// Bytes charged now.
     pub fn used(&self) -> usize {
         self.0.used.load(Ordering::Relaxed)
+    }
+
+    /// A share for memory held on behalf of one peer outside a socket of
+    /// this budget (a socket's own share comes from
+    /// [`WebSocket::budget_share`](crate::WebSocket::budget_share)).
+    pub fn share(&self) -> BudgetShare {
+        Charge::new().share(self)
     }
 
     /// Connections closed with 1013 to keep within the budget, so far.
@@ -115,60 +164,18 @@ impl MemoryBudget {
         if granted {
             charge.holder.incoming.store(want, Ordering::Relaxed);
             charge.holder.held.fetch_add(more, Ordering::Relaxed);
-            if !charge.registered {
-                charge.registered = true;
-                let mut holders = shared.holders.lock().expect("not poisoned");
-                holders.retain(|h| h.strong_count() > 0);
-                holders.push(Arc::downgrade(&charge.holder));
-            }
+            self.register(&charge.holder);
             return Admit::Granted;
         }
         // Over the limit: the heaviest holder goes, counting this one at
         // what it asks for.
-        let heaviest = {
-            let holders = shared.holders.lock().expect("not poisoned");
-            let live = holders.iter().filter_map(Weak::upgrade);
-            // Memory already on its way back: wait for it.
-            let mut leaving = false;
-            let mut heaviest: Option<Arc<Holder>> = None;
-            for h in live {
-                if Arc::ptr_eq(&h, &charge.holder) {
-                    continue;
-                }
-                if h.shed.load(Ordering::Relaxed) {
-                    // Its unfinished message is freed as it closes; what the
-                    // application holds may not be, so is not waited for.
-                    leaving |= h.incoming.load(Ordering::Relaxed) > 0;
-                    continue;
-                }
-                let held = h.held.load(Ordering::Relaxed);
-                if heaviest
-                    .as_ref()
-                    .is_none_or(|x| held > x.held.load(Ordering::Relaxed))
-                {
-                    heaviest = Some(h);
-                }
+        match self.choose_heaviest(Some(&charge.holder), want) {
+            Choice::Asker => {
+                shared.shed.fetch_add(1, Ordering::Relaxed);
+                return Admit::Shed;
             }
-            if leaving {
-                None
-            } else {
-                match heaviest {
-                    Some(h) if h.held.load(Ordering::Relaxed) >= want => Some(h),
-                    _ => {
-                        // This connection is the heaviest: it cannot make
-                        // progress.
-                        shared.shed.fetch_add(1, Ordering::Relaxed);
-                        return Admit::Shed;
-                    }
-                }
-            }
-        };
-        if let Some(h) = heaviest {
-            h.shed.store(true, Ordering::Relaxed);
-            shared.shed.fetch_add(1, Ordering::Relaxed);
-            if let Some(w) = h.waker.lock().expect("not poisoned").take() {
-                w.wake();
-            }
+            Choice::Other(h) => self.mark_shed(&h),
+            Choice::Leaving | Choice::Nobody => {}
         }
         shared.paused.fetch_add(1, Ordering::Relaxed);
         shared
@@ -183,6 +190,176 @@ impl MemoryBudget {
         Admit::Wait
     }
 
+    /// Picks the connection to shed so that `want` more bytes fit: the
+    /// heaviest holder, or `asker` itself if it would be the heaviest at
+    /// `want`. Nobody while a connection already shed is letting go.
+    fn choose_heaviest(&self, asker: Option<&Arc<Holder>>, want: usize) -> Choice {
+        let holders = self.0.holders.lock().expect("not poisoned");
+        let mut heaviest: Option<Arc<Holder>> = None;
+        for h in holders.iter().filter_map(Weak::upgrade) {
+            if asker.is_some_and(|a| Arc::ptr_eq(a, &h)) {
+                continue;
+            }
+            if h.shed.load(Ordering::Relaxed) {
+                // Memory already on its way back: wait for it. What the
+                // application holds of a shed socket's messages may never
+                // be freed, so is not waited for.
+                if h.leaving() > 0 {
+                    return Choice::Leaving;
+                }
+                continue;
+            }
+            let held = h.held.load(Ordering::Relaxed);
+            if heaviest
+                .as_ref()
+                .is_none_or(|x| held > x.held.load(Ordering::Relaxed))
+            {
+                heaviest = Some(h);
+            }
+        }
+        match (heaviest, asker) {
+            (Some(h), _) if h.held.load(Ordering::Relaxed) >= want => Choice::Other(h),
+            (_, Some(_)) => Choice::Asker,
+            (Some(h), None) => Choice::Other(h),
+            (None, None) => Choice::Nobody,
+        }
+    }
+
+    /// Tells `holder` it is to close, and counts it.
+    fn mark_shed(&self, holder: &Holder) {
+        if holder.shed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.0.shed.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = holder.waker.lock().expect("not poisoned").take() {
+            w.wake();
+        }
+    }
+
+    fn register(&self, holder: &Arc<Holder>) {
+        if !holder.registered.swap(true, Ordering::Relaxed) {
+            let mut holders = self.0.holders.lock().expect("not poisoned");
+            holders.retain(|h| h.strong_count() > 0);
+            holders.push(Arc::downgrade(holder));
+        }
+    }
+
+    /// Charges `bytes` that no one connection owns, such as one message
+    /// queued for many subscribers, until the returned guard is dropped
+    /// (tie it to the message with
+    /// [`Message::hold_with`](crate::Message::hold_with)). The charge is
+    /// never refused, so that what is already accepted is delivered; past
+    /// the limit, the heaviest connection is shed to make room. Producers
+    /// that can wait call [`room_for`](Self::room_for) first.
+    ///
+    /// ```
+    /// use duplex::{Message, MemoryBudget};
+    ///
+    /// let budget = MemoryBudget::new(1 << 20);
+    /// let push = Message::text("x".repeat(1000));
+    /// let push = push.hold_with(budget.charge(1000));
+    /// assert_eq!(budget.used(), 1000);
+    /// drop(push);
+    /// assert_eq!(budget.used(), 0);
+    /// ```
+    pub fn charge(&self, bytes: usize) -> Charged {
+        self.charge_to(None, bytes)
+    }
+
+    /// Charges `bytes` that no one connection owns if they fit within the
+    /// limit; `None` if they do not (nobody is shed). For what can simply
+    /// be refused, such as a new request head.
+    ///
+    /// ```
+    /// use duplex::MemoryBudget;
+    ///
+    /// let budget = MemoryBudget::new(100);
+    /// let head = budget.try_charge(80).expect("fits");
+    /// assert!(budget.try_charge(30).is_none());
+    /// drop(head);
+    /// assert!(budget.try_charge(30).is_some());
+    /// ```
+    pub fn try_charge(&self, bytes: usize) -> Option<Charged> {
+        let limit = self.0.limit;
+        self.0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= limit).then_some(used + bytes)
+            })
+            .ok()?;
+        Some(Charged {
+            budget: self.clone(),
+            holder: None,
+            bytes,
+            shared: false,
+        })
+    }
+
+    fn charge_to(&self, holder: Option<&Arc<Holder>>, bytes: usize) -> Charged {
+        let used = self.0.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if let Some(h) = holder {
+            h.held.fetch_add(bytes, Ordering::Relaxed);
+            h.shared.fetch_add(bytes, Ordering::Relaxed);
+            self.register(h);
+        }
+        if used > self.0.limit {
+            match self.choose_heaviest(holder, bytes) {
+                Choice::Other(h) => self.mark_shed(&h),
+                Choice::Asker => self.mark_shed(holder.expect("an asker")),
+                Choice::Leaving | Choice::Nobody => {}
+            }
+        }
+        Charged {
+            budget: self.clone(),
+            holder: holder.cloned(),
+            bytes,
+            shared: holder.is_some(),
+        }
+    }
+
+    /// Waits until `bytes` more fit within the limit, shedding the
+    /// heaviest connection if they do not. A producer that can wait (a
+    /// publisher) calls this before taking on memory, bounded by its own
+    /// timeout.
+    ///
+    /// ```
+    /// use duplex::MemoryBudget;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let budget = MemoryBudget::new(100);
+    /// let held = budget.charge(80);
+    /// let waiting = budget.room_for(50);
+    /// drop(held); // memory comes back: the wait ends
+    /// waiting.await;
+    /// # });
+    /// ```
+    pub async fn room_for(&self, bytes: usize) {
+        let mut asked = false;
+        std::future::poll_fn(|cx| {
+            let fits = || self.0.used.load(Ordering::Acquire) + bytes <= self.0.limit;
+            if fits() {
+                return std::task::Poll::Ready(());
+            }
+            if !asked {
+                asked = true;
+                self.0.paused.fetch_add(1, Ordering::Relaxed);
+                if let Choice::Other(h) = self.choose_heaviest(None, bytes) {
+                    self.mark_shed(&h);
+                }
+            }
+            self.0
+                .waiters
+                .lock()
+                .expect("not poisoned")
+                .push(cx.waker().clone());
+            if fits() {
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+    }
+
     /// Gives back `bytes` of what `charge` holds of arriving messages,
     /// waking connections that wait.
     pub(crate) fn release(&self, charge: &Charge, bytes: usize) {
@@ -195,18 +372,23 @@ impl MemoryBudget {
 
     /// Moves up to `bytes` of `charge` from what is arriving to a message
     /// that has arrived: charged until the returned guard is dropped.
-    pub(crate) fn keep(&self, charge: &Charge, bytes: usize) -> Kept {
+    pub(crate) fn keep(&self, charge: &Charge, bytes: usize) -> Charged {
         let bytes = bytes.min(charge.incoming());
         charge.holder.incoming.fetch_sub(bytes, Ordering::Relaxed);
-        Kept {
+        Charged {
             budget: self.clone(),
-            holder: charge.holder.clone(),
+            holder: Some(charge.holder.clone()),
             bytes,
+            shared: false,
         }
     }
 
     fn give_back(&self, holder: &Holder, bytes: usize) {
         holder.held.fetch_sub(bytes, Ordering::Relaxed);
+        self.give_back_unattributed(bytes);
+    }
+
+    fn give_back_unattributed(&self, bytes: usize) {
         self.0.used.fetch_sub(bytes, Ordering::AcqRel);
         let waiters = std::mem::take(&mut *self.0.waiters.lock().expect("not poisoned"));
         for w in waiters {
@@ -215,20 +397,139 @@ impl MemoryBudget {
     }
 }
 
-/// A message's part of a connection's charge, given back when the last
-/// copy of the message is dropped (see [`Message::hold_with`](crate::Message::hold_with)).
-pub(crate) struct Kept {
+/// Memory charged to a budget, given back when this guard is dropped:
+/// tie it to a message with [`Message::hold_with`](crate::Message::hold_with)
+/// so that it is given back when the last copy of the message goes.
+#[must_use = "the charge is given back as soon as the guard is dropped"]
+pub struct Charged {
     budget: MemoryBudget,
+    /// The connection it weighs on, if any.
+    holder: Option<Arc<Holder>>,
+    bytes: usize,
+    /// Charged through a [`BudgetShare`] (counted in `Holder::shared`).
+    shared: bool,
+}
+
+impl std::fmt::Debug for Charged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Charged")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        match &self.holder {
+            Some(h) => {
+                if self.shared {
+                    h.shared.fetch_sub(self.bytes, Ordering::Relaxed);
+                }
+                self.budget.give_back(h, self.bytes);
+            }
+            None => self.budget.give_back_unattributed(self.bytes),
+        }
+    }
+}
+
+/// A connection's weight for memory charged elsewhere that it keeps alive
+/// (see [`BudgetShare::weigh`]); taken off when dropped.
+#[must_use = "the weight is taken off as soon as the guard is dropped"]
+pub struct Weight {
     holder: Arc<Holder>,
     bytes: usize,
 }
 
-impl Drop for Kept {
+impl std::fmt::Debug for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weight")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Drop for Weight {
     fn drop(&mut self) {
-        if self.bytes > 0 {
-            self.budget.give_back(&self.holder, self.bytes);
+        self.holder.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.holder.shared.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// One connection's share of a budget, for memory the application holds on
+/// its behalf (get it from
+/// [`WebSocket::budget_share`](crate::WebSocket::budget_share)). What is
+/// charged or weighed here makes the connection heavier; when the budget
+/// sheds it, the socket closes with 1013 like any other, and the
+/// application lets go of what it held.
+///
+/// ```
+/// use duplex::{MemoryBudget, BudgetShare};
+///
+/// let budget = MemoryBudget::new(1000);
+/// let (a, b) = (budget.share(), budget.share());
+/// let queued = a.charge(600);
+/// let _alive = b.weigh(100); // charged elsewhere, kept alive by b
+/// assert_eq!(budget.used(), 600);
+/// let more = b.charge(600); // past the limit: the heavier one goes
+/// assert!(a.is_shed() && !b.is_shed());
+/// drop((queued, more));
+/// assert_eq!(budget.used(), 0);
+/// ```
+#[derive(Clone)]
+pub struct BudgetShare {
+    budget: MemoryBudget,
+    holder: Arc<Holder>,
+}
+
+impl std::fmt::Debug for BudgetShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetShare")
+            .field("held", &self.holder.held.load(Ordering::Relaxed))
+            .field("shed", &self.is_shed())
+            .finish()
+    }
+}
+
+impl BudgetShare {
+    /// Charges `bytes` to this connection until the guard is dropped.
+    /// Never refused; past the limit the heaviest connection (perhaps this
+    /// one) is shed.
+    pub fn charge(&self, bytes: usize) -> Charged {
+        self.budget.charge_to(Some(&self.holder), bytes)
+    }
+
+    /// Adds `bytes` to this connection's weight, not to the budget's sum:
+    /// for memory charged once with [`MemoryBudget::charge`] that this
+    /// connection keeps alive (a message queued for it among others).
+    pub fn weigh(&self, bytes: usize) -> Weight {
+        self.holder.held.fetch_add(bytes, Ordering::Relaxed);
+        self.holder.shared.fetch_add(bytes, Ordering::Relaxed);
+        self.budget.register(&self.holder);
+        Weight {
+            holder: self.holder.clone(),
+            bytes,
         }
     }
+
+    /// Whether the budget chose this connection to close.
+    pub fn is_shed(&self) -> bool {
+        self.holder.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// Whom to shed, as [`MemoryBudget::choose_heaviest`] decides.
+enum Choice {
+    /// Another connection, the heaviest.
+    Other(Arc<Holder>),
+    /// The one asking: it would be the heaviest.
+    Asker,
+    /// Nobody yet: a connection already shed is letting go of memory.
+    Leaving,
+    /// Nobody holds anything to shed.
+    Nobody,
 }
 
 /// The outcome of [`MemoryBudget::set`].
@@ -247,7 +548,6 @@ pub(crate) enum Admit {
 /// One connection's part of a budget.
 pub(crate) struct Charge {
     holder: Arc<Holder>,
-    registered: bool,
 }
 
 /// A connection's account with a budget: what it holds is given back when
@@ -286,17 +586,29 @@ struct Holder {
     held: AtomicUsize,
     /// Of `held`, what it holds of arriving messages.
     incoming: AtomicUsize,
+    /// Of `held`, what the application charged or weighed through a
+    /// [`BudgetShare`]: let go of when the connection closes.
+    shared: AtomicUsize,
     /// Set when the budget chose this connection to close.
     shed: AtomicBool,
+    /// Whether it is in the budget's list of holders.
+    registered: AtomicBool,
     /// Where to wake it when it is chosen.
     waker: Mutex<Option<Waker>>,
+}
+
+impl Holder {
+    /// What it lets go of once shed: its unfinished message, and what the
+    /// application holds through its [`BudgetShare`].
+    fn leaving(&self) -> usize {
+        self.incoming.load(Ordering::Relaxed) + self.shared.load(Ordering::Relaxed)
+    }
 }
 
 impl Charge {
     pub(crate) fn new() -> Self {
         Self {
             holder: Arc::default(),
-            registered: false,
         }
     }
 
@@ -308,6 +620,14 @@ impl Charge {
     /// Bytes charged for messages still arriving.
     pub(crate) fn incoming(&self) -> usize {
         self.holder.incoming.load(Ordering::Relaxed)
+    }
+
+    /// This connection's share, for what the application holds for it.
+    pub(crate) fn share(&self, budget: &MemoryBudget) -> BudgetShare {
+        BudgetShare {
+            budget: budget.clone(),
+            holder: self.holder.clone(),
+        }
     }
 
     /// Whether the budget chose this connection to close.
@@ -326,6 +646,8 @@ impl Charge {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     fn waker() -> Waker {
@@ -381,5 +703,88 @@ mod tests {
         assert_eq!(budget.set(&mut c, 20, &waker()), Admit::Wait);
         assert!(!b.is_shed(), "a is still letting go");
         assert_eq!(budget.shed(), 1);
+    }
+
+    #[test]
+    fn shared_memory_is_counted_once_and_sheds_the_connection_keeping_most_of_it() {
+        let budget = MemoryBudget::new(1000);
+        let (slow, quick) = (budget.share(), budget.share());
+        // Three messages for both: counted once each in the sum.
+        let pushes: Vec<Charged> = (0..3).map(|_| budget.charge(300)).collect();
+        let mut slow_queue: Vec<Weight> = (0..3).map(|_| slow.weigh(300)).collect();
+        let quick_queue: Vec<Weight> = (0..3).map(|_| quick.weigh(300)).collect();
+        assert_eq!(budget.used(), 900);
+        // The quick one writes its copies out.
+        drop(quick_queue);
+        // A fourth would pass the limit: the connection keeping most goes.
+        let fourth = budget.charge(300);
+        assert!(slow.is_shed() && !quick.is_shed());
+        assert_eq!(budget.shed(), 1);
+        // While it lets go, nobody else is shed.
+        let fifth = budget.charge(300);
+        assert!(!quick.is_shed());
+        slow_queue.clear();
+        drop((pushes, fourth, fifth));
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_share_that_would_be_the_heaviest_is_itself_shed() {
+        let budget = MemoryBudget::new(1000);
+        let (small, big) = (budget.share(), budget.share());
+        let _a = small.charge(100);
+        let _b = big.charge(950);
+        assert!(big.is_shed() && !small.is_shed());
+    }
+
+    #[tokio::test]
+    async fn room_for_waits_for_memory_to_come_back() {
+        let budget = MemoryBudget::new(100);
+        let holder = budget.share();
+        let held = holder.charge(90);
+        let mut waiting = std::pin::pin!(budget.room_for(50));
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(holder.is_shed(), "the heaviest is asked to let go");
+        drop(held);
+        waiting.await;
+        assert_eq!(budget.paused(), 1);
+    }
+
+    proptest::proptest! {
+        /// Whatever is charged, weighed and dropped in whatever order, the
+        /// sum is what is charged and alive, and every guard gives back
+        /// exactly what it took.
+        #[test]
+        fn the_sum_is_what_is_alive(ops in proptest::collection::vec((0u8..4, 0usize..3, 1usize..400), 1..60)) {
+            let budget = MemoryBudget::new(1000);
+            let shares = [budget.share(), budget.share(), budget.share()];
+            let mut charged: Vec<(Charged, usize)> = Vec::new();
+            let mut weights: Vec<Weight> = Vec::new();
+            for (op, who, bytes) in ops {
+                match op {
+                    0 => charged.push((shares[who].charge(bytes), bytes)),
+                    1 => charged.push((budget.charge(bytes), bytes)),
+                    2 => weights.push(shares[who].weigh(bytes)),
+                    _ => {
+                        if !charged.is_empty() {
+                            drop(charged.remove(bytes % charged.len()));
+                        }
+                        if !weights.is_empty() {
+                            drop(weights.remove(bytes % weights.len()));
+                        }
+                    }
+                }
+                let alive: usize = charged.iter().map(|(_, b)| b).sum();
+                proptest::prop_assert_eq!(budget.used(), alive);
+            }
+            drop(charged);
+            drop(weights);
+            proptest::prop_assert_eq!(budget.used(), 0);
+            for s in &shares {
+                proptest::prop_assert_eq!(s.holder.held.load(Ordering::Relaxed), 0);
+                proptest::prop_assert_eq!(s.holder.shared.load(Ordering::Relaxed), 0);
+            }
+        }
     }
 }

@@ -66,7 +66,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod url;
 
-pub use budget::MemoryBudget;
+pub use budget::{BudgetShare, Charged, MemoryBudget, Weight};
 pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
 pub use duplex_proto::{

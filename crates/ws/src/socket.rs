@@ -13,7 +13,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -22,7 +22,7 @@ use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::budget::{Account, Admit, FREE_BYTES};
+use crate::budget::{Account, Admit, CHARGE_STEP, LARGE_MESSAGE, charge_for};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pool;
@@ -272,6 +272,37 @@ where
         self.extra.as_ref()?.protocol.as_deref()
     }
 
+    /// This connection's share of its config's memory budget (`None`
+    /// without one), for memory the application holds on its peer's
+    /// behalf: what is charged or weighed there makes this connection
+    /// heavier, and if the budget sheds it, it closes with 1013 (its
+    /// `recv` ends) so the application lets go.
+    ///
+    /// ```
+    /// use duplex::{Config, MemoryBudget, Message, Role, WebSocket, proto};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let budget = MemoryBudget::new(1 << 20);
+    /// let config = Config::default().with_memory_budget(budget.clone());
+    /// let conn = proto::Connection::new(Role::Server, Default::default(), None);
+    /// let (io, _peer) = tokio::io::duplex(64);
+    /// let mut ws = WebSocket::from_parts(io, conn, config, None);
+    /// let share = ws.budget_share().expect("the config has a budget");
+    /// let reply = Message::text("a large reply").hold_with(share.charge(13));
+    /// assert_eq!(budget.used(), 13);
+    /// drop(reply);
+    /// assert_eq!(budget.used(), 0);
+    /// # });
+    /// ```
+    pub fn budget_share(&mut self) -> Option<crate::BudgetShare> {
+        let budget = self.config.memory_budget.clone()?;
+        let account = self
+            .extra_mut()
+            .account
+            .get_or_insert_with(|| Account::new(budget));
+        Some(account.charge.share(&account.budget))
+    }
+
     /// Whether permessage-deflate is in use.
     pub fn is_compressed(&self) -> bool {
         self.conn.is_compressed()
@@ -473,42 +504,53 @@ where
         }
     }
 
-    /// Charges the memory budget (if any) for what this connection holds
-    /// of messages still arriving, and the next read, before reading more.
-    /// Connections holding little never touch it.
+    /// Charges the memory budget (if any) for what this connection buffers
+    /// for its peer before reading more: messages still arriving and the
+    /// next read, and what waits to be written.
     fn charge_budget(&mut self, rcx: &mut Context<'_>) -> Admit {
-        let Some(budget) = &self.config.memory_budget else {
+        if self.config.memory_budget.is_none() {
             return Admit::Granted;
-        };
+        }
         let incoming = self.conn.bytes_wanted().max(pool::DEFAULT_CAPACITY);
         let want = self.conn.held_bytes_after(incoming);
         // What is granted bounds inflation too (one compressed frame can
-        // inflate to the message limit).
-        self.conn.allow_memory(want.max(FREE_BYTES));
-        if want <= FREE_BYTES && self.account().is_none_or(|a| a.charge.incoming() == 0) {
+        // inflate to the message limit), a step at a time.
+        self.conn.allow_memory(charge_for(want).max(CHARGE_STEP));
+        let waiting = self.conn.outgoing().len();
+        let admit = self.charge(want + waiting, rcx);
+        if admit != Admit::Granted {
+            // Not yet: inflate nothing past what is held now.
+            let held = self.conn.held_bytes();
+            self.conn.allow_memory(held.max(CHARGE_STEP));
+        }
+        admit
+    }
+
+    /// Sets this connection's charge for buffering `held` bytes for its
+    /// peer, both ways (see [`charge_for`]): the shared budget is touched
+    /// only when that crosses a step.
+    fn charge(&mut self, held: usize, cx: &mut Context<'_>) -> Admit {
+        let Some(budget) = &self.config.memory_budget else {
+            return Admit::Granted;
+        };
+        let want = charge_for(held);
+        if want == self.account().map_or(0, |a| a.charge.incoming()) {
             return Admit::Granted;
         }
-        let charge = if want <= FREE_BYTES { 0 } else { want };
         // The account is made the first time: most connections never need it.
         let budget = budget.clone();
         let account = self
             .extra_mut()
             .account
             .get_or_insert_with(|| Account::new(budget));
-        let admit = account.budget.set(&mut account.charge, charge, rcx.waker());
-        if admit != Admit::Granted {
-            // Not yet: inflate nothing past what is held now.
-            let held = self.conn.held_bytes();
-            self.conn.allow_memory(held.max(FREE_BYTES));
-        }
-        admit
+        account.budget.set(&mut account.charge, want, cx.waker())
     }
 
     /// A large message that arrived stays charged to this connection for
     /// as long as it is alive (see [`crate::budget`]).
     fn keep_charged(&mut self, msg: Message) -> Message {
         match self.account() {
-            Some(account) if msg.len() > FREE_BYTES && account.charge.incoming() > 0 => {
+            Some(account) if msg.len() > LARGE_MESSAGE && account.charge.incoming() > 0 => {
                 let kept = account.budget.keep(&account.charge, msg.len());
                 msg.hold_with(kept)
             }
@@ -582,6 +624,8 @@ where
             .and_then(|()| self.conn.send_lent().map_err(Error::from))
         {
             self.extra_mut().send_error = Some(e);
+        } else if self.config.memory_budget.is_some() {
+            self.charge_sent();
         }
         Feed { ws: self }
     }
@@ -803,7 +847,32 @@ where
                 }
             }
         }
-        Poll::Ready(Ok(()))
+        // What waits to be written is charged like what arrives, so a
+        // crowd that never reads is bounded in sum.
+        loop {
+            if self.config.memory_budget.is_none() {
+                return Poll::Ready(Ok(()));
+            }
+            let waiting = self.conn.outgoing().len();
+            match self.charge(self.conn.held_bytes() + waiting, wcx) {
+                Admit::Granted => return Poll::Ready(Ok(())),
+                Admit::Retry => continue,
+                Admit::Shed => return Poll::Ready(Err(self.shed_while_sending())),
+                Admit::Wait => {
+                    let before = self.conn.outgoing().len();
+                    match self.poll_write_out(wcx) {
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                        _ if self.conn.outgoing().len() < before => continue,
+                        _ => {
+                            if let Some(account) = self.account() {
+                                account.charge.wake_when_shed(wcx.waker());
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Queues a message; call after `poll_ready_send` returned ready.
@@ -814,7 +883,22 @@ where
             self.arm_close_deadline();
         }
         self.conn.send(message)?;
+        if self.config.memory_budget.is_some() {
+            self.charge_sent();
+        }
         Ok(())
+    }
+
+    /// Charges what was just queued to send. It is queued already, so this
+    /// does not wait: past the limit the heaviest connection is shed (this
+    /// one, if it is the heaviest), and the next send waits in
+    /// `poll_ready_send`.
+    fn charge_sent(&mut self) {
+        let waiting = self.conn.outgoing().len();
+        let held = self.conn.held_bytes() + waiting;
+        if self.charge(held, &mut Context::from_waker(Waker::noop())) == Admit::Shed {
+            self.shed();
+        }
     }
 
     /// Checks that a message may be queued and gives the output a buffer.

@@ -45,17 +45,25 @@ pub struct HistoryPage {
     pub earliest: u64,
 }
 
+/// The most publication data one page carries, in bytes: a page stops
+/// short of its `limit` rather than pass it, so a recovery of a long
+/// history of large publications costs a bounded amount of memory (the
+/// subscriber then gets `recovered: false` and pages through the history).
+/// A full history page at the default limits (1,000 of 32 KiB) fits.
+pub const MAX_PAGE_BYTES: usize = 32 << 20;
+
 /// Which part of the history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Range {
-    /// The newest `limit`, optionally below an offset.
+    /// The newest `limit` (within [`MAX_PAGE_BYTES`]), optionally below an
+    /// offset.
     Before {
         /// Only offsets below this.
         before: Option<u64>,
         /// How many at most.
         limit: usize,
     },
-    /// The oldest `limit` above an offset.
+    /// The oldest `limit` (within [`MAX_PAGE_BYTES`]) above an offset.
     After {
         /// Only offsets above this.
         after: u64,

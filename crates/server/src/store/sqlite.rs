@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistoryPage, NewPublication, Position, Range, Retention, StoreError};
+use super::{HistoryPage, MAX_PAGE_BYTES, NewPublication, Position, Range, Retention, StoreError};
 use crate::protocol::Member;
 use crate::publication::Publication;
 
@@ -196,7 +196,7 @@ impl SqliteStore {
                         params![channel, before.map(|b| b as i64).unwrap_or(i64::MAX), limit as i64],
                         |r| row(r, &channel_arc, &epoch),
                     )?;
-                    let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                    let mut v = within_page_bytes(rows)?;
                     v.reverse();
                     v
                 }
@@ -206,7 +206,7 @@ impl SqliteStore {
                     ))?;
                     let rows = stmt
                         .query_map(params![channel, after as i64, limit as i64], |r| row(r, &channel_arc, &epoch))?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                    within_page_bytes(rows)?
                 }
             };
             tx.commit()?;
@@ -466,6 +466,24 @@ fn append(
     Ok(out)
 }
 
+/// Rows in order until their data would pass [`MAX_PAGE_BYTES`] (at
+/// least one, so that a page always moves on).
+fn within_page_bytes(
+    rows: impl Iterator<Item = rusqlite::Result<Publication>>,
+) -> rusqlite::Result<Vec<Publication>> {
+    let mut bytes = 0;
+    let mut page = Vec::new();
+    for row in rows {
+        let p = row?;
+        bytes += p.data.get().len();
+        if bytes > MAX_PAGE_BYTES && !page.is_empty() {
+            break;
+        }
+        page.push(p);
+    }
+    Ok(page)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +535,55 @@ mod tests {
         assert_eq!(page.position, Position { epoch, offset: 3 });
         let data: Vec<&str> = page.publications.iter().map(|p| p.data.get()).collect();
         assert_eq!(data, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+    }
+
+    #[tokio::test]
+    async fn a_page_stops_short_of_its_limit_rather_than_pass_max_page_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), KEEP_ALL).unwrap();
+        // Each publication a sixth of the page bytes: six fit, not seven.
+        let big = |n: usize| NewPublication {
+            data: RawValue::from_string(format!("\"{n}{}\"", "x".repeat(MAX_PAGE_BYTES / 6 - 4)))
+                .unwrap(),
+            ..new("big", n as u32)
+        };
+        store.append((1..=9).map(big).collect()).await.unwrap();
+        let forwards = store
+            .history(
+                "big",
+                Range::After {
+                    after: 0,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = forwards.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [1, 2, 3, 4, 5, 6]);
+        let backwards = store
+            .history(
+                "big",
+                Range::Before {
+                    before: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        let offsets: Vec<u64> = backwards.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [4, 5, 6, 7, 8, 9]);
+        // The last page.
+        let one = store
+            .history(
+                "big",
+                Range::After {
+                    after: 8,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.publications.len(), 1);
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use duplex::{CloseFrame, Message, WebSocket};
+use duplex::{BudgetShare, CloseFrame, MemoryBudget, Message, WebSocket};
 use duplex_transfer::limits::MAX_RECEIVER_FRAME;
 use duplex_transfer::peer_frame::{self, PEER_HEADER};
 use duplex_transfer::{Credit, RelayClose, RelayMessage};
@@ -141,6 +141,7 @@ async fn sender<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (nameplate, me) = (created.nameplate, created.sender);
+    let share = ws.budget_share();
     let reply = RelayMessage::Created {
         nameplate,
         token: created.token,
@@ -178,7 +179,7 @@ async fn sender<S>(
                 },
                 msg = ws.recv() => match msg {
                     Some(Ok(Message::Binary(data))) => {
-                        if let Err(refusal) = forward(&rooms, nameplate, me, data) {
+                        if let Err(refusal) = forward(&rooms, nameplate, me, data, share.as_ref()) {
                             refuse(&mut ws, &refusal).await;
                             break;
                         }
@@ -244,8 +245,16 @@ fn command(
 }
 
 /// Queues a sender's binary message for the receiver its header names,
-/// within that receiver's credit.
-fn forward(rooms: &Rooms, nameplate: u32, me: SenderId, data: Bytes) -> Result<(), Refusal> {
+/// within that receiver's credit. What waits in the queue is charged to the
+/// sender's share of the memory budget (a large message already is, as it
+/// arrived), so a crowd of transfers to slow receivers is bounded in sum.
+fn forward(
+    rooms: &Rooms,
+    nameplate: u32,
+    me: SenderId,
+    data: Bytes,
+    share: Option<&BudgetShare>,
+) -> Result<(), Refusal> {
     let Some(peer) = peer_frame::peer_of(&data) else {
         return Err(Refusal::new(
             RelayClose::Malformed,
@@ -267,7 +276,14 @@ fn forward(rooms: &Rooms, nameplate: u32, me: SenderId, data: Bytes) -> Result<(
             slot.credit
                 .try_debit(Credit::cost(&data))
                 .map_err(|e| Refusal::new(RelayClose::Overdrawn, e.to_string()))?;
-            let _ = slot.tx.send(Message::Binary(data));
+            let message = match share {
+                Some(share) if data.len() <= MemoryBudget::LARGE_MESSAGE => {
+                    let charge = share.charge(data.len());
+                    Message::Binary(data).hold_with(charge)
+                }
+                _ => Message::Binary(data),
+            };
+            let _ = slot.tx.send(message);
             Ok(())
         })
         .unwrap_or(Ok(()))
