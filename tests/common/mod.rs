@@ -264,6 +264,18 @@ impl PeakWatch {
         self.peak().saturating_sub(self.before)
     }
 
+    /// Fails unless the peak rose by at most `bytes`.
+    #[track_caller]
+    pub fn assert_growth_at_most(&self, bytes: usize) {
+        let growth = self.growth();
+        assert!(
+            growth <= bytes,
+            "RSS grew by {} MiB, more than {} MiB",
+            growth >> 20,
+            bytes >> 20
+        );
+    }
+
     /// `RSS 11 -> peak 54 MiB (+43 MiB)`, for a test's report.
     pub fn report(&self) -> String {
         format!(
