@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 
 use duplex::proto::handshake::client::ResponseError;
-use duplex::{CloseCode, Error, HandshakeError};
+use duplex::{CloseCode, Error, HandshakeError, TlsErrorKind};
 
 /// How `duplex connect` / `duplex listen` ended. The numbers are part of
 /// the command-line interface: scripts rely on them.
@@ -129,13 +129,14 @@ pub fn connecting(err: &Error) -> Failure {
     match err {
         Error::Url(e) => Failure::usage(e.to_string()),
         Error::Io(e) => io_connecting(e),
-        Error::Proxy(m) => {
-            let permanent =
-                m.contains("407") || m.contains("credentials") || m.contains("password");
-            let f = Failure::new(Status::Proxy, format!("proxy: {m}"));
-            if permanent { f.permanent() } else { f }
+        Error::Proxy(e) => {
+            let f = Failure::new(Status::Proxy, format!("proxy: {e}"));
+            if e.is_transient() { f } else { f.permanent() }
         }
-        Error::Tls(m) => Failure::new(Status::Tls, format!("TLS: {m}{}", tls_hint(m))),
+        Error::Tls(e) => Failure::new(Status::Tls, format!("TLS: {e}{}", tls_hint(e.kind()))),
+        Error::Resolve { .. } => {
+            Failure::new(Status::Connect, format!("{err} — check the host name"))
+        }
         Error::Handshake(h) => handshake(h),
         Error::HandshakeTimeout(d) => Failure::new(
             Status::Timeout,
@@ -159,25 +160,25 @@ fn io_connecting(e: &io::Error) -> Failure {
             Status::Connect,
             format!("{text} — is the server running? check the host and port"),
         ),
-        _ if text.contains("lookup address") || text.contains("resolve") => {
-            Failure::new(Status::Connect, format!("{text} — check the host name"))
-        }
         _ => Failure::new(Status::Connect, text),
     }
 }
 
-fn tls_hint(m: &str) -> &'static str {
-    let lower = m.to_ascii_lowercase();
-    if lower.contains("not valid for name") || lower.contains("notvalidforname") {
-        " — the certificate does not name this host: connect with a host name it lists, or skip verification with --insecure (unsafe)"
-    } else if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
-        " — the certificate's issuer is not trusted: trust its CA with --cacert FILE, or skip verification with --insecure (unsafe)"
-    } else if lower.contains("expired") {
-        " — the certificate has expired (or this machine's clock is wrong)"
-    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
-        " — the server does not speak TLS on this port: for a plain server use ws://"
-    } else {
-        ""
+fn tls_hint(kind: TlsErrorKind) -> &'static str {
+    match kind {
+        TlsErrorKind::NameMismatch => {
+            " — the certificate does not name this host: connect with a host name it lists, or skip verification with --insecure (unsafe)"
+        }
+        TlsErrorKind::UnknownIssuer => {
+            " — the certificate's issuer is not trusted: trust its CA with --cacert FILE, or skip verification with --insecure (unsafe)"
+        }
+        TlsErrorKind::Expired => {
+            " — the certificate has expired (or this machine's clock is wrong)"
+        }
+        TlsErrorKind::NotTls => {
+            " — the server does not speak TLS on this port: for a plain server use ws://"
+        }
+        _ => "",
     }
 }
 
@@ -299,6 +300,8 @@ pub fn closed_by_peer(code: Option<CloseCode>) -> Status {
 
 #[cfg(test)]
 mod tests {
+    use duplex::TlsError;
+
     use super::*;
 
     #[test]
@@ -332,10 +335,36 @@ mod tests {
     }
 
     #[test]
-    fn name_mismatch_suggests_a_listed_name() {
-        let f = connecting(&Error::Tls(
-            "handshake with 127.0.0.1 failed: invalid peer certificate: certificate not valid for name \"127.0.0.1\"".into(),
+    fn an_unknown_host_name_is_a_connect_failure_with_a_hint() {
+        let e = Error::Resolve {
+            host: "nowhere.invalid".into(),
+            source: io::Error::other("failed to lookup address information"),
+        };
+        let f = connecting(&e);
+        assert_eq!(f.status, Status::Connect);
+        assert!(
+            f.message.contains("nowhere.invalid") && f.message.contains("check the host name"),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn refused_proxy_credentials_are_not_retried() {
+        let e = Error::from(duplex::ProxyError::new(
+            duplex::ProxyErrorKind::Credentials,
+            "407",
         ));
+        let f = connecting(&e);
+        assert_eq!(f.status, Status::Proxy);
+        assert!(!f.transient);
+    }
+
+    #[test]
+    fn name_mismatch_suggests_a_listed_name() {
+        let f = connecting(&Error::from(TlsError::new(
+            TlsErrorKind::NameMismatch,
+            "handshake with 127.0.0.1 failed: invalid peer certificate: certificate not valid for name \"127.0.0.1\"",
+        )));
         assert_eq!(f.status, Status::Tls);
         assert!(f.message.contains("--insecure"), "{f}");
         assert!(!f.transient);

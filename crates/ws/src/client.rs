@@ -177,14 +177,19 @@ impl ClientBuilder {
         let tcp = match self.proxy.resolve(&url.host, url.tls)? {
             Some(proxy) => proxy.connect(&url.host, url.port).await?,
             None => {
-                let tcp = TcpStream::connect((url.host.as_str(), url.port))
+                let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
                     .await
-                    .map_err(|e| {
-                        Error::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("cannot connect to {}:{}: {e}", url.host, url.port),
-                        ))
-                    })?;
+                    .map_err(|source| Error::Resolve {
+                        host: url.host.as_str().into(),
+                        source,
+                    })?
+                    .collect();
+                let tcp = TcpStream::connect(&addrs[..]).await.map_err(|e| {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot connect to {}:{}: {e}", url.host, url.port),
+                    ))
+                })?;
                 tcp.set_nodelay(true)?;
                 tcp
             }
@@ -200,7 +205,7 @@ impl ClientBuilder {
         let tls = connector
             .connect(tls::server_name(&url.host)?, tcp)
             .await
-            .map_err(|e| Error::Tls(format!("handshake with {} failed: {e}", url.host)))?;
+            .map_err(|e| tls::handshake_error(&url.host, &e))?;
         Ok(MaybeTlsStream::Tls(Box::new(tls)))
     }
 

@@ -53,12 +53,142 @@ pub enum Error {
     /// A `ws://` or `wss://` URL that cannot be used.
     #[error("{0}")]
     Url(Box<UrlError>),
-    /// TLS could not be set up or failed.
+    /// TLS could not be set up or failed; [`TlsError::kind`] says how.
     #[error("TLS: {0}")]
-    Tls(String),
-    /// The proxy refused or failed the CONNECT.
+    Tls(Box<TlsError>),
+    /// The proxy could not be used; [`ProxyError::kind`] says how.
     #[error("proxy: {0}")]
-    Proxy(String),
+    Proxy(Box<ProxyError>),
+    /// The server's host name could not be resolved.
+    #[error("cannot resolve the host name {host:?}: {source}")]
+    Resolve {
+        /// The name.
+        host: Box<str>,
+        /// What the resolver said.
+        source: io::Error,
+    },
+}
+
+/// How TLS failed: what a caller can act on (trust a CA, use another
+/// name, use `ws://`), beside the message for people.
+///
+/// ```
+/// use duplex::{Error, TlsError, TlsErrorKind};
+///
+/// let e = Error::from(TlsError::new(TlsErrorKind::UnknownIssuer, "invalid peer certificate: UnknownIssuer"));
+/// let Error::Tls(tls) = &e else { unreachable!() };
+/// assert_eq!(tls.kind(), TlsErrorKind::UnknownIssuer);
+/// assert_eq!(e.to_string(), "TLS: invalid peer certificate: UnknownIssuer");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TlsError {
+    kind: TlsErrorKind,
+    message: String,
+}
+
+/// The kinds of [`TlsError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// A certificate, key or CA file that cannot be used, or a host name
+    /// that cannot be a TLS server name: a setup error.
+    Config,
+    /// The server's certificate does not name the host connected to.
+    NameMismatch,
+    /// The server's certificate is not signed by a trusted authority.
+    UnknownIssuer,
+    /// The server's certificate has expired (or this machine's clock is
+    /// wrong).
+    Expired,
+    /// The server does not speak TLS on this port.
+    NotTls,
+    /// Any other failure of the TLS handshake.
+    Handshake,
+}
+
+impl TlsError {
+    /// A TLS error of `kind`, described by `message`.
+    pub fn new(kind: TlsErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// How it failed.
+    pub fn kind(&self) -> TlsErrorKind {
+        self.kind
+    }
+}
+
+impl From<TlsError> for Error {
+    fn from(e: TlsError) -> Self {
+        Error::Tls(Box::new(e))
+    }
+}
+
+/// How a proxy failed: whether trying again may help, beside the message
+/// for people.
+///
+/// ```
+/// use duplex::{ProxyError, ProxyErrorKind};
+///
+/// let e = ProxyError::new(ProxyErrorKind::Credentials, "the proxy refused CONNECT: 407");
+/// assert!(!e.is_transient());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProxyError {
+    kind: ProxyErrorKind,
+    message: String,
+}
+
+/// The kinds of [`ProxyError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyErrorKind {
+    /// The proxy URL cannot be used.
+    InvalidUrl,
+    /// The proxy could not be reached.
+    Unreachable,
+    /// The proxy wants credentials, or refused the ones given.
+    Credentials,
+    /// The proxy refused the tunnel: the destination is not allowed, or
+    /// could not be reached from the proxy.
+    Refused,
+    /// The proxy's answer was not understood.
+    BadAnswer,
+}
+
+impl ProxyError {
+    /// A proxy error of `kind`, described by `message`.
+    pub fn new(kind: ProxyErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// How it failed.
+    pub fn kind(&self) -> ProxyErrorKind {
+        self.kind
+    }
+
+    /// Whether trying again later may succeed (not for a bad URL or
+    /// refused credentials).
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self.kind,
+            ProxyErrorKind::InvalidUrl | ProxyErrorKind::Credentials
+        )
+    }
+}
+
+impl From<ProxyError> for Error {
+    fn from(e: ProxyError) -> Self {
+        Error::Proxy(Box::new(e))
+    }
 }
 
 impl From<HandshakeError> for Error {

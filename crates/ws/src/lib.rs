@@ -73,7 +73,9 @@ pub use duplex_proto::{
     self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State,
     Text,
 };
-pub use error::{Error, HandshakeError, Result, UrlError};
+pub use error::{
+    Error, HandshakeError, ProxyError, ProxyErrorKind, Result, TlsError, TlsErrorKind, UrlError,
+};
 pub use received::{Received, RecvRef};
 pub use server::{RequestFilter, ServerBuilder, accept};
 pub use socket::{Feed, Recv, SendMessage, WebSocket};

@@ -20,7 +20,7 @@ use http::Uri;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::error::Error;
+use crate::error::{Error, ProxyError, ProxyErrorKind};
 use crate::handshake_io::read_head;
 
 /// Which proxy a client uses.
@@ -67,7 +67,13 @@ impl Proxy {
     /// assert_eq!((s.scheme(), s.address()), ("socks5h", ("127.0.0.1", 1080)));
     /// ```
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::Proxy(format!("invalid proxy URL {url:?}: {reason}"));
+        let bad = |reason: &str| -> Error {
+            ProxyError::new(
+                ProxyErrorKind::InvalidUrl,
+                format!("invalid proxy URL {url:?}: {reason}"),
+            )
+            .into()
+        };
         let with_scheme = if url.contains("://") {
             url.to_owned()
         } else {
@@ -143,11 +149,12 @@ impl Proxy {
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| {
-                Error::Proxy(format!(
-                    "cannot reach the proxy {}:{}: {e}",
-                    self.host, self.port
-                ))
+            .map_err(|e| -> Error {
+                ProxyError::new(
+                    ProxyErrorKind::Unreachable,
+                    format!("cannot reach the proxy {}:{}: {e}", self.host, self.port),
+                )
+                .into()
             })?;
         tcp.set_nodelay(true)?;
         match self.kind {
@@ -176,24 +183,37 @@ impl Proxy {
         tcp.write_all(req.as_bytes()).await?;
         let (resp, used, buf) = read_head(&mut tcp, &HeadLimits::default(), read_response)
             .await
-            .map_err(|e| Error::Proxy(format!("bad answer to CONNECT: {e}")))?;
+            .map_err(|e| -> Error {
+                ProxyError::new(
+                    ProxyErrorKind::BadAnswer,
+                    format!("bad answer to CONNECT: {e}"),
+                )
+                .into()
+            })?;
         if !resp.status().is_success() {
-            let hint = match resp.status().as_u16() {
-                407 => {
-                    " (the proxy wants credentials: put them in the URL, http://user:pass@host:port)"
-                }
-                403 => " (the proxy does not allow this destination)",
-                _ => "",
+            let (kind, hint) = match resp.status().as_u16() {
+                407 => (
+                    ProxyErrorKind::Credentials,
+                    " (the proxy wants credentials: put them in the URL, http://user:pass@host:port)",
+                ),
+                403 => (
+                    ProxyErrorKind::Refused,
+                    " (the proxy does not allow this destination)",
+                ),
+                _ => (ProxyErrorKind::Refused, ""),
             };
-            return Err(Error::Proxy(format!(
+            let message = format!(
                 "the proxy refused CONNECT {target}: {}{hint}",
                 resp.status()
-            )));
+            );
+            return Err(ProxyError::new(kind, message).into());
         }
         if buf.len() > used {
-            return Err(Error::Proxy(
-                "the proxy sent data before the tunnel was used".into(),
-            ));
+            return Err(ProxyError::new(
+                ProxyErrorKind::BadAnswer,
+                "the proxy sent data before the tunnel was used",
+            )
+            .into());
         }
         Ok(tcp)
     }
@@ -215,15 +235,17 @@ impl Proxy {
         } else {
             let addr = tokio::net::lookup_host((host, port))
                 .await
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    Error::Io(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!(
-                            "cannot resolve {host} (to let the proxy resolve it, use socks5h://)"
-                        ),
-                    ))
+                .and_then(|mut addrs| {
+                    addrs
+                        .next()
+                        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+                })
+                .map_err(|e| Error::Resolve {
+                    host: host.into(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!("{e} (to let the proxy resolve it, use socks5h://)"),
+                    ),
                 })?;
             Target::Addr(addr)
         };
@@ -243,23 +265,37 @@ impl Proxy {
         };
         result.map(Socks5Stream::into_inner).map_err(|e| {
             use tokio_socks::Error as S;
-            let hint = match &e {
-                S::NoAcceptableAuthMethods | S::AuthorizationRequired => {
-                    " (the proxy wants credentials: put them in the URL, socks5://user:pass@host:port)"
+            use ProxyErrorKind as K;
+            let (kind, hint) = match &e {
+                S::NoAcceptableAuthMethods | S::AuthorizationRequired => (
+                    K::Credentials,
+                    " (the proxy wants credentials: put them in the URL, socks5://user:pass@host:port)",
+                ),
+                S::PasswordAuthFailure(_) => (
+                    K::Credentials,
+                    " (check the user name and password in the proxy URL)",
+                ),
+                S::ConnectionNotAllowedByRuleset => {
+                    (K::Refused, " (the proxy does not allow this destination)")
                 }
-                S::PasswordAuthFailure(_) => " (check the user name and password in the proxy URL)",
-                S::ConnectionNotAllowedByRuleset => " (the proxy does not allow this destination)",
-                S::ConnectionRefused => " (the proxy reached the host, but nothing listens on that port)",
-                S::HostUnreachable | S::NetworkUnreachable => {
-                    " (the proxy cannot reach the host; check the host name)"
+                S::ConnectionRefused => (
+                    K::Refused,
+                    " (the proxy reached the host, but nothing listens on that port)",
+                ),
+                S::HostUnreachable | S::NetworkUnreachable => (
+                    K::Refused,
+                    " (the proxy cannot reach the host; check the host name)",
+                ),
+                S::Io(_) | S::InvalidResponseVersion => {
+                    (K::BadAnswer, " (is this really a SOCKS5 proxy?)")
                 }
-                S::Io(_) | S::InvalidResponseVersion => " (is this really a SOCKS5 proxy?)",
-                _ => "",
+                _ => (K::Refused, ""),
             };
-            Error::Proxy(format!(
+            let message = format!(
                 "the SOCKS5 proxy {}:{} could not connect to {shown}: {e}{hint}",
                 self.host, self.port
-            ))
+            );
+            Error::from(ProxyError::new(kind, message))
         })
     }
 }

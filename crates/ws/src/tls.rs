@@ -8,7 +8,7 @@ pub use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 pub use rustls::{ClientConfig, ServerConfig};
 
-use crate::error::Error;
+use crate::error::{Error, TlsError, TlsErrorKind};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -45,7 +45,7 @@ fn add_certs(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), Error> {
     for cert in parse_certs(pem)? {
         roots
             .add(cert)
-            .map_err(|e| Error::Tls(format!("bad CA certificate: {e}")))?;
+            .map_err(|e| config_error(format!("bad CA certificate: {e}")))?;
     }
     Ok(())
 }
@@ -55,7 +55,7 @@ fn add_certs(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), Error> {
 fn with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, Error> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(|e| config_error(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -79,17 +79,17 @@ pub fn insecure_client_config() -> Arc<ClientConfig> {
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, Error> {
     let certs = parse_certs(cert_pem)?;
     if certs.is_empty() {
-        return Err(Error::Tls("no certificate found in the PEM file".into()));
+        return Err(config_error("no certificate found in the PEM file"));
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| Error::Tls(format!("cannot read the private key: {e}")))?
-        .ok_or_else(|| Error::Tls("no private key found in the PEM file".into()))?;
+        .map_err(|e| config_error(format!("cannot read the private key: {e}")))?
+        .ok_or_else(|| config_error("no private key found in the PEM file"))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(|e| config_error(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(format!("certificate and key do not match: {e}")))?;
+        .map_err(|e| config_error(format!("certificate and key do not match: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -97,13 +97,35 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig
 fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
     rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Tls(format!("cannot read PEM certificates: {e}")))
+        .map_err(|e| config_error(format!("cannot read PEM certificates: {e}")))
 }
 
 /// The TLS server name for a host (a DNS name or an IP address).
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
     ServerName::try_from(host.to_owned())
-        .map_err(|_| Error::Tls(format!("{host:?} is not a valid TLS server name")))
+        .map_err(|_| config_error(format!("{host:?} is not a valid TLS server name")))
+}
+
+fn config_error(message: impl Into<String>) -> Error {
+    TlsError::new(TlsErrorKind::Config, message).into()
+}
+
+/// A failed TLS handshake with `host`, sorted by what rustls reports.
+pub(crate) fn handshake_error(host: &str, e: &std::io::Error) -> Error {
+    use rustls::CertificateError as C;
+    let rustls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    let kind = match rustls {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => TlsErrorKind::NameMismatch,
+            C::UnknownIssuer => TlsErrorKind::UnknownIssuer,
+            C::Expired | C::ExpiredContext { .. } => TlsErrorKind::Expired,
+            _ => TlsErrorKind::Handshake,
+        },
+        // A plain HTTP answer is not a TLS record.
+        Some(rustls::Error::InvalidMessage(_)) => TlsErrorKind::NotTls,
+        _ => TlsErrorKind::Handshake,
+    };
+    TlsError::new(kind, format!("handshake with {host} failed: {e}")).into()
 }
 
 #[derive(Debug)]

@@ -104,10 +104,12 @@ async fn wrong_or_missing_credentials_get_407() {
         )
         .await
         .expect_err(what);
-        let Error::Proxy(msg) = &err else {
+        let Error::Proxy(e) = &err else {
             panic!("{what}: expected Error::Proxy, got {err:?}");
         };
-        assert!(msg.contains("407"), "{what}: {msg}");
+        assert_eq!(e.kind(), duplex::ProxyErrorKind::Credentials, "{what}: {e}");
+        assert!(!e.is_transient(), "{what}: retrying will not help");
+        assert!(e.to_string().contains("407"), "{what}: {e}");
     }
     let refused = ProxyEvent {
         target: server.addr.to_string(),
@@ -134,8 +136,13 @@ async fn an_unreachable_proxy_is_a_proxy_error() {
     )
     .await
     .expect_err("the proxy is not there");
-    let Error::Proxy(msg) = &err else {
+    let Error::Proxy(e) = &err else {
         panic!("expected Error::Proxy, got {err:?}");
     };
-    assert!(msg.contains(&closed.to_string()), "names the proxy: {msg}");
+    assert_eq!(e.kind(), duplex::ProxyErrorKind::Unreachable, "{e}");
+    assert!(e.is_transient());
+    assert!(
+        e.to_string().contains(&closed.to_string()),
+        "names the proxy: {e}"
+    );
 }

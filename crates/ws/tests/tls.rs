@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use duplex::proxy::ProxyConfig;
-use duplex::{ClientBuilder, Error, MaybeTlsStream, ServerBuilder};
+use duplex::{ClientBuilder, Error, MaybeTlsStream, ServerBuilder, TlsErrorKind};
 
 /// One CA per test binary: key generation is cheap, but sharing it also
 /// proves that several servers' certificates chain to the same root.
@@ -71,7 +71,7 @@ async fn default_roots_reject_an_unknown_ca() {
     let err = within("connect", client().connect(&url))
         .await
         .expect_err("a certificate from an unknown CA must be refused");
-    assert_certificate_error(&err, "issuer");
+    assert_certificate_error(&err, TlsErrorKind::UnknownIssuer, "issuer");
     // The server's TLS handshake failed too: no WebSocket was opened.
     let outcome = server.next_report().await;
     assert!(
@@ -95,7 +95,7 @@ async fn a_name_not_in_the_certificate_is_rejected() {
         let err = within("connect", client.connect(&url))
             .await
             .expect_err("a certificate for another name must be refused");
-        assert_certificate_error(&err, "name");
+        assert_certificate_error(&err, TlsErrorKind::NameMismatch, "name");
         let outcome = server.next_report().await;
         assert!(outcome.is_err(), "{url}: {outcome:?}");
     }
@@ -124,14 +124,29 @@ async fn insecure_config_accepts_any_certificate() {
     assert_eq!((report.close_code(), report.error), (Some(1000), None));
 }
 
-/// The error is a TLS error whose message says the certificate was refused
-/// and mentions `detail` (how rustls words the reason: "UnknownIssuer",
-/// "NotValidForName").
-#[track_caller]
-fn assert_certificate_error(err: &Error, detail: &str) {
-    let Error::Tls(msg) = err else {
+#[tokio::test]
+async fn wss_to_a_plain_server_is_not_tls() {
+    let server = EchoServer::start(ServerBuilder::new()).await;
+    let url = format!("wss://127.0.0.1:{}/", server.addr.port());
+    let err = within("connect", client().connect(&url))
+        .await
+        .expect_err("a plain server does not speak TLS");
+    let Error::Tls(e) = &err else {
         panic!("expected Error::Tls, got {err:?}");
     };
+    assert_eq!(e.kind(), TlsErrorKind::NotTls, "{e}");
+}
+
+/// The error is a TLS error of `kind` whose message says the certificate
+/// was refused and mentions `detail` (how rustls words the reason:
+/// "UnknownIssuer", "NotValidForName").
+#[track_caller]
+fn assert_certificate_error(err: &Error, kind: TlsErrorKind, detail: &str) {
+    let Error::Tls(e) = err else {
+        panic!("expected Error::Tls, got {err:?}");
+    };
+    assert_eq!(e.kind(), kind, "{e}");
+    let msg = e.to_string();
     let lower = msg.to_lowercase();
     assert!(lower.contains("certificate"), "{msg}");
     assert!(lower.contains(detail), "expected {detail:?} in {msg:?}");
