@@ -5,8 +5,7 @@
 use std::fmt;
 use std::io;
 
-use duplex::proto::handshake::client::ResponseError;
-use duplex::{CloseCode, Error, HandshakeError, TlsErrorKind};
+use duplex::{CloseCode, Error, HandshakeError, ResponseError, TlsErrorKind};
 
 /// How `duplex connect` / `duplex listen` ended. The numbers are part of
 /// the command-line interface: scripts rely on them.
@@ -195,24 +194,14 @@ fn handshake(h: &HandshakeError) -> Failure {
             match error {
                 ResponseError::Status(status) => {
                     let code = status.as_u16();
-                    let hint = match code {
-                        404 => "check the URL's path",
-                        401 | 403 => {
-                            "the server wants credentials: add them with --user USER:PASS or -H 'Authorization: ...'"
-                        }
-                        400 => "the server rejected the upgrade request (a missing header or subprotocol? see it with -v)",
-                        426 => "the server wants another protocol version or TLS (try wss://)",
-                        301 | 302 | 303 | 307 | 308 => {
-                            "the server redirects elsewhere; duplex does not follow redirects: connect to the new location"
-                        }
-                        200..=299 => "this is a plain HTTP endpoint, not a WebSocket one",
-                        429 | 503 => "the server is busy: try again later",
-                        500..=599 => "the server failed: try again later",
-                        _ => "the server did not accept the WebSocket upgrade",
+                    let how = match code {
+                        401 | 403 => " with --user USER:PASS or -H 'Authorization: ...'",
+                        400 => " (see the request with -v)",
+                        _ => "",
                     };
                     let f = Failure::new(
                         Status::Handshake,
-                        format!("the server answered {status} — {hint}{said}"),
+                        format!("the server answered {status} — {}{how}{said}", duplex::status_hint(*status)),
                     );
                     Failure {
                         transient: matches!(code, 408 | 429 | 500..=599),

@@ -23,9 +23,10 @@ pub enum Error {
     /// closed with the matching close code.
     #[error("protocol error (closed with {code}): {0}", code = .0.close_code())]
     Protocol(#[from] ProtocolError),
-    /// A message could not be sent.
+    /// A message could not be sent (a closed connection is
+    /// [`Error::Closed`], never this).
     #[error("cannot send: {0}")]
-    Send(#[from] SendError),
+    Send(SendError),
     /// The connection is closed; nothing more can be sent or received.
     #[error("the connection is closed")]
     Closed,
@@ -191,6 +192,16 @@ impl From<ProxyError> for Error {
     }
 }
 
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Self {
+        match e {
+            // One way to say it, whichever layer noticed.
+            SendError::Closed => Error::Closed,
+            other => Error::Send(other),
+        }
+    }
+}
+
 impl From<HandshakeError> for Error {
     fn from(e: HandshakeError) -> Self {
         Error::Handshake(Box::new(e))
@@ -250,14 +261,34 @@ fn hint(error: &ResponseError, body: &str) -> String {
         out.push_str(&format!(": {}", body.trim()));
     }
     if let ResponseError::Status(status) = error {
-        match status.as_u16() {
-            404 => out.push_str(" (check the URL's path)"),
-            401 | 403 => out.push_str(" (the server wants credentials: add a header or token)"),
-            200 => out.push_str(" (this is a plain HTTP endpoint, not a WebSocket one)"),
-            _ => {}
-        }
+        out.push_str(&format!(" ({})", status_hint(*status)));
     }
     out
+}
+
+/// What a status in answer to a WebSocket upgrade usually means, and what
+/// to try: the one table of such hints (the CLI words its errors with it).
+///
+/// ```
+/// use duplex::status_hint;
+/// use http::StatusCode;
+///
+/// assert_eq!(status_hint(StatusCode::NOT_FOUND), "check the URL's path");
+/// ```
+pub fn status_hint(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "check the URL's path",
+        401 | 403 => "the server wants credentials: add them (a header or token)",
+        400 => "the server rejected the upgrade request: a missing header or subprotocol?",
+        426 => "the server wants another protocol version or TLS (try wss://)",
+        301 | 302 | 303 | 307 | 308 => {
+            "the server redirects elsewhere, and redirects are not followed: connect to the new location"
+        }
+        200..=299 => "this is a plain HTTP endpoint, not a WebSocket one",
+        429 | 503 => "the server is busy: try again later",
+        500..=599 => "the server failed: try again later",
+        _ => "the server did not accept the WebSocket upgrade",
+    }
 }
 
 /// A `Result` with [`Error`].

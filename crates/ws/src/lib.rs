@@ -69,12 +69,14 @@ pub mod url;
 pub use budget::{BudgetShare, Charged, MemoryBudget, Weight};
 pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
+pub use duplex_proto::handshake::client::ResponseError;
 pub use duplex_proto::{
     self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State,
     Text,
 };
 pub use error::{
     Error, HandshakeError, ProxyError, ProxyErrorKind, Result, TlsError, TlsErrorKind, UrlError,
+    status_hint,
 };
 pub use received::{Received, RecvRef};
 pub use server::{RequestFilter, ServerBuilder, accept};
