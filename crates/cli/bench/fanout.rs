@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use duplex_server::protocol::{Command, Request};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -78,8 +79,12 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         let mut ws = duplex::connect(&ws_url)
             .await
             .context("subscriber connect")?;
-        let cmd = json!({"cmd": "subscribe", "id": 1, "channel": channel, "presence": false});
-        ws.send(duplex::Message::text(cmd.to_string())).await?;
+        let subscribe = Command::Subscribe {
+            channel: channel.clone(),
+            since: None,
+            presence: Some(false),
+        };
+        ws.send(Request::new(1, subscribe).encode()).await?;
         loop {
             let msg = ws.recv().await.context("closed while subscribing")??;
             let Some(text) = msg.as_text() else { continue };
@@ -234,9 +239,12 @@ async fn publish(
                 http_reply(stream, &mut buf).await?
             }
             (None, Some(ws)) => {
-                let cmd = json!({"cmd": "publish", "id": seq, "channel": channel, "data": data});
+                let publish = Command::Publish {
+                    channel: channel.to_owned(),
+                    data: data.clone(),
+                };
                 published.store(seq, Ordering::Relaxed);
-                ws.send(duplex::Message::text(cmd.to_string())).await?;
+                ws.send(Request::new(seq, publish).encode()).await?;
                 loop {
                     let msg = ws.recv().await.context("hub closed")??;
                     let Some(text) = msg.as_text() else { continue };

@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use duplex_server::protocol::Command;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -72,7 +73,12 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         purposes: HashMap::new(),
     };
     let id = link
-        .send(json!({"cmd": "history", "channel": channel, "limit": args.history}))
+        .send(Command::History {
+            channel: channel.clone(),
+            limit: Some(args.history),
+            before: None,
+            after: None,
+        })
         .await?;
     room.expect(id, "history");
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -115,13 +121,21 @@ impl Room {
                 println!("* {HELP}");
                 return true;
             }
-            "/who" => (json!({"cmd": "presence", "channel": self.channel}), "who"),
+            "/who" => (
+                Command::Presence {
+                    channel: self.channel.clone(),
+                },
+                "who",
+            ),
             "/older" => {
                 let before = self.shown.first().copied().unwrap_or(u64::MAX >> 1);
-                (
-                    json!({"cmd": "history", "channel": self.channel, "before": before, "limit": 20}),
-                    "history",
-                )
+                let older = Command::History {
+                    channel: self.channel.clone(),
+                    limit: Some(20),
+                    before: Some(before),
+                    after: None,
+                };
+                (older, "history")
             }
             text if text.starts_with('/') && !text.starts_with("//") => {
                 println!("* unknown command {text}; {HELP}");
@@ -132,10 +146,11 @@ impl Room {
                     .strip_prefix('/')
                     .filter(|_| text.starts_with("//"))
                     .unwrap_or(text);
-                (
-                    json!({"cmd": "publish", "channel": self.channel, "data": {"text": text}}),
-                    "publish",
-                )
+                let publish = Command::Publish {
+                    channel: self.channel.clone(),
+                    data: json!({ "text": text }),
+                };
+                (publish, "publish")
             }
         };
         match link.send(cmd).await {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use duplex_server::protocol::{Command, Request, Since};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -88,11 +89,10 @@ impl Link {
 
     /// Sends a command; its reply arrives later as [`Event::Reply`] with the
     /// returned id. Fails while disconnected.
-    pub async fn send(&mut self, mut command: Value) -> anyhow::Result<u64> {
+    pub async fn send(&mut self, command: Command) -> anyhow::Result<u64> {
         let id = self.take_id();
-        command["id"] = json!(id);
         let ws = self.ws.as_mut().context("not connected (reconnecting)")?;
-        ws.send(command.to_string()).await?;
+        ws.send(Request::new(id, command).encode()).await?;
         Ok(id)
     }
 
@@ -181,37 +181,37 @@ impl Link {
         let mut events = Vec::new();
         if let Some(name) = self.name.clone() {
             let id = self.take_id();
-            call(
-                &mut ws,
-                json!({"cmd": "connect", "name": name, "session": self.session}),
-                id,
-                &mut events,
-            )
-            .await?;
+            let connect = Command::Connect {
+                token: None,
+                name: Some(name),
+                session: Some(self.session.clone()),
+            };
+            call(&mut ws, connect, id, &mut events).await?;
         }
         for channel in self.channels.clone() {
-            let mut cmd = json!({"cmd": "subscribe", "channel": channel});
             let mut since = self.positions.get(&channel).cloned();
             if let Some((epoch, offset)) = &mut since {
                 if epoch.is_empty() && *offset > 0 {
                     // An offset without an epoch (`--since :41`): take it in
                     // the channel's current epoch.
                     let id = self.take_id();
-                    let page = call(
-                        &mut ws,
-                        json!({"cmd": "history", "channel": channel, "limit": 0}),
-                        id,
-                        &mut events,
-                    )
-                    .await?;
+                    let history = Command::History {
+                        channel: channel.clone(),
+                        limit: Some(0),
+                        before: None,
+                        after: None,
+                    };
+                    let page = call(&mut ws, history, id, &mut events).await?;
                     *epoch = page["epoch"].as_str().unwrap_or_default().to_owned();
                 }
             }
-            if let Some((epoch, offset)) = &since {
-                cmd["since"] = json!({"epoch": epoch, "offset": offset});
-            }
+            let subscribe = Command::Subscribe {
+                channel: channel.clone(),
+                since: since.clone().map(|(epoch, offset)| Since { epoch, offset }),
+                presence: None,
+            };
             let id = self.take_id();
-            let result = call(&mut ws, cmd, id, &mut events).await?;
+            let result = call(&mut ws, subscribe, id, &mut events).await?;
             let epoch = result["epoch"].as_str().unwrap_or_default().to_owned();
             let offset = result["offset"].as_u64().unwrap_or(0);
             if since.is_some() && result["recovered"] != json!(true) {
@@ -261,12 +261,11 @@ impl Link {
 /// arrive meanwhile.
 async fn call(
     ws: &mut WebSocket<MaybeTlsStream>,
-    mut command: Value,
+    command: Command,
     id: u64,
     events: &mut Vec<Event>,
 ) -> anyhow::Result<Value> {
-    command["id"] = json!(id);
-    ws.send(command.to_string()).await?;
+    ws.send(Request::new(id, command).encode()).await?;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.recv()).await {
             Err(_) => bail!("the server did not answer in time"),

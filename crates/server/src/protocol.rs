@@ -1,8 +1,10 @@
 //! The hub's wire format (docs/protocol.md): commands in, replies and pushes out.
 //!
-//! Commands are parsed with serde into [`Command`]; anything that does not
-//! parse becomes a `bad_request` error reply that names the problem, never a
-//! closed connection. Replies and pushes are serialised once and shared as
+//! Commands are parsed with serde into [`Command`] by the server, and
+//! encoded from the same type by clients (the CLI, the bench): one
+//! definition of the format. Anything that does not parse becomes a
+//! `bad_request` error reply that names the problem, never a closed
+//! connection. Replies and pushes are serialised once and shared as
 //! bytes: a publication fanned out to ten thousand subscribers is encoded
 //! one time.
 
@@ -32,33 +34,55 @@ pub struct Since {
 }
 
 /// A client's command, with the id its reply will carry.
-#[derive(Debug, Deserialize)]
+///
+/// ```
+/// use duplex_server::protocol::{Command, Request};
+///
+/// let request = Request::new(7, Command::Presence { channel: "news".into() });
+/// assert_eq!(request.encode(), r#"{"id":7,"cmd":"presence","channel":"news"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// Echoed in the reply.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u64>,
     /// What to do.
     #[serde(flatten)]
     pub command: Command,
 }
 
+impl Request {
+    /// `command`, whose reply will carry `id`.
+    pub fn new(id: u64, command: Command) -> Self {
+        Self {
+            id: Some(id),
+            command,
+        }
+    }
+
+    /// The JSON text sent on the wire.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("commands always serialise")
+    }
+}
+
 /// The commands of docs/protocol.md.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// Set identity and nickname.
     Connect {
         /// A JWT.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
         /// The nickname.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
         /// A secret the client keeps across reconnects (anonymous only): the
         /// same session is the same user, so a reconnect is not refused its
         /// own nickname while the server has not yet noticed the old
         /// connection died.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
     /// Start receiving a channel, optionally recovering from a position.
@@ -66,10 +90,10 @@ pub enum Command {
         /// The channel.
         channel: String,
         /// Where the client left off.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<Since>,
         /// Whether to appear in the channel's presence (default true).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         presence: Option<bool>,
     },
     /// Stop receiving a channel.
@@ -90,13 +114,13 @@ pub enum Command {
         /// The channel.
         channel: String,
         /// How many (default 50, at most 1000).
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
         /// Only offsets below this.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
         /// Only offsets above this.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
     },
     /// Who is in a channel.
@@ -116,7 +140,7 @@ pub enum Command {
         /// The nickname.
         name: String,
         /// Also refuse it from now on.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         ban: bool,
     },
     /// Liveness check at the application level.
@@ -248,7 +272,82 @@ pub fn check_channel(name: &str) -> Result<(), HubError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let text = ".{0,16}";
+        let opt_text = proptest::option::of(text);
+        let since = proptest::option::of(
+            (text, any::<u64>()).prop_map(|(epoch, offset)| Since { epoch, offset }),
+        );
+        prop_oneof![
+            (opt_text.clone(), opt_text.clone(), opt_text).prop_map(|(token, name, session)| {
+                Command::Connect {
+                    token,
+                    name,
+                    session,
+                }
+            }),
+            (text, since, proptest::option::of(any::<bool>())).prop_map(
+                |(channel, since, presence)| Command::Subscribe {
+                    channel,
+                    since,
+                    presence
+                }
+            ),
+            text.prop_map(|channel| Command::Unsubscribe { channel }),
+            (text, json_value()).prop_map(|(channel, data)| Command::Publish { channel, data }),
+            (
+                text,
+                proptest::option::of(any::<usize>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(channel, limit, before, after)| Command::History {
+                    channel,
+                    limit,
+                    before,
+                    after
+                }),
+            text.prop_map(|channel| Command::Presence { channel }),
+            text.prop_map(|channel| Command::Typing { channel }),
+            (text, text, any::<bool>()).prop_map(|(channel, name, ban)| Command::Kick {
+                channel,
+                name,
+                ban
+            }),
+            Just(Command::Ping),
+        ]
+    }
+
+    proptest! {
+        /// What a client encodes, the server parses back to the same
+        /// command: the one definition serves both ends.
+        #[test]
+        fn every_command_a_client_encodes_parses_back_the_same(id in proptest::option::of(any::<u64>()), command in command()) {
+            let request = Request { id, command };
+            let parsed = parse_request(&request.encode()).map_err(|(_, e)| TestCaseError::fail(e.message))?;
+            prop_assert_eq!(parsed, request);
+        }
+    }
 
     #[test]
     fn parses_commands_with_ids() {
