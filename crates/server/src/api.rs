@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::auth::keys_match;
 use crate::protocol::{ErrorCode, HubError, Member, check_channel};
-use crate::session::{PageView, PublishResult, encode_data};
+use crate::protocol::{PageView, PublishResult, encode_data};
 use crate::state::AppState;
 use crate::store::Range;
 

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Claims, allowed};
 use crate::hub::{Delivery, Queued, Subscriber};
 use crate::protocol::{
-    Command, ErrorCode, HubError, Member, Since, check_channel, error_reply, kicked_push,
-    parse_request, reply,
+    Command, ErrorCode, HubError, Member, PageView, PublishResult, Since, check_channel,
+    encode_data, error_reply, kicked_push, parse_request, reply,
 };
-use crate::publication::{Publication, PublicationView, rfc3339_millis};
+use crate::publication::Publication;
 use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
 use crate::store::Range;
@@ -470,19 +470,6 @@ where
     }
 }
 
-/// Encodes publication data, refusing more than `max` bytes of JSON.
-pub fn encode_data(data: &serde_json::Value, max: usize) -> Result<Box<RawValue>, HubError> {
-    let text = serde_json::to_string(data)
-        .map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?;
-    if text.len() > max {
-        return Err(HubError::new(
-            ErrorCode::TooLarge,
-            format!("data is {} bytes; the limit is {max}", text.len()),
-        ));
-    }
-    RawValue::from_string(text).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))
-}
-
 /// The identity of an anonymous session: a hash of its secret, so the
 /// secret itself is never shown to others.
 fn anonymous_user(session: &str) -> Result<String, HubError> {
@@ -534,56 +521,5 @@ struct RawJson(Box<RawValue>);
 impl Serialize for RawJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
-    }
-}
-
-/// The reply to `publish` (and to `POST /api/publish`).
-#[derive(Serialize)]
-pub struct PublishResult<'a> {
-    channel: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    ts: String,
-}
-
-impl<'a> PublishResult<'a> {
-    /// The result for a stored publication.
-    pub fn of(p: &'a Publication) -> Self {
-        Self {
-            channel: &p.channel,
-            offset: p.offset,
-            epoch: &p.epoch,
-            ts: rfc3339_millis(p.ts_ms),
-        }
-    }
-}
-
-/// A subscribe or history reply.
-#[derive(Serialize)]
-pub struct PageView<'a> {
-    channel: &'a str,
-    epoch: &'a str,
-    offset: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
-    publications: Vec<PublicationView<'a>>,
-}
-
-impl<'a> PageView<'a> {
-    /// A page of publications and the channel's position.
-    pub fn new(
-        channel: &'a str,
-        epoch: &'a str,
-        offset: u64,
-        recovered: Option<bool>,
-        publications: &'a [Publication],
-    ) -> Self {
-        Self {
-            channel,
-            epoch,
-            offset,
-            recovered,
-            publications: publications.iter().map(Publication::view).collect(),
-        }
     }
 }

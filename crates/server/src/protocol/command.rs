@@ -1,28 +1,10 @@
-//! The hub's wire format (docs/protocol.md): commands in, replies and pushes out.
-//!
-//! Commands are parsed with serde into [`Command`] by the server, and
-//! encoded from the same type by clients (the CLI, the bench): one
-//! definition of the format. Anything that does not parse becomes a
-//! `bad_request` error reply that names the problem, never a closed
-//! connection. Replies and pushes are serialised once and shared as
-//! bytes: a publication fanned out to ten thousand subscribers is encoded
-//! one time.
+//! What clients send: one command per text frame, with the id its reply
+//! will carry.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-/// Who a connection is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Member {
-    /// The connection's id (`api` for the HTTP API).
-    pub client: Arc<str>,
-    /// The authenticated identity (token subject), or the nickname.
-    pub user: Arc<str>,
-    /// The display name.
-    pub name: Arc<str>,
-}
+use super::{ErrorCode, HubError};
 
 /// A recovery position: the last publication a client saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,101 +129,6 @@ pub enum Command {
     Ping,
 }
 
-/// Error codes of docs/protocol.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed JSON, unknown command, missing or mistyped field.
-    BadRequest,
-    /// No valid token where one is required.
-    Unauthorized,
-    /// The token does not allow this.
-    Forbidden,
-    /// The command needs a subscription first.
-    NotSubscribed,
-    /// The nickname is taken in that channel.
-    NameTaken,
-    /// Data larger than allowed.
-    TooLarge,
-    /// Too many commands.
-    RateLimited,
-    /// Too many subscriptions.
-    LimitExceeded,
-    /// Banned from the channel.
-    Banned,
-    /// The server cannot do this now (its disk is full or cannot be
-    /// written): nothing was done; the same request succeeds later.
-    Unavailable,
-    /// The server failed.
-    Internal,
-}
-
-/// An error reply's body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{message}")]
-pub struct HubError {
-    /// The machine-readable code.
-    pub code: ErrorCode,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
-impl HubError {
-    /// An error with a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// `{"id": .., "result": ..}`
-pub fn reply(id: Option<u64>, result: &impl Serialize) -> Bytes {
-    #[derive(Serialize)]
-    struct Reply<'a, T> {
-        id: Option<u64>,
-        result: &'a T,
-    }
-    to_bytes(&Reply { id, result })
-}
-
-/// `{"id": .., "error": {"code", "message"}}`
-pub fn error_reply(id: Option<u64>, error: &HubError) -> Bytes {
-    #[derive(Serialize)]
-    struct ErrorReply<'a> {
-        id: Option<u64>,
-        error: &'a HubError,
-    }
-    to_bytes(&ErrorReply { id, error })
-}
-
-/// A presence or typing push: `{"push": kind, "channel", "member"}`.
-pub fn member_push(kind: &str, channel: &str, member: &Member) -> Bytes {
-    #[derive(Serialize)]
-    struct Push<'a> {
-        push: &'a str,
-        channel: &'a str,
-        member: &'a Member,
-    }
-    to_bytes(&Push {
-        push: kind,
-        channel,
-        member,
-    })
-}
-
-/// `{"push": "kicked", "channel", "reason"}`
-pub fn kicked_push(channel: &str, reason: &str) -> Bytes {
-    to_bytes(&serde_json::json!({"push": "kicked", "channel": channel, "reason": reason}))
-}
-
-/// Serialises a value that cannot fail to serialise (no maps with
-/// non-string keys, no failing `Serialize` impls).
-pub fn to_bytes(value: &impl Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).expect("hub messages always serialise"))
-}
-
 /// Parses one command; a parse failure becomes a `bad_request` with serde's
 /// explanation and, when the JSON had one, the command's id.
 pub fn parse_request(text: &str) -> Result<Request, (Option<u64>, HubError)> {
@@ -251,6 +138,19 @@ pub fn parse_request(text: &str) -> Result<Request, (Option<u64>, HubError)> {
             .and_then(|v| v.get("id")?.as_u64());
         (id, HubError::new(ErrorCode::BadRequest, e.to_string()))
     })
+}
+
+/// Encodes publication data, refusing more than `max` bytes of JSON.
+pub fn encode_data(data: &serde_json::Value, max: usize) -> Result<Box<RawValue>, HubError> {
+    let text = serde_json::to_string(data)
+        .map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))?;
+    if text.len() > max {
+        return Err(HubError::new(
+            ErrorCode::TooLarge,
+            format!("data is {} bytes; the limit is {max}", text.len()),
+        ));
+    }
+    RawValue::from_string(text).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
 /// Checks a channel name: 1–128 characters of letters, digits and `-_.:@/`.
