@@ -16,7 +16,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::close::{CloseCode, CloseFrame};
+use crate::close::CloseFrame;
 use crate::deflate::{DeflateConfig, DeflateParams, Deflater, Inflated, Inflater};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
@@ -991,11 +991,3 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// The close code a connection that ended this way reports.
-pub fn close_code_of(frame: Option<&Option<CloseFrame>>) -> CloseCode {
-    match frame {
-        Some(Some(f)) => f.code,
-        Some(None) => CloseCode::NO_STATUS,
-        None => CloseCode::ABNORMAL,
-    }
-}

@@ -80,11 +80,11 @@ pub enum Role {
     Client,
 }
 
-/// Where a connection is in its life (RFC 6455 §4, §7).
+/// Where an open connection is in its life (RFC 6455 §7). Before the
+/// opening handshake completes there is no [`Connection`] yet: the
+/// handshake has its own types ([`handshake`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
-    /// The opening handshake is under way.
-    Connecting,
     /// Messages flow both ways.
     Open,
     /// This side sent a close frame and waits for the peer's.
