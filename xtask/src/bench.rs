@@ -844,9 +844,23 @@ pub fn smoke(paths: &Paths) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let url = format!("ws://{addr}/echo");
+    let pid = server.child.id().to_string();
     let mut cmd = Command::new(&duplex);
     cmd.args([
-        "bench", "echo", &url, "-c", "4", "-p", "4", "-s", "1k", "-d", "2s", "--json",
+        "bench",
+        "echo",
+        &url,
+        "-c",
+        "4",
+        "-p",
+        "4",
+        "-s",
+        "1k",
+        "-d",
+        "2s",
+        "--json",
+        "--server-pid",
+        &pid,
     ]);
     println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
     let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench echo")?;
@@ -859,15 +873,23 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     if v["errors"] != 0 || row["errors"] != 0 {
         bail!("duplex bench reported errors: {v}");
     }
+    // The server's CPU time: some, and not more than both cores all along.
+    let cpu_us = row["extra"]["server_cpu_us_per_msg"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let busy = row["extra"]["server_cpu_pct"].as_f64().unwrap_or(0.0);
     if ops < 100
         || rate <= 0.0
         || !(0.0 < p50 && p50 <= p99)
         || bytes != ops * 1024
         || v["mode"] != "echo"
+        || !(cpu_us > 0.0 && busy > 0.0 && busy <= 100.0 * available_cores() as f64 + 10.0)
     {
         bail!("implausible report: {v}");
     }
-    println!("    {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors");
+    println!(
+        "    {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors; the server's CPU {cpu_us:.2} µs per message, {busy:.0}% busy"
+    );
 
     // The transfer mode: every run moves every byte and checks it.
     let mut cmd = Command::new(&duplex);
@@ -893,6 +915,10 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     }
     drop(server);
     Ok(())
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 fn cmd_args_all(cmd: &Command) -> String {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
 use super::Common;
 use super::progress::Progress;
 use super::report::{Report, Row, latency_histogram};
+use super::server_usage;
 use super::target::Target;
 use super::wire::ws_connect;
 
@@ -41,36 +42,9 @@ pub struct ConnectionsArgs {
     /// Handshakes in progress at once.
     #[arg(short = 'c', long, default_value_t = 64)]
     concurrency: usize,
-    /// The server's process id: report its RSS and CPU time per connection.
-    #[arg(long)]
-    server_pid: Option<u32>,
     /// How long to hold the connections open before measuring memory.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     hold: Duration,
-}
-
-/// The server's resident set (KiB) and CPU time (ticks), from /proc.
-fn server_usage(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .context("no VmRSS")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses.
-    let after = stat.rsplit_once(')').context("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((rss, utime + stime))
-}
-
-/// Clock ticks per second for /proc/PID/stat times.
-fn ticks_per_second() -> f64 {
-    // Linux reports these in USER_HZ, which its ABI fixes at 100.
-    100.0
 }
 
 /// Raises the soft open-file limit to the hard limit.
@@ -87,7 +61,7 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     raise_nofile();
     let target = Target::parse(&args.common.url, args.common.allow_remote)?
         .with_tls(args.common.cacert.as_deref())?;
-    let before = args.server_pid.map(server_usage).transpose()?;
+    let before = args.common.server_pid.map(server_usage::read).transpose()?;
     let progress = Progress::new(!args.common.json);
     let done = Arc::new(AtomicU64::new(0));
     progress.start(Duration::from_secs(10), done.clone());
@@ -144,16 +118,22 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     row.ops = held.len() as u64;
     row.latency = Some(hist);
     tokio::time::sleep(args.hold).await;
-    if let (Some(pid), Some((rss0, cpu0))) = (args.server_pid, before) {
-        let (rss1, cpu1) = server_usage(pid)?;
+    if let (Some(pid), Some(before)) = (args.common.server_pid, before) {
+        let after = server_usage::read(pid)?;
         let n = row.ops.max(1) as f64;
-        row.extra
-            .push(("rss_kib_per_conn".into(), (rss1 - rss0) / n, "KiB".into()));
-        row.extra
-            .push(("server_rss_mib".into(), rss1 / 1024.0, "MiB".into()));
+        row.extra.push((
+            "rss_kib_per_conn".into(),
+            (after.rss_kib - before.rss_kib) / n,
+            "KiB".into(),
+        ));
+        row.extra.push((
+            "server_rss_mib".into(),
+            after.rss_kib / 1024.0,
+            "MiB".into(),
+        ));
         row.extra.push((
             "cpu_us_per_handshake".into(),
-            (cpu1 - cpu0) / ticks_per_second() * 1e6 / n,
+            (after.cpu_seconds - before.cpu_seconds) * 1e6 / n,
             "µs".into(),
         ));
     }
@@ -163,7 +143,7 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
         url: args.common.url.clone(),
         unit: "handshakes",
         params: json!({ "connections": args.connections, "concurrency": args.concurrency,
-                        "server_pid": args.server_pid }),
+                        "server_pid": args.common.server_pid }),
         rows: vec![row],
     })
 }

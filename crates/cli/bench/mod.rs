@@ -14,6 +14,7 @@ mod html;
 mod http;
 mod progress;
 mod report;
+mod server_usage;
 mod target;
 mod transfer;
 mod wire;
@@ -79,6 +80,11 @@ pub struct Common {
     /// of the system's roots.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// The server's process id (on this machine): report its CPU time per
+    /// message and how busy it was (echo, latency, fanout), or its memory
+    /// and CPU per connection (connections).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -185,6 +191,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 async fn measure(mode: Mode) -> Result<(Common, Report)> {
+    // The server's CPU time over the run, for the modes whose report is
+    // one row of messages or deliveries (latency watches after its warmup).
+    let per = match &mode {
+        Mode::Echo(a) => a.common.server_pid.map(|p| (p, "msg")),
+        Mode::Fanout(a) => a.common.server_pid.map(|p| (p, "delivery")),
+        _ => None,
+    };
+    let watch = per
+        .map(|(pid, _)| server_usage::CpuWatch::start(pid))
+        .transpose()?;
+    let (common, mut report) = measure_mode(mode).await?;
+    if let (Some(watch), Some((_, per))) = (watch, per) {
+        for row in &mut report.rows {
+            watch.report(row, per)?;
+        }
+    }
+    Ok((common, report))
+}
+
+async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
     match mode {
         Mode::Echo(a) => {
             let target = Target::parse(&a.common.url, a.common.allow_remote)?
@@ -252,7 +278,15 @@ async fn measure(mode: Mode) -> Result<(Common, Report)> {
                 compress: false,
             };
             let name = format!("latency 1x1 {}", show_size(a.size));
-            let row = echo::run(&target, &plan, name, &progress).await?;
+            let watch = a
+                .common
+                .server_pid
+                .map(server_usage::CpuWatch::start)
+                .transpose()?;
+            let mut row = echo::run(&target, &plan, name, &progress).await?;
+            if let Some(watch) = watch {
+                watch.report(&mut row, "msg")?;
+            }
             let report = Report {
                 mode: "latency",
                 url: a.common.url.clone(),

@@ -990,4 +990,3 @@ impl std::fmt::Debug for Connection {
             .finish()
     }
 }
-

@@ -1,0 +1,115 @@
+//! The server's own cost during a run, read from `/proc/PID` (Linux):
+//! CPU time and resident memory. Throughput alone saturates once the load
+//! generator is the bottleneck; CPU time per message still tells a cheaper
+//! server from a dearer one.
+
+use anyhow::{Context, Result};
+
+use super::report::Row;
+
+/// What the server had used at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Resident set, KiB.
+    pub rss_kib: f64,
+    /// User and system CPU time, seconds (every thread, finished ones too).
+    pub cpu_seconds: f64,
+}
+
+/// Reads `/proc/PID/status` and `/proc/PID/stat`.
+pub fn read(pid: u32) -> Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| {
+        format!(
+            "cannot read /proc/{pid}/status: is --server-pid a running process on this machine?"
+        )
+    })?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .context("no VmRSS")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').context("bad stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    // In USER_HZ, which Linux's ABI fixes at 100.
+    Ok(Usage {
+        rss_kib,
+        cpu_seconds: (utime + stime) / 100.0,
+    })
+}
+
+/// The server's CPU time from the start of a run.
+pub struct CpuWatch {
+    pid: u32,
+    start: Usage,
+}
+
+impl CpuWatch {
+    /// Starts watching `pid`.
+    pub fn start(pid: u32) -> Result<Self> {
+        Ok(Self {
+            pid,
+            start: read(pid)?,
+        })
+    }
+
+    /// Adds to `row` the server's CPU time per operation (`per` names the
+    /// operation: `msg`, `delivery`) and how busy it was (100% is one core
+    /// all the time: the server, not the generator, was the bottleneck).
+    pub fn report(&self, row: &mut Row, per: &str) -> Result<()> {
+        let cpu = read(self.pid)?.cpu_seconds - self.start.cpu_seconds;
+        row.extra.push((
+            format!("server_cpu_us_per_{per}"),
+            cpu * 1e6 / row.ops.max(1) as f64,
+            "µs".into(),
+        ));
+        row.extra.push((
+            "server_cpu_pct".into(),
+            100.0 * cpu / row.elapsed.as_secs_f64().max(1e-9),
+            "%".into(),
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_spent_is_reported_per_operation() {
+        let pid = std::process::id();
+        let watch = CpuWatch::start(pid).unwrap();
+        assert!(watch.start.rss_kib > 0.0);
+        // Spend CPU until the kernel's 10 ms ticks have counted some.
+        let mut x = 0u64;
+        while read(pid).unwrap().cpu_seconds - watch.start.cpu_seconds < 0.03 {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        let mut row = Row::new("test");
+        row.ops = 1000;
+        row.elapsed = std::time::Duration::from_secs(1);
+        watch.report(&mut row, "msg").unwrap();
+        let per_msg = row
+            .extra
+            .iter()
+            .find(|(k, _, _)| k == "server_cpu_us_per_msg")
+            .unwrap()
+            .1;
+        let busy = row
+            .extra
+            .iter()
+            .find(|(k, _, _)| k == "server_cpu_pct")
+            .unwrap()
+            .1;
+        // At least 30 ms over 1000 operations, and 3% of the second.
+        assert!(per_msg >= 30.0, "{per_msg}");
+        assert!(busy >= 3.0, "{busy}");
+    }
+}
