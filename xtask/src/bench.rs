@@ -390,6 +390,10 @@ struct Sample {
     p99: f64,
     rss_kib: f64,
     cpu_us: f64,
+    /// The server's CPU time per echoed message, µs (echo and latency).
+    cpu_us_per_msg: f64,
+    /// How busy the server was, % of one core.
+    busy_pct: f64,
 }
 
 fn measure(
@@ -411,9 +415,9 @@ fn measure(
     if server.name == "tcp" && work.mode != "connections" {
         cmd.arg("--mirror");
     }
-    if work.mode == "connections" {
-        cmd.args(["--server-pid", &running.child.id().to_string()]);
-    }
+    // Every mode reports the server's own cost: throughput saturates once
+    // the load generator is the bottleneck, CPU time per message does not.
+    cmd.args(["--server-pid", &running.child.id().to_string()]);
     let shown = format!("{} {}", bins.duplex.display(), cmd_args(&cmd));
     let v = bench_report(&mut cmd, Duration::from_secs(600), &format!("`{shown}`"))?;
     let row = &v["rows"][0];
@@ -425,6 +429,8 @@ fn measure(
             p99: row["latency_us"]["p99"].as_f64().unwrap_or(0.0),
             rss_kib: extra["rss_kib_per_conn"].as_f64().unwrap_or(0.0),
             cpu_us: extra["cpu_us_per_handshake"].as_f64().unwrap_or(0.0),
+            cpu_us_per_msg: extra["server_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN),
+            busy_pct: extra["server_cpu_pct"].as_f64().unwrap_or(f64::NAN),
         },
         shown,
     ))
@@ -551,7 +557,11 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
         sections.push('\n');
     }
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let table = table(&work, &servers, &samples);
+    let table = format!(
+        "{}\nThe server's CPU time per message, as a share of the TCP echo's in the same run (lower is better; medians):\n\n{}",
+        table(&work, &servers, &samples),
+        cpu_table(&work, &servers, &samples)
+    );
     println!("\n{table}\n{sections}");
     let svg = throughput_svg(&work, &servers, &samples);
     let out_dir = paths.target.join("bench");
@@ -614,6 +624,41 @@ fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -
                     med(si, |s| s.rss_kib),
                     med(si, |s| s.cpu_us)
                 ),
+            };
+            let _ = write!(t, " {cell} |");
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// The server's CPU time per echoed message, as a share of the TCP echo's
+/// in the same run (lower is better), with the figure and how busy the
+/// server was: a server below 100% busy was not the bottleneck, so its
+/// throughput share says little, while its CPU per message still does.
+fn cpu_table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
+    let mut t = String::from("| server CPU per message |");
+    for s in servers {
+        let _ = write!(t, " {} |", s.label);
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(servers.len()));
+    t.push('\n');
+    let tcp = servers.iter().position(|s| s.name == "tcp");
+    for (wi, w) in work.iter().enumerate() {
+        if !matches!(w.mode, "echo" | "latency") {
+            continue;
+        }
+        let _ = write!(t, "| {} |", w.label);
+        let med =
+            |si: usize, f: fn(&Sample) -> f64| median(samples[wi][si].iter().map(f).collect());
+        for si in 0..servers.len() {
+            let us = med(si, |s| s.cpu_us_per_msg);
+            let busy = med(si, |s| s.busy_pct);
+            let share = tcp.map(|ti| 100.0 * us / med(ti, |s| s.cpu_us_per_msg));
+            let cell = match share {
+                Some(share) => format!("{share:.0}% ({us:.2} µs, {busy:.0}% busy)"),
+                None => format!("{us:.2} µs, {busy:.0}% busy"),
             };
             let _ = write!(t, " {cell} |");
         }
