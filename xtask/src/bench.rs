@@ -592,14 +592,20 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
-    let mut t = String::from("| workload |");
+/// A table's head: `first`, then a column per server.
+fn table_head(first: &str, servers: &[&Server]) -> String {
+    let mut t = format!("| {first} |");
     for s in servers {
         let _ = write!(t, " {} |", s.label);
     }
     t.push_str("\n|---|");
     t.push_str(&"---|".repeat(servers.len()));
     t.push('\n');
+    t
+}
+
+fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
+    let mut t = table_head("workload", servers);
     let tcp = servers.iter().position(|s| s.name == "tcp");
     for (wi, w) in work.iter().enumerate() {
         let _ = write!(t, "| {} |", w.label);
@@ -637,13 +643,7 @@ fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -
 /// server was: a server below 100% busy was not the bottleneck, so its
 /// throughput share says little, while its CPU per message still does.
 fn cpu_table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
-    let mut t = String::from("| server CPU per message |");
-    for s in servers {
-        let _ = write!(t, " {} |", s.label);
-    }
-    t.push_str("\n|---|");
-    t.push_str(&"---|".repeat(servers.len()));
-    t.push('\n');
+    let mut t = table_head("server CPU per message", servers);
     let tcp = servers.iter().position(|s| s.name == "tcp");
     for (wi, w) in work.iter().enumerate() {
         if !matches!(w.mode, "echo" | "latency") {
