@@ -4,8 +4,8 @@
 //!
 //! A connection charges the budget for everything it buffers for its peer:
 //! its read buffer, the message being put together (inflated data
-//! included) and what waits to be written, past the [`UNCHARGED`] read
-//! buffer every busy connection has, in steps of [`CHARGE_STEP`]; a
+//! included) and what waits to be written, past the [`UNCHARGED`] bytes
+//! every busy connection has, in steps of [`CHARGE_STEP`]; a
 //! connection exchanging small messages with a peer that keeps up never
 //! touches it. When a charge would pass the limit, the heaviest holder goes:
 //! it is closed with 1013 (try again later) and its memory freed, while the
@@ -37,10 +37,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 
-/// What a connection may buffer without charging the budget: the read
-/// buffer every busy connection has ([`crate::pool`]'s default). An idle
-/// connection lends it to a pool and holds nothing.
-pub const UNCHARGED: usize = 8 << 10;
+/// What a connection may buffer without charging the budget: the 8 KiB
+/// read buffer every busy connection has ([`crate::pool`]'s default) and
+/// as much again of a partial message or of output on its way, so that a
+/// connection exchanging small messages never touches the shared budget.
+/// An idle connection lends its buffers to a pool and holds nothing.
+pub const UNCHARGED: usize = 16 << 10;
 
 /// Charges are taken in steps of this many bytes, so a connection whose
 /// buffers hover around a size touches the shared budget only when it
@@ -80,13 +82,23 @@ pub(crate) fn charge_for(held: usize) -> usize {
 #[derive(Clone)]
 pub struct MemoryBudget(Arc<Shared>);
 
+#[derive(Default)]
+struct Holders {
+    list: Vec<Weak<Holder>>,
+    prune_at: usize,
+}
+
 struct Shared {
     limit: usize,
     used: AtomicUsize,
-    /// Connections holding a charge (few: those receiving large messages).
-    holders: Mutex<Vec<Weak<Holder>>>,
+    /// Connections holding a charge or a weight, and when to drop the
+    /// ones gone from the list (amortized: at twice the live count).
+    holders: Mutex<Holders>,
     /// Connections waiting for memory to be released.
     waiters: Mutex<Vec<Waker>>,
+    /// Whether `waiters` may hold any: checked before taking its lock on
+    /// every release (most releases have nobody to wake).
+    anyone_waiting: AtomicBool,
     shed: AtomicU64,
     paused: AtomicU64,
 }
@@ -108,6 +120,7 @@ impl MemoryBudget {
             used: AtomicUsize::new(0),
             holders: Mutex::default(),
             waiters: Mutex::default(),
+            anyone_waiting: AtomicBool::new(false),
             shed: AtomicU64::new(0),
             paused: AtomicU64::new(0),
         }))
@@ -169,20 +182,18 @@ impl MemoryBudget {
         }
         // Over the limit: the heaviest holder goes, counting this one at
         // what it asks for.
-        match self.choose_heaviest(Some(&charge.holder), want) {
+        // Compared at all it would hold: this, and what it keeps alive.
+        let weight = charge.holder.held.load(Ordering::Relaxed) + more;
+        match self.choose_heaviest(Some(&charge.holder), weight) {
             Choice::Asker => {
-                shared.shed.fetch_add(1, Ordering::Relaxed);
+                self.mark_shed(&charge.holder);
                 return Admit::Shed;
             }
             Choice::Other(h) => self.mark_shed(&h),
             Choice::Leaving | Choice::Nobody => {}
         }
         shared.paused.fetch_add(1, Ordering::Relaxed);
-        shared
-            .waiters
-            .lock()
-            .expect("not poisoned")
-            .push(waker.clone());
+        self.wait(waker);
         // Released meanwhile? Then try again rather than sleep.
         if shared.used.load(Ordering::Acquire) + more <= shared.limit {
             return Admit::Retry;
@@ -196,20 +207,23 @@ impl MemoryBudget {
     fn choose_heaviest(&self, asker: Option<&Arc<Holder>>, want: usize) -> Choice {
         let holders = self.0.holders.lock().expect("not poisoned");
         let mut heaviest: Option<Arc<Holder>> = None;
-        for h in holders.iter().filter_map(Weak::upgrade) {
+        for h in holders.list.iter().filter_map(Weak::upgrade) {
             if asker.is_some_and(|a| Arc::ptr_eq(a, &h)) {
                 continue;
             }
             if h.shed.load(Ordering::Relaxed) {
-                // Memory already on its way back: wait for it. What the
-                // application holds of a shed socket's messages may never
-                // be freed, so is not waited for.
-                if h.leaving() > 0 {
+                // Its buffers are on their way back: wait for them. What
+                // the application holds for it (messages, queues) may not
+                // be freed soon, so is not waited for.
+                if h.incoming.load(Ordering::Relaxed) > 0 {
                     return Choice::Leaving;
                 }
                 continue;
             }
             let held = h.held.load(Ordering::Relaxed);
+            if held == 0 {
+                continue; // shedding it would free nothing
+            }
             if heaviest
                 .as_ref()
                 .is_none_or(|x| held > x.held.load(Ordering::Relaxed))
@@ -237,11 +251,26 @@ impl MemoryBudget {
     }
 
     fn register(&self, holder: &Arc<Holder>) {
-        if !holder.registered.swap(true, Ordering::Relaxed) {
-            let mut holders = self.0.holders.lock().expect("not poisoned");
-            holders.retain(|h| h.strong_count() > 0);
-            holders.push(Arc::downgrade(holder));
+        if holder.registered.load(Ordering::Relaxed)
+            || holder.registered.swap(true, Ordering::Relaxed)
+        {
+            return;
         }
+        let mut holders = self.0.holders.lock().expect("not poisoned");
+        if holders.list.len() >= holders.prune_at {
+            holders.list.retain(|h| h.strong_count() > 0);
+            holders.prune_at = (2 * holders.list.len()).max(64);
+        }
+        holders.list.push(Arc::downgrade(holder));
+    }
+
+    /// Wakes `waker` when memory is next released.
+    fn wait(&self, waker: &Waker) {
+        let mut waiters = self.0.waiters.lock().expect("not poisoned");
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+        self.0.anyone_waiting.store(true, Ordering::Release);
     }
 
     /// Charges `bytes` that no one connection owns, such as one message
@@ -291,7 +320,6 @@ impl MemoryBudget {
             budget: self.clone(),
             holder: None,
             bytes,
-            shared: false,
         })
     }
 
@@ -299,11 +327,11 @@ impl MemoryBudget {
         let used = self.0.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
         if let Some(h) = holder {
             h.held.fetch_add(bytes, Ordering::Relaxed);
-            h.shared.fetch_add(bytes, Ordering::Relaxed);
             self.register(h);
         }
         if used > self.0.limit {
-            match self.choose_heaviest(holder, bytes) {
+            let weight = holder.map_or(bytes, |h| h.held.load(Ordering::Relaxed));
+            match self.choose_heaviest(holder, weight) {
                 Choice::Other(h) => self.mark_shed(&h),
                 Choice::Asker => self.mark_shed(holder.expect("an asker")),
                 Choice::Leaving | Choice::Nobody => {}
@@ -313,7 +341,6 @@ impl MemoryBudget {
             budget: self.clone(),
             holder: holder.cloned(),
             bytes,
-            shared: holder.is_some(),
         }
     }
 
@@ -347,11 +374,7 @@ impl MemoryBudget {
                     self.mark_shed(&h);
                 }
             }
-            self.0
-                .waiters
-                .lock()
-                .expect("not poisoned")
-                .push(cx.waker().clone());
+            self.wait(cx.waker());
             if fits() {
                 return std::task::Poll::Ready(());
             }
@@ -379,7 +402,6 @@ impl MemoryBudget {
             budget: self.clone(),
             holder: Some(charge.holder.clone()),
             bytes,
-            shared: false,
         }
     }
 
@@ -390,6 +412,9 @@ impl MemoryBudget {
 
     fn give_back_unattributed(&self, bytes: usize) {
         self.0.used.fetch_sub(bytes, Ordering::AcqRel);
+        if !self.0.anyone_waiting.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let waiters = std::mem::take(&mut *self.0.waiters.lock().expect("not poisoned"));
         for w in waiters {
             w.wake();
@@ -406,8 +431,6 @@ pub struct Charged {
     /// The connection it weighs on, if any.
     holder: Option<Arc<Holder>>,
     bytes: usize,
-    /// Charged through a [`BudgetShare`] (counted in `Holder::shared`).
-    shared: bool,
 }
 
 impl std::fmt::Debug for Charged {
@@ -424,12 +447,7 @@ impl Drop for Charged {
             return;
         }
         match &self.holder {
-            Some(h) => {
-                if self.shared {
-                    h.shared.fetch_sub(self.bytes, Ordering::Relaxed);
-                }
-                self.budget.give_back(h, self.bytes);
-            }
+            Some(h) => self.budget.give_back(h, self.bytes),
             None => self.budget.give_back_unattributed(self.bytes),
         }
     }
@@ -454,7 +472,6 @@ impl std::fmt::Debug for Weight {
 impl Drop for Weight {
     fn drop(&mut self) {
         self.holder.held.fetch_sub(self.bytes, Ordering::Relaxed);
-        self.holder.shared.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -473,9 +490,9 @@ impl Drop for Weight {
 /// let queued = a.charge(600);
 /// let _alive = b.weigh(100); // charged elsewhere, kept alive by b
 /// assert_eq!(budget.used(), 600);
-/// let more = b.charge(600); // past the limit: the heavier one goes
+/// let push = budget.charge(600); // past the limit: the heaviest goes
 /// assert!(a.is_shed() && !b.is_shed());
-/// drop((queued, more));
+/// drop((queued, push));
 /// assert_eq!(budget.used(), 0);
 /// ```
 #[derive(Clone)]
@@ -506,7 +523,6 @@ impl BudgetShare {
     /// connection keeps alive (a message queued for it among others).
     pub fn weigh(&self, bytes: usize) -> Weight {
         self.holder.held.fetch_add(bytes, Ordering::Relaxed);
-        self.holder.shared.fetch_add(bytes, Ordering::Relaxed);
         self.budget.register(&self.holder);
         Weight {
             holder: self.holder.clone(),
@@ -586,23 +602,12 @@ struct Holder {
     held: AtomicUsize,
     /// Of `held`, what it holds of arriving messages.
     incoming: AtomicUsize,
-    /// Of `held`, what the application charged or weighed through a
-    /// [`BudgetShare`]: let go of when the connection closes.
-    shared: AtomicUsize,
     /// Set when the budget chose this connection to close.
     shed: AtomicBool,
     /// Whether it is in the budget's list of holders.
     registered: AtomicBool,
     /// Where to wake it when it is chosen.
     waker: Mutex<Option<Waker>>,
-}
-
-impl Holder {
-    /// What it lets go of once shed: its unfinished message, and what the
-    /// application holds through its [`BudgetShare`].
-    fn leaving(&self) -> usize {
-        self.incoming.load(Ordering::Relaxed) + self.shared.load(Ordering::Relaxed)
-    }
 }
 
 impl Charge {
@@ -720,7 +725,7 @@ mod tests {
         let fourth = budget.charge(300);
         assert!(slow.is_shed() && !quick.is_shed());
         assert_eq!(budget.shed(), 1);
-        // While it lets go, nobody else is shed.
+        // The quick one holds nothing: shedding it would free nothing.
         let fifth = budget.charge(300);
         assert!(!quick.is_shed());
         slow_queue.clear();
@@ -735,6 +740,17 @@ mod tests {
         let _a = small.charge(100);
         let _b = big.charge(950);
         assert!(big.is_shed() && !small.is_shed());
+    }
+
+    #[test]
+    fn an_asker_is_weighed_with_all_it_holds() {
+        let budget = MemoryBudget::new(1000);
+        let (a, b) = (budget.share(), budget.share());
+        let _a = a.charge(600);
+        let _kept = b.weigh(500); // memory b keeps alive, charged elsewhere
+        // b asks for less than a holds, but holds more than a in all.
+        let _b = b.charge(500);
+        assert!(b.is_shed() && !a.is_shed());
     }
 
     #[tokio::test]
@@ -783,7 +799,6 @@ mod tests {
             proptest::prop_assert_eq!(budget.used(), 0);
             for s in &shares {
                 proptest::prop_assert_eq!(s.holder.held.load(Ordering::Relaxed), 0);
-                proptest::prop_assert_eq!(s.holder.shared.load(Ordering::Relaxed), 0);
             }
         }
     }

@@ -271,7 +271,7 @@ impl Proxy {
                     K::Credentials,
                     " (the proxy wants credentials: put them in the URL, socks5://user:pass@host:port)",
                 ),
-                S::PasswordAuthFailure(_) => (
+                S::PasswordAuthFailure(_) | S::InvalidAuthValues(_) => (
                     K::Credentials,
                     " (check the user name and password in the proxy URL)",
                 ),

@@ -241,9 +241,7 @@ where
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<()> {
-        poll_fn(|cx| self.poll_write_out(cx))
-            .await
-            .map_err(Error::from)
+        poll_fn(|cx| self.poll_flush_out(cx)).await
     }
 
     /// Closes the connection: sends a close frame, waits (up to
@@ -498,6 +496,7 @@ where
                         account.charge.wake_when_shed(rcx.waker());
                     }
                     self.park_buffers();
+                    self.settle_budget();
                     return Poll::Pending;
                 }
             }
@@ -511,8 +510,10 @@ where
         if self.config.memory_budget.is_none() {
             return Admit::Granted;
         }
-        let incoming = self.conn.bytes_wanted().max(pool::DEFAULT_CAPACITY);
-        let want = self.conn.held_bytes_after(incoming);
+        // Only a frame known to be larger than the buffer is granted ahead;
+        // a read's own growth is charged on the next turn, so a connection
+        // exchanging small messages is never charged at all.
+        let want = self.conn.held_bytes_after(self.conn.bytes_wanted());
         // What is granted bounds inflation too (one compressed frame can
         // inflate to the message limit), a step at a time.
         self.conn.allow_memory(charge_for(want).max(CHARGE_STEP));
@@ -544,6 +545,51 @@ where
             .account
             .get_or_insert_with(|| Account::new(budget));
         account.budget.set(&mut account.charge, want, cx.waker())
+    }
+
+    /// Gives back what this connection no longer buffers (its buffers
+    /// went back to the pool, its output was written): an idle connection
+    /// holds no charge.
+    fn settle_budget(&mut self) {
+        let Some(account) = self.extra.as_mut().and_then(|x| x.account.as_mut()) else {
+            return;
+        };
+        let held = self.conn.held_bytes() + self.conn.outgoing().len();
+        let want = charge_for(held);
+        if want < account.charge.incoming() {
+            // Lower than what is held: only gives back, never waits.
+            account.budget.set(&mut account.charge, want, Waker::noop());
+        }
+    }
+
+    /// Writes out what is queued for a caller waiting on it (`send`,
+    /// `flush`). If the memory budget sheds this connection while its peer
+    /// does not read, the wait ends with [`Error::MemoryBudget`] instead
+    /// of lasting for ever.
+    pub(crate) fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let shed = |ws: &Self| {
+            ws.finish() == Finish::NotStarted && ws.account().is_some_and(|a| a.charge.is_shed())
+        };
+        if shed(self) {
+            return Poll::Ready(Err(self.shed_while_sending()));
+        }
+        match self.poll_write_out(cx) {
+            Poll::Pending => {
+                if let Some(account) = self.account() {
+                    account.charge.wake_when_shed(cx.waker());
+                }
+                // Chosen between the check and the registration?
+                if shed(self) {
+                    return Poll::Ready(Err(self.shed_while_sending()));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) => {
+                self.settle_budget();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        }
     }
 
     /// A large message that arrived stays charged to this connection for
@@ -1022,7 +1068,7 @@ where
             ready!(this.ws.poll_queued(cx))?;
             this.queued = true;
         }
-        this.ws.poll_write_out(cx).map_err(Error::from)
+        this.ws.poll_flush_out(cx)
     }
 }
 
@@ -1069,7 +1115,7 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.get_mut().poll_write_out(cx).map_err(Error::from)
+        self.get_mut().poll_flush_out(cx)
     }
 
     /// Sends a normal close frame (if none was sent) and flushes. The peer's

@@ -89,6 +89,38 @@ async fn serve_until_shed<S>(
     }
 }
 
+/// A connection exchanging small messages with a peer that keeps up never
+/// touches the budget: not while it works, not once idle (before, the
+/// estimate of its next read charged every such connection 64 KiB, idle
+/// ones included, and a few thousand of them filled a budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_are_never_charged() {
+    // So small that any charge at all (a 64 KiB step) would shed it.
+    let budget = MemoryBudget::new(32 << 10);
+    let builder = ServerBuilder::new().memory_budget(budget.clone());
+    let (addr, _events) = echo_server(builder).await;
+    let mut client = ClientBuilder::new()
+        .connect(&format!("ws://{addr}/echo"))
+        .await
+        .unwrap();
+    // Sizes from a seeded generator (printed, so a failure can be rerun).
+    let seed: u64 = std::env::var("DUPLEX_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id().into());
+    eprintln!("seed {seed} (DUPLEX_TEST_SEED)");
+    let mut state = seed | 1;
+    for i in 0..500 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 1024) as usize;
+        echo_once(&mut client, &"s".repeat(len)).await;
+        assert_eq!(budget.used(), 0, "charged after message {i} of {len} bytes");
+    }
+    assert_eq!((budget.shed(), budget.paused()), (0, 0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_holding_unfinished_messages_stays_within_the_budget() {
     const PEERS: usize = 12;
