@@ -2,11 +2,11 @@
 //! unfinished message grows the server by about its budget, not by the sum
 //! of their messages (before the budget, 30 such peers on `/echo` grew it
 //! by 1.7 GiB); the heaviest are closed with 1013 and a well-behaved client
-//! is served all along. On `/echo` and on the file relay `/files`; `/ws`
-//! takes messages of at most 64 KiB, which the budget does not charge.
-//! And a crowd that sends whole messages to `/echo` and never reads the
-//! echoes: each echo stays charged while it waits to be written, and a
-//! shed connection drops it.
+//! is served all along: on `/echo`, on the file relay `/files`, and on
+//! `/ws` at its 64 KiB message limit. Crowds that never read: echoes of
+//! large and of small messages, and hub subscribers of flooded channels;
+//! what waits for them stays charged, and a shed connection drops it. And
+//! every hostile crowd at once.
 //! Release build (`cargo xtask test` runs it), since it measures the
 //! process's memory.
 
@@ -85,7 +85,7 @@ async fn a_crowd_on(path: &'static str, peers: usize, each: usize, budget: usize
         budget >> 20,
         watch.report(),
     );
-    // The budget, plus what is not charged (each busy connection's 8 KiB read buffer,
+    // The budget, plus what is not charged (each busy connection's first 16 KiB,
     // socket buffers, the allocator's slack): far below what the crowd
     // would hold without it.
     watch.assert_growth_at_most(2 * budget + (32 << 20));
@@ -205,7 +205,7 @@ async fn a_crowd_on_the_file_relay_is_held_to_the_budget_too() {
 
 /// `/ws` takes messages of at most 64 KiB: 1,000 hub peers each holding
 /// 56 KiB of an unfinished one (55 MiB, more with their buffers) against
-/// 4 MiB. Every byte a connection buffers past its 8 KiB read buffer is
+/// 4 MiB. Every byte a connection buffers past its first 16 KiB is
 /// charged, so a crowd at the per-connection limit is bounded too.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "release build: cargo xtask test runs it"]
