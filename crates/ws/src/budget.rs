@@ -195,7 +195,7 @@ impl MemoryBudget {
         shared.paused.fetch_add(1, Ordering::Relaxed);
         self.wait(waker);
         // Released meanwhile? Then try again rather than sleep.
-        if shared.used.load(Ordering::Acquire) + more <= shared.limit {
+        if shared.used.load(Ordering::SeqCst) + more <= shared.limit {
             return Admit::Retry;
         }
         Admit::Wait
@@ -270,7 +270,9 @@ impl MemoryBudget {
         if !waiters.iter().any(|w| w.will_wake(waker)) {
             waiters.push(waker.clone());
         }
-        self.0.anyone_waiting.store(true, Ordering::Release);
+        // SeqCst here and in the release: each side must see the other's
+        // write (the waiter rechecks `used` after this).
+        self.0.anyone_waiting.store(true, Ordering::SeqCst);
     }
 
     /// Charges `bytes` that no one connection owns, such as one message
@@ -363,7 +365,7 @@ impl MemoryBudget {
     pub async fn room_for(&self, bytes: usize) {
         let mut asked = false;
         std::future::poll_fn(|cx| {
-            let fits = || self.0.used.load(Ordering::Acquire) + bytes <= self.0.limit;
+            let fits = || self.0.used.load(Ordering::SeqCst) + bytes <= self.0.limit;
             if fits() {
                 return std::task::Poll::Ready(());
             }
@@ -411,8 +413,8 @@ impl MemoryBudget {
     }
 
     fn give_back_unattributed(&self, bytes: usize) {
-        self.0.used.fetch_sub(bytes, Ordering::AcqRel);
-        if !self.0.anyone_waiting.swap(false, Ordering::AcqRel) {
+        self.0.used.fetch_sub(bytes, Ordering::SeqCst);
+        if !self.0.anyone_waiting.swap(false, Ordering::SeqCst) {
             return;
         }
         let waiters = std::mem::take(&mut *self.0.waiters.lock().expect("not poisoned"));
@@ -617,11 +619,6 @@ impl Charge {
         }
     }
 
-    /// Bytes charged, arrived messages still alive included.
-    pub(crate) fn held(&self) -> usize {
-        self.holder.held.load(Ordering::Relaxed)
-    }
-
     /// Bytes charged for messages still arriving.
     pub(crate) fn incoming(&self) -> usize {
         self.holder.incoming.load(Ordering::Relaxed)
@@ -643,8 +640,11 @@ impl Charge {
     /// Wakes `waker` if the budget chooses this connection while it waits
     /// for its peer (only connections holding a charge register).
     pub(crate) fn wake_when_shed(&self, waker: &Waker) {
-        if self.held() > 0 {
-            *self.holder.waker.lock().expect("not poisoned") = Some(waker.clone());
+        // Whatever it holds now: the application may charge its share
+        // while the socket waits.
+        let mut slot = self.holder.waker.lock().expect("not poisoned");
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
         }
     }
 }

@@ -638,6 +638,10 @@ where
     /// read (so its output is backed up: see [`shed`](Self::shed)).
     fn shed_while_sending(&mut self) -> Error {
         self.shed();
+        // Whoever waits to send has a peer that does not read: what waits
+        // is dropped now (its charge was given back), not flushed for ever.
+        self.conn.outgoing().discard();
+        self.set_finish(Finish::Shutdown);
         Error::MemoryBudget
     }
 
@@ -1125,7 +1129,7 @@ where
         if this.finish() == Finish::NotStarted && this.conn.state() == State::Open {
             this.start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
-        this.poll_write_out(cx).map_err(Error::from)
+        this.poll_flush_out(cx)
     }
 }
 

@@ -209,10 +209,7 @@ where
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         WriteWakers::register(&self.shared.wakers.writer, cx.waker());
         let mut wcx = Context::from_waker(&self.shared.write_waker);
-        self.shared
-            .lock()
-            .poll_write_out(&mut wcx)
-            .map_err(Error::from)
+        self.shared.lock().poll_flush_out(&mut wcx)
     }
 }
 
