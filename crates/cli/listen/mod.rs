@@ -389,8 +389,24 @@ struct RequestInfo {
     headers: Vec<(String, String)>,
 }
 
-// The request filter's error type (an HTTP response) is duplex's.
-#[allow(clippy::result_large_err)]
+impl RequestInfo {
+    fn of(req: &http::Request<()>) -> Self {
+        Self {
+            target: req.uri().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 async fn websocket<S>(
     stream: S,
     peer: SocketAddr,
@@ -401,46 +417,43 @@ async fn websocket<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = Arc::new(Mutex::new(RequestInfo::default()));
-    let server = {
-        let request = request.clone();
-        let path = ctx.path.clone();
-        ctx.server.clone().filter(move |req| {
-            if let Some(path) = &path {
-                if req.uri().path() != path {
-                    return Err(http::Response::builder()
-                        .status(404)
-                        .body(format!("no WebSocket here; try {path}\n"))
-                        .expect("a valid response"));
-                }
-            }
-            let mut info = request.lock().unwrap_or_else(|e| e.into_inner());
-            info.target = req.uri().to_string();
-            info.headers = req
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            Ok(())
-        })
+    let diag = |what: &str, e: &dyn std::fmt::Display| {
+        if ctx.verbose {
+            ctx.sink
+                .console_ref()
+                .diag(&format!("* [{id} {peer}] {what}: {e}"));
+        }
     };
-    let ws = match server.accept(stream).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            if ctx.verbose {
-                ctx.sink
-                    .console_ref()
-                    .diag(&format!("* [{id} {peer}] handshake failed: {e}"));
-            }
+    let timeout = ctx.server.get_config().handshake_timeout;
+    let incoming = match ctx.server.read_request(stream).await {
+        Ok(incoming) => incoming,
+        Err(no) => {
+            diag("handshake failed", &no.answer(timeout).await);
             return None;
         }
     };
-    let info = request.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(path) = &ctx.path {
+        if incoming.request().uri().path() != path {
+            let not_here = http::Response::builder()
+                .status(404)
+                .body(format!("no WebSocket here; try {path}\n"))
+                .expect("a valid response");
+            if let Err(e) = incoming.reject(not_here).await {
+                diag("answering 404 failed", &e);
+            } else {
+                diag("refused", &format!("404: not {path}"));
+            }
+            return None;
+        }
+    }
+    let info = RequestInfo::of(incoming.request());
+    let ws = match incoming.accept(&ctx.server).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            diag("handshake failed", &e);
+            return None;
+        }
+    };
     let sink = ctx.sink.tagged(Tag { id, peer });
     let opened = Opened {
         url: info.target.clone(),

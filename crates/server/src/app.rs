@@ -16,7 +16,7 @@ use duplex::{Config, MemoryBudget, ServerBuilder, WebSocket};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::either::Either;
 
 use crate::admission::{Admitted, Refusal};
@@ -233,61 +233,58 @@ async fn accept(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let connection = ConnectionParts {
+            peer,
+            router: router.clone(),
+            state: state.clone(),
+        };
         match &tls {
-            // TLS stays on hyper's path.
             Some(acceptor) => {
-                let service = with_peer(router.clone(), peer);
                 let acceptor = acceptor.clone();
-                let shutdown = state.shutdown.clone();
                 state.tasks.spawn(async move {
-                    let builder = http_builder();
-                    let result = match acceptor.accept(tcp).await {
-                        Ok(stream) => {
-                            serve_connection(&builder, TokioIo::new(stream), service, shutdown)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, "connection: {e}");
+                    let handshake = tokio::time::timeout(fastpath::HEAD_WAIT, acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_http1(stream, connection).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
             None => {
-                state
-                    .tasks
-                    .spawn(serve_plain(tcp, peer, router.clone(), state.clone()));
+                state.tasks.spawn(serve_http1(tcp, connection));
             }
         }
     }
 }
 
-/// A plain-TCP connection: WebSocket upgrades to `/echo` and `/ws` are
-/// answered without hyper ([`fastpath`]); everything else is served by
-/// hyper, the bytes already read replayed in front.
+/// What serving a connection needs besides its stream.
+struct ConnectionParts {
+    peer: SocketAddr,
+    router: Router,
+    state: Arc<AppState>,
+}
+
+/// An HTTP/1.1 connection, plain or TLS: WebSocket upgrades to the
+/// endpoints are answered without hyper ([`fastpath`]); everything else is
+/// served by hyper, the bytes already read replayed in front.
 ///
 /// This future lives as long as the connection, so it is kept small: the
 /// head reading and the hyper connection are boxed (freed when done), and
 /// the arguments travel inside the box rather than in this future.
-fn serve_plain(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    state: Arc<AppState>,
-) -> impl std::future::Future<Output = ()> + Send {
+fn serve_http1<S>(stream: S, parts: ConnectionParts) -> impl std::future::Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let sniffing = Box::pin(async move {
-        let sniffed = fastpath::sniff(tcp, peer, &state).await;
-        (sniffed, peer, router, state)
+        let sniffed = fastpath::sniff(stream, parts.peer.ip(), &parts.state).await;
+        (sniffed, parts)
     });
     // Only the next stage is held while the connection lives, not the
     // sniffing's output it was made from.
     async move {
         let stage = {
-            let sniffed = sniffing.await;
-            next_stage(sniffed)
+            let (sniffed, parts) = sniffing.await;
+            next_stage(sniffed, parts)
         };
         stage.await
     }
@@ -295,12 +292,20 @@ fn serve_plain(
 
 type BoxedStage = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// What a plain-TCP connection does after its first head: an echo socket
-/// runs inline (it is what most idle connections are); a hub session and a
-/// hyper connection run boxed.
-fn next_stage(
-    (sniffed, peer, router, state): (Sniffed, SocketAddr, Router, Arc<AppState>),
-) -> Either<impl std::future::Future<Output = ()> + Send, BoxedStage> {
+/// What a connection does after its first head: an echo socket runs
+/// inline (it is what most idle connections are); a hub session, the relay
+/// and a hyper connection run boxed.
+fn next_stage<S>(
+    sniffed: Sniffed<S>,
+    ConnectionParts {
+        peer,
+        router,
+        state,
+    }: ConnectionParts,
+) -> Either<impl std::future::Future<Output = ()> + Send, BoxedStage>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     match sniffed {
         Sniffed::Socket(Endpoint::Echo, ws, admitted) => Either::Left(async move {
             // Counted as open until the socket ends.
@@ -456,6 +461,7 @@ impl SocketServers {
         let mut config = Config::default()
             .with_compression()
             .with_max_message_size(settings.max_message_size);
+        config.handshake_timeout = fastpath::HEAD_WAIT;
         config.limits.max_frame_size = settings.max_message_size;
         if settings.ping_interval > 0 {
             config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
@@ -465,16 +471,31 @@ impl SocketServers {
                 .config(config)
                 .memory_budget(budget.clone()),
             echo: ServerBuilder::new()
+                .config(Config {
+                    handshake_timeout: fastpath::HEAD_WAIT,
+                    ..Config::default()
+                })
+                .deflate(Some(duplex::DeflateConfig::default()))
                 .max_message_size(settings.echo_max_message_size)
                 .memory_budget(budget.clone()),
             // A frame of the relay's largest size, plus room for the
             // WebSocket header.
             files: ServerBuilder::new()
+                .config(Config {
+                    handshake_timeout: fastpath::HEAD_WAIT,
+                    ..Config::default()
+                })
                 .deflate(None)
                 .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64)
                 .memory_budget(budget.clone()),
             budget,
         }
+    }
+
+    /// The settings a request head is read with before its endpoint is
+    /// known: every endpoint's head limits, budget and timeout are alike.
+    pub fn reader(&self) -> &ServerBuilder {
+        &self.echo
     }
 }
 

@@ -24,7 +24,7 @@ fn upgrade(path: &str, extra: &str) -> String {
 }
 
 /// Reads one response head; returns it (lower-cased) and the bytes after it.
-async fn read_head(tcp: &mut TcpStream) -> (String, Vec<u8>) {
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(tcp: &mut S) -> (String, Vec<u8>) {
     let mut buf = Vec::new();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -334,4 +334,71 @@ async fn long_heads_are_charged_and_refused_with_503_when_memory_is_short() {
         status.starts_with("HTTP/1.1 4"),
         "not an upgrade, so refused by the route, not for memory: {status}"
     );
+}
+
+/// A TLS server whose certificate is made for `localhost` on the fly.
+async fn tls_server(adjust: impl FnOnce(&mut duplex_server::Settings)) -> TestServer {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    TestServer::start_in(dir, |s| {
+        s.tls_cert = Some(cert_path);
+        s.tls_key = Some(key_path);
+        adjust(s);
+    })
+    .await
+}
+
+/// Sends `request` over a fresh TLS connection; returns the response head
+/// and the bytes after it.
+async fn one_tls(
+    addr: SocketAddr,
+    request: &str,
+) -> (String, tokio_rustls::client::TlsStream<TcpStream>, Vec<u8>) {
+    let connector = tokio_rustls::TlsConnector::from(duplex::tls::insecure_client_config());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let (head, rest) = read_head(&mut tls).await;
+    (head, tls, rest)
+}
+
+/// TLS connections take the same accept path as plain ones: upgrades are
+/// answered by the fast path with the same checks on every endpoint, an
+/// echo works, and other requests still reach hyper.
+#[tokio::test]
+async fn over_tls_upgrades_take_the_fast_path_with_the_same_checks() {
+    let t = tls_server(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
+    for path in duplex_server::app::Endpoint::ALL.map(|e| e.path()) {
+        let (head, ..) =
+            one_tls(t.addr(), &upgrade(path, "Origin: https://evil.example\r\n")).await;
+        assert_eq!(status(&head), 403, "{path}: {head}");
+        let (head, ..) =
+            one_tls(t.addr(), &upgrade(path, "Origin: https://chat.example\r\n")).await;
+        assert_eq!(status(&head), 101, "{path}: {head}");
+        assert!(!head.contains("date:"), "{path}: answered by hyper: {head}");
+    }
+    let (head, mut tls, mut rest) = one_tls(t.addr(), &upgrade("/echo", "")).await;
+    assert_eq!(status(&head), 101, "{head}");
+    tls.write_all(&text_frame(b"over tls")).await.unwrap();
+    while rest.len() < 10 {
+        let mut chunk = [0u8; 64];
+        let n = tokio::time::timeout(LIMIT, tls.read(&mut chunk))
+            .await
+            .expect("an echo in time")
+            .unwrap();
+        assert!(n > 0, "closed before the echo");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&rest[..10], b"\x81\x08over tls");
+    let (head, ..) = one_tls(
+        t.addr(),
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&head), 200, "{head}");
+    assert!(head.contains("date:"), "answered by hyper: {head}");
 }

@@ -233,7 +233,13 @@ impl ClientBuilder {
             let mut wire = Vec::with_capacity(256);
             write_request(&request, &mut wire);
             stream.write_all(&wire).await?;
-            read_head(&mut stream, &self.head_limits, read_response).await
+            read_head(
+                &mut stream,
+                &self.head_limits,
+                self.config.memory_budget.as_ref(),
+                read_response,
+            )
+            .await
         };
         let (response, used, mut buf) = tokio::time::timeout(timeout, exchange)
             .await

@@ -7,8 +7,10 @@
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` (rustls), HTTP
 //!   proxies (`CONNECT`, from the environment or explicit), headers,
 //!   subprotocols, compression, timeouts.
-//! - [`accept`] / [`ServerBuilder`]: on any stream; [`upgrade`] inside
-//!   hyper or axum.
+//! - [`accept`] / [`ServerBuilder`]: on any stream, in one step or two
+//!   ([`ServerBuilder::read_request`], then accept, refuse, or hand the
+//!   stream to an HTTP server as an [`Incoming`] decides); [`upgrade`]
+//!   inside hyper or axum.
 //! - [`WebSocket`]: `recv`/`send`/`feed`/`close`, `Stream` + `Sink`,
 //!   [`recv_ref`](WebSocket::recv_ref) to receive without taking the
 //!   message out of the read buffer (an echo or router of small messages
@@ -55,9 +57,11 @@ mod client;
 mod config;
 mod error;
 mod handshake_io;
+mod incoming;
 mod pool;
 pub mod proxy;
 mod received;
+mod rewind;
 mod server;
 mod socket;
 mod split;
@@ -78,7 +82,9 @@ pub use error::{
     Error, HandshakeError, ProxyError, ProxyErrorKind, Result, TlsError, TlsErrorKind, UrlError,
     status_hint,
 };
+pub use incoming::{Incoming, NoRequest, NoRequestKind};
 pub use received::{Received, RecvRef};
+pub use rewind::Rewind;
 pub use server::{RequestFilter, ServerBuilder, accept};
 pub use socket::{Feed, Recv, SendMessage, WebSocket};
 pub use split::{WebSocketReader, WebSocketWriter};

@@ -181,7 +181,7 @@ impl Proxy {
         }
         req.push_str("\r\n");
         tcp.write_all(req.as_bytes()).await?;
-        let (resp, used, buf) = read_head(&mut tcp, &HeadLimits::default(), read_response)
+        let (resp, used, buf) = read_head(&mut tcp, &HeadLimits::default(), None, read_response)
             .await
             .map_err(|e| -> Error {
                 ProxyError::new(

@@ -2,17 +2,14 @@
 
 use std::sync::{Arc, LazyLock};
 
-use bytes::Buf;
 use duplex_proto::handshake::HeadLimits;
-use duplex_proto::handshake::head::{read_request, write_response};
 use duplex_proto::handshake::server::{Accepted, RequestError, ServerHandshake};
 use duplex_proto::{Connection, DeflateConfig, Role};
 use http::{Request, Response};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Config;
-use crate::error::{Error, HandshakeError, Result};
-use crate::handshake_io::read_head;
+use crate::error::Result;
 use crate::socket::WebSocket;
 
 /// Accepts a WebSocket on `stream` with default settings (compression
@@ -175,9 +172,11 @@ impl ServerBuilder {
     }
 
     /// Reads the upgrade request from `stream`, answers it, and returns the
-    /// open socket. A bad request is answered with its 4xx status and a
-    /// one-line reason, then reported as an error. The whole handshake is
-    /// bounded by [`Config::handshake_timeout`].
+    /// open socket: [`ServerBuilder::read_request`], then
+    /// [`Incoming::accept`](crate::Incoming::accept). A bad request is
+    /// answered with its 4xx status and a one-line reason, then reported as
+    /// an error. Reading the request and writing each answer are bounded by
+    /// [`Config::handshake_timeout`].
     pub async fn accept<S>(&self, stream: S) -> Result<WebSocket<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -187,72 +186,22 @@ impl ServerBuilder {
         // handshake ends. Inline, it would widen the caller's future, and so
         // every connection's task, for the connection's whole life: async
         // state machines are as large as their largest state.
-        Box::pin(self.handshake_with_timeout(stream)).await
+        Box::pin(async move {
+            match self.read_request(stream).await {
+                Ok(incoming) => incoming.accept(self).await,
+                Err(no) => Err(no.answer(self.get_config().handshake_timeout).await),
+            }
+        })
+        .await
     }
 
-    async fn handshake_with_timeout<S>(&self, mut stream: S) -> Result<WebSocket<S>>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let timeout = self.config.handshake_timeout;
-        let result = tokio::time::timeout(timeout, self.handshake_on(&mut stream)).await;
-        let (accepted, leftover) = match result {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                let _ = stream.shutdown().await;
-                return Err(Error::HandshakeTimeout(timeout));
-            }
-        };
-        let mut ws = self.open(stream, &accepted);
-        ws.preload(&leftover);
-        Ok(ws)
+    /// The request head limits.
+    pub fn get_head_limits(&self) -> &HeadLimits {
+        &self.head_limits
     }
 
-    async fn handshake_on<S>(&self, stream: &mut S) -> Result<(Accepted, bytes::BytesMut)>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let (req, used, mut buf) = match read_head(stream, &self.head_limits, read_request).await {
-            Ok(v) => v,
-            Err(Error::Handshake(h)) if matches!(*h, HandshakeError::Head(_)) => {
-                let HandshakeError::Head(e) = *h else {
-                    unreachable!("matched above")
-                };
-                let err = RequestError::Head(e);
-                let _ = stream.write_all(&err.to_bytes()).await;
-                let _ = stream.shutdown().await;
-                return Err(HandshakeError::Request(err).into());
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(filter) = &self.filter {
-            if let Err(resp) = filter(&req) {
-                let mut out = Vec::new();
-                let mut resp = resp;
-                let len = resp.body().len();
-                resp.headers_mut()
-                    .insert(http::header::CONTENT_LENGTH, len.into());
-                write_response(&resp, &mut out);
-                out.extend_from_slice(resp.body().as_bytes());
-                stream.write_all(&out).await?;
-                let _ = stream.shutdown().await;
-                return Err(HandshakeError::Refused(resp.status()).into());
-            }
-        }
-        match self.accept_request(&req) {
-            Ok(accepted) => {
-                let mut out = Vec::with_capacity(256);
-                write_response(&accepted.response, &mut out);
-                stream.write_all(&out).await?;
-                buf.advance(used);
-                Ok((accepted, buf))
-            }
-            Err(err) => {
-                let _ = stream.write_all(&err.to_bytes()).await;
-                let _ = stream.shutdown().await;
-                Err(HandshakeError::Request(err).into())
-            }
-        }
+    /// The request filter, if any.
+    pub fn get_filter(&self) -> Option<&RequestFilter> {
+        self.filter.as_ref()
     }
 }
