@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Origins browsers may connect from (repeat or comma-separate); default any
     #[arg(long, env = "DUPLEX_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
+    /// Serve HTTP/2 (ALPN h2 on TLS, prior knowledge on plain TCP) with WebSockets over it (RFC 8441): true or false [default: true]
+    #[arg(long, env = "DUPLEX_HTTP2", value_name = "BOOL")]
+    pub http2: Option<bool>,
     /// Largest hub WebSocket message in bytes [default: 65536]
     #[arg(long, env = "DUPLEX_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<usize>,
@@ -116,6 +119,7 @@ impl ServeArgs {
         take!(
             bind,
             data,
+            http2,
             max_message_size,
             echo_max_message_size,
             memory_budget,

@@ -579,25 +579,109 @@ test('a phone-sized screen in dark mode: nothing overflows, the chat works, the 
 
 const openssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 
-test('over https the page uses wss', { timeout: TEST_TIMEOUT, skip: openssl ? false : 'openssl is not installed' }, async () => {
+/** A self-signed certificate for 127.0.0.1 and localhost, made by openssl. */
+function selfSigned() {
   const dir = fs.mkdtempSync(path.join(tmp, 'tls-'));
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
   const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(gen.status, 0, gen.stderr);
-  const tls = await startServer({ extra: ['--tls-cert', cert, '--tls-key', key] });
+  return ['--tls-cert', cert, '--tls-key', key];
+}
+
+/**
+ * Records, through the DevTools protocol, each WebSocket handshake's
+ * status and headers and each HTTP response's protocol (h2, http/1.1).
+ */
+async function recordNetwork(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const handshakes = [];
+  const protocols = [];
+  cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
+    const headers = Object.fromEntries(Object.entries(e.response.headers).map(([k, v]) => [k.toLowerCase(), v]));
+    handshakes.push({ status: e.response.status, headers });
+  });
+  cdp.on('Network.responseReceived', (e) => protocols.push(e.response.protocol));
+  return { handshakes, protocols };
+}
+
+/** A metric of the server, fetched by the page (on its own connection). */
+async function pageMetric(page, name) {
+  const text = await page.evaluate(() => fetch('/metrics').then((r) => r.text()));
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `no ${name} in /metrics`);
+  return Number(line.split(' ')[1]);
+}
+
+/** Opens `n` WebSockets to /echo from the page, each echoing one message. */
+function echoFromPage(page, n) {
+  return page.evaluate(async (n) => {
+    const url = `${location.origin.replace(/^http/, 'ws')}/echo`;
+    const one = (i) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        const text = `socket ${i}: ${'compressible '.repeat(200)}`;
+        ws.onerror = () => reject(new Error(`socket ${i} failed`));
+        ws.onopen = () => ws.send(text);
+        ws.onmessage = (e) => {
+          resolve({ same: e.data === text, extensions: ws.extensions });
+          ws.close(1000);
+        };
+      });
+    return Promise.all(Array.from({ length: n }, (_, i) => one(i)));
+  }, n);
+}
+
+test('over https the page uses wss, over HTTP/2: the chat works end to end', { timeout: TEST_TIMEOUT, skip: openssl ? false : 'openssl is not installed' }, async () => {
+  const tls = await startServer({ extra: selfSigned() });
   assert.match(tls.base, /^https:/);
   const frank = await openUser({ base: tls.base, options: { ignoreHTTPSErrors: true } });
   try {
+    const net = await recordNetwork(frank.page);
     const sockets = [];
     frank.page.on('websocket', (ws) => sockets.push(ws.url()));
     await joinAs(frank, 'frank', 'secure');
     await send(frank.page, 'encrypted hello');
     assert.ok(sockets.length >= 1 && sockets.every((u) => u.startsWith('wss://')), `sockets: ${sockets}`);
     assert.match(await frank.page.textContent('#help-ws'), /^wss:\/\//);
+    // The page came over HTTP/2, and so did the chat's socket (RFC 8441:
+    // an extended CONNECT answered 200, not an upgrade answered 101).
+    assert.ok(net.protocols.includes('h2'), `protocols: ${net.protocols}`);
+    assert.ok(net.handshakes.length >= 1, 'a handshake was seen');
+    assert.deepEqual(net.handshakes.map((h) => h.status), net.handshakes.map(() => 200));
     assertNoPageErrors();
   } finally {
     await frank.context.close();
     await tls.stop();
+  }
+});
+
+test('over HTTP/2 one TLS connection carries the page and all its WebSockets, compressed; with --http2 false each is an upgrade', { timeout: TEST_TIMEOUT, skip: openssl ? false : 'openssl is not installed' }, async () => {
+  const cert = selfSigned();
+  for (const http2 of [true, false]) {
+    const tls = await startServer({ extra: [...cert, '--http2', String(http2)] });
+    const user = await openUser({ base: tls.base, options: { ignoreHTTPSErrors: true } });
+    try {
+      const net = await recordNetwork(user.page);
+      // A page that opens no socket of its own.
+      await user.page.goto(`${tls.base}/healthz`);
+      const echoes = await echoFromPage(user.page, 4);
+      assert.deepEqual(echoes.map((e) => e.same), [true, true, true, true], 'every echo came back whole');
+      for (const e of echoes) assert.match(e.extensions, /permessage-deflate/);
+      assert.equal(net.handshakes.length, 4, 'four handshakes seen');
+      for (const h of net.handshakes) {
+        assert.equal(h.status, http2 ? 200 : 101);
+        assert.match(h.headers['sec-websocket-extensions'] ?? '', /permessage-deflate/);
+      }
+      assert.equal(net.protocols[0], http2 ? 'h2' : 'http/1.1');
+      assert.equal(await pageMetric(user.page, 'duplex_http2_websockets_total'), http2 ? 4 : 0);
+      // One TLS connection for the page, its fetches and its four sockets.
+      assert.equal(await pageMetric(user.page, 'duplex_http2_connections_total'), http2 ? 1 : 0);
+      assertNoPageErrors();
+    } finally {
+      await user.context.close();
+      await tls.stop();
+    }
   }
 });

@@ -3,7 +3,14 @@
 // NODE_PATH environment variable, e.g. target/xtask/node/node_modules).
 //
 // Contract (see README.md in this directory):
-//   node_echo_client.js URL --compress {on,off}
+//   node_echo_client.js URL --compress {on,off} [--http2]
+//
+// With --http2 the WebSocket is an HTTP/2 stream (RFC 8441): Node's own
+// `http2` module opens the connection (h2c prior knowledge for ws://, ALPN
+// h2 for wss://, certificates not checked: loopback tests only), waits for
+// the server's SETTINGS to enable the extended CONNECT, sends CONNECT with
+// `:protocol: websocket`, expects 200, and `ws` frames messages on the
+// stream. Compression is not negotiated on this path.
 //
 // Connects to URL, then reads standard input line by line. Each line is a JSON
 // object, {"text": "..."} or {"binary_b64": "..."}; the client sends it as a
@@ -18,6 +25,7 @@
 
 const readline = require('node:readline');
 const { parseArgs } = require('node:util');
+const http2 = require('node:http2');
 const WebSocket = require('ws');
 
 const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
@@ -25,15 +33,68 @@ const MAX_MESSAGE_SIZE = 64 * 1024 * 1024;
 function options() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { compress: { type: 'string', default: 'off' } },
+    options: {
+      compress: { type: 'string', default: 'off' },
+      http2: { type: 'boolean', default: false },
+    },
   });
   if (positionals.length !== 1) {
-    throw new Error('usage: node_echo_client.js URL --compress {on,off}');
+    throw new Error('usage: node_echo_client.js URL --compress {on,off} [--http2]');
   }
   if (values.compress !== 'on' && values.compress !== 'off') {
     throw new Error(`--compress: expected on or off, got ${values.compress}`);
   }
-  return { url: positionals[0], compress: values.compress === 'on' };
+  if (values.http2 && values.compress === 'on') {
+    throw new Error('--http2 does not negotiate compression: use --compress off');
+  }
+  return { url: positionals[0], compress: values.compress === 'on', http2: values.http2 };
+}
+
+/**
+ * A client WebSocket on an HTTP/2 stream opened by an extended CONNECT
+ * (RFC 8441 §4-5). Emits 'error' then 'close' if the server refuses.
+ */
+function overHttp2(url) {
+  const target = new URL(url);
+  const origin = `${target.protocol === 'wss:' ? 'https' : 'http'}://${target.host}`;
+  // No address: `ws` takes the server role, which sets up no handshake;
+  // the client role (masking, expecting unmasked frames) is set below.
+  // `closeTimeout` must be given: without it the close timer fires at once.
+  const socket = new WebSocket(null, undefined, { closeTimeout: 30_000 });
+  socket._isServer = false;
+  const session = http2.connect(origin, { rejectUnauthorized: false });
+  const fail = (error) => {
+    socket.emit('error', error);
+    socket.emitClose();
+    session.destroy();
+  };
+  session.on('error', fail);
+  session.once('remoteSettings', (settings) => {
+    if (!settings.enableConnectProtocol) {
+      fail(new Error('the server did not enable the extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)'));
+      return;
+    }
+    const stream = session.request({
+      ':method': 'CONNECT',
+      ':protocol': 'websocket',
+      ':scheme': origin.split(':')[0],
+      ':path': `${target.pathname}${target.search}`,
+      ':authority': target.host,
+      'sec-websocket-version': '13',
+    });
+    stream.on('error', fail);
+    stream.once('response', (headers) => {
+      if (headers[':status'] !== 200) {
+        fail(new Error(`the server answered ${headers[':status']} instead of 200`));
+        return;
+      }
+      stream.removeListener('error', fail);
+      // The session ends with the one stream it carries.
+      stream.once('close', () => session.close());
+      socket.setSocket(stream, Buffer.alloc(0), { maxPayload: MAX_MESSAGE_SIZE });
+    });
+  });
+  return socket;
 }
 
 /** Parses one input line into the payload to send and its type. */
@@ -60,11 +121,13 @@ function exit(code, lastLine) {
 }
 
 async function main() {
-  const { url, compress } = options();
-  const socket = new WebSocket(url, {
-    maxPayload: MAX_MESSAGE_SIZE,
-    perMessageDeflate: compress ? { threshold: 0 } : false,
-  });
+  const { url, compress, http2: useHttp2 } = options();
+  const socket = useHttp2
+    ? overHttp2(url)
+    : new WebSocket(url, {
+        maxPayload: MAX_MESSAGE_SIZE,
+        perMessageDeflate: compress ? { threshold: 0 } : false,
+      });
 
   // Messages are delivered to the one pending waiter, or queued until asked for.
   const queued = [];

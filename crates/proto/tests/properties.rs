@@ -1427,11 +1427,14 @@ proptest! {
     }
 
     /// Every request the client builds (any RFC-valid subprotocols, any
-    /// compression settings), sent over the wire and parsed back, is
-    /// accepted; the response verifies; both sides agree on the subprotocol
-    /// and the compression parameters, and those parameters work.
+    /// compression settings), in either form — an HTTP/1.1 upgrade sent
+    /// over the wire and parsed back, or an HTTP/2 extended CONNECT (RFC
+    /// 8441) — is accepted; the response verifies; both sides agree on the
+    /// subprotocol and the compression parameters, and those parameters
+    /// work.
     #[test]
     fn client_requests_are_accepted_and_both_sides_agree(
+        over_http2 in any::<bool>(),
         client_protocols in vec(token(), 0..4),
         server_picks in vec((any::<bool>(), any::<Index>(), token()), 0..4),
         client_deflate in proptest::option::of(deflate_config()),
@@ -1453,23 +1456,45 @@ proptest! {
         let expected_protocol = server_protocols.iter().find(|p| client_protocols.contains(p)).cloned();
 
         let client = ClientHandshake::new(client_protocols, client_deflate);
-        let request = client.request(&host, &path, &http::HeaderMap::new()).expect("valid inputs");
-        let mut wire = Vec::new();
-        write_request(&request, &mut wire);
-        let (parsed, used) = read_request(&wire, &HeadLimits::default()).unwrap().unwrap();
-        prop_assert_eq!(used, wire.len());
-
         let server = ServerHandshake { protocols: server_protocols, deflate: server_deflate };
-        let accepted = match server.accept(&parsed) {
-            Ok(a) => a,
-            Err(e) => return Err(TestCaseError::fail(format!("rejected: {e}\n{}", String::from_utf8_lossy(&wire)))),
-        };
-        let mut wire = Vec::new();
-        write_response(&accepted.response, &mut wire);
-        let (response, _) = read_response(&wire, &HeadLimits::default()).unwrap().unwrap();
-        let negotiated = match client.verify(&response) {
-            Ok(n) => n,
-            Err(e) => return Err(TestCaseError::fail(format!("verify: {e}\n{}", String::from_utf8_lossy(&wire)))),
+        let (accepted, negotiated) = if over_http2 {
+            // HTTP/2 carries the head as a header list (HPACK is h2's), so
+            // the request and response go as they are.
+            let authority = match host.split_once(':') {
+                Some((name, port)) if port.parse::<u16>().is_err() => name.to_owned(),
+                _ => host.clone(),
+            };
+            let uri = format!("https://{authority}{path}");
+            let request = client.connect_request(&uri, &http::HeaderMap::new()).expect("valid inputs");
+            prop_assert!(!request.headers().contains_key("sec-websocket-key"));
+            let accepted = match server.accept_connect(&request, Some("websocket")) {
+                Ok(a) => a,
+                Err(e) => return Err(TestCaseError::fail(format!("rejected: {e}\n{request:?}"))),
+            };
+            prop_assert_eq!(accepted.response.status().as_u16(), 200);
+            let negotiated = match client.verify_connect(&accepted.response) {
+                Ok(n) => n,
+                Err(e) => return Err(TestCaseError::fail(format!("verify: {e}\n{:?}", accepted.response))),
+            };
+            (accepted, negotiated)
+        } else {
+            let request = client.request(&host, &path, &http::HeaderMap::new()).expect("valid inputs");
+            let mut wire = Vec::new();
+            write_request(&request, &mut wire);
+            let (parsed, used) = read_request(&wire, &HeadLimits::default()).unwrap().unwrap();
+            prop_assert_eq!(used, wire.len());
+            let accepted = match server.accept(&parsed) {
+                Ok(a) => a,
+                Err(e) => return Err(TestCaseError::fail(format!("rejected: {e}\n{}", String::from_utf8_lossy(&wire)))),
+            };
+            let mut wire = Vec::new();
+            write_response(&accepted.response, &mut wire);
+            let (response, _) = read_response(&wire, &HeadLimits::default()).unwrap().unwrap();
+            let negotiated = match client.verify(&response) {
+                Ok(n) => n,
+                Err(e) => return Err(TestCaseError::fail(format!("verify: {e}\n{}", String::from_utf8_lossy(&wire)))),
+            };
+            (accepted, negotiated)
         };
 
         prop_assert_eq!(&accepted.protocol, &expected_protocol);
@@ -1639,5 +1664,60 @@ proptest! {
         // It did stop: messages larger than the allowance took steps.
         let largest = lens.iter().copied().max().unwrap_or(0);
         prop_assert!(steps > 0 || largest <= first_allowance, "{largest} bytes in one step");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Any extended CONNECT (any method, any `:protocol` or none, any mix
+    /// of handshake headers, HTTP/1.1 ones included): no panic; what is
+    /// accepted is a CONNECT with `:protocol websocket` and version 13,
+    /// answered 200 without the HTTP/1.1 form's headers; what is rejected
+    /// gets a 4xx.
+    #[test]
+    fn hostile_connects_never_panic(
+        method in select(vec!["CONNECT", "GET", "POST"]),
+        protocol in proptest::option::of(select(vec!["websocket", "WebSocket", "websocket2", "", "h2"])),
+        authority in select(vec!["https://example.com/ws", "/ws"]),
+        lines in vec(prop_oneof![
+            select(vec![
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-version", "8"),
+                ("sec-websocket-protocol", "chat"),
+                ("sec-websocket-protocol", ",,"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("upgrade", "websocket"),
+                ("host", "example.com"),
+            ]).prop_map(|(n, v)| (n.to_owned(), v.to_owned())),
+            extension_noise().prop_map(|v| ("sec-websocket-extensions".to_owned(), v)),
+        ], 0..6),
+        deflate in proptest::option::of(deflate_config()),
+    ) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(authority)
+            .version(http::Version::HTTP_2);
+        for (name, value) in &lines {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let Ok(req) = req.body(()) else { return Ok(()) };
+        let server = ServerHandshake { protocols: vec!["chat".into()], deflate };
+        match server.accept_connect(&req, protocol) {
+            Ok(accepted) => {
+                prop_assert_eq!(method, "CONNECT");
+                prop_assert_eq!(protocol, Some("websocket"));
+                prop_assert_eq!(req.headers().get("sec-websocket-version").map(|v| v.as_bytes()), Some(&b"13"[..]));
+                prop_assert_eq!(accepted.response.status().as_u16(), 200);
+                for name in ["upgrade", "connection", "sec-websocket-accept"] {
+                    prop_assert!(!accepted.response.headers().contains_key(name), "{name}");
+                }
+                prop_assert_eq!(
+                    accepted.response.headers().contains_key("sec-websocket-extensions"),
+                    accepted.deflate.is_some()
+                );
+            }
+            Err(e) => prop_assert!(e.status().is_client_error(), "{}", e.status()),
+        }
     }
 }

@@ -7,9 +7,9 @@
 //! read replayed in front of the stream ([`Rewind`]), so the routes answer
 //! it exactly as before: same status, same headers, same body.
 //!
-//! The checks are the routes' own ([`crate::app::socket_server`]: Origin
+//! The checks are the routes' own ([`crate::endpoint::socket_server`]: Origin
 //! allow-list, then the endpoint's limits and settings); what a connection
-//! does once open ([`crate::app::run_socket`]: the echo loop, a hub
+//! does once open ([`crate::endpoint::run_socket`]: the echo loop, a hub
 //! session, the relay) is shared too. Plain TCP and TLS connections that
 //! chose HTTP/1.1 both take it.
 
@@ -21,7 +21,7 @@ use duplex::{NoRequestKind, Rewind, ServerBuilder, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::admission::Admitted;
-use crate::app::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::state::AppState;
 
 /// What became of a connection whose first request head was looked at.
@@ -116,6 +116,7 @@ fn fast_path_for<'s>(
     }
     let endpoint = Endpoint::of(req.uri().path())?;
     // A refusal is answered by the route, which says why.
-    let (server, admitted) = crate::app::socket_server(state, endpoint, req, Some(address)).ok()?;
+    let (server, admitted) =
+        crate::endpoint::socket_server(state, endpoint, req, Some(address)).ok()?;
     Some((endpoint, server, admitted))
 }

@@ -9,8 +9,10 @@
 //! [`protocol`] (the wire format), [`publication`], [`store`] (history),
 //! [`hub`] (subscriptions and delivery), [`broker`] (the publish pipeline),
 //! [`session`] (one connection), [`api`] (HTTP), [`auth`], [`ratelimit`],
-//! [`metrics`], [`settings`], [`app`] (assembly and shutdown), [`fastpath`]
-//! (WebSocket upgrades without hyper), and
+//! [`metrics`], [`settings`], [`app`] (assembly and shutdown),
+//! [`endpoint`] (the WebSocket endpoints and their checks), [`connection`]
+//! (TLS, HTTP/1.1 and HTTP/2), [`fastpath`] (WebSocket upgrades without
+//! hyper), and
 //! [`transfer`] (the file-transfer relay, `docs/transfer.md`).
 //!
 //! ```no_run
@@ -28,7 +30,9 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod connection;
 pub mod echo;
+pub mod endpoint;
 pub mod fastpath;
 pub mod hub;
 pub mod metrics;

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub memory_budget_refused: Counter,
     /// WebSocket upgrades refused with 503 at a connection limit.
     pub connections_refused: Counter,
+    /// Connections that chose HTTP/2 (by ALPN on TLS; a plain connection's
+    /// prior-knowledge HTTP/2 is not told apart here).
+    pub http2_connections: Counter,
+    /// WebSockets opened on HTTP/2 streams (RFC 8441 extended CONNECT).
+    pub http2_websockets: Counter,
     registry: Arc<Registry>,
 }
 
@@ -74,6 +79,8 @@ impl Metrics {
             memory_budget_paused: Counter::default(),
             memory_budget_refused: Counter::default(),
             connections_refused: Counter::default(),
+            http2_connections: Counter::default(),
+            http2_websockets: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -155,6 +162,16 @@ impl Metrics {
             "connections_refused",
             "WebSocket upgrades refused with 503 at a connection limit",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "http2_connections",
+            "TLS connections that chose HTTP/2 by ALPN",
+            m.http2_connections.clone(),
+        );
+        registry.register(
+            "http2_websockets",
+            "WebSockets opened on HTTP/2 streams (RFC 8441 extended CONNECT)",
+            m.http2_websockets.clone(),
         );
         Self {
             registry: Arc::new(registry),

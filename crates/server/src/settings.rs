@@ -39,6 +39,10 @@ pub struct Settings {
     pub allow_anonymous: bool,
     /// Origins browsers may connect from (`https://example.com`); empty: any.
     pub allowed_origins: Vec<String>,
+    /// Whether HTTP/2 is served: offered by ALPN on TLS, accepted with
+    /// prior knowledge on plain TCP, WebSockets on it by extended CONNECT
+    /// (RFC 8441). Off: HTTP/1.1 only.
+    pub http2: bool,
     /// Largest hub WebSocket message, in bytes.
     pub max_message_size: usize,
     /// Largest echo WebSocket message, in bytes.
@@ -100,6 +104,7 @@ impl Default for Settings {
             jwt_secret: None,
             allow_anonymous: true,
             allowed_origins: Vec::new(),
+            http2: true,
             max_message_size: 64 << 10,
             echo_max_message_size: 64 << 20,
             memory_budget: default_memory_budget(),

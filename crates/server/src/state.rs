@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::SocketServers;
 use crate::auth::TokenVerifier;
 use crate::broker::Broker;
+use crate::endpoint::SocketServers;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;

@@ -336,21 +336,6 @@ async fn long_heads_are_charged_and_refused_with_503_when_memory_is_short() {
     );
 }
 
-/// A TLS server whose certificate is made for `localhost` on the fly.
-async fn tls_server(adjust: impl FnOnce(&mut duplex_server::Settings)) -> TestServer {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    TestServer::start_in(dir, |s| {
-        s.tls_cert = Some(cert_path);
-        s.tls_key = Some(key_path);
-        adjust(s);
-    })
-    .await
-}
-
 /// Sends `request` over a fresh TLS connection; returns the response head
 /// and the bytes after it.
 async fn one_tls(
@@ -371,7 +356,8 @@ async fn one_tls(
 /// echo works, and other requests still reach hyper.
 #[tokio::test]
 async fn over_tls_upgrades_take_the_fast_path_with_the_same_checks() {
-    let t = tls_server(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
+    let t =
+        TestServer::start_tls(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
     for path in duplex_server::app::Endpoint::ALL.map(|e| e.path()) {
         let (head, ..) =
             one_tls(t.addr(), &upgrade(path, "Origin: https://evil.example\r\n")).await;

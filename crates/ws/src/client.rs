@@ -159,7 +159,30 @@ impl ClientBuilder {
             return Err(Error::url(url, e.clone()));
         }
         let url = WsUrl::parse(url)?;
-        let stream = tokio::time::timeout(self.connect_timeout, self.open_transport(&url))
+        let stream = self.transport(&url, &[]).await?;
+        self.handshake_on(stream, &url).await
+    }
+
+    /// The connection settings.
+    pub fn get_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The subprotocols offered.
+    pub fn get_protocols(&self) -> &[String] {
+        &self.protocols
+    }
+
+    /// The extra request headers.
+    pub fn get_headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// TCP (through the proxy, if any), then TLS for `wss://` offering
+    /// `alpn` (none: the TLS configuration's own), within the connect
+    /// timeout.
+    pub(crate) async fn transport(&self, url: &WsUrl, alpn: &[&[u8]]) -> Result<MaybeTlsStream> {
+        tokio::time::timeout(self.connect_timeout, self.open_transport(url, alpn))
             .await
             .map_err(|_| {
                 Error::Io(std::io::Error::new(
@@ -169,11 +192,10 @@ impl ClientBuilder {
                         url.host, url.port, self.connect_timeout
                     ),
                 ))
-            })??;
-        self.handshake_on(stream, &url).await
+            })?
     }
 
-    async fn open_transport(&self, url: &WsUrl) -> Result<MaybeTlsStream> {
+    async fn open_transport(&self, url: &WsUrl, alpn: &[&[u8]]) -> Result<MaybeTlsStream> {
         let tcp = match self.proxy.resolve(&url.host, url.tls)? {
             Some(proxy) => proxy.connect(&url.host, url.port).await?,
             None => {
@@ -197,10 +219,15 @@ impl ClientBuilder {
         if !url.tls {
             return Ok(MaybeTlsStream::Plain(tcp));
         }
-        let config = match &self.tls {
+        let mut config = match &self.tls {
             Some(c) => c.clone(),
             None => tls::client_config(&[])?,
         };
+        if !alpn.is_empty() {
+            let mut with_alpn = (*config).clone();
+            with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            config = Arc::new(with_alpn);
+        }
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = connector
             .connect(tls::server_name(&url.host)?, tcp)

@@ -253,6 +253,15 @@ pub enum HandshakeError {
     /// The peer closed the connection during the handshake.
     #[error("the peer closed the connection during the handshake")]
     Eof,
+    /// Client side, HTTP/2: TLS's ALPN did not choose `h2`.
+    #[error("the server does not speak HTTP/2 here (TLS did not choose h2): use HTTP/1.1")]
+    NoHttp2,
+    /// Client side, HTTP/2: the server's SETTINGS do not enable the
+    /// extended CONNECT, so it cannot open WebSockets over HTTP/2.
+    #[error(
+        "the server speaks HTTP/2 but does not open WebSockets over it (no SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441): use HTTP/1.1"
+    )]
+    NoExtendedConnect,
 }
 
 fn hint(error: &ResponseError, body: &str) -> String {

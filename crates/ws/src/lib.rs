@@ -6,7 +6,9 @@
 //!
 //! - [`connect`] / [`ClientBuilder`]: `ws://` and `wss://` (rustls), HTTP
 //!   proxies (`CONNECT`, from the environment or explicit), headers,
-//!   subprotocols, compression, timeouts.
+//!   subprotocols, compression, timeouts;
+//!   [`ClientBuilder::connect_http2`]: many WebSockets on one HTTP/2
+//!   connection (RFC 8441).
 //! - [`accept`] / [`ServerBuilder`]: on any stream, in one step or two
 //!   ([`ServerBuilder::read_request`], then accept, refuse, or hand the
 //!   stream to an HTTP server as an [`Incoming`] decides); [`upgrade`]
@@ -56,7 +58,9 @@ mod budget;
 mod client;
 mod config;
 mod error;
+mod h2_stream;
 mod handshake_io;
+pub mod http2;
 mod incoming;
 mod pool;
 pub mod proxy;
@@ -82,6 +86,8 @@ pub use error::{
     Error, HandshakeError, ProxyError, ProxyErrorKind, Result, TlsError, TlsErrorKind, UrlError,
     status_hint,
 };
+pub use h2_stream::H2Stream;
+pub use http2::Http2Connection;
 pub use incoming::{Incoming, NoRequest, NoRequestKind};
 pub use received::{Received, RecvRef};
 pub use rewind::Rewind;

@@ -162,6 +162,18 @@ impl ServerBuilder {
         self.handshake().accept(req)
     }
 
+    /// Validates an HTTP/2 extended CONNECT (RFC 8441) whose `:protocol`
+    /// pseudo-header is `protocol`, and builds the 200 response: the same
+    /// subprotocol and compression negotiation as
+    /// [`accept_request`](Self::accept_request).
+    pub fn accept_connect_request<B>(
+        &self,
+        req: &Request<B>,
+        protocol: Option<&str>,
+    ) -> std::result::Result<Accepted, RequestError> {
+        self.handshake().accept_connect(req, protocol)
+    }
+
     /// The socket for a stream whose handshake `accepted` completed.
     pub fn open<S>(&self, stream: S, accepted: &Accepted) -> WebSocket<S>
     where

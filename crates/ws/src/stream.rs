@@ -17,6 +17,14 @@ pub enum MaybeTlsStream {
 }
 
 impl MaybeTlsStream {
+    /// The protocol TLS's ALPN chose, if any (`h2`, `http/1.1`).
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
     /// The TCP stream underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

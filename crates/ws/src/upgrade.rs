@@ -1,5 +1,9 @@
 //! Upgrading a request inside hyper or axum, so one port serves both pages
-//! and WebSockets.
+//! and WebSockets: an HTTP/1.1 `GET` with `Upgrade: websocket`, answered
+//! 101, or an HTTP/2 extended `CONNECT` (RFC 8441), answered 200 — route
+//! both methods to the handler (and enable the extended CONNECT in hyper's
+//! HTTP/2 settings) and browsers open WebSockets on the page's own HTTP/2
+//! connection.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get, extract::Request, response::IntoResponse};
@@ -19,7 +23,7 @@
 //!         Err(rejection) => rejection,
 //!     }
 //! }
-//! let app: Router = Router::new().route("/echo", get(echo));
+//! let app: Router = Router::new().route("/echo", get(echo).connect(echo));
 //! ```
 
 use std::future::{Future, IntoFuture};
@@ -38,7 +42,8 @@ use crate::socket::WebSocket;
 /// The stream of an upgraded hyper connection.
 pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 
-/// A connection hyper is about to hand over; `.await` it for the WebSocket.
+/// A connection (or HTTP/2 stream) hyper is about to hand over; `.await`
+/// it for the WebSocket.
 pub struct PendingUpgrade {
     on_upgrade: OnUpgrade,
     accepted: Accepted,
@@ -60,16 +65,28 @@ impl IntoFuture for PendingUpgrade {
     }
 }
 
-/// Validates an upgrade request. On success returns the 101 response to
-/// send back through hyper and a [`PendingUpgrade`] that resolves to the
-/// WebSocket once hyper hands over the connection; on failure, the 4xx
-/// response (with a one-line reason) to send instead.
+/// Validates an upgrade request: an HTTP/1.1 upgrade, or an HTTP/2
+/// extended CONNECT (its `:protocol` read from hyper's
+/// [`Protocol`](hyper::ext::Protocol) extension). On success returns the
+/// response to send back through hyper (101, or 200 on HTTP/2) and a
+/// [`PendingUpgrade`] that resolves to the WebSocket once hyper hands over
+/// the connection or stream; on failure, the 4xx response (with a one-line
+/// reason) to send instead.
 #[allow(clippy::result_large_err)] // a rejection is the response itself; boxing it helps no one
 pub fn upgrade<B>(
     mut req: Request<B>,
     server: &ServerBuilder,
 ) -> std::result::Result<(Response<String>, PendingUpgrade), Response<String>> {
-    let accepted = server.accept_request(&req).map_err(|e| e.response())?;
+    let accepted = if req.method() == http::Method::CONNECT {
+        let protocol = req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .map(hyper::ext::Protocol::as_str);
+        server.accept_connect_request(&req, protocol)
+    } else {
+        server.accept_request(&req)
+    };
+    let accepted = accepted.map_err(|e| e.response())?;
     let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
         let resp = Response::builder()
             .status(500)

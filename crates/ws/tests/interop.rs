@@ -15,12 +15,9 @@
 
 mod common;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use common::*;
 use duplex::proxy::ProxyConfig;
 use duplex::{ClientBuilder, CloseCode, Message};
-use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------
 // The duplex client against their servers
@@ -106,28 +103,6 @@ async fn node_client_to_duplex_server_uncompressed() {
 #[tokio::test]
 async fn node_client_to_duplex_server_compressed() {
     peer_client_against_duplex(Peer::Node, true).await;
-}
-
-/// A message in the peers' line format.
-fn to_line(msg: &Message) -> Value {
-    match msg {
-        Message::Text(t) => json!({ "text": t.as_str() }),
-        Message::Binary(b) => json!({ "binary_b64": BASE64.encode(b) }),
-        other => unreachable!("only data messages are sent: {other:?}"),
-    }
-}
-
-/// Parses a line of the peer's output back into a message.
-fn from_line(line: &str) -> Message {
-    let value: Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("the peer printed invalid JSON ({e}): {line:.200}"));
-    if let Some(text) = value.get("text").and_then(Value::as_str) {
-        return Message::text(text.to_owned());
-    }
-    if let Some(b64) = value.get("binary_b64").and_then(Value::as_str) {
-        return Message::binary(BASE64.decode(b64).expect("valid base64 from the peer"));
-    }
-    panic!("unexpected line from the peer: {line:.200}");
 }
 
 async fn peer_client_against_duplex(peer: Peer, compress: bool) {

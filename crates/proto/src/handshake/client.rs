@@ -46,8 +46,9 @@ pub enum ResponseError {
     /// The head could not be read.
     #[error(transparent)]
     Head(#[from] HeadError),
-    /// Any status but 101: the server did not upgrade.
-    #[error("the server answered {0} instead of 101 Switching Protocols")]
+    /// Any status but 101 (on HTTP/2: but a 2xx): the server did not open
+    /// the WebSocket.
+    #[error("the server answered {0} instead of opening the WebSocket")]
     Status(StatusCode),
     /// 101 without `Upgrade: websocket`.
     #[error("the server's response lacks Upgrade: websocket")]
@@ -93,12 +94,54 @@ impl ClientHandshake {
         path_and_query: &str,
         extra: &HeaderMap,
     ) -> Result<Request<()>, http::Error> {
-        let mut req = Request::get(path_and_query)
+        let req = Request::get(path_and_query)
             .header(header::HOST, host)
             .header(header::UPGRADE, "websocket")
             .header(header::CONNECTION, "Upgrade")
             .header(header::SEC_WEBSOCKET_KEY, &self.key)
             .header(header::SEC_WEBSOCKET_VERSION, "13");
+        self.finish(req, extra)
+    }
+
+    /// The extended CONNECT request that opens a WebSocket on an HTTP/2
+    /// stream (RFC 8441 §4–5), for `uri` (scheme, authority, path and
+    /// query). The HTTP/2 library must add the `:protocol` pseudo-header,
+    /// `websocket`, which `http::Request` cannot carry (h2's
+    /// `ext::Protocol`), and send it only once the server's SETTINGS
+    /// enabled the extended CONNECT. No key: the stream is the WebSocket's
+    /// alone. `extra` headers are added as in [`ClientHandshake::request`].
+    ///
+    /// ```
+    /// use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake};
+    /// let client = ClientHandshake::new(vec!["chat".into()], None);
+    /// let req = client.connect_request("https://example.com/ws", &http::HeaderMap::new()).unwrap();
+    /// assert_eq!(req.method(), http::Method::CONNECT);
+    /// assert!(!req.headers().contains_key("sec-websocket-key"));
+    ///
+    /// let server = ServerHandshake { protocols: vec!["chat".into()], deflate: None };
+    /// let accepted = server.accept_connect(&req, Some("websocket")).unwrap();
+    /// let negotiated = client.verify_connect(&accepted.response).unwrap();
+    /// assert_eq!(negotiated.protocol.as_deref(), Some("chat"));
+    /// ```
+    pub fn connect_request(
+        &self,
+        uri: &str,
+        extra: &HeaderMap,
+    ) -> Result<Request<()>, http::Error> {
+        let req = Request::connect(uri)
+            .version(http::Version::HTTP_2)
+            .header(header::SEC_WEBSOCKET_VERSION, "13");
+        self.finish(req, extra)
+    }
+
+    /// `req` with the subprotocols and compression offered, then the
+    /// `extra` headers that are not the handshake's own: the same in both
+    /// forms.
+    fn finish(
+        &self,
+        mut req: http::request::Builder,
+        extra: &HeaderMap,
+    ) -> Result<Request<()>, http::Error> {
         if !self.protocols.is_empty() {
             req = req.header(header::SEC_WEBSOCKET_PROTOCOL, self.protocols.join(", "));
         }
@@ -115,6 +158,15 @@ impl ClientHandshake {
             }
         }
         Ok(req)
+    }
+
+    /// Verifies the server's answer to an extended CONNECT: a `2xx` (RFC
+    /// 8441 §5), then the subprotocol and compression as on HTTP/1.1.
+    pub fn verify_connect<B>(&self, resp: &Response<B>) -> Result<Negotiated, ResponseError> {
+        if !resp.status().is_success() {
+            return Err(ResponseError::Status(resp.status()));
+        }
+        self.negotiated(resp.headers())
     }
 
     /// Verifies the server's response.
@@ -137,6 +189,11 @@ impl ClientHandshake {
         {
             return Err(ResponseError::BadAccept);
         }
+        self.negotiated(headers)
+    }
+
+    /// What the server chose, checked against what was offered.
+    fn negotiated(&self, headers: &HeaderMap) -> Result<Negotiated, ResponseError> {
         let chosen = header_list(headers, header::SEC_WEBSOCKET_PROTOCOL);
         let protocol = match chosen.as_slice() {
             [] => None,

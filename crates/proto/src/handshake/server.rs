@@ -78,6 +78,10 @@ pub enum RequestError {
     /// `Sec-WebSocket-Extensions` does not parse.
     #[error(transparent)]
     Extensions(#[from] ExtensionSyntaxError),
+    /// An extended CONNECT (RFC 8441) whose `:protocol` is missing or is
+    /// not `websocket`.
+    #[error("an extended CONNECT opens a WebSocket only with :protocol websocket (got {})", .0.as_deref().unwrap_or("none"))]
+    ConnectProtocol(Option<String>),
 }
 
 impl RequestError {
@@ -151,13 +155,7 @@ impl ServerHandshake {
         if !header_has_token(headers, header::CONNECTION, "upgrade") {
             return Err(RequestError::ConnectionNotUpgrade);
         }
-        if headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(|v| v.as_bytes())
-            != Some(b"13")
-        {
-            return Err(RequestError::UnsupportedVersion);
-        }
+        check_version(headers)?;
         let key = headers
             .get(header::SEC_WEBSOCKET_KEY)
             .ok_or(RequestError::InvalidKey)?;
@@ -165,6 +163,59 @@ impl ServerHandshake {
             return Err(RequestError::InvalidKey);
         }
 
+        let negotiated = self.negotiate(headers)?;
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept_key(key.as_bytes()));
+        negotiated.into_accepted(resp)
+    }
+
+    /// Validates an extended CONNECT over HTTP/2 (RFC 8441 §4–5) and builds
+    /// its `200` response. `protocol` is the request's `:protocol`
+    /// pseudo-header, which `http::Request` cannot carry: HTTP/2 libraries
+    /// hand it over beside the request (hyper's `ext::Protocol`, h2's).
+    /// There is no key and no accept value (the stream is already
+    /// WebSocket-only); the version, subprotocols and permessage-deflate
+    /// are negotiated exactly as on HTTP/1.1.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::server::ServerHandshake;
+    /// let req = http::Request::connect("https://example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("Sec-WebSocket-Version", "13")
+    ///     .header("Sec-WebSocket-Protocol", "v2.chat, v1.chat")
+    ///     .body(()).unwrap();
+    /// let server = ServerHandshake { protocols: vec!["v1.chat".into()], deflate: None };
+    /// let accepted = server.accept_connect(&req, Some("websocket")).unwrap();
+    /// assert_eq!(accepted.response.status(), 200);
+    /// assert_eq!(accepted.protocol.as_deref(), Some("v1.chat"));
+    /// assert!(server.accept_connect(&req, None).is_err());
+    /// ```
+    pub fn accept_connect<B>(
+        &self,
+        req: &Request<B>,
+        protocol: Option<&str>,
+    ) -> Result<Accepted, RequestError> {
+        if req.method() != Method::CONNECT {
+            return Err(RequestError::Method(req.method().clone()));
+        }
+        if protocol != Some("websocket") {
+            return Err(RequestError::ConnectProtocol(protocol.map(str::to_owned)));
+        }
+        let headers = req.headers();
+        if req.uri().authority().is_none() && !headers.contains_key(header::HOST) {
+            return Err(RequestError::MissingHost);
+        }
+        check_version(headers)?;
+        self.negotiate(headers)?
+            .into_accepted(Response::builder().status(StatusCode::OK))
+    }
+
+    /// The subprotocol and the compression, from the client's offers: the
+    /// same on HTTP/1.1 and HTTP/2.
+    fn negotiate(&self, headers: &http::HeaderMap) -> Result<Negotiation, RequestError> {
         let offered = header_list(headers, header::SEC_WEBSOCKET_PROTOCOL);
         let protocol = self
             .protocols
@@ -183,32 +234,57 @@ impl ServerHandshake {
                     if deflate.is_none() {
                         if let Some((params, response)) = config.accept_offer(&offer) {
                             deflate = Some(params);
-                            extension_response = Some(response);
+                            extension_response = Some(response.to_string());
                         }
                     }
                 }
             }
         }
+        Ok(Negotiation {
+            protocol,
+            deflate,
+            extension_response,
+        })
+    }
+}
 
-        let mut resp = Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::UPGRADE, "websocket")
-            .header(header::CONNECTION, "Upgrade")
-            .header(header::SEC_WEBSOCKET_ACCEPT, accept_key(key.as_bytes()));
-        if let Some(p) = &protocol {
+/// What the server agreed to, before it is put in a response.
+struct Negotiation {
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+    extension_response: Option<String>,
+}
+
+impl Negotiation {
+    /// `resp` (its status and form's headers) with the agreed subprotocol
+    /// and extension added.
+    fn into_accepted(self, mut resp: http::response::Builder) -> Result<Accepted, RequestError> {
+        if let Some(p) = &self.protocol {
             resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, p.as_str());
         }
-        if let Some(ext) = extension_response {
-            let value =
-                HeaderValue::from_str(&ext.to_string()).expect("extension tokens are header-safe");
+        if let Some(ext) = self.extension_response {
+            let value = HeaderValue::from_str(&ext).expect("extension tokens are header-safe");
             resp = resp.header(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
         let response = resp.body(()).map_err(|_| RequestError::InvalidKey)?;
         Ok(Accepted {
             response,
-            protocol,
-            deflate,
+            protocol: self.protocol,
+            deflate: self.deflate,
         })
+    }
+}
+
+/// Only version 13 is spoken (RFC 6455 §4.1; RFC 8441 keeps it).
+fn check_version(headers: &http::HeaderMap) -> Result<(), RequestError> {
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        == Some(b"13")
+    {
+        Ok(())
+    } else {
+        Err(RequestError::UnsupportedVersion)
     }
 }
 

@@ -43,14 +43,29 @@ impl TestServer {
         self.server.local_addr()
     }
 
+    /// A TLS server whose certificate is made for `localhost` on the fly.
+    pub async fn start_tls(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        Self::start_in(dir, |s| {
+            s.tls_cert = Some(cert_path);
+            s.tls_key = Some(key_path);
+            adjust(s);
+        })
+        .await
+    }
+
     pub async fn client(&self) -> HubClient {
         HubClient::connect(self.addr()).await
     }
 }
 
 /// A hub connection that numbers its commands and keeps pushes aside.
-pub struct HubClient {
-    pub ws: WebSocket<MaybeTlsStream>,
+pub struct HubClient<S = MaybeTlsStream> {
+    pub ws: WebSocket<S>,
     next_id: u64,
     pub pushes: std::collections::VecDeque<Value>,
     pub closed: Option<(u16, String)>,
@@ -62,6 +77,13 @@ impl HubClient {
             .connect(&format!("ws://{addr}/ws"))
             .await
             .unwrap();
+        Self::on(ws)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> HubClient<S> {
+    /// A hub client on a socket already open on `/ws` (over HTTP/2, say).
+    pub fn on(ws: WebSocket<S>) -> Self {
         Self {
             ws,
             next_id: 1,
@@ -192,7 +214,7 @@ pub async fn http_response(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -205,13 +227,39 @@ pub async fn http_response(
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    let raw = exchange(tcp, &req).await;
+    parse_response(&raw)
+}
+
+/// A one-shot HTTP/1.1 `GET` over TLS (certificates not checked); returns
+/// the status and the body.
+pub async fn https_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let connector = tokio_rustls::TlsConnector::from(duplex::tls::insecure_client_config());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = parse_response(&exchange(tls, &req).await);
+    (status, body)
+}
+
+/// Writes `req`, reads the response to the end of the connection.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    req: &str,
+) -> Vec<u8> {
+    stream.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, tcp.read_to_end(&mut raw))
+    // A TLS peer may end without close_notify: what came is the answer.
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
         .await
-        .unwrap()
         .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    raw
+}
+
+/// The status, the head and the (de-chunked) body of a raw response.
+fn parse_response(raw: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let status = text
         .split(' ')
         .nth(1)

@@ -19,11 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use duplex::{CloseCode, DeflateConfig, Message, ServerBuilder, WebSocket};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -236,12 +238,17 @@ where
     }
 }
 
+/// Where an echo server's connections report.
+type Reports = mpsc::UnboundedSender<Result<EchoReport, String>>;
+
 /// A duplex echo server on `127.0.0.1:0`, running until the test's runtime
 /// stops. Each connection's outcome (or handshake error) arrives on
-/// `reports`.
+/// `reports` (each WebSocket's, on HTTP/2).
 pub struct EchoServer {
     pub addr: SocketAddr,
     reports: mpsc::UnboundedReceiver<Result<EchoReport, String>>,
+    /// TCP connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl EchoServer {
@@ -281,24 +288,111 @@ impl EchoServer {
         .await
     }
 
+    /// hyper serving HTTP/1.1 and HTTP/2 (prior knowledge on plain TCP, or
+    /// ALPN `h2` with `tls`), each request upgraded by
+    /// [`duplex::upgrade::upgrade`]: HTTP/1.1 upgrades and, when
+    /// `extended_connect` is on, RFC 8441 extended CONNECTs. Each
+    /// WebSocket's outcome is a report.
+    pub async fn start_http2(
+        server: ServerBuilder,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        extended_connect: bool,
+    ) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let tls = tls.map(|config| {
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        Self::start_serving(move |tcp, tx| {
+            let (server, tls) = (server.clone(), tls.clone());
+            let service = hyper::service::service_fn(move |req| {
+                let (server, tx) = (server.clone(), tx.clone());
+                async move {
+                    let response = match duplex::upgrade::upgrade(req, &server) {
+                        Ok((response, pending)) => {
+                            tokio::spawn(async move {
+                                let report = match pending.await {
+                                    Ok(ws) => Ok(echo(ws).await),
+                                    Err(e) => Err(format!("upgrade: {e}")),
+                                };
+                                let _ = tx.send(report);
+                            });
+                            response
+                        }
+                        Err(rejection) => rejection,
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            async move {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if extended_connect {
+                    builder.http2().enable_connect_protocol();
+                }
+                let _ = match tls {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    None => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .await
+                    }
+                };
+            }
+        })
+        .await
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One report per connection: what `serve` made of it.
     async fn start_with<F, Fut>(serve: F) -> Self
     where
         F: Fn(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = Result<EchoReport, String>> + Send + 'static,
     {
+        Self::start_serving(move |tcp, tx| {
+            let conn = serve(tcp);
+            async move {
+                let _ = tx.send(conn.await);
+            }
+        })
+        .await
+    }
+
+    /// Each connection served by `serve`, which sends its reports.
+    async fn start_serving<F, Fut>(serve: F) -> Self
+    where
+        F: Fn(TcpStream, Reports) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, reports) = mpsc::unbounded_channel();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let tx = tx.clone();
-                let conn = serve(tcp);
-                tokio::spawn(async move {
-                    let _ = tx.send(conn.await);
-                });
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(serve(tcp, tx.clone()));
             }
         });
-        Self { addr, reports }
+        Self {
+            addr,
+            reports,
+            connections,
+        }
     }
 
     /// The next connection's outcome, in the order connections ended.
@@ -667,8 +761,20 @@ impl Peer {
 
     /// Starts this peer's echo client against `url`.
     pub fn echo_client(self, url: &str, compress: bool) -> Option<PeerProcess> {
+        self.echo_client_with(url, compress, &[])
+    }
+
+    /// Starts this peer's echo client against `url`, with `extra`
+    /// arguments (`--http2`).
+    pub fn echo_client_with(
+        self,
+        url: &str,
+        compress: bool,
+        extra: &[&str],
+    ) -> Option<PeerProcess> {
         let mut cmd = self.command("echo_client")?;
         cmd.args([url, "--compress", on_off(compress)]);
+        cmd.args(extra);
         Some(PeerProcess::spawn(
             cmd,
             &format!("{} echo client", self.name()),
@@ -789,4 +895,26 @@ impl PeerProcess {
         );
         assert!(rest.is_empty(), "the {} printed more: {rest:?}", self.what);
     }
+}
+
+/// A message in the peers' line format.
+pub fn to_line(msg: &Message) -> Value {
+    match msg {
+        Message::Text(t) => json!({ "text": t.as_str() }),
+        Message::Binary(b) => json!({ "binary_b64": BASE64.encode(b) }),
+        other => unreachable!("only data messages are sent: {other:?}"),
+    }
+}
+
+/// Parses a line of the peer's output back into a message.
+pub fn from_line(line: &str) -> Message {
+    let value: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the peer printed invalid JSON ({e}): {line:.200}"));
+    if let Some(text) = value.get("text").and_then(Value::as_str) {
+        return Message::text(text.to_owned());
+    }
+    if let Some(b64) = value.get("binary_b64").and_then(Value::as_str) {
+        return Message::binary(BASE64.decode(b64).expect("valid base64 from the peer"));
+    }
+    panic!("unexpected line from the peer: {line:.200}");
 }

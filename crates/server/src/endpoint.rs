@@ -1,0 +1,235 @@
+//! The WebSocket endpoints, declared once: where each is served, its
+//! settings and limits, the checks every upgrade to it passes (Origin,
+//! admission), and what runs once it is open. The routes (HTTP/1.1 `GET`
+//! and HTTP/2 `CONNECT`) and the fast path are both derived from it, so no
+//! endpoint can skip a check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use duplex::{Config, MemoryBudget, ServerBuilder, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::admission::{Admitted, Refusal};
+use crate::fastpath;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::{echo, session};
+
+fn origin_allowed<B>(state: &AppState, req: &http::Request<B>) -> bool {
+    let allowed = &state.settings.allowed_origins;
+    match req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    {
+        Some(origin) if !allowed.is_empty() => allowed.iter().any(|a| a == origin),
+        _ => true,
+    }
+}
+
+fn forbidden_origin() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this Origin may not open WebSockets here (see allowed_origins)\n",
+    )
+        .into_response()
+}
+
+/// The WebSocket endpoints. Every upgrade to one of them, by the fast
+/// path or by a route, passes [`socket_server`]'s checks and runs in
+/// [`run_socket`]: there is no other way in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: the hub protocol.
+    Hub,
+    /// `/echo`.
+    Echo,
+    /// `/files`: the file-transfer relay.
+    Files,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Hub, Endpoint::Echo, Endpoint::Files];
+
+    /// Where it is served.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Hub => "/ws",
+            Self::Echo => "/echo",
+            Self::Files => "/files",
+        }
+    }
+
+    /// The endpoint at this path.
+    pub fn of(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.path() == path)
+    }
+}
+
+/// Each WebSocket endpoint's settings (limits, compression, keepalive),
+/// built once: the sockets share them.
+pub struct SocketServers {
+    /// The memory held for peers (their unfinished and large messages,
+    /// queued deliveries, replies, relay buffers, request heads), bounded
+    /// together (`--memory-budget`).
+    pub budget: MemoryBudget,
+    hub: ServerBuilder,
+    echo: ServerBuilder,
+    /// No compression: the relay carries ciphertext, which cannot shrink.
+    files: ServerBuilder,
+}
+
+impl SocketServers {
+    /// The endpoints' settings from the server's, sharing `budget`.
+    pub fn new(settings: &Settings, budget: MemoryBudget) -> Self {
+        let mut config = Config::default()
+            .with_compression()
+            .with_max_message_size(settings.max_message_size);
+        config.handshake_timeout = fastpath::HEAD_WAIT;
+        config.limits.max_frame_size = settings.max_message_size;
+        if settings.ping_interval > 0 {
+            config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
+        }
+        Self {
+            hub: ServerBuilder::new()
+                .config(config)
+                .memory_budget(budget.clone()),
+            echo: ServerBuilder::new()
+                .config(Config {
+                    handshake_timeout: fastpath::HEAD_WAIT,
+                    ..Config::default()
+                })
+                .deflate(Some(duplex::DeflateConfig::default()))
+                .max_message_size(settings.echo_max_message_size)
+                .memory_budget(budget.clone()),
+            // A frame of the relay's largest size, plus room for the
+            // WebSocket header.
+            files: ServerBuilder::new()
+                .config(Config {
+                    handshake_timeout: fastpath::HEAD_WAIT,
+                    ..Config::default()
+                })
+                .deflate(None)
+                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64)
+                .memory_budget(budget.clone()),
+            budget,
+        }
+    }
+
+    /// The settings a request head is read with before its endpoint is
+    /// known: every endpoint's head limits, budget and timeout are alike.
+    pub fn reader(&self) -> &ServerBuilder {
+        &self.echo
+    }
+}
+
+/// The checks every upgrade to `endpoint` passes, on the axum route and on
+/// the fast path alike: the Origin allow-list, admission (the connection
+/// limits, counting this one from `address` until the [`Admitted`] is
+/// dropped), then the endpoint's settings (whose limits the handshake and
+/// the socket apply).
+pub fn socket_server<'s, B>(
+    state: &'s AppState,
+    endpoint: Endpoint,
+    req: &http::Request<B>,
+    address: Option<std::net::IpAddr>,
+) -> Result<(&'s ServerBuilder, Admitted), Refused> {
+    if !origin_allowed(state, req) {
+        return Err(Refused::Origin);
+    }
+    let admitted = state.admission.admit(address).map_err(Refused::Admission)?;
+    let server = match endpoint {
+        Endpoint::Hub => &state.sockets.hub,
+        Endpoint::Echo => &state.sockets.echo,
+        Endpoint::Files => &state.sockets.files,
+    };
+    Ok((server, admitted))
+}
+
+/// Why [`socket_server`] refused an upgrade.
+#[derive(Debug)]
+pub enum Refused {
+    /// The Origin is not allowed (403).
+    Origin,
+    /// A connection limit is reached (503 with `Retry-After`).
+    Admission(Refusal),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Origin => forbidden_origin(),
+            Self::Admission(refusal) => refusal.into_response(),
+        }
+    }
+}
+
+/// Runs an open WebSocket on its endpoint until it closes: the hub session
+/// (authentication, rate limits, metrics), the echo loop or the relay
+/// (which limits code guessing per client address `ip`).
+pub async fn run_socket<S>(
+    endpoint: Endpoint,
+    ws: WebSocket<S>,
+    state: Arc<AppState>,
+    ip: Option<std::net::IpAddr>,
+    admitted: Admitted,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // Counted as open until the socket ends.
+    let _admitted = admitted;
+    match endpoint {
+        // Boxed: a session's state is large, and the echo task should not
+        // carry its size.
+        Endpoint::Hub => Box::pin(session::run(ws, state)).await,
+        Endpoint::Echo => echo::run(ws, state).await,
+        Endpoint::Files => {
+            let (rooms, shutdown) = (state.transfers.clone(), state.shutdown.clone());
+            drop(state);
+            Box::pin(crate::transfer::relay::run(ws, rooms, ip, shutdown)).await
+        }
+    }
+}
+
+/// The route of `endpoint`: its checks, then the upgrade through hyper
+/// (HTTP/1.1 or HTTP/2).
+pub async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Request) -> Response {
+    // The accept loop adds the peer's address; without it every client
+    // shares one budget of failed joins on /files, and of connections.
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (server, admitted) = match socket_server(&state, endpoint, &req, ip) {
+        Ok((server, admitted)) => (server.clone(), admitted),
+        Err(refused) => {
+            if matches!(refused, Refused::Admission(_)) {
+                state.admission.count_refusal();
+            }
+            return refused.into_response();
+        }
+    };
+    let over_http2 = req.version() == http::Version::HTTP_2;
+    match duplex::upgrade::upgrade(req, &server) {
+        Ok((response, pending)) => {
+            if over_http2 {
+                state.metrics.http2_websockets.inc();
+            }
+            let tracker = state.tasks.clone();
+            tracker.spawn(async move {
+                match pending.await {
+                    Ok(ws) => run_socket(endpoint, ws, state, ip, admitted).await,
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+            response.into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}

@@ -1,0 +1,217 @@
+//! `duplex serve` over HTTP/2 (RFC 8441): every WebSocket endpoint is an
+//! extended CONNECT away on h2c and on TLS (ALPN `h2`), with the same
+//! checks as over HTTP/1.1; many sockets share one connection; one that
+//! stops reading does not stall the others; a shutdown closes them with
+//! 1001; `--http2 false` turns it all off.
+
+mod support;
+
+use duplex::proxy::ProxyConfig;
+use duplex::{ClientBuilder, CloseCode, Error, HandshakeError, Message, ResponseError};
+use serde_json::json;
+use support::{HubClient, LIMIT, TestServer};
+
+fn client() -> ClientBuilder {
+    ClientBuilder::new()
+        .proxy(ProxyConfig::None)
+        .tls_config(duplex::tls::insecure_client_config())
+}
+
+fn url(t: &TestServer) -> String {
+    let (_, ws) = t.server.scheme();
+    format!("{ws}://localhost:{}/", t.addr().port())
+}
+
+/// A counter or gauge from `/metrics`, over HTTP/1.1.
+async fn metric(t: &TestServer, name: &str) -> u64 {
+    let (_, metrics) = if t.server.scheme().0 == "https" {
+        support::https_get(t.addr(), "/metrics").await
+    } else {
+        support::http(t.addr(), "GET", "/metrics", &[], None).await
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}")) as u64
+}
+
+async fn within<F: std::future::IntoFuture>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {LIMIT:?}"))
+}
+
+/// Echo and hub sockets on one HTTP/2 connection, plain and TLS: the
+/// hub's publish reaches a subscriber on another stream of the same
+/// connection; the metrics count each socket (and, on TLS, one
+/// connection).
+#[tokio::test]
+async fn echo_and_hub_sockets_share_one_connection() {
+    for tls in [false, true] {
+        let t = if tls {
+            TestServer::start_tls(|_| {}).await
+        } else {
+            TestServer::start(|_| {}).await
+        };
+        let h2 = within(
+            "connect_http2",
+            client().compression(true).connect_http2(&url(&t)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("tls {tls}: {e}"));
+        let mut echo = h2.open("/echo").await.expect("/echo over h2");
+        assert!(echo.is_compressed(), "permessage-deflate over HTTP/2");
+        let mut subscriber = HubClient::on(h2.open("/ws").await.expect("/ws over h2"));
+        let mut publisher = HubClient::on(h2.open("/ws").await.expect("/ws over h2"));
+        subscriber
+            .ok(json!({"cmd": "subscribe", "channel": "news"}))
+            .await;
+        publisher
+            .ok(json!({"cmd": "publish", "channel": "news", "data": "over h2"}))
+            .await;
+        let push = subscriber.push_of("publication").await;
+        assert_eq!(push["data"], "over h2", "{push}");
+        for i in 0..50 {
+            let text = format!("echo {i} over one connection");
+            echo.send(text.clone()).await.unwrap();
+            let Some(Ok(Message::Text(back))) = within("an echo", echo.recv()).await else {
+                panic!("no echo");
+            };
+            assert_eq!(back.as_str(), text);
+        }
+        echo.close(CloseCode::NORMAL, "done").await.unwrap();
+        assert_eq!(metric(&t, "duplex_http2_websockets_total").await, 3);
+        if tls {
+            assert_eq!(metric(&t, "duplex_http2_connections_total").await, 1);
+        }
+    }
+}
+
+/// The Origin allow-list, on every endpoint, over HTTP/2 as over HTTP/1.1.
+#[tokio::test]
+async fn a_disallowed_origin_is_refused_on_every_endpoint() {
+    let t = TestServer::start(|s| s.allowed_origins = vec!["https://chat.example".into()]).await;
+    let evil = within(
+        "connect_http2",
+        client()
+            .header("Origin", "https://evil.example")
+            .connect_http2(&url(&t)),
+    )
+    .await
+    .unwrap();
+    let good = within(
+        "connect_http2",
+        client()
+            .header("Origin", "https://chat.example")
+            .connect_http2(&url(&t)),
+    )
+    .await
+    .unwrap();
+    for path in duplex_server::app::Endpoint::ALL.map(|e| e.path()) {
+        let err = within("a refusal", evil.open(path))
+            .await
+            .expect_err("a disallowed Origin");
+        let Error::Handshake(h) = &err else {
+            panic!("{path}: {err:?}")
+        };
+        let HandshakeError::Response { error, body } = &**h else {
+            panic!("{path}: {err:?}")
+        };
+        assert_eq!(
+            *error,
+            ResponseError::Status(axum::http::StatusCode::FORBIDDEN),
+            "{path}"
+        );
+        assert!(body.contains("Origin"), "{path}: {body}");
+        within("an accepted socket", good.open(path))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+/// A socket whose peer stops reading fills its own stream's window, not
+/// the connection's: the other sockets on the connection keep flowing.
+#[tokio::test]
+async fn a_socket_that_stops_reading_does_not_stall_the_others() {
+    let t = TestServer::start(|_| {}).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut stalled = h2.open("/echo").await.unwrap();
+    // 4 MiB of echoes nobody reads: far past every window.
+    let flood = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 << 10];
+        for _ in 0..64 {
+            if stalled.send(chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+        stalled
+    });
+    let mut flowing = h2.open("/echo").await.unwrap();
+    for i in 0..200 {
+        let text = format!("still flowing {i}");
+        within("a send", flowing.send(text.clone())).await.unwrap();
+        let Some(Ok(Message::Text(back))) = within("an echo", flowing.recv()).await else {
+            panic!("no echo");
+        };
+        assert_eq!(back.as_str(), text);
+    }
+    assert!(!flood.is_finished(), "the flood was never held back");
+    flood.abort();
+}
+
+/// A graceful shutdown closes WebSockets on HTTP/2 streams with 1001.
+#[tokio::test]
+async fn a_shutdown_closes_sockets_on_streams_with_1001() {
+    let t = TestServer::start(|s| s.shutdown_timeout = 5).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut ws = h2.open("/echo").await.unwrap();
+    ws.send("before").await.unwrap();
+    let _ = within("the echo", ws.recv()).await;
+    let TestServer { server, dir } = t;
+    let stopping = tokio::spawn(server.shutdown());
+    let mut close = None;
+    // Read to the end: the close frame, then the stream's end.
+    while let Some(msg) = within("the close frame", ws.recv()).await {
+        if let Message::Close(frame) = msg.expect("a clean close") {
+            close = frame.map(|f| f.code);
+        }
+    }
+    assert_eq!(close, Some(CloseCode::GOING_AWAY));
+    within("the shutdown", stopping).await.unwrap();
+    drop(dir);
+}
+
+/// `http2 = false`: TLS offers only HTTP/1.1, plain TCP refuses the
+/// HTTP/2 preface; WebSockets over HTTP/1.1 are unchanged.
+#[tokio::test]
+async fn http2_can_be_turned_off() {
+    for tls in [false, true] {
+        let t = if tls {
+            TestServer::start_tls(|s| s.http2 = false).await
+        } else {
+            TestServer::start(|s| s.http2 = false).await
+        };
+        let err = within("connect_http2", client().connect_http2(&url(&t)))
+            .await
+            .expect_err("no HTTP/2");
+        if tls {
+            assert!(
+                matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::NoHttp2)),
+                "{err:?}"
+            );
+        }
+        let mut ws = within("HTTP/1.1", client().connect(&format!("{}echo", url(&t))))
+            .await
+            .unwrap();
+        ws.send("over HTTP/1.1").await.unwrap();
+        let Some(Ok(Message::Text(back))) = within("an echo", ws.recv()).await else {
+            panic!("no echo");
+        };
+        assert_eq!(back.as_str(), "over HTTP/1.1");
+    }
+}
