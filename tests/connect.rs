@@ -784,3 +784,58 @@ async fn help_documents_every_option_and_the_exit_statuses() {
         assert!(out.stdout.contains(option), "--help lacks {option}");
     }
 }
+
+/// `--http2 always|auto|never` against `duplex serve` over TLS (and h2c):
+/// the echo comes back each way, `-v` shows which handshake it was; a
+/// server with HTTP/2 off gets HTTP/1.1 from `auto` and a clear refusal
+/// from `always`.
+#[tokio::test]
+async fn http2_modes_and_what_they_fall_back_to() {
+    let pki = Pki::new("http2");
+    let leaf = pki.leaf(&["localhost"]);
+    let (cert, key) = (leaf.cert.to_str().unwrap(), leaf.key.to_str().unwrap());
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let connect = |mode: &str, url: &str| {
+        let mut cmd = duplex();
+        cmd.args([
+            "connect", "--http2", mode, "--cacert", ca, url, "--count", "1", "-v",
+        ]);
+        cmd
+    };
+    let serve = Serve::start_with(&["--tls-cert", cert, "--tls-key", key]).await;
+    let url = format!("wss://localhost:{}/echo", serve.addr.port());
+    for (mode, answer) in [
+        ("always", "< :status: 200"),
+        ("auto", "< :status: 200"),
+        ("never", "< HTTP/1.1 101"),
+    ] {
+        let out = run(connect(mode, &url), b"over the wire\n").await;
+        out.expect_code(0);
+        assert_eq!(out.stdout, "over the wire\n", "--http2 {mode}");
+        assert!(
+            out.stderr.contains(answer),
+            "--http2 {mode}: {}",
+            out.stderr
+        );
+    }
+    // Prior knowledge on plain TCP.
+    let h2c = Serve::start().await;
+    let out = run(
+        connect("always", &format!("ws://{}/echo", h2c.addr)),
+        b"h2c\n",
+    )
+    .await;
+    out.expect_code(0);
+    assert!(out.stderr.contains("< :status: 200"), "{}", out.stderr);
+
+    let off = Serve::start_with(&["--tls-cert", cert, "--tls-key", key, "--http2", "false"]).await;
+    let url = format!("wss://localhost:{}/echo", off.addr.port());
+    let out = run(connect("auto", &url), b"fell back\n").await;
+    out.expect_code(0);
+    assert_eq!(out.stdout, "fell back\n");
+    assert!(out.stderr.contains("< HTTP/1.1 101"), "{}", out.stderr);
+    let out = run(connect("always", &url), b"refused\n").await;
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("HTTP/2"), "{}", out.stderr);
+}

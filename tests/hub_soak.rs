@@ -209,7 +209,9 @@ impl Conn {
         // Deprecated for lingering that blocks a thread on drop; a linger of
         // zero never blocks: it makes the close send a reset at once.
         #[allow(deprecated)]
-        let _ = self.ws.get_ref().tcp().set_linger(Some(Duration::ZERO));
+        if let Some(tcp) = self.ws.get_ref().tcp() {
+            let _ = tcp.set_linger(Some(Duration::ZERO));
+        }
     }
 
     async fn close(mut self) {

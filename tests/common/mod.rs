@@ -216,7 +216,7 @@ pub async fn spawn_serve(args: &[&str]) -> (Child, SocketAddr) {
         .stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn duplex serve");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let line = wait_for_line(&mut out, "listening on http://").await;
+    let line = wait_for_line(&mut out, "listening on ").await;
     tokio::spawn(async move {
         let mut sink = Vec::new();
         let _ = out.read_to_end(&mut sink).await;

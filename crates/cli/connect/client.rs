@@ -20,6 +20,7 @@ pub fn build(args: &ConnectArgs) -> Result<ClientBuilder, Failure> {
     let mut client = ClientBuilder::new()
         .config(config)
         .compression(args.compress)
+        .http2(args.http2)
         .connect_timeout(args.connect_timeout)
         .protocols(subprotocols(&args.subprotocol));
     for header in &args.header {

@@ -81,6 +81,17 @@ pub struct ConnectArgs {
     #[arg(long, help_heading = "Handshake")]
     pub compress: bool,
 
+    /// Open the WebSocket over HTTP/2 (RFC 8441): auto (for wss://, when
+    /// TLS chooses HTTP/2 and the server enables WebSockets on it, as
+    /// browsers do), always (or fail saying why), never (HTTP/1.1).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "never",
+        help_heading = "Handshake"
+    )]
+    pub http2: duplex::http2::Http2Mode,
+
     /// Send stdin as binary messages (each read of up to 64 KiB is one
     /// message) and write received messages as raw bytes with no separator:
     /// a byte pipe.
@@ -285,7 +296,7 @@ async fn converse(
                 }
                 let opened = Opened {
                     url: args.url.clone(),
-                    peer: ws.get_ref().tcp().peer_addr().ok(),
+                    peer: ws.get_ref().peer_addr(),
                     protocol: ws.protocol().map(str::to_owned),
                     extensions: info
                         .response

@@ -38,7 +38,7 @@ pub fn opened(
     insecure: bool,
 ) {
     let stream = ws.get_ref();
-    if let Ok(peer) = stream.tcp().peer_addr() {
+    if let Some(peer) = stream.peer_addr() {
         console.diag(&format!("* Connected to {peer}"));
     }
     if let MaybeTlsStream::Tls(tls) = stream {
@@ -63,7 +63,28 @@ pub fn opened(
         console.diag(&format!("* TLS {version} {suite}{alpn}, {trust}"));
     }
     let req = &info.request;
-    console.diag(&format!("> {} {} HTTP/1.1", req.method(), req.uri()));
+    let http2 = req.version() == http::Version::HTTP_2;
+    if http2 {
+        // HTTP/2 has no request line: its pseudo-headers, as curl shows them.
+        console.diag("* WebSocket over HTTP/2 (RFC 8441): an extended CONNECT on a new stream");
+        let uri = req.uri();
+        console.diag(&format!("> :method: {}", req.method()));
+        console.diag("> :protocol: websocket");
+        console.diag(&format!(
+            "> :scheme: {}",
+            uri.scheme_str().unwrap_or("https")
+        ));
+        console.diag(&format!(
+            "> :authority: {}",
+            uri.authority().map(|a| a.as_str()).unwrap_or("")
+        ));
+        console.diag(&format!(
+            "> :path: {}",
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        ));
+    } else {
+        console.diag(&format!("> {} {} HTTP/1.1", req.method(), req.uri()));
+    }
     for (name, value) in req.headers() {
         console.diag(&format!(
             "> {name}: {}",
@@ -72,7 +93,11 @@ pub fn opened(
     }
     console.diag(">");
     let resp = &info.response;
-    console.diag(&format!("< HTTP/1.1 {}", resp.status()));
+    if http2 {
+        console.diag(&format!("< :status: {}", resp.status().as_u16()));
+    } else {
+        console.diag(&format!("< HTTP/1.1 {}", resp.status()));
+    }
     for (name, value) in resp.headers() {
         console.diag(&format!(
             "< {name}: {}",

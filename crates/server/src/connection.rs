@@ -62,7 +62,9 @@ pub async fn accept(
                     match handshake.await {
                         Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
                             connection.state.metrics.http2_connections.inc();
-                            serve_hyper(stream, connection).await
+                            // Boxed: the echo sockets of the HTTP/1.1 path
+                            // should not carry a hyper connection's size.
+                            Box::pin(serve_http2(stream, connection)).await
                         }
                         Ok(Ok(stream)) => serve_http1(stream, connection).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
@@ -168,6 +170,25 @@ where
     }
 }
 
+/// A connection whose TLS chose HTTP/2: the client's preface must start
+/// within [`fastpath::HEAD_WAIT`], as a request head must on HTTP/1.1 (a
+/// client that chose `h2` and says nothing is not held for ever); then
+/// hyper serves it, with the bytes read replayed in front.
+async fn serve_http2<S>(mut stream: S, parts: ConnectionParts)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let mut first = bytes::BytesMut::with_capacity(64);
+    match tokio::time::timeout(fastpath::HEAD_WAIT, stream.read_buf(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {
+            serve_hyper(duplex::Rewind::new(first.freeze(), stream), parts).await;
+        }
+        Ok(_) => {}
+        Err(_) => tracing::debug!(peer = %parts.peer, "no HTTP/2 preface in time"),
+    }
+}
+
 /// The router, with the peer's address attached to every request as
 /// `ConnectInfo` (the file relay limits code guessing per address).
 #[derive(Clone)]
@@ -200,29 +221,49 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for PeerService {
 /// [`fastpath::HEAD_WAIT`], as on the fast path (hyper has no such limit
 /// without a timer, and a slowloris trickling a head was held for ever);
 /// HTTP/2 with the extended CONNECT enabled and the windows of
-/// [`duplex::http2`], or
-/// HTTP/1.1 only.
-fn http_builder(http2: bool) -> auto::Builder<TokioExecutor> {
+/// [`duplex::http2`], or HTTP/1.1 only.
+enum HttpBuilder {
+    /// HTTP/1.1, or HTTP/2 when the connection starts with its preface.
+    Auto(auto::Builder<TokioExecutor>),
+    /// HTTP/1.1 only (`http2 = false`: hyper-util's `http1_only` does not
+    /// hold for connections served with upgrades).
+    Http1(hyper::server::conn::http1::Builder),
+}
+
+fn http_builder(http2: bool) -> HttpBuilder {
+    if !http2 {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(fastpath::HEAD_WAIT);
+        return HttpBuilder::Http1(builder);
+    }
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(fastpath::HEAD_WAIT);
-    if !http2 {
-        return builder.http1_only();
-    }
     builder
         .http2()
         .timer(TokioTimer::new())
         .enable_connect_protocol()
         .initial_stream_window_size(duplex::http2::STREAM_WINDOW)
         .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
-        .max_concurrent_streams(duplex::http2::MAX_STREAMS);
-    builder
+        .max_concurrent_streams(duplex::http2::MAX_STREAMS)
+        // A peer that stops answering PINGs is gone: its streams end.
+        .keep_alive_interval(Some(HTTP2_KEEPALIVE))
+        .keep_alive_timeout(HTTP2_KEEPALIVE);
+    HttpBuilder::Auto(builder)
 }
 
+/// How often an HTTP/2 connection is pinged, and how long an answer may
+/// take before the connection is dropped.
+const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// Serves `io` until it ends; on shutdown, finishes what is in flight
+/// (hyper's graceful shutdown: GOAWAY on HTTP/2).
 async fn serve_connection<I>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &HttpBuilder,
     io: I,
     service: PeerService,
     shutdown: tokio_util::sync::CancellationToken,
@@ -230,13 +271,29 @@ async fn serve_connection<I>(
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    match builder {
+        HttpBuilder::Auto(builder) => {
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        HttpBuilder::Http1(builder) => {
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            let done = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            Ok(done?)
         }
     }
 }

@@ -88,36 +88,34 @@ pub struct SocketServers {
 impl SocketServers {
     /// The endpoints' settings from the server's, sharing `budget`.
     pub fn new(settings: &Settings, budget: MemoryBudget) -> Self {
-        let mut config = Config::default()
+        // What every endpoint shares: the head timeout (the same on the
+        // fast path and hyper's, so [`Self::reader`] may be any of them)
+        // and the memory budget.
+        let base = Config {
+            handshake_timeout: fastpath::HEAD_WAIT,
+            memory_budget: Some(budget.clone()),
+            ..Config::default()
+        };
+        let mut hub = base
+            .clone()
             .with_compression()
             .with_max_message_size(settings.max_message_size);
-        config.handshake_timeout = fastpath::HEAD_WAIT;
-        config.limits.max_frame_size = settings.max_message_size;
+        hub.limits.max_frame_size = settings.max_message_size;
         if settings.ping_interval > 0 {
-            config.ping_interval = Some(Duration::from_secs(settings.ping_interval));
+            hub.ping_interval = Some(Duration::from_secs(settings.ping_interval));
         }
         Self {
-            hub: ServerBuilder::new()
-                .config(config)
-                .memory_budget(budget.clone()),
+            hub: ServerBuilder::new().config(hub),
             echo: ServerBuilder::new()
-                .config(Config {
-                    handshake_timeout: fastpath::HEAD_WAIT,
-                    ..Config::default()
-                })
+                .config(base.clone())
                 .deflate(Some(duplex::DeflateConfig::default()))
-                .max_message_size(settings.echo_max_message_size)
-                .memory_budget(budget.clone()),
+                .max_message_size(settings.echo_max_message_size),
             // A frame of the relay's largest size, plus room for the
             // WebSocket header.
             files: ServerBuilder::new()
-                .config(Config {
-                    handshake_timeout: fastpath::HEAD_WAIT,
-                    ..Config::default()
-                })
+                .config(base)
                 .deflate(None)
-                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64)
-                .memory_budget(budget.clone()),
+                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64),
             budget,
         }
     }

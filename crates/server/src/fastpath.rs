@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::http::{Method, Request, header};
 use duplex::{NoRequestKind, Rewind, ServerBuilder, WebSocket};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Admitted;
 use crate::endpoint::Endpoint;
@@ -38,18 +38,6 @@ pub enum Sniffed<S> {
 /// a client slower than this is a slowloris holding a connection open,
 /// answered 408 and closed. The endpoints' handshake timeout.
 pub const HEAD_WAIT: Duration = Duration::from_secs(10);
-
-/// The answer to a head the memory budget has no room for.
-fn no_room_response() -> Vec<u8> {
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{NO_ROOM}",
-        crate::admission::RETRY_AFTER_SECS,
-        NO_ROOM.len(),
-    )
-    .into_bytes()
-}
-
-const NO_ROOM: &str = "the server is short of memory (--memory-budget); try again later\n";
 
 /// Reads the first request head (bounded by the endpoints' head limits,
 /// their memory budget and [`HEAD_WAIT`]) and takes the fast path if it is
@@ -72,14 +60,11 @@ where
                 // Malformed, too large, or HTTP/2: hyper says what it
                 // makes of it.
                 NoRequestKind::Unreadable(_) => Sniffed::Http(no.into_stream()),
-                NoRequestKind::NoRoom => {
-                    state.metrics.memory_budget_refused.inc();
-                    let mut stream = no.into_stream();
-                    let _ = tokio::time::timeout(HEAD_WAIT, stream.write_all(&no_room_response()))
-                        .await;
-                    Sniffed::Closed
-                }
-                _ => {
+                // Slow (408), no room (503 with Retry-After), or gone.
+                kind => {
+                    if matches!(kind, NoRequestKind::NoRoom) {
+                        state.metrics.memory_budget_refused.inc();
+                    }
                     no.answer(HEAD_WAIT).await;
                     Sniffed::Closed
                 }

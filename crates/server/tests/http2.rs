@@ -199,12 +199,10 @@ async fn http2_can_be_turned_off() {
         let err = within("connect_http2", client().connect_http2(&url(&t)))
             .await
             .expect_err("no HTTP/2");
-        if tls {
-            assert!(
-                matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::NoHttp2)),
-                "{err:?}"
-            );
-        }
+        assert!(
+            matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::NoHttp2)),
+            "tls {tls}: {err:?}"
+        );
         let mut ws = within("HTTP/1.1", client().connect(&format!("{}echo", url(&t))))
             .await
             .unwrap();
@@ -214,4 +212,35 @@ async fn http2_can_be_turned_off() {
         };
         assert_eq!(back.as_str(), "over HTTP/1.1");
     }
+}
+
+/// The connection limits hold over HTTP/2 as over HTTP/1.1: a socket past
+/// `max_connections` is refused with 503 and `Retry-After`, and the
+/// others on the connection go on.
+#[tokio::test]
+async fn connection_limits_hold_on_streams() {
+    let t = TestServer::start(|s| s.max_connections = 2).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut first = h2.open("/echo").await.expect("the first socket");
+    let _second = h2.open("/ws").await.expect("the second socket");
+    let err = within("a refusal", h2.open("/echo"))
+        .await
+        .expect_err("past the limit");
+    let Error::Handshake(h) = &err else {
+        panic!("{err:?}")
+    };
+    let HandshakeError::Response { error, .. } = &**h else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        *error,
+        ResponseError::Status(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    first.send("still here").await.unwrap();
+    let Some(Ok(Message::Text(back))) = within("an echo", first.recv()).await else {
+        panic!("no echo");
+    };
+    assert_eq!(back.as_str(), "still here");
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use crate::config::Config;
 use crate::error::{Error, HandshakeError, Result};
 use crate::handshake_io::read_head;
+use crate::http2::Http2Mode;
 use crate::proxy::ProxyConfig;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
@@ -60,6 +61,7 @@ pub struct ClientBuilder {
     proxy: ProxyConfig,
     connect_timeout: Duration,
     head_limits: HeadLimits,
+    http2: Http2Mode,
 }
 
 impl Default for ClientBuilder {
@@ -73,7 +75,7 @@ impl Default for ClientBuilder {
 pub struct HandshakeInfo {
     /// The request sent.
     pub request: Request<()>,
-    /// The server's 101 response.
+    /// The server's response: 101, or 200 over HTTP/2.
     pub response: Response<()>,
 }
 
@@ -89,6 +91,7 @@ impl ClientBuilder {
             proxy: ProxyConfig::FromEnv,
             connect_timeout: Duration::from_secs(10),
             head_limits: HeadLimits::default(),
+            http2: Http2Mode::Never,
         }
     }
 
@@ -139,6 +142,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether [`connect`](Self::connect) opens the WebSocket over HTTP/2
+    /// (RFC 8441): [`Http2Mode::Never`] by default. For many sockets on
+    /// one connection, see [`connect_http2`](Self::connect_http2).
+    ///
+    /// ```no_run
+    /// # async fn run() -> duplex::Result<()> {
+    /// use duplex::http2::Http2Mode;
+    /// let ws = duplex::ClientBuilder::new()
+    ///     .http2(Http2Mode::Auto) // HTTP/2 if the server offers WebSockets on it
+    ///     .connect("wss://example.com/chat")
+    ///     .await?;
+    /// # drop(ws); Ok(()) }
+    /// ```
+    pub fn http2(mut self, mode: Http2Mode) -> Self {
+        self.http2 = mode;
+        self
+    }
+
     /// How long the TCP connect, proxy tunnel and TLS handshake may take.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -159,6 +180,9 @@ impl ClientBuilder {
             return Err(Error::url(url, e.clone()));
         }
         let url = WsUrl::parse(url)?;
+        if self.http2 != Http2Mode::Never {
+            return self.connect_http2_mode(&url, self.http2).await;
+        }
         let stream = self.transport(&url, &[]).await?;
         self.handshake_on(stream, &url).await
     }

@@ -253,8 +253,11 @@ pub enum HandshakeError {
     /// The peer closed the connection during the handshake.
     #[error("the peer closed the connection during the handshake")]
     Eof,
-    /// Client side, HTTP/2: TLS's ALPN did not choose `h2`.
-    #[error("the server does not speak HTTP/2 here (TLS did not choose h2): use HTTP/1.1")]
+    /// Client side, HTTP/2: TLS's ALPN did not choose `h2` (or, without
+    /// TLS, the server did not answer the HTTP/2 preface).
+    #[error(
+        "the server does not speak HTTP/2 here (TLS did not choose h2, or the HTTP/2 preface got no HTTP/2 answer): use HTTP/1.1"
+    )]
     NoHttp2,
     /// Client side, HTTP/2: the server's SETTINGS do not enable the
     /// extended CONNECT, so it cannot open WebSockets over HTTP/2.

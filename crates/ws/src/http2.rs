@@ -26,11 +26,43 @@ use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
 use duplex_proto::{Connection, Role};
 use http::Response;
 
-use crate::client::ClientBuilder;
+use crate::client::{ClientBuilder, HandshakeInfo};
 use crate::error::{Error, HandshakeError, Result};
 use crate::h2_stream::H2Stream;
 use crate::socket::WebSocket;
+use crate::stream::MaybeTlsStream;
 use crate::url::WsUrl;
+
+/// Which HTTP version a client opens its WebSocket with
+/// ([`ClientBuilder::http2`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Http2Mode {
+    /// HTTP/1.1 always: an upgrade answered 101 (the default).
+    #[default]
+    Never,
+    /// HTTP/2 for `wss://` when TLS's ALPN chooses it and the server's
+    /// SETTINGS enable the extended CONNECT, else HTTP/1.1 (on a new
+    /// connection if the first chose HTTP/2 without it): what browsers do.
+    /// `ws://` stays HTTP/1.1, which needs no negotiation.
+    Auto,
+    /// HTTP/2 only, or an error that says why not: ALPN for `wss://`,
+    /// prior knowledge for `ws://`.
+    Always,
+}
+
+impl std::str::FromStr for Http2Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "never" => Ok(Self::Never),
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            other => Err(format!("expected auto, always or never, not {other:?}")),
+        }
+    }
+}
 
 /// An HTTP/2 connection whose server enabled the extended CONNECT: opens
 /// WebSockets on it, as many as the server's stream limit allows. Clones
@@ -48,6 +80,8 @@ use crate::url::WsUrl;
 #[derive(Clone)]
 pub struct Http2Connection {
     send: h2::client::SendRequest<Bytes>,
+    /// The other end of the TCP connection.
+    peer: Option<std::net::SocketAddr>,
     /// `https` or `http`: the `:scheme` of each CONNECT.
     scheme: &'static str,
     /// The `:authority` of each CONNECT (host, and port if not the
@@ -81,6 +115,17 @@ impl ClientBuilder {
         if url.tls && io.alpn_protocol() != Some(b"h2") {
             return Err(HandshakeError::NoHttp2.into());
         }
+        self.http2_on(io, &url).await
+    }
+
+    /// The HTTP/2 handshake on `io` (already chosen by ALPN, or prior
+    /// knowledge), then the wait for the server's SETTINGS.
+    pub(crate) async fn http2_on(
+        &self,
+        io: MaybeTlsStream,
+        url: &WsUrl,
+    ) -> Result<Http2Connection> {
+        let peer = io.peer_addr();
         let timeout = self.get_config().handshake_timeout;
         let handshake = async {
             let (send, mut connection) = h2::client::Builder::new()
@@ -99,18 +144,57 @@ impl ClientBuilder {
             ping.ping(h2::Ping::opaque()).await.map_err(h2_error)?;
             Ok::<_, Error>(send)
         };
-        let send = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| Error::HandshakeTimeout(timeout))??;
+        let send = match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(send)) => send,
+            // Without TLS there was no ALPN to ask: a server that does not
+            // answer the preface as HTTP/2 does not speak it.
+            Ok(Err(Error::Io(_))) if !url.tls => return Err(HandshakeError::NoHttp2.into()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::HandshakeTimeout(timeout)),
+        };
         if !send.is_extended_connect_protocol_enabled() {
             return Err(HandshakeError::NoExtendedConnect.into());
         }
         Ok(Http2Connection {
             send,
+            peer,
             scheme: if url.tls { "https" } else { "http" },
             authority: url.host_header.clone(),
             builder: self.clone(),
         })
+    }
+
+    /// [`ClientBuilder::connect_with_info`] over HTTP/2, as the mode says.
+    pub(crate) async fn connect_http2_mode(
+        &self,
+        url: &WsUrl,
+        mode: Http2Mode,
+    ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeInfo)> {
+        let io = if url.tls {
+            self.transport(url, &[b"h2", b"http/1.1"]).await?
+        } else {
+            self.transport(url, &[]).await?
+        };
+        let chose_h2 = !url.tls || io.alpn_protocol() == Some(b"h2");
+        if !chose_h2 {
+            if mode == Http2Mode::Always {
+                return Err(HandshakeError::NoHttp2.into());
+            }
+            // TLS chose HTTP/1.1: upgrade on this connection.
+            return self.handshake_on(io, url).await;
+        }
+        match self.http2_on(io, url).await {
+            Ok(h2) => h2.open_stream(&url.path_and_query).await,
+            Err(Error::Handshake(h))
+                if mode == Http2Mode::Auto && matches!(*h, HandshakeError::NoExtendedConnect) =>
+            {
+                // HTTP/2 without WebSockets on it: HTTP/1.1 on a new
+                // connection that offers only it.
+                let io = self.transport(url, &[b"http/1.1"]).await?;
+                self.handshake_on(io, url).await
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -119,12 +203,38 @@ impl Http2Connection {
     /// stream: an extended CONNECT answered 200, with the builder's
     /// subprotocols, compression and headers negotiated as on HTTP/1.1.
     pub async fn open(&self, path_and_query: &str) -> Result<WebSocket<H2Stream>> {
+        let (stream, conn, protocol, _) = self.handshake(path_and_query).await?;
+        let config = self.builder.get_config().clone();
+        Ok(WebSocket::from_parts(stream, conn, config, protocol))
+    }
+
+    /// [`open`](Self::open), as a [`MaybeTlsStream`] socket with the
+    /// handshake's request and response.
+    pub(crate) async fn open_stream(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeInfo)> {
+        let (stream, conn, protocol, info) = self.handshake(path_and_query).await?;
+        let config = self.builder.get_config().clone();
+        let stream = MaybeTlsStream::Http2(Box::new(stream));
+        Ok((WebSocket::from_parts(stream, conn, config, protocol), info))
+    }
+
+    /// The extended CONNECT on a new stream, verified.
+    async fn handshake(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(H2Stream, Connection, Option<String>, HandshakeInfo)> {
         let config = self.builder.get_config();
         let hs = ClientHandshake::new(self.builder.get_protocols().to_vec(), config.deflate);
         let uri = format!("{}://{}{}", self.scheme, self.authority, path_and_query);
+        if !path_and_query.starts_with('/') {
+            return Err(Error::url(uri, "the path must start with /"));
+        }
         let mut request = hs
             .connect_request(&uri, self.builder.get_headers())
             .map_err(|e| Error::url(&uri, e.to_string()))?;
+        let shown = request.clone();
         request
             .extensions_mut()
             .insert(h2::ext::Protocol::from_static("websocket"));
@@ -154,19 +264,19 @@ impl Http2Connection {
             }
         };
         let conn = Connection::new(Role::Client, config.proto(), negotiated.deflate);
-        Ok(WebSocket::from_parts(
-            H2Stream::new(send, recv),
+        let info = HandshakeInfo {
+            request: shown,
+            response: head,
+        };
+        Ok((
+            H2Stream::new(send, recv, self.peer),
             conn,
-            config.clone(),
             negotiated.protocol,
+            info,
         ))
     }
 }
 
 fn h2_error(e: h2::Error) -> Error {
-    Error::Io(if e.is_io() {
-        e.into_io().expect("checked is_io")
-    } else {
-        std::io::Error::other(e)
-    })
+    Error::Io(crate::h2_stream::io_error(e))
 }

@@ -201,7 +201,8 @@ const REQUEST_TIMEOUT: &[u8] =
 
 /// The answer to a head the memory budget has no room for.
 fn no_room() -> Vec<u8> {
-    const WHY: &str = "the server is short of memory (its memory budget); try again later\n";
+    const WHY: &str =
+        "the server is short of memory (its memory budget is used up); try again later\n";
     format!(
         "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: {NO_ROOM_RETRY_SECS}\r\n\
          Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{WHY}",

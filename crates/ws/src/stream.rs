@@ -1,4 +1,5 @@
-//! The client's transport: plain TCP or TLS over TCP.
+//! The client's transport: plain TCP, TLS over TCP, or a stream of an
+//! HTTP/2 connection (RFC 8441).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -7,29 +8,43 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP stream, with or without TLS.
+/// A TCP stream, with or without TLS, or an HTTP/2 stream over one.
 #[derive(Debug)]
 pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection (see
+    /// [`ClientBuilder::http2`](crate::ClientBuilder::http2)).
+    Http2(Box<crate::H2Stream>),
 }
 
 impl MaybeTlsStream {
     /// The protocol TLS's ALPN chose, if any (`h2`, `http/1.1`).
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
-            Self::Plain(_) => None,
+            Self::Plain(_) | Self::Http2(_) => None,
             Self::Tls(s) => s.get_ref().1.alpn_protocol(),
         }
     }
 
-    /// The TCP stream underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP stream underneath; `None` for an HTTP/2 stream, whose
+    /// connection is its driver's.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
+            Self::Plain(s) => Some(s),
+            Self::Tls(s) => Some(s.get_ref().0),
+            Self::Http2(_) => None,
+        }
+    }
+
+    /// The address of the other end of the TCP connection (the server, or
+    /// the proxy).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Self::Http2(s) => s.peer_addr(),
+            other => other.tcp().and_then(|tcp| tcp.peer_addr().ok()),
         }
     }
 }
@@ -43,6 +58,7 @@ impl AsyncRead for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Http2(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -56,6 +72,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Http2(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -67,6 +84,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Http2(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -74,6 +92,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::Http2(s) => s.is_write_vectored(),
         }
     }
 
@@ -81,6 +100,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s).poll_flush(cx),
+            Self::Http2(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -88,6 +108,7 @@ impl AsyncWrite for MaybeTlsStream {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Http2(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

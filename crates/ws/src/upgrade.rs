@@ -28,19 +28,84 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use duplex_proto::handshake::server::Accepted;
 
 use http::{Request, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{Error, Result};
 use crate::server::ServerBuilder;
 use crate::socket::WebSocket;
 
-/// The stream of an upgraded hyper connection.
-pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// The stream of an upgraded hyper connection, or of an HTTP/2 stream.
+///
+/// On HTTP/2, hyper takes every write whole (it copies it into its own
+/// queue, a few writes deep per stream), so a large message would leave
+/// the socket's output buffer, and with it the memory budget's view, in
+/// one write. Writes there are cut to [`HTTP2_WRITE`]: what hyper holds
+/// per stream stays small, and the rest stays in the socket's buffer,
+/// charged.
+#[derive(Debug)]
+pub struct Upgraded {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    /// The most bytes one write hands to hyper.
+    max_write: usize,
+}
+
+/// The most bytes one write hands to hyper on an HTTP/2 stream.
+pub const HTTP2_WRITE: usize = 16 << 10;
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = buf.len().min(self.max_write);
+        Pin::new(&mut self.io).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.max_write == usize::MAX {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.max_write == usize::MAX && self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// A connection (or HTTP/2 stream) hyper is about to hand over; `.await`
 /// it for the WebSocket.
@@ -48,6 +113,8 @@ pub struct PendingUpgrade {
     on_upgrade: OnUpgrade,
     accepted: Accepted,
     server: ServerBuilder,
+    /// An HTTP/2 stream, not a whole connection.
+    over_http2: bool,
 }
 
 impl IntoFuture for PendingUpgrade {
@@ -60,7 +127,16 @@ impl IntoFuture for PendingUpgrade {
                 .on_upgrade
                 .await
                 .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-            Ok(self.server.open(TokioIo::new(upgraded), &self.accepted))
+            let max_write = if self.over_http2 {
+                HTTP2_WRITE
+            } else {
+                usize::MAX
+            };
+            let io = Upgraded {
+                io: TokioIo::new(upgraded),
+                max_write,
+            };
+            Ok(self.server.open(io, &self.accepted))
         })
     }
 }
@@ -102,6 +178,7 @@ pub fn upgrade<B>(
             on_upgrade,
             accepted,
             server: server.clone(),
+            over_http2: req.version() == http::Version::HTTP_2,
         },
     ))
 }

@@ -119,7 +119,7 @@ async fn a_plain_tls_server_is_not_http2() {
 async fn raw_connect(
     addr: std::net::SocketAddr,
     protocol: Option<&'static str>,
-) -> http::Response<h2::RecvStream> {
+) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -133,14 +133,14 @@ async fn raw_connect(
             .extensions_mut()
             .insert(h2::ext::Protocol::from_static(p));
     }
-    let (response, _stream) = send.send_request(request, false).unwrap();
-    within("a response", response).await.unwrap()
+    let (response, stream) = send.send_request(request, false).unwrap();
+    (within("a response", response).await.unwrap(), stream)
 }
 
 #[tokio::test]
 async fn a_connect_for_another_protocol_is_refused_with_a_reason() {
     let mut server = EchoServer::start_http2(server_builder(false), None, true).await;
-    let mut response = raw_connect(server.addr, Some("chat")).await;
+    let (mut response, _) = raw_connect(server.addr, Some("chat")).await;
     assert_eq!(response.status(), 400);
     let body = within("the reason", response.body_mut().data())
         .await
@@ -148,17 +148,37 @@ async fn a_connect_for_another_protocol_is_refused_with_a_reason() {
         .unwrap();
     let reason = String::from_utf8_lossy(&body);
     assert!(reason.contains(":protocol websocket"), "{reason}");
-    // The one the server answers: an accepted extended CONNECT.
-    let response = raw_connect(server.addr, Some("websocket")).await;
+    // Nothing was opened for it.
+    server.assert_no_report();
+}
+
+/// A stream reset mid-message (RST_STREAM) is an abnormal end: no close
+/// frame, no message, not a clean close.
+#[tokio::test]
+async fn a_stream_reset_mid_message_is_an_abnormal_end() {
+    let mut server = EchoServer::start_http2(server_builder(false), None, true).await;
+    let (response, mut stream) = raw_connect(server.addr, Some("websocket")).await;
     assert_eq!(response.status(), 200);
     assert!(!response.headers().contains_key("sec-websocket-accept"));
-    drop(response);
+    // A masked text frame announcing 10 bytes, of which 3 are sent.
+    let half = vec![0x81, 0x8a, 1, 2, 3, 4, b'a' ^ 1, b'b' ^ 2, b'c' ^ 3];
+    stream.send_data(half.into(), false).unwrap();
+    stream.send_reset(h2::Reason::CANCEL);
     let report = server.next_report().await.expect("a WebSocket");
-    assert_ne!(report.close_code(), Some(1000), "{report:?}");
+    assert_eq!(report.messages, 0, "{report:?}");
+    assert_eq!(report.close_code(), None, "{report:?}");
+    assert!(report.error.is_some(), "an abnormal end: {report:?}");
 }
 
 #[tokio::test]
 async fn node_http2_client_echoes_through_the_server() {
+    // Skipped, saying why, without Node (a failure in `cargo xtask test`).
+    if Peer::Node
+        .echo_client_with("ws://127.0.0.1:9/", false, &["--http2"])
+        .is_none()
+    {
+        return;
+    }
     for tls in [false, true] {
         let pki = Pki::new();
         let mut server = EchoServer::start_http2(
@@ -172,9 +192,9 @@ async fn node_http2_client_echoes_through_the_server() {
         } else {
             format!("ws://{}/echo", server.addr)
         };
-        let Some(mut peer) = Peer::Node.echo_client_with(&url, false, &["--http2"]) else {
-            return;
-        };
+        let mut peer = Peer::Node
+            .echo_client_with(&url, false, &["--http2"])
+            .expect("checked above");
         for (i, msg) in echo_cases().iter().enumerate() {
             peer.write_line(&to_line(msg).to_string()).await;
             let echo = from_line(&peer.expect_line().await);
@@ -196,4 +216,91 @@ async fn node_http2_client_echoes_through_the_server() {
         assert_eq!(report.close_code(), Some(1000), "{report:?}");
         assert_eq!(report.messages, echo_cases().len(), "{report:?}");
     }
+}
+
+/// `connect` with [`Http2Mode::Auto`]: HTTP/2 where the server offers
+/// WebSockets on it; HTTP/1.1 where TLS chooses it (same connection) or
+/// where HTTP/2 has no extended CONNECT (a second connection).
+#[tokio::test]
+async fn auto_mode_uses_http2_only_where_the_server_offers_websockets_on_it() {
+    use duplex::MaybeTlsStream;
+    use duplex::http2::Http2Mode;
+    let pki = Pki::new();
+    let tls = || Some(pki.server_config(&["localhost"]));
+    let auto = client(true)
+        .tls_config(pki.client_config())
+        .http2(Http2Mode::Auto);
+    // (server, connections expected, HTTP/2 expected)
+    let cases = [
+        (
+            EchoServer::start_http2(server_builder(true), tls(), true).await,
+            1,
+            true,
+        ),
+        (
+            EchoServer::start_http2(server_builder(true), tls(), false).await,
+            2,
+            false,
+        ),
+        (
+            EchoServer::start_tls(server_builder(true), pki.server_config(&["localhost"])).await,
+            1,
+            false,
+        ),
+    ];
+    for (mut server, connections, over_http2) in cases {
+        let url = format!("wss://localhost:{}/echo", server.addr.port());
+        let (mut ws, info) = within("connect", auto.connect_with_info(&url))
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(matches!(ws.get_ref(), MaybeTlsStream::Http2(_)), over_http2);
+        assert_eq!(info.response.status(), if over_http2 { 200 } else { 101 });
+        assert!(ws.is_compressed());
+        echo_conversation(&mut ws).await;
+        close_cleanly(&mut ws).await;
+        let report = server.next_report().await.expect("a WebSocket");
+        assert_eq!(report.close_code(), Some(1000), "{report:?}");
+        assert_eq!(server.connections(), connections, "{url}");
+    }
+}
+
+/// [`Http2Mode::Always`] fails, saying why, where HTTP/2 is not offered.
+#[tokio::test]
+async fn always_mode_says_why_it_cannot() {
+    use duplex::http2::Http2Mode;
+    let pki = Pki::new();
+    let server =
+        EchoServer::start_tls(server_builder(false), pki.server_config(&["localhost"])).await;
+    let url = format!("wss://localhost:{}/echo", server.addr.port());
+    let err = within(
+        "connect",
+        client(false)
+            .tls_config(pki.client_config())
+            .http2(Http2Mode::Always)
+            .connect(&url),
+    )
+    .await
+    .expect_err("no HTTP/2 here");
+    assert!(
+        matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::NoHttp2)),
+        "{err:?}"
+    );
+}
+
+/// A message sent just before its socket is dropped still arrives: the
+/// dropped stream half-closes and lingers rather than being reset (which
+/// would discard what h2 had queued). On a current-thread runtime, where
+/// h2's connection task has not yet run when the socket is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_sent_right_before_the_socket_is_dropped_arrives() {
+    let mut server = EchoServer::start_http2(server_builder(false), None, true).await;
+    let url = format!("ws://{}/", server.addr);
+    let h2 = within("connect_http2", client(false).connect_http2(&url))
+        .await
+        .unwrap();
+    let mut ws = within("open", h2.open("/echo")).await.unwrap();
+    ws.send("last words").await.unwrap();
+    drop(ws);
+    let report = server.next_report().await.expect("a WebSocket");
+    assert_eq!(report.messages, 1, "{report:?}");
 }

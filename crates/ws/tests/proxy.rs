@@ -36,7 +36,7 @@ async fn ws_through_a_proxy_with_credentials() {
     .await
     .expect("connect through the proxy");
     // The socket's peer is the proxy, not the server: we really tunnelled.
-    assert_eq!(ws.get_ref().tcp().peer_addr().unwrap(), proxy.addr);
+    assert_eq!(ws.get_ref().peer_addr().unwrap(), proxy.addr);
     echo_conversation(&mut ws).await;
     close_cleanly(&mut ws).await;
 
@@ -69,7 +69,7 @@ async fn wss_through_a_proxy() {
     .await
     .expect("wss through the proxy");
     assert!(matches!(ws.get_ref(), MaybeTlsStream::Tls(_)));
-    assert_eq!(ws.get_ref().tcp().peer_addr().unwrap(), proxy.addr);
+    assert_eq!(ws.get_ref().peer_addr().unwrap(), proxy.addr);
     echo_conversation(&mut ws).await;
     close_cleanly(&mut ws).await;
 

@@ -89,7 +89,7 @@ async fn connect_via(
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     assert_eq!(
-        ws.get_ref().tcp().peer_addr().unwrap(),
+        ws.get_ref().peer_addr().unwrap(),
         expected_peer,
         "{url}: the TCP peer (the proxy when tunnelled, else the server)"
     );

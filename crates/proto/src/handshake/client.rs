@@ -131,7 +131,14 @@ impl ClientHandshake {
         let req = Request::connect(uri)
             .version(http::Version::HTTP_2)
             .header(header::SEC_WEBSOCKET_VERSION, "13");
-        self.finish(req, extra)
+        // HTTP/2 forbids connection-specific headers (RFC 9113 §8.2.2):
+        // HTTP/2 libraries refuse a request that has them.
+        let extra: HeaderMap = extra
+            .iter()
+            .filter(|(name, _)| !is_connection_specific(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        self.finish(req, &extra)
     }
 
     /// `req` with the subprotocols and compression offered, then the
@@ -227,6 +234,20 @@ impl ClientHandshake {
         }
         Ok(Negotiated { protocol, deflate })
     }
+}
+
+/// Headers about one connection, which HTTP/2 does not carry.
+fn is_connection_specific(name: &header::HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::HOST,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+    ]
+    .contains(name)
 }
 
 fn is_handshake_header(name: &header::HeaderName) -> bool {
