@@ -8,6 +8,15 @@
 //! then `/updateReports`, on which the fuzzingserver writes its report and
 //! exits). Either way kosoku writes an Autobahn-format report under
 //! `target/autobahn/{server,client}/`, which [`report::check`] judges.
+//!
+//! Over HTTP/2 (RFC 8441), the same suite runs through the `h2-bridge`
+//! example, since kosoku speaks HTTP/1.1 only: for the server, kosoku's
+//! fuzzingclient talks to the bridge, which opens each socket as an
+//! extended CONNECT on one HTTP/2 connection to `duplex serve` (whose
+//! metrics must then count them); for the client, `autobahn-client
+//! --http2` opens its sockets over HTTP/2 to the bridge, which upgrades each
+//! over HTTP/1.1 to the fuzzingserver. Reports go to
+//! `target/autobahn/{server,client}-h2/`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,29 +42,50 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Default number of cases the fuzzingclient runs at once.
 const PARALLELISM: u32 = 2;
 
-/// Which implementation is under test.
+/// Which implementation is under test, and over which HTTP version.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Side {
     /// `duplex serve`, driven by kosoku's fuzzingclient.
     Server,
     /// The `autobahn-client` example, driving kosoku's fuzzingserver.
     Client,
+    /// `duplex serve` over HTTP/2, through the bridge.
+    ServerOverHttp2,
+    /// The `autobahn-client` example over HTTP/2, through the bridge.
+    ClientOverHttp2,
 }
 
 impl Side {
+    /// Every side, in the order `cargo xtask test` runs them.
+    pub const ALL: [Side; 4] = [
+        Side::Server,
+        Side::Client,
+        Side::ServerOverHttp2,
+        Side::ClientOverHttp2,
+    ];
+
     /// The pipeline stage that runs this side.
     pub fn stage_name(self) -> &'static str {
         match self {
             Self::Server => "autobahn server",
             Self::Client => "autobahn client",
+            Self::ServerOverHttp2 => "autobahn server h2",
+            Self::ClientOverHttp2 => "autobahn client h2",
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Its name on the command line and for its report directory.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Server => "server",
             Self::Client => "client",
+            Self::ServerOverHttp2 => "server-h2",
+            Self::ClientOverHttp2 => "client-h2",
         }
+    }
+
+    fn over_http2(self) -> bool {
+        matches!(self, Self::ServerOverHttp2 | Self::ClientOverHttp2)
     }
 }
 
@@ -100,11 +130,15 @@ impl Settings {
     /// implementation is replaced by a stand-in command).
     pub fn binaries_needed(&self, sides: &[Side]) -> Vec<Binary> {
         let mut binaries = Vec::new();
-        if sides.contains(&Side::Server) && self.server_cmd.is_none() {
+        let any = |these: [Side; 2]| these.iter().any(|s| sides.contains(s));
+        if any([Side::Server, Side::ServerOverHttp2]) && self.server_cmd.is_none() {
             binaries.push(Binary::Cli);
         }
-        if sides.contains(&Side::Client) && self.client_cmd.is_none() {
+        if any([Side::Client, Side::ClientOverHttp2]) && self.client_cmd.is_none() {
             binaries.push(Binary::AutobahnClient);
+        }
+        if any([Side::ServerOverHttp2, Side::ClientOverHttp2]) {
+            binaries.push(Binary::H2Bridge);
         }
         binaries
     }
@@ -126,12 +160,53 @@ pub fn run(paths: &Paths, settings: &Settings, side: Side) -> Result<()> {
         );
     }
     match side {
-        Side::Server => server_side(paths, settings, &outdir),
-        Side::Client => client_side(paths, settings, &outdir),
+        Side::Server | Side::ServerOverHttp2 => server_side(paths, settings, &outdir, side),
+        Side::Client | Side::ClientOverHttp2 => client_side(paths, settings, &outdir, side),
     }
 }
 
-fn server_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> {
+/// What the suite talks to for `side`: over HTTP/2, the bridge (`to-h2` or
+/// `to-h1`), started on a free port in front of `target`; else `target`.
+fn front_of(
+    paths: &Paths,
+    side: Side,
+    target: SocketAddr,
+) -> Result<(Option<ChildGuard>, SocketAddr)> {
+    if !side.over_http2() {
+        return Ok((None, target));
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mode = if side == Side::ServerOverHttp2 {
+        "to-h2"
+    } else {
+        "to-h1"
+    };
+    let mut cmd = paths.command(built(paths, Binary::H2Bridge)?);
+    cmd.args([mode, &addr.to_string(), &target.to_string()]);
+    let log = paths.autobahn.join(format!("{}.bridge.log", side.name()));
+    let mut child = ChildGuard::spawn("the HTTP/2 bridge", &mut cmd, &log)?;
+    wait_for_port(addr, PORT_WAIT, &mut child)?;
+    Ok((Some(child), addr))
+}
+
+/// A counter from the server's `/metrics` (plain HTTP/1.1, loopback).
+fn metric(addr: SocketAddr, name: &str) -> Result<f64> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {name} in the server's /metrics"))
+}
+
+fn server_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) -> Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let mut server_cmd = match &settings.server_cmd {
         Some(template) => stand_in(
@@ -146,19 +221,33 @@ fn server_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> 
             cmd
         }
     };
-    let testee_log = paths.autobahn.join("server-side.testee.log");
+    let testee_log = paths
+        .autobahn
+        .join(format!("{}-side.testee.log", side.name()));
     let mut server = ChildGuard::spawn("the server under test", &mut server_cmd, &testee_log)?;
     wait_for_port(addr, PORT_WAIT, &mut server)?;
+    let (bridged, front) = front_of(paths, side, addr)?;
 
-    let url = format!("ws://{addr}/echo");
+    let url = format!("ws://{front}/echo");
     let mut fuzzer = kosoku(paths, settings, "fuzzingclient", &url, outdir);
     fuzzer.args(["-p", &settings.parallelism.to_string()]);
-    let kosoku_log = paths.autobahn.join("server-side.kosoku.log");
+    let kosoku_log = paths
+        .autobahn
+        .join(format!("{}-side.kosoku.log", side.name()));
     let status = run_logged(&mut fuzzer, &kosoku_log, settings.timeout)?;
+    if side.over_http2() && settings.server_cmd.is_none() {
+        // Proof that the cases went over HTTP/2, not around the bridge.
+        let streams = metric(addr, "duplex_http2_websockets_total")?;
+        println!("    the server opened {streams} WebSockets on HTTP/2 streams");
+        if streams < 1.0 {
+            bail!("the server saw no WebSocket over HTTP/2: the bridge did not use it");
+        }
+    }
+    drop(bridged);
 
     let server_exit = server.exited()?;
     server.stop();
-    let verdict = judge(Side::Server, outdir, status, &kosoku_log, None);
+    let verdict = judge(side, outdir, status, &kosoku_log, None);
     if let Some(exit) = server_exit {
         bail!(
             "the server under test exited during the run ({exit}); last lines of {}:\n{}{}",
@@ -173,9 +262,11 @@ fn server_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> 
     verdict
 }
 
-fn client_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> {
+fn client_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) -> Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let kosoku_log = paths.autobahn.join("client-side.kosoku.log");
+    let kosoku_log = paths
+        .autobahn
+        .join(format!("{}-side.kosoku.log", side.name()));
     let mut fuzzer = ChildGuard::spawn(
         "kosoku's fuzzingserver",
         &mut kosoku(paths, settings, "fuzzingserver", &addr.to_string(), outdir),
@@ -186,7 +277,8 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> 
         wsclient::get_case_count(addr).context("asking the fuzzingserver for its case count")?;
     println!("    the fuzzingserver at ws://{addr} serves {expected} cases");
 
-    let url = format!("ws://{addr}");
+    let (bridged, front) = front_of(paths, side, addr)?;
+    let url = format!("ws://{front}");
     let mut client_cmd = match &settings.client_cmd {
         Some(template) => stand_in(
             paths,
@@ -197,10 +289,15 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> 
         None => {
             let mut cmd = paths.command(built(paths, Binary::AutobahnClient)?);
             cmd.arg(&url);
+            if side.over_http2() {
+                cmd.arg("--http2");
+            }
             cmd
         }
     };
-    let testee_log = paths.autobahn.join("client-side.testee.log");
+    let testee_log = paths
+        .autobahn
+        .join(format!("{}-side.testee.log", side.name()));
     let client_error = match run_logged(&mut client_cmd, &testee_log, settings.timeout) {
         Ok(status) if status.success() => None,
         Ok(status) => Some(format!(
@@ -246,7 +343,8 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path) -> Result<()> 
     };
     fuzzer.stop();
 
-    let verdict = judge(Side::Client, outdir, status, &kosoku_log, Some(expected));
+    drop(bridged);
+    let verdict = judge(side, outdir, status, &kosoku_log, Some(expected));
     match (client_error, verdict) {
         (None, verdict) => verdict,
         (Some(client), Ok(())) => bail!("{client}"),

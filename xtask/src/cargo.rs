@@ -27,6 +27,9 @@ pub enum Binary {
     Cli,
     /// The `autobahn-client` example of package `duplex`.
     AutobahnClient,
+    /// The `h2-bridge` example of package `duplex`: HTTP/1.1 to HTTP/2 and
+    /// back, for the Autobahn suite over HTTP/2.
+    H2Bridge,
 }
 
 impl Binary {
@@ -36,6 +39,7 @@ impl Binary {
         match self {
             Self::Cli => release.join("duplex"),
             Self::AutobahnClient => release.join("examples").join("autobahn-client"),
+            Self::H2Bridge => release.join("examples").join("h2-bridge"),
         }
     }
 
@@ -49,6 +53,14 @@ impl Binary {
                 "duplex",
                 "--example",
                 "autobahn-client",
+            ],
+            Self::H2Bridge => &[
+                "build",
+                "--release",
+                "-p",
+                "duplex",
+                "--example",
+                "h2-bridge",
             ],
         }
     }

@@ -31,7 +31,7 @@ cargo xtask: Duplex project automation
 
 USAGE:
     cargo xtask test [--skip-autobahn] [--keep-going]
-    cargo xtask autobahn [server|client] [--keep-going]
+    cargo xtask autobahn [server|client|server-h2|client-h2] [--keep-going]
     cargo xtask tools
     cargo xtask fuzz [--seconds N] [TARGET...]
     cargo xtask bench [--quick] [--reps N] [--seconds S] (--help for more)
@@ -81,6 +81,7 @@ WHERE THINGS GO:
     target/browser/              screenshots of the browser tests (chat, transfer)
     target/autobahn/server/      Autobahn report, server side (index.html, index.json)
     target/autobahn/client/      Autobahn report, client side
+    target/autobahn/*-h2/        the same over HTTP/2 (RFC 8441), through the h2-bridge example
     target/autobahn/*.log        output of the processes of each side
 
 ENVIRONMENT:
@@ -191,16 +192,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         Some("autobahn") => {
             let side = (!rest.is_empty()).then(|| rest.remove(0));
             let sides = match side.as_deref() {
-                None => vec![Side::Server, Side::Client],
-                Some("server") => vec![Side::Server],
-                Some("client") => vec![Side::Client],
+                None => Side::ALL.to_vec(),
+                Some(name) if Side::ALL.iter().any(|s| s.name() == name) => {
+                    Side::ALL.into_iter().filter(|s| s.name() == name).collect()
+                }
                 Some("--help" | "-h") => {
                     return Ok(Args {
                         task: Task::Help,
                         keep_going,
                     });
                 }
-                Some(other) => bail!("unknown autobahn side `{other}` (expected server or client)"),
+                Some(other) => bail!(
+                    "unknown autobahn side `{other}` (expected server, client, server-h2 or client-h2)"
+                ),
             };
             Task::Autobahn { sides }
         }
@@ -338,7 +342,7 @@ fn main() -> ExitCode {
             pipeline.stage("doctests", || cargo::doctests(&paths));
             pipeline.stage("browser", || browser::run_tests(&paths));
             if autobahn {
-                vec![Side::Server, Side::Client]
+                Side::ALL.to_vec()
             } else {
                 Vec::new()
             }

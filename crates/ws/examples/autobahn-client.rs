@@ -2,8 +2,12 @@
 //! runs every case, echoing each message back, then asks for the reports.
 //!
 //! ```text
-//! cargo run --release -p duplex --example autobahn-client -- ws://127.0.0.1:9001
+//! cargo run --release -p duplex --example autobahn-client -- ws://127.0.0.1:9001 [--http2]
 //! ```
+//!
+//! With `--http2` every socket is an HTTP/2 stream (RFC 8441, prior
+//! knowledge): the fuzzingserver is then reached through the `h2-bridge`
+//! example.
 
 use duplex::{ClientBuilder, Config, Limits, Message};
 
@@ -14,7 +18,13 @@ async fn main() -> anyhow::Result<()> {
     let base = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "ws://127.0.0.1:9001".into());
+    let http2 = std::env::args().any(|a| a == "--http2");
     let client = ClientBuilder::new()
+        .http2(if http2 {
+            duplex::http2::Http2Mode::Always
+        } else {
+            duplex::http2::Http2Mode::Never
+        })
         .config(Config {
             limits: Limits::unlimited(),
             ..Config::default()

@@ -275,6 +275,14 @@ where
         Ok(())
     }
 
+    /// The request, and the stream with what the client sent after its
+    /// head replayed first: for a proxy or a bridge that answers the
+    /// handshake itself and then carries the bytes.
+    pub fn into_parts(mut self) -> (Request<()>, Rewind<S>) {
+        self.buf.advance(self.head_len);
+        (self.request, Rewind::new(self.buf.freeze(), self.stream))
+    }
+
     /// Gives up the request unanswered: the stream, with every byte read
     /// from it (the head and what followed) replayed first, for an HTTP
     /// server to serve as if it had read them itself.
