@@ -436,6 +436,38 @@ fn measure(
     ))
 }
 
+/// Fails unless an echo smoke report is plausible; prints its figures.
+fn check_echo_smoke(v: &Value) -> Result<()> {
+    let row = &v["rows"][0];
+    let ops = row["ops"].as_u64().unwrap_or(0);
+    let rate = row["ops_per_sec"].as_f64().unwrap_or(0.0);
+    let p50 = row["latency_us"]["p50"].as_f64().unwrap_or(0.0);
+    let p99 = row["latency_us"]["p99"].as_f64().unwrap_or(0.0);
+    let bytes = row["bytes"].as_u64().unwrap_or(0);
+    if v["errors"] != 0 || row["errors"] != 0 {
+        bail!("duplex bench reported errors: {v}");
+    }
+    // The server's CPU time: some, and not more than both cores all along.
+    let cpu_us = row["extra"]["server_cpu_us_per_msg"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let busy = row["extra"]["server_cpu_pct"].as_f64().unwrap_or(0.0);
+    if ops < 100
+        || rate <= 0.0
+        || !(0.0 < p50 && p50 <= p99)
+        || bytes != ops * 1024
+        || v["mode"] != "echo"
+        || !(cpu_us > 0.0 && busy > 0.0 && busy <= 100.0 * available_cores() as f64 + 10.0)
+    {
+        bail!("implausible report: {v}");
+    }
+    println!(
+        "    {}: {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors; the server's CPU {cpu_us:.2} µs per message, {busy:.0}% busy",
+        row["name"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
 /// Runs a `duplex bench ... --json` command and returns its report; fails
 /// with `what`, the exit status and standard error if the run failed.
 fn bench_report(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Value> {
@@ -890,51 +922,31 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     }
     let url = format!("ws://{addr}/echo");
     let pid = server.child.id().to_string();
-    let mut cmd = Command::new(&duplex);
-    cmd.args([
-        "bench",
-        "echo",
-        &url,
-        "-c",
-        "4",
-        "-p",
-        "4",
-        "-s",
-        "1k",
-        "-d",
-        "2s",
-        "--json",
-        "--server-pid",
-        &pid,
-    ]);
-    println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
-    let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench echo")?;
-    let row = &v["rows"][0];
-    let ops = row["ops"].as_u64().unwrap_or(0);
-    let rate = row["ops_per_sec"].as_f64().unwrap_or(0.0);
-    let p50 = row["latency_us"]["p50"].as_f64().unwrap_or(0.0);
-    let p99 = row["latency_us"]["p99"].as_f64().unwrap_or(0.0);
-    let bytes = row["bytes"].as_u64().unwrap_or(0);
-    if v["errors"] != 0 || row["errors"] != 0 {
-        bail!("duplex bench reported errors: {v}");
+    // Over HTTP/1.1, then with the sockets as streams of one HTTP/2
+    // connection (h2c here).
+    for extra in [&[][..], &["--http2"][..]] {
+        let mut cmd = Command::new(&duplex);
+        cmd.args([
+            "bench",
+            "echo",
+            &url,
+            "-c",
+            "4",
+            "-p",
+            "4",
+            "-s",
+            "1k",
+            "-d",
+            "2s",
+            "--json",
+            "--server-pid",
+            &pid,
+        ])
+        .args(extra);
+        println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
+        let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench echo")?;
+        check_echo_smoke(&v)?;
     }
-    // The server's CPU time: some, and not more than both cores all along.
-    let cpu_us = row["extra"]["server_cpu_us_per_msg"]
-        .as_f64()
-        .unwrap_or(0.0);
-    let busy = row["extra"]["server_cpu_pct"].as_f64().unwrap_or(0.0);
-    if ops < 100
-        || rate <= 0.0
-        || !(0.0 < p50 && p50 <= p99)
-        || bytes != ops * 1024
-        || v["mode"] != "echo"
-        || !(cpu_us > 0.0 && busy > 0.0 && busy <= 100.0 * available_cores() as f64 + 10.0)
-    {
-        bail!("implausible report: {v}");
-    }
-    println!(
-        "    {ops} echoes, {rate:.0}/s, p50 {p50:.1} µs, p99 {p99:.1} µs, 0 errors; the server's CPU {cpu_us:.2} µs per message, {busy:.0}% busy"
-    );
 
     // The transfer mode: every run moves every byte and checks it.
     let mut cmd = Command::new(&duplex);

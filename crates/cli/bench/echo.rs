@@ -41,6 +41,8 @@ pub struct EchoPlan {
     pub mirror: bool,
     /// Negotiate permessage-deflate and send compressed JSON-like text.
     pub compress: bool,
+    /// Open the connections as streams of HTTP/2 connections (RFC 8441).
+    pub http2: bool,
 }
 
 /// Runs the plan on the current runtime; one [`Row`] of results.
@@ -64,10 +66,18 @@ pub async fn run(
     } else {
         masked_frame(&payload(plan.size), plan.text)
     });
-    let mut streams = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections {
-        streams.push(ws_connect_with(target, None, plan.compress).await?);
+    if plan.http2 && plan.mirror {
+        bail!("--http2 needs a WebSocket server, not a mirror");
     }
+    let streams = if plan.http2 {
+        super::wire::h2_streams(target, plan.connections, plan.compress).await?
+    } else {
+        let mut streams = Vec::with_capacity(plan.connections);
+        for _ in 0..plan.connections {
+            streams.push(ws_connect_with(target, None, plan.compress).await?);
+        }
+        streams
+    };
     let done = Arc::new(AtomicU64::new(0));
     // Each connection takes messages from one shared budget when capped.
     let budget = Arc::new(AtomicU64::new(if plan.max_messages == 0 {

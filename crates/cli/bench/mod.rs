@@ -117,6 +117,10 @@ struct EchoArgs {
     /// send JSON-like text compressed; echoes are inflated and checked.
     #[arg(long, conflicts_with = "mirror")]
     compress: bool,
+    /// Open the connections as streams of HTTP/2 connections (RFC 8441):
+    /// up to 128 sockets share one TCP (and TLS) connection.
+    #[arg(long, conflicts_with = "mirror")]
+    http2: bool,
 }
 
 #[derive(Args)]
@@ -224,14 +228,16 @@ async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
                 text: a.text,
                 mirror: a.mirror,
                 compress: a.compress,
+                http2: a.http2,
             };
             let progress = Progress::new(!a.common.json);
             let name = format!(
-                "echo {}x{} {}{}",
+                "echo {}x{} {}{}{}",
                 a.connections,
                 a.pipeline,
                 show_size(a.size),
-                if a.compress { " deflate" } else { "" }
+                if a.compress { " deflate" } else { "" },
+                if a.http2 { " h2" } else { "" }
             );
             let row = echo::run(&target, &plan, name, &progress).await?;
             let report = Report {
@@ -241,7 +247,7 @@ async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
                 params: json!({
                     "connections": a.connections, "pipeline": a.pipeline, "size": a.size,
                     "duration_s": a.duration.as_secs_f64(), "text": a.text, "mirror": a.mirror,
-                    "compress": a.compress,
+                    "compress": a.compress, "http2": a.http2,
                 }),
                 rows: vec![row],
             };
@@ -261,6 +267,7 @@ async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
                     text: false,
                     mirror: a.mirror,
                     compress: false,
+                    http2: false,
                 };
                 let row = echo::run(&target, &warm, "warmup".into(), &Progress::new(false)).await?;
                 if row.errors > 0 {
@@ -276,6 +283,7 @@ async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
                 text: false,
                 mirror: a.mirror,
                 compress: false,
+                http2: false,
             };
             let name = format!("latency 1x1 {}", show_size(a.size));
             let watch = a

@@ -33,59 +33,9 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<SocketAddr>) -> Result
     Ok(stream)
 }
 
-/// A connection to the target: plain TCP, or TLS over it for `wss://`.
-pub enum BenchStream {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://`.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for BenchStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for BenchStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A connection to the target: plain TCP, TLS over it for `wss://`, or a
+/// stream of an HTTP/2 connection (`--http2`).
+pub type BenchStream = duplex::MaybeTlsStream;
 
 /// Connects and performs the opening handshake; returns the stream and any
 /// bytes that followed the 101 response.
@@ -166,6 +116,55 @@ pub async fn ws_connect_with(
         bail!("the server declined permessage-deflate; it cannot be benchmarked with --compress");
     }
     Ok((stream, buf.split_off(end)))
+}
+
+/// `count` WebSockets as streams of HTTP/2 connections (RFC 8441), as many
+/// per connection as the server allows ([`duplex::http2::MAX_STREAMS`]);
+/// offering permessage-deflate when `compress`, and failing if the server
+/// declines it.
+pub async fn h2_streams(
+    target: &Target,
+    count: usize,
+    compress: bool,
+) -> Result<Vec<(BenchStream, Vec<u8>)>> {
+    let mut client = duplex::ClientBuilder::new()
+        .proxy(duplex::proxy::ProxyConfig::None)
+        .deflate(compress.then(|| duplex::DeflateConfig {
+            client_no_context_takeover: true,
+            server_no_context_takeover: true,
+            ..duplex::DeflateConfig::default()
+        }));
+    let scheme = match &target.tls {
+        Some(tls) => {
+            client = client.tls_config(tls.config.clone());
+            "wss"
+        }
+        None => "ws",
+    };
+    let url = format!("{scheme}://{}/", target.host);
+    let per_connection = duplex::http2::MAX_STREAMS as usize;
+    let mut streams = Vec::with_capacity(count);
+    while streams.len() < count {
+        let h2 = client
+            .connect_http2(&url)
+            .await
+            .with_context(|| format!("HTTP/2 connection to {url}"))?;
+        for _ in 0..per_connection.min(count - streams.len()) {
+            let (stream, response) = h2.open_raw(&target.path).await?;
+            let accepted = response
+                .headers()
+                .get_all("sec-websocket-extensions")
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("permessage-deflate")));
+            if compress && !accepted {
+                bail!(
+                    "the server declined permessage-deflate; it cannot be benchmarked with --compress"
+                );
+            }
+            streams.push((BenchStream::Http2(Box::new(stream)), Vec::new()));
+        }
+    }
+    Ok(streams)
 }
 
 /// The payload of `size` bytes every message carries: printable ASCII, so it

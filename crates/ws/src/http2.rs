@@ -208,6 +208,14 @@ impl Http2Connection {
         Ok(WebSocket::from_parts(stream, conn, config, protocol))
     }
 
+    /// A stream opened as [`open`](Self::open) opens one, for a caller that
+    /// speaks WebSocket on it itself (a load generator, a bridge); the
+    /// response's headers say what was negotiated.
+    pub async fn open_raw(&self, path_and_query: &str) -> Result<(H2Stream, Response<()>)> {
+        let (stream, _, _, info) = self.handshake(path_and_query).await?;
+        Ok((stream, info.response))
+    }
+
     /// [`open`](Self::open), as a [`MaybeTlsStream`] socket with the
     /// handshake's request and response.
     pub(crate) async fn open_stream(
