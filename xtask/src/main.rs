@@ -352,6 +352,7 @@ fn main() -> ExitCode {
             sides
         }
     };
+    let sides = autobahn.runnable(&sides);
     if !sides.is_empty() {
         pipeline.required("release build", || {
             cargo::build_release(&paths, &autobahn.binaries_needed(&sides))

@@ -45,14 +45,23 @@ impl Case {
 /// Prints a summary of the report in `outdir` (counts per verdict, then every
 /// case that is not OK or INFORMATIONAL) and fails if any case is not, if the
 /// report is empty, or if it does not hold `expected_cases` cases.
-pub fn check(side: &str, outdir: &Path, expected_cases: Option<usize>) -> Result<()> {
+/// How many cases the report in `outdir` holds, all agents together.
+pub fn case_count(outdir: &Path) -> Result<usize> {
+    Ok(read_index(outdir)?.values().map(Vec::len).sum())
+}
+
+/// The report in `outdir`: each agent's cases.
+fn read_index(outdir: &Path) -> Result<BTreeMap<String, Vec<Case>>> {
     let index_path = outdir.join("index.json");
     let text = std::fs::read_to_string(&index_path)
         .with_context(|| format!("cannot read {}", index_path.display()))?;
     let index: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
-    let agents = parse_index(&index)
-        .with_context(|| format!("unexpected layout in {}", index_path.display()))?;
+    parse_index(&index).with_context(|| format!("unexpected layout in {}", index_path.display()))
+}
+
+pub fn check(side: &str, outdir: &Path, expected_cases: Option<usize>) -> Result<()> {
+    let agents = read_index(outdir)?;
 
     let mut total = 0;
     let mut bad = 0;
@@ -91,7 +100,7 @@ pub fn check(side: &str, outdir: &Path, expected_cases: Option<usize>) -> Result
     println!(
         "    report: {} (data: {})",
         outdir.join("index.html").display(),
-        index_path.display()
+        outdir.join("index.json").display()
     );
 
     if total == 0 {

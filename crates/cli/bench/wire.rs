@@ -119,7 +119,8 @@ pub async fn ws_connect_with(
 }
 
 /// `count` WebSockets as streams of HTTP/2 connections (RFC 8441), as many
-/// per connection as the server allows ([`duplex::http2::MAX_STREAMS`]);
+/// per connection as the server allows (at most
+/// [`duplex::http2::MAX_STREAMS`]);
 /// offering permessage-deflate when `compress`, and failing if the server
 /// declines it.
 pub async fn h2_streams(
@@ -142,13 +143,15 @@ pub async fn h2_streams(
         None => "ws",
     };
     let url = format!("{scheme}://{}/", target.host);
-    let per_connection = duplex::http2::MAX_STREAMS as usize;
     let mut streams = Vec::with_capacity(count);
     while streams.len() < count {
         let h2 = client
             .connect_http2(&url)
             .await
             .with_context(|| format!("HTTP/2 connection to {url}"))?;
+        let per_connection = h2
+            .max_streams()
+            .clamp(1, duplex::http2::MAX_STREAMS as usize);
         for _ in 0..per_connection.min(count - streams.len()) {
             let (stream, response) = h2.open_raw(&target.path).await?;
             let accepted = response

@@ -137,14 +137,17 @@ where
         Sniffed::Socket(endpoint, ws, admitted) => Either::Right(Box::pin(async move {
             run_socket(endpoint, ws, state, Some(peer.ip()), admitted).await
         })),
-        Sniffed::Http(stream) => Either::Right(Box::pin(serve_hyper(
-            stream,
-            ConnectionParts {
-                peer,
-                router,
-                state,
-            },
-        ))),
+        Sniffed::Http(stream) => Either::Right(Box::pin(async move {
+            // An HTTP/2 preface (h2c) is bounded like a TLS one.
+            if let Some(stream) = with_preface(stream, false).await {
+                let parts = ConnectionParts {
+                    peer,
+                    router,
+                    state,
+                };
+                serve_hyper(stream, parts).await;
+            }
+        })),
         Sniffed::Closed => Either::Right(Box::pin(std::future::ready(()))),
     }
 }
@@ -170,22 +173,53 @@ where
     }
 }
 
-/// A connection whose TLS chose HTTP/2: the client's preface must start
-/// within [`fastpath::HEAD_WAIT`], as a request head must on HTTP/1.1 (a
-/// client that chose `h2` and says nothing is not held for ever); then
-/// hyper serves it, with the bytes read replayed in front.
-async fn serve_http2<S>(mut stream: S, parts: ConnectionParts)
+/// A connection whose TLS chose HTTP/2: hyper serves it once its client
+/// preface is in ([`with_preface`]).
+async fn serve_http2<S>(stream: S, parts: ConnectionParts)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let stream = duplex::Rewind::new(bytes::Bytes::new(), stream);
+    match with_preface(stream, true).await {
+        Some(stream) => serve_hyper(stream, parts).await,
+        None => tracing::debug!(peer = %parts.peer, "no HTTP/2 preface in time"),
+    }
+}
+
+/// The client connection preface every HTTP/2 connection starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `stream` once its HTTP/2 preface has arrived whole, within
+/// [`fastpath::HEAD_WAIT`] (after it, hyper's keepalive PINGs bound the
+/// connection; before it, nothing would). `None` if it did not come in
+/// time or is not a preface. A stream whose first bytes are not a preface
+/// is given back at once when `h2_only` is false (HTTP/1.1, whose heads
+/// hyper bounds itself).
+async fn with_preface<S>(stream: duplex::Rewind<S>, h2_only: bool) -> Option<duplex::Rewind<S>>
+where
+    S: AsyncRead + Unpin,
+{
     use tokio::io::AsyncReadExt;
-    let mut first = bytes::BytesMut::with_capacity(64);
-    match tokio::time::timeout(fastpath::HEAD_WAIT, stream.read_buf(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {
-            serve_hyper(duplex::Rewind::new(first.freeze(), stream), parts).await;
+    let (prefix, mut inner) = stream.into_parts();
+    let mut have = bytes::BytesMut::from(&prefix[..]);
+    let read = async {
+        loop {
+            let n = have.len().min(H2_PREFACE.len());
+            if have[..n] != H2_PREFACE[..n] {
+                return !h2_only;
+            }
+            if n == H2_PREFACE.len() {
+                return true;
+            }
+            match inner.read_buf(&mut have).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
         }
-        Ok(_) => {}
-        Err(_) => tracing::debug!(peer = %parts.peer, "no HTTP/2 preface in time"),
+    };
+    match tokio::time::timeout(fastpath::HEAD_WAIT, read).await {
+        Ok(true) => Some(duplex::Rewind::new(have.freeze(), inner)),
+        _ => None,
     }
 }
 

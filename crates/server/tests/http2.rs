@@ -244,3 +244,40 @@ async fn connection_limits_hold_on_streams() {
     };
     assert_eq!(back.as_str(), "still here");
 }
+
+/// A client that starts an HTTP/2 preface and stops (on TLS after ALPN
+/// chose `h2`, or in plain text) is not held: the server closes it once a
+/// head's time (10 s) has passed.
+#[tokio::test]
+async fn a_preface_that_stops_halfway_is_not_held() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let plain = TestServer::start(|_| {}).await;
+    let tls = TestServer::start_tls(|_| {}).await;
+    let over_plain = async {
+        let mut tcp = tokio::net::TcpStream::connect(plain.addr()).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        within("the server to close", tcp.read_to_end(&mut rest))
+            .await
+            .expect("a clean close");
+        rest
+    };
+    let over_tls = async {
+        let mut config = (*duplex::tls::insecure_client_config()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(tls.addr()).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        stream.write_all(b"P").await.unwrap();
+        let mut rest = Vec::new();
+        // A TLS peer may close without close_notify: either way it ends.
+        let _ = within("the server to close", stream.read_to_end(&mut rest)).await;
+        rest
+    };
+    let (plain_rest, tls_rest) = tokio::join!(over_plain, over_tls);
+    // Nothing was answered: the connection was just closed.
+    assert!(plain_rest.is_empty(), "{plain_rest:?}");
+    assert!(tls_rest.is_empty(), "{tls_rest:?}");
+}

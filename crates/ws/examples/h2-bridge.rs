@@ -153,8 +153,9 @@ async fn bridge_to_h2(
         r
     };
     let downward = stream_to_tcp(down, write);
-    let (a, b) = tokio::join!(upward, downward);
-    a.and(b)
+    // A reset (an error either way) drops both halves: the TCP connection
+    // closes at once, as the stream did.
+    tokio::try_join!(upward, downward).map(|_| ())
 }
 
 /// Copies what `read` gives to an HTTP/2 stream, within its send window.

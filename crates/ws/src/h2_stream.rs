@@ -92,11 +92,6 @@ impl AsyncRead for H2Stream {
                 // END_STREAM: the peer is done writing.
                 None => return Poll::Ready(Ok(())),
                 Some(Ok(data)) => self.unread = data,
-                // A reset with NO_ERROR after the peer's data: it is done
-                // (hyper's server resets so once its side has ended).
-                Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(Ok(()));
-                }
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
             }
         }

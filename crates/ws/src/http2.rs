@@ -44,7 +44,8 @@ pub enum Http2Mode {
     /// HTTP/2 for `wss://` when TLS's ALPN chooses it and the server's
     /// SETTINGS enable the extended CONNECT, else HTTP/1.1 (on a new
     /// connection if the first chose HTTP/2 without it): what browsers do.
-    /// `ws://` stays HTTP/1.1, which needs no negotiation.
+    /// `ws://` stays HTTP/1.1: without TLS there is nothing to negotiate
+    /// HTTP/2 with.
     Auto,
     /// HTTP/2 only, or an error that says why not: ALPN for `wss://`,
     /// prior knowledge for `ws://`.
@@ -170,6 +171,11 @@ impl ClientBuilder {
         url: &WsUrl,
         mode: Http2Mode,
     ) -> Result<(WebSocket<MaybeTlsStream>, HandshakeInfo)> {
+        if !url.tls && mode == Http2Mode::Auto {
+            // Nothing to negotiate HTTP/2 with: HTTP/1.1, as documented.
+            let io = self.transport(url, &[]).await?;
+            return self.handshake_on(io, url).await;
+        }
         let io = if url.tls {
             self.transport(url, &[b"h2", b"http/1.1"]).await?
         } else {
@@ -206,6 +212,12 @@ impl Http2Connection {
         let (stream, conn, protocol, _) = self.handshake(path_and_query).await?;
         let config = self.builder.get_config().clone();
         Ok(WebSocket::from_parts(stream, conn, config, protocol))
+    }
+
+    /// How many streams the server lets this connection have open at once
+    /// (its SETTINGS_MAX_CONCURRENT_STREAMS, as far as known).
+    pub fn max_streams(&self) -> usize {
+        self.send.current_max_send_streams()
     }
 
     /// A stream opened as [`open`](Self::open) opens one, for a caller that

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 /// A TCP stream, with or without TLS, or an HTTP/2 stream over one.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),

@@ -59,6 +59,18 @@ pub struct Upgraded {
 /// The most bytes one write hands to hyper on an HTTP/2 stream.
 pub const HTTP2_WRITE: usize = 16 << 10;
 
+impl Upgraded {
+    /// hyper's upgraded connection or stream.
+    pub fn get_ref(&self) -> &TokioIo<hyper::upgrade::Upgraded> {
+        &self.io
+    }
+
+    /// hyper's upgraded connection or stream, given back.
+    pub fn into_inner(self) -> TokioIo<hyper::upgrade::Upgraded> {
+        self.io
+    }
+}
+
 impl AsyncRead for Upgraded {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -262,6 +262,15 @@ async fn auto_mode_uses_http2_only_where_the_server_offers_websockets_on_it() {
         assert_eq!(report.close_code(), Some(1000), "{report:?}");
         assert_eq!(server.connections(), connections, "{url}");
     }
+    // ws://: nothing to negotiate HTTP/2 with, so HTTP/1.1 even where the
+    // server would take HTTP/2 by prior knowledge.
+    let mut server = EchoServer::start_http2(server_builder(true), None, true).await;
+    let url = format!("ws://{}/echo", server.addr);
+    let mut ws = within("connect", auto.connect(&url)).await.unwrap();
+    assert!(matches!(ws.get_ref(), MaybeTlsStream::Plain(_)));
+    close_cleanly(&mut ws).await;
+    let report = server.next_report().await.expect("a WebSocket");
+    assert_eq!(report.close_code(), Some(1000), "{report:?}");
 }
 
 /// [`Http2Mode::Always`] fails, saying why, where HTTP/2 is not offered.
