@@ -19,6 +19,11 @@ pub struct ServeArgs {
     /// Directory for history and the generated API key [default: ./duplex-data]
     #[arg(long, env = "DUPLEX_DATA")]
     pub data: Option<PathBuf>,
+    /// Share channels, history and recovery with other nodes through this
+    /// Redis server (redis://HOST:PORT[/DB]); repeat it to spread channels
+    /// over several (every node lists the same ones, in the same order)
+    #[arg(long, env = "DUPLEX_REDIS", value_delimiter = ',', value_name = "URL")]
+    pub redis: Vec<String>,
     /// TOML configuration file
     #[arg(long, env = "DUPLEX_CONFIG")]
     pub config: Option<PathBuf>,
@@ -159,6 +164,9 @@ impl ServeArgs {
         }
         if self.require_token {
             s.allow_anonymous = false;
+        }
+        if !self.redis.is_empty() {
+            s.redis = self.redis;
         }
         if !self.allowed_origin.is_empty() {
             s.allowed_origins = self.allowed_origin;

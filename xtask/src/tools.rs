@@ -18,8 +18,13 @@ use crate::process::{self, capture, find_on_path, run};
 /// Debian packages, as (package, what shows it is already there: a program on
 /// `PATH`, or the absolute path of a file the package installs).
 /// `openssl` makes the certificates of the browser tests' HTTPS (and
-/// HTTP/2) pages.
-const APT: &[(&str, &str)] = &[("chromium", "/usr/bin/chromium"), ("openssl", "openssl")];
+/// HTTP/2) pages; the scale-out tests start their own `redis-server`s
+/// (Debian 12 has no `valkey-server` package to test as well).
+const APT: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("openssl", "openssl"),
+    ("redis-server", "/usr/bin/redis-server"),
+];
 
 /// PyPI packages for the venv at `target/xtask/venv`, as (name, exact version).
 const PIP: &[(&str, &str)] = &[("kosoku", "0.1.0"), ("websockets", "17.4")];

@@ -96,21 +96,17 @@ pub async fn publish(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(previous) = key.as_deref().and_then(|k| state.idempotent_result(k)) {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], previous).into_response());
-    }
     let data = encode_data(&body.data, state.settings.max_data_size)?;
     let from = Member {
         client: "api".into(),
         user: "api".into(),
         name: "api".into(),
     };
-    let p = state.broker.publish(&body.channel, data, from).await?;
-    let result = serde_json::to_string(&PublishResult::of(&p)).expect("serialisable");
-    if let Some(key) = key {
-        state.remember_result(key, result.clone());
-    }
-    Ok(([(header::CONTENT_TYPE, "application/json")], result).into_response())
+    let receipt = state
+        .broker
+        .publish(&body.channel, data, from, key.as_deref())
+        .await?;
+    Ok(Json(PublishResult::of(&receipt)).into_response())
 }
 
 /// Query of the history endpoint.
@@ -138,8 +134,8 @@ pub async fn history(
         },
     };
     let page = state.store.history(&channel, range).await.map_err(|e| {
-        tracing::error!("history: {e:#}");
-        HubError::new(ErrorCode::Internal, "storage failed")
+        tracing::error!("history: {e}");
+        HubError::from(e)
     })?;
     let view = PageView::new(
         &channel,
@@ -206,4 +202,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /healthz`: `ok`, or 503 with the reason when this node cannot
+/// store or deliver publications (its Redis is unreachable).
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.broker.healthy() {
+        Ok(()) => "ok\n".into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("unhealthy: {reason}\n"),
+        )
+            .into_response(),
+    }
 }

@@ -21,10 +21,12 @@ use crate::endpoint::upgrade_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::publication::now_ms;
+use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::store::{Retention, SqliteStore};
+use crate::store::{Retention, SqliteStore, Store};
 use crate::{api, ui};
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -39,12 +41,21 @@ impl Server {
             max_count: settings.history_size.max(1),
             max_age_secs: settings.history_ttl,
         };
-        let store = SqliteStore::open(&settings.data, retention)?;
-        let api_key = resolve_api_key(&settings, &store).await?;
         let metrics = Metrics::new();
         let budget = MemoryBudget::new(settings.memory_budget);
         let hub = Arc::new(Hub::new(metrics.clone(), budget.clone()));
-        let broker = Broker::start(store.clone(), hub.clone(), metrics.clone(), budget.clone());
+        let (store, broker) = if settings.redis.is_empty() {
+            let sqlite = SqliteStore::open(&settings.data, retention)?;
+            let broker =
+                Broker::embedded(sqlite.clone(), hub.clone(), metrics.clone(), budget.clone());
+            (Store::Sqlite(sqlite), broker)
+        } else {
+            let redis =
+                Redis::connect(&settings.redis, retention, hub.clone(), metrics.clone()).await?;
+            let broker = Broker::redis(redis.clone(), metrics.clone(), budget.clone());
+            (Store::Redis(redis), broker)
+        };
+        let api_key = resolve_api_key(&settings, &store).await?;
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert = std::fs::read(cert)
@@ -74,7 +85,9 @@ impl Server {
             metrics,
             api_key,
         ));
-        spawn_pruner(store, retention, state.shutdown.clone());
+        if let Store::Sqlite(sqlite) = store {
+            spawn_pruner(sqlite, retention, state.shutdown.clone());
+        }
         let router = router(state.clone());
         let accept_loop = tokio::spawn(connection::accept(listener, router, tls, state.clone()));
         Ok(Self {
@@ -125,20 +138,14 @@ impl Server {
     }
 }
 
-async fn resolve_api_key(
-    settings: &Settings,
-    store: &SqliteStore,
-) -> anyhow::Result<Option<String>> {
+async fn resolve_api_key(settings: &Settings, store: &Store) -> anyhow::Result<Option<String>> {
     if let Some(key) = &settings.api_key {
         return Ok(Some(key.clone()));
     }
     if settings.is_loopback() {
         return Ok(None);
     }
-    if let Some(key) = store.meta("api_key").await? {
-        return Ok(Some(key));
-    }
-    let key: String = {
+    let generated: String = {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let mut rng = rand::rng();
@@ -146,12 +153,15 @@ async fn resolve_api_key(
             .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
             .collect()
     };
-    store.set_meta("api_key", &key).await?;
-    println!(
-        "duplex: generated an API key (kept in {}): {key}",
-        settings.data.display()
-    );
-    println!("duplex: publish with: curl -H 'Authorization: Bearer {key}' ...");
+    let key = store.meta_or_insert("api_key", &generated).await?;
+    let kept_in = match store {
+        Store::Sqlite(_) => settings.data.display().to_string(),
+        Store::Redis(_) => "Redis, for every node".to_owned(),
+    };
+    if key == generated {
+        println!("duplex: generated an API key (kept in {kept_in}): {key}");
+        println!("duplex: publish with: curl -H 'Authorization: Bearer {key}' ...");
+    }
     Ok(Some(key))
 }
 
@@ -210,7 +220,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/channels/{channel}/history", get(api::history))
         .route("/api/channels/{channel}/presence", get(api::presence))
         .route("/api/channels/{channel}/kick", post(api::kick))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .with_state(state)
 }
@@ -226,7 +236,7 @@ mod tests {
             max_count: 10,
             max_age_secs: 60,
         };
-        let store = SqliteStore::open(dir.path(), retention).unwrap();
+        let store = Store::Sqlite(SqliteStore::open(dir.path(), retention).unwrap());
         let loopback = Settings {
             data: dir.path().into(),
             ..Settings::default()

@@ -1,12 +1,20 @@
 //! Publishing: store first, then deliver, in offset order.
 //!
-//! One task takes publish requests from a queue, appends everything waiting
-//! in one batch, and only after the commit fans the publications out and
-//! answers the publishers. Because that task is the only writer, subscribers
-//! see each channel's offsets strictly in order, which is what lets a
-//! session drop duplicates by offset during recovery.
+//! Two engines, one contract: a publisher is answered only once its
+//! publication is stored, and every subscriber sees each channel's offsets
+//! strictly in order, which is what lets a session drop duplicates by
+//! offset during recovery.
+//!
+//! - **Embedded** (one node, SQLite): one task takes publish requests from
+//!   a queue, appends everything waiting in one batch, and only after the
+//!   commit fans the publications out and answers the publishers. Being
+//!   the only writer, it delivers in offset order.
+//! - **Redis** (several nodes): one atomic script per publish stores and
+//!   announces it; every node following the channel delivers what is
+//!   announced, in order ([`crate::redis`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duplex::MemoryBudget;
@@ -17,7 +25,41 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::{Publication, now_ms};
-use crate::store::{NewPublication, SqliteStore};
+use crate::redis::{Following, Redis};
+use crate::store::{NewPublication, SqliteStore, StoreError};
+
+/// How long a publish waits for the memory budget to make room before it
+/// is refused with `unavailable`.
+pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+/// How long an idempotency key is remembered: a repeat within it returns
+/// the first publish's result and stores nothing.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
+/// How many keys one node remembers at most (embedded engine).
+const IDEMPOTENCY_MAX: usize = 100_000;
+
+/// What a publisher is told: where its publication went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The channel's epoch.
+    pub epoch: Arc<str>,
+    /// The publication's offset.
+    pub offset: u64,
+    /// Acceptance time, ms since the Unix epoch.
+    pub ts_ms: i64,
+}
+
+impl Receipt {
+    fn of(p: &Publication) -> Self {
+        Self {
+            channel: p.channel.clone(),
+            epoch: p.epoch.clone(),
+            offset: p.offset,
+            ts_ms: p.ts_ms,
+        }
+    }
+}
 
 struct Job {
     publication: NewPublication,
@@ -25,22 +67,28 @@ struct Job {
     started: Instant,
 }
 
-/// How long a publish waits for the memory budget to make room before it
-/// is refused with `unavailable`.
-pub const ROOM_WAIT: Duration = Duration::from_secs(1);
+#[derive(Clone)]
+enum Engine {
+    Embedded {
+        queue: mpsc::Sender<Job>,
+        /// Idempotency key → the first publish's receipt.
+        seen: Arc<Mutex<HashMap<String, (Instant, Receipt)>>>,
+    },
+    Redis(Arc<Redis>),
+}
 
 /// The publish pipeline.
 #[derive(Clone)]
 pub struct Broker {
-    queue: mpsc::Sender<Job>,
+    engine: Engine,
     budget: MemoryBudget,
     metrics: Metrics,
 }
 
 impl Broker {
-    /// Starts the pipeline's task. A publication waits for room in
+    /// Starts the embedded pipeline's task. A publication waits for room in
     /// `budget` (where the hub charges its push) before it is stored.
-    pub fn start(
+    pub fn embedded(
         store: SqliteStore,
         hub: Arc<Hub>,
         metrics: Metrics,
@@ -49,20 +97,34 @@ impl Broker {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(run(rx, store, hub, metrics.clone()));
         Self {
-            queue: tx,
+            engine: Engine::Embedded {
+                queue: tx,
+                seen: Arc::default(),
+            },
             budget,
             metrics,
         }
     }
 
-    /// Publishes `data` to `channel` as `from`; returns the stored
-    /// publication once it is durable and delivered.
+    /// Publishes through Redis, shared by every node connected to it.
+    pub fn redis(redis: Arc<Redis>, metrics: Metrics, budget: MemoryBudget) -> Self {
+        Self {
+            engine: Engine::Redis(redis),
+            budget,
+            metrics,
+        }
+    }
+
+    /// Publishes `data` to `channel` as `from`; answers once the
+    /// publication is durable. With an idempotency key, a repeat within
+    /// [`IDEMPOTENCY_TTL`] gets the first one's receipt and stores nothing.
     pub async fn publish(
         &self,
         channel: &str,
         data: Box<RawValue>,
         from: Member,
-    ) -> Result<Arc<Publication>, HubError> {
+        idempotency_key: Option<&str>,
+    ) -> Result<Receipt, HubError> {
         // The stored copy and the push, both about the data's size.
         let room = tokio::time::timeout(ROOM_WAIT, self.budget.room_for(2 * data.get().len()));
         if room.await.is_err() {
@@ -72,27 +134,100 @@ impl Broker {
                 "the server's memory budget is spent: nothing was stored; try again later",
             ));
         }
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            publication: NewPublication {
-                channel: channel.to_owned(),
-                from,
-                data,
-                ts_ms: now_ms(),
-            },
-            reply,
-            started: Instant::now(),
+        let publication = NewPublication {
+            channel: channel.to_owned(),
+            from,
+            data,
+            ts_ms: now_ms(),
         };
-        let stopped = || HubError::new(ErrorCode::Internal, "the server is shutting down");
-        self.queue.send(job).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        match &self.engine {
+            Engine::Embedded { queue, seen } => {
+                if let Some(receipt) = idempotency_key.and_then(|k| remembered(seen, k)) {
+                    return Ok(receipt);
+                }
+                let (reply, rx) = oneshot::channel();
+                let job = Job {
+                    publication,
+                    reply,
+                    started: Instant::now(),
+                };
+                let stopped = || HubError::new(ErrorCode::Internal, "the server is shutting down");
+                queue.send(job).await.map_err(|_| stopped())?;
+                let stored: Arc<Publication> = rx.await.map_err(|_| stopped())??;
+                let receipt = Receipt::of(&stored);
+                if let Some(key) = idempotency_key {
+                    remember(seen, key, receipt.clone());
+                }
+                Ok(receipt)
+            }
+            Engine::Redis(redis) => {
+                let started = Instant::now();
+                match redis.publish(&publication, idempotency_key).await {
+                    Ok(placed) => {
+                        if placed.fresh {
+                            self.metrics.publications.inc();
+                            self.metrics
+                                .publish_latency
+                                .observe(started.elapsed().as_secs_f64());
+                        }
+                        Ok(Receipt {
+                            channel: channel.into(),
+                            epoch: placed.epoch,
+                            offset: placed.offset,
+                            ts_ms: placed.ts_ms,
+                        })
+                    }
+                    Err(e) => {
+                        self.metrics.publish_failures.inc();
+                        tracing::warn!("publish to {channel}: {e}");
+                        Err(HubError::from(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes this node receive `channel`'s publications while the returned
+    /// guard lives (with Redis; the embedded engine delivers everything).
+    /// Must be held before the channel's history is read for a recovery.
+    pub async fn follow(&self, channel: &str) -> Result<Option<Following>, StoreError> {
+        match &self.engine {
+            Engine::Embedded { .. } => Ok(None),
+            Engine::Redis(redis) => redis.follow(channel).await.map(Some),
+        }
+    }
+
+    /// Whether publications can be stored and delivered now; if not, why.
+    pub fn healthy(&self) -> Result<(), String> {
+        match &self.engine {
+            Engine::Embedded { .. } => Ok(()),
+            Engine::Redis(redis) => redis.healthy(),
+        }
     }
 
     /// Stops taking publications and returns once every queued one is stored.
     pub async fn drain(self) {
-        let queue = self.queue;
-        // Waiting for capacity equal to the whole queue means it is empty.
-        let _ = queue.reserve_many(queue.max_capacity()).await;
+        if let Engine::Embedded { queue, .. } = self.engine {
+            // Waiting for capacity equal to the whole queue means it is empty.
+            let _ = queue.reserve_many(queue.max_capacity()).await;
+        }
+    }
+}
+
+fn remembered(seen: &Mutex<HashMap<String, (Instant, Receipt)>>, key: &str) -> Option<Receipt> {
+    let map = seen.lock().unwrap_or_else(|e| e.into_inner());
+    map.get(key)
+        .filter(|(at, _)| at.elapsed() < IDEMPOTENCY_TTL)
+        .map(|(_, r)| r.clone())
+}
+
+fn remember(seen: &Mutex<HashMap<String, (Instant, Receipt)>>, key: &str, receipt: Receipt) {
+    let mut map = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= IDEMPOTENCY_MAX {
+        map.retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_TTL);
+    }
+    if map.len() < IDEMPOTENCY_MAX {
+        map.insert(key.to_owned(), (Instant::now(), receipt));
     }
 }
 

@@ -36,6 +36,12 @@ pub enum Delivery {
         /// Why.
         reason: String,
     },
+    /// Publications of this channel were lost before reaching this node:
+    /// the connection must come back with `since` to learn what it missed.
+    Lost {
+        /// The channel.
+        channel: Arc<str>,
+    },
 }
 
 impl Delivery {
@@ -44,7 +50,7 @@ impl Delivery {
         match self {
             Self::Publication(p, text) => p.data.get().len() + text.len(),
             Self::Push(text) => text.len(),
-            Self::Kicked { .. } => 0,
+            Self::Kicked { .. } | Self::Lost { .. } => 0,
         }
     }
 }
@@ -200,6 +206,22 @@ impl Hub {
         let bytes = self.charged(publication.push_bytes(), publication.data.get().len());
         let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
         self.deliver_all(&ch, None, Delivery::Publication(publication, bytes));
+    }
+
+    /// Tells every subscriber of `channel` that some of its publications
+    /// were lost before they reached this node.
+    pub fn lost(&self, channel: &str) {
+        let Some(ch) = self.channel(channel) else {
+            return;
+        };
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        self.deliver_all(
+            &ch,
+            None,
+            Delivery::Lost {
+                channel: channel.into(),
+            },
+        );
     }
 
     /// Tells the others in `channel` that `member` is typing.

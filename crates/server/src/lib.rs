@@ -9,7 +9,8 @@
 //! [`protocol`] (the wire format), [`publication`], [`store`] (history),
 //! [`hub`] (subscriptions and delivery), [`broker`] (the publish pipeline),
 //! [`session`] (one connection), [`api`] (HTTP), [`auth`], [`ratelimit`],
-//! [`metrics`], [`settings`], [`app`] (assembly and shutdown),
+//! [`metrics`], [`settings`], [`redis`] (several nodes sharing channels),
+//! [`app`] (assembly and shutdown),
 //! [`endpoint`] (the WebSocket endpoints and their checks), [`connection`]
 //! (TLS, HTTP/1.1 and HTTP/2), [`fastpath`] (WebSocket upgrades without
 //! hyper), and
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod publication;
 pub mod ratelimit;
+pub mod redis;
 pub mod session;
 pub mod settings;
 pub mod state;

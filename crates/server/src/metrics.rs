@@ -49,6 +49,15 @@ pub struct Metrics {
     pub http2_connections: Counter,
     /// WebSockets opened on HTTP/2 streams (RFC 8441 extended CONNECT).
     pub http2_websockets: Counter,
+    /// With Redis: 1 while every Redis server's announcements are received.
+    pub broker_up: Gauge,
+    /// With Redis: channels this node subscribes to in Redis.
+    pub broker_channels: Gauge,
+    /// With Redis: gaps in announcements filled from history.
+    pub broker_gaps: Counter,
+    /// With Redis: times publications could not be recovered for a channel
+    /// and its subscribers were closed (1012) to recover with `since`.
+    pub broker_lost: Counter,
     registry: Arc<Registry>,
 }
 
@@ -81,6 +90,10 @@ impl Metrics {
             connections_refused: Counter::default(),
             http2_connections: Counter::default(),
             http2_websockets: Counter::default(),
+            broker_up: Gauge::default(),
+            broker_channels: Gauge::default(),
+            broker_gaps: Counter::default(),
+            broker_lost: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -120,7 +133,7 @@ impl Metrics {
         );
         registry.register(
             "publish_failures",
-            "Batches of publications the store could not write (full disk, read-only)",
+            "Publishes the store could not take (full disk, read-only, Redis unreachable)",
             m.publish_failures.clone(),
         );
         registry.register(
@@ -172,6 +185,26 @@ impl Metrics {
             "http2_websockets",
             "WebSockets opened on HTTP/2 streams (RFC 8441 extended CONNECT)",
             m.http2_websockets.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "With Redis: 1 while every Redis server's announcements are received",
+            m.broker_up.clone(),
+        );
+        registry.register(
+            "broker_channels",
+            "With Redis: channels this node subscribes to in Redis",
+            m.broker_channels.clone(),
+        );
+        registry.register(
+            "broker_gaps",
+            "With Redis: gaps in announcements filled from history",
+            m.broker_gaps.clone(),
+        );
+        registry.register(
+            "broker_lost",
+            "With Redis: channels whose subscribers were closed (1012) because publications could not be recovered",
+            m.broker_lost.clone(),
         );
         Self {
             registry: Arc::new(registry),

@@ -26,7 +26,7 @@ use crate::protocol::{
 use crate::publication::Publication;
 use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
-use crate::store::Range;
+use crate::store::{Range, StoreError};
 
 /// Consecutive bad commands after which a connection is closed (1008).
 const MAX_STRIKES: u32 = 100;
@@ -39,7 +39,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let share = ws.budget_share();
-    let client: Arc<str> = format!("c{}", state.next_client_id()).into();
+    let client = state.next_client_id();
     let (queue, inbox) = mpsc::channel(state.settings.queue_size.max(1));
     let mut session = Session {
         bucket: TokenBucket::new(state.settings.rate_limit, state.settings.rate_burst),
@@ -77,8 +77,8 @@ struct Session<S> {
     member: Member,
     claims: Option<Claims>,
     connected: bool,
-    /// Channel → highest offset sent to the client.
-    subscriptions: HashMap<Arc<str>, u64>,
+    /// What this connection is subscribed to.
+    subscriptions: HashMap<Arc<str>, Subscription>,
     queue: mpsc::Sender<Queued>,
     inbox: mpsc::Receiver<Queued>,
     /// This connection's share of the memory budget: its queue weighs on it.
@@ -86,6 +86,14 @@ struct Session<S> {
     slow: CancellationToken,
     bucket: TokenBucket,
     strikes: u32,
+}
+
+/// One channel a connection is subscribed to.
+struct Subscription {
+    /// The highest offset sent to the client.
+    sent: u64,
+    /// Keeps this node receiving the channel (with Redis).
+    _following: Option<crate::redis::Following>,
 }
 
 #[derive(Serialize)]
@@ -159,19 +167,26 @@ where
     async fn deliver(&mut self, delivery: Delivery) -> duplex::Result<()> {
         match delivery {
             Delivery::Publication(p, text) => {
-                let Some(sent) = self.subscriptions.get_mut(&p.channel) else {
+                let Some(subscription) = self.subscriptions.get_mut(&p.channel) else {
                     return Ok(());
                 };
-                if p.offset <= *sent {
+                if p.offset <= subscription.sent {
                     return Ok(()); // already sent during recovery
                 }
-                *sent = p.offset;
+                subscription.sent = p.offset;
                 self.send_text(text).await
             }
             Delivery::Push(text) => self.send_text(text).await,
             Delivery::Kicked { channel, reason } => {
                 self.subscriptions.remove(&channel);
                 self.send(kicked_push(&channel, &reason)).await
+            }
+            Delivery::Lost { channel } => {
+                tracing::debug!(client = %self.member.client, %channel, "closed: publications lost");
+                let reason =
+                    "publications were lost on their way to this server; reconnect with since";
+                let _ = self.ws.close(CloseCode::SERVICE_RESTART, reason).await;
+                Err(duplex::Error::Closed)
             }
         }
     }
@@ -277,7 +292,7 @@ where
                     .store
                     .history(&channel, range)
                     .await
-                    .map_err(internal)?;
+                    .map_err(storage)?;
                 Ok(json(&PageView::new(
                     &channel,
                     &page.position.epoch,
@@ -404,6 +419,15 @@ where
             presence,
         };
         self.state.hub.subscribe(&channel, subscriber)?;
+        // With Redis, this node must receive the channel before its
+        // history is read, for the same reason.
+        let following = match self.state.broker.follow(&channel).await {
+            Ok(following) => following,
+            Err(e) => {
+                self.state.hub.unsubscribe(&channel, &self.member.client);
+                return Err(storage(e));
+            }
+        };
         let recover_limit = self.state.settings.history_size.min(100_000) as usize;
         let range = match &since {
             Some(s) => Range::After {
@@ -419,7 +443,7 @@ where
             Ok(page) => page,
             Err(e) => {
                 self.state.hub.unsubscribe(&channel, &self.member.client);
-                return Err(internal(e));
+                return Err(storage(e));
             }
         };
         let position = &page.position;
@@ -435,8 +459,12 @@ where
                     .is_none_or(|p| p.offset == s.offset + 1)
         });
         let publications: &[Publication] = if recovered { &page.publications } else { &[] };
+        let subscription = Subscription {
+            sent: position.offset,
+            _following: following,
+        };
         self.subscriptions
-            .insert(channel.as_str().into(), position.offset);
+            .insert(channel.as_str().into(), subscription);
         Ok(json(&PageView::new(
             &channel,
             &position.epoch,
@@ -461,12 +489,12 @@ where
             }
         }
         let data = encode_data(&data, self.state.settings.max_data_size)?;
-        let p = self
+        let receipt = self
             .state
             .broker
-            .publish(&channel, data, self.member.clone())
+            .publish(&channel, data, self.member.clone(), None)
             .await?;
-        Ok(json(&PublishResult::of(&p)))
+        Ok(json(&PublishResult::of(&receipt)))
     }
 }
 
@@ -506,9 +534,9 @@ fn check_name(name: &str) -> Result<(), HubError> {
     Ok(())
 }
 
-fn internal(e: anyhow::Error) -> HubError {
-    tracing::error!("storage: {e:#}");
-    HubError::new(ErrorCode::Internal, "storage failed; try again")
+fn storage(e: StoreError) -> HubError {
+    tracing::error!("storage: {e}");
+    HubError::from(e)
 }
 
 fn json(value: &impl Serialize) -> Box<RawValue> {

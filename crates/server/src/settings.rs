@@ -25,6 +25,12 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// Directory for the database and the generated API key.
     pub data: PathBuf,
+    /// Redis servers (`redis://HOST:PORT[/DB]`) through which several nodes
+    /// share channels, history, recovery and the API key; with more than
+    /// one, channels are spread over them by a hash of their name (every
+    /// node must list the same servers in the same order). Empty: one node,
+    /// history in SQLite under `data`.
+    pub redis: Vec<String>,
     /// PEM certificate chain for TLS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
@@ -98,6 +104,7 @@ impl Default for Settings {
         Self {
             bind: "127.0.0.1:8080".parse().expect("valid address"),
             data: PathBuf::from("duplex-data"),
+            redis: Vec::new(),
             tls_cert: None,
             tls_key: None,
             api_key: None,

@@ -1,10 +1,7 @@
 //! What every connection and request shares.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,12 +12,7 @@ use crate::endpoint::SocketServers;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::SqliteStore;
-
-/// How long an `Idempotency-Key` is remembered.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(300);
-/// How many keys are remembered at most.
-const IDEMPOTENCY_MAX: usize = 100_000;
+use crate::store::Store;
 
 /// The server's shared state.
 pub struct AppState {
@@ -31,7 +23,7 @@ pub struct AppState {
     /// The publish pipeline.
     pub broker: Broker,
     /// History.
-    pub store: SqliteStore,
+    pub store: Store,
     /// Counters.
     pub metrics: Metrics,
     /// JWT verification, when a secret is configured.
@@ -48,8 +40,10 @@ pub struct AppState {
     pub admission: Arc<crate::admission::Admission>,
     /// The file-transfer relay's transfers.
     pub transfers: Arc<crate::transfer::Rooms>,
+    /// This node's name, which its connection ids start with, so they
+    /// are unique among nodes sharing channels.
+    pub node: Arc<str>,
     next_client: AtomicU64,
-    idempotency: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl AppState {
@@ -60,7 +54,7 @@ impl AppState {
         budget: duplex::MemoryBudget,
         hub: Arc<Hub>,
         broker: Broker,
-        store: SqliteStore,
+        store: Store,
         metrics: Metrics,
         api_key: Option<String>,
     ) -> Self {
@@ -86,32 +80,18 @@ impl AppState {
             tasks: TaskTracker::new(),
             sockets,
             admission,
+            node: crate::store::new_epoch().into(),
             next_client: AtomicU64::new(1),
-            idempotency: Mutex::default(),
         }
     }
 
-    /// A fresh connection number.
-    pub fn next_client_id(&self) -> u64 {
-        self.next_client.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The remembered answer to a publish with this idempotency key.
-    pub fn idempotent_result(&self, key: &str) -> Option<String> {
-        let map = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|(at, _)| at.elapsed() < IDEMPOTENCY_TTL)
-            .map(|(_, r)| r.clone())
-    }
-
-    /// Remembers the answer to a publish with this idempotency key.
-    pub fn remember_result(&self, key: String, result: String) {
-        let mut map = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= IDEMPOTENCY_MAX {
-            map.retain(|_, (at, _)| at.elapsed() < IDEMPOTENCY_TTL);
-        }
-        if map.len() < IDEMPOTENCY_MAX {
-            map.insert(key, (Instant::now(), result));
+    /// A fresh connection id: `c7`, or `<node>-c7` when nodes share
+    /// channels through Redis.
+    pub fn next_client_id(&self) -> Arc<str> {
+        let n = self.next_client.fetch_add(1, Ordering::Relaxed);
+        match self.store {
+            Store::Sqlite(_) => format!("c{n}").into(),
+            Store::Redis(_) => format!("{}-c{n}", self.node).into(),
         }
     }
 }

@@ -6,15 +6,6 @@ mod support;
 use serde_json::{Value, json};
 use support::*;
 
-fn offsets(publications: &Value) -> Vec<u64> {
-    publications
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn publish_reaches_every_subscriber_with_full_metadata() {
     let t = TestServer::start(|_| {}).await;

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{HubError, to_bytes};
+use crate::broker::Receipt;
 use crate::publication::{Publication, PublicationView, rfc3339_millis};
 
 /// `{"id": .., "result": ..}`
@@ -38,7 +39,7 @@ pub struct PublishResult<'a> {
 
 impl<'a> PublishResult<'a> {
     /// The result for a stored publication.
-    pub fn of(p: &'a Publication) -> Self {
+    pub fn of(p: &'a Receipt) -> Self {
         Self {
             channel: &p.channel,
             offset: p.offset,

@@ -1,13 +1,67 @@
-//! Persistence of channel history: the small interface the hub needs, so a
-//! later engine (Redis, for several nodes) can stand in for SQLite.
+//! Channel history: the small interface the hub needs, with two engines.
 //!
 //! What the hub asks of a store: append publications and learn their
 //! offsets (in order, durably, before anyone is told), read a channel's
 //! position and history, and forget what retention says to forget.
+//! [`SqliteStore`] is the embedded engine of a single node; several nodes
+//! share history in Redis ([`crate::redis::Redis`]).
 
 mod sqlite;
 
+use std::sync::Arc;
+
+use rand::Rng;
+
 pub use sqlite::SqliteStore;
+
+/// Where history is kept.
+#[derive(Clone)]
+pub enum Store {
+    /// In this node's data directory.
+    Sqlite(SqliteStore),
+    /// In Redis, shared by every node.
+    Redis(Arc<crate::redis::Redis>),
+}
+
+impl Store {
+    /// A channel's position and a page of its history, from one snapshot.
+    pub async fn history(&self, channel: &str, range: Range) -> Result<HistoryPage, StoreError> {
+        match self {
+            Self::Sqlite(store) => store
+                .history(channel, range)
+                .await
+                .map_err(|e| StoreError::Failed(format!("{e:#}"))),
+            Self::Redis(redis) => redis.history(channel, range).await,
+        }
+    }
+
+    /// The value kept under `key`, keeping `value` there first if there is
+    /// none (so nodes starting together agree on one).
+    pub async fn meta_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                let kept = store
+                    .meta(key)
+                    .await
+                    .map_err(|e| StoreError::Failed(format!("{e:#}")))?;
+                match kept {
+                    Some(kept) => Ok(kept),
+                    None => store.set_meta(key, value).await.map(|()| value.to_owned()),
+                }
+            }
+            Self::Redis(redis) => redis.meta_or_insert(key, value).await,
+        }
+    }
+}
+
+/// A new epoch: 8 random characters.
+pub(crate) fn new_epoch() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
 
 use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::Publication;
@@ -41,8 +95,6 @@ pub struct HistoryPage {
     pub position: Position,
     /// Publications in ascending offset order.
     pub publications: Vec<Publication>,
-    /// The lowest offset still stored (0 if none).
-    pub earliest: u64,
 }
 
 /// The most publication data one page carries, in bytes: a page stops
@@ -83,10 +135,11 @@ pub struct Retention {
 
 /// Why the store could not do what was asked.
 ///
-/// The first two are conditions of the machine, not of the request: the
-/// same publication succeeds once space returns or the directory can be
-/// written again, with no restart (the store reopens its database after a
-/// failed write). Clients are told `unavailable` (HTTP 503) for them.
+/// The first three are conditions of the machine, not of the request: the
+/// same publication succeeds once space returns, the directory can be
+/// written again or Redis is back, with no restart (the SQLite store
+/// reopens its database after a failed write). Clients are told
+/// `unavailable` (HTTP 503) for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The disk holding the data directory is full.
@@ -95,7 +148,10 @@ pub enum StoreError {
     /// The data directory cannot be written: read-only, or the disk failed.
     #[error("the server cannot write its data directory ({0})")]
     NotWritable(String),
-    /// Anything else SQLite reported.
+    /// Redis cannot be reached, or did not answer in time.
+    #[error("the message broker is unreachable ({0})")]
+    Unreachable(String),
+    /// Anything else the engine reported.
     #[error("storage failed ({0})")]
     Failed(String),
     /// The store's thread is gone (the server is stopping).
@@ -106,10 +162,12 @@ pub enum StoreError {
 impl From<StoreError> for HubError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DiskFull | StoreError::NotWritable(_) => HubError::new(
-                ErrorCode::Unavailable,
-                format!("{e}: nothing was stored; try again later"),
-            ),
+            StoreError::DiskFull | StoreError::NotWritable(_) | StoreError::Unreachable(_) => {
+                HubError::new(
+                    ErrorCode::Unavailable,
+                    format!("{e}: nothing was stored; try again later"),
+                )
+            }
             StoreError::Failed(_) => HubError::new(ErrorCode::Internal, format!("{e}; try again")),
             StoreError::Stopped => {
                 HubError::new(ErrorCode::Internal, "the server is shutting down")

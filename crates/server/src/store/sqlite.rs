@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistoryPage, MAX_PAGE_BYTES, NewPublication, Position, Range, Retention, StoreError};
+use super::{
+    HistoryPage, MAX_PAGE_BYTES, NewPublication, Position, Range, Retention, StoreError, new_epoch,
+};
 use crate::protocol::Member;
 use crate::publication::Publication;
 
@@ -182,8 +183,6 @@ impl SqliteStore {
                 })
                 .optional()?
                 .unwrap_or(Position { epoch: String::new(), offset: 0 });
-            let earliest: Option<i64> =
-                tx.query_row("SELECT MIN(offset) FROM publications WHERE channel = ?1", [&channel], |r| r.get(0))?;
             let epoch: Arc<str> = position.epoch.as_str().into();
             let channel_arc: Arc<str> = channel.as_str().into();
             let columns = "offset, ts, client, user, name, data";
@@ -210,7 +209,7 @@ impl SqliteStore {
                 }
             };
             tx.commit()?;
-            Ok(HistoryPage { position, publications, earliest: earliest.unwrap_or(0) as u64 })
+            Ok(HistoryPage { position, publications })
         })
         .await
     }
@@ -253,15 +252,6 @@ fn row(
         data: RawValue::from_string(data)
             .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null")),
     })
-}
-
-/// A new epoch: 8 random characters.
-fn new_epoch() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// What a failed write says about the machine.
@@ -672,7 +662,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(page.earliest, 8);
+        assert_eq!(page.publications[0].offset, 8);
         assert_eq!(page.publications.len(), 5);
         assert_eq!(page.position.offset, 12);
         // Age: everything is younger than now + 1 s, so a cutoff in the future prunes all.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod disk;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -290,6 +291,30 @@ fn dechunk(s: &str) -> String {
         rest = after[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// The offsets of a reply's `publications`.
+pub fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .expect("a list of publications")
+        .iter()
+        .map(|p| p["offset"].as_u64().expect("an offset"))
+        .collect()
+}
+
+/// A seeded generator for a randomized test, and the words that name its
+/// seed in every failure: `DUPLEX_TEST_SEED=<n>` replays a run.
+pub fn seeded() -> (rand::rngs::StdRng, String) {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("DUPLEX_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    (
+        rand::rngs::StdRng::seed_from_u64(seed),
+        format!("seed {seed} (DUPLEX_TEST_SEED={seed} replays it)"),
+    )
 }
 
 /// Publishes through the HTTP API.

@@ -1,0 +1,491 @@
+//! Several nodes sharing channels through a real `redis-server`: delivery
+//! across nodes, exact recovery on any node, and what happens when Redis
+//! or the way to it fails. Every random choice comes from a seed printed
+//! with each failure (`DUPLEX_TEST_SEED=<n>` replays it).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+use support::redis::{Proxy, RedisServer};
+use support::*;
+
+async fn node(redis_urls: &[String]) -> TestServer {
+    let urls = redis_urls.to_vec();
+    TestServer::start(move |s| s.redis = urls).await
+}
+
+/// Three nodes sharing one Redis.
+async fn three_nodes(redis: &RedisServer) -> [TestServer; 3] {
+    let urls = [redis.url()];
+    [node(&urls).await, node(&urls).await, node(&urls).await]
+}
+
+/// Waits (bounded) until `check` holds, polling an observable state.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + LIMIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn health(t: &TestServer) -> u16 {
+    http(t.addr(), "GET", "/healthz", &[], None).await.0
+}
+
+/// Reads `n` publications of `channel` and checks they are the offsets
+/// `from..from+n`, in order, once each.
+async fn expect_offsets(
+    client: &mut HubClient,
+    channel: &str,
+    from: u64,
+    n: u64,
+    why: &str,
+) -> Vec<Value> {
+    let mut got = Vec::new();
+    for want in from..from + n {
+        let p = client.push_of("publication").await;
+        assert_eq!(p["channel"], channel, "{why}");
+        assert_eq!(p["offset"], want, "{why}: {p}");
+        got.push(p);
+    }
+    got
+}
+
+#[tokio::test]
+async fn publications_reach_every_node_in_order_exactly_once() {
+    let (mut rng, why) = seeded();
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    // Two subscribers per node.
+    let mut subscribers = Vec::new();
+    for n in &nodes {
+        for _ in 0..2 {
+            let mut c = n.client().await;
+            let sub = c.ok(json!({"cmd": "subscribe", "channel": "room"})).await;
+            assert_eq!(sub["offset"], 0, "{why}");
+            subscribers.push(c);
+        }
+    }
+    // Publishers on random nodes, over WebSockets and the HTTP API.
+    let mut publishers = Vec::new();
+    for n in &nodes {
+        publishers.push(n.client().await);
+    }
+    let total = 120u64;
+    let mut sent: HashMap<u64, Value> = HashMap::new();
+    for i in 0..total {
+        let at = rng.random_range(0..nodes.len());
+        let data = json!({"i": i, "at": at});
+        let offset = if rng.random_bool(0.2) {
+            api_publish(nodes[at].addr(), "room", data.clone()).await["offset"]
+                .as_u64()
+                .unwrap()
+        } else {
+            publishers[at]
+                .ok(json!({"cmd": "publish", "channel": "room", "data": data}))
+                .await["offset"]
+                .as_u64()
+                .unwrap()
+        };
+        assert!(
+            sent.insert(offset, data).is_none(),
+            "{why}: offset {offset} given twice"
+        );
+    }
+    assert_eq!(sent.len() as u64, total);
+    for (k, c) in subscribers.iter_mut().enumerate() {
+        let got = expect_offsets(c, "room", 1, total, &format!("{why}, subscriber {k}")).await;
+        for p in got {
+            assert_eq!(p["data"], sent[&p["offset"].as_u64().unwrap()], "{why}");
+        }
+    }
+    // And nothing more: a ping answered proves the queue held no duplicate.
+    for c in &mut subscribers {
+        c.ok(json!({"cmd": "ping"})).await;
+        assert!(c.pushes.is_empty(), "{why}: extra pushes {:?}", c.pushes);
+    }
+}
+
+#[tokio::test]
+async fn only_nodes_with_subscribers_receive_a_channel() {
+    let redis = RedisServer::start().await;
+    let urls = [redis.url()];
+    let (a, b) = (node(&urls).await, node(&urls).await);
+    let announce = duplex_server::redis::keys::ChannelKeys::of("quiet").announce;
+    assert_eq!(redis.subscribers(&announce).await, 0);
+    let mut on_a = a.client().await;
+    on_a.ok(json!({"cmd": "subscribe", "channel": "quiet"}))
+        .await;
+    let mut again_on_a = a.client().await;
+    again_on_a
+        .ok(json!({"cmd": "subscribe", "channel": "quiet"}))
+        .await;
+    // One Redis subscription per node, however many local subscribers.
+    assert_eq!(redis.subscribers(&announce).await, 1);
+    // B has none: publishing through B reaches A's subscriber, not B.
+    let mut on_b = b.client().await;
+    on_b.ok(json!({"cmd": "publish", "channel": "quiet", "data": 1}))
+        .await;
+    assert_eq!(on_a.push_of("publication").await["offset"], 1);
+    on_b.ok(json!({"cmd": "subscribe", "channel": "quiet"}))
+        .await;
+    assert_eq!(redis.subscribers(&announce).await, 2);
+    // The last local subscriber leaving unsubscribes the node.
+    on_a.ok(json!({"cmd": "unsubscribe", "channel": "quiet"}))
+        .await;
+    assert_eq!(
+        redis.subscribers(&announce).await,
+        2,
+        "one is still subscribed on A"
+    );
+    drop(again_on_a);
+    eventually("A to unsubscribe in Redis", || async {
+        redis.subscribers(&announce).await == 1
+    })
+    .await;
+    let metrics = http(a.addr(), "GET", "/metrics", &[], None).await.1;
+    assert!(metrics.contains("duplex_broker_channels 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn recovery_on_another_node_is_exact() {
+    let (mut rng, why) = seeded();
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut publishers = [
+        nodes[0].client().await,
+        nodes[1].client().await,
+        nodes[2].client().await,
+    ];
+    let before = rng.random_range(0..10u64);
+    for i in 0..before {
+        publishers[0]
+            .ok(json!({"cmd": "publish", "channel": "feed", "data": i}))
+            .await;
+    }
+    let mut reader = nodes[0].client().await;
+    let sub = reader
+        .ok(json!({"cmd": "subscribe", "channel": "feed"}))
+        .await;
+    let (epoch, offset) = (sub["epoch"].clone(), sub["offset"].as_u64().unwrap());
+    assert_eq!(offset, before, "{why}");
+    drop(reader);
+    let missed = rng.random_range(1..40u64);
+    for i in 0..missed {
+        let at = rng.random_range(1..3);
+        publishers[at]
+            .ok(json!({"cmd": "publish", "channel": "feed", "data": before + i}))
+            .await;
+    }
+    let back_on = rng.random_range(1..3);
+    let mut reader = nodes[back_on].client().await;
+    let sub = reader
+        .ok(json!({"cmd": "subscribe", "channel": "feed", "since": {"epoch": epoch, "offset": offset}}))
+        .await;
+    assert_eq!(sub["recovered"], true, "{why}: {sub}");
+    let offsets: Vec<u64> = sub["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        offsets,
+        (offset + 1..=offset + missed).collect::<Vec<_>>(),
+        "{why}"
+    );
+    // Live delivery continues after the recovered ones, without repeats.
+    publishers[0]
+        .ok(json!({"cmd": "publish", "channel": "feed", "data": "live"}))
+        .await;
+    let live = reader.push_of("publication").await;
+    assert_eq!(live["offset"], offset + missed + 1, "{why}");
+    // Another epoch cannot be recovered, and says so.
+    let mut stranger = nodes[2].client().await;
+    let sub = stranger
+        .ok(json!({"cmd": "subscribe", "channel": "feed", "since": {"epoch": "other", "offset": 1}}))
+        .await;
+    assert_eq!(sub["recovered"], false, "{why}");
+    // History reads the same on every node.
+    let pages: Vec<String> = futures_util::future::join_all(nodes.iter().map(|n| {
+        http(
+            n.addr(),
+            "GET",
+            "/api/channels/feed/history?limit=1000",
+            &[],
+            None,
+        )
+    }))
+    .await
+    .into_iter()
+    .map(|(status, body)| {
+        assert_eq!(status, 200, "{body}");
+        body
+    })
+    .collect();
+    assert!(pages.windows(2).all(|w| w[0] == w[1]), "{why}: {pages:?}");
+}
+
+#[tokio::test]
+async fn history_is_capped_and_a_recovery_past_it_says_so() {
+    let redis = RedisServer::start().await;
+    let urls = [redis.url()];
+    let a = TestServer::start({
+        let urls = urls.to_vec();
+        move |s| {
+            s.redis = urls;
+            s.history_size = 5;
+        }
+    })
+    .await;
+    let mut c = a.client().await;
+    for i in 0..12 {
+        c.ok(json!({"cmd": "publish", "channel": "cap", "data": i}))
+            .await;
+    }
+    let page = c
+        .ok(json!({"cmd": "history", "channel": "cap", "limit": 100}))
+        .await;
+    assert_eq!(offsets(&page["publications"]), vec![8, 9, 10, 11, 12]);
+    let epoch = page["epoch"].clone();
+    let mut late = a.client().await;
+    let sub = late
+        .ok(json!({"cmd": "subscribe", "channel": "cap", "since": {"epoch": epoch, "offset": 2}}))
+        .await;
+    assert_eq!(sub["recovered"], false, "{sub}");
+    let sub = c
+        .ok(json!({"cmd": "subscribe", "channel": "cap", "since": {"epoch": epoch, "offset": 9}}))
+        .await;
+    assert_eq!(sub["recovered"], true, "{sub}");
+    assert_eq!(sub["publications"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_retried_publish_is_stored_once_whichever_node_takes_it() {
+    let redis = RedisServer::start().await;
+    let urls = [redis.url()];
+    let (a, b) = (node(&urls).await, node(&urls).await);
+    let body = json!({"channel": "orders", "data": {"n": 1}}).to_string();
+    let headers = [("Idempotency-Key", "order-1")];
+    let first = http(a.addr(), "POST", "/api/publish", &headers, Some(&body)).await;
+    let again = http(b.addr(), "POST", "/api/publish", &headers, Some(&body)).await;
+    assert_eq!((first.0, again.0), (200, 200));
+    let (first, again): (Value, Value) = (
+        serde_json::from_str(&first.1).unwrap(),
+        serde_json::from_str(&again.1).unwrap(),
+    );
+    assert_eq!(first, again);
+    let history = http(b.addr(), "GET", "/api/channels/orders/history", &[], None)
+        .await
+        .1;
+    let history: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(
+        history["publications"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn publishing_without_redis_fails_at_once_and_everything_resumes_after() {
+    let mut redis = RedisServer::start().await;
+    let urls = [redis.url()];
+    let (a, b) = (node(&urls).await, node(&urls).await);
+    let mut subscriber = b.client().await;
+    subscriber
+        .ok(json!({"cmd": "subscribe", "channel": "live"}))
+        .await;
+    let mut publisher = a.client().await;
+    publisher
+        .ok(json!({"cmd": "publish", "channel": "live", "data": 1}))
+        .await;
+    assert_eq!(subscriber.push_of("publication").await["offset"], 1);
+    assert_eq!(health(&a).await, 200);
+
+    redis.kill();
+    let started = Instant::now();
+    let refused = publisher
+        .call(json!({"cmd": "publish", "channel": "live", "data": 2}))
+        .await;
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+    assert!(started.elapsed() < LIMIT);
+    let body = json!({"channel": "live", "data": 2}).to_string();
+    let (status, text) = http(a.addr(), "POST", "/api/publish", &[], Some(&body)).await;
+    assert_eq!(status, 503, "{text}");
+    eventually("/healthz to report the outage", || async {
+        health(&a).await == 503 && health(&b).await == 503
+    })
+    .await;
+
+    // Back on its append-only file: nothing acknowledged is lost, the
+    // nodes reconnect, and the subscriber that stayed connected receives
+    // what is published next.
+    redis.restart().await;
+    eventually("the nodes to reconnect", || async {
+        health(&a).await == 200 && health(&b).await == 200
+    })
+    .await;
+    let published = publisher
+        .ok(json!({"cmd": "publish", "channel": "live", "data": 3}))
+        .await;
+    assert_eq!(published["offset"], 2, "offsets go on from the AOF");
+    assert_eq!(subscriber.push_of("publication").await["offset"], 2);
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_catches_up_without_waiting_for_the_next_publication() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = node(&[redis.url()]).await;
+    let b = node(&[proxy.url()]).await;
+    let mut on_b = b.client().await;
+    let sub = on_b
+        .ok(json!({"cmd": "subscribe", "channel": "ticks"}))
+        .await;
+    assert_eq!(sub["offset"], 0);
+    let mut publisher = a.client().await;
+    publisher
+        .ok(json!({"cmd": "publish", "channel": "ticks", "data": 1}))
+        .await;
+    assert_eq!(on_b.push_of("publication").await["offset"], 1);
+
+    proxy.cut();
+    eventually("B to notice", || async { health(&b).await == 503 }).await;
+    for i in 2..=30 {
+        publisher
+            .ok(json!({"cmd": "publish", "channel": "ticks", "data": i}))
+            .await;
+    }
+    assert_eq!(health(&a).await, 200, "A still reaches Redis");
+    proxy.heal();
+    // Nothing more is published: B must find the 29 it missed by itself.
+    expect_offsets(&mut on_b, "ticks", 2, 29, "after the cut").await;
+    eventually("B healthy again", || async { health(&b).await == 200 }).await;
+    let metrics = http(b.addr(), "GET", "/metrics", &[], None).await.1;
+    assert!(metrics.contains("duplex_broker_gaps_total 1"), "{metrics}");
+    publisher
+        .ok(json!({"cmd": "publish", "channel": "ticks", "data": 31}))
+        .await;
+    assert_eq!(on_b.push_of("publication").await["offset"], 31);
+    on_b.ok(json!({"cmd": "ping"})).await;
+    assert!(on_b.pushes.is_empty(), "no repeats: {:?}", on_b.pushes);
+}
+
+#[tokio::test]
+async fn what_cannot_be_recovered_any_more_closes_subscribers_with_1012() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.addr()).await;
+    let urls = vec![redis.url()];
+    let a = TestServer::start(move |s| {
+        s.redis = urls;
+        s.history_size = 3;
+    })
+    .await;
+    let behind = vec![proxy.url()];
+    let b = TestServer::start(move |s| {
+        s.redis = behind;
+        s.history_size = 3;
+    })
+    .await;
+    let mut on_b = b.client().await;
+    on_b.ok(json!({"cmd": "subscribe", "channel": "fast"}))
+        .await;
+    proxy.cut();
+    eventually("B to notice", || async { health(&b).await == 503 }).await;
+    let mut publisher = a.client().await;
+    for i in 1..=10 {
+        publisher
+            .ok(json!({"cmd": "publish", "channel": "fast", "data": i}))
+            .await;
+    }
+    proxy.heal();
+    // Only 8-10 are still kept: the subscriber is told to come back.
+    assert_eq!(on_b.closed_with().await, 1012);
+    let mut back = b.client().await;
+    let sub = back
+        .ok(json!({"cmd": "subscribe", "channel": "fast", "since": {"epoch": "", "offset": 0}}))
+        .await;
+    assert_eq!(sub["recovered"], false, "{sub}");
+}
+
+#[tokio::test]
+async fn channels_spread_over_several_redis_servers() {
+    let (r1, r2) = (RedisServer::start().await, RedisServer::start().await);
+    let urls = [r1.url(), r2.url()];
+    let (a, b) = (node(&urls).await, node(&urls).await);
+    let mut sub = b.client().await;
+    let mut publisher = a.client().await;
+    let channels: Vec<String> = (0..16).map(|i| format!("shard-{i}")).collect();
+    for ch in &channels {
+        sub.ok(json!({"cmd": "subscribe", "channel": ch})).await;
+    }
+    for ch in &channels {
+        publisher
+            .ok(json!({"cmd": "publish", "channel": ch, "data": ch}))
+            .await;
+    }
+    let mut seen = Vec::new();
+    for _ in &channels {
+        let p = sub.push_of("publication").await;
+        assert_eq!(p["offset"], 1);
+        seen.push(p["channel"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    let mut want = channels.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    // Each server holds only its own channels' history.
+    let mut holders = [0, 0];
+    for (i, r) in [&r1, &r2].into_iter().enumerate() {
+        let mut conn = r.connection().await.unwrap();
+        for ch in &channels {
+            let exists: bool = ::redis::cmd("EXISTS")
+                .arg(duplex_server::redis::keys::ChannelKeys::of(ch).history)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            holders[i] += usize::from(exists);
+        }
+    }
+    assert_eq!(holders[0] + holders[1], channels.len());
+    assert!(holders[0] > 0 && holders[1] > 0, "{holders:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_redis_url_fails_at_start_with_a_clear_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = duplex_server::Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        redis: vec![format!("redis://127.0.0.1:{port}")],
+        ..Default::default()
+    };
+    let e = duplex_server::Server::start(settings)
+        .await
+        .err()
+        .expect("fails");
+    let message = format!("{e:#}");
+    assert!(message.contains("cannot reach Redis"), "{message}");
+    let settings = duplex_server::Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        redis: vec!["http://nope".into()],
+        ..Default::default()
+    };
+    let e = duplex_server::Server::start(settings)
+        .await
+        .err()
+        .expect("fails");
+    assert!(format!("{e:#}").contains("invalid Redis URL"), "{e:#}");
+}
