@@ -116,6 +116,31 @@ pub fn tests(paths: &Paths) -> Result<()> {
     run(&mut cmd, TEST_TIMEOUT)
 }
 
+/// The hub's end-to-end tests that hold for either engine: they run a
+/// second time with history and delivery in Redis
+/// (`DUPLEX_TEST_ENGINE=redis`: each test server gets a `redis-server` of
+/// its own). `storage_faults` is about SQLite's disk and stays embedded.
+const ON_BOTH_ENGINES: &[&str] = &["hub", "http2", "fastpath", "admission", "transfer"];
+
+/// The engine-independent hub tests again, on Redis.
+pub fn tests_on_redis(paths: &Paths) -> Result<()> {
+    let nextest = capture(cargo(paths).args(["nextest", "--version"]), QUERY_TIMEOUT)
+        .is_ok_and(|out| out.status.success());
+    let mut cmd = cargo(paths);
+    if nextest {
+        cmd.args(["nextest", "run"]);
+    } else {
+        cmd.arg("test");
+    }
+    cmd.args(["-p", "duplex-server", "--no-fail-fast"]);
+    for test in ON_BOTH_ENGINES {
+        cmd.args(["--test", test]);
+    }
+    cmd.envs(paths.test_env())
+        .env("DUPLEX_TEST_ENGINE", "redis");
+    run(&mut cmd, TEST_TIMEOUT)
+}
+
 /// Checks formatting and lints: `cargo fmt --check` and clippy with
 /// warnings denied, over every crate and target. Skipped (with a warning)
 /// only where the toolchain lacks rustfmt or clippy.

@@ -42,7 +42,7 @@ USAGE:
 SUBCOMMANDS:
     test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
-               doctests, browser (the chat and transfer pages in chromium), release build,
+               the hub's tests again on Redis (DUPLEX_TEST_ENGINE=redis), doctests, browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
                release tests (the #[ignore]d 3 GiB transfer, transfer soak slice, echo-task size,
                memory-budget crowds and a 20 s hub soak slice, release build),
@@ -339,6 +339,7 @@ fn main() -> ExitCode {
             pipeline.stage("lint", || cargo::lint(&paths));
             pipeline.stage("peers", || cargo::peer_selftest(&paths));
             pipeline.stage("rust tests", || cargo::tests(&paths));
+            pipeline.stage("rust tests on redis", || cargo::tests_on_redis(&paths));
             pipeline.stage("doctests", || cargo::doctests(&paths));
             pipeline.stage("browser", || browser::run_tests(&paths));
             if autobahn {

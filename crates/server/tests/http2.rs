@@ -172,7 +172,7 @@ async fn a_shutdown_closes_sockets_on_streams_with_1001() {
     let mut ws = h2.open("/echo").await.unwrap();
     ws.send("before").await.unwrap();
     let _ = within("the echo", ws.recv()).await;
-    let TestServer { server, dir } = t;
+    let TestServer { server, dir, .. } = t;
     let stopping = tokio::spawn(server.shutdown());
     let mut close = None;
     // Read to the end: the close frame, then the stream's end.

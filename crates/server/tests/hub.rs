@@ -257,17 +257,12 @@ async fn presence_joins_leaves_and_lists() {
 
 #[tokio::test]
 async fn a_restart_keeps_history_epoch_and_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_owned();
-    let t = TestServer::start_in(dir, |_| {}).await;
+    let t = TestServer::start(|_| {}).await;
     let mut epoch = Value::Null;
     for i in 1..=10 {
         epoch = api_publish(t.addr(), "durable", json!(i)).await["epoch"].clone();
     }
-    let TestServer { server, dir } = t;
-    server.shutdown().await;
-    let t = TestServer::start_in(dir, |_| {}).await;
-    assert_eq!(t.dir.path(), path);
+    let t = t.restart().await;
     let mut c = t.client().await;
     let page = c.ok(json!({"cmd": "history", "channel": "durable"})).await;
     assert_eq!(page["epoch"], epoch);

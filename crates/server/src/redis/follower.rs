@@ -16,13 +16,12 @@
 //! channel's position, delivering what was published meanwhile.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entry;
 use super::keys::ChannelKeys;
@@ -58,7 +57,8 @@ struct Followed {
 pub(super) struct Follower {
     requests: mpsc::UnboundedSender<Request>,
     channels: Mutex<HashMap<Arc<str>, Followed>>,
-    up: AtomicBool,
+    /// Whether announcements are being received.
+    up: watch::Sender<bool>,
 }
 
 /// This node follows a channel while this lives.
@@ -95,7 +95,7 @@ impl Follower {
         let follower = Arc::new(Self {
             requests,
             channels: Mutex::default(),
-            up: AtomicBool::new(false),
+            up: watch::Sender::new(false),
         });
         let task = Task {
             follower: Arc::downgrade(&follower),
@@ -113,7 +113,15 @@ impl Follower {
     }
 
     pub(super) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        *self.up.borrow()
+    }
+
+    /// Waits until announcements are received (for at most `limit`).
+    pub(super) async fn wait_up(&self, limit: Duration) -> bool {
+        let mut up = self.up.subscribe();
+        tokio::time::timeout(limit, up.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Follows `channel` until the guard is dropped; returns once this node
@@ -209,7 +217,7 @@ impl Task {
 
     fn set_up(&self, up: bool) {
         if let Some(f) = self.follower.upgrade() {
-            f.up.store(up, Ordering::Release);
+            f.up.send_replace(up);
         }
         self.metrics.broker_up.set(i64::from(up));
     }

@@ -136,6 +136,14 @@ impl Redis {
                 .collect(),
             retention,
         });
+        for shard in &redis.shards {
+            if !shard.follower.wait_up(2 * TIMEOUT).await {
+                anyhow::bail!(
+                    "cannot subscribe to announcements in Redis at {}: see the warnings above",
+                    shard.url
+                );
+            }
+        }
         Ok(redis)
     }
 

@@ -18,9 +18,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// A server and the directory it keeps its data in.
+///
+/// With `DUPLEX_TEST_ENGINE=redis` in the environment, every server the
+/// tests start keeps its channels in a `redis-server` of its own (unless
+/// the test gives it one), so the same tests prove both engines.
 pub struct TestServer {
     pub server: Server,
     pub dir: tempfile::TempDir,
+    /// The Redis server started for it, if any.
+    pub redis: Option<redis::RedisServer>,
+    settings: Settings,
+}
+
+/// Whether tests run on Redis rather than the embedded store.
+pub fn on_redis() -> bool {
+    std::env::var("DUPLEX_TEST_ENGINE").is_ok_and(|e| e == "redis")
 }
 
 impl TestServer {
@@ -36,8 +48,38 @@ impl TestServer {
             ..Settings::default()
         };
         adjust(&mut settings);
-        let server = Server::start(settings).await.unwrap();
-        Self { server, dir }
+        let mut redis = None;
+        if on_redis() && settings.redis.is_empty() {
+            let server = redis::RedisServer::start().await;
+            settings.redis = vec![server.url()];
+            redis = Some(server);
+        }
+        let server = Server::start(settings.clone()).await.unwrap();
+        Self {
+            server,
+            dir,
+            redis,
+            settings,
+        }
+    }
+
+    /// Shuts down gracefully and starts again on the same data (directory
+    /// or Redis), on a new port.
+    pub async fn restart(self) -> Self {
+        let Self {
+            server,
+            dir,
+            redis,
+            settings,
+        } = self;
+        server.shutdown().await;
+        let server = Server::start(settings.clone()).await.unwrap();
+        Self {
+            server,
+            dir,
+            redis,
+            settings,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
