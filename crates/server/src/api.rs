@@ -153,10 +153,8 @@ pub async fn presence(
     Path(channel): Path<String>,
 ) -> Result<Response, ApiError> {
     check_channel(&channel)?;
-    Ok(
-        Json(serde_json::json!({"channel": channel, "members": state.hub.presence(&channel)}))
-            .into_response(),
-    )
+    let members = state.broker.presence(&channel).await?;
+    Ok(Json(serde_json::json!({"channel": channel, "members": members})).into_response())
 }
 
 /// The body of a kick.
@@ -186,7 +184,7 @@ pub async fn kick(
     check_key(&state, &headers)?;
     check_channel(&channel)?;
     let Json(body) = body.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let kicked = state.hub.kick(&channel, &body.name, body.ban);
+    let kicked = state.broker.kick(&channel, &body.name, body.ban).await?;
     Ok(Json(serde_json::json!({"kicked": kicked})).into_response())
 }
 

@@ -50,9 +50,16 @@ impl Server {
                 Broker::embedded(sqlite.clone(), hub.clone(), metrics.clone(), budget.clone());
             (Store::Sqlite(sqlite), broker)
         } else {
-            let redis =
-                Redis::connect(&settings.redis, retention, hub.clone(), metrics.clone()).await?;
-            let broker = Broker::redis(redis.clone(), metrics.clone(), budget.clone());
+            let node: Arc<str> = crate::store::new_epoch().into();
+            let redis = Redis::connect(
+                &settings.redis,
+                node,
+                retention,
+                hub.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            let broker = Broker::redis(redis.clone(), hub.clone(), metrics.clone(), budget.clone());
             (Store::Redis(redis), broker)
         };
         let api_key = resolve_api_key(&settings, &store).await?;

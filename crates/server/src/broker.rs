@@ -1,4 +1,4 @@
-//! Publishing: store first, then deliver, in offset order.
+//! Publishing and membership: store first, then deliver, in offset order.
 //!
 //! Two engines, one contract: a publisher is answered only once its
 //! publication is stored, and every subscriber sees each channel's offsets
@@ -12,6 +12,10 @@
 //! - **Redis** (several nodes): one atomic script per publish stores and
 //!   announces it; every node following the channel delivers what is
 //!   announced, in order ([`crate::redis`]).
+//!
+//! Membership (subscribing, presence, typing, kicks) follows the same
+//! split: the embedded engine asks this node's [`Hub`]; with Redis, every
+//! node's members are checked and announced through Redis.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,12 +25,12 @@ use duplex::MemoryBudget;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Subscriber};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::{Publication, now_ms};
 use crate::redis::{Following, Redis};
-use crate::store::{NewPublication, SqliteStore, StoreError};
+use crate::store::{NewPublication, SqliteStore};
 
 /// How long a publish waits for the memory budget to make room before it
 /// is refused with `unavailable`.
@@ -77,10 +81,11 @@ enum Engine {
     Redis(Arc<Redis>),
 }
 
-/// The publish pipeline.
+/// The publish pipeline and membership, on one engine.
 #[derive(Clone)]
 pub struct Broker {
     engine: Engine,
+    hub: Arc<Hub>,
     budget: MemoryBudget,
     metrics: Metrics,
 }
@@ -95,21 +100,23 @@ impl Broker {
         budget: MemoryBudget,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(rx, store, hub, metrics.clone()));
+        tokio::spawn(run(rx, store, hub.clone(), metrics.clone()));
         Self {
             engine: Engine::Embedded {
                 queue: tx,
                 seen: Arc::default(),
             },
+            hub,
             budget,
             metrics,
         }
     }
 
     /// Publishes through Redis, shared by every node connected to it.
-    pub fn redis(redis: Arc<Redis>, metrics: Metrics, budget: MemoryBudget) -> Self {
+    pub fn redis(redis: Arc<Redis>, hub: Arc<Hub>, metrics: Metrics, budget: MemoryBudget) -> Self {
         Self {
             engine: Engine::Redis(redis),
+            hub,
             budget,
             metrics,
         }
@@ -187,13 +194,78 @@ impl Broker {
         }
     }
 
-    /// Makes this node receive `channel`'s publications while the returned
-    /// guard lives (with Redis; the embedded engine delivers everything).
-    /// Must be held before the channel's history is read for a recovery.
-    pub async fn follow(&self, channel: &str) -> Result<Option<Following>, StoreError> {
+    /// Subscribes a connection to `channel`: fails if its name is banned
+    /// there or (with presence) held by another user; the others get a
+    /// `join` push. Once this returns, every later publication reaches the
+    /// subscriber, so its history can be read for a recovery. With Redis,
+    /// this node receives the channel while the returned guard lives.
+    pub async fn join(
+        &self,
+        channel: &str,
+        subscriber: Subscriber,
+    ) -> Result<Option<Following>, HubError> {
+        let redis = match &self.engine {
+            Engine::Embedded { .. } => {
+                return self.hub.subscribe(channel, subscriber).map(|()| None);
+            }
+            Engine::Redis(redis) => redis,
+        };
+        let (member, presence) = (subscriber.member.clone(), subscriber.presence);
+        self.hub.insert(channel, subscriber);
+        let joined = async {
+            let following = redis.follow(channel).await?;
+            redis.join(channel, &member, presence).await?;
+            Ok::<_, HubError>(following)
+        };
+        match joined.await {
+            Ok(following) => Ok(Some(following)),
+            Err(e) => {
+                self.hub.remove(channel, &member.client);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unsubscribes a connection; the others get a `leave` push.
+    pub fn leave(&self, channel: &str, client: &str) {
         match &self.engine {
-            Engine::Embedded { .. } => Ok(None),
-            Engine::Redis(redis) => redis.follow(channel).await.map(Some),
+            Engine::Embedded { .. } => self.hub.unsubscribe(channel, client),
+            Engine::Redis(redis) => {
+                self.hub.remove(channel, client);
+                let (redis, channel, client) =
+                    (redis.clone(), channel.to_owned(), client.to_owned());
+                tokio::spawn(async move { redis.leave(&channel, &client).await });
+            }
+        }
+    }
+
+    /// Tells the others in `channel` that `member` is typing.
+    pub async fn typing(&self, channel: &str, member: &Member) -> Result<(), HubError> {
+        match &self.engine {
+            Engine::Embedded { .. } => self.hub.typing(channel, member),
+            Engine::Redis(redis) => {
+                if !self.hub.is_subscribed(channel, &member.client) {
+                    return self.hub.typing(channel, member); // the same error
+                }
+                Ok(redis.typing(channel, member).await?)
+            }
+        }
+    }
+
+    /// Who is present in `channel`, sorted by name.
+    pub async fn presence(&self, channel: &str) -> Result<Vec<Member>, HubError> {
+        match &self.engine {
+            Engine::Embedded { .. } => Ok(self.hub.presence(channel)),
+            Engine::Redis(redis) => Ok(redis.presence(channel).await?),
+        }
+    }
+
+    /// Removes every connection named `name` from `channel` (and bans the
+    /// name if asked). Returns how many were removed.
+    pub async fn kick(&self, channel: &str, name: &str, ban: bool) -> Result<usize, HubError> {
+        match &self.engine {
+            Engine::Embedded { .. } => Ok(self.hub.kick(channel, name, ban)),
+            Engine::Redis(redis) => Ok(redis.kick(channel, name, ban).await?),
         }
     }
 

@@ -145,23 +145,14 @@ impl Hub {
         let ch = self.channel_or_create(channel);
         let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
         if ch.banned.contains(&*sub.member.name) {
-            return Err(HubError::new(
-                ErrorCode::Banned,
-                format!("{} is banned from {channel}", sub.member.name),
-            ));
+            return Err(banned(channel, &sub.member.name));
         }
         if sub.presence
             && ch.subscribers.values().any(|s| {
                 s.presence && s.member.name == sub.member.name && s.member.user != sub.member.user
             })
         {
-            return Err(HubError::new(
-                ErrorCode::NameTaken,
-                format!(
-                    "the name {:?} is taken in {channel}; pick another",
-                    sub.member.name
-                ),
-            ));
+            return Err(name_taken(channel, &sub.member.name));
         }
         if sub.presence {
             let push = self.member_push("join", channel, &sub.member);
@@ -171,20 +162,30 @@ impl Hub {
         Ok(())
     }
 
+    /// Adds a subscriber without checks or pushes: where the nodes share
+    /// channels, Redis decides and announces (see [`crate::redis`]).
+    pub fn insert(&self, channel: &str, sub: Subscriber) {
+        let ch = self.channel_or_create(channel);
+        let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        ch.subscribers.insert(sub.member.client.clone(), sub);
+    }
+
     /// Removes a subscriber; others get a `leave` push.
     pub fn unsubscribe(&self, channel: &str, client: &str) {
-        let Some(ch) = self.channel(channel) else {
-            return;
-        };
-        let empty = {
-            let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(sub) = ch.subscribers.remove(client) {
-                if sub.presence {
-                    let push = self.member_push("leave", channel, &sub.member);
-                    self.deliver_all(&ch, None, Delivery::Push(push));
-                }
+        if let Some(sub) = self.remove(channel, client) {
+            if sub.presence {
+                self.member_event("leave", channel, &sub.member);
             }
-            ch.subscribers.is_empty() && ch.banned.is_empty()
+        }
+    }
+
+    /// Removes a subscriber without pushes; returns it if it was there.
+    pub fn remove(&self, channel: &str, client: &str) -> Option<Subscriber> {
+        let ch = self.channel(channel)?;
+        let (removed, empty) = {
+            let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+            let removed = ch.subscribers.remove(client);
+            (removed, ch.subscribers.is_empty() && ch.banned.is_empty())
         };
         if empty {
             let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
@@ -196,6 +197,47 @@ impl Hub {
                 map.remove(channel);
             }
         }
+        removed
+    }
+
+    /// Tells every subscriber of `channel` but `member` itself that it
+    /// joined, left or is typing (`kind`).
+    pub fn member_event(&self, kind: &str, channel: &str, member: &Member) {
+        let Some(ch) = self.channel(channel) else {
+            return;
+        };
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        let push = self.member_push(kind, channel, member);
+        self.deliver_all(&ch, Some(&member.client), Delivery::Push(push));
+    }
+
+    /// Whether `client` is subscribed to `channel` here.
+    pub fn is_subscribed(&self, channel: &str, client: &str) -> bool {
+        self.channel(channel).is_some_and(|ch| {
+            ch.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscribers
+                .contains_key(client)
+        })
+    }
+
+    /// The channels with subscribers on this node.
+    pub fn channel_names(&self) -> Vec<Arc<str>> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.keys().cloned().collect()
+    }
+
+    /// Everyone subscribed to `channel` on this node, and whether each
+    /// appears in presence.
+    pub fn subscribers(&self, channel: &str) -> Vec<(Member, bool)> {
+        let Some(ch) = self.channel(channel) else {
+            return Vec::new();
+        };
+        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+        ch.subscribers
+            .values()
+            .map(|s| (s.member.clone(), s.presence))
+            .collect()
     }
 
     /// Delivers a publication to every subscriber of its channel.
@@ -226,56 +268,62 @@ impl Hub {
 
     /// Tells the others in `channel` that `member` is typing.
     pub fn typing(&self, channel: &str, member: &Member) -> Result<(), HubError> {
-        let ch = self
-            .channel(channel)
-            .ok_or_else(|| not_subscribed(channel))?;
-        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-        if !ch.subscribers.contains_key(&member.client) {
+        if !self.is_subscribed(channel, &member.client) {
             return Err(not_subscribed(channel));
         }
-        self.deliver_all(
-            &ch,
-            Some(&member.client),
-            Delivery::Push(self.member_push("typing", channel, member)),
-        );
+        self.member_event("typing", channel, member);
         Ok(())
     }
 
     /// Who is present in a channel.
     pub fn presence(&self, channel: &str) -> Vec<Member> {
-        let Some(ch) = self.channel(channel) else {
-            return Vec::new();
-        };
-        let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-        let mut members: Vec<Member> = ch
-            .subscribers
-            .values()
-            .filter(|s| s.presence)
-            .map(|s| s.member.clone())
+        let mut members: Vec<Member> = self
+            .subscribers(channel)
+            .into_iter()
+            .filter_map(|(member, presence)| presence.then_some(member))
             .collect();
-        members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.client.cmp(&b.client)));
+        sort_members(&mut members);
         members
     }
 
     /// Removes every connection named `name` from a channel (and bans the
-    /// name if asked). Returns how many were removed.
+    /// name if asked); the others get a `leave` push for each. Returns how
+    /// many were removed.
     pub fn kick(&self, channel: &str, name: &str, ban: bool) -> usize {
-        let ch = self.channel_or_create(channel);
-        let kicked: Vec<Subscriber> = {
-            let mut ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-            if ban {
-                ch.banned.insert(name.to_owned());
+        if ban {
+            let ch = self.channel_or_create(channel);
+            ch.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .banned
+                .insert(name.to_owned());
+        }
+        let kicked = self.remove_named(channel, name, ban);
+        for sub in &kicked {
+            if sub.presence {
+                self.member_event("leave", channel, &sub.member);
             }
-            let ids: Vec<Arc<str>> = ch
-                .subscribers
+        }
+        kicked.len()
+    }
+
+    /// Removes every connection named `name` from a channel, telling each
+    /// it was kicked (or banned); no `leave` pushes.
+    pub fn remove_named(&self, channel: &str, name: &str, ban: bool) -> Vec<Subscriber> {
+        let Some(ch) = self.channel(channel) else {
+            return Vec::new();
+        };
+        let ids: Vec<Arc<str>> = {
+            let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
+            ch.subscribers
                 .values()
                 .filter(|s| &*s.member.name == name)
                 .map(|s| s.member.client.clone())
-                .collect();
-            ids.iter()
-                .filter_map(|id| ch.subscribers.remove(id))
                 .collect()
         };
+        let kicked: Vec<Subscriber> = ids
+            .iter()
+            .filter_map(|id| self.remove(channel, id))
+            .collect();
         for sub in &kicked {
             let reason = if ban {
                 "banned by an admin"
@@ -293,16 +341,8 @@ impl Hub {
             {
                 sub.slow.cancel();
             }
-            if sub.presence {
-                let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-                self.deliver_all(
-                    &ch,
-                    None,
-                    Delivery::Push(self.member_push("leave", channel, &sub.member)),
-                );
-            }
         }
-        kicked.len()
+        kicked
     }
 
     fn member_push(&self, kind: &str, channel: &str, member: &Member) -> Text {
@@ -333,6 +373,27 @@ impl Hub {
 
 fn text(json: bytes::Bytes) -> Text {
     Text::try_from(json).expect("serde_json writes UTF-8")
+}
+
+/// Presence lists are sorted by name, then connection.
+pub fn sort_members(members: &mut [Member]) {
+    members.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.client.cmp(&b.client)));
+}
+
+/// The error for a banned name.
+pub fn banned(channel: &str, name: &str) -> HubError {
+    HubError::new(
+        ErrorCode::Banned,
+        format!("{name} is banned from {channel}"),
+    )
+}
+
+/// The error for a nickname another user holds in the channel.
+pub fn name_taken(channel: &str, name: &str) -> HubError {
+    HubError::new(
+        ErrorCode::NameTaken,
+        format!("the name {name:?} is taken in {channel}; pick another"),
+    )
 }
 
 fn not_subscribed(channel: &str) -> HubError {

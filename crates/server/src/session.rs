@@ -63,10 +63,7 @@ where
     session.state.metrics.connections_total.inc();
     session.serve().await;
     for channel in session.subscriptions.keys() {
-        session
-            .state
-            .hub
-            .unsubscribe(channel, &session.member.client);
+        session.state.broker.leave(channel, &session.member.client);
     }
     session.state.metrics.connections.dec();
 }
@@ -270,7 +267,7 @@ where
                         format!("not subscribed to {channel}"),
                     ));
                 }
-                self.state.hub.unsubscribe(&channel, &self.member.client);
+                self.state.broker.leave(&channel, &self.member.client);
                 Ok(json(&Empty {}))
             }
             Command::Publish { channel, data } => self.publish(channel, data).await,
@@ -304,12 +301,13 @@ where
             Command::Presence { channel } => {
                 check_channel(&channel)?;
                 self.check_subscribe_permission(&channel)?;
+                let members = self.state.broker.presence(&channel).await?;
                 Ok(json(
-                    &serde_json::json!({"channel": channel, "members": self.state.hub.presence(&channel)}),
+                    &serde_json::json!({"channel": channel, "members": members}),
                 ))
             }
             Command::Typing { channel } => {
-                self.state.hub.typing(&channel, &self.member)?;
+                self.state.broker.typing(&channel, &self.member).await?;
                 Ok(json(&Empty {}))
             }
             Command::Kick { channel, name, ban } => {
@@ -320,7 +318,7 @@ where
                         "kick needs an admin token",
                     ));
                 }
-                let kicked = self.state.hub.kick(&channel, &name, ban);
+                let kicked = self.state.broker.kick(&channel, &name, ban).await?;
                 Ok(json(&serde_json::json!({"kicked": kicked})))
             }
             Command::Ping => Ok(json(&Empty {})),
@@ -418,16 +416,7 @@ where
             slow: self.slow.clone(),
             presence,
         };
-        self.state.hub.subscribe(&channel, subscriber)?;
-        // With Redis, this node must receive the channel before its
-        // history is read, for the same reason.
-        let following = match self.state.broker.follow(&channel).await {
-            Ok(following) => following,
-            Err(e) => {
-                self.state.hub.unsubscribe(&channel, &self.member.client);
-                return Err(storage(e));
-            }
-        };
+        let following = self.state.broker.join(&channel, subscriber).await?;
         let recover_limit = self.state.settings.history_size.min(100_000) as usize;
         let range = match &since {
             Some(s) => Range::After {
@@ -442,7 +431,7 @@ where
         let page = match self.state.store.history(&channel, range).await {
             Ok(page) => page,
             Err(e) => {
-                self.state.hub.unsubscribe(&channel, &self.member.client);
+                self.state.broker.leave(&channel, &self.member.client);
                 return Err(storage(e));
             }
         };

@@ -58,6 +58,10 @@ impl AppState {
         metrics: Metrics,
         api_key: Option<String>,
     ) -> Self {
+        let node = match &store {
+            Store::Redis(redis) => redis.node().clone(),
+            Store::Sqlite(_) => crate::store::new_epoch().into(),
+        };
         let verifier = settings.jwt_secret.as_deref().map(TokenVerifier::new);
         let sockets = SocketServers::new(&settings, budget);
         let admission = crate::admission::Admission::new(
@@ -80,7 +84,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             sockets,
             admission,
-            node: crate::store::new_epoch().into(),
+            node,
             next_client: AtomicU64::new(1),
         }
     }

@@ -489,3 +489,177 @@ async fn a_wrong_redis_url_fails_at_start_with_a_clear_message() {
         .expect("fails");
     assert!(format!("{e:#}").contains("invalid Redis URL"), "{e:#}");
 }
+
+fn names(presence: &Value) -> Vec<String> {
+    presence["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+/// A connection named `name` subscribed to `channel`; the same name is the
+/// same user (one session secret per name).
+async fn member(t: &TestServer, name: &str, channel: &str) -> HubClient {
+    let mut c = t.client().await;
+    let session = format!("session-of-{name:0>16}");
+    c.ok(json!({"cmd": "connect", "name": name, "session": session}))
+        .await;
+    c.ok(json!({"cmd": "subscribe", "channel": channel})).await;
+    c
+}
+
+#[tokio::test]
+async fn presence_joins_leaves_and_typing_cross_nodes() {
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut alice = member(&nodes[0], "alice", "room").await;
+    let mut bob = member(&nodes[1], "bob", "room").await;
+    let join = alice.push_of("join").await;
+    assert_eq!(join["member"]["name"], "bob");
+    // bob's client id says which node holds it, so ids never collide.
+    assert_ne!(join["member"]["client"], "c1");
+    for n in &nodes {
+        let (status, body) = http(n.addr(), "GET", "/api/channels/room/presence", &[], None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            names(&serde_json::from_str(&body).unwrap()),
+            ["alice", "bob"]
+        );
+    }
+    bob.ok(json!({"cmd": "typing", "channel": "room"})).await;
+    assert_eq!(alice.push_of("typing").await["member"]["name"], "bob");
+    // Nobody hears their own join or typing.
+    bob.ok(json!({"cmd": "ping"})).await;
+    assert!(
+        bob.pushes.iter().all(|p| p["member"]["name"] != "bob"),
+        "{:?}",
+        bob.pushes
+    );
+    drop(bob);
+    assert_eq!(alice.push_of("leave").await["member"]["name"], "bob");
+    let on_c = nodes[2].client().await;
+    let mut on_c = on_c;
+    let presence = on_c.ok(json!({"cmd": "presence", "channel": "room"})).await;
+    assert_eq!(names(&presence), ["alice"]);
+}
+
+#[tokio::test]
+async fn a_name_held_on_another_node_is_taken_but_the_same_user_may_join_again() {
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    let mut first = nodes[0].client().await;
+    let session = "s3cret-session-of-alice";
+    first
+        .ok(json!({"cmd": "connect", "name": "alice", "session": session}))
+        .await;
+    first
+        .ok(json!({"cmd": "subscribe", "channel": "room"}))
+        .await;
+    let mut mallory = nodes[1].client().await;
+    mallory.ok(json!({"cmd": "connect", "name": "alice"})).await;
+    let taken = mallory
+        .call(json!({"cmd": "subscribe", "channel": "room"}))
+        .await;
+    assert_eq!(taken["error"]["code"], "name_taken", "{taken}");
+    // A failed join leaves nothing behind.
+    let presence = mallory
+        .ok(json!({"cmd": "presence", "channel": "room"}))
+        .await;
+    assert_eq!(names(&presence), ["alice"]);
+    let mut second_tab = nodes[2].client().await;
+    second_tab
+        .ok(json!({"cmd": "connect", "name": "alice", "session": session}))
+        .await;
+    second_tab
+        .ok(json!({"cmd": "subscribe", "channel": "room"}))
+        .await;
+}
+
+#[tokio::test]
+async fn kicks_and_bans_reach_every_node() {
+    let redis = RedisServer::start().await;
+    let urls = vec![redis.url()];
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let urls = urls.clone();
+        nodes.push(
+            TestServer::start(move |s| {
+                s.redis = urls;
+                s.api_key = Some("admin-key".into());
+            })
+            .await,
+        );
+    }
+    let mut ann_on_a = member(&nodes[0], "Ann", "chat").await;
+    let mut ann_on_b = member(&nodes[1], "Ann", "chat").await;
+    let mut bob = member(&nodes[1], "bob", "chat").await;
+    let auth = [("Authorization", "Bearer admin-key")];
+    let body = json!({"name": "Ann", "ban": true}).to_string();
+    let (status, text) = http(
+        nodes[0].addr(),
+        "POST",
+        "/api/channels/chat/kick",
+        &auth,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["kicked"], 2);
+    for ann in [&mut ann_on_a, &mut ann_on_b] {
+        assert_eq!(ann.push_of("kicked").await["reason"], "banned by an admin");
+    }
+    assert_eq!(bob.push_of("leave").await["member"]["name"], "Ann");
+    assert_eq!(bob.push_of("leave").await["member"]["name"], "Ann");
+    let mut back = nodes[1].client().await;
+    back.ok(json!({"cmd": "connect", "name": "Ann", "session": "session-of-0000000000000Ann"}))
+        .await;
+    let refused = back
+        .call(json!({"cmd": "subscribe", "channel": "chat"}))
+        .await;
+    assert_eq!(refused["error"]["code"], "banned", "{refused}");
+    // The kicked are no longer subscribed: a publication does not reach them.
+    bob.ok(json!({"cmd": "publish", "channel": "chat", "data": "after"}))
+        .await;
+    assert_eq!(bob.push_of("publication").await["data"], "after");
+    ann_on_b.ok(json!({"cmd": "ping"})).await;
+    assert!(
+        ann_on_b.pushes.iter().all(|p| p["push"] != "publication"),
+        "{:?}",
+        ann_on_b.pushes
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_stops_renewing_its_lease_leaves_no_ghosts_and_comes_back() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = node(&[redis.url()]).await;
+    let b = node(&[proxy.url()]).await;
+    let mut alice = member(&a, "alice", "room").await;
+    let _bob = member(&b, "bob", "room").await;
+    assert_eq!(alice.push_of("join").await["member"]["name"], "bob");
+    let cut = Instant::now();
+    proxy.cut();
+    // B can no longer renew its lease: A announces bob's leave.
+    assert_eq!(alice.push_of("leave").await["member"]["name"], "bob");
+    let took = cut.elapsed();
+    let lease =
+        duplex_server::redis::members::LEASE + 2 * duplex_server::redis::members::LEASE_RENEW;
+    assert!(
+        took <= lease + Duration::from_secs(1),
+        "a ghost for {took:?}"
+    );
+    let presence = alice
+        .ok(json!({"cmd": "presence", "channel": "room"}))
+        .await;
+    assert_eq!(names(&presence), ["alice"]);
+    // Back in touch, B registers bob again.
+    proxy.heal();
+    assert_eq!(alice.push_of("join").await["member"]["name"], "bob");
+    let presence = alice
+        .ok(json!({"cmd": "presence", "channel": "room"}))
+        .await;
+    assert_eq!(names(&presence), ["alice", "bob"]);
+}

@@ -8,6 +8,10 @@
 //!   stores the body in the history stream as entry `<offset>-0` with fields
 //!   `t` (the time) and `p` (the body), and announces
 //!   `"<epoch> <offset> <ms>\n<body>"` on the channel's pub/sub channel.
+//! - **Member events** share that pub/sub channel, so they keep their
+//!   order with the publications: `"!join\n<member>"`, `"!leave\n<member>"`,
+//!   `"!typing\n<member>"` (member JSON) and `"!kick\n<0|1> <name>"` (1: a
+//!   ban). The member scripts in `lua/` write all but `typing`.
 
 use std::sync::Arc;
 
@@ -73,10 +77,51 @@ pub fn publication(channel: &Arc<str>, place: &Place, body: &str) -> Option<Publ
     })
 }
 
-/// Parses an announcement: `"<epoch> <offset> <ms>\n<body>"`.
-pub fn announcement(channel: &Arc<str>, payload: &str) -> Option<Publication> {
+/// What a node hears on a channel's pub/sub channel.
+#[derive(Debug)]
+pub enum Announcement {
+    /// A new publication.
+    Publication(Publication),
+    /// A member joined, left or is typing (the push's kind).
+    Member(&'static str, Member),
+    /// Every connection with this name is removed (and the name banned).
+    Kick {
+        /// The name.
+        name: String,
+        /// Whether it is banned too.
+        ban: bool,
+    },
+}
+
+/// Parses an announcement (see the module documentation).
+pub fn announcement(channel: &Arc<str>, payload: &str) -> Option<Announcement> {
     let (head, body) = payload.split_once('\n')?;
-    publication(channel, &Place::parse(head)?, body)
+    let event = |kind| {
+        serde_json::from_str(body)
+            .ok()
+            .map(|m| Announcement::Member(kind, m))
+    };
+    match head {
+        "!join" => event("join"),
+        "!leave" => event("leave"),
+        "!typing" => event("typing"),
+        "!kick" => {
+            let (ban, name) = body.split_once(' ')?;
+            Some(Announcement::Kick {
+                name: name.to_owned(),
+                ban: ban == "1",
+            })
+        }
+        _ => publication(channel, &Place::parse(head)?, body).map(Announcement::Publication),
+    }
+}
+
+/// The announcement that `member` is typing.
+pub fn typing(member: &Member) -> String {
+    format!(
+        "!typing\n{}",
+        serde_json::to_string(member).expect("members serialise")
+    )
 }
 
 #[cfg(test)]
@@ -105,7 +150,9 @@ mod tests {
             let data = serde_json::value::to_raw_value(&serde_json::json!({"text": text})).unwrap();
             let channel: Arc<str> = "room".into();
             let payload = format!("{epoch} {offset} {ts}\n{}", body(&member(&name), &data));
-            let p = announcement(&channel, &payload).expect("parses");
+            let Some(Announcement::Publication(p)) = announcement(&channel, &payload) else {
+                panic!("not a publication: {payload}");
+            };
             prop_assert_eq!(&*p.epoch, epoch.as_str());
             prop_assert_eq!(p.offset, offset);
             prop_assert_eq!(p.ts_ms, ts);
@@ -116,6 +163,31 @@ mod tests {
         #[test]
         fn garbage_is_refused_not_panicked_on(payload in "\\PC{0,80}") {
             let _ = announcement(&"c".into(), &payload);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn member_events_give_back_the_member(name in "\\PC{1,20}", kind in 0usize..3) {
+            let m = member(&name);
+            let json = serde_json::to_string(&m).unwrap();
+            let head = ["!join", "!leave", "!typing"][kind];
+            let payload = if kind == 2 { typing(&m) } else { format!("{head}\n{json}") };
+            let Some(Announcement::Member(got, back)) = announcement(&"c".into(), &payload) else {
+                panic!("not a member event: {payload}");
+            };
+            prop_assert_eq!(got, &head[1..]);
+            prop_assert_eq!(back, m);
+        }
+
+        #[test]
+        fn kicks_keep_names_with_spaces(name in "\\PC{1,20}", ban: bool) {
+            let payload = format!("!kick\n{} {name}", u8::from(ban));
+            let Some(Announcement::Kick { name: got, ban: banned }) = announcement(&"c".into(), &payload) else {
+                panic!("not a kick: {payload}");
+            };
+            prop_assert_eq!(got, name);
+            prop_assert_eq!(banned, ban);
         }
     }
 

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::entry;
+use super::entry::{self, Announcement};
 use super::keys::ChannelKeys;
 use super::{Redis, TIMEOUT};
 use crate::hub::Hub;
@@ -390,9 +390,20 @@ impl Task {
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
             return Ok(());
         };
-        let Some(publication) = entry::announcement(&channel, payload) else {
-            tracing::warn!(%channel, "an announcement in Redis that is not ours; ignored");
-            return Ok(());
+        let publication = match entry::announcement(&channel, payload) {
+            Some(Announcement::Publication(p)) => p,
+            Some(Announcement::Member(kind, member)) => {
+                self.hub.member_event(kind, &channel, &member);
+                return Ok(());
+            }
+            Some(Announcement::Kick { name, ban }) => {
+                self.hub.remove_named(&channel, &name, ban);
+                return Ok(());
+            }
+            None => {
+                tracing::warn!(%channel, "an announcement in Redis that is not ours; ignored");
+                return Ok(());
+            }
         };
         let last = {
             let Some(follower) = self.follower.upgrade() else {

@@ -13,13 +13,19 @@ pub struct ChannelKeys {
     pub meta: String,
     /// Stream of publications, entry IDs `<offset>-0`.
     pub history: String,
-    /// The pub/sub channel publications are announced on.
+    /// The pub/sub channel publications and member events are announced
+    /// on.
     pub announce: String,
+    /// Hash: connection id → `"<node> <presence 0|1>\n<member JSON>"`,
+    /// one entry per subscriber on any node.
+    pub members: String,
+    /// Set of names banned from the channel.
+    pub banned: String,
 }
 
 const PREFIX: &str = "duplex:";
 /// The pub/sub prefix: what follows it is the channel's name.
-const ANNOUNCE: &str = "duplex:announce:";
+pub const ANNOUNCE: &str = "duplex:announce:";
 
 impl ChannelKeys {
     /// The names for `channel`.
@@ -28,6 +34,8 @@ impl ChannelKeys {
             meta: format!("{PREFIX}meta:{channel}"),
             history: format!("{PREFIX}history:{channel}"),
             announce: format!("{ANNOUNCE}{channel}"),
+            members: format!("{MEMBERS}{channel}"),
+            banned: format!("{PREFIX}banned:{channel}"),
         }
     }
 
@@ -42,8 +50,20 @@ impl ChannelKeys {
     }
 }
 
+/// The members prefix: what follows it is the channel's name.
+pub const MEMBERS: &str = "duplex:members:";
 /// The hash holding node-wide values (the generated API key).
 pub const META: &str = "duplex:server";
+/// Sorted set: node → when its lease ends (ms, Redis's clock).
+pub const NODES: &str = "duplex:nodes";
+/// The prefix of a node's set of channels it has members in: what
+/// follows it is the node's name.
+pub const NODE_CHANNELS: &str = "duplex:node-channels:";
+
+/// The set of channels `node` has members in.
+pub fn node_channels(node: &str) -> String {
+    format!("{NODE_CHANNELS}{node}")
+}
 
 /// Which of `shards` servers holds `channel`: a jump consistent hash
 /// (Lamping and Veach, 2014) of a stable hash of the name, so adding a

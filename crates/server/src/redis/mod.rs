@@ -5,7 +5,7 @@
 //! publication on the channel's pub/sub channel. Any node can publish to
 //! any channel and answer history and recovery for it.
 //!
-//! - **Publish** is one server-side script (`redis/publish.lua`):
+//! - **Publish** is one server-side script (`redis/lua/publish.lua`):
 //!   the idempotency check, the offset, the history entry, the trimming by
 //!   count and age and the announcement happen in one step, and the
 //!   publisher is answered only once Redis has it. Times come from Redis's
@@ -32,8 +32,9 @@
 mod entry;
 mod follower;
 pub mod keys;
+pub mod members;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -59,7 +60,7 @@ pub const POSITION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Entries read from a history stream per call.
 const CHUNK: usize = 1000;
 
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("publish.lua")));
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/publish.lua")));
 
 /// One Redis server and this node's connections to it.
 struct Shard {
@@ -87,14 +88,20 @@ pub struct Placed {
 pub struct Redis {
     shards: Vec<Shard>,
     retention: Retention,
+    /// This node's name: its lease, and the owner of its members.
+    node: Arc<str>,
+    /// Leaves that could not reach Redis: (channel, connection id).
+    unfinished_leaves: Mutex<Vec<(Arc<str>, Arc<str>)>>,
 }
 
 impl Redis {
-    /// Connects to every server in `urls` (`redis://HOST:PORT[/DB]`) and
-    /// starts following channels for `hub`. Fails if one cannot be reached
-    /// now; later outages are waited out with reconnects.
+    /// Connects to every server in `urls` (`redis://HOST:PORT[/DB]`) as
+    /// the node named `node`, and starts following channels for `hub` and
+    /// renewing the node's lease. Fails if a server cannot be reached now;
+    /// later outages are waited out with reconnects.
     pub async fn connect(
         urls: &[String],
+        node: Arc<str>,
         retention: Retention,
         hub: Arc<Hub>,
         metrics: Metrics,
@@ -135,7 +142,10 @@ impl Redis {
                 })
                 .collect(),
             retention,
+            node,
+            unfinished_leaves: Mutex::default(),
         });
+        tokio::spawn(members::keep_leases(Arc::downgrade(&redis), hub));
         for shard in &redis.shards {
             if !shard.follower.wait_up(2 * TIMEOUT).await {
                 anyhow::bail!(
@@ -145,6 +155,11 @@ impl Redis {
             }
         }
         Ok(redis)
+    }
+
+    /// This node's name among the nodes sharing these servers.
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
     }
 
     fn shard(&self, channel: &str) -> &Shard {
