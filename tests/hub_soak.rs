@@ -14,7 +14,13 @@
 //! have been cut off (1013), and the server's peak RSS stays within its
 //! memory budget plus a fixed allowance.
 //!
-//! `cargo xtask test` runs a 20-second slice of 200 clients;
+//! The cluster soak runs the same clients and checks against three nodes
+//! sharing channels through a real `redis-server`, clients connecting to
+//! any node, through a node SIGKILLed, Redis SIGKILLed (restarted on its
+//! append-only file) and a node cut off from Redis for longer than its
+//! lease; at the end every node must be healthy and presence empty.
+//!
+//! `cargo xtask test` runs a 20-second slice of each with 200 clients;
 //! `cargo xtask soak --hub --seconds N --clients N` a longer one. Each run
 //! prints its seed; `DUPLEX_SOAK_SEED` replays a run's choices (the
 //! timing of a run on a real network stack never repeats exactly).
@@ -106,9 +112,10 @@ impl Node {
 
 // ------------------------------------------------------------ what is shared
 
-/// What the clients share: the address, the phase, the counters.
+/// What the clients share: the nodes' addresses, the phase, the counters.
 struct Run {
-    addr: SocketAddr,
+    /// The nodes (one, or several sharing channels through Redis).
+    nodes: Vec<SocketAddr>,
     seed: u64,
     /// Set when publishing ends.
     stop: AtomicBool,
@@ -135,6 +142,11 @@ impl Run {
     fn finals(&self) -> Option<HashMap<String, u64>> {
         self.finals.borrow().clone()
     }
+
+    /// A node, by a pick a client made.
+    fn node(&self, pick: usize) -> SocketAddr {
+        self.nodes[pick % self.nodes.len()]
+    }
 }
 
 /// A hub connection; counts itself as connected while it lives.
@@ -149,13 +161,16 @@ struct Conn {
 struct Broken;
 
 impl Conn {
-    /// Connects, retrying while the server is down (bounded).
-    async fn open(run: &Arc<Run>) -> Self {
+    /// Connects to the node `pick` names, or the next that answers,
+    /// retrying while they are down (bounded).
+    async fn open(run: &Arc<Run>, mut pick: usize) -> Self {
         let deadline = Instant::now() + LIMIT;
         loop {
+            let addr = run.node(pick);
+            pick = pick.wrapping_add(1);
             let attempt = tokio::time::timeout(
                 Duration::from_secs(5),
-                ClientBuilder::new().connect(&format!("ws://{}/ws", run.addr)),
+                ClientBuilder::new().connect(&format!("ws://{addr}/ws")),
             )
             .await;
             if let Ok(Ok(ws)) = attempt {
@@ -169,8 +184,7 @@ impl Conn {
             }
             assert!(
                 Instant::now() < deadline,
-                "could not reconnect to {} in time",
-                run.addr
+                "could not reconnect to {addr} in time"
             );
             // Retry pacing while the server restarts.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -266,6 +280,8 @@ struct Subscriber {
     run: Arc<Run>,
     rng: StdRng,
     tracks: BTreeMap<String, Track>,
+    /// Whether it shows in presence.
+    presence: bool,
 }
 
 impl Subscriber {
@@ -291,6 +307,10 @@ impl Subscriber {
                 self.push(&value);
             } else {
                 assert_eq!(value["id"], json!(id), "an unexpected reply: {value}");
+                if value["error"]["code"] == "unavailable" {
+                    // Redis is out of reach: come back later.
+                    return Err(Broken);
+                }
                 assert!(value.get("error").is_none(), "{command} failed: {value}");
                 return Ok(value["result"].clone());
             }
@@ -302,7 +322,8 @@ impl Subscriber {
         let channels: Vec<String> = self.tracks.keys().cloned().collect();
         for channel in channels {
             let track = &self.tracks[&channel];
-            let mut command = json!({"cmd": "subscribe", "channel": channel, "presence": false});
+            let mut command =
+                json!({"cmd": "subscribe", "channel": channel, "presence": self.presence});
             if track.start.is_some() {
                 command["since"] = json!({"epoch": track.epoch, "offset": track.last});
             }
@@ -364,9 +385,11 @@ impl Subscriber {
     async fn run(mut self) -> BTreeMap<String, Track> {
         let give_up = Instant::now() + Duration::from_secs(3600);
         'connections: loop {
-            let mut conn = Conn::open(&self.run).await;
+            let mut conn = Conn::open(&self.run, self.rng.random::<u32>() as usize).await;
             if self.subscribe_all(&mut conn).await.is_err() {
                 self.run.reconnects.fetch_add(1, Ordering::Relaxed);
+                // Pacing while a node or Redis is down.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             loop {
@@ -418,7 +441,7 @@ async fn publish_steadily(run: Arc<Run>, index: u64) -> Vec<u64> {
     let mut rng = run.rng(1_000_000 + index);
     let mut unknown = Vec::new();
     while !run.stop.load(Ordering::Relaxed) {
-        let mut conn = Conn::open(&run).await;
+        let mut conn = Conn::open(&run, rng.random::<u32>() as usize).await;
         while !run.stop.load(Ordering::Relaxed) {
             let channel = channel(rng.random_range(0..CHANNELS));
             let id = run.next_id.fetch_add(1, Ordering::Relaxed);
@@ -427,6 +450,8 @@ async fn publish_steadily(run: Arc<Run>, index: u64) -> Vec<u64> {
                 Err(Broken) => {
                     // It may or may not have been stored before the break.
                     unknown.push(id);
+                    // Pacing while a node or Redis is down.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     break;
                 }
             }
@@ -440,7 +465,7 @@ async fn publish_steadily(run: Arc<Run>, index: u64) -> Vec<u64> {
 /// Publishes 4 KiB messages to `flood` as fast as they are acknowledged.
 async fn flood(run: Arc<Run>) -> u64 {
     let pad = "f".repeat(4096);
-    let mut conn = Conn::open(&run).await;
+    let mut conn = Conn::open(&run, 0).await;
     let mut sent = 0;
     while !run.stop.load(Ordering::Relaxed) && sent < FLOOD_MAX {
         let id = run.next_id.fetch_add(1, Ordering::Relaxed);
@@ -466,6 +491,9 @@ async fn publish(conn: &mut Conn, channel: &str, id: u64, pad: &str) -> Result<u
             panic!("no publish reply in time");
         };
         if value["id"] == json!(sent) {
+            if value["error"]["code"] == "unavailable" {
+                return Err(Broken); // Redis out of reach: maybe stored, maybe not
+            }
             assert!(value.get("error").is_none(), "publish failed: {value}");
             return Ok(value["result"]["offset"].as_u64().expect("offset"));
         }
@@ -474,7 +502,7 @@ async fn publish(conn: &mut Conn, channel: &str, id: u64, pad: &str) -> Result<u
 
 /// Subscribes to `flood` and never reads again; returns how it was closed.
 async fn never_read(run: Arc<Run>, mut released: tokio::sync::watch::Receiver<bool>) -> u16 {
-    let mut conn = Conn::open(&run).await;
+    let mut conn = Conn::open(&run, 0).await;
     conn.send(json!({"cmd": "subscribe", "channel": "flood", "presence": false}))
         .await
         .expect("subscribe");
@@ -529,30 +557,17 @@ impl Drop for ReplayWith {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "release build: cargo xtask test runs a slice, cargo xtask soak --hub a longer run"]
-async fn soak_hub_clients_reconnecting_through_a_server_kill() {
-    let seed = env_u64("DUPLEX_SOAK_SEED").unwrap_or_else(rand::random);
-    let seconds = env_u64("DUPLEX_HUB_SOAK_SECONDS").unwrap_or(20);
-    let clients = env_u64("DUPLEX_HUB_SOAK_CLIENTS").unwrap_or(200) as usize;
-    let _replay = ReplayWith(seed);
-    eprintln!("hub soak: seed {seed}, {seconds} s, {clients} subscribers");
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("duplex.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "memory_budget = {BUDGET}\nmax_connections_per_address = 0\nhistory_size = 1000000\n\
-             rate_limit = 100000.0\nrate_burst = 100000\n"
-        ),
+/// The settings every soak node runs with (one line each, TOML).
+fn soak_config(extra: &str) -> String {
+    format!(
+        "memory_budget = {BUDGET}\nmax_connections_per_address = 0\nhistory_size = 1000000\n\
+         rate_limit = 100000.0\nrate_burst = 100000\n{extra}"
     )
-    .unwrap();
-    let data = dir.path().join("data");
-    let node = Node::start(&config, &data, "127.0.0.1:0").await;
-    let baseline = proc_status_bytes(node.pid(), "VmRSS");
-    let run = Arc::new(Run {
-        addr: node.addr,
+}
+
+fn new_run(nodes: Vec<SocketAddr>, seed: u64, pid: u32) -> Arc<Run> {
+    Arc::new(Run {
+        nodes,
         seed,
         stop: AtomicBool::new(false),
         finals: tokio::sync::watch::channel(None).0,
@@ -563,8 +578,218 @@ async fn soak_hub_clients_reconnecting_through_a_server_kill() {
         reconnects: AtomicU64::new(0),
         recovered_exactly: AtomicU64::new(0),
         refetched: AtomicU64::new(0),
-        pid: AtomicU32::new(node.pid()),
-    });
+        pid: AtomicU32::new(pid),
+    })
+}
+
+type Tracks = BTreeMap<String, Track>;
+
+/// Starts `clients` subscribers (one to three channels each) and the
+/// steady publishers.
+fn start_clients(
+    run: &Arc<Run>,
+    clients: usize,
+) -> (tokio::task::JoinSet<Tracks>, tokio::task::JoinSet<Vec<u64>>) {
+    let mut subscribers = tokio::task::JoinSet::new();
+    for index in 0..clients {
+        let mut rng = run.rng(index as u64);
+        let count = rng.random_range(1..=3);
+        let mut tracks = BTreeMap::new();
+        while tracks.len() < count {
+            tracks.insert(channel(rng.random_range(0..CHANNELS)), Track::default());
+        }
+        let presence = rng.random_bool(0.5);
+        let subscriber = Subscriber {
+            run: run.clone(),
+            rng,
+            tracks,
+            presence,
+        };
+        subscribers.spawn(subscriber.run());
+    }
+    let mut publishers = tokio::task::JoinSet::new();
+    for index in 0..PUBLISHERS {
+        publishers.spawn(publish_steadily(run.clone(), index as u64));
+    }
+    (subscribers, publishers)
+}
+
+/// What a soak ended with.
+struct Ending {
+    histories: HashMap<String, BTreeMap<u64, u64>>,
+    tracks: Vec<Tracks>,
+    /// Publications whose connection broke before their answer.
+    unknown: HashSet<u64>,
+}
+
+/// With publishing stopped: reads every channel's history, tells the
+/// subscribers where it ends and waits until each has read it all.
+async fn read_to_the_end(
+    run: &Arc<Run>,
+    mut subscribers: tokio::task::JoinSet<Tracks>,
+    mut publishers: tokio::task::JoinSet<Vec<u64>>,
+    channels: impl Iterator<Item = String>,
+) -> Ending {
+    run.stop.store(true, Ordering::Relaxed);
+    let mut unknown = HashSet::new();
+    while let Some(ids) = publishers.join_next().await {
+        unknown.extend(ids.unwrap());
+    }
+    let mut finals = HashMap::new();
+    let mut histories = HashMap::new();
+    for name in channels {
+        let h = history(run.node(0), &name).await;
+        finals.insert(name.clone(), h.keys().next_back().copied().unwrap_or(0));
+        histories.insert(name, h);
+    }
+    run.finals.send_replace(Some(finals));
+    let mut tracks = Vec::new();
+    while let Some(t) = subscribers.join_next().await {
+        tracks.push(t.unwrap());
+    }
+    Ending {
+        histories,
+        tracks,
+        unknown,
+    }
+}
+
+/// What the checks counted; everything but `delivered`, `publications` and
+/// `unknown_stored` must be 0.
+struct Verdict {
+    lost: usize,
+    duplicated: usize,
+    delivered: usize,
+    lost_acknowledged: usize,
+    stored_twice: usize,
+    publications: usize,
+    unknown_stored: usize,
+    acknowledged: usize,
+}
+
+impl Verdict {
+    /// Every acknowledged publication is in the history where it was
+    /// acknowledged, no publication is stored twice, and every subscriber
+    /// has every publication from where it started, exactly once, in order.
+    fn of(run: &Run, ending: &Ending) -> Self {
+        let histories = &ending.histories;
+        let finals: HashMap<&String, u64> = histories
+            .iter()
+            .map(|(name, h)| (name, h.keys().next_back().copied().unwrap_or(0)))
+            .collect();
+        let acknowledged = run.acknowledged.lock().unwrap().clone();
+        let lost_acknowledged = acknowledged
+            .iter()
+            .filter(|(channel, offset, id)| histories[channel].get(offset) != Some(id))
+            .count();
+        let mut stored = HashSet::new();
+        let stored_twice = histories
+            .values()
+            .flat_map(|h| h.values())
+            .filter(|id| !stored.insert(**id))
+            .count();
+        for (name, h) in histories {
+            let offsets: Vec<u64> = h.keys().copied().collect();
+            let expected: Vec<u64> = (1..=finals[name]).collect();
+            assert_eq!(offsets, expected, "{name}: the history has holes");
+        }
+        let (mut lost, mut duplicated, mut delivered) = (0, 0, 0);
+        for subscriber in &ending.tracks {
+            for (name, track) in subscriber {
+                let start = track.start.expect("subscribed at least once");
+                let mut seen = HashSet::new();
+                let mut previous = start;
+                for &(offset, id) in &track.got {
+                    delivered += 1;
+                    if !seen.insert(offset) {
+                        duplicated += 1;
+                        continue;
+                    }
+                    assert!(
+                        offset > previous,
+                        "{name}: offset {offset} after {previous}: out of order"
+                    );
+                    previous = offset;
+                    assert_eq!(
+                        histories[name].get(&offset),
+                        Some(&id),
+                        "{name}: offset {offset} is not what the history holds"
+                    );
+                }
+                lost += (start + 1..=finals[name])
+                    .filter(|o| !seen.contains(o))
+                    .count();
+            }
+        }
+        Self {
+            lost,
+            duplicated,
+            delivered,
+            lost_acknowledged,
+            stored_twice,
+            publications: histories.values().map(BTreeMap::len).sum(),
+            unknown_stored: histories
+                .values()
+                .flat_map(|h| h.values())
+                .filter(|id| ending.unknown.contains(id))
+                .count(),
+            acknowledged: acknowledged.len(),
+        }
+    }
+
+    fn summary(&self, run: &Run, ending: &Ending, seconds: u64) -> String {
+        format!(
+            "connections held at most {}; {} publications stored ({:.0}/s; {} acknowledged; {} in flight when a connection broke, {} of those stored); \
+             {} deliveries; {} reconnects; {} exact recoveries, {} refetched from history; \
+             lost {}, duplicated {}, acknowledged but not stored {}, stored twice {}",
+            run.most_connected.load(Ordering::Relaxed),
+            self.publications,
+            self.publications as f64 / seconds as f64,
+            self.acknowledged,
+            ending.unknown.len(),
+            self.unknown_stored,
+            self.delivered,
+            run.reconnects.load(Ordering::Relaxed),
+            run.recovered_exactly.load(Ordering::Relaxed),
+            run.refetched.load(Ordering::Relaxed),
+            self.lost,
+            self.duplicated,
+            self.lost_acknowledged,
+            self.stored_twice,
+        )
+    }
+
+    fn assert_nothing_lost(&self) {
+        assert_eq!(self.lost, 0, "subscribers missed publications");
+        assert_eq!(self.duplicated, 0, "subscribers got publications twice");
+        assert_eq!(
+            self.lost_acknowledged, 0,
+            "acknowledged publications were lost"
+        );
+        assert_eq!(self.stored_twice, 0, "publications were stored twice");
+    }
+}
+
+/// The soak's length, clients and seed, from the environment.
+fn soak_parameters(what: &str) -> (u64, u64, usize, ReplayWith) {
+    let seed = env_u64("DUPLEX_SOAK_SEED").unwrap_or_else(rand::random);
+    let seconds = env_u64("DUPLEX_HUB_SOAK_SECONDS").unwrap_or(20);
+    let clients = env_u64("DUPLEX_HUB_SOAK_CLIENTS").unwrap_or(200) as usize;
+    eprintln!("{what}: seed {seed}, {seconds} s, {clients} subscribers");
+    (seed, seconds, clients, ReplayWith(seed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "release build: cargo xtask test runs a slice, cargo xtask soak --hub a longer run"]
+async fn soak_hub_clients_reconnecting_through_a_server_kill() {
+    let (seed, seconds, clients, _replay) = soak_parameters("hub soak");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("duplex.toml");
+    std::fs::write(&config, soak_config("")).unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&config, &data, "127.0.0.1:0").await;
+    let baseline = proc_status_bytes(node.pid(), "VmRSS");
+    let run = new_run(vec![node.addr], seed, node.pid());
     // The RSS sampler: the kernel's own peak (VmHWM) is read at each kill
     // and at the end; sampling adds the moments in between.
     let peak_rss = Arc::new(AtomicU64::new(0));
@@ -586,32 +811,13 @@ async fn soak_hub_clients_reconnecting_through_a_server_kill() {
             }
         })
     };
-
-    let mut subscribers = tokio::task::JoinSet::new();
-    for index in 0..clients {
-        let mut rng = run.rng(index as u64);
-        let count = rng.random_range(1..=3);
-        let mut tracks = BTreeMap::new();
-        while tracks.len() < count {
-            tracks.insert(channel(rng.random_range(0..CHANNELS)), Track::default());
-        }
-        let subscriber = Subscriber {
-            run: run.clone(),
-            rng,
-            tracks,
-        };
-        subscribers.spawn(subscriber.run());
-    }
-    let mut publishers = tokio::task::JoinSet::new();
-    for index in 0..PUBLISHERS {
-        publishers.spawn(publish_steadily(run.clone(), index as u64));
-    }
+    let (subscribers, publishers) = start_clients(&run, clients);
 
     // Part-way through, SIGKILL the server and start it again on its port.
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds * 2 / 5)).await;
     let peak_before_kill = node.kill().await;
-    let node = Node::start(&config, &data, &run.addr.to_string()).await;
+    let node = Node::start(&config, &data, &run.node(0).to_string()).await;
     run.pid.store(node.pid(), Ordering::Relaxed);
 
     // Then a flood nobody on its channel reads.
@@ -626,22 +832,8 @@ async fn soak_hub_clients_reconnecting_through_a_server_kill() {
     // Publishing ends; every subscriber reads until it has everything.
     run.stop.store(true, Ordering::Relaxed);
     let flooded = flooder.await.unwrap();
-    let mut unknown = HashSet::new();
-    while let Some(ids) = publishers.join_next().await {
-        unknown.extend(ids.unwrap());
-    }
-    let mut finals = HashMap::new();
-    let mut histories = HashMap::new();
-    for name in (0..CHANNELS).map(channel).chain(["flood".to_owned()]) {
-        let h = history(run.addr, &name).await;
-        finals.insert(name.clone(), h.keys().next_back().copied().unwrap_or(0));
-        histories.insert(name, h);
-    }
-    run.finals.send_replace(Some(finals.clone()));
-    let mut tracks = Vec::new();
-    while let Some(t) = subscribers.join_next().await {
-        tracks.push(t.unwrap());
-    }
+    let channels = (0..CHANNELS).map(channel).chain(["flood".to_owned()]);
+    let ending = read_to_the_end(&run, subscribers, publishers, channels).await;
     release.send_replace(true);
     let mut cut_with = Vec::new();
     while let Some(code) = never_readers.join_next().await {
@@ -652,83 +844,16 @@ async fn soak_hub_clients_reconnecting_through_a_server_kill() {
         .load(Ordering::Relaxed)
         .max(peak_before_kill as u64)
         .max(proc_status_bytes(node.pid(), "VmHWM") as u64);
-
-    // Every acknowledged publication is in the history, where it was
-    // acknowledged; no publication is stored twice.
-    let acknowledged = run.acknowledged.lock().unwrap().clone();
-    let lost_acknowledged = acknowledged
-        .iter()
-        .filter(|(channel, offset, id)| histories[channel].get(offset) != Some(id))
-        .count();
-    let mut stored = HashSet::new();
-    let stored_twice = histories
-        .values()
-        .flat_map(|h| h.values())
-        .filter(|id| !stored.insert(**id))
-        .count();
-    for (name, h) in &histories {
-        let offsets: Vec<u64> = h.keys().copied().collect();
-        let expected: Vec<u64> = (1..=finals[name]).collect();
-        assert_eq!(offsets, expected, "{name}: the history has holes");
-    }
-    // Every subscriber has every publication from where it started,
-    // exactly once, in order.
-    let (mut lost, mut duplicated, mut delivered) = (0, 0, 0);
-    for subscriber in &tracks {
-        for (name, track) in subscriber {
-            let start = track.start.expect("subscribed at least once");
-            let mut seen = HashSet::new();
-            let mut previous = start;
-            for &(offset, id) in &track.got {
-                delivered += 1;
-                if !seen.insert(offset) {
-                    duplicated += 1;
-                    continue;
-                }
-                assert!(
-                    offset > previous,
-                    "{name}: offset {offset} after {previous}: out of order"
-                );
-                previous = offset;
-                assert_eq!(
-                    histories[name].get(&offset),
-                    Some(&id),
-                    "{name}: offset {offset} is not what the history holds"
-                );
-            }
-            lost += (start + 1..=finals[name])
-                .filter(|o| !seen.contains(o))
-                .count();
-        }
-    }
-    let publications: usize = histories.values().map(BTreeMap::len).sum();
-    let unknown_stored = histories
-        .values()
-        .flat_map(|h| h.values())
-        .filter(|id| unknown.contains(id))
-        .count();
+    let verdict = Verdict::of(&run, &ending);
     println!(
-        "hub soak: seed {seed}, {seconds} s, {clients} subscribers + {PUBLISHERS} publishers + 1 flooder + {NEVER_READERS} readers that never read; \
-         connections held at most {}; {publications} publications stored ({:.0}/s; {} acknowledged, {} of them flooded; {} in flight when a connection broke, {unknown_stored} of those stored); \
-         {delivered} deliveries; {} reconnects; {} exact recoveries, {} refetched from history; \
-         lost {lost}, duplicated {duplicated}, acknowledged but not stored {lost_acknowledged}, stored twice {stored_twice}; \
+        "hub soak: seed {seed}, {seconds} s, {clients} subscribers + {PUBLISHERS} publishers + 1 flooder ({flooded} flooded) + {NEVER_READERS} readers that never read; {}; \
          readers that never read closed with {cut_with:?}; peak RSS {:.1} MiB, {:.1} MiB at start (budget {} MiB)",
-        run.most_connected.load(Ordering::Relaxed),
-        publications as f64 / seconds as f64,
-        acknowledged.len(),
-        flooded,
-        unknown.len(),
-        run.reconnects.load(Ordering::Relaxed),
-        run.recovered_exactly.load(Ordering::Relaxed),
-        run.refetched.load(Ordering::Relaxed),
+        verdict.summary(&run, &ending, seconds),
         peak as f64 / (1 << 20) as f64,
         baseline as f64 / (1 << 20) as f64,
         BUDGET >> 20,
     );
-    assert_eq!(lost, 0, "subscribers missed publications");
-    assert_eq!(duplicated, 0, "subscribers got publications twice");
-    assert_eq!(lost_acknowledged, 0, "acknowledged publications were lost");
-    assert_eq!(stored_twice, 0, "publications were stored twice");
+    verdict.assert_nothing_lost();
     assert!(
         cut_with.iter().all(|&code| code == 1013),
         "readers that never read must be cut off as slow consumers (1013): {cut_with:?}"
@@ -738,4 +863,107 @@ async fn soak_hub_clients_reconnecting_through_a_server_kill() {
         "the server's peak RSS {peak} passed its budget {BUDGET} + {ALLOWANCE}"
     );
     drop(node);
+}
+
+/// Waits (bounded) until every node answers `/healthz` with 200.
+async fn all_healthy(run: &Run) {
+    let deadline = Instant::now() + LIMIT;
+    for &addr in &run.nodes {
+        loop {
+            if support::http(addr, "GET", "/healthz", &[], None).await.0 == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} not healthy again in time"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Three nodes sharing channels through Redis, with clients on all of
+/// them, through three failures in turn: a node SIGKILLed (its clients
+/// reconnect to the others) and started again; Redis SIGKILLed and started
+/// again on its append-only file; one node cut off from Redis through a
+/// TCP proxy for longer than its lease, then let back. Nothing
+/// acknowledged may be lost, nothing delivered twice, and at the end every
+/// node is healthy and presence has no ghosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "release build: cargo xtask test runs a slice, cargo xtask soak --hub a longer run"]
+async fn soak_cluster_clients_through_node_and_redis_failures() {
+    let (seed, seconds, clients, _replay) = soak_parameters("cluster soak");
+    let mut redis = support::redis::RedisServer::start().await;
+    let proxy = support::redis::Proxy::start(redis.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    let mut configs = Vec::new();
+    for i in 0..3 {
+        // The third node reaches Redis through the proxy.
+        let url = if i == 2 { proxy.url() } else { redis.url() };
+        let config = dir.path().join(format!("node{i}.toml"));
+        std::fs::write(&config, soak_config(&format!("redis = [\"{url}\"]\n"))).unwrap();
+        let data = dir.path().join(format!("data{i}"));
+        nodes.push(Node::start(&config, &data, "127.0.0.1:0").await);
+        configs.push((config, data));
+    }
+    let run = new_run(nodes.iter().map(|n| n.addr).collect(), seed, nodes[0].pid());
+    let (subscribers, publishers) = start_clients(&run, clients);
+    let started = Instant::now();
+    let at = |fraction: u64| started + Duration::from_secs(seconds) * fraction as u32 / 20;
+
+    tokio::time::sleep_until(at(4)).await;
+    let killed = nodes.remove(0);
+    let addr = killed.addr;
+    killed.kill().await;
+    let (config, data) = &configs[0];
+    nodes.insert(0, Node::start(config, data, &addr.to_string()).await);
+    all_healthy(&run).await;
+
+    tokio::time::sleep_until(at(9)).await;
+    redis.restart().await;
+    all_healthy(&run).await;
+
+    tokio::time::sleep_until(at(13)).await;
+    proxy.cut();
+    tokio::time::sleep(duplex_server::redis::members::LEASE * 2).await;
+    proxy.heal();
+    all_healthy(&run).await;
+
+    tokio::time::sleep_until(at(20)).await;
+    let ending = read_to_the_end(&run, subscribers, publishers, (0..CHANNELS).map(channel)).await;
+    let verdict = Verdict::of(&run, &ending);
+    // Everyone has gone: once the leases of what was killed are over,
+    // no node shows anyone present.
+    let ghosts_until = Instant::now()
+        + duplex_server::redis::members::LEASE
+        + 3 * duplex_server::redis::members::LEASE_RENEW;
+    let mut ghosts = Vec::new();
+    for name in (0..CHANNELS).map(channel) {
+        for &addr in &run.nodes {
+            loop {
+                let path = format!("/api/channels/{name}/presence");
+                let (status, body) = support::http(addr, "GET", &path, &[], None).await;
+                assert_eq!(status, 200, "{body}");
+                let members: Value = serde_json::from_str(&body).unwrap();
+                if members["members"].as_array().is_some_and(Vec::is_empty) {
+                    break;
+                }
+                if Instant::now() > ghosts_until {
+                    ghosts.push(body);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    all_healthy(&run).await;
+    println!(
+        "cluster soak: seed {seed}, {seconds} s, 3 nodes, {clients} subscribers + {PUBLISHERS} publishers, a node killed, Redis killed, a node cut off from Redis; {}; presence ghosts {}",
+        verdict.summary(&run, &ending, seconds),
+        ghosts.len(),
+    );
+    verdict.assert_nothing_lost();
+    assert!(ghosts.is_empty(), "presence ghosts: {ghosts:?}");
+    drop(nodes);
 }

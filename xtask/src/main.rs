@@ -45,7 +45,8 @@ SUBCOMMANDS:
                the hub's tests again on Redis (DUPLEX_TEST_ENGINE=redis), doctests, browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
                release tests (the #[ignore]d 3 GiB transfer, transfer soak slice, echo-task size,
-               memory-budget crowds and a 20 s hub soak slice, release build),
+               memory-budget crowds, and 20 s slices of the hub soak on one node and on
+               three nodes sharing Redis through failures, release build),
                Autobahn server side, Autobahn client side. Ends with the line
                `xtask: N passed, M failed`.
     autobahn   Prepare tools, build the release binaries and run the Autobahn
