@@ -19,11 +19,13 @@ use crate::process::{self, capture, find_on_path, run};
 /// `PATH`, or the absolute path of a file the package installs).
 /// `openssl` makes the certificates of the browser tests' HTTPS (and
 /// HTTP/2) pages; the scale-out tests start their own `redis-server`s
-/// (Debian 12 has no `valkey-server` package to test as well).
+/// (Debian 12 has no `valkey-server` package to test as well) and nginx
+/// with `docs/deploy/nginx.conf` in front of them.
 const APT: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("openssl", "openssl"),
     ("redis-server", "/usr/bin/redis-server"),
+    ("nginx", "/usr/sbin/nginx"),
 ];
 
 /// PyPI packages for the venv at `target/xtask/venv`, as (name, exact version).
