@@ -206,17 +206,17 @@ async fn subscribers_behind_nginx_get_everything_once_while_each_node_is_killed(
         readers.push((child, out));
     }
     let mut next = 1;
-    for node in 0..3 {
+    for node in &mut nodes {
         for _ in 0..10 {
             publish(nginx.addr, next).await;
             next += 1;
         }
-        nodes[node].kill().await;
+        node.kill().await;
         for _ in 0..3 {
             publish(nginx.addr, next).await;
             next += 1;
         }
-        nodes[node].launch().await;
+        node.launch().await;
     }
     while next <= TOTAL {
         publish(nginx.addr, next).await;
