@@ -261,7 +261,7 @@ impl Drop for Running {
 }
 
 fn start(paths: &Paths, bins: &Bins, server: &Server, log: &Path) -> Result<Running> {
-    start_with(paths, bins, server, log, None)
+    start_with(paths, bins, server, log, None, &[])
 }
 
 /// [`start`], over TLS with this certificate and key (PEM files) if given.
@@ -271,6 +271,7 @@ fn start_with(
     server: &Server,
     log: &Path,
     tls: Option<&tls::Files>,
+    serve_args: &[&str],
 ) -> Result<Running> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -288,6 +289,7 @@ fn start_with(
             .args(["serve", "--bind", &addr.to_string(), "--data"])
             .arg(&dir)
             .args(["--max-connections-per-address", "0"])
+            .args(serve_args)
             .env("DUPLEX_LOG", "warn");
         if let Some(tls) = tls {
             cmd.arg("--tls-cert")
@@ -303,6 +305,33 @@ fn start_with(
             cmd.arg("--tls").arg(&tls.cert).arg(&tls.key);
         }
     }
+    launch(cmd, addr, data, server.name, log)
+}
+
+/// `redis-server` on CPU 0 and a free port, without persistence beyond an
+/// append-only file fsynced at every write (what docs/deploy.md advises).
+fn start_redis(paths: &Paths, log: &Path) -> Result<Running> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let dir = paths.target.join("bench").join(format!("redis-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0", "redis-server", "--bind", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(&dir);
+    launch(cmd, addr, Some(dir), "redis-server", log)
+}
+
+/// Spawns `cmd` (output to `log`) and waits until it listens on `addr`.
+fn launch(
+    mut cmd: Command,
+    addr: SocketAddr,
+    data: Option<PathBuf>,
+    name: &str,
+    log: &Path,
+) -> Result<Running> {
     let file = std::fs::File::create(log)?;
     let child = cmd
         .stdin(Stdio::null())
@@ -318,14 +347,10 @@ fn start_with(
     let t = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         if let Some(status) = running.child.try_wait()? {
-            bail!("{} exited ({status}); see {}", server.name, log.display());
+            bail!("{name} exited ({status}); see {}", log.display());
         }
         if t.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "{} does not listen on {addr}; see {}",
-                server.name,
-                log.display()
-            );
+            bail!("{name} does not listen on {addr}; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,9 +1,12 @@
 //! `fanout`: N subscribers on one hub channel of `duplex serve` (the `/ws`
-//! protocol of docs/protocol.md) while a publisher publishes numbered
+//! protocol of docs/protocol.md) while publishers publish numbered
 //! messages through the HTTP API or the hub, at a rate or flat out.
-//! Reports deliveries per second and the delivery latency (publish call to
-//! arrival at a subscriber). Every subscriber must get every publication,
-//! in order: a gap, a duplicate or a missing one is an error.
+//! Reports deliveries per second, the delivery latency (publish call to
+//! arrival at a subscriber) and the publish round trip. Every subscriber
+//! must get every publication of every publisher, in order: a gap, a
+//! duplicate or a missing one is an error. With `--node`, the subscribers
+//! are spread over several nodes sharing the channel (`--redis`), and the
+//! publications are made on the first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +34,7 @@ enum Via {
     Hub,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
@@ -53,6 +56,14 @@ pub struct FanoutArgs {
     /// API key for the HTTP API, if the server needs one.
     #[arg(long, env = "DUPLEX_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Another node sharing the channel (`duplex serve --redis`): the
+    /// subscribers are spread evenly over URL and these. Repeatable.
+    #[arg(long = "node", value_name = "URL")]
+    nodes: Vec<String>,
+    /// Publishers at once, each on its own connection to URL, each one
+    /// publication at a time; --rate is shared among them.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
 }
 
 pub async fn run(args: &FanoutArgs) -> Result<Report> {
@@ -62,7 +73,15 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
             "the fanout mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
         );
     }
-    let ws_url = format!("ws://{}{}", target.host, target.path);
+    let mut urls = vec![format!("ws://{}{}", target.host, target.path)];
+    for node in &args.nodes {
+        let node = Target::parse(node, args.common.allow_remote)?;
+        if node.tls.is_some() {
+            bail!("--node: plain ws:// only, like URL");
+        }
+        urls.push(format!("ws://{}{}", node.host, node.path));
+    }
+    let publishers = args.publishers.max(1);
     let channel = args.channel.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -71,14 +90,17 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         format!("bench-{}-{t}", std::process::id())
     });
     let base = Instant::now();
-    let published = Arc::new(AtomicU64::new(0));
+    // Per publisher: the highest sequence number published.
+    let published: Arc<Vec<AtomicU64>> =
+        Arc::new((0..publishers).map(|_| AtomicU64::new(0)).collect());
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut subscribers = Vec::new();
-    for _ in 0..args.subscribers {
-        let mut ws = duplex::connect(&ws_url)
+    for i in 0..args.subscribers {
+        let url = &urls[i % urls.len()];
+        let mut ws = duplex::connect(url)
             .await
-            .context("subscriber connect")?;
+            .with_context(|| format!("subscriber connect to {url}"))?;
         let subscribe = Command::Subscribe {
             channel: channel.clone(),
             since: None,
@@ -106,7 +128,7 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = latency_histogram();
-            let mut last = 0u64;
+            let mut last = vec![0u64; published.len()];
             let mut errors = 0u64;
             let mut finished = false;
             loop {
@@ -127,34 +149,69 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
                 if v["push"] != "publication" {
                     continue;
                 }
-                let (Some(seq), Some(t)) = (v["data"]["seq"].as_u64(), v["data"]["t"].as_u64())
-                else {
+                let (Some(seq), Some(t), Some(p)) = (
+                    v["data"]["seq"].as_u64(),
+                    v["data"]["t"].as_u64(),
+                    v["data"]["p"]
+                        .as_u64()
+                        .and_then(|p| last.get_mut(p as usize)),
+                ) else {
                     errors += 1;
                     continue;
                 };
-                if seq != last + 1 {
+                if seq != *p + 1 {
                     errors += 1;
                 }
-                last = seq;
+                *p = seq;
                 let now = base.elapsed().as_nanos() as u64;
                 hist.saturating_record(now.saturating_sub(t));
                 delivered.fetch_add(1, Ordering::Relaxed);
-                if finished && last >= published.load(Ordering::Relaxed) {
+                let behind = |(l, p): (&u64, &AtomicU64)| *l < p.load(Ordering::Relaxed);
+                if finished && !last.iter().zip(published.iter()).any(behind) {
                     break;
                 }
             }
-            let missing = published.load(Ordering::Relaxed).saturating_sub(last);
+            let missing: u64 = last
+                .iter()
+                .zip(published.iter())
+                .map(|(l, p)| p.load(Ordering::Relaxed).saturating_sub(*l))
+                .sum();
             let _ = ws.close(duplex::CloseCode::NORMAL, "").await;
             (errors + missing, hist)
         }));
     }
     let start = Instant::now();
-    let publish_errors = publish(&target, args, &channel, base, &published).await;
+    let mut publishing = Vec::new();
+    for k in 0..publishers {
+        let (target, args, channel, published) = (
+            target.clone(),
+            args.clone(),
+            channel.clone(),
+            published.clone(),
+        );
+        publishing.push(tokio::spawn(async move {
+            publish(&target, &args, &channel, base, (k, &published[k])).await
+        }));
+    }
+    let mut publish_errors = 0;
+    let mut round_trips = latency_histogram();
+    let mut failed = None;
+    for task in publishing {
+        match task.await? {
+            Ok((errors, h)) => {
+                publish_errors += errors;
+                round_trips.add(&h)?;
+            }
+            Err(e) => failed = Some(e),
+        }
+    }
     let publish_elapsed = start.elapsed();
     let _ = stop_tx.send(true);
     let mut row = Row::new(format!(
-        "fanout {} subs, {}",
+        "fanout {} subs on {} node(s), {} publisher(s), {}",
         args.subscribers,
+        urls.len(),
+        publishers,
         if args.rate > 0.0 {
             format!("{} pub/s", args.rate)
         } else {
@@ -168,11 +225,19 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         hist.add(&h)?;
     }
     progress.finish();
-    row.errors += publish_errors?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    row.errors += publish_errors;
     row.ops = delivered.load(Ordering::Relaxed);
     row.elapsed = publish_elapsed;
     row.latency = Some(hist);
-    let pubs = published.load(Ordering::Relaxed) as f64;
+    let pubs: u64 = published.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+    let pubs = pubs as f64;
+    for (name, q) in [("publish_p50_us", 0.5), ("publish_p99_us", 0.99)] {
+        let us = round_trips.value_at_quantile(q) as f64 / 1000.0;
+        row.extra.push((name.into(), us, String::new()));
+    }
     row.extra.push(("publications".into(), pubs, String::new()));
     row.extra.push((
         "pub_per_s".into(),
@@ -184,21 +249,25 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         url: args.common.url.clone(),
         unit: "deliveries",
         params: json!({ "subscribers": args.subscribers, "rate": args.rate,
-                        "duration_s": args.duration.as_secs_f64(), "channel": channel }),
+                        "duration_s": args.duration.as_secs_f64(), "channel": channel,
+                        "nodes": urls, "publishers": publishers }),
         rows: vec![row],
     })
 }
 
-/// Publishes `seq` 1, 2, ... until the duration ends; returns the errors.
+/// Publishes `seq` 1, 2, ... as publisher `k` until the duration ends;
+/// returns the errors and the publish round trips (ns).
 async fn publish(
     target: &Target,
     args: &FanoutArgs,
     channel: &str,
     base: Instant,
-    published: &AtomicU64,
-) -> Result<u64> {
+    (k, published): (usize, &AtomicU64),
+) -> Result<(u64, hdrhistogram::Histogram<u64>)> {
     let deadline = Instant::now() + args.duration;
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let share = args.rate / args.publishers.max(1) as f64;
+    let interval = (share > 0.0).then(|| Duration::from_secs_f64(1.0 / share));
+    let mut round_trips = latency_histogram();
     let mut next_at = Instant::now();
     let mut errors = 0;
     let mut http = None;
@@ -219,7 +288,7 @@ async fn publish(
         }
         seq += 1;
         let t = base.elapsed().as_nanos() as u64;
-        let data = json!({"seq": seq, "t": t});
+        let data = json!({"p": k, "seq": seq, "t": t});
         let ok = match (&mut http, &mut hub) {
             (Some(stream), _) => {
                 let body = json!({"channel": channel, "data": data}).to_string();
@@ -256,6 +325,8 @@ async fn publish(
             }
             _ => unreachable!("one publisher is set"),
         };
+        let now = base.elapsed().as_nanos() as u64;
+        round_trips.saturating_record(now.saturating_sub(t));
         if !ok {
             errors += 1;
             // A refused publication is never delivered: don't wait for it.
@@ -266,7 +337,7 @@ async fn publish(
             }
         }
     }
-    Ok(errors)
+    Ok((errors, round_trips))
 }
 
 /// Reads one HTTP response with a Content-Length; whether it was a 2xx.

@@ -60,7 +60,7 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
             for si in order {
                 let server = &SERVERS[si];
                 let log = dir.join(format!("{}.log", server.name));
-                let running = start_with(paths, bins, server, &log, Some(&files))?;
+                let running = start_with(paths, bins, server, &log, Some(&files), &[])?;
                 let path = if server.name == "duplex-serve" {
                     "/echo"
                 } else {
