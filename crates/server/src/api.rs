@@ -192,6 +192,7 @@ pub async fn kick(
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.observe_budget(&state.sockets.budget);
     state.metrics.observe_admission(&state.admission);
+    state.broker.observe(&state.metrics);
     (
         [(
             header::CONTENT_TYPE,

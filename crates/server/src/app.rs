@@ -54,6 +54,7 @@ impl Server {
             let redis = Redis::connect(
                 &settings.redis,
                 node,
+                (settings.queue_size / 2) as u64,
                 retention,
                 hub.clone(),
                 metrics.clone(),

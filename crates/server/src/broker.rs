@@ -232,9 +232,7 @@ impl Broker {
             Engine::Embedded { .. } => self.hub.unsubscribe(channel, client),
             Engine::Redis(redis) => {
                 self.hub.remove(channel, client);
-                let (redis, channel, client) =
-                    (redis.clone(), channel.to_owned(), client.to_owned());
-                tokio::spawn(async move { redis.leave(&channel, &client).await });
+                redis.spawn_leave(channel, client);
             }
         }
     }
@@ -269,6 +267,17 @@ impl Broker {
         }
     }
 
+    /// Sets the broker's gauges (with Redis: whether it is reachable, and
+    /// the channels this node follows).
+    pub fn observe(&self, metrics: &Metrics) {
+        if let Engine::Redis(redis) = &self.engine {
+            metrics.broker_up.set(i64::from(redis.healthy().is_ok()));
+            metrics
+                .broker_channels
+                .set(redis.followed_channels() as i64);
+        }
+    }
+
     /// Whether publications can be stored and delivered now; if not, why.
     pub fn healthy(&self) -> Result<(), String> {
         match &self.engine {
@@ -278,10 +287,15 @@ impl Broker {
     }
 
     /// Stops taking publications and returns once every queued one is stored.
+    /// With Redis, the leaves under way are finished and this node's
+    /// lease ended.
     pub async fn drain(self) {
-        if let Engine::Embedded { queue, .. } = self.engine {
-            // Waiting for capacity equal to the whole queue means it is empty.
-            let _ = queue.reserve_many(queue.max_capacity()).await;
+        match self.engine {
+            Engine::Embedded { queue, .. } => {
+                // Waiting for capacity equal to the whole queue means it is empty.
+                let _ = queue.reserve_many(queue.max_capacity()).await;
+            }
+            Engine::Redis(redis) => redis.close().await,
         }
     }
 }

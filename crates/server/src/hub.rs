@@ -306,6 +306,13 @@ impl Hub {
         kicked.len()
     }
 
+    /// Removes one connection from a channel, telling it why (as a kick).
+    pub fn drop_subscriber(&self, channel: &str, client: &str, reason: &str) {
+        if let Some(sub) = self.remove(channel, client) {
+            tell_kicked(&sub, channel, reason);
+        }
+    }
+
     /// Removes every connection named `name` from a channel, telling each
     /// it was kicked (or banned); no `leave` pushes.
     pub fn remove_named(&self, channel: &str, name: &str, ban: bool) -> Vec<Subscriber> {
@@ -324,23 +331,13 @@ impl Hub {
             .iter()
             .filter_map(|id| self.remove(channel, id))
             .collect();
+        let reason = if ban {
+            "banned by an admin"
+        } else {
+            "kicked by an admin"
+        };
         for sub in &kicked {
-            let reason = if ban {
-                "banned by an admin"
-            } else {
-                "kicked by an admin"
-            };
-            let delivery = Delivery::Kicked {
-                channel: channel.into(),
-                reason: reason.into(),
-            };
-            if sub
-                .queue
-                .try_send(Queued::new(delivery, sub.share.as_ref()))
-                .is_err()
-            {
-                sub.slow.cancel();
-            }
+            tell_kicked(sub, channel, reason);
         }
         kicked
     }
@@ -373,6 +370,21 @@ impl Hub {
 
 fn text(json: bytes::Bytes) -> Text {
     Text::try_from(json).expect("serde_json writes UTF-8")
+}
+
+/// Tells a removed subscriber it was kicked (a full queue cuts it off).
+fn tell_kicked(sub: &Subscriber, channel: &str, reason: &str) {
+    let delivery = Delivery::Kicked {
+        channel: channel.into(),
+        reason: reason.into(),
+    };
+    if sub
+        .queue
+        .try_send(Queued::new(delivery, sub.share.as_ref()))
+        .is_err()
+    {
+        sub.slow.cancel();
+    }
 }
 
 /// Presence lists are sorted by name, then connection.

@@ -663,3 +663,138 @@ async fn a_node_that_stops_renewing_its_lease_leaves_no_ghosts_and_comes_back() 
         .await;
     assert_eq!(names(&presence), ["alice", "bob"]);
 }
+
+#[tokio::test]
+async fn a_kick_announced_while_a_node_was_cut_off_is_applied_when_it_comes_back() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.addr()).await;
+    let urls = vec![redis.url()];
+    let a = TestServer::start(move |s| {
+        s.redis = urls;
+        s.api_key = Some("admin-key".into());
+    })
+    .await;
+    let b = node(&[proxy.url()]).await;
+    let mut alice = member(&a, "alice", "room").await;
+    let mut eve = member(&b, "eve", "room").await;
+    assert_eq!(alice.push_of("join").await["member"]["name"], "eve");
+    proxy.cut();
+    eventually("B to notice", || async { health(&b).await == 503 }).await;
+    let auth = [("Authorization", "Bearer admin-key")];
+    let body = json!({"name": "eve"}).to_string();
+    let (status, text) = http(
+        a.addr(),
+        "POST",
+        "/api/channels/room/kick",
+        &auth,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap()["kicked"].clone()
+        ),
+        (200, json!(1))
+    );
+    assert_eq!(alice.push_of("leave").await["member"]["name"], "eve");
+    proxy.heal();
+    // B never heard the kick; registering eve again finds it.
+    let kicked = eve.push_of("kicked").await;
+    assert_eq!(kicked["channel"], "room", "{kicked}");
+    let presence = alice
+        .ok(json!({"cmd": "presence", "channel": "room"}))
+        .await;
+    assert_eq!(names(&presence), ["alice"]);
+    // And eve no longer receives the channel.
+    alice
+        .ok(json!({"cmd": "publish", "channel": "room", "data": "after"}))
+        .await;
+    eve.ok(json!({"cmd": "ping"})).await;
+    assert!(
+        eve.pushes.iter().all(|p| p["push"] != "publication"),
+        "{:?}",
+        eve.pushes
+    );
+}
+
+#[tokio::test]
+async fn redis_losing_announced_publications_starts_a_new_epoch() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = node(&[redis.url()]).await;
+    let b = node(&[proxy.url()]).await;
+    let mut on_b = b.client().await;
+    on_b.ok(json!({"cmd": "subscribe", "channel": "fragile"}))
+        .await;
+    let mut publisher = a.client().await;
+    let mut epoch = Value::Null;
+    for i in 1..=5 {
+        epoch = publisher
+            .ok(json!({"cmd": "publish", "channel": "fragile", "data": i}))
+            .await["epoch"]
+            .clone();
+    }
+    expect_offsets(&mut on_b, "fragile", 1, 5, "before").await;
+    proxy.cut();
+    eventually("B to notice", || async { health(&b).await == 503 }).await;
+    // What a Redis crash with `appendfsync everysec` can leave: the last
+    // two publications gone, the epoch the same.
+    let keys = duplex_server::redis::keys::ChannelKeys::of("fragile");
+    let mut conn = redis.connection().await.unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg(&keys.meta)
+        .arg("offset")
+        .arg(3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("XDEL")
+        .arg(&keys.history)
+        .arg("4-0")
+        .arg("5-0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    proxy.heal();
+    // B's subscriber held offsets 4 and 5 that no longer exist: it is told
+    // to come back, and then that its position cannot be recovered.
+    assert_eq!(on_b.closed_with().await, 1012);
+    let mut back = b.client().await;
+    let sub = back
+        .ok(json!({"cmd": "subscribe", "channel": "fragile", "since": {"epoch": epoch, "offset": 5}}))
+        .await;
+    assert_eq!(sub["recovered"], false, "{sub}");
+    assert_ne!(sub["epoch"], epoch, "a new epoch");
+    let next = publisher
+        .ok(json!({"cmd": "publish", "channel": "fragile", "data": 6}))
+        .await;
+    // Offsets go on past what the stream still remembers.
+    assert_eq!(next["epoch"], sub["epoch"]);
+    let offset = next["offset"].as_u64().unwrap();
+    assert!(offset > 3, "{next}");
+    assert_eq!(back.push_of("publication").await["offset"], offset);
+}
+
+#[tokio::test]
+async fn a_node_shutting_down_takes_its_members_with_it() {
+    let redis = RedisServer::start().await;
+    let urls = [redis.url()];
+    let (a, b) = (node(&urls).await, node(&urls).await);
+    let mut alice = member(&a, "alice", "room").await;
+    let mut bob = member(&b, "bob", "room").await;
+    assert_eq!(alice.push_of("join").await["member"]["name"], "bob");
+    // bob reads, so its close handshake completes within the shutdown.
+    let bob = tokio::spawn(async move { bob.closed_with().await });
+    b.server.shutdown().await;
+    assert_eq!(bob.await.unwrap(), 1001);
+    // Gone from Redis when the shutdown returns, not a lease later.
+    let mut conn = redis.connection().await.unwrap();
+    let members: usize = ::redis::cmd("HLEN")
+        .arg(duplex_server::redis::keys::ChannelKeys::of("room").members)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, 1, "only alice is left");
+    assert_eq!(alice.push_of("leave").await["member"]["name"], "bob");
+}

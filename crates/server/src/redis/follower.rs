@@ -16,6 +16,7 @@
 //! channel's position, delivering what was published meanwhile.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub(super) struct Follower {
     channels: Mutex<HashMap<Arc<str>, Followed>>,
     /// Whether announcements are being received.
     up: watch::Sender<bool>,
+    /// Set when this node may have missed member news (its connection
+    /// dropped): its subscribers are registered again at the next lease
+    /// renewal (`members.rs`).
+    pub(super) reregister: AtomicBool,
 }
 
 /// This node follows a channel while this lives.
@@ -96,6 +101,7 @@ impl Follower {
             requests,
             channels: Mutex::default(),
             up: watch::Sender::new(false),
+            reregister: AtomicBool::new(false),
         });
         let task = Task {
             follower: Arc::downgrade(&follower),
@@ -110,6 +116,11 @@ impl Follower {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Followed>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many channels this node follows on this server.
+    pub(super) fn channel_count(&self) -> usize {
+        self.lock().len()
     }
 
     pub(super) fn is_up(&self) -> bool {
@@ -180,10 +191,16 @@ impl<E: std::fmt::Display> From<E> for Reconnect {
 impl Task {
     async fn run(self, mut requests: mpsc::UnboundedReceiver<Request>) {
         let mut backoff = MIN_BACKOFF;
+        let mut first = true;
         loop {
             let reason = match self.connect().await {
                 Ok((sink, stream)) => {
                     backoff = MIN_BACKOFF;
+                    if !std::mem::take(&mut first) {
+                        if let Some(f) = self.follower.upgrade() {
+                            f.reregister.store(true, Ordering::Release);
+                        }
+                    }
                     self.set_up(true);
                     let reason = self.serve(sink, stream, &mut requests).await;
                     self.set_up(false);
@@ -219,7 +236,6 @@ impl Task {
         if let Some(f) = self.follower.upgrade() {
             f.up.send_replace(up);
         }
-        self.metrics.broker_up.set(i64::from(up));
     }
 
     /// Connects, subscribes to every followed channel and catches each up.
@@ -239,7 +255,6 @@ impl Task {
             for channel in &channels {
                 self.catch_up(channel).await?;
             }
-            self.metrics.broker_channels.set(channels.len() as i64);
         }
         Ok((sink, stream))
     }
@@ -289,29 +304,30 @@ impl Task {
         let Some(follower) = self.follower.upgrade() else {
             return Ok(());
         };
-        let mut follow = Vec::new();
+        // What each channel ends up as is what the map says now, whatever
+        // order the requests came in: followed means subscribed.
         let mut waiting = Vec::new();
-        let mut unfollow = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for request in batch.drain(..) {
-            match request {
+            let channel = match request {
                 Request::Follow(channel, tx) => {
-                    follow.push(channel);
                     waiting.push(tx);
+                    channel
                 }
-                Request::Unfollow(channel) => unfollow.push(channel),
+                Request::Unfollow(channel) => channel,
+            };
+            if !touched.contains(&channel) {
+                touched.push(channel);
             }
         }
-        // Unsubscribe only what no one followed again since.
-        let (unfollow, count) = {
+        let (follow, unfollow): (Vec<Arc<str>>, Vec<Arc<str>>) = {
             let channels = follower.lock();
-            let unfollow: Vec<String> = unfollow
-                .iter()
-                .filter(|c| !channels.contains_key(*c))
-                .map(|c| ChannelKeys::of(c).announce)
-                .collect();
-            (unfollow, channels.len())
+            touched.into_iter().partition(|c| channels.contains_key(c))
         };
-        self.metrics.broker_channels.set(count as i64);
+        let unfollow: Vec<String> = unfollow
+            .iter()
+            .map(|c| ChannelKeys::of(c).announce)
+            .collect();
         let result = async {
             if !unfollow.is_empty() {
                 within(sink.unsubscribe(unfollow)).await?;
@@ -369,13 +385,24 @@ impl Task {
         let Some((epoch, offset)) = last else {
             return Ok(());
         };
+        if !epoch.is_empty() && *epoch == now.epoch && now.offset < offset {
+            // Redis came back without publications it had announced (a crash
+            // with `appendfsync everysec`): their offsets would be given to
+            // other publications. A new epoch makes every client see it.
+            let fresh = redis.renew_epoch(channel, &epoch).await?;
+            tracing::warn!(%channel, "Redis lost publications {}..={offset}; new epoch {}", now.offset + 1, fresh.epoch);
+            self.metrics.broker_lost.inc();
+            self.hub.lost(channel);
+            self.set_last(channel, &fresh.epoch, fresh.offset);
+            return Ok(());
+        }
         if now.offset > offset || *epoch != now.epoch {
             self.fill(
                 &redis,
                 channel,
                 (&epoch, offset),
                 &now.epoch,
-                now.offset + 1,
+                now.offset.saturating_add(1),
             )
             .await?;
         }
@@ -419,7 +446,7 @@ impl Task {
             if *epoch == *publication.epoch && publication.offset <= offset {
                 return Ok(()); // delivered already
             }
-            if *epoch != *publication.epoch || publication.offset > offset + 1 {
+            if *epoch != *publication.epoch || publication.offset > offset.saturating_add(1) {
                 let redis = self.redis.upgrade().ok_or(Reconnect("stopped".into()))?;
                 self.fill(
                     &redis,
@@ -449,28 +476,33 @@ impl Task {
     ) -> Result<(), Reconnect> {
         // An empty epoch is a channel that had no publication yet.
         if last_epoch.is_empty() || **last_epoch == *epoch {
-            let missing = until.saturating_sub(last + 1);
+            let missing = until.saturating_sub(last.saturating_add(1));
             if missing == 0 {
                 return Ok(());
             }
-            self.metrics.broker_gaps.inc();
-            let limit = missing.min(redis.retention.max_count) as usize;
-            let page = redis
-                .history(channel, Range::After { after: last, limit })
-                .await?;
-            let mut next = last + 1;
-            for p in page.publications {
-                if p.offset != next || *p.epoch != *epoch || p.offset >= until {
-                    break;
+            // More than subscribers' queues hold would cut them off as slow
+            // consumers: they are better told to recover with `since`, which
+            // pages through the history at their pace.
+            if missing <= redis.catch_up_limit {
+                self.metrics.broker_gaps.inc();
+                let limit = missing.min(redis.retention.max_count) as usize;
+                let page = redis
+                    .history(channel, Range::After { after: last, limit })
+                    .await?;
+                let mut next = last.saturating_add(1);
+                for p in page.publications {
+                    if p.offset != next || *p.epoch != *epoch || p.offset >= until {
+                        break;
+                    }
+                    next += 1;
+                    self.deliver(Arc::new(p));
                 }
-                next += 1;
-                self.deliver(Arc::new(p));
-            }
-            if next == until {
-                return Ok(());
+                if next == until {
+                    return Ok(());
+                }
             }
         }
-        tracing::warn!(%channel, "publications were lost between Redis and this node; its subscribers reconnect");
+        tracing::warn!(%channel, "publications this node missed cannot all be delivered from here (too many, trimmed, or of an ended epoch); its subscribers recover with since");
         self.metrics.broker_lost.inc();
         self.hub.lost(channel);
         self.set_last(channel, epoch, until.saturating_sub(1));

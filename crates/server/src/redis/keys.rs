@@ -21,6 +21,10 @@ pub struct ChannelKeys {
     pub members: String,
     /// Set of names banned from the channel.
     pub banned: String,
+    /// Set of connection ids kicked from the channel in the last hour: a
+    /// node that was out of reach when the kick was announced must not
+    /// register them again.
+    pub kicked: String,
 }
 
 const PREFIX: &str = "duplex:";
@@ -36,6 +40,7 @@ impl ChannelKeys {
             announce: format!("{ANNOUNCE}{channel}"),
             members: format!("{MEMBERS}{channel}"),
             banned: format!("{PREFIX}banned:{channel}"),
+            kicked: format!("{PREFIX}kicked:{channel}"),
         }
     }
 

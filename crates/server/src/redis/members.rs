@@ -13,9 +13,16 @@
 //! the next renewal by any node removes its members and announces a leave
 //! for each, so presence has no ghosts for longer than about
 //! `LEASE + LEASE_RENEW`. Presence reads skip a dead node's members even
-//! before that. A node that finds its own lease had lapsed registers its
-//! subscribers again (announcing a join for those that had been removed).
+//! before that.
+//!
+//! A node that may have missed news (its lease had lapsed, or its pub/sub
+//! connection dropped) registers its subscribers again, checked as a new
+//! join is: a subscriber that was banned, kicked or lost its name while the
+//! node was out of reach is removed here too; one that had been removed
+//! comes back with a `join`. Until that succeeds, it is tried again at each
+//! renewal.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
@@ -25,7 +32,7 @@ use super::entry;
 use super::keys::{self, ChannelKeys};
 use super::{Redis, Shard, deadline};
 use crate::hub::{Hub, banned, name_taken, sort_members};
-use crate::protocol::{HubError, Member};
+use crate::protocol::{ErrorCode, HubError, Member};
 use crate::store::StoreError;
 
 /// How long a node counts as alive after renewing its lease.
@@ -50,6 +57,13 @@ enum Join {
     Again,
 }
 
+/// What Redis answered a join.
+enum Joined {
+    Ok,
+    /// Refused, with the error for the client.
+    Refused(HubError),
+}
+
 impl Redis {
     async fn join_as(
         &self,
@@ -57,7 +71,7 @@ impl Redis {
         member: &Member,
         presence: bool,
         how: Join,
-    ) -> Result<(), HubError> {
+    ) -> Result<Joined, StoreError> {
         let shard = self.shard(channel);
         let keys = ChannelKeys::of(channel);
         let member_json = serde_json::to_string(member).expect("members serialise");
@@ -65,6 +79,7 @@ impl Redis {
         call.key(&keys.banned)
             .key(keys::node_channels(&self.node))
             .key(keys::NODES)
+            .key(&keys.kicked)
             .arg(&*self.node)
             .arg(&*member.client)
             .arg(u8::from(presence))
@@ -75,10 +90,16 @@ impl Redis {
         let mut conn = shard.commands.clone();
         let answer: String = deadline(shard, call.invoke_async(&mut conn)).await?;
         match answer.as_str() {
-            "ok" => Ok(()),
-            "banned" => Err(banned(channel, &member.name)),
-            "name_taken" => Err(name_taken(channel, &member.name)),
-            other => Err(StoreError::Failed(format!("the join script answered {other:?}")).into()),
+            "ok" => Ok(Joined::Ok),
+            "banned" => Ok(Joined::Refused(banned(channel, &member.name))),
+            "kicked" => Ok(Joined::Refused(HubError::new(
+                ErrorCode::Forbidden,
+                format!("kicked from {channel} by an admin"),
+            ))),
+            "name_taken" => Ok(Joined::Refused(name_taken(channel, &member.name))),
+            other => Err(StoreError::Failed(format!(
+                "the join script answered {other:?}"
+            ))),
         }
     }
 
@@ -91,7 +112,24 @@ impl Redis {
         member: &Member,
         presence: bool,
     ) -> Result<(), HubError> {
-        self.join_as(channel, member, presence, Join::Checked).await
+        match self.join_as(channel, member, presence, Join::Checked).await {
+            Ok(Joined::Ok) => Ok(()),
+            Ok(Joined::Refused(e)) => Err(e),
+            Err(e) => {
+                // The script may have run before the deadline passed: make
+                // sure no entry outlives the failed subscription.
+                self.leave(channel, &member.client).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Unregisters a subscriber in the background (waited for on
+    /// shutdown); the others get a `leave` push.
+    pub fn spawn_leave(self: &Arc<Self>, channel: &str, client: &str) {
+        let (redis, channel, client) = (self.clone(), channel.to_owned(), client.to_owned());
+        self.leaving
+            .spawn(async move { redis.leave(&channel, &client).await });
     }
 
     /// Unregisters a subscriber; the others get a `leave` push. A leave
@@ -151,6 +189,7 @@ impl Redis {
         let keys = ChannelKeys::of(channel);
         let mut call = KICK.key(&keys.members);
         call.key(&keys.banned)
+            .key(&keys.kicked)
             .arg(name)
             .arg(u8::from(ban))
             .arg(&keys.announce);
@@ -181,21 +220,68 @@ impl Redis {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for (channel, client) in leaves {
-            self.leave(&channel, &client).await;
+            // Not if the connection subscribed again meanwhile.
+            if !hub.is_subscribed(&channel, &client) {
+                self.leave(&channel, &client).await;
+            }
         }
+        let again = &shard.follower.reregister;
         if lapsed == 1 {
-            for channel in hub.channel_names() {
-                if !std::ptr::eq(self.shard(&channel), shard) {
-                    continue;
+            again.store(true, Ordering::Release);
+        }
+        if again.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.register_again(shard, hub).await {
+                again.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers every subscriber of this node on `shard`'s channels again
+    /// (see the module documentation); those refused are removed here.
+    async fn register_again(&self, shard: &Shard, hub: &Hub) -> Result<(), StoreError> {
+        for channel in hub.channel_names() {
+            if !std::ptr::eq(self.shard(&channel), shard) {
+                continue;
+            }
+            for (member, presence) in hub.subscribers(&channel) {
+                if !hub.is_subscribed(&channel, &member.client) {
+                    continue; // left meanwhile
                 }
-                for (member, presence) in hub.subscribers(&channel) {
-                    self.join_as(&channel, &member, presence, Join::Again)
-                        .await
-                        .map_err(|e| StoreError::Unreachable(e.message))?;
+                let joined = self
+                    .join_as(&channel, &member, presence, Join::Again)
+                    .await?;
+                if let Joined::Refused(e) = joined {
+                    hub.drop_subscriber(&channel, &member.client, &e.message);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Renews this node's lease in every shard at once.
+    async fn renew_all(&self, hub: &Hub) {
+        let renewals = self.shards.iter().map(|shard| async move {
+            if let Err(e) = self.renew(shard, hub).await {
+                tracing::warn!("renewing this node's lease in Redis at {}: {e}", shard.url);
+            }
+        });
+        futures_util::future::join_all(renewals).await;
+    }
+
+    /// Leaves this node's place to the others: waits (bounded) for the
+    /// leaves under way, and ends its lease, so that the next renewal by
+    /// another node removes whatever members it still had.
+    pub async fn close(&self) {
+        self.leaving.close();
+        let _ = tokio::time::timeout(super::TIMEOUT, self.leaving.wait()).await;
+        for shard in &self.shards {
+            let mut conn = shard.commands.clone();
+            let mut end = redis::cmd("ZADD");
+            end.arg(keys::NODES).arg(0).arg(&*self.node);
+            let _ = deadline(shard, end.query_async::<i64>(&mut conn)).await;
+        }
     }
 }
 
@@ -208,10 +294,6 @@ pub(super) async fn keep_leases(redis: Weak<Redis>, hub: Arc<Hub>) {
         let Some(redis) = redis.upgrade() else {
             return;
         };
-        for shard in &redis.shards {
-            if let Err(e) = redis.renew(shard, &hub).await {
-                tracing::warn!("renewing this node's lease in Redis at {}: {e}", shard.url);
-            }
-        }
+        redis.renew_all(&hub).await;
     }
 }

@@ -40,6 +40,7 @@ use std::time::Duration;
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use tokio_util::task::TaskTracker;
 
 pub use follower::Following;
 
@@ -92,6 +93,11 @@ pub struct Redis {
     node: Arc<str>,
     /// Leaves that could not reach Redis: (channel, connection id).
     unfinished_leaves: Mutex<Vec<(Arc<str>, Arc<str>)>>,
+    /// The leaves under way, waited for on shutdown.
+    leaving: TaskTracker,
+    /// The most missed publications a node delivers by itself after an
+    /// outage; past it, subscribers are told to recover with `since`.
+    catch_up_limit: u64,
 }
 
 impl Redis {
@@ -102,6 +108,7 @@ impl Redis {
     pub async fn connect(
         urls: &[String],
         node: Arc<str>,
+        catch_up_limit: u64,
         retention: Retention,
         hub: Arc<Hub>,
         metrics: Metrics,
@@ -144,6 +151,8 @@ impl Redis {
             retention,
             node,
             unfinished_leaves: Mutex::default(),
+            leaving: TaskTracker::new(),
+            catch_up_limit,
         });
         tokio::spawn(members::keep_leases(Arc::downgrade(&redis), hub));
         for shard in &redis.shards {
@@ -293,6 +302,28 @@ impl Redis {
         self.shard(channel).follower.follow(channel).await
     }
 
+    /// Channels this node follows, on every server.
+    pub fn followed_channels(&self) -> usize {
+        self.shards.iter().map(|s| s.follower.channel_count()).sum()
+    }
+
+    /// Gives `channel` a new epoch if it is still `old` (see
+    /// `lua/renew_epoch.lua`); returns its position now (another node may
+    /// have renewed it first).
+    pub async fn renew_epoch(&self, channel: &str, old: &str) -> Result<Position, StoreError> {
+        static RENEW_EPOCH: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!("lua/renew_epoch.lua")));
+        let shard = self.shard(channel);
+        let keys = ChannelKeys::of(channel);
+        let mut call = RENEW_EPOCH.key(&keys.meta);
+        call.key(&keys.history)
+            .arg(old)
+            .arg(crate::store::new_epoch());
+        let mut conn = shard.commands.clone();
+        let (epoch, offset): (String, u64) = deadline(shard, call.invoke_async(&mut conn)).await?;
+        Ok(Position { epoch, offset })
+    }
+
     /// Whether every server's announcements are being received.
     pub fn healthy(&self) -> Result<(), String> {
         for shard in &self.shards {
@@ -402,6 +433,16 @@ impl Page {
     }
 }
 
+/// Error codes of a Redis server that cannot take writes for now.
+const UNAVAILABLE: [&str; 6] = [
+    "OOM",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "BUSY",
+    "TRYAGAIN",
+];
+
 /// Runs one Redis call within [`TIMEOUT`], naming the server if it fails.
 async fn deadline<T>(
     shard: &Shard,
@@ -410,6 +451,11 @@ async fn deadline<T>(
     match tokio::time::timeout(TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(
+            StoreError::Unreachable(format!("Redis at {}: {e}", shard.url)),
+        ),
+        // Conditions of the Redis server that pass: out of memory under
+        // noeviction, loading its data after a restart, a replica.
+        Ok(Err(e)) if e.code().is_some_and(|c| UNAVAILABLE.contains(&c)) => Err(
             StoreError::Unreachable(format!("Redis at {}: {e}", shard.url)),
         ),
         Ok(Err(e)) => Err(StoreError::Failed(format!("Redis at {}: {e}", shard.url))),

@@ -162,12 +162,18 @@ pub enum StoreError {
 impl From<StoreError> for HubError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DiskFull | StoreError::NotWritable(_) | StoreError::Unreachable(_) => {
-                HubError::new(
-                    ErrorCode::Unavailable,
-                    format!("{e}: nothing was stored; try again later"),
-                )
-            }
+            StoreError::DiskFull | StoreError::NotWritable(_) => HubError::new(
+                ErrorCode::Unavailable,
+                format!("{e}: nothing was stored; try again later"),
+            ),
+            // A call that timed out may have been carried out.
+            StoreError::Unreachable(_) => HubError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{e}: try again later (a publish that timed out may have been stored; \
+                     retry it with the same Idempotency-Key)"
+                ),
+            ),
             StoreError::Failed(_) => HubError::new(ErrorCode::Internal, format!("{e}; try again")),
             StoreError::Stopped => {
                 HubError::new(ErrorCode::Internal, "the server is shutting down")

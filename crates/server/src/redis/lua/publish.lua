@@ -30,8 +30,20 @@ if not epoch then
   redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
 end
 local offset = redis.call('HINCRBY', meta, 'offset', 1)
+local added = redis.pcall('XADD', history, 'MAXLEN', ARGV[2], string.format('%d-0', offset), 't', ts, 'p', ARGV[6])
+if type(added) == 'table' and added.err then
+  -- The stream remembers a higher offset than the channel's (its epoch
+  -- was renewed after Redis lost publications): go on past it.
+  local info = redis.call('XINFO', 'STREAM', history)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      offset = tonumber(string.match(info[i + 1], '^(%d+)')) + 1
+    end
+  end
+  redis.call('HSET', meta, 'offset', offset)
+  redis.call('XADD', history, 'MAXLEN', ARGV[2], string.format('%d-0', offset), 't', ts, 'p', ARGV[6])
+end
 local place = string.format('%s %d %d', epoch, offset, ts)
-redis.call('XADD', history, 'MAXLEN', ARGV[2], string.format('%d-0', offset), 't', ts, 'p', ARGV[6])
 -- Age: drop at most 100 expired entries per publish (readers skip any
 -- left), so one publish never does unbounded work.
 local cutoff = ts - tonumber(ARGV[3])
