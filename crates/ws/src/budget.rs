@@ -194,6 +194,10 @@ impl MemoryBudget {
         }
         shared.paused.fetch_add(1, Ordering::Relaxed);
         self.wait(waker);
+        // A connection waiting here may be the next one shed, to make room
+        // for another: it must then be woken to let go of what it holds,
+        // or everyone would wait for it for ever.
+        charge.wake_when_shed(waker);
         // Released meanwhile? Then try again rather than sleep.
         if shared.used.load(Ordering::SeqCst) + more <= shared.limit {
             return Admit::Retry;
@@ -684,6 +688,31 @@ mod tests {
         budget.release(&heavy, 80);
         assert_eq!(budget.set(&mut light, 30, &waker()), Admit::Granted);
         assert_eq!(budget.used(), 30);
+    }
+
+    #[test]
+    fn a_waiting_holder_that_is_shed_is_woken_to_let_go() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let budget = MemoryBudget::new(100);
+        let (mut heavy, mut waiting) = (Charge::new(), Charge::new());
+        assert_eq!(budget.set(&mut heavy, 60, &waker()), Admit::Granted);
+        assert_eq!(budget.set(&mut waiting, 30, &waker()), Admit::Granted);
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let woken = Waker::from(flag.clone());
+        // It waits for the heavy one, which is shed to make room...
+        assert_eq!(budget.set(&mut waiting, 50, &woken), Admit::Wait);
+        assert!(heavy.is_shed());
+        // ...and before any memory comes back, it is the one chosen next.
+        budget.mark_shed(&waiting.holder);
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "a holder shed while it waits is woken, or it never lets go"
+        );
     }
 
     #[test]
