@@ -450,16 +450,22 @@ async fn deadline<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(TIMEOUT, call).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Err(
-            StoreError::Unreachable(format!("Redis at {}: {e}", shard.url)),
-        ),
+        // Refused: the call never reached Redis.
+        Ok(Err(e)) if e.is_connection_refusal() => Err(StoreError::Unreachable(format!(
+            "Redis at {}: {e}",
+            shard.url
+        ))),
+        // Cut off or too slow: Redis may have carried it out.
+        Ok(Err(e)) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+            Err(StoreError::NoAnswer(format!("Redis at {}: {e}", shard.url)))
+        }
         // Conditions of the Redis server that pass: out of memory under
         // noeviction, loading its data after a restart, a replica.
         Ok(Err(e)) if e.code().is_some_and(|c| UNAVAILABLE.contains(&c)) => Err(
             StoreError::Unreachable(format!("Redis at {}: {e}", shard.url)),
         ),
         Ok(Err(e)) => Err(StoreError::Failed(format!("Redis at {}: {e}", shard.url))),
-        Err(_) => Err(StoreError::Unreachable(format!(
+        Err(_) => Err(StoreError::NoAnswer(format!(
             "Redis at {} did not answer within {TIMEOUT:?}",
             shard.url
         ))),

@@ -135,7 +135,7 @@ pub struct Retention {
 
 /// Why the store could not do what was asked.
 ///
-/// The first three are conditions of the machine, not of the request: the
+/// The first four are conditions of the machine, not of the request: the
 /// same publication succeeds once space returns, the directory can be
 /// written again or Redis is back, with no restart (the SQLite store
 /// reopens its database after a failed write). Clients are told
@@ -148,9 +148,14 @@ pub enum StoreError {
     /// The data directory cannot be written: read-only, or the disk failed.
     #[error("the server cannot write its data directory ({0})")]
     NotWritable(String),
-    /// Redis cannot be reached, or did not answer in time.
+    /// Redis cannot be reached, or cannot take writes for now: the call
+    /// was not carried out.
     #[error("the message broker is unreachable ({0})")]
     Unreachable(String),
+    /// Redis did not answer in time, or the connection broke during the
+    /// call: it may or may not have been carried out.
+    #[error("the message broker did not answer ({0})")]
+    NoAnswer(String),
     /// Anything else the engine reported.
     #[error("storage failed ({0})")]
     Failed(String),
@@ -162,12 +167,13 @@ pub enum StoreError {
 impl From<StoreError> for HubError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DiskFull | StoreError::NotWritable(_) => HubError::new(
-                ErrorCode::Unavailable,
-                format!("{e}: nothing was stored; try again later"),
-            ),
-            // A call that timed out may have been carried out.
-            StoreError::Unreachable(_) => HubError::new(
+            StoreError::DiskFull | StoreError::NotWritable(_) | StoreError::Unreachable(_) => {
+                HubError::new(
+                    ErrorCode::Unavailable,
+                    format!("{e}: nothing was stored; try again later"),
+                )
+            }
+            StoreError::NoAnswer(_) => HubError::new(
                 ErrorCode::Unavailable,
                 format!(
                     "{e}: try again later (a publish that timed out may have been stored; \
