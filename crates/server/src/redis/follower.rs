@@ -252,9 +252,7 @@ impl Task {
                 .map(|c| ChannelKeys::of(c).announce)
                 .collect();
             within(sink.subscribe(names)).await?;
-            for channel in &channels {
-                self.catch_up(channel).await?;
-            }
+            self.catch_up(&channels).await?;
         }
         Ok((sink, stream))
     }
@@ -336,9 +334,7 @@ impl Task {
                 let names: Vec<String> =
                     follow.iter().map(|c| ChannelKeys::of(c).announce).collect();
                 within(sink.subscribe(names)).await?;
-                for channel in &follow {
-                    self.catch_up(channel).await?;
-                }
+                self.catch_up(&follow).await?;
             }
             Ok::<_, Reconnect>(())
         }
@@ -355,18 +351,25 @@ impl Task {
 
     /// Brings a followed channel up to its position in Redis: delivers what
     /// this node missed, or starts from the position if it had nothing yet.
-    async fn catch_up(&self, channel: &Arc<str>) -> Result<(), Reconnect> {
+    async fn catch_up(&self, channels: &[Arc<str>]) -> Result<(), Reconnect> {
         let redis = self.redis.upgrade().ok_or(Reconnect("stopped".into()))?;
-        let now = redis
-            .history(
-                channel,
-                Range::After {
-                    after: u64::MAX >> 1,
-                    limit: 0,
-                },
-            )
-            .await?
-            .position;
+        // Every position in one round trip per thousand channels.
+        for chunk in channels.chunks(1000) {
+            let positions = redis.positions(chunk).await?;
+            for (channel, now) in chunk.iter().zip(positions) {
+                self.catch_up_to(&redis, channel, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`catch_up`](Self::catch_up) for one channel, now at `now`.
+    async fn catch_up_to(
+        &self,
+        redis: &Redis,
+        channel: &Arc<str>,
+        now: crate::store::Position,
+    ) -> Result<(), Reconnect> {
         let last = {
             let Some(follower) = self.follower.upgrade() else {
                 return Ok(());
@@ -398,7 +401,7 @@ impl Task {
         }
         if now.offset > offset || *epoch != now.epoch {
             self.fill(
-                &redis,
+                redis,
                 channel,
                 (&epoch, offset),
                 &now.epoch,

@@ -302,6 +302,31 @@ impl Redis {
         self.shard(channel).follower.follow(channel).await
     }
 
+    /// The positions of `channels`, all on one server, in one round trip.
+    async fn positions(&self, channels: &[Arc<str>]) -> Result<Vec<Position>, StoreError> {
+        let Some(first) = channels.first() else {
+            return Ok(Vec::new());
+        };
+        let shard = self.shard(first);
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.cmd("HMGET")
+                .arg(ChannelKeys::of(channel).meta)
+                .arg("epoch")
+                .arg("offset");
+        }
+        let mut conn = shard.commands.clone();
+        let found: Vec<(Option<String>, Option<u64>)> =
+            deadline(shard, pipe.query_async(&mut conn)).await?;
+        Ok(found
+            .into_iter()
+            .map(|(epoch, offset)| Position {
+                epoch: epoch.unwrap_or_default(),
+                offset: offset.unwrap_or(0),
+            })
+            .collect())
+    }
+
     /// Channels this node follows, on every server.
     pub fn followed_channels(&self) -> usize {
         self.shards.iter().map(|s| s.follower.channel_count()).sum()
