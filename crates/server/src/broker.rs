@@ -243,7 +243,7 @@ impl Broker {
             Engine::Embedded { .. } => self.hub.typing(channel, member),
             Engine::Redis(redis) => {
                 if !self.hub.is_subscribed(channel, &member.client) {
-                    return self.hub.typing(channel, member); // the same error
+                    return Err(crate::hub::not_subscribed(channel));
                 }
                 Ok(redis.typing(channel, member).await?)
             }

@@ -408,7 +408,8 @@ pub fn name_taken(channel: &str, name: &str) -> HubError {
     )
 }
 
-fn not_subscribed(channel: &str) -> HubError {
+/// The error for a command about a channel the connection is not in.
+pub fn not_subscribed(channel: &str) -> HubError {
     HubError::new(
         ErrorCode::NotSubscribed,
         format!("subscribe to {channel} first"),

@@ -490,6 +490,17 @@ async fn a_wrong_redis_url_fails_at_start_with_a_clear_message() {
     assert!(format!("{e:#}").contains("invalid Redis URL"), "{e:#}");
 }
 
+/// Checks that nothing `client` was sent so far is a publication: a
+/// ping answered proves everything sent before it has arrived.
+async fn assert_no_publication(client: &mut HubClient) {
+    client.ok(json!({"cmd": "ping"})).await;
+    assert!(
+        client.pushes.iter().all(|p| p["push"] != "publication"),
+        "{:?}",
+        client.pushes
+    );
+}
+
 fn names(presence: &Value) -> Vec<String> {
     presence["members"]
         .as_array()
@@ -623,12 +634,7 @@ async fn kicks_and_bans_reach_every_node() {
     bob.ok(json!({"cmd": "publish", "channel": "chat", "data": "after"}))
         .await;
     assert_eq!(bob.push_of("publication").await["data"], "after");
-    ann_on_b.ok(json!({"cmd": "ping"})).await;
-    assert!(
-        ann_on_b.pushes.iter().all(|p| p["push"] != "publication"),
-        "{:?}",
-        ann_on_b.pushes
-    );
+    assert_no_publication(&mut ann_on_b).await;
 }
 
 #[tokio::test]
@@ -710,12 +716,7 @@ async fn a_kick_announced_while_a_node_was_cut_off_is_applied_when_it_comes_back
     alice
         .ok(json!({"cmd": "publish", "channel": "room", "data": "after"}))
         .await;
-    eve.ok(json!({"cmd": "ping"})).await;
-    assert!(
-        eve.pushes.iter().all(|p| p["push"] != "publication"),
-        "{:?}",
-        eve.pushes
-    );
+    assert_no_publication(&mut eve).await;
 }
 
 #[tokio::test]
