@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// over several (every node lists the same ones, in the same order)
     #[arg(long, env = "DUPLEX_REDIS", value_delimiter = ',', value_name = "URL")]
     pub redis: Vec<String>,
+    /// With --redis: where the other nodes reach this one
+    /// (ws://HOST:PORT), to forward file transfers to it [default: the
+    /// --bind address, unless it is 0.0.0.0 or [::]]
+    #[arg(long, env = "DUPLEX_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
     /// TOML configuration file
     #[arg(long, env = "DUPLEX_CONFIG")]
     pub config: Option<PathBuf>,
@@ -167,6 +172,9 @@ impl ServeArgs {
         }
         if !self.redis.is_empty() {
             s.redis = self.redis;
+        }
+        if self.advertise_url.is_some() {
+            s.advertise_url = self.advertise_url;
         }
         if !self.allowed_origin.is_empty() {
             s.allowed_origins = self.allowed_origin;

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::publication::now_ms;
 use crate::redis::Redis;
 use crate::settings::Settings;
-use crate::state::AppState;
+use crate::state::{AppState, SharedTransfers};
 use crate::store::{Retention, SqliteStore, Store};
 use crate::{api, ui};
 
@@ -84,6 +84,15 @@ impl Server {
             )
         })?;
         let addr = listener.local_addr()?;
+        let shared_transfers = match &store {
+            Store::Redis(_) => Some(SharedTransfers {
+                url: advertised_url(&settings, addr)?,
+                secret: store
+                    .meta_or_insert("node_secret", &crate::random::name(32))
+                    .await?,
+            }),
+            Store::Sqlite(_) => None,
+        };
         let state = Arc::new(AppState::new(
             settings,
             budget,
@@ -92,7 +101,14 @@ impl Server {
             store.clone(),
             metrics,
             api_key,
+            shared_transfers,
         ));
+        if let Some(directory) = &state.directory {
+            let keep = directory
+                .clone()
+                .keep(state.transfers.clone(), state.shutdown.clone());
+            state.tasks.spawn(keep);
+        }
         if let Store::Sqlite(sqlite) = store {
             spawn_pruner(sqlite, retention, state.shutdown.clone());
         }
@@ -146,6 +162,29 @@ impl Server {
     }
 }
 
+/// Where other nodes reach this one: `--advertise-url`, or the address it
+/// listens on unless that is a wildcard.
+fn advertised_url(settings: &Settings, addr: SocketAddr) -> anyhow::Result<Option<String>> {
+    if let Some(url) = &settings.advertise_url {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            anyhow::bail!("--advertise-url {url:?} must be a ws:// or wss:// URL (ws://HOST:PORT)");
+        }
+        return Ok(Some(url.clone()));
+    }
+    if addr.ip().is_unspecified() {
+        eprintln!(
+            "duplex: warning: listening on {addr} without --advertise-url: receivers that reach another node cannot be forwarded to the file transfers opened on this one"
+        );
+        return Ok(None);
+    }
+    let scheme = if settings.tls_cert.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    Ok(Some(format!("{scheme}://{addr}")))
+}
+
 async fn resolve_api_key(settings: &Settings, store: &Store) -> anyhow::Result<Option<String>> {
     if let Some(key) = &settings.api_key {
         return Ok(Some(key.clone()));
@@ -153,14 +192,7 @@ async fn resolve_api_key(settings: &Settings, store: &Store) -> anyhow::Result<O
     if settings.is_loopback() {
         return Ok(None);
     }
-    let generated: String = {
-        use rand::Rng;
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let mut rng = rand::rng();
-        (0..32)
-            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-            .collect()
-    };
+    let generated = crate::random::name(32);
     let key = store.meta_or_insert("api_key", &generated).await?;
     let kept_in = match store {
         Store::Sqlite(_) => settings.data.display().to_string(),

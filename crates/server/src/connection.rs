@@ -129,13 +129,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match sniffed {
-        Sniffed::Socket(Endpoint::Echo, ws, admitted) => Either::Left(async move {
+        Sniffed::Socket(Endpoint::Echo, ws, admitted, _) => Either::Left(async move {
             // Counted as open until the socket ends.
             let _admitted = admitted;
             echo::run(ws, state).await
         }),
-        Sniffed::Socket(endpoint, ws, admitted) => Either::Right(Box::pin(async move {
-            run_socket(endpoint, ws, state, Some(peer.ip()), admitted).await
+        Sniffed::Socket(endpoint, ws, admitted, client) => Either::Right(Box::pin(async move {
+            run_socket(endpoint, ws, state, client, admitted).await
         })),
         Sniffed::Http(stream) => Either::Right(Box::pin(async move {
             // An HTTP/2 preface (h2c) is bounded like a TLS one.

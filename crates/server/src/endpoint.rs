@@ -4,6 +4,7 @@
 //! and HTTP/2 `CONNECT`) and the fast path are both derived from it, so no
 //! endpoint can skip a check.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +121,12 @@ impl SocketServers {
         }
     }
 
+    /// The relay's socket settings (its limits and the budget), for the
+    /// connections it forwards to other nodes too.
+    pub fn files_config(&self) -> Config {
+        self.files.get_config().clone()
+    }
+
     /// The settings a request head is read with before its endpoint is
     /// known: every endpoint's head limits, budget and timeout are alike.
     pub fn reader(&self) -> &ServerBuilder {
@@ -127,27 +134,69 @@ impl SocketServers {
     }
 }
 
+/// Who is at the other end of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address: connection limits and failed joins on
+    /// `/files` count per address.
+    pub address: Option<IpAddr>,
+    /// Whether another node forwards this client (it proved it with the
+    /// nodes' shared secret, [`crate::transfer::directory::NODE_HEADER`]):
+    /// `address` is then the one that node named.
+    pub forwarded: bool,
+}
+
+impl Peer {
+    /// The peer of a request from `address`: the client a node forwards,
+    /// if the request proves it comes from a node.
+    fn of<B>(state: &AppState, req: &http::Request<B>, address: Option<IpAddr>) -> Self {
+        use crate::transfer::directory::{CLIENT_HEADER, NODE_HEADER};
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let from_node = match (&state.directory, header(NODE_HEADER)) {
+            (Some(directory), Some(secret)) => directory.is_node(secret),
+            _ => false,
+        };
+        if !from_node {
+            return Self {
+                address,
+                forwarded: false,
+            };
+        }
+        Self {
+            address: header(CLIENT_HEADER)
+                .and_then(|a| a.parse().ok())
+                .or(address),
+            forwarded: true,
+        }
+    }
+}
+
 /// The checks every upgrade to `endpoint` passes, on the axum route and on
 /// the fast path alike: the Origin allow-list, admission (the connection
-/// limits, counting this one from `address` until the [`Admitted`] is
-/// dropped), then the endpoint's settings (whose limits the handshake and
-/// the socket apply).
+/// limits, counting this one from its client's address until the
+/// [`Admitted`] is dropped), then the endpoint's settings (whose limits the
+/// handshake and the socket apply). Also says who the [`Peer`] is: the
+/// connection's `address`, or the client another node forwards.
 pub fn socket_server<'s, B>(
     state: &'s AppState,
     endpoint: Endpoint,
     req: &http::Request<B>,
-    address: Option<std::net::IpAddr>,
-) -> Result<(&'s ServerBuilder, Admitted), Refused> {
+    address: Option<IpAddr>,
+) -> Result<(&'s ServerBuilder, Admitted, Peer), Refused> {
     if !origin_allowed(state, req) {
         return Err(Refused::Origin);
     }
-    let admitted = state.admission.admit(address).map_err(Refused::Admission)?;
+    let peer = Peer::of(state, req, address);
+    let admitted = state
+        .admission
+        .admit(peer.address)
+        .map_err(Refused::Admission)?;
     let server = match endpoint {
         Endpoint::Hub => &state.sockets.hub,
         Endpoint::Echo => &state.sockets.echo,
         Endpoint::Files => &state.sockets.files,
     };
-    Ok((server, admitted))
+    Ok((server, admitted, peer))
 }
 
 /// Why [`socket_server`] refused an upgrade.
@@ -170,12 +219,13 @@ impl IntoResponse for Refused {
 
 /// Runs an open WebSocket on its endpoint until it closes: the hub session
 /// (authentication, rate limits, metrics), the echo loop or the relay
-/// (which limits code guessing per client address `ip`).
+/// (which limits code guessing per client address, and forwards to the
+/// node holding a transfer).
 pub async fn run_socket<S>(
     endpoint: Endpoint,
     ws: WebSocket<S>,
     state: Arc<AppState>,
-    ip: Option<std::net::IpAddr>,
+    peer: Peer,
     admitted: Admitted,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -188,9 +238,13 @@ pub async fn run_socket<S>(
         Endpoint::Hub => Box::pin(session::run(ws, state)).await,
         Endpoint::Echo => echo::run(ws, state).await,
         Endpoint::Files => {
-            let (rooms, shutdown) = (state.transfers.clone(), state.shutdown.clone());
+            let rooms = state.transfers.clone();
+            let (directory, shutdown) = (state.directory.clone(), state.shutdown.clone());
             drop(state);
-            Box::pin(crate::transfer::relay::run(ws, rooms, ip, shutdown)).await
+            Box::pin(crate::transfer::relay::run(
+                ws, rooms, directory, peer, shutdown,
+            ))
+            .await
         }
     }
 }
@@ -204,8 +258,8 @@ pub async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Reques
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let (server, admitted) = match socket_server(&state, endpoint, &req, ip) {
-        Ok((server, admitted)) => (server.clone(), admitted),
+    let (server, admitted, peer) = match socket_server(&state, endpoint, &req, ip) {
+        Ok((server, admitted, peer)) => (server.clone(), admitted, peer),
         Err(refused) => {
             if matches!(refused, Refused::Admission(_)) {
                 state.admission.count_refusal();
@@ -222,7 +276,7 @@ pub async fn upgrade_route(state: Arc<AppState>, endpoint: Endpoint, req: Reques
             let tracker = state.tasks.clone();
             tracker.spawn(async move {
                 match pending.await {
-                    Ok(ws) => run_socket(endpoint, ws, state, ip, admitted).await,
+                    Ok(ws) => run_socket(endpoint, ws, state, peer, admitted).await,
                     Err(e) => tracing::debug!("upgrade failed: {e}"),
                 }
             });

@@ -21,13 +21,16 @@ use duplex::{NoRequestKind, Rewind, ServerBuilder, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Admitted;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Peer};
 use crate::state::AppState;
 
 /// What became of a connection whose first request head was looked at.
+// Made once per connection and taken apart at once: boxing the socket
+// would cost an allocation per connection for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Sniffed<S> {
     /// An accepted WebSocket (the 101 is sent), counted as open.
-    Socket(Endpoint, WebSocket<S>, Admitted),
+    Socket(Endpoint, WebSocket<S>, Admitted, Peer),
     /// Anything else: for hyper, with the bytes read so far in front.
     Http(Rewind<S>),
     /// The peer went away, or the server is shutting down.
@@ -71,7 +74,8 @@ where
             };
         }
     };
-    let Some((endpoint, server, admitted)) = fast_path_for(incoming.request(), state, peer) else {
+    let Some((endpoint, server, admitted, client)) = fast_path_for(incoming.request(), state, peer)
+    else {
         return Sniffed::Http(incoming.into_stream());
     };
     // An invalid upgrade is answered by the route, which says why.
@@ -79,7 +83,7 @@ where
         return Sniffed::Http(incoming.into_stream());
     };
     match incoming.open(server, &accepted).await {
-        Ok(ws) => Sniffed::Socket(endpoint, ws, admitted),
+        Ok(ws) => Sniffed::Socket(endpoint, ws, admitted, client),
         Err(_) => Sniffed::Closed,
     }
 }
@@ -92,7 +96,7 @@ fn fast_path_for<'s>(
     req: &Request<()>,
     state: &'s AppState,
     address: IpAddr,
-) -> Option<(Endpoint, &'s ServerBuilder, Admitted)> {
+) -> Option<(Endpoint, &'s ServerBuilder, Admitted, Peer)> {
     if req.method() != Method::GET
         || req.headers().contains_key(header::CONTENT_LENGTH)
         || req.headers().contains_key(header::TRANSFER_ENCODING)
@@ -101,7 +105,7 @@ fn fast_path_for<'s>(
     }
     let endpoint = Endpoint::of(req.uri().path())?;
     // A refusal is answered by the route, which says why.
-    let (server, admitted) =
+    let (server, admitted, peer) =
         crate::endpoint::socket_server(state, endpoint, req, Some(address)).ok()?;
-    Some((endpoint, server, admitted))
+    Some((endpoint, server, admitted, peer))
 }

@@ -39,6 +39,7 @@ pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod publication;
+pub mod random;
 pub mod ratelimit;
 pub mod redis;
 pub mod session;

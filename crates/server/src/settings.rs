@@ -31,6 +31,11 @@ pub struct Settings {
     /// node must list the same servers in the same order). Empty: one node,
     /// history in SQLite under `data`.
     pub redis: Vec<String>,
+    /// Where the other nodes reach this one (`ws://HOST:PORT` or
+    /// `wss://...`), to forward file-transfer connections to the transfers
+    /// it holds. Default: the address it listens on, unless that is a
+    /// wildcard (`0.0.0.0`, `[::]`).
+    pub advertise_url: Option<String>,
     /// PEM certificate chain for TLS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
@@ -105,6 +110,7 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".parse().expect("valid address"),
             data: PathBuf::from("duplex-data"),
             redis: Vec::new(),
+            advertise_url: None,
             tls_cert: None,
             tls_key: None,
             api_key: None,

@@ -40,10 +40,20 @@ pub struct AppState {
     pub admission: Arc<crate::admission::Admission>,
     /// The file-transfer relay's transfers.
     pub transfers: Arc<crate::transfer::Rooms>,
+    /// Which node holds which transfer, when nodes share them (Redis).
+    pub directory: Option<Arc<crate::transfer::Directory>>,
     /// This node's name, which its connection ids start with, so they
     /// are unique among nodes sharing channels.
     pub node: Arc<str>,
     next_client: AtomicU64,
+}
+
+/// What a node needs to share file transfers with other nodes.
+pub struct SharedTransfers {
+    /// Where the other nodes reach this one (`ws://HOST:PORT`), if known.
+    pub url: Option<String>,
+    /// The secret every node shares (kept in Redis).
+    pub secret: String,
 }
 
 impl AppState {
@@ -57,6 +67,7 @@ impl AppState {
         store: Store,
         metrics: Metrics,
         api_key: Option<String>,
+        shared_transfers: Option<SharedTransfers>,
     ) -> Self {
         let node = match &store {
             Store::Redis(redis) => redis.node().clone(),
@@ -71,8 +82,18 @@ impl AppState {
         let transfers = Arc::new(crate::transfer::Rooms::new(
             crate::transfer::Limits::from_settings(&settings),
         ));
+        let directory = match (&store, shared_transfers) {
+            (Store::Redis(redis), Some(shared)) => Some(Arc::new(crate::transfer::Directory::new(
+                redis.clone(),
+                shared.url,
+                shared.secret,
+                sockets.files_config(),
+            ))),
+            _ => None,
+        };
         Self {
             transfers,
+            directory,
             settings,
             hub,
             broker,

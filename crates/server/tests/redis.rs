@@ -799,3 +799,195 @@ async fn a_node_shutting_down_takes_its_members_with_it() {
     assert_eq!(members, 1, "only alice is left");
     assert_eq!(alice.push_of("leave").await["member"]["name"], "bob");
 }
+
+// File transfers across nodes: a transfer lives on the node its sender
+// opened it on; receivers and a returning sender reaching any other node
+// are forwarded there.
+
+use duplex::{ClientBuilder, CloseCode};
+use support::files::{self, binary, close_code, json_msg};
+
+/// Joins transfer `nameplate` at `node`: the receiver's connection, its
+/// peer number, after the sender heard of it.
+async fn join(node: &TestServer, nameplate: &Value, sender: &mut files::Ws) -> (files::Ws, u32) {
+    let mut receiver =
+        files::open(node.addr(), json!({"type": "join", "nameplate": nameplate})).await;
+    let joined = json_msg(&mut receiver).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let peer = joined["peer"].as_u64().unwrap() as u32;
+    assert_eq!(
+        json_msg(sender).await,
+        json!({"type": "peer_joined", "peer": peer})
+    );
+    (receiver, peer)
+}
+
+/// Data both ways between a sender and a receiver, with the credit the
+/// holding node grants.
+async fn exchange(sender: &mut files::Ws, receiver: &mut files::Ws, peer: u32, body: &[u8]) {
+    sender.send(binary(peer, body)).await.unwrap();
+    let got = files::next(receiver).await.unwrap();
+    assert_eq!(got.as_bytes(), binary(peer, body).as_bytes());
+    let credit = json_msg(sender).await;
+    assert_eq!(
+        credit,
+        json!({"type": "credit", "peer": peer, "bytes": body.len() + 4})
+    );
+    receiver.send(binary(0, b"ack")).await.unwrap();
+    let back = files::next(sender).await.unwrap();
+    assert_eq!(back.as_bytes(), binary(peer, b"ack").as_bytes());
+}
+
+#[tokio::test]
+async fn a_transfer_is_served_through_every_node() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let (mut sender, created) = files::create(a.addr(), 100).await;
+    let nameplate = created["nameplate"].clone();
+    let token = created["token"].clone();
+    let (mut on_b, peer_b) = join(&b, &nameplate, &mut sender).await;
+    let (mut on_c, peer_c) = join(&c, &nameplate, &mut sender).await;
+    assert_ne!(peer_b, peer_c);
+    exchange(&mut sender, &mut on_b, peer_b, b"to the receiver on b").await;
+    exchange(&mut sender, &mut on_c, peer_c, b"to the receiver on c").await;
+    // It lives on a only.
+    assert_eq!(a.server.transfers().len(), 1);
+    assert_eq!(b.server.transfers().len() + c.server.transfers().len(), 0);
+
+    // A receiver leaving through a bridge: the sender hears of it.
+    on_c.close(CloseCode::NORMAL, "").await.unwrap();
+    assert_eq!(
+        json_msg(&mut sender).await,
+        json!({"type": "peer_left", "peer": peer_c})
+    );
+
+    // The sender's connection drops; it comes back through c, and the
+    // receivers joined before are told to join again (4001).
+    drop(sender);
+    assert_eq!(close_code(&mut on_b).await, 4001);
+    let mut sender = files::open(
+        c.addr(),
+        json!({"type": "reattach", "nameplate": nameplate, "token": token}),
+    )
+    .await;
+    let again = json_msg(&mut sender).await;
+    assert_eq!(again["type"], "created", "{again}");
+    assert_eq!(again["nameplate"], nameplate);
+    let (mut on_b, peer) = join(&b, &nameplate, &mut sender).await;
+    exchange(&mut sender, &mut on_b, peer, b"after the reattach").await;
+
+    // The sender finishes: its close reaches the receiver as it said it.
+    sender
+        .close(CloseCode(1000), "the sender finished")
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut on_b).await, 1000);
+}
+
+#[tokio::test]
+async fn nameplates_are_unique_among_nodes() {
+    let (mut rng, why) = seeded();
+    let redis = RedisServer::start().await;
+    let nodes = three_nodes(&redis).await;
+    // More transfers than a quiet node's short numbers leave room for
+    // without collisions (1..100 each).
+    let mut senders = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let node = &nodes[rng.random_range(0..nodes.len())];
+        let (sender, created) = files::create(node.addr(), 1).await;
+        let nameplate = created["nameplate"].as_u64().unwrap();
+        assert!(seen.insert(nameplate), "{why}: {nameplate} given twice");
+        senders.push((sender, nameplate));
+    }
+    // Each one is found from every node.
+    for (sender, nameplate) in senders.iter_mut().take(5) {
+        let node = &nodes[rng.random_range(0..nodes.len())];
+        let (mut receiver, peer) = join(node, &json!(*nameplate), sender).await;
+        exchange(sender, &mut receiver, peer, b"x").await;
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_whose_node_shut_down_is_opened_again_on_another() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let (mut sender, created) = files::create(a.addr(), 100).await;
+    let (nameplate, token) = (created["nameplate"].clone(), created["token"].clone());
+    let closed = tokio::spawn(async move { close_code(&mut sender).await });
+    a.server.shutdown().await;
+    assert_eq!(closed.await.unwrap(), 1001);
+    // The transfer ended with its node: no node has it ...
+    let hello = json!({"type": "reattach", "nameplate": nameplate, "token": token});
+    let mut reattach = files::open(b.addr(), hello).await;
+    assert_eq!(close_code(&mut reattach).await, 4404);
+    // ... so its sender opens it again, under the code its receivers have.
+    let hello = json!({"type": "create", "size": 100, "nameplate": nameplate, "token": token});
+    let mut sender = files::open(b.addr(), hello).await;
+    let again = json_msg(&mut sender).await;
+    assert_eq!(again["nameplate"], nameplate, "{again}");
+    // While it is open there, another node cannot open it too: it is
+    // forwarded to b, which says the code is in use.
+    let mut twin = files::open(
+        c.addr(),
+        json!({"type": "create", "size": 100, "nameplate": nameplate, "token": token}),
+    )
+    .await;
+    assert_eq!(close_code(&mut twin).await, 4409);
+    let (mut receiver, peer) = join(&c, &nameplate, &mut sender).await;
+    exchange(&mut sender, &mut receiver, peer, b"resumed").await;
+}
+
+/// The nodes' shared secret, as stored in Redis.
+async fn node_secret(redis: &RedisServer) -> String {
+    let mut conn = redis.connection().await.unwrap();
+    ::redis::cmd("HGET")
+        .arg(duplex_server::redis::keys::META)
+        .arg("node_secret")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_forwarded_client_is_counted_by_its_own_address_only_with_the_secret() {
+    use duplex_server::transfer::directory::{CLIENT_HEADER, NODE_HEADER};
+    let redis = RedisServer::start().await;
+    let urls = vec![redis.url()];
+    let a = TestServer::start(move |s| {
+        s.redis = urls;
+        s.transfer_failed_joins = 2;
+    })
+    .await;
+    let secret = node_secret(&redis).await;
+    let (mut sender, created) = files::create(a.addr(), 100).await;
+    let nameplate = created["nameplate"].clone();
+    let as_client = |secret: &str, client: &str| {
+        ClientBuilder::new()
+            .header(NODE_HEADER, secret)
+            .header(CLIENT_HEADER, client)
+    };
+    // Two receivers the sender never accepts (wrong codes) for 10.1.1.1,
+    // forwarded with the secret: that address is locked out ...
+    let join = json!({"type": "join", "nameplate": nameplate});
+    for _ in 0..2 {
+        let mut r = files::open_with(as_client(&secret, "10.1.1.1"), a.addr(), join.clone()).await;
+        assert_eq!(json_msg(&mut r).await["type"], "joined");
+        assert_eq!(json_msg(&mut sender).await["type"], "peer_joined");
+        r.close(CloseCode::NORMAL, "").await.unwrap();
+        assert_eq!(json_msg(&mut sender).await["type"], "peer_left");
+    }
+    let mut locked = files::open_with(as_client(&secret, "10.1.1.1"), a.addr(), join.clone()).await;
+    assert_eq!(close_code(&mut locked).await, 4429);
+    // ... and no one else: another forwarded address, and the loopback
+    // address the connections really came from.
+    let mut other = files::open_with(as_client(&secret, "10.1.1.2"), a.addr(), join.clone()).await;
+    assert_eq!(json_msg(&mut other).await["type"], "joined");
+    let mut direct = files::open(a.addr(), join.clone()).await;
+    assert_eq!(json_msg(&mut direct).await["type"], "joined");
+    // Without the secret the header is not believed: the connection is
+    // counted as what it is (loopback), so 10.1.1.1's lockout does not
+    // apply to it.
+    let mut forged = files::open_with(as_client("guess", "10.1.1.1"), a.addr(), join).await;
+    assert_eq!(json_msg(&mut forged).await["type"], "joined");
+}

@@ -4,65 +4,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
-use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use duplex::{ClientBuilder, Message};
 use serde_json::{Value, json};
-use support::{LIMIT, TestServer, http};
-
-type Ws = WebSocket<MaybeTlsStream>;
-
-async fn open(addr: SocketAddr, hello: Value) -> Ws {
-    let mut ws = ClientBuilder::new()
-        .connect(&format!("ws://{addr}/files"))
-        .await
-        .unwrap();
-    ws.send(Message::text(hello.to_string())).await.unwrap();
-    ws
-}
-
-/// The next message, bounded; `None` once closed.
-async fn next(ws: &mut Ws) -> Option<Message> {
-    tokio::time::timeout(LIMIT, ws.recv())
-        .await
-        .expect("timed out")
-        .map(|m| m.unwrap())
-}
-
-async fn json_msg(ws: &mut Ws) -> Value {
-    loop {
-        match next(ws).await {
-            Some(Message::Text(t)) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Message::Binary(_)) => panic!("expected JSON, got binary"),
-            Some(_) => continue,
-            None => panic!("closed while waiting for JSON"),
-        }
-    }
-}
-
-/// The close code the relay ends with (after its `error` message).
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        match next(ws).await {
-            Some(Message::Close(frame)) => return frame.unwrap().code.0,
-            Some(_) => continue,
-            None => panic!("closed without a close frame"),
-        }
-    }
-}
-
-async fn create(addr: SocketAddr, size: u64) -> (Ws, Value) {
-    let mut ws = open(addr, json!({"type": "create", "size": size})).await;
-    let created = json_msg(&mut ws).await;
-    assert_eq!(created["type"], "created", "{created}");
-    (ws, created)
-}
-
-fn binary(peer: u32, body: &[u8]) -> Message {
-    let mut v = peer.to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    Message::binary(v)
-}
+use support::files::*;
+use support::{TestServer, http};
 
 #[tokio::test]
 async fn pairs_forwards_and_grants_credit() {

@@ -40,6 +40,7 @@ export const CLOSE = Object.freeze({
   EXPIRED: 4410,
   TOO_LARGE: 4413,
   TOO_MANY_FAILURES: 4429,
+  UNREACHABLE: 4502,
   BUSY: 4503,
 });
 /** Close codes after which a client gives up instead of reconnecting. */
@@ -57,6 +58,7 @@ export const CLOSE_MEANING = Object.freeze({
   4410: "this code has expired: ask the sender for a new one",
   4413: "the files are larger than this server accepts",
   4429: "too many wrong codes from this address in the last minute: wait a minute, then check the code",
+  4502: "the server holding this transfer cannot be reached right now: trying again",
   4503: "the server is busy (too many transfers or receivers): try again later",
 });
 /** The relay's control messages (the `type` of each JSON text frame). */

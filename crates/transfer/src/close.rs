@@ -34,13 +34,17 @@ pub enum RelayClose {
     TooLarge = 4413,
     /// Too many failed joins from this address in the last minute.
     TooManyFailures = 4429,
+    /// The node holding the transfer (several nodes share transfers
+    /// through Redis) or the directory saying which node does, cannot be
+    /// reached right now.
+    Unreachable = 4502,
     /// Too many transfers, or too many receivers on this one.
     Busy = 4503,
 }
 
 impl RelayClose {
     /// Every code, in the order of the table in `docs/transfer.md`.
-    pub const ALL: [RelayClose; 12] = [
+    pub const ALL: [RelayClose; 13] = [
         Self::Finished,
         Self::GoingAway,
         Self::SenderAway,
@@ -52,6 +56,7 @@ impl RelayClose {
         Self::Expired,
         Self::TooLarge,
         Self::TooManyFailures,
+        Self::Unreachable,
         Self::Busy,
     ];
 
@@ -77,7 +82,11 @@ impl RelayClose {
     pub const fn is_final(self) -> bool {
         !matches!(
             self,
-            Self::GoingAway | Self::SenderAway | Self::SenderNotConnected | Self::Busy
+            Self::GoingAway
+                | Self::SenderAway
+                | Self::SenderNotConnected
+                | Self::Unreachable
+                | Self::Busy
         )
     }
 
@@ -95,6 +104,7 @@ impl RelayClose {
             Self::Expired => "EXPIRED",
             Self::TooLarge => "TOO_LARGE",
             Self::TooManyFailures => "TOO_MANY_FAILURES",
+            Self::Unreachable => "UNREACHABLE",
             Self::Busy => "BUSY",
         }
     }
@@ -116,6 +126,9 @@ impl RelayClose {
             Self::TooLarge => "the files are larger than this server accepts",
             Self::TooManyFailures => {
                 "too many wrong codes from this address in the last minute: wait a minute, then check the code"
+            }
+            Self::Unreachable => {
+                "the server holding this transfer cannot be reached right now: trying again"
             }
             Self::Busy => "the server is busy (too many transfers or receivers): try again later",
         }
@@ -144,6 +157,6 @@ mod tests {
             .filter(|c| !c.is_final())
             .map(RelayClose::code)
             .collect();
-        assert_eq!(retried, [1001, 4001, 4409, 4503]);
+        assert_eq!(retried, [1001, 4001, 4409, 4502, 4503]);
     }
 }

@@ -40,7 +40,7 @@ pub const LEASE: Duration = Duration::from_secs(3);
 /// How often a node renews its lease (and removes dead nodes' members).
 pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 
-fn script(body: &str) -> Script {
+pub(super) fn script(body: &str) -> Script {
     Script::new(&format!("{}\n{body}", include_str!("lua/members.lua")))
 }
 

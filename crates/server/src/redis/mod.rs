@@ -33,6 +33,7 @@ mod entry;
 mod follower;
 pub mod keys;
 pub mod members;
+pub mod transfers;
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;

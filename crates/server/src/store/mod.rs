@@ -10,8 +10,6 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use rand::Rng;
-
 pub use sqlite::SqliteStore;
 
 /// Where history is kept.
@@ -56,11 +54,7 @@ impl Store {
 
 /// A new epoch: 8 random characters.
 pub(crate) fn new_epoch() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::random::name(8)
 }
 
 use crate::protocol::{ErrorCode, HubError, Member};

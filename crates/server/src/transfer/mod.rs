@@ -4,10 +4,15 @@
 //! `duplex_transfer`'s (and `docs/transfer.md`).
 //!
 //! [`rooms`] keeps the transfers and the limits; [`relay`] runs one
-//! connection. The upgrade itself is [`crate::app`]'s, as for every
+//! connection. Nodes sharing transfers through Redis find which node holds
+//! one in the [`directory`], and forward connections to it through a
+//! [`bridge`]. The upgrade itself is [`crate::app`]'s, as for every
 //! WebSocket endpoint: the same Origin check, fast path included.
 
+pub mod bridge;
+pub mod directory;
 pub mod relay;
 pub mod rooms;
 
+pub use directory::Directory;
 pub use rooms::{Limits, Rooms};

@@ -4,7 +4,6 @@
 //! The messages, close codes, frame header and credit accounting are
 //! `duplex_transfer`'s, the same the clients use.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bridge;
+use super::directory::Directory;
 use super::rooms::{Refusal, Rooms, SenderId};
+use crate::endpoint::Peer;
+use crate::redis::transfers::Holder;
 
 /// How long a new connection has to say what it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,18 +31,21 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// receivers' frames, each small).
 const SENDER_QUEUE: usize = 256;
 
-/// Serves one connection until it closes or the server shuts down.
+/// Serves one connection until it closes or the server shuts down. With
+/// a `directory` (nodes sharing transfers), a receiver or returning
+/// sender of a transfer another node holds is forwarded there.
 pub async fn run<S>(
     mut ws: WebSocket<S>,
     rooms: Arc<Rooms>,
-    ip: Option<IpAddr>,
+    directory: Option<Arc<Directory>>,
+    client: Peer,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
-        Ok(Some(Ok(Message::Text(t)))) => RelayMessage::parse(t.as_str()).ok(),
-        Ok(Some(Ok(_))) => None,
+    let (hello, text) = match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => (RelayMessage::parse(t.as_str()).ok(), Message::Text(t)),
+        Ok(Some(Ok(_))) => (None, Message::text("")),
         _ => return,
     };
     let malformed = || {
@@ -48,6 +54,40 @@ pub async fn run<S>(
             "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
         )
     };
+    // The node to forward to, if another one holds this transfer.
+    let directory = directory.filter(|_| !client.forwarded);
+    let elsewhere = |nameplate: u32| {
+        let (rooms, directory) = (rooms.clone(), directory.clone());
+        async move {
+            let Some(directory) = directory else {
+                return Ok(None);
+            };
+            if rooms.contains(nameplate) {
+                return Ok(None);
+            }
+            Ok(match directory.holder(nameplate).await? {
+                Holder::Other { url, node } => Some((directory, node, url)),
+                _ => None,
+            })
+        }
+    };
+    let forward = |ws: WebSocket<S>, (directory, node, url): (Arc<Directory>, String, String)| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut ws = ws;
+            if url.is_empty() {
+                let refusal = Refusal::new(
+                    RelayClose::Unreachable,
+                    format!(
+                        "this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)"
+                    ),
+                );
+                return refuse(&mut ws, &refusal).await;
+            }
+            let (target, connector) = directory.forward_to(&url, client.address);
+            bridge::run(ws, text, &target, connector, shutdown).await
+        }
+    };
     match hello {
         Some(RelayMessage::Create {
             size,
@@ -55,13 +95,32 @@ pub async fn run<S>(
             token,
         }) => {
             let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-            let again = nameplate.zip(token);
-            match rooms.create(size, tx, again) {
+            let created = match (&directory, nameplate.zip(token)) {
+                (None, again) => rooms.create(size, tx, again),
+                (Some(directory), None) => directory.create(&rooms, size, tx).await,
+                // A sender recreating its transfer: here, unless a live
+                // node holds the code (the holder then answers).
+                (Some(directory), Some((nameplate, token))) => {
+                    match directory.claim(nameplate).await {
+                        Ok(Holder::Other { node, url }) => {
+                            return forward(ws, (directory.clone(), node, url)).await;
+                        }
+                        Ok(_) => rooms.create(size, tx, Some((nameplate, token))),
+                        Err(refusal) => Err(refusal),
+                    }
+                }
+            };
+            match created {
                 Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
                 Err(refusal) => refuse(&mut ws, &refusal).await,
             }
         }
         Some(RelayMessage::Reattach { nameplate, token }) => {
+            match elsewhere(nameplate).await {
+                Ok(Some(holder)) => return forward(ws, holder).await,
+                Ok(None) => {}
+                Err(refusal) => return refuse(&mut ws, &refusal).await,
+            }
             let (tx, rx) = mpsc::channel(SENDER_QUEUE);
             match rooms.reattach(nameplate, &token, tx) {
                 Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
@@ -69,9 +128,17 @@ pub async fn run<S>(
             }
         }
         Some(RelayMessage::Join { nameplate }) => {
+            // An address locked out here is not forwarded either.
+            if rooms.may_try(client.address) {
+                match elsewhere(nameplate).await {
+                    Ok(Some(holder)) => return forward(ws, holder).await,
+                    Ok(None) => {}
+                    Err(refusal) => return refuse(&mut ws, &refusal).await,
+                }
+            }
             let (tx, rx) = mpsc::unbounded_channel();
             let credit = Arc::new(Credit::new(rooms.limits.window as u64));
-            match rooms.join(nameplate, ip, tx, credit.clone()) {
+            match rooms.join(nameplate, client.address, tx, credit.clone()) {
                 Ok((peer, to_sender)) => {
                     let joined = RelayMessage::PeerJoined { peer };
                     if to_sender.send(joined.to_message()).await.is_err() {
@@ -102,7 +169,7 @@ pub async fn run<S>(
 }
 
 /// Says why (an `error` message, then the close code) and closes.
-async fn refuse<S>(ws: &mut WebSocket<S>, refusal: &Refusal)
+pub(super) async fn refuse<S>(ws: &mut WebSocket<S>, refusal: &Refusal)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -120,7 +187,7 @@ where
 
 /// Closes, then waits (bounded) for the peer's close frame so the reason is
 /// delivered.
-async fn close<S>(ws: &mut WebSocket<S>, frame: CloseFrame)
+pub(super) async fn close<S>(ws: &mut WebSocket<S>, frame: CloseFrame)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -21,6 +21,9 @@ use crate::settings::Settings;
 /// whatever addresses the guesses come from.
 pub const MAX_WRONG_CODES: u32 = 5;
 
+/// Characters in a transfer's reattach token (5.2 bits each).
+const TOKEN_LENGTH: usize = 24;
+
 /// The relay's limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -176,34 +179,17 @@ impl Rooms {
     ///
     /// `again` asks for a given nameplate and token: a sender whose relay
     /// restarted (and forgot it) recreates its transfer under the code its
-    /// receivers already have. It is refused (4409) if the nameplate is in
-    /// use.
+    /// receivers already have, and nodes sharing transfers open one under
+    /// the nameplate they claimed. It is refused (4409) if the nameplate is
+    /// in use.
     pub fn create(
         &self,
         size: u64,
         tx: mpsc::Sender<Message>,
         again: Option<(u32, String)>,
     ) -> Result<Created, Refusal> {
-        if size > self.limits.max_size {
-            return Err(Refusal::new(
-                RelayClose::TooLarge,
-                format!(
-                    "the transfer is {size} bytes; this relay takes at most {}",
-                    self.limits.max_size
-                ),
-            ));
-        }
         let mut rooms = self.rooms.lock().expect("rooms");
-        self.expire(&mut rooms);
-        if rooms.len() >= self.limits.max_transfers {
-            return Err(Refusal::new(
-                RelayClose::Busy,
-                "the relay has too many transfers open; try again later",
-            ));
-        }
-        let mut rng = rand::rng();
-        // Short numbers while the relay is quiet, longer ones when busy.
-        let space = (rooms.len() as u32).saturating_mul(10).max(100);
+        self.admits(&mut rooms, size)?;
         let (nameplate, token) = match again {
             Some((n, _)) if n == 0 || rooms.contains_key(&n) => {
                 return Err(Refusal::new(
@@ -218,20 +204,7 @@ impl Rooms {
                     "the token is too short",
                 ));
             }
-            None => {
-                let n = loop {
-                    let n = rng.random_range(1..space);
-                    if !rooms.contains_key(&n) {
-                        break n;
-                    }
-                };
-                let token = (0..24)
-                    .map(|_| {
-                        char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])
-                    })
-                    .collect();
-                (n, token)
-            }
+            None => (Self::pick(&rooms, 0), Self::new_token()),
         };
         let slot = self.sender_slot(tx);
         let sender = slot.id;
@@ -251,6 +224,73 @@ impl Rooms {
             token,
             sender,
         })
+    }
+
+    /// Whether a transfer of `size` bytes may be opened now: its size,
+    /// and the number of transfers open.
+    pub fn may_open(&self, size: u64) -> Result<(), Refusal> {
+        self.admits(&mut self.rooms.lock().expect("rooms"), size)
+    }
+
+    fn admits(&self, rooms: &mut HashMap<u32, Room>, size: u64) -> Result<(), Refusal> {
+        if size > self.limits.max_size {
+            return Err(Refusal::new(
+                RelayClose::TooLarge,
+                format!(
+                    "the transfer is {size} bytes; this relay takes at most {}",
+                    self.limits.max_size
+                ),
+            ));
+        }
+        self.expire(rooms);
+        if rooms.len() >= self.limits.max_transfers {
+            return Err(Refusal::new(
+                RelayClose::Busy,
+                "the relay has too many transfers open; try again later",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A nameplate no transfer here uses, for a new transfer: short while
+    /// the relay is quiet, longer when busy. Each step of `widen` makes
+    /// the range ten times larger, for nodes sharing transfers that found
+    /// their pick taken by another node.
+    pub fn free_nameplate(&self, widen: u32) -> u32 {
+        Self::pick(&self.rooms.lock().expect("rooms"), widen)
+    }
+
+    fn pick(rooms: &HashMap<u32, Room>, widen: u32) -> u32 {
+        let space = (rooms.len() as u32)
+            .saturating_mul(10)
+            .max(100)
+            .saturating_mul(10u32.saturating_pow(widen));
+        let mut rng = rand::rng();
+        loop {
+            let n = rng.random_range(1..space);
+            if !rooms.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+
+    /// A new transfer's secret, which lets its sender reattach.
+    pub fn new_token() -> String {
+        crate::random::name(TOKEN_LENGTH)
+    }
+
+    /// Whether a transfer with this nameplate is open here.
+    pub fn contains(&self, nameplate: u32) -> bool {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        self.expire(&mut rooms);
+        rooms.contains_key(&nameplate)
+    }
+
+    /// The nameplates of the transfers open here.
+    pub fn nameplates(&self) -> Vec<u32> {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        self.expire(&mut rooms);
+        rooms.keys().copied().collect()
     }
 
     /// Lets a sender whose connection dropped take its transfer back. A
@@ -433,7 +473,8 @@ impl Rooms {
         rooms.retain(|_, r| r.sender.is_some() || r.created.elapsed() <= ttl);
     }
 
-    fn may_try(&self, ip: Option<IpAddr>) -> bool {
+    /// Whether `ip` may try to join (it has not failed too often).
+    pub fn may_try(&self, ip: Option<IpAddr>) -> bool {
         // Without an address there is nothing fair to key on: one client
         // must not lock everyone out. MAX_WRONG_CODES still caps guessing.
         if ip.is_none() {

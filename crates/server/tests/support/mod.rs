@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod disk;
+pub mod files;
 pub mod redis;
 
 use std::net::SocketAddr;

@@ -1,0 +1,197 @@
+//! Transfers shared by several nodes (`duplex serve --redis`): each
+//! transfer lives on the node its sender opened it on, and Redis says
+//! which node that is ([`crate::redis::transfers`]). A receiver, or a
+//! sender coming back, that reaches another node is forwarded to it
+//! ([`super::bridge`]), so clients behind a load balancer need no sticky
+//! sessions.
+//!
+//! Nodes prove to each other that a forwarded connection comes from a node
+//! with a secret they share through Redis ([`NODE_HEADER`]); only then is
+//! the client's address it names ([`CLIENT_HEADER`]) believed, so that
+//! connection limits and the budget of failed joins count the client, not
+//! the node that forwards it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use duplex::proxy::ProxyConfig;
+use duplex::{ClientBuilder, Config, Message};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::rooms::{Created, Refusal, Rooms};
+use crate::endpoint::Endpoint;
+use crate::redis::Redis;
+use crate::redis::transfers::{CLAIM_RENEW, Holder};
+use crate::store::StoreError;
+use duplex_transfer::RelayClose;
+
+/// The request header carrying the nodes' shared secret.
+pub const NODE_HEADER: &str = "x-duplex-node";
+/// The request header naming the address of the client a node forwards.
+pub const CLIENT_HEADER: &str = "x-duplex-client";
+/// How long a node may take to answer a forwarded connection (TCP, TLS
+/// and the WebSocket handshake).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Which node holds which transfer, for nodes sharing transfers.
+pub struct Directory {
+    redis: Arc<Redis>,
+    /// Where other nodes reach this one (`ws://HOST:PORT`), if known.
+    url: Option<String>,
+    secret: String,
+    /// The settings of connections forwarded to other nodes: the relay's
+    /// limits and memory budget, no proxy.
+    connector: ClientBuilder,
+    /// Nameplates this node claimed and has not released.
+    claimed: Mutex<HashSet<u32>>,
+}
+
+impl Directory {
+    /// A directory in `redis` for a node reachable at `url`, sharing
+    /// `secret` with the other nodes, forwarding with `config` (the
+    /// relay's socket settings).
+    pub fn new(redis: Arc<Redis>, url: Option<String>, secret: String, config: Config) -> Self {
+        let connector = ClientBuilder::new()
+            .config(config)
+            .deflate(None)
+            .proxy(ProxyConfig::None)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .header(NODE_HEADER, &secret);
+        Self {
+            redis,
+            url,
+            secret,
+            connector,
+            claimed: Mutex::default(),
+        }
+    }
+
+    /// Whether a request's [`NODE_HEADER`] value proves it comes from a
+    /// node.
+    pub fn is_node(&self, presented: &str) -> bool {
+        crate::auth::keys_match(presented, &self.secret)
+    }
+
+    /// Opens a new transfer under a nameplate no live node holds.
+    pub async fn create(
+        &self,
+        rooms: &Rooms,
+        size: u64,
+        tx: mpsc::Sender<Message>,
+    ) -> Result<Created, Refusal> {
+        rooms.may_open(size)?;
+        // Each round picks in a ten times larger range: nodes busy with
+        // many transfers collide more often on short numbers.
+        for widen in 0..4 {
+            for _ in 0..3 {
+                let nameplate = rooms.free_nameplate(widen);
+                if self.claim(nameplate).await? == Holder::This {
+                    let created = rooms.create(size, tx, Some((nameplate, Rooms::new_token())));
+                    if created.is_err() {
+                        self.release(nameplate).await;
+                    }
+                    return created;
+                }
+            }
+        }
+        Err(Refusal::new(
+            RelayClose::Busy,
+            "no free code was found for a new transfer; try again later",
+        ))
+    }
+
+    /// Claims `nameplate` for this node, unless a live node holds it.
+    pub async fn claim(&self, nameplate: u32) -> Result<Holder, Refusal> {
+        let url = self.url.as_deref().unwrap_or("");
+        let holder = self
+            .redis
+            .claim_transfer(nameplate, url)
+            .await
+            .map_err(unreachable)?;
+        if holder == Holder::This {
+            self.claimed.lock().expect("claimed").insert(nameplate);
+        }
+        Ok(holder)
+    }
+
+    /// Who holds `nameplate`.
+    pub async fn holder(&self, nameplate: u32) -> Result<Holder, Refusal> {
+        self.redis
+            .transfer_holder(nameplate)
+            .await
+            .map_err(unreachable)
+    }
+
+    /// How to open a connection to the node at `url` (its advertised base
+    /// URL) forwarding the client at `client`: the URL of its `/files`,
+    /// and the settings, with the secret and the client's address.
+    pub fn forward_to(&self, url: &str, client: Option<IpAddr>) -> (String, ClientBuilder) {
+        let target = format!("{}{}", url.trim_end_matches('/'), Endpoint::Files.path());
+        let connector = match client {
+            Some(ip) => self
+                .connector
+                .clone()
+                .header(CLIENT_HEADER, &ip.to_string()),
+            None => self.connector.clone(),
+        };
+        (target, connector)
+    }
+
+    async fn release(&self, nameplate: u32) {
+        self.claimed.lock().expect("claimed").remove(&nameplate);
+        if let Err(e) = self.redis.release_transfer(nameplate).await {
+            tracing::debug!("transfer {nameplate}: the claim stays until it expires: {e}");
+        }
+    }
+
+    /// Keeps the claims of the transfers open on this node (`rooms`) and
+    /// releases those of transfers that ended, every [`CLAIM_RENEW`],
+    /// until `shutdown`; then releases them all.
+    pub async fn keep(self: Arc<Self>, rooms: Arc<Rooms>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(CLAIM_RENEW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let open: HashSet<u32> = rooms.nameplates().into_iter().collect();
+            let ended: Vec<u32> = {
+                let claimed = self.claimed.lock().expect("claimed");
+                claimed.difference(&open).copied().collect()
+            };
+            for nameplate in ended {
+                self.release(nameplate).await;
+            }
+            for nameplate in open {
+                match self.claim(nameplate).await {
+                    Ok(Holder::Other { node, .. }) => tracing::warn!(
+                        "transfer {nameplate}: node {node} holds this code now (this node's lease lapsed); its receivers may not find it"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!("transfer {nameplate}: claim not renewed: {}", e.reason)
+                    }
+                }
+            }
+        }
+        // The transfers end with this node: their numbers are free again
+        // (or will be, with its lease, if Redis cannot be reached now).
+        let claimed: Vec<u32> = self.claimed.lock().expect("claimed").drain().collect();
+        let release = async {
+            for nameplate in claimed {
+                let _ = self.redis.release_transfer(nameplate).await;
+            }
+        };
+        let _ = tokio::time::timeout(crate::redis::TIMEOUT, release).await;
+    }
+}
+
+fn unreachable(e: StoreError) -> Refusal {
+    Refusal::new(
+        RelayClose::Unreachable,
+        format!("the directory of transfers cannot be reached ({e}); try again shortly"),
+    )
+}
