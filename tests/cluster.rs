@@ -2,7 +2,9 @@
 //! a real `redis-server`, and nginx in front with the sample configuration
 //! of `docs/deploy/nginx.conf`. Subscribers (`duplex subscribe`) connect
 //! through nginx; every node is SIGKILLed in turn while publishing goes
-//! on, and each subscriber must print every publication once, in order.
+//! on, and each subscriber must print every publication once, in order;
+//! `duplex send` and `duplex receive` through nginx land on different
+//! nodes, and the node holding the transfer is SIGKILLed mid-way.
 
 mod common;
 #[path = "../crates/server/tests/support/mod.rs"]
@@ -245,4 +247,117 @@ async fn subscribers_behind_nginx_get_everything_once_while_each_node_is_killed(
             .unwrap();
         assert!(status.success(), "subscriber {k} exited with {status}");
     }
+}
+
+/// The node (by port) holding transfer `nameplate`, from its claim in
+/// Redis.
+async fn holder(redis: &RedisServer, nameplate: &str) -> u16 {
+    let mut conn = redis.connection().await.unwrap();
+    let url: String = ::redis::cmd("HGET")
+        .arg(format!("duplex:transfer:{nameplate}"))
+        .arg("url")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A running `duplex send --json`: its code, then its exit.
+async fn send(server: &str, paths: &[&Path]) -> (Child, String) {
+    let mut child = duplex()
+        .arg("send")
+        .args(paths)
+        .args(["--server", server, "--json", "--receivers", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("duplex send");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(LIMIT, lines.next_line())
+        .await
+        .expect("no code in time")
+        .unwrap()
+        .expect("send printed nothing");
+    let code: serde_json::Value = serde_json::from_str(&first).unwrap();
+    // The rest is progress: read it so that the sender never blocks.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, code["code"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_and_a_folder_go_through_nginx_to_any_node_while_the_holding_node_is_killed() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let data = dir.path().join(format!("node{i}"));
+        nodes.push(Node::start(free_port(), data, redis.url()).await);
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let nginx = Nginx::start(&ports).await;
+    let server = format!("http://{}", nginx.addr);
+
+    let file = dir.path().join("big.bin");
+    common::generate(&file, 96 << 20, 21);
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("deep/er")).unwrap();
+    for (i, name) in ["a.txt", "deep/b.bin", "deep/er/c.bin"].iter().enumerate() {
+        common::generate(&folder.join(name), (i as u64 + 1) * 300_000 + 7, i as u64);
+    }
+    let (mut sender, code) = send(&server, &[&file, &folder]).await;
+    // Two receivers through nginx: round robin puts them on other nodes
+    // than the sender's, at least one of them.
+    let outs = [dir.path().join("out1"), dir.path().join("out2")];
+    let mut receivers = Vec::new();
+    for out in &outs {
+        let child = duplex()
+            .args(["receive", &code, "--server", &server, "--json", "--out"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("duplex receive");
+        receivers.push(child);
+    }
+    // Mid-transfer, the node holding it dies.
+    let part = outs[0].join("big.bin.part");
+    tokio::time::timeout(LIMIT, async {
+        while !std::fs::metadata(&part).is_ok_and(|m| m.len() >= 8 << 20) {
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        }
+    })
+    .await
+    .expect("no .part file grew");
+    let nameplate = code.split('-').next().unwrap();
+    let port = holder(&redis, nameplate).await;
+    let victim = nodes.iter_mut().find(|n| n.port == port).unwrap();
+    victim.kill().await;
+
+    // Everyone comes back through nginx, and the transfer resumes on
+    // another node under the same code.
+    for (receiver, out) in receivers.into_iter().zip(&outs) {
+        let done = tokio::time::timeout(LIMIT * 3, receiver.wait_with_output())
+            .await
+            .expect("receive did not finish in time")
+            .unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        assert!(common::same_bytes(&file, &out.join("big.bin")));
+        for name in ["a.txt", "deep/b.bin", "deep/er/c.bin"] {
+            assert!(
+                common::same_bytes(&folder.join(name), &out.join("folder").join(name)),
+                "{name}"
+            );
+        }
+    }
+    let status = tokio::time::timeout(LIMIT, sender.wait())
+        .await
+        .expect("send did not finish in time")
+        .unwrap();
+    assert!(status.success(), "send failed: {status}");
 }

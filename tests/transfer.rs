@@ -7,6 +7,10 @@
 //! synchronise, and every wait is bounded.
 
 mod common;
+use common::{generate, same_bytes};
+#[path = "../crates/server/tests/support/redis.rs"]
+#[allow(dead_code)] // its proxy is for other tests
+mod redis_server;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -28,28 +32,39 @@ const LIMIT: Duration = Duration::from_secs(180);
 
 struct Relay {
     server: duplex_server::Server,
-    window: usize,
+    settings: duplex_server::Settings,
     _dir: tempfile::TempDir,
 }
 
 impl Relay {
     async fn start() -> Self {
-        Self::with_window(duplex_server::Settings::default().transfer_window).await
+        Self::with(|_| {}).await
     }
 
     /// A relay whose credit window is `window` bytes.
     async fn with_window(window: usize) -> Self {
+        Self::with(|s| s.transfer_window = window).await
+    }
+
+    /// A node sharing transfers with the others on the Redis at `url`.
+    async fn on_redis(url: String) -> Self {
+        Self::with(|s| s.redis = vec![url]).await
+    }
+
+    async fn with(adjust: impl FnOnce(&mut duplex_server::Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let settings = duplex_server::Settings {
+        let mut settings = duplex_server::Settings {
             bind: "127.0.0.1:0".parse().unwrap(),
             data: dir.path().to_owned(),
-            transfer_window: window,
             ..Default::default()
         };
-        let server = duplex_server::Server::start(settings).await.unwrap();
+        adjust(&mut settings);
+        let server = duplex_server::Server::start(settings.clone())
+            .await
+            .unwrap();
         Self {
             server,
-            window,
+            settings,
             _dir: dir,
         }
     }
@@ -61,9 +76,7 @@ impl Relay {
         self.server.shutdown().await;
         let settings = duplex_server::Settings {
             bind: addr,
-            data: self._dir.path().to_owned(),
-            transfer_window: self.window,
-            ..Default::default()
+            ..self.settings
         };
         // The old listener closes as its task is dropped; retry (bounded)
         // until the address is free again.
@@ -72,7 +85,7 @@ impl Relay {
                 Ok(server) => {
                     return Self {
                         server,
-                        window: self.window,
+                        settings,
                         _dir: self._dir,
                     };
                 }
@@ -116,12 +129,24 @@ async fn proxy(target: SocketAddr, fault: Fault) -> (String, Arc<Notify>) {
 
 /// [`proxy`], and a notify that ends a [`Fault::PauseDown`].
 async fn proxy_with_resume(target: SocketAddr, fault: Fault) -> (String, Arc<Notify>, Arc<Notify>) {
+    proxy_then(target, target, fault).await
+}
+
+/// [`proxy_with_resume`] whose first connection goes to `first` and the
+/// others to `then`: a load balancer sending a client that reconnects to
+/// another node.
+async fn proxy_then(
+    first: SocketAddr,
+    then: SocketAddr,
+    fault: Fault,
+) -> (String, Arc<Notify>, Arc<Notify>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fired = Arc::new(Notify::new());
     let notify = fired.clone();
     let resume = Arc::new(Notify::new());
     let resumed = resume.clone();
+    let first_target = first;
     tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -129,6 +154,7 @@ async fn proxy_with_resume(target: SocketAddr, fault: Fault) -> (String, Arc<Not
                 return;
             };
             // While the relay restarts, refuse like it would.
+            let target = if first { first_target } else { then };
             let Ok(server) = TcpStream::connect(target).await else {
                 continue;
             };
@@ -229,26 +255,6 @@ async fn pipe(
     }
 }
 
-/// Writes `len` bytes of a deterministic pseudo-random pattern.
-fn generate(path: &Path, len: u64, seed: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed | 1;
-    let mut left = len;
-    let mut block = vec![0u8; 1 << 16];
-    while left > 0 {
-        for word in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-}
-
 /// Asserts that `b` holds exactly the tree `a` holds: names, bytes, modes.
 fn assert_same_tree(a: &Path, b: &Path) {
     let list = |root: &Path| {
@@ -287,15 +293,6 @@ fn assert_same_tree(a: &Path, b: &Path) {
             assert!(same_bytes(&pa, &pb), "{} differs", rel.display());
         }
     }
-}
-
-fn same_bytes(a: &Path, b: &Path) -> bool {
-    let hash = |p: &Path| {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(p).unwrap()).unwrap();
-        h.finalize()
-    };
-    hash(a) == hash(b)
 }
 
 /// A running `duplex send --json`, its code already read.
@@ -1354,4 +1351,82 @@ async fn soak_random_file_sets_receivers_and_mishaps() {
     for i in 0..runs {
         soak_run(seed.wrapping_add(i)).await;
     }
+}
+
+// Nodes sharing transfers through Redis (`duplex serve --redis`): the
+// sender on one node, receivers and a returning sender on others.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_crosses_nodes_and_its_sender_comes_back_through_another() {
+    let redis = redis_server::RedisServer::start().await;
+    let a = Relay::on_redis(redis.url()).await;
+    let b = Relay::on_redis(redis.url()).await;
+    // The sender reaches a first; cut after 12 MiB, it comes back through b.
+    let (via, fired, _) = proxy_then(
+        a.server.local_addr(),
+        b.server.local_addr(),
+        Fault::CutUp(12 << 20),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = tree(dir.path());
+    let file = dir.path().join("big.bin");
+    generate(&file, 32 << 20, 11);
+    let sender = send(&via, &[&file, &src], &["--receivers", "2"]).await;
+    let (on_a, on_b) = (dir.path().join("on-a"), dir.path().join("on-b"));
+    let (url_a, url_b) = (a.url(), b.url());
+    let ((ok_a, _, err_a), (ok_b, lines_b, err_b)) = tokio::join!(
+        receive(&url_a, &sender.code, &on_a),
+        receive(&url_b, &sender.code, &on_b)
+    );
+    assert!(ok_a && ok_b, "{err_a}\n{err_b}");
+    tokio::time::timeout(LIMIT, fired.notified()).await.unwrap();
+    let sent = sender.finish().await;
+    assert!(!events(&sent, "reconnect").is_empty(), "{sent:?}");
+    assert_eq!(events(&sent, "done").len(), 2);
+    assert!(!events(&lines_b, "resume").is_empty(), "{lines_b:?}");
+    for out in [&on_a, &on_b] {
+        assert!(same_bytes(&file, &out.join("big.bin")));
+        assert_same_tree(&src, &out.join("tree"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_holding_a_transfer_restarts_and_the_transfer_resumes_on_another() {
+    let redis = redis_server::RedisServer::start().await;
+    let a = Relay::on_redis(redis.url()).await;
+    let b = Relay::on_redis(redis.url()).await;
+    // The sender opens the transfer on a and comes back through b; the
+    // receiver reaches it through b all along.
+    let (sender_via, _, _) = proxy_then(
+        a.server.local_addr(),
+        b.server.local_addr(),
+        Fault::MarkDown(u64::MAX),
+    )
+    .await;
+    let (receiver_via, fired) = proxy(b.server.local_addr(), Fault::MarkDown(8 << 20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    generate(&file, 32 << 20, 12);
+    let sender = send(&sender_via, &[&file], &[]).await;
+    let out = dir.path().join("out");
+    let receiver = receive_cmd(&receiver_via, &sender.code, &out)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(LIMIT, fired.notified()).await.unwrap();
+    let _a = a.restart().await;
+    let done = tokio::time::timeout(LIMIT, receiver.wait_with_output())
+        .await
+        .expect("receive did not finish in time")
+        .unwrap();
+    let lines = succeeded(done);
+    let sent = sender.finish().await;
+    assert!(!events(&sent, "reconnect").is_empty(), "{sent:?}");
+    assert!(
+        events(&lines, "resume")
+            .iter()
+            .any(|r| r["offset"].as_u64().unwrap() > 0),
+        "{lines:?}"
+    );
+    assert!(same_bytes(&file, &out.join("f.bin")));
 }

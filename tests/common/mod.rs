@@ -605,3 +605,33 @@ pub async fn tls_echo_server(config: Arc<rustls::ServerConfig>) -> SocketAddr {
     });
     addr
 }
+
+/// Writes `len` bytes of a deterministic pseudo-random pattern.
+pub fn generate(path: &Path, len: u64, seed: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut left = len;
+    let mut block = vec![0u8; 1 << 16];
+    while left > 0 {
+        for word in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    let hash = |p: &Path| {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(p).unwrap()).unwrap();
+        h.finalize()
+    };
+    hash(a) == hash(b)
+}
