@@ -192,6 +192,9 @@ pub async fn kick(
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.observe_budget(&state.sockets.budget);
     state.metrics.observe_admission(&state.admission);
+    state
+        .metrics
+        .observe_transfers(&state.transfers, state.directory.as_deref());
     state.broker.observe(&state.metrics);
     (
         [(

@@ -58,6 +58,11 @@ pub struct Metrics {
     /// With Redis: times publications could not be recovered for a channel
     /// and its subscribers were closed (1012) to recover with `since`.
     pub broker_lost: Counter,
+    /// File transfers open on this node's relay.
+    pub transfers_open: Gauge,
+    /// With Redis: `/files` connections forwarded to the node holding their
+    /// transfer.
+    pub transfers_forwarded: Counter,
     registry: Arc<Registry>,
 }
 
@@ -94,6 +99,8 @@ impl Metrics {
             broker_channels: Gauge::default(),
             broker_gaps: Counter::default(),
             broker_lost: Counter::default(),
+            transfers_open: Gauge::default(),
+            transfers_forwarded: Counter::default(),
             registry: Arc::new(Registry::default()),
         };
         registry.register(
@@ -206,6 +213,16 @@ impl Metrics {
             "With Redis: channels whose subscribers were closed (1012) because publications could not be recovered",
             m.broker_lost.clone(),
         );
+        registry.register(
+            "transfers_open",
+            "File transfers open on this node's relay",
+            m.transfers_open.clone(),
+        );
+        registry.register(
+            "transfers_forwarded",
+            "With Redis: /files connections forwarded to the node holding their transfer",
+            m.transfers_forwarded.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             ..m
@@ -230,6 +247,20 @@ impl Metrics {
         self.connections_refused
             .inner()
             .store(admission.refused(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes the relay's figures, to be rendered next.
+    pub fn observe_transfers(
+        &self,
+        rooms: &crate::transfer::Rooms,
+        directory: Option<&crate::transfer::Directory>,
+    ) {
+        self.transfers_open.set(rooms.len() as i64);
+        if let Some(directory) = directory {
+            self.transfers_forwarded
+                .inner()
+                .store(directory.forwarded(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -850,9 +850,22 @@ async fn a_transfer_is_served_through_every_node() {
     assert_ne!(peer_b, peer_c);
     exchange(&mut sender, &mut on_b, peer_b, b"to the receiver on b").await;
     exchange(&mut sender, &mut on_c, peer_c, b"to the receiver on c").await;
-    // It lives on a only.
+    // It lives on a only; b and c each forwarded one receiver to it.
     assert_eq!(a.server.transfers().len(), 1);
     assert_eq!(b.server.transfers().len() + c.server.transfers().len(), 0);
+    let metric = |t: &TestServer, name: &'static str| {
+        let addr = t.addr();
+        async move {
+            let (_, text) = http(addr, "GET", "/metrics", &[], None).await;
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        }
+    };
+    assert_eq!(metric(&a, "duplex_transfers_open").await, 1);
+    assert_eq!(metric(&b, "duplex_transfers_forwarded_total").await, 1);
+    assert_eq!(metric(&c, "duplex_transfers_forwarded_total").await, 1);
+    assert_eq!(metric(&a, "duplex_transfers_forwarded_total").await, 0);
 
     // A receiver leaving through a bridge: the sender hears of it.
     on_c.close(CloseCode::NORMAL, "").await.unwrap();

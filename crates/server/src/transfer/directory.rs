@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use duplex::proxy::ProxyConfig;
@@ -46,6 +47,8 @@ pub struct Directory {
     connector: ClientBuilder,
     /// Nameplates this node claimed and has not released.
     claimed: Mutex<HashSet<u32>>,
+    /// Connections forwarded to other nodes (for `/metrics`).
+    forwarded: AtomicU64,
 }
 
 impl Directory {
@@ -65,6 +68,7 @@ impl Directory {
             secret,
             connector,
             claimed: Mutex::default(),
+            forwarded: AtomicU64::new(0),
         }
     }
 
@@ -87,12 +91,20 @@ impl Directory {
         for widen in 0..4 {
             for _ in 0..3 {
                 let nameplate = rooms.free_nameplate(widen);
-                if self.claim(nameplate).await? == Holder::This {
-                    let created = rooms.create(size, tx, Some((nameplate, Rooms::new_token())));
-                    if created.is_err() {
-                        self.release(nameplate).await;
+                if self.claim(nameplate).await? != Holder::This {
+                    continue;
+                }
+                match rooms.create(size, tx.clone(), Some((nameplate, Rooms::new_token()))) {
+                    Ok(created) => return Ok(created),
+                    // Another sender here took the number meanwhile: the
+                    // claim is its too now.
+                    Err(refusal) if refusal.code == RelayClose::SenderNotConnected => continue,
+                    Err(refusal) => {
+                        if !rooms.contains(nameplate) {
+                            self.release(nameplate).await;
+                        }
+                        return Err(refusal);
                     }
-                    return created;
                 }
             }
         }
@@ -129,6 +141,7 @@ impl Directory {
     /// and the settings, with the secret and the client's address.
     pub fn forward_to(&self, url: &str, client: Option<IpAddr>) -> (String, ClientBuilder) {
         let target = format!("{}{}", url.trim_end_matches('/'), Endpoint::Files.path());
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
         let connector = match client {
             Some(ip) => self
                 .connector
@@ -137,6 +150,11 @@ impl Directory {
             None => self.connector.clone(),
         };
         (target, connector)
+    }
+
+    /// Connections forwarded to other nodes since start.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 
     async fn release(&self, nameplate: u32) {
