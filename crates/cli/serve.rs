@@ -26,7 +26,7 @@ pub struct ServeArgs {
     pub redis: Vec<String>,
     /// With --redis: where the other nodes reach this one
     /// (ws://HOST:PORT), to forward file transfers to it [default: the
-    /// --bind address, unless it is 0.0.0.0 or [::]]
+    /// --bind address, unless it is 0.0.0.0 or [::], or with TLS]
     #[arg(long, env = "DUPLEX_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
     /// TOML configuration file

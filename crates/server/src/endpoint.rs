@@ -144,29 +144,33 @@ pub struct Peer {
     /// nodes' shared secret, [`crate::transfer::directory::NODE_HEADER`]):
     /// `address` is then the one that node named.
     pub forwarded: bool,
+    /// Forwarded, but meant for another node (see
+    /// [`crate::transfer::directory::HOLDER_HEADER`]).
+    pub misrouted: bool,
 }
 
 impl Peer {
     /// The peer of a request from `address`: the client a node forwards,
     /// if the request proves it comes from a node.
     fn of<B>(state: &AppState, req: &http::Request<B>, address: Option<IpAddr>) -> Self {
-        use crate::transfer::directory::{CLIENT_HEADER, NODE_HEADER};
+        use crate::transfer::directory::{CLIENT_HEADER, HOLDER_HEADER, NODE_HEADER};
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let from_node = match (&state.directory, header(NODE_HEADER)) {
-            (Some(directory), Some(secret)) => directory.is_node(secret),
-            _ => false,
+        let directory = match (&state.directory, header(NODE_HEADER)) {
+            (Some(directory), Some(secret)) if directory.is_node(secret) => directory,
+            _ => {
+                return Self {
+                    address,
+                    forwarded: false,
+                    misrouted: false,
+                };
+            }
         };
-        if !from_node {
-            return Self {
-                address,
-                forwarded: false,
-            };
-        }
         Self {
-            address: header(CLIENT_HEADER)
-                .and_then(|a| a.parse().ok())
-                .or(address),
+            // A client without an address is not counted under the
+            // forwarding node's.
+            address: header(CLIENT_HEADER).and_then(|a| a.parse().ok()),
             forwarded: true,
+            misrouted: header(HOLDER_HEADER).is_some_and(|node| node != directory.node()),
         }
     }
 }

@@ -33,8 +33,9 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Where the other nodes reach this one (`ws://HOST:PORT` or
     /// `wss://...`), to forward file-transfer connections to the transfers
-    /// it holds. Default: the address it listens on, unless that is a
-    /// wildcard (`0.0.0.0`, `[::]`).
+    /// it holds. Default: `ws://` and the address it listens on, unless
+    /// that is a wildcard (`0.0.0.0`, `[::]`) or the node serves TLS (a
+    /// certificate seldom names an IP address).
     pub advertise_url: Option<String>,
     /// PEM certificate chain for TLS (with `tls_key`).
     pub tls_cert: Option<PathBuf>,

@@ -1004,3 +1004,94 @@ async fn a_forwarded_client_is_counted_by_its_own_address_only_with_the_secret()
     let mut forged = files::open_with(as_client("guess", "10.1.1.1"), a.addr(), join).await;
     assert_eq!(json_msg(&mut forged).await["type"], "joined");
 }
+
+#[tokio::test]
+async fn connections_through_a_bridge_that_drop_are_drops_not_ends() {
+    let redis = RedisServer::start().await;
+    let [a, b, c] = three_nodes(&redis).await;
+    let (mut sender, created) = files::create(a.addr(), 100).await;
+    let (nameplate, token) = (created["nameplate"].clone(), created["token"].clone());
+    // A receiver on b vanishes without a close: the sender hears it left.
+    let (on_b, peer) = join(&b, &nameplate, &mut sender).await;
+    drop(on_b);
+    assert_eq!(
+        json_msg(&mut sender).await,
+        json!({"type": "peer_left", "peer": peer})
+    );
+    // The sender comes back through c, then vanishes: the receiver on b is
+    // told the sender is away (4001, try again), not that it finished.
+    drop(sender);
+    let hello = json!({"type": "reattach", "nameplate": nameplate, "token": token});
+    let mut sender = files::open(c.addr(), hello).await;
+    assert_eq!(json_msg(&mut sender).await["type"], "created");
+    let (mut on_b, _) = join(&b, &nameplate, &mut sender).await;
+    drop(sender);
+    assert_eq!(close_code(&mut on_b).await, 4001);
+}
+
+#[tokio::test]
+async fn a_connection_forwarded_to_the_wrong_node_is_refused_not_served() {
+    use duplex_server::transfer::directory::{HOLDER_HEADER, NODE_HEADER};
+    let redis = RedisServer::start().await;
+    let a = node(&[redis.url()]).await;
+    let secret = node_secret(&redis).await;
+    let (mut sender, created) = files::create(a.addr(), 100).await;
+    let join = json!({"type": "join", "nameplate": created["nameplate"]});
+    let meant_for = |node: &str| {
+        ClientBuilder::new()
+            .header(NODE_HEADER, &secret)
+            .header(HOLDER_HEADER, node)
+    };
+    let mut stray = files::open_with(meant_for("another-node"), a.addr(), join.clone()).await;
+    assert_eq!(close_code(&mut stray).await, 4502);
+    // Meant for a, it is served.
+    let mut conn = redis.connection().await.unwrap();
+    let key = format!("duplex:transfer:{}", created["nameplate"]);
+    let holder: String = ::redis::cmd("HGET")
+        .arg(&key)
+        .arg("node")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut meant = files::open_with(meant_for(&holder), a.addr(), join).await;
+    assert_eq!(json_msg(&mut meant).await["type"], "joined");
+    assert_eq!(json_msg(&mut sender).await["type"], "peer_joined");
+}
+
+#[tokio::test]
+async fn a_transfer_held_by_a_node_that_stopped_renewing_is_retried_then_reopened() {
+    let redis = RedisServer::start().await;
+    let urls = vec![redis.url()];
+    let b = TestServer::start(move |s| {
+        s.redis = urls;
+        s.transfer_failed_joins = 1;
+    })
+    .await;
+    // A claim by a node with no lease: dead, or cut off from Redis.
+    let mut conn = redis.connection().await.unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg("duplex:transfer:77")
+        .arg("node")
+        .arg("ghost")
+        .arg("url")
+        .arg("ws://127.0.0.1:9")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Receivers are told to try again (4502), and it does not count
+    // against them: with one failed join allowed, neither is locked out.
+    for _ in 0..3 {
+        let mut r = files::open(b.addr(), json!({"type": "join", "nameplate": 77})).await;
+        assert_eq!(close_code(&mut r).await, 4502);
+    }
+    // Its sender finds it gone and opens it again, here.
+    let token = "a-token-of-24-characters";
+    let hello = json!({"type": "reattach", "nameplate": 77, "token": token});
+    let mut reattach = files::open(b.addr(), hello).await;
+    assert_eq!(close_code(&mut reattach).await, 4404);
+    let hello = json!({"type": "create", "size": 1, "nameplate": 77, "token": token});
+    let mut sender = files::open(b.addr(), hello).await;
+    assert_eq!(json_msg(&mut sender).await["nameplate"], 77);
+    let (mut receiver, peer) = join(&b, &json!(77), &mut sender).await;
+    exchange(&mut sender, &mut receiver, peer, b"back").await;
+}

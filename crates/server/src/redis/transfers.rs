@@ -44,7 +44,10 @@ pub enum Holder {
         /// Where other nodes reach its `/files` (`ws://HOST:PORT`).
         url: String,
     },
-    /// No live node.
+    /// A node whose lease ended (it is dead, or cut off from Redis):
+    /// only told by [`Redis::transfer_holder`]; a claim takes it over.
+    Lapsed,
+    /// No node.
     Nobody,
 }
 
@@ -83,6 +86,7 @@ impl Redis {
         let reply: Vec<String> = deadline(shard, call.invoke_async(&mut conn)).await?;
         Ok(match reply.as_slice() {
             [this] if this == "1" => Holder::This,
+            [lapsed] if lapsed == "2" => Holder::Lapsed,
             [_, node, url] => Holder::Other {
                 node: node.clone(),
                 url: url.clone(),

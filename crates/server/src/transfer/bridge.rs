@@ -99,7 +99,9 @@ pub async fn run<S>(
             },
             step = step(&mut node, !client_full, node_full) => match step {
                 Step::Received(Some(Ok(Message::Close(frame)))) => {
-                    let frame = frame.unwrap_or_else(|| CloseFrame::new(RelayClose::Finished.close_code(), ""));
+                    // Without a code it is not `finished`: the client
+                    // tries again, as it would directly.
+                    let frame = frame.unwrap_or_else(|| CloseFrame::new(RelayClose::GoingAway.close_code(), ""));
                     let _ = tokio::join!(close(&mut client, frame), drain(&mut node));
                     return;
                 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use duplex::proxy::ProxyConfig;
 use duplex::{ClientBuilder, Config, Message};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,12 @@ use duplex_transfer::RelayClose;
 pub const NODE_HEADER: &str = "x-duplex-node";
 /// The request header naming the address of the client a node forwards.
 pub const CLIENT_HEADER: &str = "x-duplex-client";
+/// The request header naming the node a forwarded connection is meant for:
+/// another node (an advertised URL that reaches the wrong one, a restarted
+/// node on the same address) refuses it rather than serve it.
+pub const HOLDER_HEADER: &str = "x-duplex-holder";
+/// Claims renewed at once.
+const RENEW_AT_ONCE: usize = 64;
 /// How long a node may take to answer a forwarded connection (TCP, TLS
 /// and the WebSocket handshake).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -49,6 +56,22 @@ pub struct Directory {
     claimed: Mutex<HashSet<u32>>,
     /// Connections forwarded to other nodes (for `/metrics`).
     forwarded: AtomicU64,
+    /// Taken by [`open`](Self::open) and by [`keep`](Self::keep)'s
+    /// releases: one at a time.
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// Where [`Directory::open`] opened a transfer.
+pub enum Opened {
+    /// Here.
+    Here(Created),
+    /// Nowhere: a live node holds the nameplate; forward to it.
+    Elsewhere {
+        /// Its name.
+        node: String,
+        /// Where it is reached.
+        url: String,
+    },
 }
 
 impl Directory {
@@ -69,6 +92,7 @@ impl Directory {
             connector,
             claimed: Mutex::default(),
             forwarded: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -78,13 +102,34 @@ impl Directory {
         crate::auth::keys_match(presented, &self.secret)
     }
 
-    /// Opens a new transfer under a nameplate no live node holds.
-    pub async fn create(
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        self.redis.node()
+    }
+
+    /// Opens a transfer here: under a nameplate no live node holds, or
+    /// with `again` (a sender recreating its transfer) under that one,
+    /// unless a live node holds it: the answer is then that node.
+    ///
+    /// Claims and their release by [`keep`](Self::keep) take turns, so a
+    /// claim is never released between its making and its transfer's
+    /// opening.
+    pub async fn open(
         &self,
         rooms: &Rooms,
         size: u64,
         tx: mpsc::Sender<Message>,
-    ) -> Result<Created, Refusal> {
+        again: Option<(u32, String)>,
+    ) -> Result<Opened, Refusal> {
+        let _turn = self.turn.lock().await;
+        if let Some((nameplate, token)) = again {
+            return match self.claim(nameplate).await? {
+                Holder::Other { node, url } => Ok(Opened::Elsewhere { node, url }),
+                _ => rooms
+                    .create(size, tx, Some((nameplate, token)))
+                    .map(Opened::Here),
+            };
+        }
         rooms.may_open(size)?;
         // Each round picks in a ten times larger range: nodes busy with
         // many transfers collide more often on short numbers.
@@ -94,18 +139,11 @@ impl Directory {
                 if self.claim(nameplate).await? != Holder::This {
                     continue;
                 }
-                match rooms.create(size, tx.clone(), Some((nameplate, Rooms::new_token()))) {
-                    Ok(created) => return Ok(created),
-                    // Another sender here took the number meanwhile: the
-                    // claim is its too now.
-                    Err(refusal) if refusal.code == RelayClose::SenderNotConnected => continue,
-                    Err(refusal) => {
-                        if !rooms.contains(nameplate) {
-                            self.release(nameplate).await;
-                        }
-                        return Err(refusal);
-                    }
+                let created = rooms.create(size, tx, Some((nameplate, Rooms::new_token())));
+                if created.is_err() {
+                    self.release(rooms, nameplate).await;
                 }
+                return created.map(Opened::Here);
             }
         }
         Err(Refusal::new(
@@ -115,7 +153,7 @@ impl Directory {
     }
 
     /// Claims `nameplate` for this node, unless a live node holds it.
-    pub async fn claim(&self, nameplate: u32) -> Result<Holder, Refusal> {
+    async fn claim(&self, nameplate: u32) -> Result<Holder, Refusal> {
         let url = self.url.as_deref().unwrap_or("");
         let holder = self
             .redis
@@ -136,12 +174,19 @@ impl Directory {
             .map_err(unreachable)
     }
 
-    /// How to open a connection to the node at `url` (its advertised base
+    /// How to open a connection to `node` at `url` (its advertised base
     /// URL) forwarding the client at `client`: the URL of its `/files`,
-    /// and the settings, with the secret and the client's address.
-    pub fn forward_to(&self, url: &str, client: Option<IpAddr>) -> (String, ClientBuilder) {
+    /// and the settings, with the secret, the node meant and the client's
+    /// address.
+    pub fn forward_to(
+        &self,
+        node: &str,
+        url: &str,
+        client: Option<IpAddr>,
+    ) -> (String, ClientBuilder) {
         let target = format!("{}{}", url.trim_end_matches('/'), Endpoint::Files.path());
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+        let connector = self.connector.clone().header(HOLDER_HEADER, node);
         let connector = match client {
             Some(ip) => self
                 .connector
@@ -157,7 +202,12 @@ impl Directory {
         self.forwarded.load(Ordering::Relaxed)
     }
 
-    async fn release(&self, nameplate: u32) {
+    /// Releases the claim of `nameplate`, unless a transfer here holds it
+    /// (call with the turn taken).
+    async fn release(&self, rooms: &Rooms, nameplate: u32) {
+        if rooms.contains(nameplate) {
+            return;
+        }
         self.claimed.lock().expect("claimed").remove(&nameplate);
         if let Err(e) = self.redis.release_transfer(nameplate).await {
             tracing::debug!("transfer {nameplate}: the claim stays until it expires: {e}");
@@ -180,19 +230,26 @@ impl Directory {
                 let claimed = self.claimed.lock().expect("claimed");
                 claimed.difference(&open).copied().collect()
             };
-            for nameplate in ended {
-                self.release(nameplate).await;
+            if !ended.is_empty() {
+                let _turn = self.turn.lock().await;
+                for nameplate in ended {
+                    self.release(&rooms, nameplate).await;
+                }
             }
-            for nameplate in open {
-                match self.claim(nameplate).await {
+            // Renewed together: one round trip's wait, not one per transfer.
+            let renewals = futures_util::stream::iter(open).for_each_concurrent(RENEW_AT_ONCE, |nameplate| async move {
+                let url = self.url.as_deref().unwrap_or("");
+                match self.redis.claim_transfer(nameplate, url).await {
                     Ok(Holder::Other { node, .. }) => tracing::warn!(
                         "transfer {nameplate}: node {node} holds this code now (this node's lease lapsed); its receivers may not find it"
                     ),
                     Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!("transfer {nameplate}: claim not renewed: {}", e.reason)
-                    }
+                    Err(e) => tracing::debug!("transfer {nameplate}: claim not renewed: {e}"),
                 }
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = renewals => {}
             }
         }
         // The transfers end with this node: their numbers are free again

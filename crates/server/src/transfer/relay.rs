@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bridge;
-use super::directory::Directory;
+use super::directory::{Directory, Opened};
 use super::rooms::{Refusal, Rooms, SenderId};
 use crate::endpoint::Peer;
 use crate::redis::transfers::Holder;
@@ -54,37 +54,44 @@ pub async fn run<S>(
             "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
         )
     };
-    // The node to forward to, if another one holds this transfer.
-    let directory = directory.filter(|_| !client.forwarded);
+    if client.misrouted {
+        let refusal = Refusal::new(
+            RelayClose::Unreachable,
+            "this connection was forwarded to a server that does not hold the transfer (a stale or wrong --advertise-url); try again",
+        );
+        return refuse(&mut ws, &refusal).await;
+    }
+    // Where another node holds the transfer, if one does: a connection
+    // another node forwarded is never forwarded again.
     let elsewhere = |nameplate: u32| {
         let (rooms, directory) = (rooms.clone(), directory.clone());
         async move {
-            let Some(directory) = directory else {
-                return Ok(None);
+            let Some(directory) = directory.filter(|_| !client.forwarded) else {
+                return Ok(Where::Here);
             };
             if rooms.contains(nameplate) {
-                return Ok(None);
+                return Ok(Where::Here);
             }
             Ok(match directory.holder(nameplate).await? {
-                Holder::Other { url, node } => Some((directory, node, url)),
-                _ => None,
+                Holder::Other { url, node } => Where::There(directory, node, url),
+                Holder::Lapsed => Where::Lapsed,
+                Holder::This | Holder::Nobody => Where::Here,
             })
         }
     };
-    let forward = |ws: WebSocket<S>, (directory, node, url): (Arc<Directory>, String, String)| {
+    let forward = |ws: WebSocket<S>, directory: Arc<Directory>, node: String, url: String| {
         let shutdown = shutdown.clone();
         async move {
             let mut ws = ws;
-            if url.is_empty() {
-                let refusal = Refusal::new(
-                    RelayClose::Unreachable,
-                    format!(
-                        "this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)"
-                    ),
-                );
-                return refuse(&mut ws, &refusal).await;
+            if client.forwarded || url.is_empty() {
+                let why = if client.forwarded {
+                    format!("node {node} holds this transfer now; try again")
+                } else {
+                    format!("this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)")
+                };
+                return refuse(&mut ws, &Refusal::new(RelayClose::Unreachable, why)).await;
             }
-            let (target, connector) = directory.forward_to(&url, client.address);
+            let (target, connector) = directory.forward_to(&node, &url, client.address);
             bridge::run(ws, text, &target, connector, shutdown).await
         }
     };
@@ -95,30 +102,30 @@ pub async fn run<S>(
             token,
         }) => {
             let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-            let created = match (&directory, nameplate.zip(token)) {
-                (None, again) => rooms.create(size, tx, again),
-                (Some(directory), None) => directory.create(&rooms, size, tx).await,
-                // A sender recreating its transfer: here, unless a live
-                // node holds the code (the holder then answers).
-                (Some(directory), Some((nameplate, token))) => {
-                    match directory.claim(nameplate).await {
-                        Ok(Holder::Other { node, url }) => {
-                            return forward(ws, (directory.clone(), node, url)).await;
-                        }
-                        Ok(_) => rooms.create(size, tx, Some((nameplate, token))),
-                        Err(refusal) => Err(refusal),
-                    }
-                }
+            let again = nameplate.zip(token);
+            let opened = match &directory {
+                None => rooms.create(size, tx, again).map(Opened::Here),
+                Some(directory) => directory.open(&rooms, size, tx, again).await,
             };
-            match created {
-                Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
+            match opened {
+                Ok(Opened::Here(created)) => sender(ws, created, rx, rooms, shutdown).await,
+                // A sender recreating its transfer while a live node holds
+                // the code: that node answers.
+                Ok(Opened::Elsewhere { node, url }) => {
+                    let directory = directory.expect("opened elsewhere through it");
+                    forward(ws, directory, node, url).await
+                }
                 Err(refusal) => refuse(&mut ws, &refusal).await,
             }
         }
         Some(RelayMessage::Reattach { nameplate, token }) => {
             match elsewhere(nameplate).await {
-                Ok(Some(holder)) => return forward(ws, holder).await,
-                Ok(None) => {}
+                Ok(Where::There(directory, node, url)) => {
+                    return forward(ws, directory, node, url).await;
+                }
+                // A holder that stopped renewing is dead or cut off: the
+                // sender finds out here (4404) and opens the transfer again.
+                Ok(Where::Here | Where::Lapsed) => {}
                 Err(refusal) => return refuse(&mut ws, &refusal).await,
             }
             let (tx, rx) = mpsc::channel(SENDER_QUEUE);
@@ -131,8 +138,18 @@ pub async fn run<S>(
             // An address locked out here is not forwarded either.
             if rooms.may_try(client.address) {
                 match elsewhere(nameplate).await {
-                    Ok(Some(holder)) => return forward(ws, holder).await,
-                    Ok(None) => {}
+                    Ok(Where::There(directory, node, url)) => {
+                        return forward(ws, directory, node, url).await;
+                    }
+                    // Not the receiver's mistake: not counted as a failure.
+                    Ok(Where::Lapsed) => {
+                        let refusal = Refusal::new(
+                            RelayClose::Unreachable,
+                            "the server holding this transfer stopped answering; trying again until its sender opens it elsewhere",
+                        );
+                        return refuse(&mut ws, &refusal).await;
+                    }
+                    Ok(Where::Here) => {}
                     Err(refusal) => return refuse(&mut ws, &refusal).await,
                 }
             }
@@ -166,6 +183,16 @@ pub async fn run<S>(
         }
         _ => refuse(&mut ws, &malformed()).await,
     }
+}
+
+/// Where a transfer is, for a connection that names one.
+enum Where {
+    /// Here, or nowhere (this node answers).
+    Here,
+    /// On another live node: its name and URL.
+    There(Arc<Directory>, String, String),
+    /// On a node whose lease ended.
+    Lapsed,
 }
 
 /// Says why (an `error` message, then the close code) and closes.
