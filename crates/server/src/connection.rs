@@ -1,8 +1,7 @@
 //! Serving one accepted connection: TLS (with ALPN), then HTTP/1.1 — whose
-//! WebSocket upgrades take the fast path ([`crate::fastpath`]) — or
-//! HTTP/2, whose WebSockets are extended CONNECT streams (RFC 8441)
-//! answered by the endpoints' routes; everything else is hyper serving the
-//! router.
+//! WebSocket upgrades take the fast path ([`crate::fastpath`]), everything
+//! else being hyper serving the router — or HTTP/2 ([`crate::http2`]),
+//! whose WebSockets are extended CONNECT streams (RFC 8441).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,8 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
@@ -138,24 +136,28 @@ where
             run_socket(endpoint, ws, state, client, admitted).await
         })),
         Sniffed::Http(stream) => Either::Right(Box::pin(async move {
+            let parts = ConnectionParts {
+                peer,
+                router,
+                state,
+            };
             // An HTTP/2 preface (h2c) is bounded like a TLS one.
-            if let Some(stream) = with_preface(stream, false).await {
-                let parts = ConnectionParts {
-                    peer,
-                    router,
-                    state,
-                };
-                serve_hyper(stream, parts).await;
+            match with_preface(stream, false).await {
+                Some(Preface::Http2(stream)) if parts.state.settings.http2 => {
+                    crate::http2::serve(stream, parts.into()).await
+                }
+                Some(Preface::Http2(stream) | Preface::Other(stream)) => {
+                    serve_http1_hyper(stream, parts).await
+                }
+                None => {}
             }
         })),
         Sniffed::Closed => Either::Right(Box::pin(std::future::ready(()))),
     }
 }
 
-/// hyper serving the router on `stream`: HTTP/1.1, or HTTP/2 (after ALPN
-/// chose it, or a plain connection's prior-knowledge preface) when
-/// enabled.
-async fn serve_hyper<S>(stream: S, parts: ConnectionParts)
+/// hyper serving the router on `stream` (HTTP/1.1).
+async fn serve_http1_hyper<S>(stream: S, parts: ConnectionParts)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -164,7 +166,7 @@ where
         router,
         state,
     } = parts;
-    let builder = http_builder(state.settings.http2);
+    let builder = http_builder();
     let service = with_peer(router, peer);
     let shutdown = state.shutdown.clone();
     drop(state);
@@ -173,17 +175,35 @@ where
     }
 }
 
-/// A connection whose TLS chose HTTP/2: hyper serves it once its client
-/// preface is in ([`with_preface`]).
+/// A connection whose TLS chose HTTP/2, served once its client preface is
+/// in ([`with_preface`]).
 async fn serve_http2<S>(stream: S, parts: ConnectionParts)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let stream = duplex::Rewind::new(bytes::Bytes::new(), stream);
     match with_preface(stream, true).await {
-        Some(stream) => serve_hyper(stream, parts).await,
-        None => tracing::debug!(peer = %parts.peer, "no HTTP/2 preface in time"),
+        Some(Preface::Http2(stream)) => crate::http2::serve(stream, parts.into()).await,
+        _ => tracing::debug!(peer = %parts.peer, "no HTTP/2 preface in time"),
     }
+}
+
+impl From<ConnectionParts> for crate::http2::Connection {
+    fn from(parts: ConnectionParts) -> Self {
+        Self {
+            peer: parts.peer,
+            router: parts.router,
+            state: parts.state,
+        }
+    }
+}
+
+/// What a connection starts with.
+enum Preface<S> {
+    /// HTTP/2's client preface (replayed by the stream).
+    Http2(S),
+    /// Anything else (replayed too): HTTP/1.1.
+    Other(S),
 }
 
 /// The client connection preface every HTTP/2 connection starts with.
@@ -195,32 +215,42 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// time or is not a preface. A stream whose first bytes are not a preface
 /// is given back at once when `h2_only` is false (HTTP/1.1, whose heads
 /// hyper bounds itself).
-async fn with_preface<S>(stream: duplex::Rewind<S>, h2_only: bool) -> Option<duplex::Rewind<S>>
+async fn with_preface<S>(
+    stream: duplex::Rewind<S>,
+    h2_only: bool,
+) -> Option<Preface<duplex::Rewind<S>>>
 where
     S: AsyncRead + Unpin,
 {
     use tokio::io::AsyncReadExt;
     let (prefix, mut inner) = stream.into_parts();
     let mut have = bytes::BytesMut::from(&prefix[..]);
+    // Some(true): a whole preface; Some(false): not one.
     let read = async {
         loop {
             let n = have.len().min(H2_PREFACE.len());
             if have[..n] != H2_PREFACE[..n] {
-                return !h2_only;
+                return (!h2_only).then_some(false);
             }
             if n == H2_PREFACE.len() {
-                return true;
+                return Some(true);
             }
             match inner.read_buf(&mut have).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
     };
-    match tokio::time::timeout(fastpath::HEAD_WAIT, read).await {
-        Ok(true) => Some(duplex::Rewind::new(have.freeze(), inner)),
-        _ => None,
-    }
+    let is_http2 = tokio::time::timeout(fastpath::HEAD_WAIT, read)
+        .await
+        .ok()
+        .flatten()?;
+    let stream = duplex::Rewind::new(have.freeze(), inner);
+    Some(if is_http2 {
+        Preface::Http2(stream)
+    } else {
+        Preface::Other(stream)
+    })
 }
 
 /// The router, with the peer's address attached to every request as
@@ -253,81 +283,32 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for PeerService {
 
 /// hyper's connection settings: a request head must arrive within
 /// [`fastpath::HEAD_WAIT`], as on the fast path (hyper has no such limit
-/// without a timer, and a slowloris trickling a head was held for ever);
-/// HTTP/2 with the extended CONNECT enabled and the windows of
-/// [`duplex::http2`], or HTTP/1.1 only.
-enum HttpBuilder {
-    /// HTTP/1.1, or HTTP/2 when the connection starts with its preface.
-    Auto(auto::Builder<TokioExecutor>),
-    /// HTTP/1.1 only (`http2 = false`: hyper-util's `http1_only` does not
-    /// hold for connections served with upgrades).
-    Http1(hyper::server::conn::http1::Builder),
-}
-
-fn http_builder(http2: bool) -> HttpBuilder {
-    if !http2 {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(fastpath::HEAD_WAIT);
-        return HttpBuilder::Http1(builder);
-    }
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// without a timer, and a slowloris trickling a head was held for ever).
+fn http_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(fastpath::HEAD_WAIT);
     builder
-        .http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .initial_stream_window_size(duplex::http2::STREAM_WINDOW)
-        .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
-        .max_concurrent_streams(duplex::http2::MAX_STREAMS)
-        // A peer that stops answering PINGs is gone: its streams end.
-        .keep_alive_interval(Some(HTTP2_KEEPALIVE))
-        .keep_alive_timeout(HTTP2_KEEPALIVE);
-    HttpBuilder::Auto(builder)
 }
 
-/// How often an HTTP/2 connection is pinged, and how long an answer may
-/// take before the connection is dropped.
-const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
-
-/// Serves `io` until it ends; on shutdown, finishes what is in flight
-/// (hyper's graceful shutdown: GOAWAY on HTTP/2).
+/// Serves `io` until it ends; on shutdown, finishes what is in flight.
 async fn serve_connection<I>(
-    builder: &HttpBuilder,
+    builder: &hyper::server::conn::http1::Builder,
     io: I,
     service: PeerService,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    match builder {
-        HttpBuilder::Auto(builder) => {
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
-        HttpBuilder::Http1(builder) => {
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            let done = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            Ok(done?)
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
     }
 }

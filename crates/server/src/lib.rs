@@ -35,6 +35,7 @@ pub mod connection;
 pub mod echo;
 pub mod endpoint;
 pub mod fastpath;
+pub mod http2;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

@@ -55,6 +55,10 @@ pub struct Settings {
     /// prior knowledge on plain TCP, WebSockets on it by extended CONNECT
     /// (RFC 8441). Off: HTTP/1.1 only.
     pub http2: bool,
+    /// WebSockets one HTTP/2 connection may carry at once; past it a new
+    /// one is reset with `HTTP_1_1_REQUIRED`, and browsers open it over
+    /// HTTP/1.1 instead. 0: every WebSocket over HTTP/1.1.
+    pub http2_max_sockets: usize,
     /// Largest hub WebSocket message, in bytes.
     pub max_message_size: usize,
     /// Largest echo WebSocket message, in bytes.
@@ -119,6 +123,7 @@ impl Default for Settings {
             allow_anonymous: true,
             allowed_origins: Vec::new(),
             http2: true,
+            http2_max_sockets: crate::http2::MAX_SOCKETS,
             max_message_size: 64 << 10,
             echo_max_message_size: 64 << 20,
             memory_budget: default_memory_budget(),

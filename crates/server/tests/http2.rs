@@ -281,3 +281,145 @@ async fn a_preface_that_stops_halfway_is_not_held() {
     assert!(plain_rest.is_empty(), "{plain_rest:?}");
     assert!(tls_rest.is_empty(), "{tls_rest:?}");
 }
+
+/// Many small messages into a socket its server is not reading (its
+/// echoes are not read either) leave the connection's other sockets
+/// alone: h2 would close the whole connection (`ENHANCE_YOUR_CALM`) if
+/// their frames waited in it.
+#[tokio::test]
+async fn small_messages_into_a_socket_not_being_read_do_not_end_the_connection() {
+    let t = TestServer::start(|_| {}).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut stalled = h2.open("/echo").await.unwrap();
+    // Echoes past the client's window for this stream: the server's echo
+    // waits to write, and stops reading.
+    for _ in 0..3 {
+        within("a large send", stalled.send(vec![1u8; 60 << 10]))
+            .await
+            .unwrap();
+    }
+    // Then one DATA frame per message, each a few bytes: about 90 KiB,
+    // within the stream's window, in 15,000 frames.
+    const SMALL: usize = 15_000;
+    for i in 0..SMALL {
+        within("a small send", stalled.send(vec![(i % 251) as u8]))
+            .await
+            .unwrap();
+    }
+    // Another socket on the connection still echoes.
+    let mut flowing = h2.open("/echo").await.unwrap();
+    for i in 0..50 {
+        let text = format!("still here {i}");
+        within("a send", flowing.send(text.clone())).await.unwrap();
+        let Some(Ok(Message::Text(back))) = within("an echo", flowing.recv()).await else {
+            panic!("no echo: the connection ended");
+        };
+        assert_eq!(back.as_str(), text);
+    }
+    // And the stalled socket gets every echo, in order, once read.
+    for _ in 0..3 {
+        let Some(Ok(Message::Binary(big))) = within("a large echo", stalled.recv()).await else {
+            panic!("no large echo");
+        };
+        assert_eq!(big.len(), 60 << 10);
+    }
+    for i in 0..SMALL {
+        let Some(Ok(Message::Binary(small))) = within("a small echo", stalled.recv()).await
+        else {
+            panic!("no small echo {i}");
+        };
+        assert_eq!(&small[..], &[(i % 251) as u8]);
+    }
+}
+
+/// Past `http2_max_sockets` on one connection, a WebSocket is reset with
+/// `HTTP_1_1_REQUIRED`; a client in `auto` mode then opens it over
+/// HTTP/1.1, one in `always` mode says why it cannot.
+#[tokio::test]
+async fn past_its_sockets_a_connection_sends_websockets_to_http_1_1() {
+    use duplex::http2::Http2Mode;
+    let t = TestServer::start_tls(|s| s.http2_max_sockets = 3).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(h2.open("/echo").await.unwrap());
+    }
+    let err = h2.open("/echo").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::Http1Required)),
+        "{err}"
+    );
+    // One closes: there is room again.
+    let mut first = open.remove(0);
+    first.close(CloseCode::NORMAL, "").await.unwrap();
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        match h2.open("/echo").await {
+            Ok(ws) => {
+                again = Some(ws);
+                break;
+            }
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    let mut again = again.expect("room after a socket closed");
+    again.send("here").await.unwrap();
+    assert!(matches!(within("an echo", again.recv()).await, Some(Ok(Message::Text(_)))));
+
+    // No socket at all over HTTP/2: `auto` falls back, `always` explains.
+    let t = TestServer::start_tls(|s| s.http2_max_sockets = 0).await;
+    let url = format!("wss://localhost:{}/echo", t.addr().port());
+    let (mut ws, info) = within(
+        "connect (auto)",
+        client().http2(Http2Mode::Auto).connect_with_info(&url),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.response.status(), 101, "over HTTP/1.1");
+    ws.send("over HTTP/1.1").await.unwrap();
+    assert!(matches!(within("an echo", ws.recv()).await, Some(Ok(Message::Text(_)))));
+    let err = within("connect (always)", client().http2(Http2Mode::Always).connect(&url))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::Http1Required)),
+        "{err}"
+    );
+}
+
+/// A shutdown closes the connection's sockets with 1001 before its GOAWAY:
+/// both sockets get their close, and only then does the connection take
+/// no new stream.
+#[tokio::test]
+async fn a_shutdown_closes_the_sockets_then_goes_away() {
+    let t = TestServer::start(|s| s.shutdown_timeout = 5).await;
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut ws = h2.open("/echo").await.unwrap();
+        ws.send("hello").await.unwrap();
+        let _ = within("the echo", ws.recv()).await;
+        sockets.push(ws);
+    }
+    let TestServer { server, dir, .. } = t;
+    let stopping = tokio::spawn(server.shutdown());
+    for mut ws in sockets {
+        let mut close = None;
+        while let Some(msg) = within("the close frame", ws.recv()).await {
+            if let Message::Close(frame) = msg.expect("a clean close") {
+                close = frame.map(|f| f.code);
+            }
+        }
+        assert_eq!(close, Some(CloseCode::GOING_AWAY));
+    }
+    within("the shutdown", stopping).await.unwrap();
+    assert!(h2.open("/echo").await.is_err(), "a stream after GOAWAY");
+    drop(dir);
+}

@@ -265,6 +265,13 @@ pub enum HandshakeError {
         "the server speaks HTTP/2 but does not open WebSockets over it (no SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441): use HTTP/1.1"
     )]
     NoExtendedConnect,
+    /// Client side, HTTP/2: the server reset the stream with
+    /// `HTTP_1_1_REQUIRED`: this socket must be opened over HTTP/1.1 (a
+    /// browser would retry it so).
+    #[error(
+        "the server asks for this WebSocket over HTTP/1.1 (it reset the HTTP/2 stream with HTTP_1_1_REQUIRED)"
+    )]
+    Http1Required,
 }
 
 fn hint(error: &ResponseError, body: &str) -> String {

@@ -1,35 +1,54 @@
 //! An HTTP/2 stream as a byte stream: what a WebSocket opened by an
-//! extended CONNECT (RFC 8441) runs on, on the client side.
+//! extended CONNECT (RFC 8441) runs on, on either side.
 //!
-//! Reading hands out the DATA frames' bytes and gives their flow-control
-//! capacity back only as they are read, so a socket its application does
-//! not read stops its peer at the stream's window, not the connection's.
+//! Reading: a task of the stream's own takes every DATA frame from h2 as
+//! soon as it arrives, and keeps its bytes until the application reads
+//! them; their flow-control capacity is given back only then, so a socket
+//! its application does not read stops its peer at the stream's window,
+//! not the connection's. Taking frames at once matters because h2 charges
+//! each small frame it holds against a budget of the whole connection
+//! (`ENHANCE_YOUR_CALM` when spent): a page sending many small messages
+//! to one socket its server is not reading would otherwise kill every
+//! socket of the page. Small frames are copied together, so what is kept
+//! costs its bytes, not a frame each.
+//!
 //! Writing waits for send capacity (h2's backpressure) and copies each
 //! write once into the frame h2 sends.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 
-use bytes::{Buf, Bytes};
-use h2::{RecvStream, SendStream};
+use bytes::{Buf, Bytes, BytesMut};
+use h2::{FlowControl, RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How long a dropped stream is kept, half-closed, for what it queued to
 /// go out and for the peer to end its side (as TCP lingers after a close).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Frames shorter than this are copied into one buffer rather than kept
+/// as they came (each would hold on to h2's read buffer, and cost a slot).
+const SMALL_FRAME: usize = 4 << 10;
+
 /// One HTTP/2 stream carrying a WebSocket.
 ///
-/// Dropped, it half-closes (END_STREAM) and is kept a few seconds by a task
-/// of its own until the peer ends its side: h2 would otherwise reset it,
-/// and a reset discards what was queued but not yet written, as TCP's
-/// close does not.
+/// Dropped, it half-closes (END_STREAM) and is kept a few seconds by its
+/// task until the peer ends its side: h2 would otherwise reset it, and a
+/// reset discards what was queued but not yet written, as TCP's close does
+/// not.
 #[derive(Debug)]
 pub struct H2Stream {
-    /// Both halves; taken only by `drop`, to linger.
-    halves: Option<(SendStream<Bytes>, RecvStream)>,
-    /// What is left of the last DATA frame read.
+    /// Taken only by `drop`, to linger.
+    send: Option<SendStream<Bytes>>,
+    /// What the stream's task took from h2 and the application has not
+    /// read yet.
+    incoming: Arc<Shared>,
+    /// Gives capacity back as the application reads.
+    flow: FlowControl,
+    /// What is left of the chunk being read.
     unread: Bytes,
     /// END_STREAM was sent: writes are over.
     ended: bool,
@@ -37,14 +56,112 @@ pub struct H2Stream {
     peer: Option<std::net::SocketAddr>,
 }
 
+/// Between the stream's task and its reader.
+#[derive(Debug, Default)]
+struct Shared {
+    incoming: Mutex<Incoming>,
+    /// Ends the stream's task (a dropped stream's linger is over).
+    stop: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Incoming> {
+        self.incoming.lock().expect("not poisoned")
+    }
+}
+
+/// The bytes taken, and the end.
+#[derive(Debug, Default)]
+struct Incoming {
+    /// Whole frames (large ones) and copied runs of small ones, in order.
+    chunks: VecDeque<Bytes>,
+    /// Small frames being copied together, after `chunks`.
+    small: BytesMut,
+    /// The end of the peer's side: `Ok` for END_STREAM, else why.
+    end: Option<Result<(), (io::ErrorKind, String)>>,
+    /// The reader waiting for bytes.
+    reader: Option<Waker>,
+    /// The `H2Stream` was dropped: what comes is given back at once.
+    dropped: bool,
+}
+
+impl Incoming {
+    fn push(&mut self, data: Bytes) {
+        if data.len() < SMALL_FRAME {
+            self.small.extend_from_slice(&data);
+        } else {
+            self.flush_small();
+            self.chunks.push_back(data);
+        }
+    }
+
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            let run = self.small.split().freeze();
+            self.chunks.push_back(run);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.flush_small();
+        self.chunks.pop_front()
+    }
+
+    fn buffered(&self) -> usize {
+        self.small.len() + self.chunks.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// The stream's task: takes every DATA frame from h2 as it arrives, until
+/// the peer's side ends; after a drop, gives everything back at once and
+/// lingers (bounded) holding `send` so that what was queued still goes.
+async fn take_frames(mut recv: RecvStream, incoming: Arc<Shared>) {
+    loop {
+        let next = tokio::select! {
+            next = recv.data() => next,
+            _ = incoming.stop.notified() => return,
+        };
+        let mut shared = incoming.lock();
+        match next {
+            Some(Ok(data)) => {
+                if shared.dropped {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    continue;
+                }
+                shared.push(data);
+            }
+            None => shared.end = Some(Ok(())),
+            Some(Err(e)) => {
+                let e = io_error(e);
+                shared.end = Some(Err((e.kind(), e.to_string())));
+            }
+        }
+        if let Some(reader) = shared.reader.take() {
+            reader.wake();
+        }
+        if shared.end.is_some() {
+            return;
+        }
+    }
+}
+
 impl H2Stream {
-    pub(crate) fn new(
+    /// The stream of an extended CONNECT, from h2's halves: `send` and
+    /// `recv` on the server (the response's stream and the request's
+    /// body), or on the client. Starts the task that takes the frames (a
+    /// tokio runtime must be running).
+    pub fn new(
         send: SendStream<Bytes>,
-        recv: RecvStream,
+        mut recv: RecvStream,
         peer: Option<std::net::SocketAddr>,
     ) -> Self {
+        let incoming = Arc::new(Shared::default());
+        let flow = recv.flow_control().clone();
+        tokio::spawn(take_frames(recv, incoming.clone()));
         Self {
-            halves: Some((send, recv)),
+            send: Some(send),
+            incoming,
+            flow,
             unread: Bytes::new(),
             ended: false,
             peer,
@@ -57,11 +174,7 @@ impl H2Stream {
     }
 
     fn send(&mut self) -> &mut SendStream<Bytes> {
-        &mut self.halves.as_mut().expect("taken only by drop").0
-    }
-
-    fn recv(&mut self) -> &mut RecvStream {
-        &mut self.halves.as_mut().expect("taken only by drop").1
+        self.send.as_mut().expect("taken only by drop")
     }
 }
 
@@ -88,18 +201,27 @@ impl AsyncRead for H2Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         while self.unread.is_empty() {
-            match ready!(self.recv().poll_data(cx)) {
-                // END_STREAM: the peer is done writing.
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(data)) => self.unread = data,
-                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+            let mut shared = self.incoming.lock();
+            if let Some(chunk) = shared.pop() {
+                drop(shared);
+                self.unread = chunk;
+                continue;
             }
+            return match &shared.end {
+                // END_STREAM: the peer is done writing.
+                Some(Ok(())) => Poll::Ready(Ok(())),
+                Some(Err((kind, why))) => Poll::Ready(Err(io::Error::new(*kind, why.clone()))),
+                None => {
+                    shared.reader = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
         }
         let n = self.unread.len().min(buf.remaining());
         buf.put_slice(&self.unread[..n]);
         self.unread.advance(n);
         // The window opens by what the application has taken.
-        let _ = self.recv().flow_control().release_capacity(n);
+        let _ = self.flow.release_capacity(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -162,27 +284,48 @@ impl AsyncWrite for H2Stream {
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
-        let Some((mut send, mut recv)) = self.halves.take() else {
+        let Some(mut send) = self.send.take() else {
             return;
         };
-        if recv.is_end_stream() && self.ended {
+        let unread = self.unread.len();
+        let (peer_done, buffered) = {
+            let mut shared = self.incoming.lock();
+            shared.dropped = true;
+            let buffered = shared.buffered();
+            shared.chunks.clear();
+            shared.small.clear();
+            (shared.end.is_some(), buffered)
+        };
+        // What the application will never read is given back, so the
+        // connection's window is not shrunk by a dead stream.
+        let _ = self.flow.release_capacity(unread + buffered);
+        if peer_done && self.ended {
             return;
         }
         // Without a runtime there is nothing to linger with: h2 resets.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.incoming.stop.notify_one();
             return;
         };
         let ended = self.ended;
+        let incoming = self.incoming.clone();
         runtime.spawn(async move {
             if !ended {
                 let _ = send.send_data(Bytes::new(), true);
             }
-            let _ = tokio::time::timeout(LINGER, async {
-                while let Some(Ok(data)) = recv.data().await {
-                    let _ = recv.flow_control().release_capacity(data.len());
+            // Until the peer ends its side (the frames' task then ends),
+            // bounded.
+            let _ = tokio::time::timeout(LINGER, std::future::poll_fn(|cx| {
+                let mut shared = incoming.lock();
+                if shared.end.is_some() {
+                    Poll::Ready(())
+                } else {
+                    shared.reader = Some(cx.waker().clone());
+                    Poll::Pending
                 }
-            })
+            }))
             .await;
+            incoming.stop.notify_one();
             drop(send);
         });
     }

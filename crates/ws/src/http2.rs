@@ -43,7 +43,8 @@ pub enum Http2Mode {
     Never,
     /// HTTP/2 for `wss://` when TLS's ALPN chooses it and the server's
     /// SETTINGS enable the extended CONNECT, else HTTP/1.1 (on a new
-    /// connection if the first chose HTTP/2 without it): what browsers do.
+    /// connection if the first chose HTTP/2 without it, or the server reset
+    /// the stream with `HTTP_1_1_REQUIRED`): what browsers do.
     /// `ws://` stays HTTP/1.1: without TLS there is nothing to negotiate
     /// HTTP/2 with.
     Auto,
@@ -189,17 +190,24 @@ impl ClientBuilder {
             // TLS chose HTTP/1.1: upgrade on this connection.
             return self.handshake_on(io, url).await;
         }
-        match self.http2_on(io, url).await {
+        let opened = match self.http2_on(io, url).await {
             Ok(h2) => h2.open_stream(&url.path_and_query).await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            // HTTP/2 without WebSockets on it, or not for this one:
+            // HTTP/1.1 on a new connection that offers only it.
             Err(Error::Handshake(h))
-                if mode == Http2Mode::Auto && matches!(*h, HandshakeError::NoExtendedConnect) =>
+                if mode == Http2Mode::Auto
+                    && matches!(
+                        *h,
+                        HandshakeError::NoExtendedConnect | HandshakeError::Http1Required
+                    ) =>
             {
-                // HTTP/2 without WebSockets on it: HTTP/1.1 on a new
-                // connection that offers only it.
                 let io = self.transport(url, &[b"http/1.1"]).await?;
                 self.handshake_on(io, url).await
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 }
@@ -262,7 +270,13 @@ impl Http2Connection {
         let exchange = async {
             let mut send = self.send.clone().ready().await.map_err(h2_error)?;
             let (response, stream) = send.send_request(request, false).map_err(h2_error)?;
-            let response = response.await.map_err(h2_error)?;
+            let response = response.await.map_err(|e| {
+                if e.reason() == Some(h2::Reason::HTTP_1_1_REQUIRED) {
+                    HandshakeError::Http1Required.into()
+                } else {
+                    h2_error(e)
+                }
+            })?;
             Ok::<_, Error>((response, stream))
         };
         let (response, send) = tokio::time::timeout(timeout, exchange)

@@ -1,0 +1,329 @@
+//! HTTP/2 connections, served with h2 itself rather than through hyper:
+//! the WebSocket streams (extended CONNECT, RFC 8441) need what hyper does
+//! not give a service.
+//!
+//! - **Every DATA frame taken at once**: a socket's stream
+//!   ([`duplex::H2Stream`]) takes its frames as they come and gives their
+//!   window back only as the socket reads them, so a socket its server is
+//!   not reading stops its peer at the stream's window, and its small
+//!   frames never sit in h2, where they would spend the connection's
+//!   budget for small frames and get the whole connection closed
+//!   (`ENHANCE_YOUR_CALM`) with every other socket of the page.
+//! - **`HTTP_1_1_REQUIRED`**: past `http2_max_sockets` WebSockets on one
+//!   connection, a new one is reset with it, and browsers open that socket
+//!   over HTTP/1.1 instead: the page's connection keeps streams for its
+//!   requests.
+//! - **Shutdown in order**: the connection's WebSockets are closed with
+//!   1001 first, then GOAWAY, then the requests in flight finish.
+//!
+//! Every other request goes to the router, as hyper would send it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::http::{Method, Request, Response, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use duplex::H2Stream;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::task::TaskTracker;
+
+use crate::endpoint::{Endpoint, Refused, run_socket, socket_server};
+use crate::fastpath;
+use crate::state::AppState;
+
+/// WebSockets one HTTP/2 connection may carry by default
+/// (`http2_max_sockets`); past it a new one is reset with
+/// `HTTP_1_1_REQUIRED` (and a browser opens it over HTTP/1.1). Half the
+/// connection's streams: the others stay free for the page's requests.
+pub const MAX_SOCKETS: usize = duplex::http2::MAX_STREAMS as usize / 2;
+
+/// How often a connection is pinged, and how long an answer may take
+/// before the connection is dropped.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// The largest header block a request may have.
+const MAX_HEADER_LIST: u32 = 64 << 10;
+
+/// What serving one connection needs.
+pub struct Connection {
+    /// The other end.
+    pub peer: SocketAddr,
+    /// Where requests that are not WebSockets go.
+    pub router: Router,
+    /// The server.
+    pub state: Arc<AppState>,
+}
+
+/// Serves an HTTP/2 connection (its client preface already seen, and
+/// replayed by `io`) until it ends, or the server shuts down.
+pub async fn serve<S>(io: S, connection: Connection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection {
+        peer,
+        router,
+        state,
+    } = connection;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(duplex::http2::STREAM_WINDOW)
+        .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
+        .max_concurrent_streams(duplex::http2::MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .enable_connect_protocol();
+    let mut conn = match tokio::time::timeout(fastpath::HEAD_WAIT, builder.handshake(io)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return tracing::debug!(%peer, "HTTP/2 handshake: {e}"),
+        Err(_) => return tracing::debug!(%peer, "HTTP/2 handshake timed out"),
+    };
+    let keepalive = keepalive(conn.ping_pong().expect("taken once, here"));
+    tokio::pin!(keepalive);
+    // This connection's streams: its WebSockets, and its requests.
+    let sockets = TaskTracker::new();
+    let requests = TaskTracker::new();
+    let open_sockets = Arc::new(AtomicUsize::new(0));
+    let shutdown = state.shutdown.clone();
+    let sockets_closed = sockets.clone();
+    let sockets_closed = sockets_closed.wait();
+    tokio::pin!(sockets_closed);
+    let max_sockets = state.settings.http2_max_sockets;
+    let (mut draining, mut gone_away) = (false, false);
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((req, respond))) => {
+                    let stream = Stream { peer, state: state.clone(), respond };
+                    if is_websocket(&req) {
+                        if open_sockets.load(Ordering::Relaxed) >= max_sockets {
+                            let mut respond = stream.respond;
+                            respond.send_reset(Reason::HTTP_1_1_REQUIRED);
+                            continue;
+                        }
+                        let open = SocketCount::new(&open_sockets);
+                        sockets.spawn(async move {
+                            let _open = open;
+                            stream.websocket(req).await
+                        });
+                    } else {
+                        requests.spawn(stream.request(req, router.clone()));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, "HTTP/2 connection: {e}");
+                    break;
+                }
+                None => break,
+            },
+            () = &mut keepalive => {
+                tracing::debug!(%peer, "HTTP/2 connection: no answer to a PING in {KEEPALIVE:?}");
+                break;
+            }
+            // The sockets see the same shutdown and close with 1001 ...
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                sockets.close();
+            }
+            // ... and once they are closed, GOAWAY: the requests in flight
+            // finish, no new stream is taken.
+            () = &mut sockets_closed, if draining && !gone_away => {
+                gone_away = true;
+                conn.graceful_shutdown();
+            }
+        }
+    }
+    // The connection is over: what its streams still do ends with it.
+    sockets.close();
+    requests.close();
+}
+
+/// A PING every [`KEEPALIVE`]; returns when one goes unanswered for as long.
+async fn keepalive(mut ping_pong: h2::PingPong) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(KEEPALIVE, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+    }
+}
+
+/// An extended CONNECT opening a WebSocket.
+fn is_websocket<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT && req.extensions().get::<h2::ext::Protocol>().is_some()
+}
+
+/// Counts a WebSocket as open on its connection until dropped.
+struct SocketCount(Arc<AtomicUsize>);
+
+impl SocketCount {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for SocketCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One stream of a connection, to answer.
+struct Stream {
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    respond: SendResponse<Bytes>,
+}
+
+impl Stream {
+    /// An extended CONNECT: the endpoint's checks (the same as on
+    /// HTTP/1.1), the handshake, 200, then the socket on the stream.
+    async fn websocket(mut self, req: Request<RecvStream>) {
+        let protocol = req
+            .extensions()
+            .get::<h2::ext::Protocol>()
+            .map(|p| p.as_str().to_owned());
+        let Some(endpoint) = Endpoint::of(req.uri().path()) else {
+            let why = "no WebSocket endpoint here (see /ws, /echo, /files)\n";
+            return self.answer((StatusCode::NOT_FOUND, why).into_response()).await;
+        };
+        let state = self.state.clone();
+        let (server, admitted, client) =
+            match socket_server(&state, endpoint, &req, Some(self.peer.ip())) {
+                Ok(checked) => checked,
+                Err(refused) => {
+                    if matches!(refused, Refused::Admission(_)) {
+                        state.admission.count_refusal();
+                    }
+                    return self.answer(refused.into_response()).await;
+                }
+            };
+        let accepted = match server.accept_connect_request(&req, protocol.as_deref()) {
+            Ok(accepted) => accepted,
+            Err(e) => return self.answer(e.response().map(Body::from)).await,
+        };
+        let Ok(send) = self.respond.send_response(accepted.response.clone(), false) else {
+            return;
+        };
+        let stream = H2Stream::new(send, req.into_body(), Some(self.peer));
+        let ws = server.open(stream, &accepted);
+        state.metrics.http2_websockets.inc();
+        run_socket(endpoint, ws, state, client, admitted).await
+    }
+
+    /// Any other request: the router's answer, streamed.
+    async fn request(self, req: Request<RecvStream>, mut router: Router) {
+        let (mut parts, recv) = req.into_parts();
+        parts
+            .extensions
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let req = Request::from_parts(parts, request_body(recv));
+        let response = match tower_service::Service::call(&mut router, req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        self.answer(response).await
+    }
+
+    /// Sends `response`: its head, then its body as it comes, within the
+    /// stream's send window; a stream the peer resets ends it (a closed
+    /// page's event stream).
+    async fn answer(mut self, response: Response<Body>) {
+        let (mut parts, mut body) = response.into_parts();
+        // Connection-specific headers do not exist in HTTP/2 (RFC 9113
+        // §8.2.2): h2 refuses to send them.
+        for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE] {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove("keep-alive");
+        let end = body.is_end_stream();
+        let Ok(mut send) = self
+            .respond
+            .send_response(Response::from_parts(parts, ()), end)
+        else {
+            return;
+        };
+        if end {
+            return;
+        }
+        loop {
+            let frame = tokio::select! {
+                frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)) => frame,
+                _ = std::future::poll_fn(|cx| send.poll_reset(cx)) => return,
+            };
+            match frame {
+                None => {
+                    let _ = send.send_data(Bytes::new(), true);
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, "response body: {e}");
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if send_all(&mut send, data).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let _ = send.send_trailers(trailers);
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// A request's body for the router: its DATA frames, their window given
+/// back as they are taken.
+fn request_body(recv: RecvStream) -> Body {
+    Body::from_stream(futures_util::stream::unfold(
+        Some(recv),
+        |recv| async move {
+            let mut recv = recv?;
+            match recv.data().await? {
+                Ok(data) => {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    Some((Ok(data), Some(recv)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        },
+    ))
+}
+
+/// Sends `data` as the stream's window allows.
+async fn send_all(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let capacity = loop {
+            match send.capacity() {
+                0 => {}
+                n => break n,
+            }
+            match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
+            }
+        };
+        let chunk = data.split_to(capacity.min(data.len()));
+        send.send_data(chunk, false)?;
+    }
+    Ok(())
+}
