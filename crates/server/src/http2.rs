@@ -78,6 +78,7 @@ where
         .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
         .max_concurrent_streams(duplex::http2::MAX_STREAMS)
         .max_header_list_size(MAX_HEADER_LIST)
+        .data_frame_budget(duplex::http2::SMALL_FRAME_BUDGET)
         .enable_connect_protocol();
     let mut conn = match tokio::time::timeout(fastpath::HEAD_WAIT, builder.handshake(io)).await {
         Ok(Ok(conn)) => conn,
@@ -195,7 +196,9 @@ impl Stream {
             .map(|p| p.as_str().to_owned());
         let Some(endpoint) = Endpoint::of(req.uri().path()) else {
             let why = "no WebSocket endpoint here (see /ws, /echo, /files)\n";
-            return self.answer((StatusCode::NOT_FOUND, why).into_response()).await;
+            return self
+                .answer((StatusCode::NOT_FOUND, why).into_response())
+                .await;
         };
         let state = self.state.clone();
         let (server, admitted, client) =
@@ -242,7 +245,11 @@ impl Stream {
         let (mut parts, mut body) = response.into_parts();
         // Connection-specific headers do not exist in HTTP/2 (RFC 9113
         // §8.2.2): h2 refuses to send them.
-        for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE] {
+        for name in [
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
             parts.headers.remove(name);
         }
         parts.headers.remove("keep-alive");

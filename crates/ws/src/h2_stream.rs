@@ -228,17 +228,28 @@ impl AsyncRead for H2Stream {
 
 impl AsyncWrite for H2Stream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
+    }
+
+    /// Everything given, as far as the send window allows, goes in one
+    /// DATA frame: a WebSocket frame's header and payload are not two.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
             return Poll::Ready(Ok(0));
         }
         if self.ended {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        self.send().reserve_capacity(buf.len());
+        self.send().reserve_capacity(total);
         let capacity = loop {
             match self.send().capacity() {
                 0 => {}
@@ -258,11 +269,23 @@ impl AsyncWrite for H2Stream {
                 None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
             }
         };
-        let n = capacity.min(buf.len());
+        let n = capacity.min(total);
+        let mut frame = BytesMut::with_capacity(n);
+        for buf in bufs {
+            let take = (n - frame.len()).min(buf.len());
+            frame.extend_from_slice(&buf[..take]);
+            if frame.len() == n {
+                break;
+            }
+        }
         self.send()
-            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .send_data(frame.freeze(), false)
             .map_err(io_error)?;
         Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -315,15 +338,18 @@ impl Drop for H2Stream {
             }
             // Until the peer ends its side (the frames' task then ends),
             // bounded.
-            let _ = tokio::time::timeout(LINGER, std::future::poll_fn(|cx| {
-                let mut shared = incoming.lock();
-                if shared.end.is_some() {
-                    Poll::Ready(())
-                } else {
-                    shared.reader = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }))
+            let _ = tokio::time::timeout(
+                LINGER,
+                std::future::poll_fn(|cx| {
+                    let mut shared = incoming.lock();
+                    if shared.end.is_some() {
+                        Poll::Ready(())
+                    } else {
+                        shared.reader = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                }),
+            )
             .await;
             incoming.stop.notify_one();
             drop(send);

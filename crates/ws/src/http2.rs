@@ -22,6 +22,15 @@ pub const CONNECTION_WINDOW: u32 = 2 << 20;
 /// Streams (WebSockets and requests) a server lets a peer open at once on
 /// one connection.
 pub const MAX_STREAMS: u32 = 128;
+
+/// h2's budget for small DATA frames it holds before they are taken
+/// (`data_frame_budget`: 256 bytes, less the payload, per frame under 256
+/// bytes; spent, the connection is closed with `ENHANCE_YOUR_CALM`).
+/// [`H2Stream`]s take every frame as soon as their task runs, so what
+/// counts is how many arrive between two turns: one read of the
+/// connection can bring thousands of one-message frames. This allows about
+/// 34,000 at once; h2's default (half the connection window) allows 4,000.
+pub const SMALL_FRAME_BUDGET: usize = 8 << 20;
 use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
 use duplex_proto::{Connection, Role};
 use http::Response;
@@ -133,6 +142,7 @@ impl ClientBuilder {
             let (send, mut connection) = h2::client::Builder::new()
                 .initial_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
+                .data_frame_budget(SMALL_FRAME_BUDGET)
                 .handshake(io)
                 .await
                 .map_err(h2_error)?;

@@ -188,11 +188,8 @@ impl Directory {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         let connector = self.connector.clone().header(HOLDER_HEADER, node);
         let connector = match client {
-            Some(ip) => self
-                .connector
-                .clone()
-                .header(CLIENT_HEADER, &ip.to_string()),
-            None => self.connector.clone(),
+            Some(ip) => connector.header(CLIENT_HEADER, &ip.to_string()),
+            None => connector,
         };
         (target, connector)
     }
@@ -237,9 +234,10 @@ impl Directory {
                 }
             }
             // Renewed together: one round trip's wait, not one per transfer.
+            let this = &self;
             let renewals = futures_util::stream::iter(open).for_each_concurrent(RENEW_AT_ONCE, |nameplate| async move {
-                let url = self.url.as_deref().unwrap_or("");
-                match self.redis.claim_transfer(nameplate, url).await {
+                let url = this.url.as_deref().unwrap_or("");
+                match this.redis.claim_transfer(nameplate, url).await {
                     Ok(Holder::Other { node, .. }) => tracing::warn!(
                         "transfer {nameplate}: node {node} holds this code now (this node's lease lapsed); its receivers may not find it"
                     ),

@@ -87,7 +87,9 @@ pub async fn run<S>(
                 let why = if client.forwarded {
                     format!("node {node} holds this transfer now; try again")
                 } else {
-                    format!("this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)")
+                    format!(
+                        "this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)"
+                    )
                 };
                 return refuse(&mut ws, &Refusal::new(RelayClose::Unreachable, why)).await;
             }
