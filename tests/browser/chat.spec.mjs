@@ -633,6 +633,41 @@ function echoFromPage(page, n) {
   }, n);
 }
 
+/**
+ * Opens WebSockets to /echo from the page, wave after wave (`waves`: how
+ * many in each), and holds them all open; then each echoes one message,
+ * and all close.
+ */
+function holdFromPage(page, waves) {
+  return page.evaluate(async (waves) => {
+    const url = `${location.origin.replace(/^http/, 'ws')}/echo`;
+    const sockets = [];
+    for (const n of waves) {
+      const wave = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          new Promise((resolve, reject) => {
+            const ws = new WebSocket(url);
+            ws.onerror = () => reject(new Error(`socket ${sockets.length + i} failed`));
+            ws.onopen = () => resolve(ws);
+          }),
+        ),
+      );
+      sockets.push(...wave);
+    }
+    const echoes = await Promise.all(
+      sockets.map(
+        (ws, i) =>
+          new Promise((resolve) => {
+            ws.onmessage = (e) => resolve(e.data === `held ${i}`);
+            ws.send(`held ${i}`);
+          }),
+      ),
+    );
+    for (const ws of sockets) ws.close(1000);
+    return echoes;
+  }, waves);
+}
+
 test('over https the page uses wss, over HTTP/2: the chat works end to end', { timeout: TEST_TIMEOUT, skip: openssl ? false : 'openssl is not installed' }, async () => {
   const tls = await startServer({ extra: selfSigned() });
   assert.match(tls.base, /^https:/);
@@ -683,5 +718,25 @@ test('over HTTP/2 one TLS connection carries the page and all its WebSockets, co
       await user.context.close();
       await tls.stop();
     }
+  }
+});
+
+test('with http2_max_sockets = 0 the page comes over HTTP/2 and Chromium, its sockets reset with HTTP_1_1_REQUIRED, opens them over HTTP/1.1', { timeout: TEST_TIMEOUT, skip: openssl ? false : 'openssl is not installed' }, async () => {
+  const config = path.join(fs.mkdtempSync(path.join(tmp, 'config-')), 'duplex.toml');
+  fs.writeFileSync(config, 'http2_max_sockets = 0\n');
+  const tls = await startServer({ extra: [...selfSigned(), '--config', config] });
+  const user = await openUser({ base: tls.base, options: { ignoreHTTPSErrors: true } });
+  try {
+    const net = await recordNetwork(user.page);
+    await user.page.goto(`${tls.base}/healthz`);
+    assert.equal(net.protocols[0], 'h2');
+    const echoes = await holdFromPage(user.page, [2, 2]);
+    assert.deepEqual(echoes, [true, true, true, true], 'every socket echoed');
+    assert.deepEqual(net.handshakes.map((h) => h.status), [101, 101, 101, 101]);
+    assert.equal(await pageMetric(user.page, 'duplex_http2_websockets_total'), 0);
+    assertNoPageErrors();
+  } finally {
+    await user.context.close();
+    await tls.stop();
   }
 });

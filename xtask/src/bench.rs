@@ -25,6 +25,7 @@ use crate::process::{capture, free_port, run};
 mod allocator;
 mod compressed;
 mod fanout;
+mod http2;
 mod scp;
 mod tls;
 mod transfer;
@@ -42,8 +43,8 @@ Runs the side-by-side benchmark and writes docs/performance.md.
     --workloads A,B  only these rows: echo, latency, connections (e.g. `--workloads connections
                      --only duplex,duplex-serve` for the idle-memory row alone); implies --no-doc
                      and --sections none unless --sections is given
-    --sections A,B   sections after the main table (default tls,compressed,fanout,transfer,
-                     allocator; none)
+    --sections A,B   sections after the main table (default tls,http2,compressed,fanout,
+                     transfer,allocator; none)
     --transfer-size B  bytes moved in the transfer section (default 1 GiB)
     --no-doc         print the table but leave docs/performance.md alone
     --smoke          only the `bench smoke` stage of `cargo xtask test` (a few seconds)
@@ -184,7 +185,14 @@ fn parse(argv: &[String]) -> Result<Options> {
 }
 
 /// The sections after the main table, in the order they run.
-const SECTIONS: [&str; 5] = ["tls", "compressed", "fanout", "transfer", "allocator"];
+const SECTIONS: [&str; 6] = [
+    "tls",
+    "http2",
+    "compressed",
+    "fanout",
+    "transfer",
+    "allocator",
+];
 
 /// The workload kinds `--workloads` selects from: `duplex bench` modes.
 const WORKLOAD_KINDS: [&str; 3] = ["echo", "latency", "connections"];
@@ -515,6 +523,16 @@ fn cmd_args(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// `0..n`, reversed on odd repetitions: each server (or variant) runs
+/// first as often as last, so drift in the machine does not favour one.
+fn alternating(n: usize, rep: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if rep % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -561,11 +579,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
     let mut commands: Vec<String> = Vec::new();
     for rep in 0..o.reps {
         for (wi, w) in work.iter().enumerate() {
-            // Alternate the order between repetitions.
-            let mut order: Vec<usize> = (0..servers.len()).collect();
-            if rep % 2 == 1 {
-                order.reverse();
-            }
+            let order = alternating(servers.len(), rep);
             for si in order {
                 let s = servers[si];
                 let log = logs.join(format!("{}.log", s.name));
@@ -607,6 +621,7 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
             }
             "fanout" => fanout::section(paths, &bins, o.reps, o.seconds)?,
             "tls" => tls::section(paths, &bins, o.reps, o.seconds)?,
+            "http2" => http2::section(paths, &bins, o.reps, o.seconds)?,
             "allocator" => allocator::section(paths, &bins, o.reps, o.connections)?,
             _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
         };

@@ -10,9 +10,8 @@
 //!   budget for small frames and get the whole connection closed
 //!   (`ENHANCE_YOUR_CALM`) with every other socket of the page.
 //! - **`HTTP_1_1_REQUIRED`**: past `http2_max_sockets` WebSockets on one
-//!   connection, a new one is reset with it, and browsers open that socket
-//!   over HTTP/1.1 instead: the page's connection keeps streams for its
-//!   requests.
+//!   connection (by default, never), a new one is reset with it, and
+//!   clients open that socket over HTTP/1.1 instead.
 //! - **Shutdown in order**: the connection's WebSockets are closed with
 //!   1001 first, then GOAWAY, then the requests in flight finish.
 //!
@@ -37,12 +36,6 @@ use tokio_util::task::TaskTracker;
 use crate::endpoint::{Endpoint, Refused, run_socket, socket_server};
 use crate::fastpath;
 use crate::state::AppState;
-
-/// WebSockets one HTTP/2 connection may carry by default
-/// (`http2_max_sockets`); past it a new one is reset with
-/// `HTTP_1_1_REQUIRED` (and a browser opens it over HTTP/1.1). Half the
-/// connection's streams: the others stay free for the page's requests.
-pub const MAX_SOCKETS: usize = duplex::http2::MAX_STREAMS as usize / 2;
 
 /// How often a connection is pinged, and how long an answer may take
 /// before the connection is dropped.

@@ -56,8 +56,12 @@ pub struct Settings {
     /// (RFC 8441). Off: HTTP/1.1 only.
     pub http2: bool,
     /// WebSockets one HTTP/2 connection may carry at once; past it a new
-    /// one is reset with `HTTP_1_1_REQUIRED`, and browsers open it over
-    /// HTTP/1.1 instead. 0: every WebSocket over HTTP/1.1.
+    /// one is reset with `HTTP_1_1_REQUIRED`, and clients open it over
+    /// HTTP/1.1 instead. 0: every WebSocket over HTTP/1.1, pages still
+    /// over HTTP/2. Default: the connection's stream limit (never reached
+    /// first). Chromium closes the whole connection when one of its
+    /// streams is reset so, with the page's other sockets: see
+    /// docs/http2.md.
     pub http2_max_sockets: usize,
     /// Largest hub WebSocket message, in bytes.
     pub max_message_size: usize,
@@ -123,7 +127,7 @@ impl Default for Settings {
             allow_anonymous: true,
             allowed_origins: Vec::new(),
             http2: true,
-            http2_max_sockets: crate::http2::MAX_SOCKETS,
+            http2_max_sockets: duplex::http2::MAX_STREAMS as usize,
             max_message_size: 64 << 10,
             echo_max_message_size: 64 << 20,
             memory_budget: default_memory_budget(),

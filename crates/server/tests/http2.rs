@@ -440,3 +440,66 @@ async fn a_shutdown_closes_the_sockets_then_goes_away() {
     assert!(h2.open("/echo").await.is_err(), "a stream after GOAWAY");
     drop(dir);
 }
+
+/// A client whose connection vanishes (no GOAWAY, no close frames) with
+/// sockets open on it: they end on the server, and everyone else is served
+/// meanwhile (h2 as a raw peer, so nothing is closed politely).
+#[tokio::test]
+async fn a_client_vanishing_with_sockets_open_ends_them_and_nothing_else() {
+    use duplex::proto::handshake::client::ClientHandshake;
+    use duplex::proto::{Connection, Role};
+    let t = TestServer::start(|_| {}).await;
+    let tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+    let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping = conn.ping_pong().unwrap();
+    let driver = tokio::spawn(conn);
+    // The server's SETTINGS (extended CONNECT on) come before its PONG.
+    within("a PING", ping.ping(h2::Ping::opaque()))
+        .await
+        .unwrap();
+    assert!(send.is_extended_connect_protocol_enabled());
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let hs = ClientHandshake::new(Vec::new(), None);
+        let uri = format!("http://{}/echo", t.addr());
+        let mut request = hs.connect_request(&uri, &Default::default()).unwrap();
+        request
+            .extensions_mut()
+            .insert(h2::ext::Protocol::from_static("websocket"));
+        let mut sender = send.clone().ready().await.unwrap();
+        let (response, stream) = sender.send_request(request, false).unwrap();
+        let response = within("the 200", response).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let io = duplex::H2Stream::new(stream, response.into_body(), None);
+        let conn = Connection::new(Role::Client, Default::default(), None);
+        let mut ws = duplex::WebSocket::from_parts(io, conn, duplex::Config::default(), None);
+        ws.send("hello").await.unwrap();
+        assert!(matches!(
+            within("an echo", ws.recv()).await,
+            Some(Ok(Message::Text(_)))
+        ));
+        sockets.push(ws);
+    }
+    assert_eq!(metric(&t, "duplex_connections").await, 2);
+    // The connection is gone at once: its task and its streams dropped.
+    driver.abort();
+    drop((sockets, send, ping));
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while metric(&t, "duplex_connections").await != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sockets never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // poll interval
+    }
+    // Everyone else is served as ever.
+    let h2 = within("connect_http2", client().connect_http2(&url(&t)))
+        .await
+        .unwrap();
+    let mut other = h2.open("/echo").await.unwrap();
+    other.send("still here").await.unwrap();
+    assert!(matches!(
+        within("an echo", other.recv()).await,
+        Some(Ok(Message::Text(_)))
+    ));
+}

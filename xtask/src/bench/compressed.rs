@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Bins, Running, SERVERS, bench_report, median, start};
+use super::{Bins, Running, SERVERS, alternating, bench_report, median, start};
 use crate::Paths;
 use crate::process::free_port;
 
@@ -120,11 +120,7 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
     let mut shown = String::new();
     for rep in 0..reps {
         for (wi, &(label, c, p, size)) in WORKLOADS.iter().enumerate() {
-            let mut order: Vec<usize> = (0..PEERS.len()).collect();
-            if rep % 2 == 1 {
-                order.reverse();
-            }
-            for si in order {
+            for si in alternating(PEERS.len(), rep) {
                 let (name, peer_label) = PEERS[si];
                 let server = match SERVERS.iter().find(|s| s.name == name) {
                     Some(s) => Started::Bench(start(

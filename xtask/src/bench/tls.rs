@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Bins, SERVERS, bench_report, human, median, start_with};
+use super::{Bins, SERVERS, alternating, bench_report, human, median, start_with};
 use crate::Paths;
 
 /// A certificate and its key, PEM files.
@@ -31,7 +31,8 @@ const WORKLOADS: [(&str, u32, u32, &str); 3] = [
     ("10 connections, 1 in flight, 1 MiB binary", 10, 1, "1m"),
 ];
 
-fn certificate(dir: &std::path::Path) -> Result<Files> {
+/// A certificate for `localhost`, generated for the run, in `dir`.
+pub fn certificate(dir: &std::path::Path) -> Result<Files> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
         .context("cannot generate a certificate")?;
     std::fs::create_dir_all(dir)?;
@@ -53,11 +54,7 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
     let mut rates = vec![vec![Vec::<f64>::new(); SERVERS.len()]; WORKLOADS.len()];
     for rep in 0..reps {
         for (wi, &(label, c, p, size)) in WORKLOADS.iter().enumerate() {
-            let mut order: Vec<usize> = (0..SERVERS.len()).collect();
-            if rep % 2 == 1 {
-                order.reverse();
-            }
-            for si in order {
+            for si in alternating(SERVERS.len(), rep) {
                 let server = &SERVERS[si];
                 let log = dir.join(format!("{}.log", server.name));
                 let running = start_with(paths, bins, server, &log, Some(&files), &[])?;
