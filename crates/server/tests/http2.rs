@@ -441,34 +441,70 @@ async fn a_shutdown_closes_the_sockets_then_goes_away() {
     drop(dir);
 }
 
+/// A raw h2 client connection to `t` (h2c), once the server's SETTINGS
+/// are in: its request handle and the task driving it.
+async fn raw_h2(
+    t: &TestServer,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
+    let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping = conn.ping_pong().unwrap();
+    let driver = tokio::spawn(conn);
+    // The server's SETTINGS come before its PONG.
+    within("a PING", ping.ping(h2::Ping::opaque()))
+        .await
+        .unwrap();
+    (send, driver)
+}
+
+/// An extended CONNECT to `/echo` with this `:protocol`: the response, and
+/// the stream.
+async fn raw_connect(
+    t: &TestServer,
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    protocol: &'static str,
+) -> (
+    axum::http::Response<h2::RecvStream>,
+    h2::SendStream<bytes::Bytes>,
+) {
+    let hs = duplex::proto::handshake::client::ClientHandshake::new(Vec::new(), None);
+    let uri = format!("http://{}/echo", t.addr());
+    let mut request = hs.connect_request(&uri, &Default::default()).unwrap();
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static(protocol));
+    let mut sender = send.clone().ready().await.unwrap();
+    let (response, stream) = sender.send_request(request, false).unwrap();
+    (within("the answer", response).await.unwrap(), stream)
+}
+
+/// An extended CONNECT for another protocol than `websocket` is answered
+/// with an error status, and the connection goes on.
+#[tokio::test]
+async fn an_extended_connect_for_another_protocol_is_refused() {
+    let t = TestServer::start(|_| {}).await;
+    let (send, _driver) = raw_h2(&t).await;
+    assert!(send.is_extended_connect_protocol_enabled());
+    let (response, _) = raw_connect(&t, &send, "webtransport").await;
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let (response, _) = raw_connect(&t, &send, "websocket").await;
+    assert_eq!(response.status(), 200);
+}
+
 /// A client whose connection vanishes (no GOAWAY, no close frames) with
 /// sockets open on it: they end on the server, and everyone else is served
 /// meanwhile (h2 as a raw peer, so nothing is closed politely).
 #[tokio::test]
 async fn a_client_vanishing_with_sockets_open_ends_them_and_nothing_else() {
-    use duplex::proto::handshake::client::ClientHandshake;
     use duplex::proto::{Connection, Role};
     let t = TestServer::start(|_| {}).await;
-    let tcp = tokio::net::TcpStream::connect(t.addr()).await.unwrap();
-    let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
-    let mut ping = conn.ping_pong().unwrap();
-    let driver = tokio::spawn(conn);
-    // The server's SETTINGS (extended CONNECT on) come before its PONG.
-    within("a PING", ping.ping(h2::Ping::opaque()))
-        .await
-        .unwrap();
-    assert!(send.is_extended_connect_protocol_enabled());
+    let (send, driver) = raw_h2(&t).await;
     let mut sockets = Vec::new();
     for _ in 0..2 {
-        let hs = ClientHandshake::new(Vec::new(), None);
-        let uri = format!("http://{}/echo", t.addr());
-        let mut request = hs.connect_request(&uri, &Default::default()).unwrap();
-        request
-            .extensions_mut()
-            .insert(h2::ext::Protocol::from_static("websocket"));
-        let mut sender = send.clone().ready().await.unwrap();
-        let (response, stream) = sender.send_request(request, false).unwrap();
-        let response = within("the 200", response).await.unwrap();
+        let (response, stream) = raw_connect(&t, &send, "websocket").await;
         assert_eq!(response.status(), 200);
         let io = duplex::H2Stream::new(stream, response.into_body(), None);
         let conn = Connection::new(Role::Client, Default::default(), None);
@@ -483,7 +519,7 @@ async fn a_client_vanishing_with_sockets_open_ends_them_and_nothing_else() {
     assert_eq!(metric(&t, "duplex_connections").await, 2);
     // The connection is gone at once: its task and its streams dropped.
     driver.abort();
-    drop((sockets, send, ping));
+    drop((sockets, send));
     let deadline = tokio::time::Instant::now() + LIMIT;
     while metric(&t, "duplex_connections").await != 0 {
         assert!(
@@ -502,4 +538,31 @@ async fn a_client_vanishing_with_sockets_open_ends_them_and_nothing_else() {
         within("an echo", other.recv()).await,
         Some(Ok(Message::Text(_)))
     ));
+}
+
+/// A client that sends GOAWAY with sockets open (Node's own `http2`, a
+/// peer other than ours): the sockets opened before it go on echoing and
+/// close cleanly (`tests/peers/node_h2_goaway.js` checks each step).
+#[tokio::test]
+async fn a_client_going_away_with_sockets_open_lets_them_finish() {
+    let t = TestServer::start(|_| {}).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/peers/node_h2_goaway.js"
+    );
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(format!("http://{}/echo", t.addr()))
+        .kill_on_drop(true)
+        .output();
+    let out = within("node_h2_goaway.js", run)
+        .await
+        .expect("node runs (Node 20 is on every test machine; `cargo xtask test` checks)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "OK",
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(metric(&t, "duplex_http2_websockets_total").await, 2);
 }
