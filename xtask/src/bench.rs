@@ -693,7 +693,7 @@ fn table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -
                             100.0 * rate / med(ti, |s| s.rate),
                             human(rate)
                         ),
-                        None => format!("{}/s", human(rate)),
+                        None => human(rate),
                     }
                 }
                 "latency" => format!("{:.1} / {:.1} µs", med(si, |s| s.p50), med(si, |s| s.p99)),
