@@ -96,6 +96,13 @@ where
                 Some(Ok((req, respond))) => {
                     let stream = Stream { peer, state: state.clone(), respond };
                     if is_websocket(&req) {
+                        // Shutting down: no new socket (the client may
+                        // retry it elsewhere, nothing was done).
+                        if draining {
+                            let mut respond = stream.respond;
+                            respond.send_reset(Reason::REFUSED_STREAM);
+                            continue;
+                        }
                         if open_sockets.load(Ordering::Relaxed) >= max_sockets {
                             let mut respond = stream.respond;
                             respond.send_reset(Reason::HTTP_1_1_REQUIRED);
@@ -133,7 +140,8 @@ where
             }
         }
     }
-    // The connection is over: what its streams still do ends with it.
+    // The connection is over: its requests' handlers see their streams
+    // reset and stop; its sockets see their streams end.
     sockets.close();
     requests.close();
 }
@@ -217,16 +225,23 @@ impl Stream {
         run_socket(endpoint, ws, state, client, admitted).await
     }
 
-    /// Any other request: the router's answer, streamed.
-    async fn request(self, req: Request<RecvStream>, mut router: Router) {
+    /// Any other request: the router's answer, streamed. A stream the
+    /// client resets (or whose connection ends) stops its handler at once:
+    /// h2 no longer counts a reset stream against the connection's limit,
+    /// so a handler left running would let a client start any number
+    /// (the "rapid reset" attack, CVE-2023-44487).
+    async fn request(mut self, req: Request<RecvStream>, mut router: Router) {
         let (mut parts, recv) = req.into_parts();
         parts
             .extensions
             .insert(axum::extract::ConnectInfo(self.peer));
         let req = Request::from_parts(parts, request_body(recv));
-        let response = match tower_service::Service::call(&mut router, req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        let response = tokio::select! {
+            response = tower_service::Service::call(&mut router, req) => match response {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            _ = std::future::poll_fn(|cx| self.respond.poll_reset(cx)) => return,
         };
         self.answer(response).await
     }
@@ -236,22 +251,25 @@ impl Stream {
     /// page's event stream).
     async fn answer(mut self, response: Response<Body>) {
         let (mut parts, mut body) = response.into_parts();
-        // Connection-specific headers do not exist in HTTP/2 (RFC 9113
-        // §8.2.2): h2 refuses to send them.
-        for name in [
-            header::CONNECTION,
-            header::TRANSFER_ENCODING,
-            header::UPGRADE,
-        ] {
-            parts.headers.remove(name);
+        strip_connection_headers(&mut parts.headers);
+        // An origin server with a clock sends the date (RFC 9110 §6.6.1).
+        parts
+            .headers
+            .entry(header::DATE)
+            .or_insert_with(|| http_date(std::time::SystemTime::now()));
+        if let (None, Some(len)) = (
+            parts.headers.get(header::CONTENT_LENGTH),
+            body.size_hint().exact(),
+        ) {
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
         }
-        parts.headers.remove("keep-alive");
         let end = body.is_end_stream();
-        let Ok(mut send) = self
+        let mut send = match self
             .respond
             .send_response(Response::from_parts(parts, ()), end)
-        else {
-            return;
+        {
+            Ok(send) => send,
+            Err(e) => return tracing::debug!(peer = %self.peer, "response: {e}"),
         };
         if end {
             return;
@@ -287,6 +305,38 @@ impl Stream {
             }
         }
     }
+}
+
+/// Removes the headers that are about one connection, which HTTP/2 has no
+/// use for (RFC 9113 §8.2.2) and h2 refuses to send: those named in
+/// `Connection` too.
+fn strip_connection_headers(headers: &mut axum::http::HeaderMap) {
+    let named: Vec<axum::http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+/// `Sun, 06 Dec 2026 12:00:00 GMT`.
+fn http_date(now: std::time::SystemTime) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(now))
+        .expect("an HTTP date is a valid header value")
 }
 
 /// A request's body for the router: its DATA frames, their window given
