@@ -24,6 +24,7 @@ use crate::limits::Limits;
 use crate::mask::{apply_mask, extend_masked};
 use crate::message::{Message, MessageRef, Text};
 use crate::outgoing::{OutBuf, ZERO_COPY_MIN};
+use crate::teardown::Teardown;
 use crate::utf8::Utf8Validator;
 use crate::{Role, State};
 
@@ -506,6 +507,23 @@ impl Connection {
             self.reading = Reading::Header;
             self.read.advance(lent.len as usize);
         }
+    }
+
+    /// How to close the transport now that the protocol is closed (see
+    /// [`Teardown`]). The teardown is clean, letting a client wait for the
+    /// server to close TCP first, when the closing handshake completed
+    /// without an error; `driver_failed` says the driver gave up for a
+    /// reason of its own (an I/O error, a keepalive timeout).
+    pub fn teardown(&self, driver_failed: bool) -> Teardown {
+        let clean = !driver_failed && self.close_received().is_some() && self.error().is_none();
+        Teardown::new(self.role, clean)
+    }
+
+    /// Whether the driver's close timeout runs: from the moment the
+    /// connection leaves [`State::Open`] (a close frame sent or received,
+    /// or a failure) to the end of its [`Teardown`].
+    pub fn close_timer_runs(&self) -> bool {
+        self.state != State::Open
     }
 
     /// The peer closed the TCP connection. Returns `true` if that was

@@ -18,6 +18,8 @@
 //! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire format's pieces.
 //! - [`deflate`], [`extension`]: permessage-deflate and its negotiation.
 //! - [`Limits`]: what a peer may make us buffer.
+//! - [`Teardown`]: closing the transport after the protocol closed: who
+//!   closes TCP first, what is discarded, when to stop waiting.
 //!
 //! ## Example: a server and a client talking through memory
 //! ```
@@ -61,6 +63,7 @@ pub mod limits;
 pub mod mask;
 pub mod message;
 pub mod outgoing;
+pub mod teardown;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
@@ -70,6 +73,7 @@ pub use error::ProtocolError;
 pub use limits::Limits;
 pub use message::{Message, MessageRef, Text};
 pub use outgoing::OutBuf;
+pub use teardown::Teardown;
 
 /// Which end of the connection this is: it decides who masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@ use duplex::proto::frame::OpCode;
 use duplex::{ClientBuilder, CloseCode, Config, Error, Message, ServerBuilder, State};
 use futures_util::{SinkExt, StreamExt};
 use rawpeer::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 async fn client(addr: std::net::SocketAddr) -> duplex::WebSocket<duplex::MaybeTlsStream> {
@@ -340,4 +340,79 @@ async fn ping_floods_do_not_grow_memory_when_the_peer_does_not_read() {
         written < 200 * batch.len(),
         "the server read every ping ({written} bytes) while nobody read its pongs"
     );
+}
+
+/// RFC 6455 §7.1.1: the server closes TCP first. A raw client closes
+/// cleanly and never closes its side; the server's FIN comes anyway.
+#[tokio::test]
+async fn the_server_closes_tcp_first_after_a_clean_close() {
+    let (addr, mut events) = echo_server(ServerBuilder::new()).await;
+    let (mut tcp, head) = raw_client(addr, "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let close = client_frame(OpCode::Close, true, &1000u16.to_be_bytes());
+    tcp.write_all(&close).await.unwrap();
+    let (code, _) = read_until_close(&mut tcp).await;
+    assert_eq!(code, Some(1000));
+    // Our side is still open: this EOF is the server closing first.
+    wait_for_eof(&mut tcp).await;
+    drop(tcp);
+    let outcome = tokio::time::timeout(LIMIT, events.recv()).await.unwrap();
+    assert_eq!(outcome, Some(Ok(())));
+}
+
+/// The other half of §7.1.1: a client that closed cleanly waits for the
+/// server's FIN before it closes its own side (so the server, not the
+/// client, is left holding TIME_WAIT), and then closes at once.
+#[tokio::test]
+async fn a_client_closes_tcp_only_after_the_server_did() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let config = Config {
+            close_timeout: Duration::from_secs(30),
+            ..Config::default()
+        };
+        let mut ws = ClientBuilder::new()
+            .config(config)
+            .connect(&format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        ws.close(CloseCode::NORMAL, "bye").await
+    });
+    let (mut tcp, _) = listener.accept().await.unwrap();
+    let head = read_head(&mut tcp).await;
+    let key = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a key");
+    let accept = duplex::proto::handshake::accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    tcp.write_all(response.as_bytes()).await.unwrap();
+    let (code, _) = read_until_close(&mut tcp).await;
+    assert_eq!(code, Some(1000));
+    tcp.write_all(&frame(
+        OpCode::Close,
+        true,
+        false,
+        &1000u16.to_be_bytes(),
+        None,
+    ))
+    .await
+    .unwrap();
+    // The client has its answer but must not close TCP yet: its side stays
+    // open for as long as ours does (a window of 300 ms of its 30 s).
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut byte)).await;
+    assert!(early.is_err(), "the client closed TCP first: {early:?}");
+    // We close; the client follows, and its close succeeds.
+    tcp.shutdown().await.unwrap();
+    wait_for_eof(&mut tcp).await;
+    let closed = tokio::time::timeout(LIMIT, client).await.unwrap().unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
 }

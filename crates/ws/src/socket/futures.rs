@@ -1,0 +1,142 @@
+//! The named futures `recv`, `feed` and `send` return (each one pointer,
+//! so a connection's task stays small), and `Stream`/`Sink`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use duplex_proto::{CloseCode, CloseFrame, Message, State};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::WebSocket;
+use crate::error::{Error, Result};
+
+/// The future [`WebSocket::recv`] returns: one pointer.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+#[derive(Debug)]
+pub struct Recv<'a, S> {
+    pub(super) ws: &'a mut WebSocket<S>,
+}
+
+impl<S> Future for Recv<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Option<Result<Message>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().ws.poll_recv(cx)
+    }
+}
+
+/// The future [`WebSocket::feed`] returns: one pointer (the message is
+/// already queued, or parked in the socket).
+#[must_use = "the message may wait for room in the buffer: `.await` it"]
+pub struct Feed<'a, S> {
+    pub(super) ws: &'a mut WebSocket<S>,
+}
+
+impl<S> Future for Feed<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().ws.poll_queued(cx)
+    }
+}
+
+impl<S> Drop for Feed<'_, S> {
+    fn drop(&mut self) {
+        self.ws.unpark();
+    }
+}
+
+impl<S> std::fmt::Debug for Feed<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+/// The future [`WebSocket::send`] returns: queues (as [`Feed`] does), then
+/// flushes.
+#[must_use = "the message may wait for room in the buffer: `.await` it"]
+pub struct SendMessage<'a, S> {
+    pub(super) ws: &'a mut WebSocket<S>,
+    pub(super) queued: bool,
+}
+
+impl<S> Future for SendMessage<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if !this.queued {
+            ready!(this.ws.poll_queued(cx))?;
+            this.queued = true;
+        }
+        this.ws.poll_flush_out(cx)
+    }
+}
+
+impl<S> Drop for SendMessage<'_, S> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.ws.unpark();
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SendMessage<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMessage")
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S, M> Sink<M> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    M: Into<Message>,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_ready_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: M) -> Result<()> {
+        self.get_mut().start_send(item.into())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_flush_out(cx)
+    }
+
+    /// Sends a normal close frame (if none was sent) and flushes. The peer's
+    /// reply arrives through the `Stream` side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if !this.tearing_down() && this.conn.state() == State::Open {
+            this.start_close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        }
+        this.poll_flush_out(cx)
+    }
+}
