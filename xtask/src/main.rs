@@ -5,6 +5,7 @@
 //! the Autobahn conformance suite against the server and the client. See
 //! [`HELP`] for the subcommands and the environment variables they read.
 
+mod api;
 mod autobahn;
 mod bench;
 mod browser;
@@ -33,6 +34,7 @@ USAGE:
     cargo xtask test [--skip-autobahn] [--keep-going]
     cargo xtask autobahn [server|client|server-h2|client-h2] [--keep-going]
     cargo xtask tools
+    cargo xtask api [--bless]
     cargo xtask fuzz [--seconds N] [TARGET...]
     cargo xtask bench [--quick] [--reps N] [--seconds S] (--help for more)
     cargo xtask soak [--runs N] [--seed S]
@@ -42,7 +44,8 @@ USAGE:
 SUBCOMMANDS:
     test       Everything CI runs, in order: prepare tools, lint (fmt, clippy), self-test the peer
                scripts, Rust tests (cargo nextest, or cargo test without it),
-               the hub's tests again on Redis (DUPLEX_TEST_ENGINE=redis), doctests, browser (the chat and transfer pages in chromium), release build,
+               the hub's tests again on Redis (DUPLEX_TEST_ENGINE=redis), doctests, library (the public
+               API against api.txt, cargo package), browser (the chat and transfer pages in chromium), release build,
                bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
                release tests (the #[ignore]d 3 GiB transfer, transfer soak slice, echo-task size,
                memory-budget crowds, and 20 s slices of the hub soak on one node and on
@@ -69,6 +72,11 @@ SUBCOMMANDS:
                that never read; prints its figures and fails on any lost or
                duplicated publication. `cargo xtask test` runs 20 s of it.
     tools      Only prepare tools, then print the environment the tests read.
+    api        Compare the public API of duplex-proto and duplex (from rustdoc's JSON)
+               with crates/proto/api.txt and crates/ws/api.txt; --bless rewrites them
+               after a deliberate change. `cargo xtask test` runs it (stage library,
+               with `duplex` checked without default features and both crates built
+               from their `cargo package`).
     help       Print this text.
 
 OPTIONS:
@@ -172,6 +180,7 @@ impl Paths {
 enum Task {
     Test { autobahn: bool },
     Autobahn { sides: Vec<Side> },
+    Api { bless: bool },
     Tools,
     Help,
 }
@@ -210,6 +219,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             Task::Autobahn { sides }
         }
         Some("tools") => Task::Tools,
+        Some("api") => Task::Api {
+            bless: take_flag(&mut rest, "--bless"),
+        },
         None | Some("help" | "--help" | "-h") => Task::Help,
         Some(other) => bail!("unknown subcommand `{other}`; see `cargo xtask help`"),
     };
@@ -342,6 +354,7 @@ fn main() -> ExitCode {
             pipeline.stage("rust tests", || cargo::tests(&paths));
             pipeline.stage("rust tests on redis", || cargo::tests_on_redis(&paths));
             pipeline.stage("doctests", || cargo::doctests(&paths));
+            pipeline.stage("library", || api::check_libraries(&paths));
             pipeline.stage("browser", || browser::run_tests(&paths));
             if autobahn {
                 Side::ALL.to_vec()
@@ -352,6 +365,10 @@ fn main() -> ExitCode {
         Task::Autobahn { sides } => {
             pipeline.required("tools", || tools::prepare(&paths));
             sides
+        }
+        Task::Api { bless } => {
+            pipeline.stage("api", || api::surfaces(&paths, bless));
+            Vec::new()
         }
     };
     let sides = autobahn.runnable(&sides);

@@ -15,7 +15,10 @@
 //! - [`handshake`]: the HTTP/1.1 Upgrade, both sides ([`handshake::server`],
 //!   [`handshake::client`]), with bounded header parsing.
 //! - [`Connection`]: the state machine after the handshake.
-//! - [`frame`], [`mask`], [`utf8`], [`close`]: the wire format's pieces.
+//! - [`close`]: close codes and frames.
+//! - `frame`, `mask`, `utf8`, `outgoing`, `handshake::head`: the wire
+//!   format's pieces, public only with the **`unstable`** feature (for
+//!   drivers, benchmarks and tests; they may change in any release).
 //! - [`deflate`], [`extension`]: permessage-deflate and its negotiation.
 //! - [`Limits`]: what a peer may make us buffer.
 //! - [`Teardown`]: closing the transport after the protocol closed: who
@@ -52,19 +55,48 @@
 //! ```
 #![warn(missing_docs)]
 
+/// Declares a module that is public only with the `unstable` feature:
+/// the wire format's pieces a driver, a benchmark or a test may need, with
+/// no promise that they stay as they are.
+macro_rules! unstable_mod {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[cfg(feature = "unstable")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "unstable"))]
+        #[allow(dead_code)]
+        pub(crate) mod $name;
+    };
+}
+pub(crate) use unstable_mod;
+
 pub mod close;
 pub mod connection;
 pub mod deflate;
 pub mod error;
 pub mod extension;
-pub mod frame;
 pub mod handshake;
 pub mod limits;
-pub mod mask;
 pub mod message;
-pub mod outgoing;
 pub mod teardown;
-pub mod utf8;
+
+unstable_mod!(
+    /// Frame headers (RFC 6455 §5.2). Public with the `unstable` feature.
+    frame
+);
+unstable_mod!(
+    /// Masking (RFC 6455 §5.3). Public with the `unstable` feature.
+    mask
+);
+unstable_mod!(
+    /// The outgoing byte queue's internals. Public with the `unstable` feature.
+    outgoing
+);
+unstable_mod!(
+    /// Incremental UTF-8 validation. Public with the `unstable` feature.
+    utf8
+);
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Config, Connection, Incoming, SendError};
@@ -97,3 +129,8 @@ pub enum State {
     /// closing the transport remains.
     Closed,
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

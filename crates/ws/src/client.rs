@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Error, HandshakeError, Result};
 use crate::handshake_io::read_head;
 use crate::http2::Http2Mode;
+#[cfg(feature = "proxy")]
 use crate::proxy::ProxyConfig;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
@@ -58,6 +59,7 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     header_error: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    #[cfg(feature = "proxy")]
     proxy: ProxyConfig,
     connect_timeout: Duration,
     head_limits: HeadLimits,
@@ -88,6 +90,7 @@ impl ClientBuilder {
             headers: HeaderMap::new(),
             header_error: None,
             tls: None,
+            #[cfg(feature = "proxy")]
             proxy: ProxyConfig::FromEnv,
             connect_timeout: Duration::from_secs(10),
             head_limits: HeadLimits::default(),
@@ -137,6 +140,7 @@ impl ClientBuilder {
     }
 
     /// Which proxy to use (default: from the environment).
+    #[cfg(feature = "proxy")]
     pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = proxy;
         self
@@ -220,26 +224,35 @@ impl ClientBuilder {
     }
 
     async fn open_transport(&self, url: &WsUrl, alpn: &[&[u8]]) -> Result<MaybeTlsStream> {
-        let tcp = match self.proxy.resolve(&url.host, url.tls)? {
-            Some(proxy) => proxy.connect(&url.host, url.port).await?,
-            None => {
-                let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
-                    .await
-                    .map_err(|source| Error::Resolve {
-                        host: url.host.as_str().into(),
-                        source,
-                    })?
-                    .collect();
-                let tcp = TcpStream::connect(&addrs[..]).await.map_err(|e| {
-                    Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("cannot connect to {}:{}: {e}", url.host, url.port),
-                    ))
-                })?;
-                tcp.set_nodelay(true)?;
-                tcp
-            }
-        };
+        #[cfg(feature = "proxy")]
+        if let Some(proxy) = self.proxy.resolve(&url.host, url.tls)? {
+            let tcp = proxy.connect(&url.host, url.port).await?;
+            return self.over_tls(tcp, url, alpn).await;
+        }
+        let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
+            .await
+            .map_err(|source| Error::Resolve {
+                host: url.host.as_str().into(),
+                source,
+            })?
+            .collect();
+        let tcp = TcpStream::connect(&addrs[..]).await.map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot connect to {}:{}: {e}", url.host, url.port),
+            ))
+        })?;
+        tcp.set_nodelay(true)?;
+        self.over_tls(tcp, url, alpn).await
+    }
+
+    /// TLS for `wss://` over a connected stream (plain for `ws://`).
+    async fn over_tls(
+        &self,
+        tcp: TcpStream,
+        url: &WsUrl,
+        alpn: &[&[u8]],
+    ) -> Result<MaybeTlsStream> {
         if !url.tls {
             return Ok(MaybeTlsStream::Plain(tcp));
         }

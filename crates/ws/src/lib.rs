@@ -52,7 +52,20 @@
 //! `bench/src/duplex_echo.rs` does all three: its task is 384 bytes, and
 //! 10,000 idle connections cost under 1 KiB each in one measured run
 //! (`docs/performance.md`).
+//!
+//! ## Cargo features
+//!
+//! All on by default:
+//! - `hyper`: [`upgrade`], WebSockets inside a hyper or axum server.
+//! - `proxy`: HTTP `CONNECT` and SOCKS5 proxies for clients (`proxy`),
+//!   explicit or from the environment.
+//! - `webpki-roots`, `native-roots`: which CA certificates
+//!   [`tls::client_config`] trusts (Mozilla's, compiled in; the system's).
+//!
+//! Off by default: `unstable`, the protocol core's internals under
+//! [`proto`] (frame headers, masking...), for benchmarks and tests.
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
 mod client;
@@ -63,6 +76,7 @@ mod handshake_io;
 pub mod http2;
 mod incoming;
 mod pool;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 mod received;
 mod rewind;
@@ -71,6 +85,7 @@ mod socket;
 mod split;
 mod stream;
 pub mod tls;
+#[cfg(feature = "hyper")]
 pub mod upgrade;
 pub mod url;
 
@@ -79,9 +94,29 @@ pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
 pub use duplex_proto::handshake::client::ResponseError;
 pub use duplex_proto::{
-    self as proto, CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State,
-    Text,
+    CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State, Text,
 };
+
+/// The protocol core, [`duplex_proto`]: the sans-I/O connection, the
+/// handshake, close codes, limits. Its internals (`frame`, `mask`, `utf8`,
+/// `outgoing`, `handshake::head`) are here only with this crate's
+/// **`unstable`** feature, and may change in any release.
+pub mod proto {
+    pub use duplex_proto::{
+        CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Incoming, Limits,
+        Message, MessageRef, OutBuf, ProtocolError, Role, SendError, State, Teardown, Text, close,
+        connection, deflate, error, extension, limits, message, teardown,
+    };
+    #[cfg(feature = "unstable")]
+    pub use duplex_proto::{frame, mask, outgoing, utf8};
+
+    /// The opening handshake (RFC 6455 §4; RFC 8441 over HTTP/2).
+    pub mod handshake {
+        #[cfg(feature = "unstable")]
+        pub use duplex_proto::handshake::head;
+        pub use duplex_proto::handshake::{HeadLimits, accept_key, client, server};
+    }
+}
 pub use error::{
     Error, HandshakeError, ProxyError, ProxyErrorKind, Result, TlsError, TlsErrorKind, UrlError,
     status_hint,
@@ -95,3 +130,8 @@ pub use server::{RequestFilter, ServerBuilder, accept};
 pub use socket::{Feed, Recv, SendMessage, WebSocket};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -14,8 +14,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Client TLS trusting the webpki roots, the system's roots, and any extra
-/// CA certificates given as PEM.
+/// Client TLS trusting the webpki roots (feature `webpki-roots`), the
+/// system's roots (feature `native-roots`), and any extra CA certificates
+/// given as PEM.
 ///
 /// ```
 /// let config = duplex::tls::client_config(&[]).unwrap();
@@ -23,9 +24,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// ```
 pub fn client_config(extra_ca_pem: &[&[u8]]) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
+    #[cfg(feature = "webpki-roots")]
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
+    #[cfg(feature = "native-roots")]
+    for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
     for pem in extra_ca_pem {

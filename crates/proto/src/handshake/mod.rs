@@ -4,12 +4,17 @@
 //! Protocols` response or a 4xx rejection with a one-line reason
 //! ([`server`]); the client side builds a request and verifies the response
 //! ([`client`]). Both read heads out of a byte buffer with bounded size and
-//! header count ([`head`]), so a slow or endless header stream costs at most
+//! header count (`head`), so a slow or endless header stream costs at most
 //! the configured bytes, never a hang or unbounded memory.
 
 pub mod client;
-pub mod head;
 pub mod server;
+
+crate::unstable_mod!(
+    /// Reading and writing HTTP/1.1 heads, bounded. Public with the
+    /// `unstable` feature.
+    head
+);
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
