@@ -13,21 +13,19 @@
 // Every wait is on a DOM condition with a timeout; nothing sleeps to
 // synchronise. Pages are served by the server under test (same origin).
 
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
+
+import { ROOT, apiPublish, range, serverBinary, startServer, stopAll, tmp } from './server.mjs';
 
 // ESM `import` ignores NODE_PATH; require() honours it.
 const require = createRequire(import.meta.url);
 const { chromium } = require('playwright-core');
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = path.resolve(process.env.DUPLEX_BROWSER_OUT || path.join(ROOT, 'target', 'browser'));
 const CHROMIUM = process.env.DUPLEX_CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -42,77 +40,6 @@ const CHROMIUM_ARGS = [
 ];
 const WAIT = 10_000; // default wait for a DOM condition
 const TEST_TIMEOUT = 90_000;
-
-function serverBinary() {
-  if (process.env.DUPLEX_SERVER_BIN) return path.resolve(process.env.DUPLEX_SERVER_BIN);
-  const candidates = [
-    path.join(ROOT, 'target', 'debug', 'duplex'),
-    path.join(ROOT, 'target', 'debug', 'examples', 'serve'),
-  ];
-  const found = candidates.find((c) => fs.existsSync(c));
-  if (!found) {
-    throw new Error(`no server binary: build one (cargo build -p duplex-server --example serve) or set DUPLEX_SERVER_BIN; looked for ${candidates.join(', ')}`);
-  }
-  return found;
-}
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duplex-browser-'));
-const servers = new Set();
-const children = new Set();
-// Whatever happens (a crash, an interrupt), no server is left running.
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
-
-/** Starts `BIN serve` on a loopback address and waits for its address line. */
-async function startServer({ bind = '127.0.0.1:0', data, extra = [] } = {}) {
-  const bin = serverBinary();
-  const dir = data || fs.mkdtempSync(path.join(tmp, 'data-'));
-  const child = spawn(bin, ['serve', '--bind', bind, '--data', dir, ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  let log = '';
-  child.stderr.on('data', (d) => {
-    log += d;
-  });
-  const base = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${bin} printed no address in 30 s; output: ${out}${log}`)), 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${bin} exited (${code}) before listening: ${out}${log}`));
-    });
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/duplex: listening on (https?:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1].replace(/\/$/, ''));
-      }
-    });
-  });
-  child.stdout.resume();
-  const server = {
-    base,
-    data: dir,
-    port: Number(new URL(base).port),
-    log: () => log,
-    async stop() {
-      servers.delete(server);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await once(child, 'exit');
-      clearTimeout(timer);
-    },
-  };
-  servers.add(server);
-  return server;
-}
 
 let server;
 let browser;
@@ -133,8 +60,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  for (const s of [...servers]) await s.stop();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  await stopAll();
 });
 
 // ------------------------------------------------------------------ helpers
@@ -223,23 +149,8 @@ function waitOnline(page, names, timeout = WAIT) {
   );
 }
 
-async function apiPublish(base, channel, data) {
-  const res = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  const body = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(body));
-  return body;
-}
-
 async function screenshot(page, name) {
   await page.screenshot({ path: path.join(OUT, `${name}.png`) });
-}
-
-function range(from, to) {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
 function assertNoPageErrors() {

@@ -68,3 +68,24 @@ pub async fn transfer_style() -> Response {
 pub async fn noble() -> Response {
     javascript(include_str!("../ui/vendor/noble.js"))
 }
+
+/// `GET /duplex.js`: the JavaScript hub client (an ES module; the chat
+/// page is a UI on it).
+pub async fn hub_client() -> Response {
+    javascript(include_str!("../ui/duplex.js"))
+}
+
+/// `GET /duplex.d.ts`: the hub client's TypeScript declarations.
+pub async fn hub_client_types() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        include_str!("../ui/duplex.d.ts"),
+    )
+        .into_response()
+}
+
+/// `GET /hub-protocol.js`: the hub protocol's facts, generated from
+/// `crates/server/src/protocol` (see [`crate::protocol::javascript`]).
+pub async fn hub_protocol() -> Response {
+    javascript(include_str!("../ui/hub-protocol.js"))
+}
