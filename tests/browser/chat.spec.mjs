@@ -461,6 +461,83 @@ test('server restarts: same data recovers; wiped data shows the gap marker', { t
   }
 });
 
+test('duplex.js in a page of another app and in the chat page: after a server restart both recover exactly the missed messages', { timeout: TEST_TIMEOUT }, async () => {
+  let own = await startServer();
+  const { port, data } = own;
+  const room = 'shared';
+  const channel = `chat:${room}`;
+  const alice = await openUser({ base: own.base });
+  // Another app: a page of the server (same origin) with nothing but a
+  // tiny inline module that imports /duplex.js.
+  const widget = await openUser({ base: own.base });
+  try {
+    const loaded = [];
+    alice.page.on('request', (r) => loaded.push(new URL(r.url()).pathname));
+    await joinAs(alice, 'alice', room);
+    assert.ok(loaded.includes('/duplex.js') && loaded.includes('/hub-protocol.js'), `the chat page loads duplex.js: ${loaded}`);
+
+    await widget.page.goto(`${own.base}/healthz`);
+    await widget.page.addScriptTag({
+      type: 'module',
+      content: `
+        import { Client } from '/duplex.js';
+        const client = new Client(location.origin.replace(/^http/, 'ws') + '/ws', { name: 'widget', backoffMax: 1000 });
+        const sub = client.subscribe(${JSON.stringify(channel)});
+        const app = { got: [], subscribed: [], state: () => client.state, publish: (text) => sub.publish({ text }) };
+        sub.on('publication', (p) => app.got.push({ offset: p.offset, text: p.data.text, from: p.from.name }));
+        sub.on('subscribed', (info) => app.subscribed.push(info));
+        window.app = app;
+        client.connect();
+      `,
+    });
+    await widget.page.waitForFunction(() => window.app?.state() === 'connected');
+    await waitOnline(alice.page, ['alice', 'widget']);
+    const ack = await widget.page.evaluate(() => window.app.publish('hello from the widget'));
+    assert.equal(ack.offset, 1);
+    await waitForText(alice.page, 'hello from the widget');
+    await send(alice.page, 'hello widget');
+    await widget.page.waitForFunction(() => window.app.got.length === 2);
+
+    // The server goes down; both pages lose the network while it is
+    // restarted (same port, same data) and others publish.
+    await own.stop();
+    await alice.page.waitForSelector('#status[data-state="reconnecting"]');
+    await widget.page.waitForFunction(() => window.app.state() !== 'connected');
+    await alice.context.setOffline(true);
+    await widget.context.setOffline(true);
+    own = await startServer({ bind: `127.0.0.1:${port}`, data });
+    const missed = range(1, 7).map((i) => `while both were away ${i}`);
+    for (const text of missed) await apiPublish(own.base, channel, { text });
+
+    await alice.context.setOffline(false);
+    await widget.context.setOffline(false);
+    await waitConnected(alice.page, 40_000);
+    await waitForCount(alice.page, 9, 20_000);
+    await widget.page.waitForFunction(() => window.app.state() === 'connected' && window.app.got.length >= 9, null, { timeout: 40_000 });
+
+    const msgs = await shown(alice.page);
+    assert.deepEqual(msgs.map((m) => m.offset), range(1, 9));
+    assert.deepEqual(msgs.slice(2).map((m) => m.text), missed);
+    const snap = await alice.page.evaluate(() => window.duplexChat.snapshot());
+    assert.equal(snap.lastCatchUp.recovered, true);
+    assert.equal(snap.lastCatchUp.count, 7);
+    assert.equal(await alice.page.locator('#message-list .divider').count(), 0, 'no gap marker');
+
+    const app = await widget.page.evaluate(() => ({ got: window.app.got, last: window.app.subscribed.at(-1) }));
+    assert.deepEqual(app.got.map((p) => p.offset), range(1, 9), 'the widget saw every offset once, in order');
+    assert.deepEqual(app.got.slice(2).map((p) => p.text), missed);
+    assert.equal(app.last.recovered, true);
+    assert.equal(app.last.missed, 7);
+    assert.deepEqual(app.last.since.offset, 2);
+    await waitOnline(alice.page, ['alice', 'widget']);
+    assertNoPageErrors();
+  } finally {
+    await alice.context.close();
+    await widget.context.close();
+    await own.stop();
+  }
+});
+
 test('a phone-sized screen in dark mode: nothing overflows, the chat works, the help hint works', { timeout: TEST_TIMEOUT }, async () => {
   const eve = await openUser({ viewport: { width: 390, height: 760 }, options: { isMobile: true, hasTouch: true, colorScheme: 'dark' } });
   try {
