@@ -76,7 +76,7 @@ const clients = new Set();
 /** Fetches `/duplex.js` and what it imports, as served, and imports it. */
 async function importServedModule(base) {
   const dir = fs.mkdtempSync(path.join(tmp, 'module-'));
-  for (const file of ['duplex.js', 'hub-protocol.js', 'duplex.d.ts']) {
+  for (const file of ['duplex.js', 'hub-protocol.js', 'duplex.d.ts', 'hub-protocol.d.ts']) {
     const res = await fetch(`${base}/${file}`);
     assert.equal(res.status, 200, `GET /${file}`);
     const type = res.headers.get('content-type');
@@ -365,13 +365,15 @@ seededTest('error replies are typed errors: a bad channel name, a taken nickname
 });
 
 test('the served module is the committed one, and its protocol facts match the server', async () => {
-  const served = await (await fetch(`${server.base}/hub-protocol.js`)).text();
-  const committed = fs.readFileSync(new URL('../../crates/server/ui/hub-protocol.js', import.meta.url), 'utf8');
-  assert.equal(served, committed, 'rebuild the binary: the served hub-protocol.js differs from the file');
+  for (const file of ['duplex.js', 'hub-protocol.js', 'duplex.d.ts', 'hub-protocol.d.ts']) {
+    const served = await (await fetch(`${server.base}/${file}`)).text();
+    const committed = fs.readFileSync(new URL(`../../crates/server/ui/${file}`, import.meta.url), 'utf8');
+    assert.equal(served, committed, `rebuild the binary: the served ${file} differs from the file`);
+  }
   assert.equal(hub.COMMANDS.PUBLISH, 'publish');
   assert.equal(hub.ERROR_CODES.NAME_TAKEN, 'name_taken');
   assert.equal(hub.CLOSE.SHUTTING_DOWN, 1001);
   assert.deepEqual([...hub.FINAL_CLOSE_CODES], [1008]);
-  const types = await (await fetch(`${server.base}/duplex.d.ts`)).text();
-  assert.match(types, /export declare class Client/);
+  const types = await (await fetch(`${server.base}/hub-protocol.d.ts`)).text();
+  assert.match(types, /export type ServerErrorCode = "bad_request" \|/);
 });

@@ -248,6 +248,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/duplex.js", get(ui::hub_client))
         .route("/duplex.d.ts", get(ui::hub_client_types))
         .route("/hub-protocol.js", get(ui::hub_protocol))
+        .route("/hub-protocol.d.ts", get(ui::hub_protocol_types))
         .route("/send", get(ui::send))
         .route("/receive", get(ui::receive))
         .route("/transfer.js", get(ui::transfer_script))

@@ -75,13 +75,23 @@ pub async fn hub_client() -> Response {
     javascript(include_str!("../ui/duplex.js"))
 }
 
-/// `GET /duplex.d.ts`: the hub client's TypeScript declarations.
-pub async fn hub_client_types() -> Response {
+fn typescript(source: &'static str) -> Response {
+    // Plain text: a browser shows it, and tools do not look at the type.
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        include_str!("../ui/duplex.d.ts"),
+        source,
     )
         .into_response()
+}
+
+/// `GET /duplex.d.ts`: the hub client's TypeScript declarations.
+pub async fn hub_client_types() -> Response {
+    typescript(include_str!("../ui/duplex.d.ts"))
+}
+
+/// `GET /hub-protocol.d.ts`: the generated facts' declarations.
+pub async fn hub_protocol_types() -> Response {
+    typescript(include_str!("../ui/hub-protocol.d.ts"))
 }
 
 /// `GET /hub-protocol.js`: the hub protocol's facts, generated from

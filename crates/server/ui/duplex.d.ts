@@ -1,33 +1,15 @@
 // Types of duplex.js, the JavaScript client of the Duplex hub
 // (docs/protocol.md). Served by `duplex serve` at /duplex.d.ts.
 
-/** The hub's error codes (generated from crates/server/src/protocol/error.rs). */
-export type ServerErrorCode =
-  | 'bad_request' | 'unauthorized' | 'forbidden' | 'not_subscribed' | 'name_taken' | 'too_large'
-  | 'rate_limited' | 'limit_exceeded' | 'banned' | 'unavailable' | 'internal';
+// The protocol's facts and their types, generated from the Rust
+// definitions (crates/server/src/protocol): see hub-protocol.d.ts.
+export * from './hub-protocol.js';
+import type { ServerErrorCode } from './hub-protocol.js';
+
 /** Errors of the client itself. */
 export type ClientErrorCode = 'disconnected' | 'timeout';
 export type ErrorCode = ServerErrorCode | ClientErrorCode;
-
-export declare const COMMANDS: Readonly<Record<
-  'CONNECT' | 'SUBSCRIBE' | 'UNSUBSCRIBE' | 'PUBLISH' | 'HISTORY' | 'PRESENCE' | 'TYPING' | 'KICK' | 'PING',
-  string>>;
-export declare const PUSHES: Readonly<Record<'PUBLICATION' | 'JOIN' | 'LEAVE' | 'TYPING' | 'KICKED', string>>;
-export declare const ERROR_CODES: Readonly<Record<Uppercase<ServerErrorCode>, ServerErrorCode>>;
-export declare const TRANSIENT_ERROR_CODES: readonly ServerErrorCode[];
 export declare const CLIENT_ERROR_CODES: Readonly<{ DISCONNECTED: 'disconnected'; TIMEOUT: 'timeout' }>;
-export declare const CLOSE: Readonly<Record<
-  'NORMAL' | 'SHUTTING_DOWN' | 'POLICY' | 'TOO_LARGE' | 'PUBLICATIONS_LOST' | 'TRY_AGAIN_LATER',
-  number>>;
-export declare const FINAL_CLOSE_CODES: readonly number[];
-export declare const CLOSE_MEANING: Readonly<Record<number, string>>;
-export declare const HISTORY_DEFAULT_LIMIT: number;
-export declare const HISTORY_MAX_LIMIT: number;
-export declare const CHANNEL_MAX_LENGTH: number;
-export declare const CHANNEL_PUNCTUATION: string;
-export declare const NAME_MAX_CHARS: number;
-export declare const SESSION_MIN_LENGTH: number;
-export declare const SESSION_MAX_LENGTH: number;
 
 export declare const DEFAULTS: Readonly<{
   commandTimeout: number;

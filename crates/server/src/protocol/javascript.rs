@@ -1,8 +1,9 @@
 //! The browser's copy of the hub protocol's facts: `crates/server/ui/
 //! hub-protocol.js` is generated from the Rust definitions by [`module`],
-//! and a test fails when the committed file differs (run
+//! and its TypeScript declarations, `hub-protocol.d.ts`, by
+//! [`declarations`]; a test fails when a committed file differs (run
 //! `DUPLEX_REGENERATE=1 cargo test -p duplex-server --lib hub_protocol_js`
-//! to rewrite it). `duplex.js`, the JavaScript hub client, imports it.
+//! to rewrite them). `duplex.js`, the JavaScript hub client, imports it.
 
 use std::fmt::Write;
 
@@ -98,6 +99,57 @@ pub fn module() -> String {
     js
 }
 
+/// The source of `hub-protocol.d.ts`: the same facts as types.
+pub fn declarations() -> String {
+    let mut ts = String::from(
+        "// GENERATED from crates/server/src/protocol (duplex-server) by `DUPLEX_REGENERATE=1\n\
+         // cargo test -p duplex-server --lib hub_protocol_js`: do not edit. The types of\n\
+         // hub-protocol.js.\n\n",
+    );
+    let commands: Vec<&str> = example_commands().iter().map(Command::name).collect();
+    let pushes: Vec<&str> = PushKind::ALL.into_iter().map(PushKind::name).collect();
+    let codes: Vec<&str> = ErrorCode::ALL.into_iter().map(ErrorCode::name).collect();
+    for (doc, type_name, constant, names) in [
+        ("A command's `cmd`.", "CommandName", "COMMANDS", &commands),
+        ("A push's `push`.", "PushKind", "PUSHES", &pushes),
+        (
+            "An error reply's `code`.",
+            "ServerErrorCode",
+            "ERROR_CODES",
+            &codes,
+        ),
+    ] {
+        let union: Vec<String> = names.iter().map(|n| json_string(n)).collect();
+        let _ = writeln!(ts, "/** {doc} */");
+        let _ = writeln!(ts, "export type {type_name} = {};", union.join(" | "));
+        let _ = writeln!(ts, "export declare const {constant}: Readonly<{{");
+        for name in names.iter() {
+            let _ = writeln!(ts, "  {}: {};", name.to_uppercase(), json_string(name));
+        }
+        ts.push_str("}>;\n");
+    }
+    ts.push_str("export declare const TRANSIENT_ERROR_CODES: readonly ServerErrorCode[];\n");
+    ts.push_str("export declare const CLOSE: Readonly<{\n");
+    for c in HubClose::ALL {
+        let _ = writeln!(ts, "  {}: {};", c.name(), c.code().0);
+    }
+    ts.push_str("}>;\n");
+    ts.push_str("export declare const FINAL_CLOSE_CODES: readonly number[];\n");
+    ts.push_str("export declare const CLOSE_MEANING: Readonly<Record<number, string>>;\n");
+    for constant in [
+        "HISTORY_DEFAULT_LIMIT",
+        "HISTORY_MAX_LIMIT",
+        "CHANNEL_MAX_LENGTH",
+        "NAME_MAX_CHARS",
+        "SESSION_MIN_LENGTH",
+        "SESSION_MAX_LENGTH",
+    ] {
+        let _ = writeln!(ts, "export declare const {constant}: number;");
+    }
+    ts.push_str("export declare const CHANNEL_PUNCTUATION: string;\n");
+    ts
+}
+
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
@@ -163,17 +215,22 @@ mod tests {
 
     #[test]
     fn hub_protocol_js_is_up_to_date() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ui/hub-protocol.js");
-        let want = module();
-        if std::env::var_os("DUPLEX_REGENERATE").is_some() {
-            std::fs::write(path, &want).unwrap();
+        let ui = concat!(env!("CARGO_MANIFEST_DIR"), "/ui");
+        for (file, want) in [
+            ("hub-protocol.js", module()),
+            ("hub-protocol.d.ts", declarations()),
+        ] {
+            let path = format!("{ui}/{file}");
+            if std::env::var_os("DUPLEX_REGENERATE").is_some() {
+                std::fs::write(&path, &want).unwrap();
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                have == want,
+                "{path} is out of date with crates/server/src/protocol: run \
+                 `DUPLEX_REGENERATE=1 cargo test -p duplex-server --lib hub_protocol_js`"
+            );
         }
-        let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            have == want,
-            "{path} is out of date with crates/server/src/protocol: run \
-             `DUPLEX_REGENERATE=1 cargo test -p duplex-server --lib hub_protocol_js`"
-        );
     }
 
     #[test]
