@@ -13,21 +13,19 @@
 // Every wait is on a DOM condition with a timeout; nothing sleeps to
 // synchronise. Pages are served by the server under test (same origin).
 
-import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fileURLToPath } from 'node:url';
+
+import { ROOT, apiPublish, range, serverBinary, startServer, stopAll, tmp } from './server.mjs';
 
 // ESM `import` ignores NODE_PATH; require() honours it.
 const require = createRequire(import.meta.url);
 const { chromium } = require('playwright-core');
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OUT = path.resolve(process.env.DUPLEX_BROWSER_OUT || path.join(ROOT, 'target', 'browser'));
 const CHROMIUM = process.env.DUPLEX_CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -42,77 +40,6 @@ const CHROMIUM_ARGS = [
 ];
 const WAIT = 10_000; // default wait for a DOM condition
 const TEST_TIMEOUT = 90_000;
-
-function serverBinary() {
-  if (process.env.DUPLEX_SERVER_BIN) return path.resolve(process.env.DUPLEX_SERVER_BIN);
-  const candidates = [
-    path.join(ROOT, 'target', 'debug', 'duplex'),
-    path.join(ROOT, 'target', 'debug', 'examples', 'serve'),
-  ];
-  const found = candidates.find((c) => fs.existsSync(c));
-  if (!found) {
-    throw new Error(`no server binary: build one (cargo build -p duplex-server --example serve) or set DUPLEX_SERVER_BIN; looked for ${candidates.join(', ')}`);
-  }
-  return found;
-}
-
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duplex-browser-'));
-const servers = new Set();
-const children = new Set();
-// Whatever happens (a crash, an interrupt), no server is left running.
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
-
-/** Starts `BIN serve` on a loopback address and waits for its address line. */
-async function startServer({ bind = '127.0.0.1:0', data, extra = [] } = {}) {
-  const bin = serverBinary();
-  const dir = data || fs.mkdtempSync(path.join(tmp, 'data-'));
-  const child = spawn(bin, ['serve', '--bind', bind, '--data', dir, ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
-  });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  let log = '';
-  child.stderr.on('data', (d) => {
-    log += d;
-  });
-  const base = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${bin} printed no address in 30 s; output: ${out}${log}`)), 30_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${bin} exited (${code}) before listening: ${out}${log}`));
-    });
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/duplex: listening on (https?:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1].replace(/\/$/, ''));
-      }
-    });
-  });
-  child.stdout.resume();
-  const server = {
-    base,
-    data: dir,
-    port: Number(new URL(base).port),
-    log: () => log,
-    async stop() {
-      servers.delete(server);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await once(child, 'exit');
-      clearTimeout(timer);
-    },
-  };
-  servers.add(server);
-  return server;
-}
 
 let server;
 let browser;
@@ -133,8 +60,7 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  for (const s of [...servers]) await s.stop();
-  fs.rmSync(tmp, { recursive: true, force: true });
+  await stopAll();
 });
 
 // ------------------------------------------------------------------ helpers
@@ -223,23 +149,8 @@ function waitOnline(page, names, timeout = WAIT) {
   );
 }
 
-async function apiPublish(base, channel, data) {
-  const res = await fetch(`${base}/api/publish`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  const body = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(body));
-  return body;
-}
-
 async function screenshot(page, name) {
   await page.screenshot({ path: path.join(OUT, `${name}.png`) });
-}
-
-function range(from, to) {
-  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
 function assertNoPageErrors() {
@@ -546,6 +457,83 @@ test('server restarts: same data recovers; wiped data shows the gap marker', { t
     assertNoPageErrors();
   } finally {
     await alice.context.close();
+    await own.stop();
+  }
+});
+
+test('duplex.js in a page of another app and in the chat page: after a server restart both recover exactly the missed messages', { timeout: TEST_TIMEOUT }, async () => {
+  let own = await startServer();
+  const { port, data } = own;
+  const room = 'shared';
+  const channel = `chat:${room}`;
+  const alice = await openUser({ base: own.base });
+  // Another app: a page of the server (same origin) with nothing but a
+  // tiny inline module that imports /duplex.js.
+  const widget = await openUser({ base: own.base });
+  try {
+    const loaded = [];
+    alice.page.on('request', (r) => loaded.push(new URL(r.url()).pathname));
+    await joinAs(alice, 'alice', room);
+    assert.ok(loaded.includes('/duplex.js') && loaded.includes('/hub-protocol.js'), `the chat page loads duplex.js: ${loaded}`);
+
+    await widget.page.goto(`${own.base}/healthz`);
+    await widget.page.addScriptTag({
+      type: 'module',
+      content: `
+        import { Client } from '/duplex.js';
+        const client = new Client(location.origin.replace(/^http/, 'ws') + '/ws', { name: 'widget', backoffMax: 1000 });
+        const sub = client.subscribe(${JSON.stringify(channel)});
+        const app = { got: [], subscribed: [], state: () => client.state, publish: (text) => sub.publish({ text }) };
+        sub.on('publication', (p) => app.got.push({ offset: p.offset, text: p.data.text, from: p.from.name }));
+        sub.on('subscribed', (info) => app.subscribed.push(info));
+        window.app = app;
+        client.connect();
+      `,
+    });
+    await widget.page.waitForFunction(() => window.app?.state() === 'connected');
+    await waitOnline(alice.page, ['alice', 'widget']);
+    const ack = await widget.page.evaluate(() => window.app.publish('hello from the widget'));
+    assert.equal(ack.offset, 1);
+    await waitForText(alice.page, 'hello from the widget');
+    await send(alice.page, 'hello widget');
+    await widget.page.waitForFunction(() => window.app.got.length === 2);
+
+    // The server goes down; both pages lose the network while it is
+    // restarted (same port, same data) and others publish.
+    await own.stop();
+    await alice.page.waitForSelector('#status[data-state="reconnecting"]');
+    await widget.page.waitForFunction(() => window.app.state() !== 'connected');
+    await alice.context.setOffline(true);
+    await widget.context.setOffline(true);
+    own = await startServer({ bind: `127.0.0.1:${port}`, data });
+    const missed = range(1, 7).map((i) => `while both were away ${i}`);
+    for (const text of missed) await apiPublish(own.base, channel, { text });
+
+    await alice.context.setOffline(false);
+    await widget.context.setOffline(false);
+    await waitConnected(alice.page, 40_000);
+    await waitForCount(alice.page, 9, 20_000);
+    await widget.page.waitForFunction(() => window.app.state() === 'connected' && window.app.got.length >= 9, null, { timeout: 40_000 });
+
+    const msgs = await shown(alice.page);
+    assert.deepEqual(msgs.map((m) => m.offset), range(1, 9));
+    assert.deepEqual(msgs.slice(2).map((m) => m.text), missed);
+    const snap = await alice.page.evaluate(() => window.duplexChat.snapshot());
+    assert.equal(snap.lastCatchUp.recovered, true);
+    assert.equal(snap.lastCatchUp.count, 7);
+    assert.equal(await alice.page.locator('#message-list .divider').count(), 0, 'no gap marker');
+
+    const app = await widget.page.evaluate(() => ({ got: window.app.got, last: window.app.subscribed.at(-1) }));
+    assert.deepEqual(app.got.map((p) => p.offset), range(1, 9), 'the widget saw every offset once, in order');
+    assert.deepEqual(app.got.slice(2).map((p) => p.text), missed);
+    assert.equal(app.last.recovered, true);
+    assert.equal(app.last.missed, 7);
+    assert.deepEqual(app.last.since.offset, 2);
+    await waitOnline(alice.page, ['alice', 'widget']);
+    assertNoPageErrors();
+  } finally {
+    await alice.context.close();
+    await widget.context.close();
     await own.stop();
   }
 });

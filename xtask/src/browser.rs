@@ -1,7 +1,8 @@
 //! The browser stage: the pages of `duplex serve` in a real browser.
 //!
-//! Builds the `duplex` binary (debug) and runs `tests/browser/chat.spec.mjs`
-//! then `tests/browser/transfer.spec.mjs` (the /send and /receive pages,
+//! Builds the `duplex` binary (debug) and runs `tests/browser/chat.spec.mjs`,
+//! `tests/browser/hub-client.spec.mjs` (the JavaScript hub client,
+//! `/duplex.js`, under Node) then `tests/browser/transfer.spec.mjs` (the /send and /receive pages,
 //! against the same binary's `duplex send` / `duplex receive`) with node:
 //! Debian's chromium (from [`crate::tools`]'s APT table) driven by npm
 //! `playwright-core` (its NPM table), against the real server. The
@@ -22,8 +23,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The browser the tests drive.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// The test scripts in `tests/browser/`, run in this order: the chat page,
-/// then the file-transfer pages (which also run `duplex send` / `receive`).
-const SCRIPTS: [&str; 2] = ["chat.spec.mjs", "transfer.spec.mjs"];
+/// the hub client it is built on (in Node, no browser), then the
+/// file-transfer pages (which also run `duplex send` / `receive`).
+const SCRIPTS: [&str; 3] = ["chat.spec.mjs", "hub-client.spec.mjs", "transfer.spec.mjs"];
 
 /// Where the screenshots go.
 pub fn artifacts(paths: &Paths) -> PathBuf {

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::auth::keys_match;
-use crate::protocol::{ErrorCode, HubError, Member, check_channel};
+use crate::protocol::{
+    ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubError, Member, check_channel,
+};
 use crate::protocol::{PageView, PublishResult, encode_data};
 use crate::state::AppState;
 use crate::store::Range;
@@ -125,7 +127,10 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     check_channel(&channel)?;
     let Query(q) = query.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let limit = q.limit.unwrap_or(50).min(1000);
+    let limit = q
+        .limit
+        .unwrap_or(HISTORY_DEFAULT_LIMIT)
+        .min(HISTORY_MAX_LIMIT);
     let range = match q.after {
         Some(after) => Range::After { after, limit },
         None => Range::Before {

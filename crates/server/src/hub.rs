@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, HubError, Member};
+use crate::protocol::{ErrorCode, HubError, Member, PushKind};
 use crate::publication::Publication;
 
 /// What a subscriber's queue carries.
@@ -155,7 +155,7 @@ impl Hub {
             return Err(name_taken(channel, &sub.member.name));
         }
         if sub.presence {
-            let push = self.member_push("join", channel, &sub.member);
+            let push = self.member_push(PushKind::Join.name(), channel, &sub.member);
             self.deliver_all(&ch, Some(&sub.member.client), Delivery::Push(push));
         }
         ch.subscribers.insert(sub.member.client.clone(), sub);
@@ -174,7 +174,7 @@ impl Hub {
     pub fn unsubscribe(&self, channel: &str, client: &str) {
         if let Some(sub) = self.remove(channel, client) {
             if sub.presence {
-                self.member_event("leave", channel, &sub.member);
+                self.member_event(PushKind::Leave.name(), channel, &sub.member);
             }
         }
     }
@@ -271,7 +271,7 @@ impl Hub {
         if !self.is_subscribed(channel, &member.client) {
             return Err(not_subscribed(channel));
         }
-        self.member_event("typing", channel, member);
+        self.member_event(PushKind::Typing.name(), channel, member);
         Ok(())
     }
 
@@ -300,7 +300,7 @@ impl Hub {
         let kicked = self.remove_named(channel, name, ban);
         for sub in &kicked {
             if sub.presence {
-                self.member_event("leave", channel, &sub.member);
+                self.member_event(PushKind::Leave.name(), channel, &sub.member);
             }
         }
         kicked.len()

@@ -57,7 +57,7 @@ impl Publication {
     /// The push sent to subscribers, encoded once for all of them.
     pub fn push_bytes(&self) -> Bytes {
         let mut view = self.view();
-        view.push = Some("publication");
+        view.push = Some(crate::protocol::PushKind::Publication.name());
         to_bytes(&view)
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use duplex::{BudgetShare, CloseCode, Message, Text, WebSocket};
+use duplex::{BudgetShare, Message, Text, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Claims, allowed};
 use crate::hub::{Delivery, Queued, Subscriber};
 use crate::protocol::{
-    Command, ErrorCode, HubError, Member, PageView, PublishResult, Since, check_channel,
-    encode_data, error_reply, kicked_push, parse_request, reply,
+    Command, ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubClose, HubError, Member,
+    NAME_MAX_CHARS, PageView, PublishResult, SESSION_MAX_LEN, SESSION_MIN_LEN, Since,
+    check_channel, encode_data, error_reply, kicked_push, parse_request, reply,
 };
 use crate::publication::Publication;
 use crate::ratelimit::TokenBucket;
@@ -30,8 +31,6 @@ use crate::store::{Range, StoreError};
 
 /// Consecutive bad commands after which a connection is closed (1008).
 const MAX_STRIKES: u32 = 100;
-/// The longest nickname, in characters.
-const MAX_NAME_CHARS: usize = 32;
 
 /// Runs a hub connection until it closes.
 pub async fn run<S>(mut ws: WebSocket<S>, state: Arc<AppState>)
@@ -106,11 +105,11 @@ where
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let _ = self.ws.close(CloseCode::GOING_AWAY, "server shutting down; reconnect with since").await;
+                    let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
                     return;
                 }
                 _ = self.slow.cancelled() => {
-                    let _ = self.ws.close(CloseCode::TRY_AGAIN_LATER, "slow consumer: too many messages queued").await;
+                    let _ = self.ws.close(HubClose::TryAgainLater.code(), "slow consumer: too many messages queued").await;
                     return;
                 }
                 Some(queued) = self.inbox.recv() => {
@@ -182,7 +181,10 @@ where
                 tracing::debug!(client = %self.member.client, %channel, "closed: publications lost");
                 let reason =
                     "publications were lost on their way to this server; reconnect with since";
-                let _ = self.ws.close(CloseCode::SERVICE_RESTART, reason).await;
+                let _ = self
+                    .ws
+                    .close(HubClose::PublicationsLost.code(), reason)
+                    .await;
                 Err(duplex::Error::Closed)
             }
         }
@@ -222,7 +224,7 @@ where
             let _ = self
                 .ws
                 .close(
-                    CloseCode::POLICY_VIOLATION,
+                    HubClose::Policy.code(),
                     "too many invalid commands in a row",
                 )
                 .await;
@@ -279,7 +281,9 @@ where
             } => {
                 check_channel(&channel)?;
                 self.check_subscribe_permission(&channel)?;
-                let limit = limit.unwrap_or(50).min(1000);
+                let limit = limit
+                    .unwrap_or(HISTORY_DEFAULT_LIMIT)
+                    .min(HISTORY_MAX_LIMIT);
                 let range = match after {
                     Some(after) => Range::After { after, limit },
                     None => Range::Before { before, limit },
@@ -491,14 +495,16 @@ where
 /// secret itself is never shown to others.
 fn anonymous_user(session: &str) -> Result<String, HubError> {
     use sha1::{Digest, Sha1};
-    let ok = (16..=128).contains(&session.len())
+    let ok = (SESSION_MIN_LEN..=SESSION_MAX_LEN).contains(&session.len())
         && session
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !ok {
         return Err(HubError::new(
             ErrorCode::BadRequest,
-            "session must be 16-128 characters of letters, digits, - or _",
+            format!(
+                "session must be {SESSION_MIN_LEN}-{SESSION_MAX_LEN} characters of letters, digits, - or _"
+            ),
         ));
     }
     let digest = Sha1::digest(session.as_bytes());
@@ -509,14 +515,14 @@ fn anonymous_user(session: &str) -> Result<String, HubError> {
 fn check_name(name: &str) -> Result<(), HubError> {
     let chars = name.chars().count();
     if chars == 0
-        || chars > MAX_NAME_CHARS
+        || chars > NAME_MAX_CHARS
         || name.chars().any(char::is_control)
         || name.trim() != name
     {
         return Err(HubError::new(
             ErrorCode::BadRequest,
             format!(
-                "invalid name {name:?}: 1-{MAX_NAME_CHARS} characters, no control characters or outer spaces"
+                "invalid name {name:?}: 1-{NAME_MAX_CHARS} characters, no control characters or outer spaces"
             ),
         ));
     }

@@ -68,3 +68,34 @@ pub async fn transfer_style() -> Response {
 pub async fn noble() -> Response {
     javascript(include_str!("../ui/vendor/noble.js"))
 }
+
+/// `GET /duplex.js`: the JavaScript hub client (an ES module; the chat
+/// page is a UI on it).
+pub async fn hub_client() -> Response {
+    javascript(include_str!("../ui/duplex.js"))
+}
+
+fn typescript(source: &'static str) -> Response {
+    // Plain text: a browser shows it, and tools do not look at the type.
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        source,
+    )
+        .into_response()
+}
+
+/// `GET /duplex.d.ts`: the hub client's TypeScript declarations.
+pub async fn hub_client_types() -> Response {
+    typescript(include_str!("../ui/duplex.d.ts"))
+}
+
+/// `GET /hub-protocol.d.ts`: the generated facts' declarations.
+pub async fn hub_protocol_types() -> Response {
+    typescript(include_str!("../ui/hub-protocol.d.ts"))
+}
+
+/// `GET /hub-protocol.js`: the hub protocol's facts, generated from
+/// `crates/server/src/protocol` (see [`crate::protocol::javascript`]).
+pub async fn hub_protocol() -> Response {
+    javascript(include_str!("../ui/hub-protocol.js"))
+}

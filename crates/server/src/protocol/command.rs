@@ -6,6 +6,22 @@ use serde_json::value::RawValue;
 
 use super::{ErrorCode, HubError};
 
+/// Publications a `history` command returns when it gives no `limit`.
+pub const HISTORY_DEFAULT_LIMIT: usize = 50;
+/// The most publications one `history` command returns.
+pub const HISTORY_MAX_LIMIT: usize = 1000;
+/// The longest channel name, in bytes (all ASCII).
+pub const CHANNEL_MAX_LEN: usize = 128;
+/// The characters a channel name may hold besides ASCII letters and digits.
+pub const CHANNEL_PUNCTUATION: &str = "-_.:@/";
+/// The longest nickname, in characters.
+pub const NAME_MAX_CHARS: usize = 32;
+/// The shortest `session` secret of `connect`, in characters.
+pub const SESSION_MIN_LEN: usize = 16;
+/// The longest `session` secret of `connect`, in characters (letters,
+/// digits, `-` and `_`).
+pub const SESSION_MAX_LEN: usize = 128;
+
 /// A recovery position: the last publication a client saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Since {
@@ -129,6 +145,23 @@ pub enum Command {
     Ping,
 }
 
+impl Command {
+    /// The command's `cmd` on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Connect { .. } => "connect",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+            Command::Publish { .. } => "publish",
+            Command::History { .. } => "history",
+            Command::Presence { .. } => "presence",
+            Command::Typing { .. } => "typing",
+            Command::Kick { .. } => "kick",
+            Command::Ping => "ping",
+        }
+    }
+}
+
 /// Parses one command; a parse failure becomes a `bad_request` with serde's
 /// explanation and, when the JSON had one, the command's id.
 pub fn parse_request(text: &str) -> Result<Request, (Option<u64>, HubError)> {
@@ -153,19 +186,22 @@ pub fn encode_data(data: &serde_json::Value, max: usize) -> Result<Box<RawValue>
     RawValue::from_string(text).map_err(|e| HubError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// Checks a channel name: 1–128 characters of letters, digits and `-_.:@/`.
+/// Checks a channel name: 1–[`CHANNEL_MAX_LEN`] characters of letters,
+/// digits and [`CHANNEL_PUNCTUATION`].
 pub fn check_channel(name: &str) -> Result<(), HubError> {
     let ok = !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= CHANNEL_MAX_LEN
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || CHANNEL_PUNCTUATION.as_bytes().contains(&b));
     if ok {
         Ok(())
     } else {
         Err(HubError::new(
             ErrorCode::BadRequest,
-            format!("invalid channel name {name:?}: use 1-128 letters, digits or -_.:@/"),
+            format!(
+                "invalid channel name {name:?}: use 1-{CHANNEL_MAX_LEN} letters, digits or {CHANNEL_PUNCTUATION}"
+            ),
         ))
     }
 }

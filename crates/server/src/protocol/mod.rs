@@ -10,10 +10,14 @@
 //!
 //! One file per part: [`command`] (what clients send), [`reply`](mod@reply) (what
 //! answers them), [`push`](mod@push) (what the server sends unasked), [`error`] (the
-//! error codes), [`member`] (who a connection is).
+//! error codes), [`close`] (the close codes), [`member`] (who a connection is).
+//! [`javascript`] writes the browser's copy of these facts
+//! (`crates/server/ui/hub-protocol.js`).
 
+pub mod close;
 pub mod command;
 pub mod error;
+pub mod javascript;
 pub mod member;
 pub mod push;
 pub mod reply;
@@ -21,10 +25,15 @@ pub mod reply;
 use bytes::Bytes;
 use serde::Serialize;
 
-pub use command::{Command, Request, Since, check_channel, encode_data, parse_request};
+pub use close::HubClose;
+pub use command::{
+    CHANNEL_MAX_LEN, CHANNEL_PUNCTUATION, Command, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
+    NAME_MAX_CHARS, Request, SESSION_MAX_LEN, SESSION_MIN_LEN, Since, check_channel, encode_data,
+    parse_request,
+};
 pub use error::{ErrorCode, HubError};
 pub use member::Member;
-pub use push::{kicked_push, member_push};
+pub use push::{PushKind, kicked_push, member_push};
 pub use reply::{PageView, PublishResult, error_reply, reply};
 
 /// Serialises a value that cannot fail to serialise (no maps with

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::protocol::Member;
+use crate::protocol::{Member, PushKind};
 use crate::publication::Publication;
 
 /// Where the publish script put a publication.
@@ -102,9 +102,9 @@ pub fn announcement(channel: &Arc<str>, payload: &str) -> Option<Announcement> {
             .map(|m| Announcement::Member(kind, m))
     };
     match head {
-        "!join" => event("join"),
-        "!leave" => event("leave"),
-        "!typing" => event("typing"),
+        "!join" => event(PushKind::Join.name()),
+        "!leave" => event(PushKind::Leave.name()),
+        "!typing" => event(PushKind::Typing.name()),
         "!kick" => {
             let (ban, name) = body.split_once(' ')?;
             Some(Announcement::Kick {
