@@ -385,10 +385,10 @@ test('a taken nickname asks for another one', { timeout: TEST_TIMEOUT }, async (
 });
 
 test('sending too fast shows a rate-limit notice and loses nothing silently', { timeout: TEST_TIMEOUT }, async () => {
-  // A server of its own whose bucket refills slowly (2 per second): on a
-  // busy machine the page's flood may take seconds to go out, and at the
-  // default 50 per second the refill alone could then let all of it in.
-  const own = await startServer({ extra: ['--rate-limit', '2'] });
+  // A server of its own whose bucket refills slowly (10 per second, not
+  // 50): on a busy machine the page's flood may take a second or more to
+  // go out, and at 50 per second the refill alone could let all of it in.
+  const own = await startServer({ extra: ['--rate-limit', '10'] });
   const dave = await openUser({ base: own.base });
   try {
     await joinAs(dave, 'dave', 'flood');
