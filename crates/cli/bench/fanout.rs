@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use duplex_server::protocol::{Command, Request};
+use duplex_server::protocol::{Command, PushKind, Request};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -146,7 +146,7 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
                     errors += 1;
                     continue;
                 };
-                if v["push"] != "publication" {
+                if PushKind::of(&v) != Some(PushKind::Publication) {
                     continue;
                 }
                 let (Some(seq), Some(t), Some(p)) = (

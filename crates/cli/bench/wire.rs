@@ -130,11 +130,13 @@ pub async fn h2_streams(
 ) -> Result<Vec<(BenchStream, Vec<u8>)>> {
     let mut client = duplex::ClientBuilder::new()
         .proxy(duplex::proxy::ProxyConfig::None)
-        .deflate(compress.then(|| duplex::DeflateConfig {
-            client_no_context_takeover: true,
-            server_no_context_takeover: true,
-            ..duplex::DeflateConfig::default()
-        }));
+        .config(
+            duplex::Config::default().with_deflate(compress.then(|| duplex::DeflateConfig {
+                client_no_context_takeover: true,
+                server_no_context_takeover: true,
+                ..duplex::DeflateConfig::default()
+            })),
+        );
     let scheme = match &target.tls {
         Some(tls) => {
             client = client.tls_config(tls.config.clone());

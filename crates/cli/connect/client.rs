@@ -14,12 +14,14 @@ use crate::exit::Failure;
 pub fn build(args: &ConnectArgs) -> Result<ClientBuilder, Failure> {
     let mut config = Config::default()
         .with_max_message_size(args.max_message_size)
-        .with_max_frame_size(args.max_message_size);
+        .with_max_frame_size(args.max_message_size)
+        .with_handshake_timeout(args.connect_timeout);
     config.ping_interval = args.ping_interval;
-    config.handshake_timeout = args.connect_timeout;
+    if args.compress {
+        config = config.with_compression();
+    }
     let mut client = ClientBuilder::new()
         .config(config)
-        .compression(args.compress)
         .http2(args.http2)
         .connect_timeout(args.connect_timeout)
         .protocols(subprotocols(&args.subprotocol));

@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use duplex_server::protocol::Command;
+use duplex_server::protocol::{Command, PushKind};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -165,10 +165,10 @@ impl Room {
             Event::Publication(p) => self.message(&p),
             Event::Push(p) => {
                 let name = p["member"]["name"].as_str().unwrap_or("?").to_owned();
-                match p["push"].as_str() {
-                    Some("join") => println!("* {name} joined"),
-                    Some("leave") => println!("* {name} left"),
-                    Some("typing") if name != me => {
+                match PushKind::of(&p) {
+                    Some(PushKind::Join) => println!("* {name} joined"),
+                    Some(PushKind::Leave) => println!("* {name} left"),
+                    Some(PushKind::Typing) if name != me => {
                         let now = Instant::now();
                         if self
                             .typing_shown
@@ -179,7 +179,7 @@ impl Room {
                             println!("* {name} is typing…");
                         }
                     }
-                    Some("kicked") => println!(
+                    Some(PushKind::Kicked) => println!(
                         "! you were removed from the room: {}",
                         p["reason"].as_str().unwrap_or("")
                     ),

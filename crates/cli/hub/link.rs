@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
-use duplex_server::protocol::{Command, Request, Since};
+use duplex_server::protocol::{Command, PushKind, Request, Since};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -236,8 +236,8 @@ impl Link {
     }
 
     fn classify(&mut self, v: Value) -> Event {
-        match v.get("push").and_then(Value::as_str) {
-            Some("publication") => {
+        match PushKind::of(&v) {
+            Some(PushKind::Publication) => {
                 if let (Some(channel), Some(epoch), Some(offset)) = (
                     v["channel"].as_str(),
                     v["epoch"].as_str(),

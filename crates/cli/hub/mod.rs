@@ -86,7 +86,8 @@ impl ServerArgs {
 
     /// A WebSocket client builder for the hub.
     pub fn client(&self) -> anyhow::Result<duplex::ClientBuilder> {
-        let mut b = duplex::ClientBuilder::new().compression(true);
+        let mut b =
+            duplex::ClientBuilder::new().config(duplex::Config::default().with_compression());
         if let Some(tls) = self.tls()? {
             b = b.tls_config(tls);
         }

@@ -2,6 +2,7 @@
 //! reconnecting and recovering missed ones by itself.
 
 use anyhow::{Context, bail};
+use duplex_server::protocol::PushKind;
 use serde_json::Value;
 
 use super::ServerArgs;
@@ -87,7 +88,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
                 delay.as_secs_f64()
             ),
             Event::Reconnected => eprintln!("duplex: reconnected"),
-            Event::Push(p) if p["push"] == "kicked" => {
+            Event::Push(p) if PushKind::of(&p) == Some(PushKind::Kicked) => {
                 bail!("kicked from {}: {}", p["channel"], p["reason"])
             }
             _ => {}

@@ -92,11 +92,9 @@ impl SocketServers {
         // What every endpoint shares: the head timeout (the same on the
         // fast path and hyper's, so [`Self::reader`] may be any of them)
         // and the memory budget.
-        let base = Config {
-            handshake_timeout: fastpath::HEAD_WAIT,
-            memory_budget: Some(budget.clone()),
-            ..Config::default()
-        };
+        let base = Config::default()
+            .with_handshake_timeout(fastpath::HEAD_WAIT)
+            .with_memory_budget(budget.clone());
         let mut hub = base
             .clone()
             .with_compression()
@@ -107,16 +105,16 @@ impl SocketServers {
         }
         Self {
             hub: ServerBuilder::new().config(hub),
-            echo: ServerBuilder::new()
-                .config(base.clone())
-                .deflate(Some(duplex::DeflateConfig::default()))
-                .max_message_size(settings.echo_max_message_size),
+            echo: ServerBuilder::new().config(
+                base.clone()
+                    .with_compression()
+                    .with_max_message_size(settings.echo_max_message_size),
+            ),
             // A frame of the relay's largest size, plus room for the
             // WebSocket header.
-            files: ServerBuilder::new()
-                .config(base)
-                .deflate(None)
-                .max_message_size(crate::transfer::Limits::from_settings(settings).max_frame + 64),
+            files: ServerBuilder::new().config(base.with_max_message_size(
+                crate::transfer::Limits::from_settings(settings).max_frame + 64,
+            )),
             budget,
         }
     }

@@ -56,7 +56,9 @@ async fn echo_and_hub_sockets_share_one_connection() {
         };
         let h2 = within(
             "connect_http2",
-            client().compression(true).connect_http2(&url(&t)),
+            client()
+                .config(duplex::Config::default().with_compression())
+                .connect_http2(&url(&t)),
         )
         .await
         .unwrap_or_else(|e| panic!("tls {tls}: {e}"));

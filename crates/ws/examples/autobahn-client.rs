@@ -25,11 +25,11 @@ async fn main() -> anyhow::Result<()> {
         } else {
             duplex::http2::Http2Mode::Never
         })
-        .config(Config {
-            limits: Limits::unlimited(),
-            ..Config::default()
-        })
-        .compression(true)
+        .config(
+            Config::default()
+                .with_limits(Limits::unlimited())
+                .with_compression(),
+        )
         .proxy(duplex::proxy::ProxyConfig::None);
 
     let mut ws = client.connect(&format!("{base}/getCaseCount")).await?;

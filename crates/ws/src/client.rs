@@ -46,7 +46,7 @@ pub async fn connect(url: &str) -> Result<WebSocket<MaybeTlsStream>> {
 /// let mut ws = duplex::ClientBuilder::new()
 ///     .header("Authorization", "Bearer abc")
 ///     .protocols(["chat.v1"])
-///     .compression(true)
+///     .config(duplex::Config::default().with_compression())
 ///     .connect_timeout(Duration::from_secs(5))
 ///     .connect("ws://127.0.0.1:8080/ws")
 ///     .await?;
@@ -98,7 +98,8 @@ impl ClientBuilder {
         }
     }
 
-    /// Replaces all connection settings.
+    /// Replaces all connection settings (compression among them: a
+    /// client offers none by default).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -118,18 +119,6 @@ impl ClientBuilder {
     /// Subprotocols to offer, most preferred first.
     pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
         self.protocols = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Offers permessage-deflate with default settings (or stops offering it).
-    pub fn compression(mut self, on: bool) -> Self {
-        self.config.deflate = on.then(DeflateConfig::default);
-        self
-    }
-
-    /// Offers permessage-deflate with these settings.
-    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
-        self.config.deflate = deflate;
         self
     }
 

@@ -10,6 +10,13 @@ use crate::MemoryBudget;
 /// How a WebSocket behaves once open. All limits are first-class settings:
 /// the defaults suit a public server.
 ///
+/// Every connection setting is spelled here, once: builders take a whole
+/// `Config` ([`ClientBuilder::config`](crate::ClientBuilder::config),
+/// [`ServerBuilder::config`](crate::ServerBuilder::config)) and have no
+/// setters of their own for these. New settings may be added in any
+/// release, so a `Config` is built from [`Config::default`] with the
+/// `with_*` methods.
+///
 /// ```
 /// use std::time::Duration;
 /// use duplex::Config;
@@ -19,6 +26,7 @@ use crate::MemoryBudget;
 /// assert_eq!(config.limits.max_message_size, 1 << 20);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Limits on incoming frames and messages.
     pub limits: Limits,
@@ -79,9 +87,52 @@ impl Config {
         self
     }
 
+    /// Sets all the limits on incoming frames and messages.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Enables permessage-deflate with default settings.
     pub fn with_compression(mut self) -> Self {
         self.deflate = Some(DeflateConfig::default());
+        self
+    }
+
+    /// Sets permessage-deflate: `Some` to offer (client) or accept
+    /// (server) it with these settings, `None` for no compression.
+    ///
+    /// ```
+    /// let server = duplex::ServerBuilder::new();
+    /// let config = server.get_config().clone().with_deflate(None);
+    /// assert!(config.deflate.is_none());
+    /// ```
+    pub fn with_deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// Sets how many unsent bytes make `send` wait for the peer.
+    pub fn with_write_buffer_limit(mut self, bytes: usize) -> Self {
+        self.write_buffer_limit = bytes;
+        self
+    }
+
+    /// Sets how long a keepalive ping may go unanswered.
+    pub fn with_pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout;
+        self
+    }
+
+    /// Sets how long the opening handshake may take.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how long to wait for the peer's close frame and TCP close.
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 

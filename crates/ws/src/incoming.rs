@@ -29,7 +29,7 @@ use crate::socket::WebSocket;
 /// # async fn run() -> duplex::Result<()> {
 /// use duplex::ServerBuilder;
 /// let chat = ServerBuilder::new().protocols(["chat.v1"]);
-/// let feed = ServerBuilder::new().deflate(None);
+/// let feed = ServerBuilder::new().config(duplex::Config::default());
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 /// let (tcp, _) = listener.accept().await?;
 /// // Read with one builder's head limits and budget...
@@ -410,7 +410,8 @@ mod tests {
     #[tokio::test]
     async fn a_long_head_without_room_is_answered_503() {
         let budget = MemoryBudget::new(4 << 10);
-        let reader = ServerBuilder::new().memory_budget(budget.clone());
+        let reader = ServerBuilder::new()
+            .config(crate::Config::default().with_memory_budget(budget.clone()));
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let long = format!("{UPGRADE}X-Pad: {}\r\n", "p".repeat(8000));
         client.write_all(long.as_bytes()).await.unwrap();

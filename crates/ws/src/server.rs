@@ -53,7 +53,7 @@ pub type RequestFilter =
 /// use duplex::ServerBuilder;
 /// let server = ServerBuilder::new()
 ///     .protocols(["chat.v1"])
-///     .max_message_size(1 << 20)
+///     .config(duplex::Config::default().with_compression().with_max_message_size(1 << 20))
 ///     .filter(|req| if req.uri().path() == "/ws" { Ok(()) } else {
 ///         Err(http::Response::builder().status(404).body("no WebSocket here\n".into()).unwrap())
 ///     });
@@ -96,7 +96,16 @@ impl ServerBuilder {
         }
     }
 
-    /// Replaces all connection settings.
+    /// Replaces all connection settings. A new builder accepts
+    /// compression; to change one setting, start from its config:
+    ///
+    /// ```
+    /// use duplex::ServerBuilder;
+    /// let server = ServerBuilder::new();
+    /// let config = server.get_config().clone().with_max_message_size(1 << 20);
+    /// let server = server.config(config);
+    /// assert!(server.get_config().deflate.is_some());
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = Arc::new(config);
         self
@@ -110,25 +119,6 @@ impl ServerBuilder {
     /// Subprotocols, most preferred first.
     pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
         self.protocols = protocols.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// permessage-deflate settings; `None` declines compression.
-    pub fn deflate(mut self, deflate: Option<DeflateConfig>) -> Self {
-        Arc::make_mut(&mut self.config).deflate = deflate;
-        self
-    }
-
-    /// Shares `budget` with the other sockets that hold it: see
-    /// [`MemoryBudget`](crate::MemoryBudget).
-    pub fn memory_budget(mut self, budget: crate::MemoryBudget) -> Self {
-        Arc::make_mut(&mut self.config).memory_budget = Some(budget);
-        self
-    }
-
-    /// The largest message accepted.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        Arc::make_mut(&mut self.config).limits.max_message_size = bytes;
         self
     }
 

@@ -55,11 +55,9 @@ async fn closing_handshake_completes_on_both_sides() {
 
 #[tokio::test]
 async fn keepalive_fails_a_peer_that_never_answers_pings() {
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(100)),
-        pong_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_ping_interval(Duration::from_millis(100))
+        .with_pong_timeout(Duration::from_millis(300));
     let (addr, mut events) = echo_server(ServerBuilder::new().config(config)).await;
     // A raw client that reads but never answers.
     let (mut tcp, _) = raw_client(addr, "").await;
@@ -75,11 +73,9 @@ async fn keepalive_fails_a_peer_that_never_answers_pings() {
 
 #[tokio::test]
 async fn keepalive_keeps_a_live_peer_connected() {
-    let config = Config {
-        ping_interval: Some(Duration::from_millis(50)),
-        pong_timeout: Duration::from_millis(200),
-        ..Config::default()
-    };
+    let config = Config::default()
+        .with_ping_interval(Duration::from_millis(50))
+        .with_pong_timeout(Duration::from_millis(200));
     let (addr, _events) = echo_server(ServerBuilder::new().config(config)).await;
     let mut ws = client(addr).await;
     // Our client answers pings on its own while it reads; several rounds
@@ -130,10 +126,7 @@ where
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let config = Config {
-            write_buffer_limit: limit,
-            ..Config::default()
-        };
+        let config = Config::default().with_write_buffer_limit(limit);
         let ws = ServerBuilder::new()
             .config(config)
             .accept(tcp)
@@ -313,10 +306,7 @@ async fn stream_and_sink_interfaces() {
 
 #[tokio::test]
 async fn ping_floods_do_not_grow_memory_when_the_peer_does_not_read() {
-    let config = Config {
-        write_buffer_limit: 64 << 10,
-        ..Config::default()
-    };
+    let config = Config::default().with_write_buffer_limit(64 << 10);
     let (addr, _events) = echo_server(ServerBuilder::new().config(config)).await;
     let (mut tcp, _) = raw_client(addr, "").await;
     // 200,000 pings with 125-byte payloads ask for ~27 MB of pongs; we read
@@ -368,10 +358,7 @@ async fn a_client_closes_tcp_only_after_the_server_did() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let client = tokio::spawn(async move {
-        let config = Config {
-            close_timeout: Duration::from_secs(30),
-            ..Config::default()
-        };
+        let config = Config::default().with_close_timeout(Duration::from_secs(30));
         let mut ws = ClientBuilder::new()
             .config(config)
             .connect(&format!("ws://{addr}/"))

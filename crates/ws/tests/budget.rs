@@ -8,7 +8,7 @@ mod rawpeer;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use duplex::{ClientBuilder, MemoryBudget, ServerBuilder};
+use duplex::{ClientBuilder, Config, MemoryBudget, ServerBuilder};
 use rawpeer::*;
 
 /// The heap as it is: bytes allocated now, and the most since the last
@@ -97,7 +97,11 @@ async fn serve_until_shed<S>(
 async fn small_messages_are_never_charged() {
     // So small that any charge at all (a 64 KiB step) would shed it.
     let budget = MemoryBudget::new(32 << 10);
-    let builder = ServerBuilder::new().memory_budget(budget.clone());
+    let builder = ServerBuilder::new().config(
+        Config::default()
+            .with_compression()
+            .with_memory_budget(budget.clone()),
+    );
     let (addr, _events) = echo_server(builder).await;
     let mut client = ClientBuilder::new()
         .connect(&format!("ws://{addr}/echo"))
@@ -127,9 +131,12 @@ async fn a_crowd_holding_unfinished_messages_stays_within_the_budget() {
     const EACH: usize = 8 << 20;
     const LIMIT_BYTES: usize = 16 << 20;
     let budget = MemoryBudget::new(LIMIT_BYTES);
-    let builder = ServerBuilder::new()
-        .max_message_size(64 << 20)
-        .memory_budget(budget.clone());
+    let builder = ServerBuilder::new().config(
+        Config::default()
+            .with_compression()
+            .with_max_message_size(64 << 20)
+            .with_memory_budget(budget.clone()),
+    );
     let (addr, _events) = echo_server(builder).await;
 
     // A well-behaved client, served throughout.
@@ -172,9 +179,12 @@ async fn a_crowd_that_never_reads_its_echoes_stays_within_the_budget() {
     const EACH: usize = 6 << 20;
     const LIMIT_BYTES: usize = 24 << 20;
     let budget = MemoryBudget::new(LIMIT_BYTES);
-    let builder = ServerBuilder::new()
-        .max_message_size(64 << 20)
-        .memory_budget(budget.clone());
+    let builder = ServerBuilder::new().config(
+        Config::default()
+            .with_compression()
+            .with_max_message_size(64 << 20)
+            .with_memory_budget(budget.clone()),
+    );
     let (addr, mut events) = echo_server(builder).await;
     let mut normal = ClientBuilder::new()
         .connect(&format!("ws://{addr}/echo"))

@@ -134,13 +134,10 @@ async fn valid_close_codes_are_echoed_and_invalid_ones_get_1002() {
 
 #[tokio::test]
 async fn a_flood_of_one_byte_fragments_ends_in_1009() {
-    let config = Config {
-        limits: Limits {
-            max_fragments: 1000,
-            ..Limits::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::default().with_limits(Limits {
+        max_fragments: 1000,
+        ..Limits::default()
+    });
     let (addr, _events) = echo_server(ServerBuilder::new().config(config)).await;
     let (mut tcp, _) = raw_client(addr, "").await;
     let mut flood = client_frame(OpCode::Text, false, b"a");
@@ -273,10 +270,7 @@ async fn bad_upgrade_requests_get_a_status_and_a_reason() {
 
 #[tokio::test]
 async fn a_slow_handshake_is_cut_off() {
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
+    let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
     let (addr, mut events) = echo_server(ServerBuilder::new().config(config)).await;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // Slowloris: half a request head, then nothing.

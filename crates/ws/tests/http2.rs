@@ -22,9 +22,9 @@ use duplex::{ClientBuilder, Error, HandshakeError};
 
 fn client(compress: bool) -> ClientBuilder {
     // Loopback only: a developer's proxy variables must not reroute this.
-    ClientBuilder::new()
-        .proxy(ProxyConfig::None)
-        .compression(compress)
+    ClientBuilder::new().proxy(ProxyConfig::None).config(
+        duplex::Config::default().with_deflate(compress.then(duplex::DeflateConfig::default)),
+    )
 }
 
 /// Three sockets on one connection, echoing at the same time.

@@ -48,9 +48,9 @@ async fn client_against_peer_server(peer: Peer, compress: bool) {
     };
     let url = format!("ws://127.0.0.1:{port}/echo");
     // Loopback only: a developer's proxy variables must not reroute this.
-    let client = ClientBuilder::new()
-        .proxy(ProxyConfig::None)
-        .compression(compress);
+    let client = ClientBuilder::new().proxy(ProxyConfig::None).config(
+        duplex::Config::default().with_deflate(compress.then(duplex::DeflateConfig::default)),
+    );
 
     let mut ws = within("connect", client.connect(&url))
         .await
@@ -184,9 +184,9 @@ async fn empty_messages_compressed() {
 }
 
 async fn empty_messages(compress: bool) {
-    let client = ClientBuilder::new()
-        .proxy(ProxyConfig::None)
-        .compression(compress);
+    let client = ClientBuilder::new().proxy(ProxyConfig::None).config(
+        duplex::Config::default().with_deflate(compress.then(duplex::DeflateConfig::default)),
+    );
 
     // duplex to duplex first: needs no peer, and isolates duplex itself.
     let mut server = EchoServer::start(server_builder(compress)).await;

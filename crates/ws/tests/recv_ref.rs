@@ -100,9 +100,12 @@ async fn a_compressed_connection_echoes_borrowed_messages() {
         threshold: 32,
         ..DeflateConfig::default()
     };
-    let (addr, _seen) = borrowing_echo_server(ServerBuilder::new().deflate(Some(deflate))).await;
+    let (addr, _seen) = borrowing_echo_server(
+        ServerBuilder::new().config(Config::default().with_deflate(Some(deflate))),
+    )
+    .await;
     let mut ws = ClientBuilder::new()
-        .deflate(Some(deflate))
+        .config(Config::default().with_deflate(Some(deflate)))
         .connect(&format!("ws://{addr}/"))
         .await
         .unwrap();
@@ -145,10 +148,7 @@ async fn a_borrowing_echo_keeps_to_the_write_buffer_limit() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let config = Config {
-            write_buffer_limit: limit,
-            ..Config::default()
-        };
+        let config = Config::default().with_write_buffer_limit(limit);
         let mut ws = ServerBuilder::new()
             .config(config)
             .accept(tcp)

@@ -97,9 +97,9 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 async fn duplex_client_echoes_through_an_axum_route() {
     let (addr, mut reports) = start_app().await;
     for compress in [false, true] {
-        let client = ClientBuilder::new()
-            .proxy(ProxyConfig::None)
-            .compression(compress);
+        let client = ClientBuilder::new().proxy(ProxyConfig::None).config(
+            duplex::Config::default().with_deflate(compress.then(duplex::DeflateConfig::default)),
+        );
         let mut ws = within("connect", client.connect(&format!("ws://{addr}/echo")))
             .await
             .expect("upgrade through axum");

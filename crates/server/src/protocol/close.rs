@@ -3,35 +3,27 @@
 
 use duplex::CloseCode;
 
-/// Why the server closed a hub connection (the table in docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HubClose {
-    /// A normal close.
-    Normal,
-    /// The server is shutting down: reconnect with `since`.
-    ShuttingDown,
-    /// Kicked, or too many bad commands in a row: do not come back as is.
-    Policy,
-    /// A frame larger than the server's message limit.
-    TooLarge,
-    /// Several nodes: publications of a subscribed channel were lost on
-    /// their way here; reconnect with `since` to learn what was missed.
-    PublicationsLost,
-    /// A slow consumer, or the server is short of memory: try again later.
-    TryAgainLater,
+super::wire_names! {
+    /// Why the server closed a hub connection (the table in
+    /// docs/protocol.md); each name is the one generated code uses.
+    pub enum HubClose {
+        /// A normal close.
+        Normal = "NORMAL",
+        /// The server is shutting down: reconnect with `since`.
+        ShuttingDown = "SHUTTING_DOWN",
+        /// Kicked, or too many bad commands in a row: do not come back as is.
+        Policy = "POLICY",
+        /// A frame larger than the server's message limit.
+        TooLarge = "TOO_LARGE",
+        /// Several nodes: publications of a subscribed channel were lost on
+        /// their way here; reconnect with `since` to learn what was missed.
+        PublicationsLost = "PUBLICATIONS_LOST",
+        /// A slow consumer, or the server is short of memory: try again later.
+        TryAgainLater = "TRY_AGAIN_LATER",
+    }
 }
 
 impl HubClose {
-    /// Every close, in the order of docs/protocol.md.
-    pub const ALL: [HubClose; 6] = [
-        HubClose::Normal,
-        HubClose::ShuttingDown,
-        HubClose::Policy,
-        HubClose::TooLarge,
-        HubClose::PublicationsLost,
-        HubClose::TryAgainLater,
-    ];
-
     /// The WebSocket close code.
     pub fn code(self) -> CloseCode {
         match self {
@@ -41,18 +33,6 @@ impl HubClose {
             HubClose::TooLarge => CloseCode::TOO_BIG,
             HubClose::PublicationsLost => CloseCode::SERVICE_RESTART,
             HubClose::TryAgainLater => CloseCode::TRY_AGAIN_LATER,
-        }
-    }
-
-    /// A name for generated code (`SHUTTING_DOWN`).
-    pub fn name(self) -> &'static str {
-        match self {
-            HubClose::Normal => "NORMAL",
-            HubClose::ShuttingDown => "SHUTTING_DOWN",
-            HubClose::Policy => "POLICY",
-            HubClose::TooLarge => "TOO_LARGE",
-            HubClose::PublicationsLost => "PUBLICATIONS_LOST",
-            HubClose::TryAgainLater => "TRY_AGAIN_LATER",
         }
     }
 

@@ -2,68 +2,36 @@
 
 use serde::Serialize;
 
-/// Error codes of docs/protocol.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Malformed JSON, unknown command, missing or mistyped field.
-    BadRequest,
-    /// No valid token where one is required.
-    Unauthorized,
-    /// The token does not allow this.
-    Forbidden,
-    /// The command needs a subscription first.
-    NotSubscribed,
-    /// The nickname is taken in that channel.
-    NameTaken,
-    /// Data larger than allowed.
-    TooLarge,
-    /// Too many commands.
-    RateLimited,
-    /// Too many subscriptions.
-    LimitExceeded,
-    /// Banned from the channel.
-    Banned,
-    /// The server cannot do this now (its disk is full or cannot be
-    /// written): nothing was done; the same request succeeds later.
-    Unavailable,
-    /// The server failed.
-    Internal,
+super::wire_names! {
+    /// Error codes of docs/protocol.md.
+    pub enum ErrorCode {
+        /// Malformed JSON, unknown command, missing or mistyped field.
+        BadRequest = "bad_request",
+        /// No valid token where one is required.
+        Unauthorized = "unauthorized",
+        /// The token does not allow this.
+        Forbidden = "forbidden",
+        /// The command needs a subscription first.
+        NotSubscribed = "not_subscribed",
+        /// The nickname is taken in that channel.
+        NameTaken = "name_taken",
+        /// Data larger than allowed.
+        TooLarge = "too_large",
+        /// Too many commands.
+        RateLimited = "rate_limited",
+        /// Too many subscriptions.
+        LimitExceeded = "limit_exceeded",
+        /// Banned from the channel.
+        Banned = "banned",
+        /// The server cannot do this now (its disk is full or cannot be
+        /// written): nothing was done; the same request succeeds later.
+        Unavailable = "unavailable",
+        /// The server failed.
+        Internal = "internal",
+    }
 }
 
 impl ErrorCode {
-    /// Every code, in the order of docs/protocol.md.
-    pub const ALL: [ErrorCode; 11] = [
-        ErrorCode::BadRequest,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::NotSubscribed,
-        ErrorCode::NameTaken,
-        ErrorCode::TooLarge,
-        ErrorCode::RateLimited,
-        ErrorCode::LimitExceeded,
-        ErrorCode::Banned,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-    ];
-
-    /// The code as it appears on the wire (`"bad_request"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotSubscribed => "not_subscribed",
-            ErrorCode::NameTaken => "name_taken",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::LimitExceeded => "limit_exceeded",
-            ErrorCode::Banned => "banned",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
     /// Whether the same command may succeed later, unchanged (the others
     /// need something to change first: the request, the token, the name).
     pub fn is_transient(self) -> bool {

@@ -14,6 +14,60 @@
 //! [`javascript`] writes the browser's copy of these facts
 //! (`crates/server/ui/hub-protocol.js`).
 
+/// Declares an enum of wire names once: its variants, each with its name;
+/// generates `ALL` (every variant, in order), `name` and `from_name`, so a
+/// new variant cannot be left out of any of them.
+macro_rules! wire_names {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $wire:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every variant, in the order of docs/protocol.md.
+            pub const ALL: [$name; [$($wire),*].len()] = [$($name::$variant),*];
+
+            /// The name on the wire (or in generated code).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)*
+                }
+            }
+
+            /// The variant a name stands for.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($wire => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::from_name(&name).ok_or_else(|| {
+                    serde::de::Error::unknown_variant(&name, &[$($wire),*])
+                })
+            }
+        }
+    };
+}
+pub(crate) use wire_names;
+
 pub mod close;
 pub mod command;
 pub mod error;

@@ -6,41 +6,27 @@ use serde::Serialize;
 
 use super::{Member, to_bytes};
 
-/// The kinds of push: the `push` field of everything the server sends
-/// unasked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushKind {
-    /// A publication in a subscribed channel.
-    Publication,
-    /// Someone subscribed with presence.
-    Join,
-    /// Someone left.
-    Leave,
-    /// Someone is typing.
-    Typing,
-    /// This connection was removed from the channel.
-    Kicked,
+super::wire_names! {
+    /// The kinds of push: the `push` field of everything the server sends
+    /// unasked.
+    pub enum PushKind {
+        /// A publication in a subscribed channel.
+        Publication = "publication",
+        /// Someone subscribed with presence.
+        Join = "join",
+        /// Someone left.
+        Leave = "leave",
+        /// Someone is typing.
+        Typing = "typing",
+        /// This connection was removed from the channel.
+        Kicked = "kicked",
+    }
 }
 
 impl PushKind {
-    /// Every kind.
-    pub const ALL: [PushKind; 5] = [
-        PushKind::Publication,
-        PushKind::Join,
-        PushKind::Leave,
-        PushKind::Typing,
-        PushKind::Kicked,
-    ];
-
-    /// The `push` field on the wire.
-    pub fn name(self) -> &'static str {
-        match self {
-            PushKind::Publication => "publication",
-            PushKind::Join => "join",
-            PushKind::Leave => "leave",
-            PushKind::Typing => "typing",
-            PushKind::Kicked => "kicked",
-        }
+    /// The kind of a message the server sent, if it is a push.
+    pub fn of(message: &serde_json::Value) -> Option<PushKind> {
+        message.get("push")?.as_str().and_then(Self::from_name)
     }
 }
 

@@ -80,8 +80,7 @@ impl Directory {
     /// relay's socket settings).
     pub fn new(redis: Arc<Redis>, url: Option<String>, secret: String, config: Config) -> Self {
         let connector = ClientBuilder::new()
-            .config(config)
-            .deflate(None)
+            .config(config.with_deflate(None))
             .proxy(ProxyConfig::None)
             .connect_timeout(CONNECT_TIMEOUT)
             .header(NODE_HEADER, &secret);

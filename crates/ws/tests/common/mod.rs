@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use duplex::{CloseCode, DeflateConfig, Message, ServerBuilder, WebSocket};
+use duplex::{CloseCode, Config, DeflateConfig, Message, ServerBuilder, WebSocket};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -413,7 +413,8 @@ impl EchoServer {
 
 /// Server settings with compression on or off.
 pub fn server_builder(compress: bool) -> ServerBuilder {
-    ServerBuilder::new().deflate(compress.then(DeflateConfig::default))
+    ServerBuilder::new()
+        .config(Config::default().with_deflate(compress.then(DeflateConfig::default)))
 }
 
 // ---------------------------------------------------------------------------
