@@ -157,8 +157,9 @@ impl Walk<'_> {
                 }
             }
             "struct" => {
-                self.lines
-                    .insert(format!("struct {path}{}", generics(&inner["generics"])));
+                let ne = non_exhaustive(&item);
+                let generics = generics(&inner["generics"]);
+                self.lines.insert(format!("{ne}struct {path}{generics}"));
                 if let Some(fields) = inner["kind"]["plain"]["fields"].as_array() {
                     for field in fields.iter().filter_map(Value::as_u64) {
                         self.field(field, path);
@@ -167,8 +168,9 @@ impl Walk<'_> {
                 self.impls(&inner["impls"], path);
             }
             "enum" => {
-                self.lines
-                    .insert(format!("enum {path}{}", generics(&inner["generics"])));
+                let ne = non_exhaustive(&item);
+                let generics = generics(&inner["generics"]);
+                self.lines.insert(format!("{ne}enum {path}{generics}"));
                 for variant in ids(&inner["variants"]) {
                     if let Some(name) = self.get(variant).and_then(|v| v["name"].as_str()) {
                         self.lines.insert(format!("variant {path}::{name}"));
@@ -292,6 +294,16 @@ impl Walk<'_> {
             }
         }
     }
+}
+
+/// `#[non_exhaustive] ` for a type that has it: adding it is a change.
+fn non_exhaustive(item: &Value) -> &'static str {
+    let marked = item["attrs"].as_array().is_some_and(|attrs| {
+        attrs
+            .iter()
+            .any(|a| a.as_str() == Some("non_exhaustive") || a.get("non_exhaustive").is_some())
+    });
+    if marked { "#[non_exhaustive] " } else { "" }
 }
 
 fn ids(list: &Value) -> Vec<u64> {

@@ -8,7 +8,7 @@ use bytes::Buf;
 use duplex_proto::handshake::HeadLimits;
 use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
 use duplex_proto::handshake::head::{read_response, write_request};
-use duplex_proto::{Connection, DeflateConfig, Role};
+use duplex_proto::{Connection, Role};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
