@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use duplex::{CloseCode, CloseFrame, Error, Message, WebSocket};
+use duplex::{CloseCode, CloseFrame, Error, Message, WebSocket, WebSocketReader, WebSocketWriter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -83,6 +83,62 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Shared {
+    fn new(received: u64) -> Self {
+        Shared {
+            received: AtomicU64::new(received),
+            last_activity: Mutex::new(Instant::now()),
+            ping_sent: Mutex::new(None),
+            local_close: Mutex::new(None),
+            remote_close: Mutex::new(None),
+            error: Mutex::new(None),
+            count_reached: Notify::new(),
+            reader_done: Notify::new(),
+        }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Records that we close with `frame`, and returns it.
+    fn close(&self, frame: CloseFrame, interrupted: bool) -> CloseFrame {
+        *lock(&self.local_close) = Some((frame.clone(), interrupted));
+        frame
+    }
+
+    /// How the conversation ended, once both sides are done.
+    fn end(self) -> End {
+        let remote = self
+            .remote_close
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        let local = self
+            .local_close
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((frame, interrupted)) = local {
+            return End::Local {
+                frame,
+                interrupted,
+                clean: remote.is_some(),
+            };
+        }
+        match (remote, self.error.into_inner().unwrap_or_else(|e| e.into_inner())) {
+            (Some(frame), _) => End::Remote(frame),
+            (None, Some(e)) => End::Failed(e),
+            (None, None) => End::Failed(Error::AbnormalClosure),
+        }
+    }
+}
+
+impl Rules {
+    /// Whether `--count` still waits for messages, `received` so far.
+    fn count_pending(&self, received: u64) -> bool {
+        self.count.is_some_and(|n| received < n)
+    }
+}
+
 /// Runs one conversation on an open socket until it is closed.
 pub async fn run<S>(
     ws: WebSocket<S>,
@@ -95,154 +151,170 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rx, mut tx) = ws.split();
-    let shared = Shared {
-        received: AtomicU64::new(progress.received),
-        last_activity: Mutex::new(Instant::now()),
-        ping_sent: Mutex::new(None),
-        local_close: Mutex::new(None),
-        remote_close: Mutex::new(None),
-        error: Mutex::new(None),
-        count_reached: Notify::new(),
-        reader_done: Notify::new(),
+    let (rx, tx) = ws.split();
+    let shared = Shared::new(progress.received);
+    let writer = Writer {
+        tx,
+        shared: &shared,
+        sink,
+        rules,
+        typed: sink.console_ref().is_interactive(),
     };
-    let typed = sink.console_ref().is_interactive();
-    let count_pending = |received: u64| rules.count.is_some_and(|n| received < n);
+    tokio::join!(read(rx, &shared, sink, rules), writer.run(input, progress, interrupt));
+    progress.received = shared.received();
+    shared.end()
+}
 
-    let reader = async {
-        while let Some(item) = rx.recv().await {
-            match item {
-                Ok(Message::Close(frame)) => {
-                    lock(&shared.remote_close).get_or_insert(frame);
+/// The receiving side: shows what arrives and counts it.
+async fn read<S>(mut rx: WebSocketReader<S>, shared: &Shared, sink: &Sink, rules: &Rules)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ok(Message::Close(frame)) => {
+                lock(&shared.remote_close).get_or_insert(frame);
+            }
+            Ok(msg) if msg.is_data() => {
+                // Only messages count as traffic for --wait, not keepalive
+                // pings and pongs.
+                *lock(&shared.last_activity) = Instant::now();
+                let n = shared.received();
+                if rules.count.is_some() && !rules.count_pending(n) {
+                    continue; // past --count: not shown
                 }
-                Ok(msg) => {
-                    if msg.is_data() {
-                        // Only messages count as traffic for --wait, not
-                        // keepalive pings and pongs.
-                        *lock(&shared.last_activity) = Instant::now();
-                        let n = shared.received.load(Ordering::Relaxed);
-                        if rules.count.is_some() && !count_pending(n) {
-                            continue; // past --count: not shown
-                        }
-                        shared.received.store(n + 1, Ordering::Relaxed);
-                        emit(sink, Direction::In, &msg, false, None).await;
-                        if rules.count == Some(n + 1) {
-                            shared.count_reached.notify_one();
-                        }
-                    } else {
-                        let rtt = match msg {
-                            Message::Pong(_) => lock(&shared.ping_sent).take().map(|t| t.elapsed()),
-                            _ => None,
-                        };
-                        emit(sink, Direction::In, &msg, false, rtt).await;
-                    }
-                }
-                Err(e) => {
-                    lock(&shared.error).get_or_insert(e);
+                shared.received.store(n + 1, Ordering::Relaxed);
+                emit(sink, Direction::In, &msg, false, None).await;
+                if rules.count == Some(n + 1) {
+                    shared.count_reached.notify_one();
                 }
             }
+            Ok(msg) => {
+                let rtt = match msg {
+                    Message::Pong(_) => lock(&shared.ping_sent).take().map(|t| t.elapsed()),
+                    _ => None,
+                };
+                emit(sink, Direction::In, &msg, false, rtt).await;
+            }
+            Err(e) => {
+                lock(&shared.error).get_or_insert(e);
+            }
         }
-        shared.reader_done.notify_one();
-    };
+    }
+    shared.reader_done.notify_one();
+}
 
-    let writer = async {
-        let close = |frame: CloseFrame, interrupted: bool| {
-            *lock(&shared.local_close) = Some((frame.clone(), interrupted));
-            frame
-        };
-        for msg in &rules.init {
-            emit(sink, Direction::Out, msg, false, None).await;
-            if tx.send(msg.clone()).await.is_err() {
+/// The sending side: `--init`, then the input, then the close.
+struct Writer<'a, S> {
+    tx: WebSocketWriter<S>,
+    shared: &'a Shared,
+    sink: &'a Sink,
+    rules: &'a Rules,
+    /// The input is typed at a terminal (echoed differently).
+    typed: bool,
+}
+
+/// What one turn of the writer decided.
+enum Turn {
+    /// Go on sending.
+    Next,
+    /// Close with this frame.
+    Close(CloseFrame),
+    /// Stop: the reader ended, or sending failed.
+    Stop,
+}
+
+impl<S> Writer<'_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(mut self, input: &mut Input, progress: &mut Progress, interrupt: &mut Interrupt) {
+        for msg in &self.rules.init {
+            emit(self.sink, Direction::Out, msg, false, None).await;
+            if self.tx.send(msg.clone()).await.is_err() {
                 return;
             }
         }
-        if progress.input_ended
-            && !count_pending(shared.received.load(Ordering::Relaxed))
-            && rules.wait.is_none()
-        {
-            let f = close(normal(), false);
-            let _ = tx.close(f.code, &f.reason).await;
-            return;
-        }
-        loop {
-            let ended = progress.input_ended;
-            let last_activity = *lock(&shared.last_activity);
-            let linger = async move {
-                match (ended, rules.wait) {
-                    (true, Some(Wait::For(quiet))) => {
-                        tokio::time::sleep_until(last_activity + quiet).await;
-                    }
-                    _ => std::future::pending().await,
+        let done_at_once = progress.input_ended
+            && !self.rules.count_pending(self.shared.received())
+            && self.rules.wait.is_none();
+        let frame = if done_at_once {
+            self.shared.close(normal(), false)
+        } else {
+            loop {
+                match self.turn(input, progress, interrupt).await {
+                    Turn::Next => continue,
+                    Turn::Close(frame) => break frame,
+                    Turn::Stop => return,
                 }
-            };
-            let frame = tokio::select! {
-                biased;
-                () = shared.reader_done.notified() => return,
-                () = shared.count_reached.notified() => close(normal(), false),
-                () = interrupt.wait() => close(rules.on_interrupt.clone(), true),
-                item = input.recv(), if !ended => match item {
-                    Some(Outgoing::Message(msg)) => {
-                        emit(sink, Direction::Out, &msg, typed, None).await;
-                        if matches!(msg, Message::Ping(_)) {
-                            *lock(&shared.ping_sent) = Some(Instant::now());
-                        }
-                        let data = msg.is_data();
-                        if tx.send(msg).await.is_err() {
-                            return;
-                        }
-                        if data {
-                            *lock(&shared.last_activity) = Instant::now();
-                        }
-                        continue;
-                    }
-                    Some(Outgoing::Close(frame)) => {
-                        close(frame.unwrap_or_else(normal), false)
-                    }
-                    None => {
-                        progress.input_ended = true;
-                        if rules.wait.is_some() || count_pending(shared.received.load(Ordering::Relaxed)) {
-                            continue;
-                        }
-                        close(normal(), false)
-                    }
-                },
-                () = linger => {
-                    let quiet = Instant::now() - *lock(&shared.last_activity);
-                    match rules.wait {
-                        Some(Wait::For(d)) if quiet >= d => close(normal(), false),
-                        _ => continue,
-                    }
-                }
-            };
-            let _ = tx.close(frame.code, &frame.reason).await;
-            return;
-        }
-    };
-
-    tokio::join!(reader, writer);
-    progress.received = shared.received.load(Ordering::Relaxed);
-    let remote = shared
-        .remote_close
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some((frame, interrupted)) = shared
-        .local_close
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-    {
-        return End::Local {
-            frame,
-            interrupted,
-            clean: remote.is_some(),
+            }
         };
+        let _ = self.tx.close(frame.code, &frame.reason).await;
     }
-    match (
-        remote,
-        shared.error.into_inner().unwrap_or_else(|e| e.into_inner()),
-    ) {
-        (Some(frame), _) => End::Remote(frame),
-        (None, Some(e)) => End::Failed(e),
-        (None, None) => End::Failed(Error::AbnormalClosure),
+
+    /// Waits for whichever comes first: the reader's end, `--count`,
+    /// Ctrl-C, the next input, or `--wait` of quiet after the input ended.
+    async fn turn(
+        &mut self,
+        input: &mut Input,
+        progress: &mut Progress,
+        interrupt: &mut Interrupt,
+    ) -> Turn {
+        let (shared, rules) = (self.shared, self.rules);
+        let ended = progress.input_ended;
+        let last_activity = *lock(&shared.last_activity);
+        let linger = async move {
+            match (ended, rules.wait) {
+                (true, Some(Wait::For(quiet))) => {
+                    tokio::time::sleep_until(last_activity + quiet).await;
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shared.reader_done.notified() => Turn::Stop,
+            () = shared.count_reached.notified() => Turn::Close(shared.close(normal(), false)),
+            () = interrupt.wait() => Turn::Close(shared.close(rules.on_interrupt.clone(), true)),
+            item = input.recv(), if !ended => self.on_input(item, progress).await,
+            () = linger => {
+                let quiet = Instant::now() - *lock(&shared.last_activity);
+                match rules.wait {
+                    Some(Wait::For(d)) if quiet >= d => Turn::Close(shared.close(normal(), false)),
+                    _ => Turn::Next,
+                }
+            }
+        }
+    }
+
+    /// Sends what the input gave, or closes as it asks or when it ended.
+    async fn on_input(&mut self, item: Option<Outgoing>, progress: &mut Progress) -> Turn {
+        match item {
+            Some(Outgoing::Message(msg)) => {
+                emit(self.sink, Direction::Out, &msg, self.typed, None).await;
+                if matches!(msg, Message::Ping(_)) {
+                    *lock(&self.shared.ping_sent) = Some(Instant::now());
+                }
+                let data = msg.is_data();
+                if self.tx.send(msg).await.is_err() {
+                    return Turn::Stop;
+                }
+                if data {
+                    *lock(&self.shared.last_activity) = Instant::now();
+                }
+                Turn::Next
+            }
+            Some(Outgoing::Close(frame)) => {
+                Turn::Close(self.shared.close(frame.unwrap_or_else(normal), false))
+            }
+            None => {
+                progress.input_ended = true;
+                if self.rules.wait.is_some() || self.rules.count_pending(self.shared.received()) {
+                    return Turn::Next;
+                }
+                Turn::Close(self.shared.close(normal(), false))
+            }
+        }
     }
 }
 
