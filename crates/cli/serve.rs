@@ -196,6 +196,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let server = Server::start(settings).await?;
+        for notice in server.notices() {
+            if notice.is_warning() {
+                eprintln!("duplex: warning: {notice}");
+            } else {
+                for line in notice.to_string().lines() {
+                    println!("duplex: {line}");
+                }
+            }
+        }
         let addr = server.local_addr();
         let (http, ws) = server.scheme();
         println!("duplex: listening on {http}://{addr}");

@@ -22,6 +22,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::publication::now_ms;
 use crate::redis::Redis;
+use crate::notice::Notice;
 use crate::settings::Settings;
 use crate::state::{AppState, SharedTransfers};
 use crate::store::{Retention, SqliteStore, Store};
@@ -32,6 +33,7 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
     accept_loop: tokio::task::JoinHandle<()>,
+    notices: Vec<Notice>,
 }
 
 impl Server {
@@ -63,7 +65,9 @@ impl Server {
             let broker = Broker::redis(redis.clone(), hub.clone(), metrics.clone(), budget.clone());
             (Store::Redis(redis), broker)
         };
-        let api_key = resolve_api_key(&settings, &store).await?;
+        let mut notices = Vec::new();
+        let (api_key, generated) = resolve_api_key(&settings, &store).await?;
+        notices.extend(generated);
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert = std::fs::read(cert)
@@ -86,7 +90,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let shared_transfers = match &store {
             Store::Redis(_) => Some(SharedTransfers {
-                url: advertised_url(&settings, addr)?,
+                url: advertised_url(&settings, addr, &mut notices)?,
                 secret: store
                     .meta_or_insert("node_secret", &crate::random::name(32))
                     .await?,
@@ -118,7 +122,14 @@ impl Server {
             addr,
             state,
             accept_loop,
+            notices,
         })
+    }
+
+    /// What the operator should know about how it started (a generated
+    /// API key, a missing setting), for the caller to show.
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
     }
 
     /// Where it listens.
@@ -164,7 +175,11 @@ impl Server {
 
 /// Where other nodes reach this one: `--advertise-url`, or the address it
 /// listens on unless that is a wildcard.
-fn advertised_url(settings: &Settings, addr: SocketAddr) -> anyhow::Result<Option<String>> {
+fn advertised_url(
+    settings: &Settings,
+    addr: SocketAddr,
+    notices: &mut Vec<Notice>,
+) -> anyhow::Result<Option<String>> {
     if let Some(url) = &settings.advertise_url {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             anyhow::bail!("--advertise-url {url:?} must be a ws:// or wss:// URL (ws://HOST:PORT)");
@@ -172,9 +187,7 @@ fn advertised_url(settings: &Settings, addr: SocketAddr) -> anyhow::Result<Optio
         return Ok(Some(url.clone()));
     }
     if addr.ip().is_unspecified() {
-        eprintln!(
-            "duplex: warning: listening on {addr} without --advertise-url: receivers that reach another node cannot be forwarded to the file transfers opened on this one"
-        );
+        notices.push(Notice::NoAdvertiseUrl { addr });
         return Ok(None);
     }
     let scheme = if settings.tls_cert.is_some() {
@@ -185,12 +198,17 @@ fn advertised_url(settings: &Settings, addr: SocketAddr) -> anyhow::Result<Optio
     Ok(Some(format!("{scheme}://{addr}")))
 }
 
-async fn resolve_api_key(settings: &Settings, store: &Store) -> anyhow::Result<Option<String>> {
+/// The API key: configured, or generated and kept for a server that
+/// listens beyond loopback (with a notice saying so); none on loopback.
+async fn resolve_api_key(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<(Option<String>, Option<Notice>)> {
     if let Some(key) = &settings.api_key {
-        return Ok(Some(key.clone()));
+        return Ok((Some(key.clone()), None));
     }
     if settings.is_loopback() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let generated = crate::random::name(32);
     let key = store.meta_or_insert("api_key", &generated).await?;
@@ -198,11 +216,11 @@ async fn resolve_api_key(settings: &Settings, store: &Store) -> anyhow::Result<O
         Store::Sqlite(_) => settings.data.display().to_string(),
         Store::Redis(_) => "Redis, for every node".to_owned(),
     };
-    if key == generated {
-        println!("duplex: generated an API key (kept in {kept_in}): {key}");
-        println!("duplex: publish with: curl -H 'Authorization: Bearer {key}' ...");
-    }
-    Ok(Some(key))
+    let notice = (key == generated).then(|| Notice::ApiKeyGenerated {
+        key: key.clone(),
+        kept_in,
+    });
+    Ok((Some(key), notice))
 }
 
 fn spawn_pruner(
@@ -285,31 +303,30 @@ mod tests {
             data: dir.path().into(),
             ..Settings::default()
         };
-        assert_eq!(resolve_api_key(&loopback, &store).await.unwrap(), None);
+        assert_eq!(resolve_api_key(&loopback, &store).await.unwrap(), (None, None));
         let public = Settings {
             bind: "0.0.0.0:8080".parse().unwrap(),
             ..loopback.clone()
         };
-        let first = resolve_api_key(&public, &store)
-            .await
-            .unwrap()
-            .expect("a generated key");
+        let (first, notice) = resolve_api_key(&public, &store).await.unwrap();
+        let first = first.expect("a generated key");
         assert_eq!(first.len(), 32);
+        assert!(
+            matches!(&notice, Some(Notice::ApiKeyGenerated { key, .. }) if *key == first),
+            "{notice:?}"
+        );
         assert_eq!(
             resolve_api_key(&public, &store).await.unwrap(),
-            Some(first.clone()),
-            "kept, not regenerated"
+            (Some(first.clone()), None),
+            "kept, not regenerated, and said only once"
         );
         let configured = Settings {
             api_key: Some("mine".into()),
             ..public
         };
         assert_eq!(
-            resolve_api_key(&configured, &store)
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("mine")
+            resolve_api_key(&configured, &store).await.unwrap(),
+            (Some("mine".to_owned()), None)
         );
     }
 }

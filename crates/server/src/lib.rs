@@ -38,6 +38,7 @@ pub mod fastpath;
 pub mod http2;
 pub mod hub;
 pub mod metrics;
+pub mod notice;
 pub mod protocol;
 pub mod publication;
 pub mod random;
@@ -51,4 +52,5 @@ pub mod transfer;
 pub mod ui;
 
 pub use app::Server;
+pub use notice::Notice;
 pub use settings::Settings;
