@@ -514,6 +514,21 @@ impl Connection {
     /// server to close TCP first, when the closing handshake completed
     /// without an error; `driver_failed` says the driver gave up for a
     /// reason of its own (an I/O error, a keepalive timeout).
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Role, Teardown};
+    ///
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.close(None).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// let bytes = client.outgoing().copy_to_bytes(n);
+    /// server.read_buf().extend_from_slice(&bytes);
+    /// server.next_message().unwrap(); // the close frame; the reply is queued
+    /// // The server writes its reply, then closes TCP first.
+    /// assert_eq!(server.teardown(false), Teardown::Flush { drain_first: false });
+    /// ```
     pub fn teardown(&self, driver_failed: bool) -> Teardown {
         let clean = !driver_failed && self.close_received().is_some() && self.error().is_none();
         Teardown::new(self.role, clean)
@@ -522,6 +537,14 @@ impl Connection {
     /// Whether the driver's close timeout runs: from the moment the
     /// connection leaves [`State::Open`] (a close frame sent or received,
     /// or a failure) to the end of its [`Teardown`].
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let mut conn = Connection::new(Role::Client, Default::default(), None);
+    /// assert!(!conn.close_timer_runs());
+    /// conn.close(None).unwrap();
+    /// assert!(conn.close_timer_runs());
+    /// ```
     pub fn close_timer_runs(&self) -> bool {
         self.state != State::Open
     }

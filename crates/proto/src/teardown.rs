@@ -125,6 +125,12 @@ impl Teardown {
     /// The teardown of a connection whose queued output is abandoned (its
     /// peer does not read, so it would never be flushed): close our side
     /// at once, then drain.
+    ///
+    /// ```
+    /// use duplex_proto::teardown::{Event, Teardown};
+    /// let t = Teardown::abandon();
+    /// assert_eq!(t.on(Event::ShutDown), Teardown::Drain { shut_down: true });
+    /// ```
     pub fn abandon() -> Self {
         Teardown::Shutdown { eof_seen: false }
     }

@@ -88,6 +88,12 @@ impl Config {
     }
 
     /// Sets all the limits on incoming frames and messages.
+    ///
+    /// ```
+    /// use duplex::{Config, Limits};
+    /// let config = Config::default().with_limits(Limits { max_fragments: 64, ..Limits::default() });
+    /// assert_eq!(config.limits.max_fragments, 64);
+    /// ```
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -113,24 +119,50 @@ impl Config {
     }
 
     /// Sets how many unsent bytes make `send` wait for the peer.
+    ///
+    /// ```
+    /// let config = duplex::Config::default().with_write_buffer_limit(64 << 10);
+    /// assert_eq!(config.write_buffer_limit, 64 << 10);
+    /// ```
     pub fn with_write_buffer_limit(mut self, bytes: usize) -> Self {
         self.write_buffer_limit = bytes;
         self
     }
 
     /// Sets how long a keepalive ping may go unanswered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = duplex::Config::default()
+    ///     .with_ping_interval(Duration::from_secs(20))
+    ///     .with_pong_timeout(Duration::from_secs(5));
+    /// assert_eq!(config.pong_timeout, Duration::from_secs(5));
+    /// ```
     pub fn with_pong_timeout(mut self, timeout: Duration) -> Self {
         self.pong_timeout = timeout;
         self
     }
 
     /// Sets how long the opening handshake may take.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = duplex::Config::default().with_handshake_timeout(Duration::from_secs(3));
+    /// assert_eq!(config.handshake_timeout, Duration::from_secs(3));
+    /// ```
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
-    /// Sets how long to wait for the peer's close frame and TCP close.
+    /// Sets how long to wait for the peer's close frame and TCP close
+    /// (the close timeout of [`duplex_proto::Teardown`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = duplex::Config::default().with_close_timeout(Duration::from_secs(1));
+    /// assert_eq!(config.close_timeout, Duration::from_secs(1));
+    /// ```
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
