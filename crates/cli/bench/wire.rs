@@ -1,11 +1,15 @@
 //! The client's side of the wire, kept cheap so that the server is the
-//! bottleneck: a minimal upgrade over raw TCP, frames masked once up front,
-//! and an echo checker that parses only headers and compares payloads.
+//! bottleneck: the library's upgrade (duplex-proto's handshake) over raw
+//! TCP, frames masked once up front, and an echo checker that parses only
+//! headers and compares payloads.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
 use duplex_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
+use duplex_proto::handshake::HeadLimits;
+use duplex_proto::handshake::client::ClientHandshake;
+use duplex_proto::handshake::head::{read_response, write_request};
 use duplex_proto::mask::apply_mask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -49,8 +53,13 @@ pub async fn ws_connect(
 /// The permessage-deflate offer of `--compress`: no context takeover either
 /// way, so that every message is compressed on its own — our one pre-built
 /// frame stays valid, and each echo inflates without the ones before it.
-const DEFLATE_OFFER: &str =
-    "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+fn deflate_offer() -> duplex::DeflateConfig {
+    duplex::DeflateConfig {
+        client_no_context_takeover: true,
+        server_no_context_takeover: true,
+        ..duplex::DeflateConfig::default()
+    }
+}
 
 /// [`ws_connect`], offering permessage-deflate when `compress`; fails if the
 /// server declines it.
@@ -71,51 +80,35 @@ pub async fn ws_connect_with(
             BenchStream::Tls(Box::new(stream))
         }
     };
-    let offer = if compress {
-        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
-    } else {
-        String::new()
-    };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
-        target.path, target.host
-    );
-    stream.write_all(request.as_bytes()).await?;
+    // The library's own handshake: the request it writes and the checks it
+    // makes of the response (key, upgrade, extensions).
+    let handshake = ClientHandshake::new(Vec::new(), compress.then(deflate_offer));
+    let request = handshake
+        .request(&target.host, &target.path, &http::HeaderMap::new())
+        .context("the URL cannot appear in an upgrade request")?;
+    let mut wire = Vec::with_capacity(256);
+    write_request(&request, &mut wire);
+    stream.write_all(&wire).await?;
+    let limits = HeadLimits::default();
     let mut buf = Vec::with_capacity(1024);
-    let end = loop {
+    let (response, used) = loop {
+        if let Some(head) = read_response(&buf, &limits).context("a malformed handshake response")? {
+            break head;
+        }
         let mut chunk = [0u8; 1024];
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             bail!("connection closed during the handshake");
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 16 * 1024 {
-            bail!("handshake response too long");
-        }
     };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    if !head.starts_with("HTTP/1.1 101") {
-        bail!(
-            "upgrade refused: {}",
-            head.lines().next().unwrap_or_default()
-        );
-    }
-    // The accept key for the fixed nonce above, from RFC 6455 section 1.3.
-    if !head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") {
-        bail!("wrong Sec-WebSocket-Accept in the handshake response");
-    }
-    let accepted = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("sec-websocket-extensions:") && l.contains("permessage-deflate")
-    });
-    if compress && !accepted {
+    let negotiated = handshake
+        .verify(&response)
+        .map_err(|e| anyhow::anyhow!("upgrade refused: {e}"))?;
+    if compress && negotiated.deflate.is_none() {
         bail!("the server declined permessage-deflate; it cannot be benchmarked with --compress");
     }
-    Ok((stream, buf.split_off(end)))
+    Ok((stream, buf.split_off(used)))
 }
 
 /// `count` WebSockets as streams of HTTP/2 connections (RFC 8441), as many
@@ -130,13 +123,7 @@ pub async fn h2_streams(
 ) -> Result<Vec<(BenchStream, Vec<u8>)>> {
     let mut client = duplex::ClientBuilder::new()
         .proxy(duplex::proxy::ProxyConfig::None)
-        .config(
-            duplex::Config::default().with_deflate(compress.then(|| duplex::DeflateConfig {
-                client_no_context_takeover: true,
-                server_no_context_takeover: true,
-                ..duplex::DeflateConfig::default()
-            })),
-        );
+        .config(duplex::Config::default().with_deflate(compress.then(deflate_offer)));
     let scheme = match &target.tls {
         Some(tls) => {
             client = client.tls_config(tls.config.clone());
