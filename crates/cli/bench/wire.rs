@@ -92,7 +92,9 @@ pub async fn ws_connect_with(
     let limits = HeadLimits::default();
     let mut buf = Vec::with_capacity(1024);
     let (response, used) = loop {
-        if let Some(head) = read_response(&buf, &limits).context("a malformed handshake response")? {
+        if let Some(head) =
+            read_response(&buf, &limits).context("a malformed handshake response")?
+        {
             break head;
         }
         let mut chunk = [0u8; 1024];

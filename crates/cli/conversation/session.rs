@@ -124,7 +124,10 @@ impl Shared {
                 clean: remote.is_some(),
             };
         }
-        match (remote, self.error.into_inner().unwrap_or_else(|e| e.into_inner())) {
+        match (
+            remote,
+            self.error.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ) {
             (Some(frame), _) => End::Remote(frame),
             (None, Some(e)) => End::Failed(e),
             (None, None) => End::Failed(Error::AbnormalClosure),
@@ -160,7 +163,10 @@ where
         rules,
         typed: sink.console_ref().is_interactive(),
     };
-    tokio::join!(read(rx, &shared, sink, rules), writer.run(input, progress, interrupt));
+    tokio::join!(
+        read(rx, &shared, sink, rules),
+        writer.run(input, progress, interrupt)
+    );
     progress.received = shared.received();
     shared.end()
 }

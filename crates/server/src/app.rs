@@ -20,9 +20,9 @@ pub use crate::endpoint::Endpoint;
 use crate::endpoint::upgrade_route;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::notice::Notice;
 use crate::publication::now_ms;
 use crate::redis::Redis;
-use crate::notice::Notice;
 use crate::settings::Settings;
 use crate::state::{AppState, SharedTransfers};
 use crate::store::{Retention, SqliteStore, Store};
@@ -303,7 +303,10 @@ mod tests {
             data: dir.path().into(),
             ..Settings::default()
         };
-        assert_eq!(resolve_api_key(&loopback, &store).await.unwrap(), (None, None));
+        assert_eq!(
+            resolve_api_key(&loopback, &store).await.unwrap(),
+            (None, None)
+        );
         let public = Settings {
             bind: "0.0.0.0:8080".parse().unwrap(),
             ..loopback.clone()

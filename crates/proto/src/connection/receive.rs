@@ -1,0 +1,445 @@
+//! What arrives: frames parsed in place, messages reassembled, inflated
+//! and validated, pings and closes answered.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::*;
+use crate::State;
+use crate::close::CloseFrame;
+use crate::deflate::Inflated;
+use crate::error::ProtocolError;
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::message::{Message, MessageRef, Text};
+
+impl Connection {
+    /// Parses the next complete message out of the read buffer.
+    ///
+    /// `Ok(None)` means more bytes are needed, or the connection is closed
+    /// (see [`state`](Self::state)). An error fails the connection: a close
+    /// frame with the error's code is queued on [`outgoing`](Self::outgoing)
+    /// and the state becomes [`State::Closed`].
+    #[inline]
+    pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        Ok(match self.next_incoming()? {
+            Some(Incoming::Lent) => self.take_lent(),
+            Some(Incoming::Message(m)) => Some(m),
+            None => None,
+        })
+    }
+
+    /// Like [`next_message`](Self::next_message), but a small whole text or
+    /// binary message is left in the read buffer and lent
+    /// ([`Incoming::Lent`]) instead of taken out.
+    ///
+    /// Why: taking a message out of the buffer makes it a shared slice, with
+    /// a reference count set up, counted and dropped once per message. An
+    /// echo or a router that only looks at a message before it reads the
+    /// next one can skip all of that.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Config, Connection, Incoming, Message, MessageRef, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Config::default(), None);
+    /// let mut server = Connection::new(Role::Server, Config::default(), None);
+    /// client.send(Message::text("hello")).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// server.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
+    ///
+    /// assert_eq!(server.next_incoming().unwrap(), Some(Incoming::Lent));
+    /// assert_eq!(server.lent(), Some(MessageRef::Text("hello")));
+    /// server.send_lent().unwrap(); // an echo, copied straight to the output
+    /// assert_eq!(server.next_incoming().unwrap(), None); // released
+    /// assert_eq!(server.lent(), None);
+    /// ```
+    #[inline]
+    pub fn next_incoming(&mut self) -> Result<Option<Incoming>, ProtocolError> {
+        self.release_lent();
+        // A received close frame or an error closes the connection.
+        if self.state == State::Closed {
+            return Ok(None);
+        }
+        let decoded = match self.lend_whole_frame() {
+            Some(Ok(())) => return Ok(Some(Incoming::Lent)),
+            Some(Err(e)) => Err(e),
+            None => self.decode().map(|m| m.map(Incoming::Message)),
+        };
+        decoded.inspect_err(|e| self.fail(e))
+    }
+
+    /// The message lent by the last [`next_incoming`](Self::next_incoming),
+    /// until the connection next reads.
+    #[inline]
+    pub fn lent(&self) -> Option<MessageRef<'_>> {
+        let Reading::Lent(lent) = self.reading else {
+            return None;
+        };
+        let payload = &self.read[..lent.len as usize];
+        Some(if lent.text {
+            // SAFETY: `lend_whole_frame` validated this text before lending it.
+            MessageRef::Text(unsafe { std::str::from_utf8_unchecked(payload) })
+        } else {
+            MessageRef::Binary(payload)
+        })
+    }
+
+    /// Takes the lent message out of the read buffer as an owned
+    /// [`Message`] (a shared slice of the buffer, not a copy).
+    #[inline]
+    pub fn take_lent(&mut self) -> Option<Message> {
+        let Reading::Lent(lent) = self.reading else {
+            return None;
+        };
+        self.reading = Reading::Header;
+        let payload = self.read.split_to(lent.len as usize).freeze();
+        Some(if lent.text {
+            Message::Text(Text::from_validated(payload))
+        } else {
+            Message::Binary(payload)
+        })
+    }
+
+    #[inline]
+    pub(super) fn release_lent(&mut self) {
+        if let Reading::Lent(lent) = self.reading {
+            self.reading = Reading::Header;
+            self.read.advance(lent.len as usize);
+        }
+    }
+
+    /// The peer closed the TCP connection. Returns `true` if that was
+    /// abnormal (before the closing handshake completed: code 1006).
+    pub fn receive_eof(&mut self) -> bool {
+        let abnormal = self.close_received().is_none() && self.error().is_none();
+        self.state = State::Closed;
+        abnormal
+    }
+
+    pub(super) fn decode(&mut self) -> Result<Option<Message>, ProtocolError> {
+        if let Some(pending) = self.compression.as_mut().and_then(|c| c.pending.take()) {
+            let PendingInflate {
+                payload,
+                consumed,
+                fin,
+            } = pending;
+            if let Some(message) = self.inflate_frame(payload, consumed, fin)? {
+                return Ok(Some(message));
+            }
+            if self.inflation_pending() {
+                return Ok(None);
+            }
+        }
+        loop {
+            let frame = match self.reading {
+                Reading::Payload(f) => f,
+                // (Never `Lent`: `next_incoming` released it.)
+                Reading::Header | Reading::Lent(_) => {
+                    let Some((header, used)) = FrameHeader::parse(&self.read)? else {
+                        return Ok(None);
+                    };
+                    self.check_header(&header)?;
+                    self.read.advance(used);
+                    let f = FrameInProgress { header, checked: 0 };
+                    self.reading = Reading::Payload(f);
+                    f
+                }
+            };
+            let len = frame.header.payload_len as usize;
+            let avail = self.read.len().min(len);
+            if avail < len {
+                if self.is_plain_text(&frame.header) && avail > frame.checked {
+                    // Fail fast: check the part of the text that has arrived.
+                    if let Some(key) = frame.header.mask {
+                        apply_mask(&mut self.read[frame.checked..avail], key, frame.checked);
+                    }
+                    self.utf8
+                        .feed(&self.read[frame.checked..avail])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.reading = Reading::Payload(FrameInProgress {
+                        checked: avail,
+                        ..frame
+                    });
+                }
+                // Room for the rest of the frame, in steps: the length is the
+                // peer's claim, and with limits off it can be 2^63.
+                self.read.reserve((len - avail).min(MAX_RESERVE));
+                return Ok(None);
+            }
+            if let Some(key) = frame.header.mask {
+                apply_mask(&mut self.read[frame.checked..len], key, frame.checked);
+            }
+            self.reading = Reading::Header;
+            let payload = self.read.split_to(len);
+            if let Some(message) = self.on_frame(frame, payload)? {
+                return Ok(Some(message));
+            }
+            if self.inflation_pending() {
+                // The next frame waits until this one is inflated.
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The common case in one pass: between messages, a whole unfragmented,
+    /// uncompressed text or binary frame of under 64 KiB, already in the
+    /// buffer, is unmasked and validated where it lies and lent. Anything
+    /// else returns `None` having touched nothing, and goes the general way
+    /// (which also reports every error but bad UTF-8).
+    ///
+    /// Why: a small message costs its share of one read and one write, and
+    /// on a pipelined connection that share is small enough for per-frame
+    /// bookkeeping (the frame and message in progress, their limits, the
+    /// incremental UTF-8 state) to show. This path keeps none of it: the
+    /// frame is whole, so the message is whole too.
+    #[inline]
+    pub(super) fn lend_whole_frame(&mut self) -> Option<Result<(), ProtocolError>> {
+        if !matches!(self.reading, Reading::Header) || self.message.is_some() {
+            return None;
+        }
+        let buf = &self.read[..];
+        let (b0, b1) = (*buf.first()?, *buf.get(1)?);
+        // FIN set, RSV bits clear, opcode text (1) or binary (2).
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (len, mut start) = match b1 & 0x7F {
+            126 => (
+                u16::from_be_bytes(*buf.get(2..4)?.first_chunk()?) as usize,
+                4,
+            ),
+            127 => return None,
+            n => (n as usize, 2),
+        };
+        let key = if masked {
+            let key = *buf.get(start..start + 4)?.first_chunk::<4>()?;
+            start += 4;
+            Some(key)
+        } else {
+            None
+        };
+        let limits = &self.limits;
+        if buf.len() - start < len
+            || len > limits.max_frame_size
+            || len > limits.max_message_size
+            || limits.max_fragments == 0
+        {
+            return None;
+        }
+        self.read.advance(start);
+        let payload = &mut self.read[..len];
+        if let Some(key) = key {
+            apply_mask(payload, key, 0);
+        }
+        if text && simdutf8::basic::from_utf8(payload).is_err() {
+            return Some(Err(ProtocolError::InvalidUtf8));
+        }
+        self.reading = Reading::Lent(Lent {
+            len: len as u16,
+            text,
+        });
+        Some(Ok(()))
+    }
+
+    pub(super) fn is_plain_text(&self, header: &FrameHeader) -> bool {
+        match header.opcode {
+            OpCode::Text => !header.rsv1,
+            OpCode::Continuation => self.message.is_some_and(|m| m.text && !m.compressed),
+            _ => false,
+        }
+    }
+
+    /// Everything that can be checked from the header alone.
+    pub(super) fn check_header(&mut self, h: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.rsv1
+            && (self.compression.is_none() || !matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if h.opcode.is_control() {
+            return Ok(());
+        }
+        let limits = self.limits;
+        if h.payload_len > limits.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooLarge {
+                len: h.payload_len,
+                max: limits.max_frame_size,
+            });
+        }
+        let len = h.payload_len as usize;
+        let message = match (h.opcode, self.message.as_mut()) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(m)) => m,
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (op, None) => self.message.insert(MessageInProgress {
+                text: op == OpCode::Text,
+                compressed: h.rsv1,
+                fragments: 0,
+                size: 0,
+            }),
+        };
+        message.fragments = message.fragments.saturating_add(1);
+        if message.fragments as usize > limits.max_fragments {
+            return Err(ProtocolError::TooManyFragments {
+                max: limits.max_fragments,
+            });
+        }
+        message.size = message.size.saturating_add(len);
+        // Compressed sizes are checked after inflation, against the same limit.
+        if !message.compressed && message.size > limits.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                max: limits.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_frame(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let h = frame.header;
+        match h.opcode {
+            OpCode::Ping => {
+                if !self.close_sent {
+                    self.write_frame(OpCode::Pong, false, &payload);
+                }
+                Ok(Some(Message::Ping(payload.freeze())))
+            }
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(&payload)?;
+                self.on_close(frame.clone());
+                Ok(Some(Message::Close(frame)))
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.on_data(frame, payload),
+        }
+    }
+
+    pub(super) fn on_data(
+        &mut self,
+        frame: FrameInProgress,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let h = frame.header;
+        let m = self.message.expect("check_header started the message");
+        if m.compressed {
+            return self.inflate_frame(payload, 0, h.fin);
+        } else {
+            if m.text {
+                self.utf8
+                    .feed(&payload[frame.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            if h.fin && m.fragments == 1 {
+                // The common case: one frame, handed out without a copy.
+                return self.finish_message(m.text, payload.freeze()).map(Some);
+            }
+            self.assembly
+                .get_or_insert_default()
+                .extend_from_slice(&payload);
+        }
+        if !h.fin {
+            return Ok(None);
+        }
+        let assembly = self.assembly.as_mut().expect("filled above");
+        let data = assembly.split().freeze();
+        self.finish_message(m.text, data).map(Some)
+    }
+
+    /// Inflates a compressed frame's payload from `consumed` on, as far as
+    /// the memory allowance lets it; the message once the last frame is.
+    pub(super) fn inflate_frame(
+        &mut self,
+        payload: BytesMut,
+        consumed: usize,
+        fin: bool,
+    ) -> Result<Option<Message>, ProtocolError> {
+        let m = self.message.expect("a compressed message is in progress");
+        let max = self.limits.max_message_size;
+        let read_capacity = self.read.capacity();
+        let assembly = self.assembly.get_or_insert_default();
+        let compression = self
+            .compression
+            .as_mut()
+            .expect("RSV1 is accepted only with an inflater");
+        let stop_at = compression.memory_allowance.saturating_sub(read_capacity);
+        let inflater = &mut compression.inflater;
+        let start = assembly.len();
+        let inflated = inflater.inflate_some(&payload[consumed..], assembly, max, stop_at)?;
+        if let Inflated::Done = inflated {
+            if fin {
+                inflater.finish_message(assembly, max)?;
+            }
+        }
+        if m.text {
+            self.utf8
+                .feed(&assembly[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if let Inflated::Paused { consumed: more } = inflated {
+            compression.pending = Some(PendingInflate {
+                payload,
+                consumed: consumed + more,
+                fin,
+            });
+            return Ok(None);
+        }
+        if !fin {
+            return Ok(None);
+        }
+        let data = assembly.split().freeze();
+        self.finish_message(m.text, data).map(Some)
+    }
+
+    pub(super) fn finish_message(
+        &mut self,
+        text: bool,
+        data: Bytes,
+    ) -> Result<Message, ProtocolError> {
+        self.message = None;
+        if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Message::Text(Text::from_validated(data)))
+        } else {
+            Ok(Message::Binary(data))
+        }
+    }
+
+    pub(super) fn on_close(&mut self, frame: Option<CloseFrame>) {
+        if !self.close_sent {
+            // Echo the code, as RFC 6455 §5.5.1 suggests; no code → empty close.
+            let payload = frame
+                .as_ref()
+                .map(|f| CloseFrame::new(f.code, "").to_payload())
+                .unwrap_or_default();
+            self.write_frame(OpCode::Close, false, &payload);
+            self.close_sent = true;
+        }
+        self.ending.get_or_insert_default().close_received = Some(frame);
+        self.state = State::Closed;
+    }
+
+    pub(super) fn fail(&mut self, error: &ProtocolError) {
+        if !self.close_sent {
+            let reason = error.to_string();
+            let payload = CloseFrame::new(error.close_code(), reason).to_payload();
+            self.write_frame(OpCode::Close, false, &payload);
+            self.close_sent = true;
+        }
+        self.ending.get_or_insert_default().error = Some(error.clone());
+        self.state = State::Closed;
+    }
+}

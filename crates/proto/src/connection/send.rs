@@ -1,0 +1,186 @@
+//! What goes out: messages framed (masked by a client), compressed when
+//! negotiated, queued on the outgoing buffer; the closing handshake begun.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::State;
+use crate::close::CloseFrame;
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
+use crate::mask::extend_masked;
+use crate::message::Message;
+use crate::outgoing::ZERO_COPY_MIN;
+
+impl Connection {
+    /// Queues a message. Data messages are compressed when permessage-deflate
+    /// was negotiated and they reach the threshold; a [`Message::Close`]
+    /// starts the closing handshake (see [`close`](Self::close)).
+    #[inline]
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => self.send_data(OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => self.send_data(OpCode::Binary, b),
+            Message::Ping(b) => self.send_control(OpCode::Ping, &b),
+            Message::Pong(b) => self.send_control(OpCode::Pong, &b),
+            Message::Close(frame) => self.close(frame),
+        }
+    }
+
+    /// Queues the lent message to the peer, as [`send`](Self::send) would
+    /// queue it (compressed if that applies): an echo that copies the
+    /// payload once, from the read buffer to the output. The message stays
+    /// lent. Without a lent message, queues nothing.
+    #[inline]
+    pub fn send_lent(&mut self) -> Result<(), SendError> {
+        let Reading::Lent(lent) = self.reading else {
+            return Ok(());
+        };
+        let opcode = if lent.text {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        // The payload is in `read`, the frame goes to `out`: moving the
+        // buffer out for the call (two 32-byte moves) lets the send path
+        // borrow `self` whole.
+        let read = std::mem::take(&mut self.read);
+        let sent = self.send_data_slice(opcode, &read[..lent.len as usize]);
+        self.read = read;
+        sent
+    }
+
+    /// Starts the closing handshake (or answers it); `None` sends a close
+    /// frame without a code. Closing twice is not an error.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
+        if let Some(f) = &frame {
+            if !f.code.is_sendable() {
+                return Err(SendError::InvalidCloseCode(f.code.0));
+            }
+        }
+        if self.close_sent {
+            return Ok(());
+        }
+        let payload = frame.map(|f| f.to_payload()).unwrap_or_default();
+        self.write_frame(OpCode::Close, false, &payload);
+        self.close_sent = true;
+        if self.state == State::Open {
+            self.state = State::Closing;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlFrameTooLong);
+        }
+        self.write_frame(opcode, false, payload);
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if !self.compress_and_queue(opcode, &payload) {
+            self.write_frame_owned(opcode, false, payload);
+        }
+        Ok(())
+    }
+
+    /// [`send_data`](Self::send_data) for a payload we only borrow.
+    #[inline]
+    pub(super) fn send_data_slice(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        if self.close_sent {
+            return Err(SendError::Closed);
+        }
+        if !self.compress_and_queue(opcode, payload) {
+            self.write_frame(opcode, false, payload);
+        }
+        Ok(())
+    }
+
+    /// Compresses and queues a data frame if permessage-deflate applies to
+    /// it; returns whether it did.
+    #[inline]
+    pub(super) fn compress_and_queue(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
+        let Some(c) = self
+            .compression
+            .as_mut()
+            .filter(|c| c.deflater.should_compress(payload.len()))
+        else {
+            return false;
+        };
+        let mut scratch = std::mem::take(&mut c.scratch);
+        scratch.clear();
+        c.deflater.compress(payload, &mut scratch);
+        let compressed = scratch.split().freeze();
+        c.scratch = scratch;
+        self.write_frame_owned(opcode, true, compressed);
+        true
+    }
+
+    /// Frames a payload we own: a server queues large ones without a copy.
+    #[inline]
+    pub(super) fn write_frame_owned(&mut self, opcode: OpCode, rsv1: bool, payload: Bytes) {
+        if self.role == Role::Server && payload.len() >= ZERO_COPY_MIN {
+            self.write_header(opcode, rsv1, payload.len(), None);
+            self.out.push(payload);
+        } else {
+            self.write_frame(opcode, rsv1, &payload);
+        }
+    }
+
+    /// Frames a payload by copying it into the output's tail, header and
+    /// payload in one reservation.
+    #[inline]
+    pub(super) fn write_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv1,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.write(&mut head);
+        let tail = self.out.tail_mut();
+        tail.reserve(n + payload.len());
+        tail.extend_from_slice(&head[..n]);
+        match mask {
+            Some(key) => extend_masked(tail, payload, key),
+            None => tail.extend_from_slice(payload),
+        }
+    }
+
+    #[inline]
+    pub(super) fn write_header(
+        &mut self,
+        opcode: OpCode,
+        rsv1: bool,
+        len: usize,
+        mask: Option<[u8; 4]>,
+    ) {
+        let header = FrameHeader {
+            fin: true,
+            rsv1,
+            opcode,
+            mask,
+            payload_len: len as u64,
+        };
+        let mut buf = [0u8; MAX_HEADER_LEN];
+        let n = header.write(&mut buf);
+        self.out.extend_from_slice(&buf[..n]);
+    }
+}
