@@ -252,6 +252,8 @@ impl Link {
                 Event::Publication(v)
             }
             Some(_) => Event::Push(v),
+            // A push of a kind this client does not know is still a push.
+            None if v.get("push").is_some() => Event::Push(v),
             None => Event::Reply(v),
         }
     }

@@ -71,7 +71,9 @@
 use crate::Role;
 
 /// Where a connection's transport is in its ending; each variant is what
-/// the driver must do next (see the [module](self) diagram).
+/// the driver must do next (see the [module](self) diagram). Not
+/// `#[non_exhaustive]` on purpose: a driver must handle every step, and a
+/// new one should fail its build rather than fall into a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// Write everything queued (the close frame is last) and flush.
@@ -97,6 +99,7 @@ pub enum Teardown {
 
 /// What happened to the step the driver was asked to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// Everything queued was written and flushed.
     Flushed,

@@ -44,6 +44,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let server = Server::start(settings).await?;
+    for notice in server.notices() {
+        eprintln!("duplex: {notice}");
+    }
     let (http, _) = server.scheme();
     println!("duplex: listening on {http}://{}", server.local_addr());
 

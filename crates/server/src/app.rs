@@ -66,8 +66,6 @@ impl Server {
             (Store::Redis(redis), broker)
         };
         let mut notices = Vec::new();
-        let (api_key, generated) = resolve_api_key(&settings, &store).await?;
-        notices.extend(generated);
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => {
                 let cert = std::fs::read(cert)
@@ -97,6 +95,10 @@ impl Server {
             }),
             Store::Sqlite(_) => None,
         };
+        // Last of what can fail, so a key generated here is always shown:
+        // the next start finds it kept and says nothing.
+        let (api_key, generated) = resolve_api_key(&settings, &store).await?;
+        notices.extend(generated);
         let state = Arc::new(AppState::new(
             settings,
             budget,
