@@ -54,8 +54,8 @@ pub fn surfaces(paths: &Paths, bless: bool) -> Result<()> {
             println!("    {} rewritten", file.display());
             continue;
         }
-        let old: BTreeSet<&str> = before.lines().filter(|l| !l.starts_with('#')).collect();
-        let new: BTreeSet<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        let old: BTreeSet<&str> = before.lines().filter(|l| !l.starts_with("# ")).collect();
+        let new: BTreeSet<&str> = text.lines().filter(|l| !l.starts_with("# ")).collect();
         for gone in old.difference(&new) {
             println!("    {package}: - {gone}");
         }
