@@ -298,9 +298,11 @@ impl Subscriber {
     /// Sends a command and waits for its reply, applying pushes meanwhile.
     async fn call(&mut self, conn: &mut Conn, command: Value) -> Result<Value, Broken> {
         let id = conn.send(command.clone()).await?;
+        // One deadline: pushes arriving meanwhile must not extend it.
+        let deadline = Instant::now() + LIMIT;
         loop {
             let value = conn
-                .next(Instant::now() + LIMIT)
+                .next(deadline)
                 .await?
                 .unwrap_or_else(|| panic!("no reply to {command} in time"));
             if value.get("push").is_some() {
@@ -383,8 +385,18 @@ impl Subscriber {
     /// Connects, reads for a while, disconnects one way or another, and
     /// again, until publishing has ended and it holds everything.
     async fn run(mut self) -> BTreeMap<String, Track> {
-        let give_up = Instant::now() + Duration::from_secs(3600);
+        // Once the final offsets are known, it has a bounded time to reach
+        // them, however many times its connection breaks meanwhile.
+        let mut finish_by = None;
         'connections: loop {
+            if self.run.finals().is_some() {
+                let by = *finish_by.get_or_insert_with(|| Instant::now() + 3 * LIMIT);
+                assert!(
+                    Instant::now() < by,
+                    "a subscriber did not catch up within {:?} after publishing ended",
+                    3 * LIMIT
+                );
+            }
             let mut conn = Conn::open(&self.run, self.rng.random::<u32>() as usize).await;
             if self.subscribe_all(&mut conn).await.is_err() {
                 self.run.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +405,7 @@ impl Subscriber {
                 continue;
             }
             loop {
-                let ending = self.run.stop.load(Ordering::Relaxed);
+                let ending = self.run.finals().is_some();
                 let length = Duration::from_millis(self.rng.random_range(200..3000));
                 let until = Instant::now() + if ending { LIMIT } else { length };
                 while Instant::now() < until {
@@ -415,7 +427,6 @@ impl Subscriber {
                     !ending,
                     "a subscriber did not catch up within {LIMIT:?} after publishing ended"
                 );
-                assert!(Instant::now() < give_up);
                 // The session is over: leave in one of three ways.
                 match self.rng.random_range(0..3) {
                     0 => conn.close().await,
@@ -467,7 +478,18 @@ async fn flood(run: Arc<Run>) -> u64 {
     let pad = "f".repeat(4096);
     let mut conn = Conn::open(&run, 0).await;
     let mut sent = 0;
-    while !run.stop.load(Ordering::Relaxed) && sent < FLOOD_MAX {
+    // Until publishing ends and, however slow the machine, until the server
+    // has cut off every reader that never reads (bounded by count and time).
+    let mut cut_off_by = None;
+    while sent < FLOOD_MAX {
+        if run.stop.load(Ordering::Relaxed) && sent % 100 == 0 {
+            let deadline = *cut_off_by.get_or_insert_with(|| Instant::now() + LIMIT);
+            if slow_consumers_cut_off(run.node(0)).await >= NEVER_READERS as u64
+                || Instant::now() > deadline
+            {
+                break;
+            }
+        }
         let id = run.next_id.fetch_add(1, Ordering::Relaxed);
         let offset = publish(&mut conn, "flood", id, &pad)
             .await
@@ -481,13 +503,24 @@ async fn flood(run: Arc<Run>) -> u64 {
     sent
 }
 
+/// How many connections the server has cut off as slow consumers.
+async fn slow_consumers_cut_off(addr: SocketAddr) -> u64 {
+    let (status, body) = support::http(addr, "GET", "/metrics", &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("duplex_slow_consumers_dropped_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// One publish; its offset once acknowledged.
 async fn publish(conn: &mut Conn, channel: &str, id: u64, pad: &str) -> Result<u64, Broken> {
     let sent = conn
         .send(json!({"cmd": "publish", "channel": channel, "data": {"id": id, "pad": pad}}))
         .await?;
+    let deadline = Instant::now() + LIMIT;
     loop {
-        let Some(value) = conn.next(Instant::now() + LIMIT).await? else {
+        let Some(value) = conn.next(deadline).await? else {
             panic!("no publish reply in time");
         };
         if value["id"] == json!(sent) {
@@ -507,9 +540,11 @@ async fn never_read(run: Arc<Run>, mut released: tokio::sync::watch::Receiver<bo
         .await
         .expect("subscribe");
     let _ = released.wait_for(|r| *r).await;
-    // Now read what is left: the server must have cut it off.
+    // Now read what is left: the server must have cut it off. One deadline
+    // for it all: the server's keepalive pings must not extend it.
+    let deadline = Instant::now() + LIMIT;
     loop {
-        match tokio::time::timeout(LIMIT, conn.ws.recv())
+        match tokio::time::timeout_at(deadline, conn.ws.recv())
             .await
             .expect("a reader that never read was cut off by the server")
         {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use duplex_server::protocol::{Command, PushKind, Request};
-use serde_json::{Value, json};
+use duplex_hub::{Command, Push, Request, ServerMessage};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::Common;
@@ -23,6 +23,15 @@ use super::progress::Progress;
 use super::report::{Report, Row, latency_histogram};
 use super::target::Target;
 use super::wire::{read_some, tcp_connect};
+
+/// What each publisher publishes: its number, a sequence number, and when
+/// (ns since the run began), so subscribers check order and latency.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Numbered {
+    p: u64,
+    seq: u64,
+    t: u64,
+}
 
 /// How publications are made.
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,12 +119,10 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         loop {
             let msg = ws.recv().await.context("closed while subscribing")??;
             let Some(text) = msg.as_text() else { continue };
-            let v: Value = serde_json::from_str(text)?;
-            if v["id"] == 1 {
-                if v.get("error").is_some_and(|e| !e.is_null()) {
-                    bail!("subscribe failed: {}", v["error"]);
-                }
-                break;
+            match ServerMessage::parse(text)? {
+                ServerMessage::Error { id: Some(1), error } => bail!("subscribe failed: {error}"),
+                ServerMessage::Reply { id: Some(1), .. } => break,
+                _ => {}
             }
         }
         subscribers.push(ws);
@@ -142,20 +149,18 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
                     break;
                 };
                 let Some(text) = msg.as_text() else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(text) else {
-                    errors += 1;
-                    continue;
+                let publication = match ServerMessage::parse(text) {
+                    Ok(ServerMessage::Push(Push::Publication(p))) => p,
+                    Ok(_) => continue,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
                 };
-                if PushKind::of(&v) != Some(PushKind::Publication) {
-                    continue;
-                }
-                let (Some(seq), Some(t), Some(p)) = (
-                    v["data"]["seq"].as_u64(),
-                    v["data"]["t"].as_u64(),
-                    v["data"]["p"]
-                        .as_u64()
-                        .and_then(|p| last.get_mut(p as usize)),
-                ) else {
+                let Some((seq, t, p)) = serde_json::from_str::<Numbered>(publication.data.get())
+                    .ok()
+                    .and_then(|n| Some((n.seq, n.t, last.get_mut(n.p as usize)?)))
+                else {
                     errors += 1;
                     continue;
                 };
@@ -288,7 +293,11 @@ async fn publish(
         }
         seq += 1;
         let t = base.elapsed().as_nanos() as u64;
-        let data = json!({"p": k, "seq": seq, "t": t});
+        let data = serde_json::to_value(Numbered {
+            p: k as u64,
+            seq,
+            t,
+        })?;
         let ok = match (&mut http, &mut hub) {
             (Some(stream), _) => {
                 let body = json!({"channel": channel, "data": data}).to_string();
@@ -317,9 +326,9 @@ async fn publish(
                 loop {
                     let msg = ws.recv().await.context("hub closed")??;
                     let Some(text) = msg.as_text() else { continue };
-                    let v: Value = serde_json::from_str(text)?;
-                    if v["id"] == seq {
-                        break v.get("error").is_none_or(Value::is_null);
+                    let answer = ServerMessage::parse(text)?;
+                    if answer.id() == Some(seq) {
+                        break matches!(answer, ServerMessage::Reply { .. });
                     }
                 }
             }

@@ -8,12 +8,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use duplex_server::protocol::{Command, PushKind};
+use duplex_hub::{Command, Members, Page, Publication, Published, Push};
+use duplex_hub_client::{Event, Link};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
 use super::ServerArgs;
-use super::link::{Event, Link};
 
 /// Options of `duplex chat`.
 #[derive(clap::Args, Debug)]
@@ -163,71 +163,30 @@ impl Room {
     fn show(&mut self, event: Event, me: &str) {
         match event {
             Event::Publication(p) => self.message(&p),
-            Event::Push(p) => {
-                let name = p["member"]["name"].as_str().unwrap_or("?").to_owned();
-                match PushKind::of(&p) {
-                    Some(PushKind::Join) => println!("* {name} joined"),
-                    Some(PushKind::Leave) => println!("* {name} left"),
-                    Some(PushKind::Typing) if name != me => {
-                        let now = Instant::now();
-                        if self
-                            .typing_shown
-                            .get(&name)
-                            .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(5))
-                        {
-                            self.typing_shown.insert(name.clone(), now);
-                            println!("* {name} is typing…");
-                        }
-                    }
-                    Some(PushKind::Kicked) => println!(
-                        "! you were removed from the room: {}",
-                        p["reason"].as_str().unwrap_or("")
-                    ),
-                    _ => {}
+            Event::Push(Push::Join(m)) => println!("* {} joined", m.member.name),
+            Event::Push(Push::Leave(m)) => println!("* {} left", m.member.name),
+            Event::Push(Push::Typing(m)) if *m.member.name != *me => {
+                let name = m.member.name.to_string();
+                let now = Instant::now();
+                if self
+                    .typing_shown
+                    .get(&name)
+                    .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(5))
+                {
+                    println!("* {name} is typing…");
+                    self.typing_shown.insert(name, now);
                 }
             }
-            Event::Reply(r) => {
-                let id = r["id"].as_u64().unwrap_or(0);
+            Event::Push(Push::Kicked(k)) => {
+                println!("! you were removed from the room: {}", k.reason)
+            }
+            Event::Push(_) => {}
+            Event::Reply { id, result } => {
                 self.pending.remove(&id);
                 let purpose = self.purposes.remove(&id).unwrap_or("");
-                if let Some(err) = r.get("error") {
-                    println!(
-                        "! {}: {}",
-                        err["code"].as_str().unwrap_or("error"),
-                        err["message"].as_str().unwrap_or("")
-                    );
-                    return;
-                }
-                match purpose {
-                    "history" => {
-                        let page = r["result"]["publications"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default();
-                        if page.is_empty() {
-                            println!("* no earlier messages");
-                        }
-                        for p in page {
-                            self.message(&p);
-                        }
-                    }
-                    "publish" => {
-                        if let Some(offset) = r["result"]["offset"].as_u64() {
-                            if !self.shown.contains(&offset) {
-                                self.unseen_own.insert(offset);
-                            }
-                        }
-                    }
-                    "who" => {
-                        let names: Vec<&str> = r["result"]["members"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|m| m["name"].as_str())
-                            .collect();
-                        println!("* here: {}", names.join(", "));
-                    }
-                    _ => {}
+                match result {
+                    Ok(result) => self.answer(purpose, result.get()),
+                    Err(e) => println!("! {}: {}", e.code.name(), e.message),
                 }
             }
             Event::Gap(_) => println!(
@@ -241,25 +200,54 @@ impl Room {
         }
     }
 
-    fn message(&mut self, p: &Value) {
-        let Some(offset) = p["offset"].as_u64() else {
-            return;
-        };
+    /// Shows what a command of `purpose` returned.
+    fn answer(&mut self, purpose: &str, result: &str) {
+        match purpose {
+            "history" => {
+                let Ok(page) = serde_json::from_str::<Page>(result) else {
+                    return;
+                };
+                if page.publications.is_empty() {
+                    println!("* no earlier messages");
+                }
+                for p in &page.publications {
+                    self.message(p);
+                }
+            }
+            "publish" => {
+                if let Ok(published) = serde_json::from_str::<Published>(result) {
+                    if !self.shown.contains(&published.offset) {
+                        self.unseen_own.insert(published.offset);
+                    }
+                }
+            }
+            "who" => {
+                if let Ok(members) = serde_json::from_str::<Members>(result) {
+                    let names: Vec<&str> = members.members.iter().map(|m| &*m.name).collect();
+                    println!("* here: {}", names.join(", "));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn message(&mut self, p: &Publication<'_>) {
+        let offset = p.offset;
         if !self.shown.insert(offset) {
             return; // already shown (history and live overlap)
         }
         self.unseen_own.remove(&offset);
-        let time = p["ts"]
-            .as_str()
-            .and_then(|ts| chrono::DateTime::parse_from_rfc3339(ts).ok())
+        let time = chrono::DateTime::parse_from_rfc3339(&p.ts)
+            .ok()
             .map(|t| {
                 t.with_timezone(&chrono::Local)
                     .format("%H:%M:%S")
                     .to_string()
             })
             .unwrap_or_default();
-        let name = p["from"]["name"].as_str().unwrap_or("?");
-        let text = match &p["data"] {
+        let name = &p.from.name;
+        let data: Value = serde_json::from_str(p.data.get()).unwrap_or_default();
+        let text = match &data {
             Value::String(s) => s.clone(),
             Value::Object(o) if o.get("text").is_some_and(Value::is_string) => {
                 o["text"].as_str().unwrap_or("").to_owned()

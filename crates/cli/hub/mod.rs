@@ -3,7 +3,6 @@
 
 pub mod chat;
 pub mod http;
-pub mod link;
 pub mod publish;
 pub mod subscribe;
 

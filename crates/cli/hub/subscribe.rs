@@ -2,11 +2,11 @@
 //! reconnecting and recovering missed ones by itself.
 
 use anyhow::{Context, bail};
-use duplex_server::protocol::PushKind;
+use duplex_hub::Push;
 use serde_json::Value;
 
 use super::ServerArgs;
-use super::link::{Event, Link};
+use duplex_hub_client::{Event, Link};
 
 /// Options of `duplex subscribe`.
 #[derive(clap::Args, Debug)]
@@ -66,11 +66,11 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         };
         match event {
-            Event::Publication(p) if p["channel"] == args.channel.as_str() => {
+            Event::Publication(p) if p.channel == args.channel => {
                 if args.json {
-                    println!("{p_without_push}", p_without_push = strip_push(p));
+                    println!("{}", serde_json::to_string(&p)?);
                 } else {
-                    match &p["data"] {
+                    match serde_json::from_str::<Value>(p.data.get())? {
                         Value::String(s) => println!("{s}"),
                         other => println!("{other}"),
                     }
@@ -88,19 +88,10 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
                 delay.as_secs_f64()
             ),
             Event::Reconnected => eprintln!("duplex: reconnected"),
-            Event::Push(p) if PushKind::of(&p) == Some(PushKind::Kicked) => {
-                bail!("kicked from {}: {}", p["channel"], p["reason"])
-            }
+            Event::Push(Push::Kicked(k)) => bail!("kicked from {}: {}", k.channel, k.reason),
             _ => {}
         }
     }
     link.close().await;
     Ok(())
-}
-
-fn strip_push(mut p: Value) -> Value {
-    if let Some(o) = p.as_object_mut() {
-        o.remove("push");
-    }
-    p
 }

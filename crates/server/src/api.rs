@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::auth::keys_match;
-use crate::protocol::{
-    ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubError, Member, check_channel,
-};
-use crate::protocol::{PageView, PublishResult, encode_data};
+use crate::publication::page_of;
 use crate::state::AppState;
 use crate::store::Range;
+use duplex_hub::{
+    ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubError, Kicked, Member, Members,
+    check_channel, encode_data,
+};
 
 /// An API error: the status and `{"error": {"code", "message"}}`.
 pub struct ApiError(StatusCode, HubError);
@@ -108,7 +109,7 @@ pub async fn publish(
         .broker
         .publish(&body.channel, data, from, key.as_deref())
         .await?;
-    Ok(Json(PublishResult::of(&receipt)).into_response())
+    Ok(Json(receipt.published()).into_response())
 }
 
 /// Query of the history endpoint.
@@ -142,13 +143,7 @@ pub async fn history(
         tracing::error!("history: {e}");
         HubError::from(e)
     })?;
-    let view = PageView::new(
-        &channel,
-        &page.position.epoch,
-        page.position.offset,
-        None,
-        &page.publications,
-    );
+    let view = page_of(&channel, &page.position, None, &page.publications);
     Ok(Json(view).into_response())
 }
 
@@ -159,7 +154,11 @@ pub async fn presence(
 ) -> Result<Response, ApiError> {
     check_channel(&channel)?;
     let members = state.broker.presence(&channel).await?;
-    Ok(Json(serde_json::json!({"channel": channel, "members": members})).into_response())
+    let members = Members {
+        channel: channel.into(),
+        members,
+    };
+    Ok(Json(members).into_response())
 }
 
 /// The body of a kick.
@@ -190,7 +189,7 @@ pub async fn kick(
     check_channel(&channel)?;
     let Json(body) = body.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
     let kicked = state.broker.kick(&channel, &body.name, body.ban).await?;
-    Ok(Json(serde_json::json!({"kicked": kicked})).into_response())
+    Ok(Json(Kicked { kicked }).into_response())
 }
 
 /// `GET /metrics`

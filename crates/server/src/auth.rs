@@ -4,7 +4,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::protocol::{ErrorCode, HubError};
+use duplex_hub::{ErrorCode, HubError};
 
 /// What a token says about its holder.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::{Hub, Subscriber};
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::{Publication, now_ms};
 use crate::redis::{Following, Redis};
 use crate::store::{NewPublication, SqliteStore};
+use duplex_hub::{ErrorCode, HubError, Member};
 
 /// How long a publish waits for the memory budget to make room before it
 /// is refused with `unavailable`.
@@ -55,6 +55,16 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The reply to the publisher: `publish`'s result.
+    pub fn published(&self) -> duplex_hub::Published<'_> {
+        duplex_hub::Published {
+            channel: std::borrow::Cow::Borrowed(&self.channel),
+            offset: self.offset,
+            epoch: std::borrow::Cow::Borrowed(&self.epoch),
+            ts: duplex_hub::rfc3339_millis(self.ts_ms).into(),
+        }
+    }
+
     fn of(p: &Publication) -> Self {
         Self {
             channel: p.channel.clone(),

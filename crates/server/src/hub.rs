@@ -11,6 +11,7 @@
 //! budget is spent the subscribers holding most are shed (1013), not the
 //! publisher and not those keeping up.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, HubError, Member, PushKind};
 use crate::publication::Publication;
+use duplex_hub::{ErrorCode, HubError, Member, MemberEvent, MemberPush};
 
 /// What a subscriber's queue carries.
 #[derive(Debug, Clone)]
@@ -155,7 +156,7 @@ impl Hub {
             return Err(name_taken(channel, &sub.member.name));
         }
         if sub.presence {
-            let push = self.member_push(PushKind::Join.name(), channel, &sub.member);
+            let push = self.member_push(MemberEvent::Join, channel, &sub.member);
             self.deliver_all(&ch, Some(&sub.member.client), Delivery::Push(push));
         }
         ch.subscribers.insert(sub.member.client.clone(), sub);
@@ -174,7 +175,7 @@ impl Hub {
     pub fn unsubscribe(&self, channel: &str, client: &str) {
         if let Some(sub) = self.remove(channel, client) {
             if sub.presence {
-                self.member_event(PushKind::Leave.name(), channel, &sub.member);
+                self.member_event(MemberEvent::Leave, channel, &sub.member);
             }
         }
     }
@@ -201,13 +202,13 @@ impl Hub {
     }
 
     /// Tells every subscriber of `channel` but `member` itself that it
-    /// joined, left or is typing (`kind`).
-    pub fn member_event(&self, kind: &str, channel: &str, member: &Member) {
+    /// joined, left or is typing (`event`).
+    pub fn member_event(&self, event: MemberEvent, channel: &str, member: &Member) {
         let Some(ch) = self.channel(channel) else {
             return;
         };
         let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-        let push = self.member_push(kind, channel, member);
+        let push = self.member_push(event, channel, member);
         self.deliver_all(&ch, Some(&member.client), Delivery::Push(push));
     }
 
@@ -271,7 +272,7 @@ impl Hub {
         if !self.is_subscribed(channel, &member.client) {
             return Err(not_subscribed(channel));
         }
-        self.member_event(PushKind::Typing.name(), channel, member);
+        self.member_event(MemberEvent::Typing, channel, member);
         Ok(())
     }
 
@@ -300,7 +301,7 @@ impl Hub {
         let kicked = self.remove_named(channel, name, ban);
         for sub in &kicked {
             if sub.presence {
-                self.member_event(PushKind::Leave.name(), channel, &sub.member);
+                self.member_event(MemberEvent::Leave, channel, &sub.member);
             }
         }
         kicked.len()
@@ -342,8 +343,12 @@ impl Hub {
         kicked
     }
 
-    fn member_push(&self, kind: &str, channel: &str, member: &Member) -> Text {
-        self.charged(crate::protocol::member_push(kind, channel, member), 0)
+    fn member_push(&self, event: MemberEvent, channel: &str, member: &Member) -> Text {
+        let body = MemberPush {
+            channel: channel.into(),
+            member: Cow::Borrowed(member),
+        };
+        self.charged(event.push(body).encode(), 0)
     }
 
     fn deliver_all(&self, ch: &Channel, except: Option<&Arc<str>>, delivery: Delivery) {

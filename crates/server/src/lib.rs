@@ -39,7 +39,6 @@ pub mod http2;
 pub mod hub;
 pub mod metrics;
 pub mod notice;
-pub mod protocol;
 pub mod publication;
 pub mod random;
 pub mod ratelimit;

@@ -1,14 +1,16 @@
 //! A publication: one message in a channel's history, with its offset,
-//! epoch, time and sender, and its JSON encoding as a push.
+//! epoch, time and sender, as the server stores it; [`duplex_hub::Publication`]
+//! is how it is sent.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::Serialize;
+use duplex_hub::{Member, Push, rfc3339_millis};
 use serde_json::value::RawValue;
 
-use crate::protocol::{Member, to_bytes};
+use crate::store::Position;
 
 /// One stored message.
 #[derive(Debug, Clone)]
@@ -27,38 +29,39 @@ pub struct Publication {
     pub data: Box<RawValue>,
 }
 
-/// A publication as JSON, with or without the `push` tag.
-#[derive(Serialize)]
-pub struct PublicationView<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    push: Option<&'static str>,
-    channel: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    ts: String,
-    from: &'a Member,
-    data: &'a RawValue,
-}
-
 impl Publication {
-    /// The view used inside replies (`publications: [...]`).
-    pub fn view(&self) -> PublicationView<'_> {
-        PublicationView {
-            push: None,
-            channel: &self.channel,
+    /// The publication as the hub sends it, borrowing from this one.
+    pub fn view(&self) -> duplex_hub::Publication<'_> {
+        duplex_hub::Publication {
+            channel: Cow::Borrowed(&self.channel),
             offset: self.offset,
-            epoch: &self.epoch,
-            ts: rfc3339_millis(self.ts_ms),
-            from: &self.from,
-            data: &self.data,
+            epoch: Cow::Borrowed(&self.epoch),
+            ts: Cow::Owned(rfc3339_millis(self.ts_ms)),
+            from: Cow::Borrowed(&self.from),
+            data: Cow::Borrowed(&self.data),
         }
     }
 
     /// The push sent to subscribers, encoded once for all of them.
     pub fn push_bytes(&self) -> Bytes {
-        let mut view = self.view();
-        view.push = Some(crate::protocol::PushKind::Publication.name());
-        to_bytes(&view)
+        Push::Publication(self.view()).encode()
+    }
+}
+
+/// A subscribe or history reply: `publications` of `channel`, which
+/// stands at `position`.
+pub fn page_of<'a>(
+    channel: &'a str,
+    position: &'a Position,
+    recovered: Option<bool>,
+    publications: &'a [Publication],
+) -> duplex_hub::Page<'a> {
+    duplex_hub::Page {
+        channel: Cow::Borrowed(channel),
+        epoch: Cow::Borrowed(&position.epoch),
+        offset: position.offset,
+        recovered,
+        publications: publications.iter().map(Publication::view).collect(),
     }
 }
 
@@ -68,12 +71,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// RFC 3339 in UTC with milliseconds: `2026-11-21T20:31:07.123Z`.
-pub fn rfc3339_millis(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! highest offset it has sent per channel and drops anything at or below
 //! it, so nothing is missed and nothing is sent twice.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,15 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Claims, allowed};
 use crate::hub::{Delivery, Queued, Subscriber};
-use crate::protocol::{
-    Command, ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubClose, HubError, Member,
-    NAME_MAX_CHARS, PageView, PublishResult, SESSION_MAX_LEN, SESSION_MIN_LEN, Since,
-    check_channel, encode_data, error_reply, kicked_push, parse_request, reply,
-};
-use crate::publication::Publication;
+use crate::publication::{Publication, page_of};
 use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
+use duplex_hub::{
+    Command, Done, ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubClose, HubError, Kicked,
+    KickedPush, Member, Members, NAME_MAX_CHARS, Push, SESSION_MAX_LEN, SESSION_MIN_LEN,
+    ServerMessage, Since, check_channel, encode_data, parse_request,
+};
 
 /// Consecutive bad commands after which a connection is closed (1008).
 const MAX_STRIKES: u32 = 100;
@@ -92,9 +93,6 @@ struct Subscription {
     _following: Option<crate::redis::Following>,
 }
 
-#[derive(Serialize)]
-struct Empty {}
-
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -130,7 +128,7 @@ where
                     Some(Ok(Message::Binary(b))) => {
                         self.count_in(b.len());
                         let e = HubError::new(ErrorCode::BadRequest, "binary frames are not part of the hub protocol: send JSON text");
-                        if self.send(error_reply(None, &e)).await.is_err() {
+                        if self.send(ServerMessage::Error { id: None, error: e }.encode()).await.is_err() {
                             return;
                         }
                     }
@@ -175,7 +173,11 @@ where
             Delivery::Push(text) => self.send_text(text).await,
             Delivery::Kicked { channel, reason } => {
                 self.subscriptions.remove(&channel);
-                self.send(kicked_push(&channel, &reason)).await
+                let push = Push::Kicked(KickedPush {
+                    channel: Cow::Borrowed(&channel),
+                    reason: Cow::Borrowed(&reason),
+                });
+                self.send(push.encode()).await
             }
             Delivery::Lost { channel } => {
                 tracing::debug!(client = %self.member.client, %channel, "closed: publications lost");
@@ -199,7 +201,9 @@ where
             }
             let id = serde_json::from_str::<Id>(text).ok().and_then(|r| r.id);
             let e = HubError::new(ErrorCode::RateLimited, "too many commands: slow down");
-            return self.send(error_reply(id, &e)).await;
+            return self
+                .send(ServerMessage::Error { id, error: e }.encode())
+                .await;
         }
         let request = match parse_request(text) {
             Ok(r) => r,
@@ -210,7 +214,11 @@ where
             Ok(result) => {
                 self.strikes = 0;
                 match id {
-                    Some(_) => self.send(reply(id, &RawJson(result))).await,
+                    Some(_) => {
+                        let result = Cow::Owned(result);
+                        self.send(ServerMessage::Reply { id, result }.encode())
+                            .await
+                    }
                     None => Ok(()),
                 }
             }
@@ -230,7 +238,7 @@ where
                 .await;
             return Err(duplex::Error::Closed);
         }
-        self.send(error_reply(id, &error)).await
+        self.send(ServerMessage::Error { id, error }.encode()).await
     }
 
     fn require_auth(&self) -> Result<(), HubError> {
@@ -270,7 +278,7 @@ where
                     ));
                 }
                 self.state.broker.leave(&channel, &self.member.client);
-                Ok(json(&Empty {}))
+                Ok(json(&Done {}))
             }
             Command::Publish { channel, data } => self.publish(channel, data).await,
             Command::History {
@@ -294,10 +302,9 @@ where
                     .history(&channel, range)
                     .await
                     .map_err(storage)?;
-                Ok(json(&PageView::new(
+                Ok(json(&page_of(
                     &channel,
-                    &page.position.epoch,
-                    page.position.offset,
+                    &page.position,
                     None,
                     &page.publications,
                 )))
@@ -306,13 +313,14 @@ where
                 check_channel(&channel)?;
                 self.check_subscribe_permission(&channel)?;
                 let members = self.state.broker.presence(&channel).await?;
-                Ok(json(
-                    &serde_json::json!({"channel": channel, "members": members}),
-                ))
+                Ok(json(&Members {
+                    channel: channel.into(),
+                    members,
+                }))
             }
             Command::Typing { channel } => {
                 self.state.broker.typing(&channel, &self.member).await?;
-                Ok(json(&Empty {}))
+                Ok(json(&Done {}))
             }
             Command::Kick { channel, name, ban } => {
                 check_channel(&channel)?;
@@ -323,9 +331,9 @@ where
                     ));
                 }
                 let kicked = self.state.broker.kick(&channel, &name, ban).await?;
-                Ok(json(&serde_json::json!({"kicked": kicked})))
+                Ok(json(&Kicked { kicked }))
             }
-            Command::Ping => Ok(json(&Empty {})),
+            Command::Ping => Ok(json(&Done {})),
         }
     }
 
@@ -458,10 +466,9 @@ where
         };
         self.subscriptions
             .insert(channel.as_str().into(), subscription);
-        Ok(json(&PageView::new(
+        Ok(json(&page_of(
             &channel,
-            &position.epoch,
-            position.offset,
+            position,
             Some(recovered),
             publications,
         )))
@@ -487,7 +494,7 @@ where
             .broker
             .publish(&channel, data, self.member.clone(), None)
             .await?;
-        Ok(json(&PublishResult::of(&receipt)))
+        Ok(json(&receipt.published()))
     }
 }
 
@@ -536,13 +543,4 @@ fn storage(e: StoreError) -> HubError {
 
 fn json(value: &impl Serialize) -> Box<RawValue> {
     serde_json::value::to_raw_value(value).expect("hub replies always serialise")
-}
-
-/// A pre-encoded JSON value, serialised as-is.
-struct RawJson(Box<RawValue>);
-
-impl Serialize for RawJson {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
 }

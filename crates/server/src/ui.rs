@@ -95,7 +95,30 @@ pub async fn hub_protocol_types() -> Response {
 }
 
 /// `GET /hub-protocol.js`: the hub protocol's facts, generated from
-/// `crates/server/src/protocol` (see [`crate::protocol::javascript`]).
+/// `crates/hub` (see [`duplex_hub::javascript`]).
 pub async fn hub_protocol() -> Response {
     javascript(include_str!("../ui/hub-protocol.js"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hub_protocol_js_is_up_to_date() {
+        let ui = concat!(env!("CARGO_MANIFEST_DIR"), "/ui");
+        for (file, want) in [
+            ("hub-protocol.js", duplex_hub::javascript::module()),
+            ("hub-protocol.d.ts", duplex_hub::javascript::declarations()),
+        ] {
+            let path = format!("{ui}/{file}");
+            if std::env::var_os("DUPLEX_REGENERATE").is_some() {
+                std::fs::write(&path, &want).unwrap();
+            }
+            let have = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                have == want,
+                "{path} is out of date with crates/hub: run \
+                 `DUPLEX_REGENERATE=1 cargo test -p duplex-server --lib hub_protocol_js`"
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 // (docs/protocol.md). Served by `duplex serve` at /duplex.d.ts.
 
 // The protocol's facts and their types, generated from the Rust
-// definitions (crates/server/src/protocol): see hub-protocol.d.ts.
+// definitions (crates/hub): see hub-protocol.d.ts.
 export * from './hub-protocol.js';
 import type { ServerErrorCode } from './hub-protocol.js';
 

@@ -22,7 +22,7 @@
 // Under Node: `new Client(url, { WebSocket: (await import('ws')).default })`.
 
 // The hub protocol's facts, generated from the Rust definitions
-// (crates/server/src/protocol) that the server and the CLI use.
+// (crates/hub) that the server and the CLI use.
 import {
   CHANNEL_MAX_LENGTH, CHANNEL_PUNCTUATION, CLOSE, CLOSE_MEANING, COMMANDS, ERROR_CODES,
   FINAL_CLOSE_CODES, HISTORY_DEFAULT_LIMIT, PUSHES, SESSION_MAX_LENGTH, SESSION_MIN_LENGTH,

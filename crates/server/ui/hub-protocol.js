@@ -1,4 +1,4 @@
-// GENERATED from crates/server/src/protocol (duplex-server) by `DUPLEX_REGENERATE=1
+// GENERATED from crates/hub (duplex-hub) by `DUPLEX_REGENERATE=1
 // cargo test -p duplex-server --lib hub_protocol_js`: do not edit. The hub protocol's
 // facts (docs/protocol.md), shared with the server and the CLI.
 

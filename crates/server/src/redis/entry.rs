@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::protocol::{Member, PushKind};
 use crate::publication::Publication;
+use duplex_hub::{Member, MemberEvent};
 
 /// Where the publish script put a publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +82,8 @@ pub fn publication(channel: &Arc<str>, place: &Place, body: &str) -> Option<Publ
 pub enum Announcement {
     /// A new publication.
     Publication(Publication),
-    /// A member joined, left or is typing (the push's kind).
-    Member(&'static str, Member),
+    /// A member joined, left or is typing .
+    Member(MemberEvent, Member),
     /// Every connection with this name is removed (and the name banned).
     Kick {
         /// The name.
@@ -102,9 +102,9 @@ pub fn announcement(channel: &Arc<str>, payload: &str) -> Option<Announcement> {
             .map(|m| Announcement::Member(kind, m))
     };
     match head {
-        "!join" => event(PushKind::Join.name()),
-        "!leave" => event(PushKind::Leave.name()),
-        "!typing" => event(PushKind::Typing.name()),
+        "!join" => event(MemberEvent::Join),
+        "!leave" => event(MemberEvent::Leave),
+        "!typing" => event(MemberEvent::Typing),
         "!kick" => {
             let (ban, name) = body.split_once(' ')?;
             Some(Announcement::Kick {
@@ -176,7 +176,7 @@ mod tests {
             let Some(Announcement::Member(got, back)) = announcement(&"c".into(), &payload) else {
                 panic!("not a member event: {payload}");
             };
-            prop_assert_eq!(got, &head[1..]);
+            prop_assert_eq!(got, [MemberEvent::Join, MemberEvent::Leave, MemberEvent::Typing][kind]);
             prop_assert_eq!(back, m);
         }
 

@@ -32,8 +32,8 @@ use super::entry;
 use super::keys::{self, ChannelKeys};
 use super::{Redis, Shard, deadline};
 use crate::hub::{Hub, banned, name_taken, sort_members};
-use crate::protocol::{ErrorCode, HubError, Member};
 use crate::store::StoreError;
+use duplex_hub::{ErrorCode, HubError, Member};
 
 /// How long a node counts as alive after renewing its lease.
 pub const LEASE: Duration = Duration::from_secs(3);

@@ -57,8 +57,8 @@ pub(crate) fn new_epoch() -> String {
     crate::random::name(8)
 }
 
-use crate::protocol::{ErrorCode, HubError, Member};
 use crate::publication::Publication;
+use duplex_hub::{ErrorCode, HubError, Member};
 
 /// A publication before it has an offset.
 #[derive(Debug, Clone)]

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     HistoryPage, MAX_PAGE_BYTES, NewPublication, Position, Range, Retention, StoreError, new_epoch,
 };
-use crate::protocol::Member;
 use crate::publication::Publication;
+use duplex_hub::Member;
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;

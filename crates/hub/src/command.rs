@@ -34,7 +34,7 @@ pub struct Since {
 /// A client's command, with the id its reply will carry.
 ///
 /// ```
-/// use duplex_server::protocol::{Command, Request};
+/// use duplex_hub::{Command, Request};
 ///
 /// let request = Request::new(7, Command::Presence { channel: "news".into() });
 /// assert_eq!(request.encode(), r#"{"id":7,"cmd":"presence","channel":"news"}"#);

@@ -1,6 +1,6 @@
 //! The error codes of error replies.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 super::wire_names! {
     /// Error codes of docs/protocol.md.
@@ -43,7 +43,7 @@ impl ErrorCode {
 }
 
 /// An error reply's body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct HubError {
     /// The machine-readable code.

@@ -1,18 +1,37 @@
-//! The hub's wire format (docs/protocol.md): commands in, replies and pushes out.
+//! The wire protocol of Duplex's hub (`/ws`, docs/protocol.md): commands
+//! in, replies and pushes out.
 //!
-//! Commands are parsed with serde into [`Command`] by the server, and
-//! encoded from the same type by clients (the CLI, the bench): one
-//! definition of the format. Anything that does not parse becomes a
-//! `bad_request` error reply that names the problem, never a closed
-//! connection. Replies and pushes are serialised once and shared as
-//! bytes: a publication fanned out to ten thousand subscribers is encoded
-//! one time.
+//! Each message has one type that both encodes and parses it, used by both
+//! ends: the server parses a [`Request`] that the CLI, the bench and the
+//! tests encoded from the same type; the server encodes a
+//! [`ServerMessage`] (a reply, an error reply or a [`Push`]) that clients
+//! parse back with [`ServerMessage::parse`]. Anything a client sends that
+//! does not parse becomes a `bad_request` error reply that names the
+//! problem, never a closed connection. Replies and pushes are serialised
+//! once and shared as bytes: a publication fanned out to ten thousand
+//! subscribers is encoded one time.
 //!
-//! One file per part: [`command`] (what clients send), [`reply`](mod@reply) (what
-//! answers them), [`push`](mod@push) (what the server sends unasked), [`error`] (the
-//! error codes), [`close`] (the close codes), [`member`] (who a connection is).
-//! [`javascript`] writes the browser's copy of these facts
+//! ```
+//! use duplex_hub::{Push, ServerMessage};
+//!
+//! let text = r#"{"push":"publication","channel":"news","offset":3,"epoch":"e1",
+//!     "ts":"2026-11-21T20:31:07.123Z","from":{"client":"c1","user":"ann","name":"ann"},
+//!     "data":{"text":"hi"}}"#;
+//! let Ok(ServerMessage::Push(Push::Publication(p))) = ServerMessage::parse(text) else {
+//!     panic!("a publication");
+//! };
+//! assert_eq!((&*p.channel, p.offset, p.data.get()), ("news", 3, r#"{"text":"hi"}"#));
+//! ```
+//!
+//! One file per part: [`command`] (what clients send), [`message`] (what
+//! the server sends: [`reply`](mod@reply) holds the results of each
+//! command, [`push`](mod@push) what is sent unasked, [`publication`] the
+//! shape of a publication in both), [`error`] (the error codes), [`close`]
+//! (the close codes), [`member`] (who a connection is). [`javascript`]
+//! writes the browser's copy of these facts
 //! (`crates/server/ui/hub-protocol.js`).
+
+#![warn(missing_docs)]
 
 /// Declares an enum of wire names once: its variants, each with its name;
 /// generates `ALL` (every variant, in order), `name` and `from_name`, so a
@@ -73,6 +92,8 @@ pub mod command;
 pub mod error;
 pub mod javascript;
 pub mod member;
+pub mod message;
+pub mod publication;
 pub mod push;
 pub mod reply;
 
@@ -87,11 +108,13 @@ pub use command::{
 };
 pub use error::{ErrorCode, HubError};
 pub use member::Member;
-pub use push::{PushKind, kicked_push, member_push};
-pub use reply::{PageView, PublishResult, error_reply, reply};
+pub use message::{ParseError, ServerMessage};
+pub use publication::{Publication, rfc3339_millis};
+pub use push::{KickedPush, MemberEvent, MemberPush, Push, PushKind};
+pub use reply::{Done, Kicked, Members, Page, Published};
 
 /// Serialises a value that cannot fail to serialise (no maps with
 /// non-string keys, no failing `Serialize` impls).
-pub fn to_bytes(value: &impl Serialize) -> Bytes {
+pub(crate) fn to_bytes(value: &impl Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("hub messages always serialise"))
 }

@@ -1,29 +1,68 @@
-//! A hub connection that survives disconnects: it reconnects with
-//! exponential backoff and re-subscribes with `since`, so a client sees
-//! every publication exactly once, in order, or is told about a gap.
+//! A client of Duplex's hub (`/ws`, docs/protocol.md) whose connection
+//! survives disconnects: it reconnects with exponential backoff and
+//! re-subscribes with `since`, so it sees every publication exactly once,
+//! in order, or is told about a gap. `duplex chat`, `duplex subscribe` and
+//! `duplex listen --hub` run it; `/duplex.js` is its JavaScript twin.
 //!
 //! [`Link::next`] is cancel-safe (it can sit in `tokio::select!`): a new
 //! connection is kept only once fully re-established, and the backoff
 //! deadline lives in the link, not in the future.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! use duplex_hub::Command;
+//! use duplex_hub_client::{Event, Link};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let settings = duplex_server::Settings {
+//! #     bind: "127.0.0.1:0".parse()?,
+//! #     data: dir.path().join("data"),
+//! #     ..Default::default()
+//! # };
+//! # let server = duplex_server::Server::start(settings).await?;
+//! # let url = format!("ws://{}/ws", server.local_addr());
+//! let subscriptions = vec![("news".to_owned(), None)];
+//! let mut link = Link::open(url, duplex::ClientBuilder::new(), None, subscriptions).await?;
+//! let data = serde_json::json!({"text": "hello"});
+//! link.send(Command::Publish { channel: "news".into(), data }).await?;
+//! loop {
+//!     if let Event::Publication(p) = link.next().await {
+//!         assert_eq!((&*p.channel, p.offset, p.data.get()), ("news", 1, r#"{"text":"hello"}"#));
+//!         break;
+//!     }
+//! }
+//! link.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use duplex::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
-use duplex_server::protocol::{Command, PushKind, Request, Since};
-use serde_json::{Value, json};
+use duplex_hub::{Command, HubError, Page, Publication, Push, Request, ServerMessage, Since};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 /// What happened on the link.
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A publication (from history during (re)subscription, or live).
-    Publication(Value),
+    Publication(Publication<'static>),
     /// Any other push: join, leave, typing, kicked.
-    Push(Value),
-    /// A reply to a command sent with [`Link::send`].
-    Reply(Value),
+    Push(Push<'static>),
+    /// The answer to a command sent with [`Link::send`].
+    Reply {
+        /// The id [`Link::send`] returned.
+        id: u64,
+        /// The command's result (one of the types of [`duplex_hub::reply`]),
+        /// or why it failed.
+        result: Result<Box<RawValue>, HubError>,
+    },
     /// After a reconnect, publications of `channel` could not all be
     /// recovered: some may be missing.
     Gap(String),
@@ -115,11 +154,13 @@ impl Link {
             };
             match ws.recv().await {
                 Some(Ok(Message::Text(t))) => {
-                    let Ok(v) = serde_json::from_str::<Value>(&t) else {
-                        continue;
-                    };
-                    let event = self.classify(v);
-                    return event;
+                    // A push of a kind this version does not know is a
+                    // newer server's: skipped, like anything unreadable.
+                    if let Some(event) =
+                        ServerMessage::parse(&t).ok().and_then(|m| self.classify(m))
+                    {
+                        return event;
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let why = frame
@@ -201,8 +242,9 @@ impl Link {
                         before: None,
                         after: None,
                     };
-                    let page = call(&mut ws, history, id, &mut events).await?;
-                    *epoch = page["epoch"].as_str().unwrap_or_default().to_owned();
+                    let result = call(&mut ws, history, id, &mut events).await?;
+                    let page: Page = serde_json::from_str(result.get())?;
+                    *epoch = page.epoch.into_owned();
                 }
             }
             let subscribe = Command::Subscribe {
@@ -212,20 +254,26 @@ impl Link {
             };
             let id = self.take_id();
             let result = call(&mut ws, subscribe, id, &mut events).await?;
-            let epoch = result["epoch"].as_str().unwrap_or_default().to_owned();
-            let offset = result["offset"].as_u64().unwrap_or(0);
-            if since.is_some() && result["recovered"] != json!(true) {
+            let page: Page = serde_json::from_str(result.get())?;
+            if since.is_some() && page.recovered != Some(true) {
                 events.push(Event::Gap(channel.clone()));
             }
-            for p in result["publications"].as_array().into_iter().flatten() {
-                events.push(Event::Publication(p.clone()));
-            }
+            events.extend(
+                page.publications
+                    .into_iter()
+                    .map(|p| Event::Publication(p.into_owned())),
+            );
             let known = self
                 .positions
                 .entry(channel.clone())
-                .or_insert((epoch.clone(), 0));
-            known.0 = epoch;
-            known.1 = known.1.max(offset);
+                .or_insert((page.epoch.to_string(), 0));
+            known.0 = page.epoch.into_owned();
+            known.1 = known.1.max(page.offset);
+        }
+        for event in &events {
+            if let Event::Publication(p) = event {
+                self.note(p);
+            }
         }
         Ok((ws, events))
     }
@@ -235,26 +283,31 @@ impl Link {
         self.next_id - 1
     }
 
-    fn classify(&mut self, v: Value) -> Event {
-        match PushKind::of(&v) {
-            Some(PushKind::Publication) => {
-                if let (Some(channel), Some(epoch), Some(offset)) = (
-                    v["channel"].as_str(),
-                    v["epoch"].as_str(),
-                    v["offset"].as_u64(),
-                ) {
-                    let pos = self
-                        .positions
-                        .entry(channel.to_owned())
-                        .or_insert((epoch.to_owned(), 0));
-                    *pos = (epoch.to_owned(), pos.1.max(offset));
-                }
-                Event::Publication(v)
+    /// Remembers how far a channel has been seen.
+    fn note(&mut self, p: &Publication<'_>) {
+        let pos = self
+            .positions
+            .entry(p.channel.to_string())
+            .or_insert((p.epoch.to_string(), 0));
+        *pos = (p.epoch.to_string(), pos.1.max(p.offset));
+    }
+
+    fn classify(&mut self, message: ServerMessage<'_>) -> Option<Event> {
+        match message {
+            ServerMessage::Push(Push::Publication(p)) => {
+                self.note(&p);
+                Some(Event::Publication(p.into_owned()))
             }
-            Some(_) => Event::Push(v),
-            // A push of a kind this client does not know is still a push.
-            None if v.get("push").is_some() => Event::Push(v),
-            None => Event::Reply(v),
+            ServerMessage::Push(push) => Some(Event::Push(push.into_owned())),
+            // An answer without an id answers nothing this link sent.
+            ServerMessage::Reply { id, result } => Some(Event::Reply {
+                id: id?,
+                result: Ok(result.into_owned()),
+            }),
+            ServerMessage::Error { id, error } => Some(Event::Reply {
+                id: id?,
+                result: Err(error),
+            }),
         }
     }
 }
@@ -266,26 +319,32 @@ async fn call(
     command: Command,
     id: u64,
     events: &mut Vec<Event>,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Box<RawValue>> {
     ws.send(Request::new(id, command).encode()).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.recv()).await {
+        match tokio::time::timeout_at(deadline, ws.recv()).await {
             Err(_) => bail!("the server did not answer in time"),
-            Ok(Some(Ok(Message::Text(t)))) => {
-                let v: Value = serde_json::from_str(&t)?;
-                if v.get("push").is_some() {
-                    events.push(Event::Push(v));
-                } else if v["id"] == json!(id) {
-                    if let Some(err) = v.get("error") {
-                        bail!(
-                            "{}: {}",
-                            err["code"].as_str().unwrap_or("error"),
-                            err["message"].as_str().unwrap_or("")
-                        );
-                    }
-                    return Ok(v["result"].clone());
+            Ok(Some(Ok(Message::Text(t)))) => match ServerMessage::parse(&t) {
+                // Live publications of channels subscribed a moment ago.
+                Ok(ServerMessage::Push(Push::Publication(p))) => {
+                    events.push(Event::Publication(p.into_owned()));
                 }
-            }
+                Ok(ServerMessage::Push(push)) => events.push(Event::Push(push.into_owned())),
+                Ok(ServerMessage::Reply {
+                    id: Some(got),
+                    result,
+                }) if got == id => {
+                    return Ok(result.into_owned());
+                }
+                Ok(ServerMessage::Error {
+                    id: Some(got),
+                    error,
+                }) if got == id => {
+                    bail!("{}: {}", error.code.name(), error.message)
+                }
+                _ => {}
+            },
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => return Err(e.into()),
             Ok(None) => bail!("the server closed the connection"),
