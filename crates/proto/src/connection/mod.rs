@@ -2,7 +2,8 @@
 //!
 //! Split by direction: `receive.rs` parses, reassembles, inflates and
 //! validates what arrives (and answers pings and closes); `send.rs` frames,
-//! masks and compresses what goes out. This file holds the state they share.
+//! masks and compresses what goes out; `phase.rs` is where the closing
+//! handshake stands. This file holds the state they share.
 //!
 //! [`Connection`] owns no socket. An I/O layer appends what it reads to
 //! [`Connection::read_buf`], takes messages from [`Connection::next_message`],
@@ -142,7 +143,7 @@ pub enum Incoming {
 /// connections need lives behind one pointer.
 pub struct Connection {
     role: Role,
-    state: State,
+    phase: Phase,
     limits: Limits,
     read: BytesMut,
     reading: Reading,
@@ -154,10 +155,6 @@ pub struct Connection {
     /// permessage-deflate, when negotiated.
     compression: Option<Box<Compression>>,
     out: OutBuf,
-    close_sent: bool,
-    /// How the connection ended, once it has (boxed: open connections need
-    /// only the pointer).
-    ending: Option<Box<Ending>>,
 }
 
 /// A compressed frame not fully inflated yet, waiting for memory.
@@ -171,13 +168,6 @@ struct PendingInflate {
 /// How much more inflated data to ask a budget for at a time: the data so
 /// far again, and at least this.
 const INFLATE_STEP: usize = 1 << 20;
-
-/// The close frame received and the error that failed the connection, if any.
-#[derive(Default)]
-struct Ending {
-    close_received: Option<Option<CloseFrame>>,
-    error: Option<ProtocolError>,
-}
 
 /// The compressor and decompressor of a permessage-deflate connection
 /// (about 350 bytes with their buffer, plus zlib's state while in use).
@@ -194,8 +184,11 @@ struct Compression {
     scratch: BytesMut,
 }
 
+mod phase;
 mod receive;
 mod send;
+
+use phase::Phase;
 
 impl Connection {
     /// A connection that completed its handshake, with the compression
@@ -217,7 +210,7 @@ impl Connection {
         });
         Self {
             role,
-            state: State::Open,
+            phase: Phase::Open,
             limits: config.limits,
             read: BytesMut::new(),
             reading: Reading::Header,
@@ -226,8 +219,6 @@ impl Connection {
             utf8: Utf8Validator::default(),
             compression,
             out: OutBuf::default(),
-            close_sent: false,
-            ending: None,
         }
     }
 
@@ -238,7 +229,7 @@ impl Connection {
 
     /// Open, Closing (our close frame sent, the peer's awaited) or Closed.
     pub fn state(&self) -> State {
-        self.state
+        self.phase.state()
     }
 
     /// Whether permessage-deflate is in use.
@@ -254,12 +245,12 @@ impl Connection {
     /// The close frame the peer sent, once it has arrived (`Some(None)`: a
     /// close frame without a code).
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
-        self.ending.as_ref()?.close_received.as_ref()
+        self.phase.closed()?.close_received.as_ref()
     }
 
     /// The protocol error that failed the connection, if one did.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.ending.as_ref()?.error.as_ref()
+        self.phase.closed()?.error.as_ref()
     }
 
     /// The buffer incoming bytes are appended to. Releases a lent message.
@@ -434,7 +425,7 @@ impl Connection {
     /// assert!(conn.close_timer_runs());
     /// ```
     pub fn close_timer_runs(&self) -> bool {
-        self.state != State::Open
+        self.state() != State::Open
     }
 }
 
@@ -442,7 +433,7 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("role", &self.role)
-            .field("state", &self.state)
+            .field("state", &self.state())
             .field("compressed", &self.is_compressed())
             .field("buffered_in", &self.read.len())
             .field("buffered_out", &self.out.len())

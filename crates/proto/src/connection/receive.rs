@@ -57,7 +57,7 @@ impl Connection {
     pub fn next_incoming(&mut self) -> Result<Option<Incoming>, ProtocolError> {
         self.release_lent();
         // A received close frame or an error closes the connection.
-        if self.state == State::Closed {
+        if self.state() == State::Closed {
             return Ok(None);
         }
         let decoded = match self.lend_whole_frame() {
@@ -112,7 +112,7 @@ impl Connection {
     /// abnormal (before the closing handshake completed: code 1006).
     pub fn receive_eof(&mut self) -> bool {
         let abnormal = self.close_received().is_none() && self.error().is_none();
-        self.state = State::Closed;
+        self.phase.close();
         abnormal
     }
 
@@ -313,7 +313,7 @@ impl Connection {
         let h = frame.header;
         match h.opcode {
             OpCode::Ping => {
-                if !self.close_sent {
+                if !self.phase.close_sent() {
                     self.write_frame(OpCode::Pong, false, &payload);
                 }
                 Ok(Some(Message::Ping(payload.freeze())))
@@ -419,27 +419,25 @@ impl Connection {
     }
 
     pub(super) fn on_close(&mut self, frame: Option<CloseFrame>) {
-        if !self.close_sent {
+        if !self.phase.close_sent() {
             // Echo the code, as RFC 6455 §5.5.1 suggests; no code → empty close.
             let payload = frame
                 .as_ref()
                 .map(|f| CloseFrame::new(f.code, "").to_payload())
                 .unwrap_or_default();
             self.write_frame(OpCode::Close, false, &payload);
-            self.close_sent = true;
+            self.phase.on_close_sent();
         }
-        self.ending.get_or_insert_default().close_received = Some(frame);
-        self.state = State::Closed;
+        self.phase.close().close_received = Some(frame);
     }
 
     pub(super) fn fail(&mut self, error: &ProtocolError) {
-        if !self.close_sent {
+        if !self.phase.close_sent() {
             let reason = error.to_string();
             let payload = CloseFrame::new(error.close_code(), reason).to_payload();
             self.write_frame(OpCode::Close, false, &payload);
-            self.close_sent = true;
+            self.phase.on_close_sent();
         }
-        self.ending.get_or_insert_default().error = Some(error.clone());
-        self.state = State::Closed;
+        self.phase.close().error = Some(error.clone());
     }
 }

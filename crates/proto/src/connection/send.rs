@@ -4,7 +4,6 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::State;
 use crate::close::CloseFrame;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use crate::mask::extend_masked;
@@ -57,20 +56,17 @@ impl Connection {
                 return Err(SendError::InvalidCloseCode(f.code.0));
             }
         }
-        if self.close_sent {
+        if self.phase.close_sent() {
             return Ok(());
         }
         let payload = frame.map(|f| f.to_payload()).unwrap_or_default();
         self.write_frame(OpCode::Close, false, &payload);
-        self.close_sent = true;
-        if self.state == State::Open {
-            self.state = State::Closing;
-        }
+        self.phase.on_close_sent();
         Ok(())
     }
 
     pub(super) fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.phase.close_sent() {
             return Err(SendError::Closed);
         }
         if payload.len() > MAX_CONTROL_PAYLOAD {
@@ -82,7 +78,7 @@ impl Connection {
 
     #[inline]
     pub(super) fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.phase.close_sent() {
             return Err(SendError::Closed);
         }
         if !self.compress_and_queue(opcode, &payload) {
@@ -98,7 +94,7 @@ impl Connection {
         opcode: OpCode,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        if self.close_sent {
+        if self.phase.close_sent() {
             return Err(SendError::Closed);
         }
         if !self.compress_and_queue(opcode, payload) {
