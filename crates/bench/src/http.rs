@@ -13,33 +13,36 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::progress::Progress;
-use super::report::{Report, Row, latency_histogram};
-use super::target::Target;
-use super::wire::{payload, read_some, tcp_connect};
-use super::{Common, parse_size, show_size};
+use crate::progress::Progress;
+use crate::report::{Report, Row, latency_histogram};
+use crate::target::Target;
+use crate::wire::{payload, read_some, tcp_connect};
+use crate::{Common, parse_size, show_size};
 
+/// The options of `http`.
 #[derive(Args)]
 pub struct HttpArgs {
+    /// The target and the report's form.
     #[command(flatten)]
     pub common: Common,
     /// Connections (each with one request in flight).
     #[arg(short = 'c', long, default_value_t = 10)]
-    connections: usize,
+    pub connections: usize,
     /// Body size in bytes (k/K = KiB, m/M = MiB).
     #[arg(short = 's', long, default_value = "16", value_parser = parse_size)]
-    size: usize,
+    pub size: usize,
     /// How long each of the two runs lasts.
     #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Only the keep-alive run.
     #[arg(long, conflicts_with = "only_new_connection")]
-    only_keep_alive: bool,
+    pub only_keep_alive: bool,
     /// Only the run with a new connection per request.
     #[arg(long)]
-    only_new_connection: bool,
+    pub only_new_connection: bool,
 }
 
+/// Runs the keep-alive and the new-connection runs.
 pub async fn run(args: &HttpArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
     if target.tls.is_some() {

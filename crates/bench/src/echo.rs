@@ -14,10 +14,10 @@ use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 
-use super::progress::Progress;
-use super::report::{Row, latency_histogram};
-use super::target::Target;
-use super::wire::{
+use crate::progress::Progress;
+use crate::report::{Row, latency_histogram};
+use crate::target::Target;
+use crate::wire::{
     EchoChecker, compressed_frame, json_payload, masked_frame, masked_payload, payload, read_some,
     ws_connect_with,
 };
@@ -70,7 +70,7 @@ pub async fn run(
         bail!("--http2 needs a WebSocket server, not a mirror");
     }
     let streams = if plan.http2 {
-        super::wire::h2_streams(target, plan.connections, plan.compress).await?
+        crate::wire::h2_streams(target, plan.connections, plan.compress).await?
     } else {
         let mut streams = Vec::with_capacity(plan.connections);
         for _ in 0..plan.connections {
@@ -127,7 +127,7 @@ struct ConnResult {
 }
 
 async fn connection(
-    mut stream: super::wire::BenchStream,
+    mut stream: crate::wire::BenchStream,
     leftover: Vec<u8>,
     frame: &[u8],
     plan: &EchoPlan,

@@ -14,7 +14,7 @@ use duplex_proto::mask::apply_mask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::target::Target;
+use crate::target::Target;
 
 /// The masking key of every frame we send (any key is valid).
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];

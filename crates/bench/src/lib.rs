@@ -1,5 +1,8 @@
-//! `duplex bench`: a load generator cheap enough that the server under test
-//! is the bottleneck.
+//! The load generator of `duplex bench`: cheap enough that the server under
+//! test is the bottleneck. The options of each mode are clap arguments (one
+//! definition of each flag and its default, used by the `duplex` binary and
+//! by anyone who embeds the generator); [`measure`] runs a mode and returns
+//! its [`Report`], which prints as a table, JSON or an HTML page.
 //!
 //! Modes: `echo` (throughput of a closed-loop echo), `latency` (one
 //! connection, round-trip percentiles), `connections` (handshakes per second
@@ -7,22 +10,24 @@
 //! second and their latency) and `http` (the same payloads as HTTP/1.1
 //! request-response). Every echo is checked; any error fails the run.
 
-mod connections;
-mod echo;
-mod fanout;
-mod html;
-mod http;
+#![warn(missing_docs)]
+
+pub mod connections;
+pub mod echo;
+pub mod fanout;
+pub mod html;
+pub mod http;
 mod progress;
-mod report;
-mod server_usage;
-mod target;
-mod transfer;
+pub mod report;
+pub mod server_usage;
+pub mod target;
+pub mod transfer;
 mod wire;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -31,15 +36,9 @@ use self::progress::Progress;
 use self::report::Report;
 use self::target::Target;
 
-/// `duplex bench MODE URL [OPTIONS]`.
-#[derive(Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
+/// What to measure: `duplex bench MODE URL [OPTIONS]`.
 #[derive(Subcommand)]
-enum Mode {
+pub enum Mode {
     /// Closed-loop echo throughput: messages/s and MB/s (ws://HOST:PORT/echo).
     Echo(EchoArgs),
     /// Round-trip latency of one connection with one message in flight:
@@ -87,61 +86,67 @@ pub struct Common {
     pub server_pid: Option<u32>,
 }
 
+/// The options of `echo`.
 #[derive(Args)]
-struct EchoArgs {
+pub struct EchoArgs {
+    /// The target and the report's form.
+    /// The target and the report's form.
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
     /// Connections.
     #[arg(short = 'c', long, default_value_t = 100)]
-    connections: usize,
+    pub connections: usize,
     /// Messages in flight per connection (1: request-response; more: pipelined).
     #[arg(short = 'p', long, default_value_t = 1)]
-    pipeline: usize,
+    pub pipeline: usize,
     /// Payload size in bytes (suffixes k/K = KiB, m/M = MiB: 16, 4k, 1m).
     #[arg(short = 's', long, default_value = "16", value_parser = parse_size)]
-    size: usize,
+    pub size: usize,
     /// How long to send, e.g. 10s, 500ms.
     #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Stop after this many messages in all (0: only the duration bounds the run).
     #[arg(short = 'n', long, default_value_t = 0)]
-    messages: u64,
+    pub messages: u64,
     /// Send text frames instead of binary.
     #[arg(long)]
-    text: bool,
+    pub text: bool,
     /// Expect our own masked frames back byte for byte: for measuring a
     /// plain TCP echo (the ceiling) with the same client.
     #[arg(long)]
-    mirror: bool,
+    pub mirror: bool,
     /// Negotiate permessage-deflate (no context takeover either way) and
     /// send JSON-like text compressed; echoes are inflated and checked.
     #[arg(long, conflicts_with = "mirror")]
-    compress: bool,
+    pub compress: bool,
     /// Open the connections as streams of HTTP/2 connections (RFC 8441):
     /// up to 128 sockets share one TCP (and TLS) connection.
     #[arg(long, conflicts_with = "mirror")]
     http2: bool,
 }
 
+/// The options of `latency`.
 #[derive(Args)]
-struct LatencyArgs {
+pub struct LatencyArgs {
+    /// The target and the report's form.
+    /// The target and the report's form.
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
     /// Payload size in bytes (k/K = KiB, m/M = MiB).
     #[arg(short = 's', long, default_value = "16", value_parser = parse_size)]
-    size: usize,
+    pub size: usize,
     /// How long to measure.
     #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Stop after this many round trips (0: only the duration bounds the run).
     #[arg(short = 'n', long, default_value_t = 0)]
-    messages: u64,
+    pub messages: u64,
     /// Round trips before measuring, to warm up both sides.
     #[arg(long, default_value_t = 1000)]
-    warmup: u64,
+    pub warmup: u64,
     /// Expect our own masked frames back byte for byte (a plain TCP echo).
     #[arg(long)]
-    mirror: bool,
+    pub mirror: bool,
 }
 
 /// Parses `16`, `4k`, `1m` (binary multiples).
@@ -172,29 +177,9 @@ pub fn show_size(n: usize) -> String {
     }
 }
 
-/// Runs `duplex bench`.
-pub fn run(args: BenchArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (common, report) = runtime.block_on(measure(args.mode))?;
-    if common.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-    } else {
-        print!("{}", report.to_table());
-    }
-    if let Some(path) = &common.html {
-        std::fs::write(path, html::page(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    let errors = report.errors();
-    if errors > 0 {
-        bail!("{errors} errors: the run failed");
-    }
-    Ok(())
-}
-
-async fn measure(mode: Mode) -> Result<(Common, Report)> {
+/// Runs one mode: its report, and the options every mode has (where to
+/// print it).
+pub async fn measure(mode: Mode) -> Result<(Common, Report)> {
     // The server's CPU time over the run, for the modes whose report is
     // one row of messages or deliveries (latency watches after its warmup).
     let per = match &mode {

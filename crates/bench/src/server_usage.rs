@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 
-use super::report::Row;
+use crate::report::Row;
 
 /// What the server had used at one moment.
 #[derive(Debug, Clone, Copy)]

@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use duplex_hub::{Command, Push, Request, ServerMessage};
+use duplex_hub::{Command, ErrorCode, Push, Request, ServerMessage};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::Common;
-use super::progress::Progress;
-use super::report::{Report, Row, latency_histogram};
-use super::target::Target;
-use super::wire::{read_some, tcp_connect};
+use crate::Common;
+use crate::progress::Progress;
+use crate::report::{Report, Row, latency_histogram};
+use crate::target::Target;
+use crate::wire::{read_some, tcp_connect};
 
 /// What each publisher publishes: its number, a sequence number, and when
 /// (ns since the run began), so subscribers check order and latency.
@@ -35,7 +35,7 @@ struct Numbered {
 
 /// How publications are made.
 #[derive(Clone, Copy, ValueEnum)]
-enum Via {
+pub enum Via {
     /// `POST /api/publish` over one keep-alive HTTP connection.
     Http,
     /// The hub's `publish` command over one WebSocket (the server's per-connection
@@ -43,38 +43,41 @@ enum Via {
     Hub,
 }
 
+/// The options of `fanout`.
 #[derive(Args, Clone)]
 pub struct FanoutArgs {
+    /// The target and the report's form.
     #[command(flatten)]
     pub common: Common,
     /// Subscribers.
     #[arg(short = 'n', long, default_value_t = 100)]
-    subscribers: usize,
+    pub subscribers: usize,
     /// Publications per second (0: flat out, one at a time).
     #[arg(short = 'r', long, default_value_t = 100.0)]
-    rate: f64,
+    pub rate: f64,
     /// How long to publish.
     #[arg(short = 'd', long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub duration: Duration,
     /// Publish through the HTTP API or the hub.
     #[arg(long, value_enum, default_value = "http")]
-    via: Via,
+    pub via: Via,
     /// The channel (default: a fresh `bench-<pid>-<time>`).
     #[arg(long)]
-    channel: Option<String>,
+    pub channel: Option<String>,
     /// API key for the HTTP API, if the server needs one.
     #[arg(long, env = "DUPLEX_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    pub api_key: Option<String>,
     /// Another node sharing the channel (`duplex serve --redis`): the
     /// subscribers are spread evenly over URL and these. Repeatable.
     #[arg(long = "node", value_name = "URL")]
-    nodes: Vec<String>,
+    pub nodes: Vec<String>,
     /// Publishers at once, each on its own connection to URL, each one
     /// publication at a time; --rate is shared among them.
     #[arg(long, default_value_t = 1)]
-    publishers: usize,
+    pub publishers: usize,
 }
 
+/// Subscribes, publishes, and checks every delivery.
 pub async fn run(args: &FanoutArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
     if target.tls.is_some() {
@@ -298,7 +301,8 @@ async fn publish(
             seq,
             t,
         })?;
-        let ok = match (&mut http, &mut hub) {
+        // Why the publication was refused, if it was.
+        let refused = match (&mut http, &mut hub) {
             (Some(stream), _) => {
                 let body = json!({"channel": channel, "data": data}).to_string();
                 let auth = args
@@ -328,7 +332,12 @@ async fn publish(
                     let Some(text) = msg.as_text() else { continue };
                     let answer = ServerMessage::parse(text)?;
                     if answer.id() == Some(seq) {
-                        break matches!(answer, ServerMessage::Reply { .. });
+                        break match answer {
+                            ServerMessage::Error { error, .. } => {
+                                Some(format!("{}: {}", error.code.name(), error.message))
+                            }
+                            _ => None,
+                        };
                     }
                 }
             }
@@ -336,21 +345,27 @@ async fn publish(
         };
         let now = base.elapsed().as_nanos() as u64;
         round_trips.saturating_record(now.saturating_sub(t));
-        if !ok {
+        if let Some(why) = refused {
             errors += 1;
             // A refused publication is never delivered: don't wait for it.
             published.store(seq - 1, Ordering::Relaxed);
             seq -= 1;
             if errors > 10 {
-                bail!("publishing keeps failing");
+                let hint = if why.starts_with(ErrorCode::RateLimited.name()) {
+                    " (the server's --rate-limit bounds commands per hub connection: \
+                     publish --via http, add --publishers, or raise the server's limit)"
+                } else {
+                    ""
+                };
+                bail!("publishing keeps failing: {why}{hint}");
             }
         }
     }
     Ok((errors, round_trips))
 }
 
-/// Reads one HTTP response with a Content-Length; whether it was a 2xx.
-async fn http_reply(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Result<bool> {
+/// Reads one HTTP response: why the publication was refused, if it was.
+async fn http_reply(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Result<Option<String>> {
     let mut head = Vec::new();
     loop {
         let n = read_some(stream, buf).await?;
@@ -368,13 +383,11 @@ async fn http_reply(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Resul
                 head.extend_from_slice(&buf[..n]);
             }
             if !text.starts_with("HTTP/1.1 2") {
-                eprintln!(
-                    "duplex bench: publish: {}",
-                    text.lines().next().unwrap_or_default()
-                );
-                return Ok(false);
+                let status = text.lines().next().unwrap_or_default();
+                let body = String::from_utf8_lossy(&head[end + 4..]);
+                return Ok(Some(format!("{status} {body}")));
             }
-            return Ok(true);
+            return Ok(None);
         }
     }
 }

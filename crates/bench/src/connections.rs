@@ -12,12 +12,12 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::Common;
-use super::progress::Progress;
-use super::report::{Report, Row, latency_histogram};
-use super::server_usage;
-use super::target::Target;
-use super::wire::ws_connect;
+use crate::Common;
+use crate::progress::Progress;
+use crate::report::{Report, Row, latency_histogram};
+use crate::server_usage;
+use crate::target::Target;
+use crate::wire::ws_connect;
 
 /// Connections each loopback source address opens at most: few enough that
 /// `bind` finds a free port at once even with earlier runs' connections
@@ -32,19 +32,21 @@ fn source(i: u64, start: u64) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0))
 }
 
+/// The options of `connections`.
 #[derive(Args)]
 pub struct ConnectionsArgs {
+    /// The target and the report's form.
     #[command(flatten)]
     pub common: Common,
     /// Connections to open and hold.
     #[arg(short = 'n', long, default_value_t = 10_000)]
-    connections: usize,
+    pub connections: usize,
     /// Handshakes in progress at once.
     #[arg(short = 'c', long, default_value_t = 64)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// How long to hold the connections open before measuring memory.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    hold: Duration,
+    pub hold: Duration,
 }
 
 /// Raises the soft open-file limit to the hard limit.
@@ -57,6 +59,7 @@ fn raise_nofile() {
     }
 }
 
+/// Opens the connections and measures.
 pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     raise_nofile();
     let target = Target::parse(&args.common.url, args.common.allow_remote)?

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use crate::report::Report;
 
 /// Percentiles plotted on the latency chart, spaced evenly by "nines".
 const CURVE: [f64; 9] = [0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99];

@@ -28,9 +28,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::report::{Report, Row};
-use super::target::Target;
-use super::{Common, parse_size, show_size};
+use crate::report::{Report, Row};
+use crate::target::Target;
+use crate::{Common, parse_size, show_size};
 use duplex_transfer::channel::Channel;
 use duplex_transfer::seal::{Direction, Handshake};
 use duplex_transfer_client::link::{self, Link};
@@ -39,16 +39,18 @@ use duplex_transfer_client::link::{self, Link};
 /// instead of hanging.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The options of `transfer`.
 #[derive(Args)]
 pub struct TransferArgs {
+    /// The target and the report's form.
     #[command(flatten)]
     pub common: Common,
     /// Bytes to move (k/K = KiB, m/M = MiB, g/G = GiB).
     #[arg(short = 's', long, default_value = "1g", value_parser = parse_size)]
-    size: usize,
+    pub size: usize,
     /// Bytes per chunk (the CLI sends 1 MiB chunks).
     #[arg(long, default_value = "1m", value_parser = parse_size)]
-    chunk: usize,
+    pub chunk: usize,
     /// Which runs, in order.
     #[arg(
         long,
@@ -56,12 +58,12 @@ pub struct TransferArgs {
         value_delimiter = ',',
         default_value = "tcp,plain,sealed"
     )]
-    runs: Vec<Run>,
+    pub runs: Vec<Run>,
 }
 
 /// One way of moving the bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
-enum Run {
+pub enum Run {
     /// A raw TCP copy on loopback: the ceiling.
     Tcp,
     /// Through the relay, chunks as they are.
@@ -70,6 +72,7 @@ enum Run {
     Sealed,
 }
 
+/// Runs each of the runs asked for, in order.
 pub async fn run(args: &TransferArgs) -> Result<Report> {
     let target = Target::parse(&args.common.url, args.common.allow_remote)?;
     if target.tls.is_some() {
