@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duplex::{CloseCode, CloseFrame, Message};
+use duplex::{CloseCode, CloseFrame, HandshakeInfo, MaybeTlsStream, Message, WebSocket};
 
 use crate::conversation::event::{Event, Opened};
 use crate::conversation::input;
@@ -25,7 +25,7 @@ use crate::conversation::output::{Console, Encoding, Format, Mode, Sink};
 use crate::conversation::session::{self, End, Progress, Rules};
 use crate::conversation::signal::Interrupt;
 use crate::conversation::units::{self, Wait};
-use crate::exit::{self, Status};
+use crate::exit::{self, Failure, Status};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -265,16 +265,7 @@ async fn converse(
     sink: &Sink,
 ) -> Status {
     let console = sink.console_ref().clone();
-    let rules = Rules {
-        count: args.count,
-        wait: args.wait,
-        init: args
-            .init
-            .iter()
-            .map(|t| Message::text(t.as_str()))
-            .collect(),
-        on_interrupt: CloseFrame::new(CloseCode::NORMAL, ""),
-    };
+    let rules = rules_of(args);
     let proxy = client::proxy(args).unwrap_or_default();
     let mut interrupt = Interrupt::watch();
     let mut progress = Progress::default();
@@ -294,19 +285,8 @@ async fn converse(
                 if args.verbose {
                     verbose::opened(&console, &ws, &info, args.insecure);
                 }
-                let opened = Opened {
-                    url: args.url.clone(),
-                    peer: ws.get_ref().peer_addr(),
-                    protocol: ws.protocol().map(str::to_owned),
-                    extensions: info
-                        .response
-                        .headers()
-                        .get("sec-websocket-extensions")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    compressed: ws.is_compressed(),
-                };
-                sink.emit(&Event::Open(&opened)).await;
+                sink.emit(&Event::Open(&opened(&args.url, &ws, &info)))
+                    .await;
                 if console.is_interactive() && !greeted {
                     greeted = true;
                     console.notice("type a message and press Enter to send it; /help lists commands, Ctrl-D quits");
@@ -322,16 +302,9 @@ async fn converse(
             Err(e) => {
                 let f = exit::connecting(&e);
                 sink.fail(&f).await;
-                if !args.reconnect || !f.transient {
-                    return f.status;
-                }
                 failures += 1;
-                if args.max_reconnects.is_some_and(|max| failures > max) {
-                    console.error(&format!(
-                        "giving up after {} failed attempts in a row",
-                        failures
-                    ));
-                    return f.status;
+                if let Some(status) = gives_up(args, &f, failures, &console) {
+                    return status;
                 }
                 f
             }
@@ -350,6 +323,52 @@ async fn converse(
             () = interrupt.wait() => return Status::Interrupted,
         }
     }
+}
+
+/// What a conversation does besides relaying: `--count`, `--wait`,
+/// `--init`, and a normal close on Ctrl-C.
+fn rules_of(args: &ConnectArgs) -> Rules {
+    Rules {
+        count: args.count,
+        wait: args.wait,
+        init: args
+            .init
+            .iter()
+            .map(|t| Message::text(t.as_str()))
+            .collect(),
+        on_interrupt: CloseFrame::new(CloseCode::NORMAL, ""),
+    }
+}
+
+/// The connection as the output shows it.
+fn opened(url: &str, ws: &WebSocket<MaybeTlsStream>, info: &HandshakeInfo) -> Opened {
+    Opened {
+        url: url.to_owned(),
+        peer: ws.get_ref().peer_addr(),
+        protocol: ws.protocol().map(str::to_owned),
+        extensions: info
+            .response
+            .headers()
+            .get("sec-websocket-extensions")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        compressed: ws.is_compressed(),
+    }
+}
+
+/// After a failed connection attempt (`failures` in a row): the exit
+/// status, if we stop trying.
+fn gives_up(args: &ConnectArgs, f: &Failure, failures: u32, console: &Console) -> Option<Status> {
+    if !args.reconnect || !f.transient {
+        return Some(f.status);
+    }
+    if args.max_reconnects.is_some_and(|max| failures > max) {
+        console.error(&format!(
+            "giving up after {failures} failed attempts in a row"
+        ));
+        return Some(f.status);
+    }
+    None
 }
 
 /// The delay before the next attempt after `failures` failed ones in a row.

@@ -42,28 +42,46 @@ pub fn opened(
         console.diag(&format!("* Connected to {peer}"));
     }
     if let MaybeTlsStream::Tls(tls) = stream {
-        let (_, conn) = tls.get_ref();
-        let version = conn
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default();
-        let suite = conn
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        let alpn = conn
-            .alpn_protocol()
-            .map(|a| format!(", ALPN {}", String::from_utf8_lossy(a)))
-            .unwrap_or_default();
-        let trust = if insecure {
-            "certificate NOT verified (--insecure)"
-        } else {
-            "certificate verified"
-        };
-        console.diag(&format!("* TLS {version} {suite}{alpn}, {trust}"));
+        console.diag(&tls_line(tls.get_ref().1, insecure));
     }
-    let req = &info.request;
-    let http2 = req.version() == http::Version::HTTP_2;
+    let http2 = info.request.version() == http::Version::HTTP_2;
+    request(console, &info.request, http2);
+    response(console, &info.response, http2);
+    let mut summary = vec![if ws.is_compressed() {
+        "permessage-deflate on".to_owned()
+    } else {
+        "no compression".to_owned()
+    }];
+    if let Some(p) = ws.protocol() {
+        summary.push(format!("subprotocol {p}"));
+    }
+    console.diag(&format!("* WebSocket open: {}", summary.join(", ")));
+}
+
+/// `* TLS TLSv1_3 TLS13_AES_256_GCM_SHA384, ALPN h2, certificate verified`
+fn tls_line(conn: &tokio_rustls::rustls::ClientConnection, insecure: bool) -> String {
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let suite = conn
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    let alpn = conn
+        .alpn_protocol()
+        .map(|a| format!(", ALPN {}", String::from_utf8_lossy(a)))
+        .unwrap_or_default();
+    let trust = if insecure {
+        "certificate NOT verified (--insecure)"
+    } else {
+        "certificate verified"
+    };
+    format!("* TLS {version} {suite}{alpn}, {trust}")
+}
+
+/// The request as curl shows it (`> ` lines).
+fn request(console: &Console, req: &http::Request<()>, http2: bool) {
     if http2 {
         // HTTP/2 has no request line: its pseudo-headers, as curl shows them.
         console.diag("* WebSocket over HTTP/2 (RFC 8441): an extended CONNECT on a new stream");
@@ -85,33 +103,26 @@ pub fn opened(
     } else {
         console.diag(&format!("> {} {} HTTP/1.1", req.method(), req.uri()));
     }
-    for (name, value) in req.headers() {
-        console.diag(&format!(
-            "> {name}: {}",
-            String::from_utf8_lossy(value.as_bytes())
-        ));
-    }
-    console.diag(">");
-    let resp = &info.response;
+    headers(console, '>', req.headers());
+}
+
+/// The response as curl shows it (`< ` lines).
+fn response(console: &Console, resp: &http::Response<()>, http2: bool) {
     if http2 {
         console.diag(&format!("< :status: {}", resp.status().as_u16()));
     } else {
         console.diag(&format!("< HTTP/1.1 {}", resp.status()));
     }
-    for (name, value) in resp.headers() {
+    headers(console, '<', resp.headers());
+}
+
+/// Headers, one per line, then the empty line that ends them.
+fn headers(console: &Console, side: char, headers: &http::HeaderMap) {
+    for (name, value) in headers {
         console.diag(&format!(
-            "< {name}: {}",
+            "{side} {name}: {}",
             String::from_utf8_lossy(value.as_bytes())
         ));
     }
-    console.diag("<");
-    let mut summary = vec![if ws.is_compressed() {
-        "permessage-deflate on".to_owned()
-    } else {
-        "no compression".to_owned()
-    }];
-    if let Some(p) = ws.protocol() {
-        summary.push(format!("subprotocol {p}"));
-    }
-    console.diag(&format!("* WebSocket open: {}", summary.join(", ")));
+    console.diag(&side.to_string());
 }

@@ -3,7 +3,7 @@
 //! moment. Nothing is read from the source while no client is connected,
 //! so lines typed before the first client arrives wait for it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use duplex::CloseFrame;
 use tokio::sync::{mpsc, watch};
@@ -23,6 +23,16 @@ impl Hub {
             clients: Mutex::new(Vec::new()),
             count: watch::Sender::new(0),
         }
+    }
+
+    /// A hub that a task feeds from `source` for as long as it lasts.
+    pub fn fed_by(source: Input) -> Arc<Self> {
+        let hub = Arc::new(Self::new());
+        tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.broadcast(source).await }
+        });
+        hub
     }
 
     /// Adds client `id`; its conversation reads the returned input.

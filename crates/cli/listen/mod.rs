@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duplex::{CloseCode, CloseFrame, ServerBuilder};
+use duplex::{CloseCode, CloseFrame, ServerBuilder, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -144,6 +144,9 @@ enum Backend {
     },
 }
 
+/// Resolves when the `--exec --shared` command exits, with its status.
+type SharedExit = tokio::task::JoinHandle<Option<std::process::ExitStatus>>;
+
 /// Everything a connection needs.
 struct Context {
     server: ServerBuilder,
@@ -178,36 +181,16 @@ pub fn run(args: ListenArgs) -> Status {
 
 async fn listen(args: ListenArgs) -> Status {
     let console = Arc::new(Console::new(args.quiet));
-    let format = Format {
-        mode: if args.json { Mode::Json } else { Mode::Plain },
-        raw_stream: args.binary,
-        encoding: if args.base64 {
-            Encoding::Base64
-        } else if args.hex {
-            Encoding::Hex
-        } else {
-            Encoding::Raw
-        },
-        verbose: args.verbose,
+    let sink = Sink::console(console.clone(), format_of(&args), "server").with_lifecycle_notices();
+    let started = match tls_acceptor(&args) {
+        Ok(tls) => bind(&args)
+            .await
+            .and_then(|listener| Ok((tls, listener, backend_of(&args)?))),
+        Err(f) => Err(f),
     };
-    let sink = Sink::console(console.clone(), format, "server").with_lifecycle_notices();
-    let tls = match tls_acceptor(&args) {
-        Ok(t) => t,
+    let (tls, listener, (backend, shared_child)) = match started {
+        Ok(started) => started,
         Err(f) => {
-            sink.fail(&f).await;
-            return f.status;
-        }
-    };
-    let listener = match TcpListener::bind(args.bind).await {
-        Ok(l) => l,
-        Err(e) => {
-            let f = Failure::new(
-                Status::Connect,
-                format!(
-                    "cannot listen on {}: {e} (is another program using it? try another port, or --bind 127.0.0.1:0)",
-                    args.bind
-                ),
-            );
             sink.fail(&f).await;
             return f.status;
         }
@@ -216,56 +199,8 @@ async fn listen(args: ListenArgs) -> Status {
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let path = args.path.clone().unwrap_or_else(|| "/".to_owned());
     eprintln!("duplex: listening on {scheme}://{addr}{path}");
-
-    let mut config = duplex::Config::default()
-        .with_max_message_size(args.max_message_size)
-        .with_max_frame_size(args.max_message_size);
-    config.ping_interval = args.ping_interval;
-    config.deflate = (!args.no_compress).then(duplex::DeflateConfig::default);
-    let server = ServerBuilder::new().config(config).protocols(
-        args.subprotocol
-            .iter()
-            .flat_map(|s| s.split(','))
-            .map(str::trim),
-    );
-
-    let mut shared_child = None;
-    let backend = match (&args.exec, args.shared) {
-        (None, _) if args.once => Backend::Single(Mutex::new(Some(input::stdin(args.binary)))),
-        (None, _) => {
-            let hub = Arc::new(Hub::new());
-            let source = input::stdin(args.binary);
-            tokio::spawn({
-                let hub = hub.clone();
-                async move { hub.broadcast(source).await }
-            });
-            Backend::Stdio(hub)
-        }
-        (Some(cmd), false) => Backend::Exec(cmd.clone()),
-        (Some(cmd), true) => match exec::spawn(cmd, &[], args.binary) {
-            Ok(running) => {
-                let hub = Arc::new(Hub::new());
-                let exec::Running {
-                    output,
-                    stdin,
-                    exited,
-                } = running;
-                tokio::spawn({
-                    let hub = hub.clone();
-                    async move { hub.broadcast(output).await }
-                });
-                shared_child = Some(exited);
-                Backend::Shared { hub, stdin }
-            }
-            Err(e) => {
-                let f = Failure::new(Status::Failure, format!("cannot run {cmd:?}: {e}"));
-                sink.fail(&f).await;
-                return f.status;
-            }
-        },
-    };
     let ctx = Arc::new(Context {
-        server,
+        server: server_of(&args),
         tls,
         path: args.path.clone(),
         port: addr.port(),
@@ -285,6 +220,75 @@ async fn listen(args: ListenArgs) -> Status {
         return once(listener, ctx, interrupt).await;
     }
     serve(listener, ctx, interrupt, shared_child).await
+}
+
+/// How messages are shown: `--json`, `--binary`, `--base64`/`--hex`.
+fn format_of(args: &ListenArgs) -> Format {
+    Format {
+        mode: if args.json { Mode::Json } else { Mode::Plain },
+        raw_stream: args.binary,
+        encoding: if args.base64 {
+            Encoding::Base64
+        } else if args.hex {
+            Encoding::Hex
+        } else {
+            Encoding::Raw
+        },
+        verbose: args.verbose,
+    }
+}
+
+/// The listening socket, or what to do when the address is taken.
+async fn bind(args: &ListenArgs) -> Result<TcpListener, Failure> {
+    TcpListener::bind(args.bind).await.map_err(|e| {
+        Failure::new(
+            Status::Connect,
+            format!(
+                "cannot listen on {}: {e} (is another program using it? try another port, or --bind 127.0.0.1:0)",
+                args.bind
+            ),
+        )
+    })
+}
+
+/// The handshake every connection gets: limits, keepalive, compression,
+/// subprotocols.
+fn server_of(args: &ListenArgs) -> ServerBuilder {
+    let mut config = duplex::Config::default()
+        .with_max_message_size(args.max_message_size)
+        .with_max_frame_size(args.max_message_size);
+    config.ping_interval = args.ping_interval;
+    config.deflate = (!args.no_compress).then(duplex::DeflateConfig::default);
+    ServerBuilder::new().config(config).protocols(
+        args.subprotocol
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim),
+    )
+}
+
+/// Where messages come from and go to; with `--exec --shared`, the one
+/// command's exit too.
+fn backend_of(args: &ListenArgs) -> Result<(Backend, Option<SharedExit>), Failure> {
+    let backend = match (&args.exec, args.shared) {
+        (None, _) if args.once => Backend::Single(Mutex::new(Some(input::stdin(args.binary)))),
+        (None, _) => Backend::Stdio(Hub::fed_by(input::stdin(args.binary))),
+        (Some(cmd), false) => Backend::Exec(cmd.clone()),
+        (Some(cmd), true) => {
+            let exec::Running {
+                output,
+                stdin,
+                exited,
+            } = exec::spawn(cmd, &[], args.binary)
+                .map_err(|e| Failure::new(Status::Failure, format!("cannot run {cmd:?}: {e}")))?;
+            let backend = Backend::Shared {
+                hub: Hub::fed_by(output),
+                stdin,
+            };
+            return Ok((backend, Some(exited)));
+        }
+    };
+    Ok((backend, None))
 }
 
 /// `--once`: the first connection that completes its handshake is served;
@@ -311,7 +315,7 @@ async fn serve(
     listener: TcpListener,
     ctx: Arc<Context>,
     mut interrupt: Interrupt,
-    mut shared_child: Option<tokio::task::JoinHandle<Option<std::process::ExitStatus>>>,
+    mut shared_child: Option<SharedExit>,
 ) -> Status {
     let mut tasks = JoinSet::new();
     let mut id = 0;
@@ -417,6 +421,59 @@ async fn websocket<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (mut ws, info) = handshake(stream, peer, id, ctx).await?;
+    let sink = ctx.sink.tagged(Tag { id, peer });
+    let opened = Opened {
+        url: info.target.clone(),
+        peer: Some(peer),
+        protocol: ws.protocol().map(str::to_owned),
+        extensions: None,
+        compressed: ws.is_compressed(),
+    };
+    // Join the input before announcing the connection: from then on it
+    // receives everything.
+    let (mut input, io_sink, command) = match join(ctx, &sink, &info, peer, id) {
+        Ok(joined) => joined,
+        Err(f) => {
+            sink.fail(&f).await;
+            let _ = ws
+                .close(CloseCode::INTERNAL_ERROR, "cannot run the command")
+                .await;
+            return Some(f.status);
+        }
+    };
+    sink.emit(&Event::Open(&opened)).await;
+    let mut progress = Progress::default();
+    let end = session::run(
+        ws,
+        &mut input,
+        &io_sink,
+        &ctx.rules,
+        &mut progress,
+        &mut interrupt,
+    )
+    .await;
+    let status = session::report(&end, &io_sink).await.status;
+    if let Backend::Stdio(hub) | Backend::Shared { hub, .. } = &ctx.backend {
+        hub.leave(id);
+    }
+    if let Some(running) = command {
+        running.finish().await;
+    }
+    Some(status)
+}
+
+/// Reads the request and accepts it, if it is for our path; `None` when the
+/// connection ends here (the reason is shown with `--verbose`).
+async fn handshake<S>(
+    stream: S,
+    peer: SocketAddr,
+    id: u64,
+    ctx: &Context,
+) -> Option<(WebSocket<S>, RequestInfo)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let diag = |what: &str, e: &dyn std::fmt::Display| {
         if ctx.verbose {
             ctx.sink
@@ -447,71 +504,44 @@ where
         }
     }
     let info = RequestInfo::of(incoming.request());
-    let ws = match incoming.accept(&ctx.server).await {
-        Ok(ws) => ws,
+    match incoming.accept(&ctx.server).await {
+        Ok(ws) => Some((ws, info)),
         Err(e) => {
             diag("handshake failed", &e);
-            return None;
+            None
         }
-    };
-    let sink = ctx.sink.tagged(Tag { id, peer });
-    let opened = Opened {
-        url: info.target.clone(),
-        peer: Some(peer),
-        protocol: ws.protocol().map(str::to_owned),
-        extensions: None,
-        compressed: ws.is_compressed(),
-    };
-    // Join the input before announcing the connection: from then on it
-    // receives everything.
-    let mut command = None;
-    let (mut input, io_sink) = match &ctx.backend {
+    }
+}
+
+/// Connects a new client to the backend: the input it sends from, where
+/// what it receives goes, and its own command (`--exec`).
+fn join(
+    ctx: &Context,
+    sink: &Sink,
+    info: &RequestInfo,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<(Input, Sink, Option<exec::Running>), Failure> {
+    Ok(match &ctx.backend {
         Backend::Single(stdin) => {
             let taken = stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
-            (taken.unwrap_or_else(|| input::channel().1), sink.clone())
+            (
+                taken.unwrap_or_else(|| input::channel().1),
+                sink.clone(),
+                None,
+            )
         }
-        Backend::Stdio(hub) => (hub.join(id), sink.clone()),
-        Backend::Shared { hub, stdin } => (hub.join(id), sink.pipe(stdin.clone())),
+        Backend::Stdio(hub) => (hub.join(id), sink.clone(), None),
+        Backend::Shared { hub, stdin } => (hub.join(id), sink.pipe(stdin.clone()), None),
         Backend::Exec(cmd) => {
-            let env = environment(&info, peer, id, ctx.port);
-            match exec::spawn(cmd, &env, ctx.binary) {
-                Ok(mut running) => {
-                    let output = std::mem::replace(&mut running.output, input::channel().1);
-                    let io_sink = sink.pipe(running.stdin.clone());
-                    command = Some(running);
-                    (output, io_sink)
-                }
-                Err(e) => {
-                    let f = Failure::new(Status::Failure, format!("cannot run {cmd:?}: {e}"));
-                    sink.fail(&f).await;
-                    let mut ws = ws;
-                    let _ = ws
-                        .close(CloseCode::INTERNAL_ERROR, "cannot run the command")
-                        .await;
-                    return Some(f.status);
-                }
-            }
+            let env = environment(info, peer, id, ctx.port);
+            let mut running = exec::spawn(cmd, &env, ctx.binary)
+                .map_err(|e| Failure::new(Status::Failure, format!("cannot run {cmd:?}: {e}")))?;
+            let output = std::mem::replace(&mut running.output, input::channel().1);
+            let io_sink = sink.pipe(running.stdin.clone());
+            (output, io_sink, Some(running))
         }
-    };
-    sink.emit(&Event::Open(&opened)).await;
-    let mut progress = Progress::default();
-    let end = session::run(
-        ws,
-        &mut input,
-        &io_sink,
-        &ctx.rules,
-        &mut progress,
-        &mut interrupt,
-    )
-    .await;
-    let status = session::report(&end, &io_sink).await.status;
-    if let Backend::Stdio(hub) | Backend::Shared { hub, .. } = &ctx.backend {
-        hub.leave(id);
-    }
-    if let Some(running) = command {
-        running.finish().await;
-    }
-    Some(status)
+    })
 }
 
 /// CGI-style variables describing the client to an `--exec` command.
