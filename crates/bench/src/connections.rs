@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::Common;
@@ -17,7 +18,7 @@ use crate::progress::Progress;
 use crate::report::{Report, Row, latency_histogram};
 use crate::server_usage;
 use crate::target::Target;
-use crate::wire::ws_connect;
+use crate::wire::{BenchStream, ws_connect};
 
 /// Connections each loopback source address opens at most: few enough that
 /// `bind` finds a free port at once even with earlier runs' connections
@@ -69,52 +70,27 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     let done = Arc::new(AtomicU64::new(0));
     progress.start(Duration::from_secs(10), done.clone());
     let next = Arc::new(AtomicU64::new(0));
-    let first = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    let first_source = first_source();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (target, next, done) = (target.clone(), next.clone(), done.clone());
-        let total = args.connections as u64;
-        tasks.push(tokio::spawn(async move {
-            let mut held = Vec::new();
-            let mut errors = 0u64;
-            let first = first;
-            let mut hist = latency_histogram();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let source = target.is_v4_loopback().then(|| source(i, first));
-                let t = Instant::now();
-                match ws_connect(&target, source).await {
-                    Ok((stream, _)) => {
-                        hist.saturating_record(t.elapsed().as_nanos() as u64);
-                        held.push(stream);
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        if errors == 0 {
-                            eprintln!("duplex bench: connection {i} failed: {e:#}");
-                        }
-                        errors += 1;
-                    }
-                }
-            }
-            (held, errors, hist)
-        }));
+        let opener = Opener {
+            target: target.clone(),
+            next: next.clone(),
+            done: done.clone(),
+            total: args.connections as u64,
+            first_source,
+        };
+        tasks.push(tokio::spawn(opener.run()));
     }
     let mut row = Row::new(format!("connections {}", args.connections));
     let mut held = Vec::new();
     let mut hist = latency_histogram();
     for task in tasks {
-        let (streams, errors, h) = task.await?;
-        held.extend(streams);
-        row.errors += errors;
-        hist.add(&h)?;
+        let opened = task.await?;
+        held.extend(opened.held);
+        row.errors += opened.errors;
+        hist.add(&opened.latency)?;
     }
     row.elapsed = start.elapsed();
     progress.finish();
@@ -122,23 +98,7 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     row.latency = Some(hist);
     tokio::time::sleep(args.hold).await;
     if let (Some(pid), Some(before)) = (args.common.server_pid, before) {
-        let after = server_usage::read(pid)?;
-        let n = row.ops.max(1) as f64;
-        row.extra.push((
-            "rss_kib_per_conn".into(),
-            (after.rss_kib - before.rss_kib) / n,
-            "KiB".into(),
-        ));
-        row.extra.push((
-            "server_rss_mib".into(),
-            after.rss_kib / 1024.0,
-            "MiB".into(),
-        ));
-        row.extra.push((
-            "cpu_us_per_handshake".into(),
-            (after.cpu_seconds - before.cpu_seconds) * 1e6 / n,
-            "µs".into(),
-        ));
+        report_server_usage(&mut row, pid, &before)?;
     }
     drop(held);
     Ok(Report {
@@ -149,6 +109,93 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
                         "server_pid": args.common.server_pid }),
         rows: vec![row],
     })
+}
+
+/// Where this run starts among the source addresses: from the pid and the
+/// time, so that runs in a row use different ones.
+fn first_source() -> u64 {
+    u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+}
+
+/// One of the `--concurrency` openers: takes connection numbers from the
+/// shared `next` until `total`, one handshake at a time.
+struct Opener {
+    target: Target,
+    next: Arc<AtomicU64>,
+    /// Connections opened by all the openers, for the progress bar.
+    done: Arc<AtomicU64>,
+    total: u64,
+    first_source: u64,
+}
+
+/// What one opener opened: the connections, still open, and its failures.
+struct Opened {
+    held: Vec<BenchStream>,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+impl Opener {
+    async fn run(self) -> Opened {
+        let mut opened = Opened {
+            held: Vec::new(),
+            errors: 0,
+            latency: latency_histogram(),
+        };
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.total {
+                break;
+            }
+            let source = self
+                .target
+                .is_v4_loopback()
+                .then(|| source(i, self.first_source));
+            let t = Instant::now();
+            match ws_connect(&self.target, source).await {
+                Ok((stream, _)) => {
+                    opened
+                        .latency
+                        .saturating_record(t.elapsed().as_nanos() as u64);
+                    opened.held.push(stream);
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if opened.errors == 0 {
+                        eprintln!("duplex bench: connection {i} failed: {e:#}");
+                    }
+                    opened.errors += 1;
+                }
+            }
+        }
+        opened
+    }
+}
+
+/// The server's memory and CPU time per connection, from its usage before
+/// the connections and now.
+fn report_server_usage(row: &mut Row, pid: u32, before: &server_usage::Usage) -> Result<()> {
+    let after = server_usage::read(pid)?;
+    let n = row.ops.max(1) as f64;
+    row.extra.push((
+        "rss_kib_per_conn".into(),
+        (after.rss_kib - before.rss_kib) / n,
+        "KiB".into(),
+    ));
+    row.extra.push((
+        "server_rss_mib".into(),
+        after.rss_kib / 1024.0,
+        "MiB".into(),
+    ));
+    row.extra.push((
+        "cpu_us_per_handshake".into(),
+        (after.cpu_seconds - before.cpu_seconds) * 1e6 / n,
+        "µs".into(),
+    ));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -126,6 +126,9 @@ struct ConnResult {
     latency: Histogram<u64>,
 }
 
+/// One connection's closed loop: the initial window, then as many new
+/// messages as each read completed, until the deadline or the budget ends
+/// and every message sent has come back.
 async fn connection(
     mut stream: crate::wire::BenchStream,
     leftover: Vec<u8>,
@@ -135,47 +138,21 @@ async fn connection(
     done: &AtomicU64,
     budget: &AtomicU64,
 ) -> Result<ConnResult> {
-    let expected = if plan.mirror {
-        masked_payload(&payload(plan.size))
-    } else if plan.compress {
-        json_payload(plan.size)
-    } else {
-        payload(plan.size)
-    };
+    let expected = expected_echo(plan);
     let mut checker = EchoChecker::new(&expected, plan.text, plan.mirror);
     if plan.compress {
         checker = checker.compressed();
     }
-    let mut latency = latency_histogram();
     let batch = frame.repeat(plan.pipeline);
-    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(plan.pipeline);
+    let mut in_flight = InFlight::new(plan.pipeline);
     let mut echoed = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
 
-    let take = |want: u64| -> u64 {
-        let mut have = budget.load(Ordering::Relaxed);
-        loop {
-            let got = have.min(want);
-            if got == 0 {
-                return 0;
-            }
-            match budget.compare_exchange_weak(
-                have,
-                have - got,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return got,
-                Err(now) => have = now,
-            }
-        }
-    };
-    let first = take(plan.pipeline as u64) as usize;
-    let now = Instant::now();
-    sent_at.extend(std::iter::repeat_n(now, first));
+    let first = take(budget, plan.pipeline as u64) as usize;
+    in_flight.sent(first, Instant::now());
     stream.write_all(&batch[..first * frame.len()]).await?;
     let mut completed = checker.feed(&leftover)?;
-    while !sent_at.is_empty() {
+    while !in_flight.is_empty() {
         if completed == 0 {
             let n = read_some(&mut stream, &mut buf).await?;
             completed = checker.feed(&buf[..n])?;
@@ -184,21 +161,16 @@ async fn connection(
             }
         }
         let now = Instant::now();
-        for _ in 0..completed {
-            let Some(t) = sent_at.pop_front() else {
-                bail!("more echoes than messages sent");
-            };
-            latency.saturating_record((now - t).as_nanos() as u64);
-        }
+        in_flight.echoed(completed, now)?;
         echoed += completed;
         done.fetch_add(completed, Ordering::Relaxed);
         let again = if now < deadline {
-            take(completed) as usize
+            take(budget, completed) as usize
         } else {
             0
         };
         if again > 0 {
-            sent_at.extend(std::iter::repeat_n(Instant::now(), again));
+            in_flight.sent(again, Instant::now());
             stream.write_all(&batch[..again * frame.len()]).await?;
         }
         completed = 0;
@@ -207,6 +179,73 @@ async fn connection(
     Ok(ConnResult {
         echoed,
         errors: checker.errors,
-        latency,
+        latency: in_flight.latency,
     })
+}
+
+/// The payload every echo must carry: our masked payload from a mirror,
+/// the JSON-like text once inflated, or the plain payload.
+fn expected_echo(plan: &EchoPlan) -> Vec<u8> {
+    if plan.mirror {
+        masked_payload(&payload(plan.size))
+    } else if plan.compress {
+        json_payload(plan.size)
+    } else {
+        payload(plan.size)
+    }
+}
+
+/// Takes up to `want` messages from the shared budget; 0 once it is spent.
+#[inline]
+fn take(budget: &AtomicU64, want: u64) -> u64 {
+    let mut have = budget.load(Ordering::Relaxed);
+    loop {
+        let got = have.min(want);
+        if got == 0 {
+            return 0;
+        }
+        match budget.compare_exchange_weak(have, have - got, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return got,
+            Err(now) => have = now,
+        }
+    }
+}
+
+/// The messages of one connection awaiting their echo, oldest first, and
+/// the round trips of those that came back.
+struct InFlight {
+    sent_at: VecDeque<Instant>,
+    latency: Histogram<u64>,
+}
+
+impl InFlight {
+    fn new(pipeline: usize) -> Self {
+        Self {
+            sent_at: VecDeque::with_capacity(pipeline),
+            latency: latency_histogram(),
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.sent_at.is_empty()
+    }
+
+    /// `count` messages sent at `at`.
+    #[inline]
+    fn sent(&mut self, count: usize, at: Instant) {
+        self.sent_at.extend(std::iter::repeat_n(at, count));
+    }
+
+    /// The `count` oldest messages came back at `now`: their round trips.
+    #[inline]
+    fn echoed(&mut self, count: u64, now: Instant) -> Result<()> {
+        for _ in 0..count {
+            let Some(t) = self.sent_at.pop_front() else {
+                bail!("more echoes than messages sent");
+            };
+            self.latency.saturating_record((now - t).as_nanos() as u64);
+        }
+        Ok(())
+    }
 }

@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use duplex::{MaybeTlsStream, WebSocket};
 use duplex_hub::{Command, ErrorCode, Push, Request, ServerMessage};
+use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use crate::Common;
 use crate::progress::Progress;
@@ -85,6 +89,58 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
             "the fanout mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
         );
     }
+    let urls = node_urls(&target, args)?;
+    let publishers = args.publishers.max(1);
+    let channel = args.channel.clone().unwrap_or_else(fresh_channel);
+    let base = Instant::now();
+    // Per publisher: the highest sequence number published.
+    let published: Arc<Vec<AtomicU64>> =
+        Arc::new((0..publishers).map(|_| AtomicU64::new(0)).collect());
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let subscribers = subscribe_all(&urls, &channel, args.subscribers).await?;
+    let progress = Progress::new(!args.common.json);
+    progress.start(args.duration, delivered.clone());
+    let mut tasks = Vec::new();
+    for ws in subscribers {
+        let check = DeliveryCheck::new(base, published.clone(), delivered.clone());
+        tasks.push(tokio::spawn(check_deliveries(ws, check, stop_rx.clone())));
+    }
+    let start = Instant::now();
+    let publishing = publish_all(&target, args, &channel, base, &published).await?;
+    let publish_elapsed = start.elapsed();
+    let _ = stop_tx.send(true);
+    let mut row = Row::new(row_name(args, urls.len(), publishers));
+    let (errors, hist) = await_checks(tasks).await?;
+    row.errors += errors;
+    progress.finish();
+    if let Some(e) = publishing.failed {
+        return Err(e);
+    }
+    row.errors += publishing.errors;
+    row.ops = delivered.load(Ordering::Relaxed);
+    row.elapsed = publish_elapsed;
+    row.latency = Some(hist);
+    report_publications(
+        &mut row,
+        &published,
+        &publishing.round_trips,
+        publish_elapsed,
+    );
+    Ok(Report {
+        mode: "fanout",
+        url: args.common.url.clone(),
+        unit: "deliveries",
+        params: json!({ "subscribers": args.subscribers, "rate": args.rate,
+                        "duration_s": args.duration.as_secs_f64(), "channel": channel,
+                        "nodes": urls, "publishers": publishers }),
+        rows: vec![row],
+    })
+}
+
+/// The WebSocket URLs the subscribers are spread over: URL's, then each
+/// `--node`'s.
+fn node_urls(target: &Target, args: &FanoutArgs) -> Result<Vec<String>> {
     let mut urls = vec![format!("ws://{}{}", target.host, target.path)];
     for node in &args.nodes {
         let node = Target::parse(node, args.common.allow_remote)?;
@@ -93,153 +149,41 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         }
         urls.push(format!("ws://{}{}", node.host, node.path));
     }
-    let publishers = args.publishers.max(1);
-    let channel = args.channel.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        format!("bench-{}-{t}", std::process::id())
-    });
-    let base = Instant::now();
-    // Per publisher: the highest sequence number published.
-    let published: Arc<Vec<AtomicU64>> =
-        Arc::new((0..publishers).map(|_| AtomicU64::new(0)).collect());
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut subscribers = Vec::new();
-    for i in 0..args.subscribers {
-        let url = &urls[i % urls.len()];
-        let mut ws = duplex::connect(url)
-            .await
-            .with_context(|| format!("subscriber connect to {url}"))?;
-        let subscribe = Command::Subscribe {
-            channel: channel.clone(),
-            since: None,
-            presence: Some(false),
-        };
-        ws.send(Request::new(1, subscribe).encode()).await?;
-        loop {
-            let msg = ws.recv().await.context("closed while subscribing")??;
-            let Some(text) = msg.as_text() else { continue };
-            match ServerMessage::parse(text)? {
-                ServerMessage::Error { id: Some(1), error } => bail!("subscribe failed: {error}"),
-                ServerMessage::Reply { id: Some(1), .. } => break,
-                _ => {}
-            }
-        }
-        subscribers.push(ws);
-    }
-    let progress = Progress::new(!args.common.json);
-    progress.start(args.duration, delivered.clone());
-    let mut tasks = Vec::new();
-    for mut ws in subscribers {
-        let (published, delivered) = (published.clone(), delivered.clone());
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = latency_histogram();
-            let mut last = vec![0u64; published.len()];
-            let mut errors = 0u64;
-            let mut finished = false;
-            loop {
-                let msg = tokio::select! {
-                    m = ws.recv() => m,
-                    _ = stop.changed(), if !finished => { finished = true; continue; }
-                    () = tokio::time::sleep(Duration::from_secs(5)), if finished => break,
-                };
-                let Some(Ok(msg)) = msg else {
-                    errors += 1;
-                    break;
-                };
-                let Some(text) = msg.as_text() else { continue };
-                let publication = match ServerMessage::parse(text) {
-                    Ok(ServerMessage::Push(Push::Publication(p))) => p,
-                    Ok(_) => continue,
-                    Err(_) => {
-                        errors += 1;
-                        continue;
-                    }
-                };
-                let Some((seq, t, p)) = serde_json::from_str::<Numbered>(publication.data.get())
-                    .ok()
-                    .and_then(|n| Some((n.seq, n.t, last.get_mut(n.p as usize)?)))
-                else {
-                    errors += 1;
-                    continue;
-                };
-                if seq != *p + 1 {
-                    errors += 1;
-                }
-                *p = seq;
-                let now = base.elapsed().as_nanos() as u64;
-                hist.saturating_record(now.saturating_sub(t));
-                delivered.fetch_add(1, Ordering::Relaxed);
-                let behind = |(l, p): (&u64, &AtomicU64)| *l < p.load(Ordering::Relaxed);
-                if finished && !last.iter().zip(published.iter()).any(behind) {
-                    break;
-                }
-            }
-            let missing: u64 = last
-                .iter()
-                .zip(published.iter())
-                .map(|(l, p)| p.load(Ordering::Relaxed).saturating_sub(*l))
-                .sum();
-            let _ = ws.close(duplex::CloseCode::NORMAL, "").await;
-            (errors + missing, hist)
-        }));
-    }
-    let start = Instant::now();
-    let mut publishing = Vec::new();
-    for k in 0..publishers {
-        let (target, args, channel, published) = (
-            target.clone(),
-            args.clone(),
-            channel.clone(),
-            published.clone(),
-        );
-        publishing.push(tokio::spawn(async move {
-            publish(&target, &args, &channel, base, (k, &published[k])).await
-        }));
-    }
-    let mut publish_errors = 0;
-    let mut round_trips = latency_histogram();
-    let mut failed = None;
-    for task in publishing {
-        match task.await? {
-            Ok((errors, h)) => {
-                publish_errors += errors;
-                round_trips.add(&h)?;
-            }
-            Err(e) => failed = Some(e),
-        }
-    }
-    let publish_elapsed = start.elapsed();
-    let _ = stop_tx.send(true);
-    let mut row = Row::new(format!(
+    Ok(urls)
+}
+
+/// A channel no earlier run used: `bench-<pid>-<time>`.
+fn fresh_channel() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("bench-{}-{t}", std::process::id())
+}
+
+/// The report's name of the run.
+fn row_name(args: &FanoutArgs, nodes: usize, publishers: usize) -> String {
+    format!(
         "fanout {} subs on {} node(s), {} publisher(s), {}",
         args.subscribers,
-        urls.len(),
+        nodes,
         publishers,
         if args.rate > 0.0 {
             format!("{} pub/s", args.rate)
         } else {
             "flat out".into()
         }
-    ));
-    let mut hist = latency_histogram();
-    for task in tasks {
-        let (errors, h) = task.await?;
-        row.errors += errors;
-        hist.add(&h)?;
-    }
-    progress.finish();
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    row.errors += publish_errors;
-    row.ops = delivered.load(Ordering::Relaxed);
-    row.elapsed = publish_elapsed;
-    row.latency = Some(hist);
+    )
+}
+
+/// The publish round trips' percentiles and the publications made, in
+/// all and per second.
+fn report_publications(
+    row: &mut Row,
+    published: &[AtomicU64],
+    round_trips: &Histogram<u64>,
+    publish_elapsed: Duration,
+) {
     let pubs: u64 = published.iter().map(|p| p.load(Ordering::Relaxed)).sum();
     let pubs = pubs as f64;
     for (name, q) in [("publish_p50_us", 0.5), ("publish_p99_us", 0.99)] {
@@ -252,120 +196,362 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         pubs / publish_elapsed.as_secs_f64(),
         String::new(),
     ));
-    Ok(Report {
-        mode: "fanout",
-        url: args.common.url.clone(),
-        unit: "deliveries",
-        params: json!({ "subscribers": args.subscribers, "rate": args.rate,
-                        "duration_s": args.duration.as_secs_f64(), "channel": channel,
-                        "nodes": urls, "publishers": publishers }),
-        rows: vec![row],
-    })
 }
 
-/// Publishes `seq` 1, 2, ... as publisher `k` until the duration ends;
-/// returns the errors and the publish round trips (ns).
-async fn publish(
+/// `count` subscribers, spread over `urls`, all subscribed before anything
+/// is published.
+async fn subscribe_all(
+    urls: &[String],
+    channel: &str,
+    count: usize,
+) -> Result<Vec<WebSocket<MaybeTlsStream>>> {
+    let mut subscribers = Vec::new();
+    for i in 0..count {
+        subscribers.push(subscribe(&urls[i % urls.len()], channel).await?);
+    }
+    Ok(subscribers)
+}
+
+/// Connects to `url` and subscribes to `channel`, without presence;
+/// returns once the hub confirmed.
+async fn subscribe(url: &str, channel: &str) -> Result<WebSocket<MaybeTlsStream>> {
+    let mut ws = duplex::connect(url)
+        .await
+        .with_context(|| format!("subscriber connect to {url}"))?;
+    let subscribe = Command::Subscribe {
+        channel: channel.to_owned(),
+        since: None,
+        presence: Some(false),
+    };
+    ws.send(Request::new(1, subscribe).encode()).await?;
+    loop {
+        let msg = ws.recv().await.context("closed while subscribing")??;
+        let Some(text) = msg.as_text() else { continue };
+        match ServerMessage::parse(text)? {
+            ServerMessage::Error { id: Some(1), error } => bail!("subscribe failed: {error}"),
+            ServerMessage::Reply { id: Some(1), .. } => break,
+            _ => {}
+        }
+    }
+    Ok(ws)
+}
+
+/// One subscriber's deliveries until it is told to stop and has every
+/// publication published (or 5 s went by without a message); returns its
+/// errors, missing publications included, and its delivery latencies.
+async fn check_deliveries(
+    mut ws: WebSocket<MaybeTlsStream>,
+    mut check: DeliveryCheck,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (u64, Histogram<u64>) {
+    let mut finished = false;
+    loop {
+        let msg = tokio::select! {
+            m = ws.recv() => m,
+            _ = stop.changed(), if !finished => { finished = true; continue; }
+            () = tokio::time::sleep(Duration::from_secs(5)), if finished => break,
+        };
+        let Some(Ok(msg)) = msg else {
+            check.on_connection_lost();
+            break;
+        };
+        if check.on_message(&msg) && finished && check.caught_up() {
+            break;
+        }
+    }
+    let missing = check.missing();
+    let _ = ws.close(duplex::CloseCode::NORMAL, "").await;
+    (check.errors + missing, check.latency)
+}
+
+/// Waits for every subscriber's check: their errors and delivery
+/// latencies, together.
+async fn await_checks(
+    tasks: Vec<JoinHandle<(u64, Histogram<u64>)>>,
+) -> Result<(u64, Histogram<u64>)> {
+    let mut errors = 0;
+    let mut hist = latency_histogram();
+    for task in tasks {
+        let (e, h) = task.await?;
+        errors += e;
+        hist.add(&h)?;
+    }
+    Ok((errors, hist))
+}
+
+/// What one subscriber checks of its deliveries: every publisher's
+/// publications in order, without a gap or a duplicate, and their latency.
+struct DeliveryCheck {
+    /// When the run began: the publications' times count from it.
+    base: Instant,
+    /// Per publisher: the highest sequence number published.
+    published: Arc<Vec<AtomicU64>>,
+    /// Deliveries to all the subscribers.
+    delivered: Arc<AtomicU64>,
+    /// Per publisher: the last sequence number delivered here.
+    last: Vec<u64>,
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+impl DeliveryCheck {
+    fn new(base: Instant, published: Arc<Vec<AtomicU64>>, delivered: Arc<AtomicU64>) -> Self {
+        Self {
+            base,
+            last: vec![0; published.len()],
+            published,
+            delivered,
+            latency: latency_histogram(),
+            errors: 0,
+        }
+    }
+
+    /// A message from the hub: returns whether it was a delivery (checked
+    /// and timed). Other hub messages are skipped; one that does not parse
+    /// is an error.
+    fn on_message(&mut self, msg: &duplex::Message) -> bool {
+        let Some(text) = msg.as_text() else {
+            return false;
+        };
+        match ServerMessage::parse(text) {
+            Ok(ServerMessage::Push(Push::Publication(p))) => self.on_publication(p.data.get()),
+            Ok(_) => false,
+            Err(_) => {
+                self.errors += 1;
+                false
+            }
+        }
+    }
+
+    /// A publication's data: it must be the next of its publisher's.
+    /// Returns whether it was one of ours.
+    fn on_publication(&mut self, data: &str) -> bool {
+        let Some((seq, t, p)) = serde_json::from_str::<Numbered>(data)
+            .ok()
+            .and_then(|n| Some((n.seq, n.t, self.last.get_mut(n.p as usize)?)))
+        else {
+            self.errors += 1;
+            return false;
+        };
+        if seq != *p + 1 {
+            self.errors += 1;
+        }
+        *p = seq;
+        let now = self.base.elapsed().as_nanos() as u64;
+        self.latency.saturating_record(now.saturating_sub(t));
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The connection ended or failed before the subscriber was done.
+    fn on_connection_lost(&mut self) {
+        self.errors += 1;
+    }
+
+    /// Whether every publication published so far was delivered here.
+    fn caught_up(&self) -> bool {
+        let behind = |(l, p): (&u64, &AtomicU64)| *l < p.load(Ordering::Relaxed);
+        !self.last.iter().zip(self.published.iter()).any(behind)
+    }
+
+    /// Publications published that never arrived here.
+    fn missing(&self) -> u64 {
+        self.last
+            .iter()
+            .zip(self.published.iter())
+            .map(|(l, p)| p.load(Ordering::Relaxed).saturating_sub(*l))
+            .sum()
+    }
+}
+
+/// What the publishers counted, and the failure of one, if one failed.
+struct PublishTally {
+    errors: u64,
+    round_trips: Histogram<u64>,
+    failed: Option<anyhow::Error>,
+}
+
+/// Runs the `--publishers` publishers at once until the duration ends. A
+/// publisher's failure is returned in the tally, to be reported once the
+/// subscribers are stopped.
+async fn publish_all(
     target: &Target,
     args: &FanoutArgs,
     channel: &str,
     base: Instant,
-    (k, published): (usize, &AtomicU64),
-) -> Result<(u64, hdrhistogram::Histogram<u64>)> {
-    let deadline = Instant::now() + args.duration;
-    let share = args.rate / args.publishers.max(1) as f64;
-    let interval = (share > 0.0).then(|| Duration::from_secs_f64(1.0 / share));
-    let mut round_trips = latency_histogram();
-    let mut next_at = Instant::now();
-    let mut errors = 0;
-    let mut http = None;
-    let mut hub = None;
-    match args.via {
-        Via::Http => http = Some(tcp_connect(target.addr, None).await?),
-        Via::Hub => {
-            let url = format!("ws://{}{}", target.host, target.path);
-            hub = Some(duplex::connect(&url).await?);
+    published: &Arc<Vec<AtomicU64>>,
+) -> Result<PublishTally> {
+    let mut publishing = Vec::new();
+    for k in 0..published.len() {
+        let publisher = Publisher {
+            target: target.clone(),
+            args: args.clone(),
+            channel: channel.to_owned(),
+            base,
+            k,
+            published: published.clone(),
+        };
+        publishing.push(tokio::spawn(publisher.run()));
+    }
+    let mut tally = PublishTally {
+        errors: 0,
+        round_trips: latency_histogram(),
+        failed: None,
+    };
+    for task in publishing {
+        match task.await? {
+            Ok((errors, h)) => {
+                tally.errors += errors;
+                tally.round_trips.add(&h)?;
+            }
+            Err(e) => tally.failed = Some(e),
         }
     }
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut seq = 0u64;
-    while Instant::now() < deadline {
-        if let Some(step) = interval {
-            tokio::time::sleep_until(next_at.into()).await;
-            next_at += step;
-        }
-        seq += 1;
-        let t = base.elapsed().as_nanos() as u64;
-        let data = serde_json::to_value(Numbered {
-            p: k as u64,
-            seq,
-            t,
-        })?;
-        // Why the publication was refused, if it was.
-        let refused = match (&mut http, &mut hub) {
-            (Some(stream), _) => {
-                let body = json!({"channel": channel, "data": data}).to_string();
-                let auth = args
-                    .api_key
-                    .as_ref()
-                    .map(|k| format!("Authorization: Bearer {k}\r\n"))
-                    .unwrap_or_default();
-                let req = format!(
-                    "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-                    target.host,
-                    body.len()
-                );
-                // Publications are published before the reply: count first.
-                published.store(seq, Ordering::Relaxed);
-                stream.write_all(req.as_bytes()).await?;
-                http_reply(stream, &mut buf).await?
+    Ok(tally)
+}
+
+/// Publisher `k`: its own connection to URL, one publication at a time.
+struct Publisher {
+    target: Target,
+    args: FanoutArgs,
+    channel: String,
+    /// When the run began: the publications' times count from it.
+    base: Instant,
+    k: usize,
+    /// Per publisher: the highest sequence number published.
+    published: Arc<Vec<AtomicU64>>,
+}
+
+/// A publisher's connection.
+enum PublishVia {
+    Http(TcpStream),
+    Hub(WebSocket<MaybeTlsStream>),
+}
+
+impl Publisher {
+    /// Publishes `seq` 1, 2, ... until the duration ends; returns the
+    /// errors and the publish round trips (ns).
+    async fn run(self) -> Result<(u64, Histogram<u64>)> {
+        let deadline = Instant::now() + self.args.duration;
+        let share = self.args.rate / self.args.publishers.max(1) as f64;
+        let interval = (share > 0.0).then(|| Duration::from_secs_f64(1.0 / share));
+        let mut round_trips = latency_histogram();
+        let mut next_at = Instant::now();
+        let mut errors = 0;
+        let mut via = self.connect().await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut seq = 0u64;
+        while Instant::now() < deadline {
+            if let Some(step) = interval {
+                tokio::time::sleep_until(next_at.into()).await;
+                next_at += step;
             }
-            (None, Some(ws)) => {
-                let publish = Command::Publish {
-                    channel: channel.to_owned(),
-                    data: data.clone(),
-                };
-                published.store(seq, Ordering::Relaxed);
-                ws.send(Request::new(seq, publish).encode()).await?;
-                loop {
-                    let msg = ws.recv().await.context("hub closed")??;
-                    let Some(text) = msg.as_text() else { continue };
-                    let answer = ServerMessage::parse(text)?;
-                    if answer.id() == Some(seq) {
-                        break match answer {
-                            ServerMessage::Error { error, .. } => {
-                                Some(format!("{}: {}", error.code.name(), error.message))
-                            }
-                            _ => None,
-                        };
-                    }
+            seq += 1;
+            let t = self.base.elapsed().as_nanos() as u64;
+            let data = serde_json::to_value(Numbered {
+                p: self.k as u64,
+                seq,
+                t,
+            })?;
+            // Why the publication was refused, if it was.
+            let refused = match &mut via {
+                PublishVia::Http(stream) => self.publish_http(stream, &mut buf, data, seq).await?,
+                PublishVia::Hub(ws) => self.publish_hub(ws, data, seq).await?,
+            };
+            let now = self.base.elapsed().as_nanos() as u64;
+            round_trips.saturating_record(now.saturating_sub(t));
+            if let Some(why) = refused {
+                errors += 1;
+                // A refused publication is never delivered: don't wait for it.
+                self.published[self.k].store(seq - 1, Ordering::Relaxed);
+                seq -= 1;
+                if errors > 10 {
+                    bail!("publishing keeps failing: {why}{}", refusal_hint(&why));
                 }
             }
-            _ => unreachable!("one publisher is set"),
+        }
+        Ok((errors, round_trips))
+    }
+
+    async fn connect(&self) -> Result<PublishVia> {
+        Ok(match self.args.via {
+            Via::Http => PublishVia::Http(tcp_connect(self.target.addr, None).await?),
+            Via::Hub => {
+                let url = format!("ws://{}{}", self.target.host, self.target.path);
+                PublishVia::Hub(duplex::connect(&url).await?)
+            }
+        })
+    }
+
+    /// Publishes `data` as `seq` with `POST /api/publish`; returns why it
+    /// was refused, if it was.
+    async fn publish_http(
+        &self,
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+        data: serde_json::Value,
+        seq: u64,
+    ) -> Result<Option<String>> {
+        let body = json!({"channel": self.channel, "data": data}).to_string();
+        let auth = self
+            .args
+            .api_key
+            .as_ref()
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            self.target.host,
+            body.len()
+        );
+        // Publications are published before the reply: count first.
+        self.published[self.k].store(seq, Ordering::Relaxed);
+        stream.write_all(req.as_bytes()).await?;
+        http_reply(stream, buf).await
+    }
+
+    /// Publishes `data` as `seq` with the hub's `publish` command; returns
+    /// why it was refused, if it was.
+    async fn publish_hub(
+        &self,
+        ws: &mut WebSocket<MaybeTlsStream>,
+        data: serde_json::Value,
+        seq: u64,
+    ) -> Result<Option<String>> {
+        let publish = Command::Publish {
+            channel: self.channel.clone(),
+            data,
         };
-        let now = base.elapsed().as_nanos() as u64;
-        round_trips.saturating_record(now.saturating_sub(t));
-        if let Some(why) = refused {
-            errors += 1;
-            // A refused publication is never delivered: don't wait for it.
-            published.store(seq - 1, Ordering::Relaxed);
-            seq -= 1;
-            if errors > 10 {
-                let hint = if why.starts_with(ErrorCode::RateLimited.name()) {
-                    " (the server's --rate-limit bounds commands per hub connection: \
-                     publish --via http, add --publishers, or raise the server's limit)"
-                } else {
-                    ""
-                };
-                bail!("publishing keeps failing: {why}{hint}");
+        self.published[self.k].store(seq, Ordering::Relaxed);
+        ws.send(Request::new(seq, publish).encode()).await?;
+        loop {
+            let msg = ws.recv().await.context("hub closed")??;
+            let Some(text) = msg.as_text() else { continue };
+            let answer = ServerMessage::parse(text)?;
+            if answer.id() == Some(seq) {
+                break Ok(match answer {
+                    ServerMessage::Error { error, .. } => {
+                        Some(format!("{}: {}", error.code.name(), error.message))
+                    }
+                    _ => None,
+                });
             }
         }
     }
-    Ok((errors, round_trips))
+}
+
+/// What to do about publications that keep being refused for `why`.
+fn refusal_hint(why: &str) -> &'static str {
+    if why.starts_with(ErrorCode::RateLimited.name()) {
+        " (the server's --rate-limit bounds commands per hub connection: \
+         publish --via http, add --publishers, or raise the server's limit)"
+    } else {
+        ""
+    }
 }
 
 /// Reads one HTTP response: why the publication was refused, if it was.
-async fn http_reply(stream: &mut tokio::net::TcpStream, buf: &mut [u8]) -> Result<Option<String>> {
+async fn http_reply(stream: &mut TcpStream, buf: &mut [u8]) -> Result<Option<String>> {
     let mut head = Vec::new();
     loop {
         let n = read_some(stream, buf).await?;

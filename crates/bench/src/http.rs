@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -68,6 +69,8 @@ pub async fn run(args: &HttpArgs) -> Result<Report> {
     })
 }
 
+/// One run: `--connections` clients, each with one request in flight until
+/// the duration ends; one [`Row`] of results.
 async fn measure(
     target: &Target,
     args: &HttpArgs,
@@ -75,94 +78,135 @@ async fn measure(
     progress: &Progress,
 ) -> Result<Row> {
     let body = Arc::new(payload(args.size));
-    let request = Arc::new(
-        [
-            format!(
-                "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
-                 Content-Length: {}\r\n{}\r\n",
-                target.path,
-                target.host,
-                body.len(),
-                if keep_alive {
-                    ""
-                } else {
-                    "Connection: close\r\n"
-                }
-            )
-            .into_bytes(),
-            body.to_vec(),
-        ]
-        .concat(),
-    );
+    let request = Arc::new(post_request(target, &body, keep_alive));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + args.duration;
     progress.start(args.duration, done.clone());
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let (target, body, request, done) =
-            (target.clone(), body.clone(), request.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = latency_histogram();
-            let mut errors = 0u64;
-            let mut ok = 0u64;
-            let mut conn: Option<TcpStream> = None;
-            let mut buf = vec![0u8; 64 * 1024];
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let stream = match conn.take() {
-                    Some(s) => s,
-                    None => match tcp_connect(target.addr, None).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            errors += 1;
-                            eprintln!("duplex bench: connect failed: {e:#}");
-                            break;
-                        }
-                    },
-                };
-                match exchange(stream, &request, &body, &mut buf).await {
-                    Ok(stream) => {
-                        hist.saturating_record(t.elapsed().as_nanos() as u64);
-                        ok += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                        if keep_alive {
-                            conn = Some(stream);
-                        }
-                    }
-                    Err(e) => {
-                        if errors == 0 {
-                            eprintln!("duplex bench: request failed: {e:#}");
-                        }
-                        errors += 1;
-                        if errors > 100 {
-                            break;
-                        }
-                    }
-                }
-            }
-            (ok, errors, hist)
-        }));
+        let client = Client {
+            target: target.clone(),
+            body: body.clone(),
+            request: request.clone(),
+            done: done.clone(),
+            deadline,
+            keep_alive,
+        };
+        tasks.push(tokio::spawn(client.run()));
     }
-    let name = format!(
-        "http {} {}x1 {}",
-        if keep_alive { "keep-alive" } else { "new-conn" },
-        args.connections,
-        show_size(args.size)
-    );
-    let mut row = Row::new(name);
+    let mut row = Row::new(row_name(args, keep_alive));
     let mut hist = latency_histogram();
     for task in tasks {
-        let (ok, errors, h) = task.await?;
-        row.ops += ok;
-        row.errors += errors;
-        hist.add(&h)?;
+        let tally = task.await?;
+        row.ops += tally.ok;
+        row.errors += tally.errors;
+        hist.add(&tally.latency)?;
     }
     row.elapsed = start.elapsed();
     progress.finish();
     row.bytes = row.ops * args.size as u64;
     row.latency = Some(hist);
     Ok(row)
+}
+
+/// The whole POST request, head and `body`; asking the server to close
+/// after it unless `keep_alive`.
+fn post_request(target: &Target, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    [
+        format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\n{}\r\n",
+            target.path,
+            target.host,
+            body.len(),
+            if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
+        )
+        .into_bytes(),
+        body.to_vec(),
+    ]
+    .concat()
+}
+
+/// The report's name of one run.
+fn row_name(args: &HttpArgs, keep_alive: bool) -> String {
+    format!(
+        "http {} {}x1 {}",
+        if keep_alive { "keep-alive" } else { "new-conn" },
+        args.connections,
+        show_size(args.size)
+    )
+}
+
+/// One client of a run: requests one at a time until the deadline, on one
+/// kept-alive connection or a new connection each.
+struct Client {
+    target: Target,
+    body: Arc<Vec<u8>>,
+    request: Arc<Vec<u8>>,
+    /// Requests answered by all the clients, for the progress bar.
+    done: Arc<AtomicU64>,
+    deadline: Instant,
+    keep_alive: bool,
+}
+
+/// What one client counted.
+struct Tally {
+    ok: u64,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+impl Client {
+    async fn run(self) -> Tally {
+        let mut tally = Tally {
+            ok: 0,
+            errors: 0,
+            latency: latency_histogram(),
+        };
+        let mut conn: Option<TcpStream> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        while Instant::now() < self.deadline {
+            let t = Instant::now();
+            let stream = match conn.take() {
+                Some(s) => s,
+                None => match tcp_connect(self.target.addr, None).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tally.errors += 1;
+                        eprintln!("duplex bench: connect failed: {e:#}");
+                        break;
+                    }
+                },
+            };
+            match exchange(stream, &self.request, &self.body, &mut buf).await {
+                Ok(stream) => {
+                    tally
+                        .latency
+                        .saturating_record(t.elapsed().as_nanos() as u64);
+                    tally.ok += 1;
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                    if self.keep_alive {
+                        conn = Some(stream);
+                    }
+                }
+                Err(e) => {
+                    if tally.errors == 0 {
+                        eprintln!("duplex bench: request failed: {e:#}");
+                    }
+                    tally.errors += 1;
+                    if tally.errors > 100 {
+                        break;
+                    }
+                }
+            }
+        }
+        tally
+    }
 }
 
 /// Sends one request and checks the response: status 200 and the same body.

@@ -201,94 +201,8 @@ pub async fn measure(mode: Mode) -> Result<(Common, Report)> {
 
 async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
     match mode {
-        Mode::Echo(a) => {
-            let target = Target::parse(&a.common.url, a.common.allow_remote)?
-                .with_tls(a.common.cacert.as_deref())?;
-            let plan = EchoPlan {
-                connections: a.connections,
-                pipeline: a.pipeline,
-                size: a.size,
-                duration: a.duration,
-                max_messages: a.messages,
-                text: a.text,
-                mirror: a.mirror,
-                compress: a.compress,
-                http2: a.http2,
-            };
-            let progress = Progress::new(!a.common.json);
-            let name = format!(
-                "echo {}x{} {}{}{}",
-                a.connections,
-                a.pipeline,
-                show_size(a.size),
-                if a.compress { " deflate" } else { "" },
-                if a.http2 { " h2" } else { "" }
-            );
-            let row = echo::run(&target, &plan, name, &progress).await?;
-            let report = Report {
-                mode: "echo",
-                url: a.common.url.clone(),
-                unit: "msgs",
-                params: json!({
-                    "connections": a.connections, "pipeline": a.pipeline, "size": a.size,
-                    "duration_s": a.duration.as_secs_f64(), "text": a.text, "mirror": a.mirror,
-                    "compress": a.compress, "http2": a.http2,
-                }),
-                rows: vec![row],
-            };
-            Ok((a.common, report))
-        }
-        Mode::Latency(a) => {
-            let target = Target::parse(&a.common.url, a.common.allow_remote)?
-                .with_tls(a.common.cacert.as_deref())?;
-            let progress = Progress::new(!a.common.json);
-            if a.warmup > 0 {
-                let warm = EchoPlan {
-                    connections: 1,
-                    pipeline: 1,
-                    size: a.size,
-                    duration: Duration::from_secs(10),
-                    max_messages: a.warmup,
-                    text: false,
-                    mirror: a.mirror,
-                    compress: false,
-                    http2: false,
-                };
-                let row = echo::run(&target, &warm, "warmup".into(), &Progress::new(false)).await?;
-                if row.errors > 0 {
-                    bail!("{} errors while warming up", row.errors);
-                }
-            }
-            let plan = EchoPlan {
-                connections: 1,
-                pipeline: 1,
-                size: a.size,
-                duration: a.duration,
-                max_messages: a.messages,
-                text: false,
-                mirror: a.mirror,
-                compress: false,
-                http2: false,
-            };
-            let name = format!("latency 1x1 {}", show_size(a.size));
-            let watch = a
-                .common
-                .server_pid
-                .map(server_usage::CpuWatch::start)
-                .transpose()?;
-            let mut row = echo::run(&target, &plan, name, &progress).await?;
-            if let Some(watch) = watch {
-                watch.report(&mut row, "msg")?;
-            }
-            let report = Report {
-                mode: "latency",
-                url: a.common.url.clone(),
-                unit: "msgs",
-                params: json!({ "size": a.size, "duration_s": a.duration.as_secs_f64() }),
-                rows: vec![row],
-            };
-            Ok((a.common, report))
-        }
+        Mode::Echo(a) => measure_echo(a).await,
+        Mode::Latency(a) => measure_latency(a).await,
         Mode::Connections(a) => {
             let report = connections::run(&a).await?;
             Ok((a.common, report))
@@ -305,6 +219,104 @@ async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
             let report = transfer::run(&a).await?;
             Ok((a.common, report))
         }
+    }
+}
+
+/// The target of `echo` and `latency`, with the TLS settings of wss://.
+fn echo_target(common: &Common) -> Result<Target> {
+    Target::parse(&common.url, common.allow_remote)?.with_tls(common.cacert.as_deref())
+}
+
+/// The `echo` mode: one closed-loop run as planned by the options.
+async fn measure_echo(a: EchoArgs) -> Result<(Common, Report)> {
+    let target = echo_target(&a.common)?;
+    let plan = EchoPlan {
+        connections: a.connections,
+        pipeline: a.pipeline,
+        size: a.size,
+        duration: a.duration,
+        max_messages: a.messages,
+        text: a.text,
+        mirror: a.mirror,
+        compress: a.compress,
+        http2: a.http2,
+    };
+    let progress = Progress::new(!a.common.json);
+    let name = format!(
+        "echo {}x{} {}{}{}",
+        a.connections,
+        a.pipeline,
+        show_size(a.size),
+        if a.compress { " deflate" } else { "" },
+        if a.http2 { " h2" } else { "" }
+    );
+    let row = echo::run(&target, &plan, name, &progress).await?;
+    let report = Report {
+        mode: "echo",
+        url: a.common.url.clone(),
+        unit: "msgs",
+        params: json!({
+            "connections": a.connections, "pipeline": a.pipeline, "size": a.size,
+            "duration_s": a.duration.as_secs_f64(), "text": a.text, "mirror": a.mirror,
+            "compress": a.compress, "http2": a.http2,
+        }),
+        rows: vec![row],
+    };
+    Ok((a.common, report))
+}
+
+/// The `latency` mode: a warmup, then one connection with one binary
+/// message in flight; the server's CPU is watched after the warmup only.
+async fn measure_latency(a: LatencyArgs) -> Result<(Common, Report)> {
+    let target = echo_target(&a.common)?;
+    let progress = Progress::new(!a.common.json);
+    if a.warmup > 0 {
+        warm_up(&target, &a).await?;
+    }
+    let plan = one_in_flight(a.size, a.duration, a.messages, a.mirror);
+    let name = format!("latency 1x1 {}", show_size(a.size));
+    let watch = a
+        .common
+        .server_pid
+        .map(server_usage::CpuWatch::start)
+        .transpose()?;
+    let mut row = echo::run(&target, &plan, name, &progress).await?;
+    if let Some(watch) = watch {
+        watch.report(&mut row, "msg")?;
+    }
+    let report = Report {
+        mode: "latency",
+        url: a.common.url.clone(),
+        unit: "msgs",
+        params: json!({ "size": a.size, "duration_s": a.duration.as_secs_f64() }),
+        rows: vec![row],
+    };
+    Ok((a.common, report))
+}
+
+/// `--warmup` round trips, unreported, to warm up both sides; any error
+/// fails the run.
+async fn warm_up(target: &Target, a: &LatencyArgs) -> Result<()> {
+    let warm = one_in_flight(a.size, Duration::from_secs(10), a.warmup, a.mirror);
+    let row = echo::run(target, &warm, "warmup".into(), &Progress::new(false)).await?;
+    if row.errors > 0 {
+        bail!("{} errors while warming up", row.errors);
+    }
+    Ok(())
+}
+
+/// The plan of `latency`: one connection, one binary message in flight.
+fn one_in_flight(size: usize, duration: Duration, max_messages: u64, mirror: bool) -> EchoPlan {
+    EchoPlan {
+        connections: 1,
+        pipeline: 1,
+        size,
+        duration,
+        max_messages,
+        text: false,
+        mirror,
+        compress: false,
+        http2: false,
     }
 }
 

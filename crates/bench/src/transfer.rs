@@ -19,14 +19,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
-use duplex::Message;
+use duplex::{MaybeTlsStream, Message, WebSocketReader};
+use duplex_transfer::chunk::{Inbound, Outbound};
 use duplex_transfer::peer_frame::{self, PEER_HEADER};
+use duplex_transfer::relay_message::Peer;
 use duplex_transfer::{Credit, Kind, PeerFrame, RelayMessage};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
 use crate::report::{Report, Row};
 use crate::target::Target;
@@ -254,133 +257,39 @@ async fn next_frame(link: &mut Link, credit: Option<&Credit>) -> Result<Bytes> {
 /// A sender and a receiver on the relay: create, join, (key exchange),
 /// then the chunks within the relay's credit.
 async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool) -> Result<Row> {
-    let mut sender = link::connect(url).await?;
-    let create = RelayMessage::Create {
-        size: size as u64,
-        nameplate: None,
-        token: None,
-    };
-    sender.tx.send(create.to_message()).await?;
-    let (nameplate, window) = match next_relay_message(&mut sender).await? {
-        RelayMessage::Created {
-            nameplate, window, ..
-        } => (nameplate, window),
-        other => bail!("the relay answered the create with {other:?}"),
-    };
-    let mut receiver = link::connect(url).await?;
-    receiver
-        .tx
-        .send(RelayMessage::Join { nameplate }.to_message())
-        .await?;
-    match next_relay_message(&mut receiver).await? {
-        RelayMessage::Joined { .. } => {}
-        other => bail!("the relay answered the join with {other:?}"),
-    }
-    let peer = loop {
-        if let RelayMessage::PeerJoined { peer } = next_relay_message(&mut sender).await? {
-            break peer;
-        }
-    };
+    let mut pair = RelayPair::open(url, size).await?;
     // Every frame to the receiver costs credit, the key exchange's too,
     // counted as the relay counts it.
-    let credit = Arc::new(Credit::new(window));
-    // Key exchange through the relay, as the CLI does it.
-    let (to_receiver, to_sender) = if sealed {
-        let code = format!("{nameplate}-bench-run");
-        let (s_hs, s_msg) = Handshake::start(&code);
-        let (r_hs, r_msg) = Handshake::start(&code);
-        let pake = peer_frame::encode(peer, Kind::Pake, &[&s_msg]);
-        credit.try_debit(Credit::cost(&pake))?;
-        sender.tx.send(Message::Binary(pake)).await?;
-        receiver
-            .tx
-            .send(Message::Binary(peer_frame::encode(
-                0,
-                Kind::Pake,
-                &[&r_msg],
-            )))
-            .await?;
-        let at_receiver = next_frame(&mut receiver, None).await?;
-        let at_sender = next_frame(&mut sender, Some(&*credit)).await?;
-        let s_key = Arc::new(s_hs.finish(&at_sender[PEER_HEADER + 1..])?);
-        let r_key = Arc::new(r_hs.finish(&at_receiver[PEER_HEADER + 1..])?);
-        (
-            Some(Channel::new(s_key, Direction::ToReceiver).data_out()),
-            Some(Channel::new(r_key, Direction::ToSender).data_in()),
-        )
+    let credit = Arc::new(Credit::new(pair.window));
+    let (outbound, inbound) = if sealed {
+        let (outbound, inbound) = pair.exchange_keys(&credit).await?;
+        (Some(outbound), Some(inbound))
     } else {
         (None, None)
     };
+    let RelayPair {
+        sender,
+        receiver,
+        peer,
+        ..
+    } = pair;
     sender
         .tx
         .send(RelayMessage::Accept { peer }.to_message())
         .await?;
 
-    let expected = pattern.clone();
     let total_chunks = size.div_ceil(pattern.len());
-    let mut to_sender = to_sender;
-    let mut to_receiver = to_receiver;
-    let reading = tokio::spawn(async move {
-        let mut wrong = 0u64;
-        for index in 0..total_chunks {
-            let frame = next_frame(&mut receiver, None).await?;
-            let len = pattern_len(size, expected.len(), index);
-            let Some(parsed) = PeerFrame::parse(&frame) else {
-                bail!("the relay delivered a malformed frame");
-            };
-            let ok = match to_sender.as_mut() {
-                Some(inbound) => {
-                    // Opened in place, as `duplex receive` does.
-                    let mut frame = frame
-                        .try_into_mut()
-                        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
-                    matches!(inbound.open(&mut frame[PEER_HEADER + 1..]),
-                        Some((h, data)) if h.file == 0 && h.index == index as u64 && data[..] == expected[..len])
-                }
-                None => parsed.kind == Kind::Chunk && parsed.body == &expected[..len],
-            };
-            wrong += u64::from(!ok);
-        }
-        let _ = receiver.tx.send(Message::Close(None)).await;
-        anyhow::Ok((Instant::now(), wrong))
-    });
-
+    let reading = tokio::spawn(receive_chunks(receiver, inbound, pattern.clone(), size));
     // Credit from the relay arrives on the sender's reader.
-    let granting = {
-        let credit = credit.clone();
-        let mut reader = sender.reader;
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = reader.recv().await {
-                if let Message::Text(t) = msg
-                    && let Ok(RelayMessage::Credit { bytes, .. }) = RelayMessage::parse(t.as_str())
-                {
-                    credit.grant(bytes)?;
-                }
-            }
-            anyhow::Ok(())
-        })
-    };
+    let granting = tokio::spawn(grant_credit(sender.reader, credit.clone()));
     let started = Instant::now();
-    let mut buf = bytes::BytesMut::new();
-    for (index, len) in chunks(size, pattern.len()).enumerate() {
-        let msg = match to_receiver.as_mut() {
-            Some(out) => {
-                out.start(&mut buf, peer, 0, index as u64, len)
-                    .copy_from_slice(&pattern[..len]);
-                out.seal(&mut buf);
-                Message::Binary(buf.split().freeze())
-            }
-            None => Message::Binary(peer_frame::encode(peer, Kind::Chunk, &[&pattern[..len]])),
-        };
-        tokio::time::timeout(STEP_TIMEOUT, credit.debit(Credit::cost(msg.as_bytes())))
-            .await
-            .context("the relay granted no credit for 30 s")??;
-        sender
-            .tx
-            .send(msg)
-            .await
-            .context("the sender's link closed")?;
-    }
+    let mut chunk_sender = ChunkSender {
+        tx: &sender.tx,
+        outbound,
+        peer,
+        credit: &credit,
+    };
+    chunk_sender.send_all(pattern, size).await?;
     let (ended, wrong) = reading.await??;
     let _ = sender.tx.send(Message::Close(None)).await;
     granting.abort();
@@ -390,6 +299,188 @@ async fn relay_copy(url: &str, size: usize, pattern: &Arc<Vec<u8>>, sealed: bool
     row.errors = wrong;
     row.elapsed = ended - started;
     Ok(row)
+}
+
+/// A sender and a receiver joined on the relay, the receiver not yet
+/// accepted.
+struct RelayPair {
+    sender: Link,
+    receiver: Link,
+    nameplate: u32,
+    /// The receiver's credit window, in bytes of binary frames.
+    window: u64,
+    /// The receiver, as the sender addresses it.
+    peer: Peer,
+}
+
+impl RelayPair {
+    /// Creates a transfer of `size` bytes as the sender, joins it as the
+    /// receiver, and waits until the relay tells the sender.
+    async fn open(url: &str, size: usize) -> Result<Self> {
+        let mut sender = link::connect(url).await?;
+        let create = RelayMessage::Create {
+            size: size as u64,
+            nameplate: None,
+            token: None,
+        };
+        sender.tx.send(create.to_message()).await?;
+        let (nameplate, window) = match next_relay_message(&mut sender).await? {
+            RelayMessage::Created {
+                nameplate, window, ..
+            } => (nameplate, window),
+            other => bail!("the relay answered the create with {other:?}"),
+        };
+        let mut receiver = link::connect(url).await?;
+        receiver
+            .tx
+            .send(RelayMessage::Join { nameplate }.to_message())
+            .await?;
+        match next_relay_message(&mut receiver).await? {
+            RelayMessage::Joined { .. } => {}
+            other => bail!("the relay answered the join with {other:?}"),
+        }
+        let peer = loop {
+            if let RelayMessage::PeerJoined { peer } = next_relay_message(&mut sender).await? {
+                break peer;
+            }
+        };
+        Ok(Self {
+            sender,
+            receiver,
+            nameplate,
+            window,
+            peer,
+        })
+    }
+
+    /// Key exchange through the relay, as the CLI does it: the sender's
+    /// sealing of chunks and the receiver's opening of them.
+    async fn exchange_keys(&mut self, credit: &Credit) -> Result<(Outbound, Inbound)> {
+        let code = format!("{}-bench-run", self.nameplate);
+        let (s_hs, s_msg) = Handshake::start(&code);
+        let (r_hs, r_msg) = Handshake::start(&code);
+        let pake = peer_frame::encode(self.peer, Kind::Pake, &[&s_msg]);
+        credit.try_debit(Credit::cost(&pake))?;
+        self.sender.tx.send(Message::Binary(pake)).await?;
+        self.receiver
+            .tx
+            .send(Message::Binary(peer_frame::encode(
+                0,
+                Kind::Pake,
+                &[&r_msg],
+            )))
+            .await?;
+        let at_receiver = next_frame(&mut self.receiver, None).await?;
+        let at_sender = next_frame(&mut self.sender, Some(credit)).await?;
+        let s_key = Arc::new(s_hs.finish(&at_sender[PEER_HEADER + 1..])?);
+        let r_key = Arc::new(r_hs.finish(&at_receiver[PEER_HEADER + 1..])?);
+        Ok((
+            Channel::new(s_key, Direction::ToReceiver).data_out(),
+            Channel::new(r_key, Direction::ToSender).data_in(),
+        ))
+    }
+}
+
+/// The receiver's side of the copy: every chunk, checked against
+/// `expected`; when the last arrived and how many were wrong.
+async fn receive_chunks(
+    mut receiver: Link,
+    mut inbound: Option<Inbound>,
+    expected: Arc<Vec<u8>>,
+    size: usize,
+) -> Result<(Instant, u64)> {
+    let mut wrong = 0u64;
+    for index in 0..size.div_ceil(expected.len()) {
+        let frame = next_frame(&mut receiver, None).await?;
+        let len = pattern_len(size, expected.len(), index);
+        let intact = chunk_is_intact(frame, inbound.as_mut(), index, &expected[..len])?;
+        wrong += u64::from(!intact);
+    }
+    let _ = receiver.tx.send(Message::Close(None)).await;
+    Ok((Instant::now(), wrong))
+}
+
+/// Whether a delivered frame is chunk `index` carrying `expected`; opened
+/// first when sealed. A frame that is no peer frame fails the run.
+fn chunk_is_intact(
+    frame: Bytes,
+    inbound: Option<&mut Inbound>,
+    index: usize,
+    expected: &[u8],
+) -> Result<bool> {
+    let Some(parsed) = PeerFrame::parse(&frame) else {
+        bail!("the relay delivered a malformed frame");
+    };
+    Ok(match inbound {
+        Some(inbound) => {
+            // Opened in place, as `duplex receive` does.
+            let mut frame = frame
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            matches!(inbound.open(&mut frame[PEER_HEADER + 1..]),
+                Some((h, data)) if h.file == 0 && h.index == index as u64 && data[..] == expected[..])
+        }
+        None => parsed.kind == Kind::Chunk && parsed.body == expected,
+    })
+}
+
+/// Passes the relay's credit grants, read on the sender's link, to
+/// `credit` until the link ends.
+async fn grant_credit(
+    mut reader: WebSocketReader<MaybeTlsStream>,
+    credit: Arc<Credit>,
+) -> Result<()> {
+    while let Some(Ok(msg)) = reader.recv().await {
+        if let Message::Text(t) = msg
+            && let Ok(RelayMessage::Credit { bytes, .. }) = RelayMessage::parse(t.as_str())
+        {
+            credit.grant(bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sender's side of the copy: the chunks as peer frames to the
+/// receiver, sealed when there is an `outbound`, each within the credit.
+struct ChunkSender<'a> {
+    tx: &'a mpsc::Sender<Message>,
+    outbound: Option<Outbound>,
+    peer: Peer,
+    credit: &'a Credit,
+}
+
+impl ChunkSender<'_> {
+    /// Sends `size` bytes of `pattern`, chunk after chunk.
+    async fn send_all(&mut self, pattern: &[u8], size: usize) -> Result<()> {
+        let mut buf = BytesMut::new();
+        for (index, len) in chunks(size, pattern.len()).enumerate() {
+            let msg = self.chunk_message(&mut buf, index, &pattern[..len]);
+            tokio::time::timeout(
+                STEP_TIMEOUT,
+                self.credit.debit(Credit::cost(msg.as_bytes())),
+            )
+            .await
+            .context("the relay granted no credit for 30 s")??;
+            self.tx
+                .send(msg)
+                .await
+                .context("the sender's link closed")?;
+        }
+        Ok(())
+    }
+
+    /// The peer frame of chunk `index`, built in `buf` when sealed.
+    fn chunk_message(&mut self, buf: &mut BytesMut, index: usize, chunk: &[u8]) -> Message {
+        match self.outbound.as_mut() {
+            Some(out) => {
+                out.start(buf, self.peer, 0, index as u64, chunk.len())
+                    .copy_from_slice(chunk);
+                out.seal(buf);
+                Message::Binary(buf.split().freeze())
+            }
+            None => Message::Binary(peer_frame::encode(self.peer, Kind::Chunk, &[chunk])),
+        }
+    }
 }
 
 /// The length of chunk `index` of a `size`-byte transfer.

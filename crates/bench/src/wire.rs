@@ -321,96 +321,107 @@ impl<'a> EchoChecker<'a> {
     pub fn feed(&mut self, mut data: &[u8]) -> Result<u64> {
         let mut done = 0;
         while !data.is_empty() {
-            match self.remaining {
-                Some(left) => {
-                    let n = left.min(data.len());
-                    if let Some(body) = &mut self.deflated {
-                        body.extend_from_slice(&data[..n]);
-                    } else {
-                        let at = self.expected.len() - left;
-                        if data[..n] != self.expected[at..at + n] {
-                            self.errors += 1;
-                        }
-                    }
-                    data = &data[n..];
-                    if n == left {
-                        self.remaining = None;
-                        if let Some(body) = self.deflated.take()
-                            && inflate(&body, self.expected.len()).as_deref() != Some(self.expected)
-                        {
-                            self.errors += 1;
-                        }
-                        done += 1;
-                        if self.expected.is_empty() {
-                            continue;
-                        }
-                    } else {
-                        self.remaining = Some(left - n);
-                    }
-                }
-                None => {
-                    // Fast path: a whole header at the front of `data`.
-                    let parsed = if self.header.is_empty() {
-                        FrameHeader::parse(data)?
-                    } else {
-                        None
-                    };
-                    let (header, used) = match parsed {
-                        Some(found) => found,
-                        None => {
-                            let take = (MAX_HEADER_LEN - self.header.len()).min(data.len());
-                            let before = self.header.len();
-                            self.header.extend_from_slice(&data[..take]);
-                            match FrameHeader::parse(&self.header)? {
-                                None => {
-                                    data = &data[take..];
-                                    continue;
-                                }
-                                Some((h, used)) => {
-                                    self.header.clear();
-                                    (h, used - before)
-                                }
-                            }
-                        }
-                    };
-                    data = &data[used..];
-                    if header.opcode == OpCode::Close {
-                        bail!("the server closed the connection");
-                    }
-                    let deflated = header.rsv1 && self.compressed;
-                    if header.opcode != self.opcode
-                        || !header.fin
-                        || header.mask != self.mask
-                        || (header.rsv1 && !self.compressed)
-                        || (!deflated && header.payload_len != self.expected.len() as u64)
-                        || header.payload_len > 2 * self.expected.len() as u64 + 64
-                    {
-                        bail!("unexpected frame from the server: {header:?}");
-                    }
-                    if deflated {
-                        let len = header.payload_len as usize;
-                        self.deflated = Some(Vec::with_capacity(len));
-                        self.remaining = Some(len);
-                        if len > 0 {
-                            continue;
-                        }
-                        self.remaining = None;
-                        let body = self.deflated.take().unwrap_or_default();
-                        if inflate(&body, self.expected.len()).as_deref() != Some(self.expected) {
-                            self.errors += 1;
-                        }
-                        done += 1;
-                        continue;
-                    }
-                    self.remaining = Some(self.expected.len());
-                    if self.expected.is_empty() {
-                        self.remaining = None;
-                        done += 1;
-                    }
-                }
-            }
+            let (used, completed) = match self.remaining {
+                Some(left) => self.consume_payload(data, left),
+                None => match self.consume_header(data)? {
+                    (used, Some(header)) => (used, self.start_frame(&header)?),
+                    (used, None) => (used, false),
+                },
+            };
+            data = &data[used..];
+            done += u64::from(completed);
         }
         Ok(done)
+    }
+
+    /// Consumes bytes of the current payload (`left` of it still to come):
+    /// compared in place, or gathered when compressed. Returns the bytes
+    /// used and whether they completed the echo.
+    #[inline]
+    fn consume_payload(&mut self, data: &[u8], left: usize) -> (usize, bool) {
+        let n = left.min(data.len());
+        if let Some(body) = &mut self.deflated {
+            body.extend_from_slice(&data[..n]);
+        } else {
+            let at = self.expected.len() - left;
+            if data[..n] != self.expected[at..at + n] {
+                self.errors += 1;
+            }
+        }
+        if n < left {
+            self.remaining = Some(left - n);
+            return (n, false);
+        }
+        self.remaining = None;
+        if let Some(body) = self.deflated.take() {
+            self.check_inflated(&body);
+        }
+        (n, true)
+    }
+
+    /// Consumes bytes of the next frame's header. Returns the bytes used
+    /// and the header once it is whole (a header split across reads is
+    /// gathered in `self.header`).
+    #[inline]
+    fn consume_header(&mut self, data: &[u8]) -> Result<(usize, Option<FrameHeader>)> {
+        // Fast path: a whole header at the front of `data`.
+        if self.header.is_empty()
+            && let Some((header, used)) = FrameHeader::parse(data)?
+        {
+            return Ok((used, Some(header)));
+        }
+        let take = (MAX_HEADER_LEN - self.header.len()).min(data.len());
+        let before = self.header.len();
+        self.header.extend_from_slice(&data[..take]);
+        match FrameHeader::parse(&self.header)? {
+            None => Ok((take, None)),
+            Some((header, used)) => {
+                self.header.clear();
+                Ok((used - before, Some(header)))
+            }
+        }
+    }
+
+    /// Checks a whole header and expects its payload. Returns whether the
+    /// frame is already a complete echo (an empty payload).
+    #[inline]
+    fn start_frame(&mut self, header: &FrameHeader) -> Result<bool> {
+        if header.opcode == OpCode::Close {
+            bail!("the server closed the connection");
+        }
+        let deflated = header.rsv1 && self.compressed;
+        if header.opcode != self.opcode
+            || !header.fin
+            || header.mask != self.mask
+            || (header.rsv1 && !self.compressed)
+            || (!deflated && header.payload_len != self.expected.len() as u64)
+            || header.payload_len > 2 * self.expected.len() as u64 + 64
+        {
+            bail!("unexpected frame from the server: {header:?}");
+        }
+        if deflated {
+            let len = header.payload_len as usize;
+            if len == 0 {
+                self.check_inflated(&[]);
+                return Ok(true);
+            }
+            self.deflated = Some(Vec::with_capacity(len));
+            self.remaining = Some(len);
+            return Ok(false);
+        }
+        if self.expected.is_empty() {
+            return Ok(true);
+        }
+        self.remaining = Some(self.expected.len());
+        Ok(false)
+    }
+
+    /// Counts an error unless the compressed `body` inflates to the
+    /// expected payload.
+    fn check_inflated(&mut self, body: &[u8]) {
+        if inflate(body, self.expected.len()).as_deref() != Some(self.expected) {
+            self.errors += 1;
+        }
     }
 }
 
