@@ -279,43 +279,37 @@ fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().map(String::as_str) == Some("bench") {
-        let result = Paths::discover().and_then(|paths| bench::run_bench(&paths, &argv[1..]));
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("xtask: bench: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // The commands that are not a pipeline of stages.
+    let (command, result) = match argv.first().map(String::as_str) {
+        Some("bench") => (
+            "bench",
+            Paths::discover().and_then(|paths| bench::run_bench(&paths, &argv[1..])),
+        ),
+        Some("soak") => ("soak", soak(&argv[1..])),
+        Some("fuzz") => ("fuzz", fuzz::run(&argv[1..])),
+        _ => return stages(argv),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {command}: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-    if argv.first().map(String::as_str) == Some("soak") {
-        let result = parse_soak(&argv[1..]).and_then(|soak| {
-            let paths = Paths::discover()?;
-            match soak {
-                Soak::Transfer(runs, seed) => cargo::soak(&paths, runs, seed),
-                Soak::Hub(seconds, clients, seed) => {
-                    cargo::hub_soak(&paths, seconds, clients, seed)
-                }
-            }
-        });
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("xtask: soak: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
+}
+
+/// `cargo xtask soak ...`
+fn soak(args: &[String]) -> anyhow::Result<()> {
+    let soak = parse_soak(args)?;
+    let paths = Paths::discover()?;
+    match soak {
+        Soak::Transfer(runs, seed) => cargo::soak(&paths, runs, seed),
+        Soak::Hub(seconds, clients, seed) => cargo::hub_soak(&paths, seconds, clients, seed),
     }
-    if argv.first().map(String::as_str) == Some("fuzz") {
-        return match fuzz::run(&argv[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("xtask: fuzz: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+}
+
+/// `cargo xtask test`, `autobahn`, `api`, `tools`: a pipeline of stages.
+fn stages(argv: Vec<String>) -> ExitCode {
     let args = match parse_args(argv) {
         Ok(args) => args,
         Err(err) => {
@@ -323,6 +317,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(args.task, Task::Help) {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     let paths = match Paths::discover() {
         Ok(paths) => paths,
         Err(err) => {
@@ -333,44 +331,7 @@ fn main() -> ExitCode {
     let autobahn = autobahn::Settings::from_env();
     let mut pipeline = Pipeline::new(args.keep_going);
     let smoke = matches!(args.task, Task::Test { .. });
-    let sides = match args.task {
-        Task::Help => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Task::Tools => {
-            pipeline.required("tools", || tools::prepare(&paths));
-            if pipeline.all_passed() {
-                for (name, value) in paths.test_env() {
-                    println!("export {name}='{}'", value.to_string_lossy());
-                }
-            }
-            Vec::new()
-        }
-        Task::Test { autobahn } => {
-            pipeline.required("tools", || tools::prepare(&paths));
-            pipeline.stage("lint", || cargo::lint(&paths));
-            pipeline.stage("peers", || cargo::peer_selftest(&paths));
-            pipeline.stage("rust tests", || cargo::tests(&paths));
-            pipeline.stage("rust tests on redis", || cargo::tests_on_redis(&paths));
-            pipeline.stage("doctests", || cargo::doctests(&paths));
-            pipeline.stage("library", || api::check_libraries(&paths));
-            pipeline.stage("browser", || browser::run_tests(&paths));
-            if autobahn {
-                Side::ALL.to_vec()
-            } else {
-                Vec::new()
-            }
-        }
-        Task::Autobahn { sides } => {
-            pipeline.required("tools", || tools::prepare(&paths));
-            sides
-        }
-        Task::Api { bless } => {
-            pipeline.stage("api", || api::surfaces(&paths, bless));
-            Vec::new()
-        }
-    };
+    let sides = first_stages(&mut pipeline, &paths, args.task);
     let sides = autobahn.runnable(&sides);
     if !sides.is_empty() {
         pipeline.required("release build", || {
@@ -385,6 +346,46 @@ fn main() -> ExitCode {
         }
     }
     pipeline.finish()
+}
+
+/// Runs the stages a task needs before the release build; returns the
+/// Autobahn sides it asks for.
+fn first_stages(pipeline: &mut Pipeline, paths: &Paths, task: Task) -> Vec<Side> {
+    match task {
+        Task::Help => Vec::new(),
+        Task::Tools => {
+            pipeline.required("tools", || tools::prepare(paths));
+            if pipeline.all_passed() {
+                for (name, value) in paths.test_env() {
+                    println!("export {name}='{}'", value.to_string_lossy());
+                }
+            }
+            Vec::new()
+        }
+        Task::Test { autobahn } => {
+            pipeline.required("tools", || tools::prepare(paths));
+            pipeline.stage("lint", || cargo::lint(paths));
+            pipeline.stage("peers", || cargo::peer_selftest(paths));
+            pipeline.stage("rust tests", || cargo::tests(paths));
+            pipeline.stage("rust tests on redis", || cargo::tests_on_redis(paths));
+            pipeline.stage("doctests", || cargo::doctests(paths));
+            pipeline.stage("library", || api::check_libraries(paths));
+            pipeline.stage("browser", || browser::run_tests(paths));
+            if autobahn {
+                Side::ALL.to_vec()
+            } else {
+                Vec::new()
+            }
+        }
+        Task::Autobahn { sides } => {
+            pipeline.required("tools", || tools::prepare(paths));
+            sides
+        }
+        Task::Api { bless } => {
+            pipeline.stage("api", || api::surfaces(paths, bless));
+            Vec::new()
+        }
+    }
 }
 
 /// Reads a duration in whole seconds from the environment.

@@ -13,10 +13,7 @@ use crate::auth::keys_match;
 use crate::publication::page_of;
 use crate::state::AppState;
 use crate::store::Range;
-use duplex_hub::{
-    ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubError, Kicked, Member, Members,
-    check_channel, encode_data,
-};
+use duplex_hub::{ErrorCode, HubError, Kicked, Member, Members, check_channel, encode_data};
 
 /// An API error: the status and `{"error": {"code", "message"}}`.
 pub struct ApiError(StatusCode, HubError);
@@ -128,17 +125,7 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     check_channel(&channel)?;
     let Query(q) = query.map_err(|e| HubError::new(ErrorCode::BadRequest, e.body_text()))?;
-    let limit = q
-        .limit
-        .unwrap_or(HISTORY_DEFAULT_LIMIT)
-        .min(HISTORY_MAX_LIMIT);
-    let range = match q.after {
-        Some(after) => Range::After { after, limit },
-        None => Range::Before {
-            before: q.before,
-            limit,
-        },
-    };
+    let range = Range::requested(q.limit, q.before, q.after);
     let page = state.store.history(&channel, range).await.map_err(|e| {
         tracing::error!("history: {e}");
         HubError::from(e)

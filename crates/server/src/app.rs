@@ -36,6 +36,52 @@ pub struct Server {
     notices: Vec<Notice>,
 }
 
+/// Where history is kept and who decides what other nodes must know:
+/// embedded SQLite, or Redis shared with other nodes.
+async fn store_and_broker(
+    settings: &Settings,
+    retention: Retention,
+    hub: &Arc<Hub>,
+    metrics: &Metrics,
+    budget: &MemoryBudget,
+) -> anyhow::Result<(Store, Broker)> {
+    if settings.redis.is_empty() {
+        let sqlite = SqliteStore::open(&settings.data, retention)?;
+        let broker = Broker::embedded(sqlite.clone(), hub.clone(), metrics.clone(), budget.clone());
+        return Ok((Store::Sqlite(sqlite), broker));
+    }
+    let node: Arc<str> = crate::store::new_epoch().into();
+    let redis = Redis::connect(
+        &settings.redis,
+        node,
+        (settings.queue_size / 2) as u64,
+        retention,
+        hub.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    let broker = Broker::redis(redis.clone(), hub.clone(), metrics.clone(), budget.clone());
+    Ok((Store::Redis(redis), broker))
+}
+
+/// TLS from `--tls-cert` and `--tls-key`, offering HTTP/2 by ALPN when it
+/// is on.
+fn tls_acceptor(settings: &Settings) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key =
+                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+            let mut config = (*duplex::tls::server_config(&cert, &key)?).clone();
+            config.alpn_protocols = connection::alpn(settings.http2);
+            Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        }
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    }
+}
+
 impl Server {
     /// Opens the store, binds the listener and starts serving.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
@@ -46,39 +92,10 @@ impl Server {
         let metrics = Metrics::new();
         let budget = MemoryBudget::new(settings.memory_budget);
         let hub = Arc::new(Hub::new(metrics.clone(), budget.clone()));
-        let (store, broker) = if settings.redis.is_empty() {
-            let sqlite = SqliteStore::open(&settings.data, retention)?;
-            let broker =
-                Broker::embedded(sqlite.clone(), hub.clone(), metrics.clone(), budget.clone());
-            (Store::Sqlite(sqlite), broker)
-        } else {
-            let node: Arc<str> = crate::store::new_epoch().into();
-            let redis = Redis::connect(
-                &settings.redis,
-                node,
-                (settings.queue_size / 2) as u64,
-                retention,
-                hub.clone(),
-                metrics.clone(),
-            )
-            .await?;
-            let broker = Broker::redis(redis.clone(), hub.clone(), metrics.clone(), budget.clone());
-            (Store::Redis(redis), broker)
-        };
+        let (store, broker) =
+            store_and_broker(&settings, retention, &hub, &metrics, &budget).await?;
         let mut notices = Vec::new();
-        let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => {
-                let cert = std::fs::read(cert)
-                    .with_context(|| format!("cannot read {}", cert.display()))?;
-                let key =
-                    std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-                let mut config = (*duplex::tls::server_config(&cert, &key)?).clone();
-                config.alpn_protocols = connection::alpn(settings.http2);
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-            }
-            (None, None) => None,
-            _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
-        };
+        let tls = tls_acceptor(&settings)?;
         let listener = TcpListener::bind(settings.bind).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another server using it? try --bind 127.0.0.1:0)",

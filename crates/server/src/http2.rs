@@ -65,57 +65,31 @@ where
         router,
         state,
     } = connection;
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(duplex::http2::STREAM_WINDOW)
-        .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
-        .max_concurrent_streams(duplex::http2::MAX_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .data_frame_budget(duplex::http2::SMALL_FRAME_BUDGET)
-        .enable_connect_protocol();
-    let mut conn = match tokio::time::timeout(fastpath::HEAD_WAIT, builder.handshake(io)).await {
+    let mut conn = match tokio::time::timeout(fastpath::HEAD_WAIT, builder().handshake(io)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return tracing::debug!(%peer, "HTTP/2 handshake: {e}"),
         Err(_) => return tracing::debug!(%peer, "HTTP/2 handshake timed out"),
     };
     let keepalive = keepalive(conn.ping_pong().expect("taken once, here"));
     tokio::pin!(keepalive);
-    // This connection's streams: its WebSockets, and its requests.
-    let sockets = TaskTracker::new();
-    let requests = TaskTracker::new();
-    let open_sockets = Arc::new(AtomicUsize::new(0));
+    let mut streams = Streams {
+        sockets: TaskTracker::new(),
+        requests: TaskTracker::new(),
+        open_sockets: Arc::new(AtomicUsize::new(0)),
+        max_sockets: state.settings.http2_max_sockets,
+        draining: false,
+    };
     let shutdown = state.shutdown.clone();
-    let sockets_closed = sockets.clone();
+    let sockets_closed = streams.sockets.clone();
     let sockets_closed = sockets_closed.wait();
     tokio::pin!(sockets_closed);
-    let max_sockets = state.settings.http2_max_sockets;
-    let (mut draining, mut gone_away) = (false, false);
+    let mut gone_away = false;
     loop {
         tokio::select! {
             accepted = conn.accept() => match accepted {
                 Some(Ok((req, respond))) => {
                     let stream = Stream { peer, state: state.clone(), respond };
-                    if is_websocket(&req) {
-                        // Shutting down: no new socket (the client may
-                        // retry it elsewhere, nothing was done).
-                        if draining {
-                            let mut respond = stream.respond;
-                            respond.send_reset(Reason::REFUSED_STREAM);
-                            continue;
-                        }
-                        if open_sockets.load(Ordering::Relaxed) >= max_sockets {
-                            let mut respond = stream.respond;
-                            respond.send_reset(Reason::HTTP_1_1_REQUIRED);
-                            continue;
-                        }
-                        let open = SocketCount::new(&open_sockets);
-                        sockets.spawn(async move {
-                            let _open = open;
-                            stream.websocket(req).await
-                        });
-                    } else {
-                        requests.spawn(stream.request(req, router.clone()));
-                    }
+                    streams.start(req, stream, &router);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(%peer, "HTTP/2 connection: {e}");
@@ -128,13 +102,13 @@ where
                 break;
             }
             // The sockets see the same shutdown and close with 1001 ...
-            () = shutdown.cancelled(), if !draining => {
-                draining = true;
-                sockets.close();
+            () = shutdown.cancelled(), if !streams.draining => {
+                streams.draining = true;
+                streams.sockets.close();
             }
             // ... and once they are closed, GOAWAY: the requests in flight
             // finish, no new stream is taken.
-            () = &mut sockets_closed, if draining && !gone_away => {
+            () = &mut sockets_closed, if streams.draining && !gone_away => {
                 gone_away = true;
                 conn.graceful_shutdown();
             }
@@ -142,8 +116,60 @@ where
     }
     // The connection is over: its requests' handlers see their streams
     // reset and stop; its sockets see their streams end.
-    sockets.close();
-    requests.close();
+    streams.sockets.close();
+    streams.requests.close();
+}
+
+/// The HTTP/2 settings of the server's connections.
+fn builder() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(duplex::http2::STREAM_WINDOW)
+        .initial_connection_window_size(duplex::http2::CONNECTION_WINDOW)
+        .max_concurrent_streams(duplex::http2::MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .data_frame_budget(duplex::http2::SMALL_FRAME_BUDGET)
+        .enable_connect_protocol();
+    builder
+}
+
+/// One connection's streams: its WebSockets, and its requests.
+struct Streams {
+    sockets: TaskTracker,
+    requests: TaskTracker,
+    open_sockets: Arc<AtomicUsize>,
+    max_sockets: usize,
+    /// The server is shutting down: no new socket.
+    draining: bool,
+}
+
+impl Streams {
+    /// Runs a new stream: a WebSocket (extended CONNECT) or a request.
+    fn start(&mut self, req: Request<RecvStream>, stream: Stream, router: &Router) {
+        if !is_websocket(&req) {
+            self.requests.spawn(stream.request(req, router.clone()));
+            return;
+        }
+        // Shutting down: refused, so the client may retry it elsewhere
+        // (nothing was done); too many: over HTTP/1.1 instead.
+        let refusal = if self.draining {
+            Some(Reason::REFUSED_STREAM)
+        } else if self.open_sockets.load(Ordering::Relaxed) >= self.max_sockets {
+            Some(Reason::HTTP_1_1_REQUIRED)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            let mut respond = stream.respond;
+            respond.send_reset(reason);
+            return;
+        }
+        let open = SocketCount::new(&self.open_sockets);
+        self.sockets.spawn(async move {
+            let _open = open;
+            stream.websocket(req).await
+        });
+    }
 }
 
 /// A PING every [`KEEPALIVE`]; returns when one goes unanswered for as long.

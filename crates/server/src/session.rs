@@ -25,9 +25,9 @@ use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
 use duplex_hub::{
-    Command, Done, ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, HubClose, HubError, Kicked,
-    KickedPush, Member, Members, NAME_MAX_CHARS, Push, SESSION_MAX_LEN, SESSION_MIN_LEN,
-    ServerMessage, Since, check_channel, encode_data, parse_request,
+    Command, Done, ErrorCode, HubClose, HubError, Kicked, KickedPush, Member, Members,
+    NAME_MAX_CHARS, Push, SESSION_MAX_LEN, SESSION_MIN_LEN, ServerMessage, Since, check_channel,
+    encode_data, parse_request,
 };
 
 /// Consecutive bad commands after which a connection is closed (1008).
@@ -270,16 +270,7 @@ where
                 self.subscribe(channel, since, presence.unwrap_or(true))
                     .await
             }
-            Command::Unsubscribe { channel } => {
-                if self.subscriptions.remove(channel.as_str()).is_none() {
-                    return Err(HubError::new(
-                        ErrorCode::NotSubscribed,
-                        format!("not subscribed to {channel}"),
-                    ));
-                }
-                self.state.broker.leave(&channel, &self.member.client);
-                Ok(json(&Done {}))
-            }
+            Command::Unsubscribe { channel } => self.unsubscribe(&channel),
             Command::Publish { channel, data } => self.publish(channel, data).await,
             Command::History {
                 channel,
@@ -287,54 +278,72 @@ where
                 before,
                 after,
             } => {
-                check_channel(&channel)?;
-                self.check_subscribe_permission(&channel)?;
-                let limit = limit
-                    .unwrap_or(HISTORY_DEFAULT_LIMIT)
-                    .min(HISTORY_MAX_LIMIT);
-                let range = match after {
-                    Some(after) => Range::After { after, limit },
-                    None => Range::Before { before, limit },
-                };
-                let page = self
-                    .state
-                    .store
-                    .history(&channel, range)
-                    .await
-                    .map_err(storage)?;
-                Ok(json(&page_of(
-                    &channel,
-                    &page.position,
-                    None,
-                    &page.publications,
-                )))
+                let range = Range::requested(limit, before, after);
+                self.history(&channel, range).await
             }
-            Command::Presence { channel } => {
-                check_channel(&channel)?;
-                self.check_subscribe_permission(&channel)?;
-                let members = self.state.broker.presence(&channel).await?;
-                Ok(json(&Members {
-                    channel: channel.into(),
-                    members,
-                }))
-            }
+            Command::Presence { channel } => self.presence(channel).await,
             Command::Typing { channel } => {
                 self.state.broker.typing(&channel, &self.member).await?;
                 Ok(json(&Done {}))
             }
-            Command::Kick { channel, name, ban } => {
-                check_channel(&channel)?;
-                if !self.claims.as_ref().is_some_and(|c| c.admin) {
-                    return Err(HubError::new(
-                        ErrorCode::Forbidden,
-                        "kick needs an admin token",
-                    ));
-                }
-                let kicked = self.state.broker.kick(&channel, &name, ban).await?;
-                Ok(json(&Kicked { kicked }))
-            }
+            Command::Kick { channel, name, ban } => self.kick(&channel, &name, ban).await,
             Command::Ping => Ok(json(&Done {})),
         }
+    }
+
+    fn unsubscribe(&mut self, channel: &str) -> Result<Box<RawValue>, HubError> {
+        if self.subscriptions.remove(channel).is_none() {
+            return Err(HubError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {channel}"),
+            ));
+        }
+        self.state.broker.leave(channel, &self.member.client);
+        Ok(json(&Done {}))
+    }
+
+    async fn history(&mut self, channel: &str, range: Range) -> Result<Box<RawValue>, HubError> {
+        check_channel(channel)?;
+        self.check_subscribe_permission(channel)?;
+        let page = self
+            .state
+            .store
+            .history(channel, range)
+            .await
+            .map_err(storage)?;
+        Ok(json(&page_of(
+            channel,
+            &page.position,
+            None,
+            &page.publications,
+        )))
+    }
+
+    async fn presence(&mut self, channel: String) -> Result<Box<RawValue>, HubError> {
+        check_channel(&channel)?;
+        self.check_subscribe_permission(&channel)?;
+        let members = self.state.broker.presence(&channel).await?;
+        Ok(json(&Members {
+            channel: channel.into(),
+            members,
+        }))
+    }
+
+    async fn kick(
+        &mut self,
+        channel: &str,
+        name: &str,
+        ban: bool,
+    ) -> Result<Box<RawValue>, HubError> {
+        check_channel(channel)?;
+        if !self.claims.as_ref().is_some_and(|c| c.admin) {
+            return Err(HubError::new(
+                ErrorCode::Forbidden,
+                "kick needs an admin token",
+            ));
+        }
+        let kicked = self.state.broker.kick(channel, name, ban).await?;
+        Ok(json(&Kicked { kicked }))
     }
 
     fn connect(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use duplex::{CloseFrame, Message};
 use duplex_transfer::channel::Channel;
 use duplex_transfer::chunk::{ChunkHeader, Inbound};
@@ -56,29 +56,15 @@ pub async fn run(args: ReceiveOptions, reporter: Reporter) -> anyhow::Result<()>
         })?;
     let url = link::relay_url(&args.server)?;
     let mut failures = 0u32;
-    // Once joined, a relay that no longer knows the code has most likely
-    // restarted: the sender will recreate the transfer under it.
-    let mut joined = false;
-    let run = Run::new();
+    let mut run = Run::new();
     loop {
-        let mut progressed = false;
-        match attempt(
-            &args,
-            nameplate,
-            &url,
-            &reporter,
-            &mut progressed,
-            &mut joined,
-            &run,
-        )
-        .await
-        {
+        match attempt(&args, nameplate, &url, &reporter, &mut run).await {
             Ok(()) => return Ok(()),
             Err(Failure::Fatal(e)) => {
                 return run.complete_anyway(&reporter, &e).unwrap_or(Err(e));
             }
             Err(Failure::Retry(e)) => {
-                if progressed {
+                if std::mem::take(&mut run.progressed) {
                     failures = 0;
                 }
                 failures += 1;
@@ -101,180 +87,354 @@ pub async fn run(args: ReceiveOptions, reporter: Reporter) -> anyhow::Result<()>
     }
 }
 
+/// One connection to the relay: joins the transfer and receives through
+/// it until everything is here or the connection fails.
 async fn attempt(
     args: &ReceiveOptions,
     nameplate: u32,
     url: &str,
     reporter: &Reporter,
-    progressed: &mut bool,
-    joined: &mut bool,
-    run: &Run,
+    run: &mut Run,
 ) -> Result<(), Failure> {
-    let mut link = link::connect(url).await.map_err(Failure::Retry)?;
-    let send = |link: &Link, msg: Message| {
-        let tx = link.tx.clone();
-        async move {
-            tx.send(msg)
-                .await
-                .map_err(|_| Failure::Retry(anyhow!("the relay connection closed")))
-        }
-    };
+    let link = link::connect(url).await.map_err(Failure::Retry)?;
     send(&link, RelayMessage::Join { nameplate }.to_message()).await?;
-    let mut handshake = None;
-    let mut channel: Option<Channel> = None;
-    let mut data_in: Option<Inbound> = None;
-    let mut scratch = BytesMut::new();
-    let mut confirmed = false;
-    let mut plan: Option<Plan> = None;
-    let mut says_bye = false;
-    let mut relay_error = None;
-    loop {
-        let msg = match link.reader.recv().await {
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => {
-                return Err(Failure::Retry(anyhow!("the relay connection failed: {e}")));
+    let mut connection = Connection {
+        args,
+        reporter,
+        run,
+        link,
+        handshake: None,
+        keys: None,
+        confirmed: false,
+        plan: None,
+        says_bye: false,
+        relay_error: None,
+        scratch: BytesMut::new(),
+    };
+    connection.receive().await
+}
+
+/// Sends `msg` to the relay; a connection that closed is worth another.
+async fn send(link: &Link, msg: Message) -> Result<(), Failure> {
+    link.tx
+        .send(msg)
+        .await
+        .map_err(|_| Failure::Retry(anyhow!("the relay connection closed")))
+}
+
+/// One connection's receiving, from `join` to everything in place.
+struct Connection<'a> {
+    args: &'a ReceiveOptions,
+    reporter: &'a Reporter,
+    run: &'a mut Run,
+    link: Link,
+    /// Our half of the key exchange, started once the relay said `joined`.
+    handshake: Option<Handshake>,
+    /// The keys agreed with the sender.
+    keys: Option<Keys>,
+    /// Whether the sender proved it holds the same key: a message that
+    /// does not open after that was altered on the way.
+    confirmed: bool,
+    /// The manifest being received, once it was checked.
+    plan: Option<Plan>,
+    /// Whether the sender says `Bye` once it counted our `Done`.
+    says_bye: bool,
+    /// The relay's `error` message: the reason for the close that follows.
+    relay_error: Option<String>,
+    /// Where chunks are opened in place (see [`Connection::on_chunk`]).
+    scratch: BytesMut,
+}
+
+/// The keys agreed with the sender: control messages both ways, chunks in.
+struct Keys {
+    channel: Channel,
+    data_in: Inbound,
+}
+
+/// Whether a connection goes on after a message.
+enum Flow {
+    Continue,
+    /// Everything is here and the sender was told.
+    Finished,
+}
+
+impl Connection<'_> {
+    /// Handles the relay's messages until the transfer is done or the
+    /// connection fails.
+    async fn receive(&mut self) -> Result<(), Failure> {
+        loop {
+            let msg = match self.link.reader.recv().await {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    return Err(Failure::Retry(anyhow!("the relay connection failed: {e}")));
+                }
+                None => return Err(Failure::Retry(anyhow!("the relay connection closed"))),
+            };
+            match msg {
+                Message::Text(text) => self.on_relay(text.as_str()).await?,
+                Message::Binary(data) => {
+                    if let Flow::Finished = self.on_peer(data).await? {
+                        return Ok(());
+                    }
+                }
+                Message::Close(frame) => {
+                    let started = self.plan.is_some();
+                    let relay_error = self.relay_error.take();
+                    return Err(closed(frame, relay_error, started, self.run.joined));
+                }
+                _ => {}
             }
-            None => return Err(Failure::Retry(anyhow!("the relay connection closed"))),
+        }
+    }
+
+    /// A message from the relay itself.
+    async fn on_relay(&mut self, text: &str) -> Result<(), Failure> {
+        match RelayMessage::parse(text) {
+            Ok(RelayMessage::Joined { .. }) => {
+                self.run.joined = true;
+                let (handshake, msg) = Handshake::start(&self.args.code);
+                self.handshake = Some(handshake);
+                let pake = peer_frame::encode(0, Kind::Pake, &[&msg]);
+                send(&self.link, Message::Binary(pake)).await?;
+            }
+            Ok(RelayMessage::Error { message, .. }) => self.relay_error = Some(message),
+            Ok(_) => {}
+            // The relay speaks JSON: this connection corrupts data.
+            Err(e) => {
+                return Err(Failure::Retry(anyhow!(
+                    "the relay sent an unreadable message ({e}); reconnecting"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A message from the sender.
+    async fn on_peer(&mut self, data: Bytes) -> Result<Flow, Failure> {
+        let Some(PeerFrame { kind, body, .. }) = PeerFrame::parse(&data) else {
+            return Ok(Flow::Continue);
         };
-        match msg {
-            Message::Text(text) => match RelayMessage::parse(text.as_str()) {
-                Ok(RelayMessage::Joined { .. }) => {
-                    *joined = true;
-                    let (hs, msg) = Handshake::start(&args.code);
-                    handshake = Some(hs);
-                    let pake = peer_frame::encode(0, Kind::Pake, &[&msg]);
-                    send(&link, Message::Binary(pake)).await?;
-                }
-                Ok(RelayMessage::Error { message, .. }) => relay_error = Some(message),
-                Ok(_) => {}
-                // The relay speaks JSON: this connection corrupts data.
-                Err(e) => {
-                    return Err(Failure::Retry(anyhow!(
-                        "the relay sent an unreadable message ({e}); reconnecting"
-                    )));
-                }
-            },
-            Message::Binary(data) => {
-                let Some(PeerFrame { kind, body, .. }) = PeerFrame::parse(&data) else {
-                    continue;
-                };
-                match kind {
-                    Kind::Pake => {
-                        let hs = handshake
-                            .take()
-                            .ok_or_else(|| anyhow!("the sender started the key exchange twice"))?;
-                        let sealer = hs.finish(body).map_err(|e| Failure::Fatal(e.into()))?;
-                        let ch = Channel::new(Arc::new(sealer), Direction::ToSender);
-                        data_in = Some(ch.data_in());
-                        channel = Some(ch);
-                    }
-                    Kind::Sealed => {
-                        let Some(ch) = channel.as_mut() else { continue };
-                        let Some(control) = ch.open(body) else {
-                            if !confirmed {
-                                return Err(Failure::Fatal(anyhow!(
-                                    "wrong code: the key exchange with the sender failed. Check the code with the sender (nothing was written)"
-                                )));
-                            }
-                            // The key is right, so the message was altered
-                            // on the way: waiting would wait for ever for
-                            // what it said. Start the connection over.
-                            return Err(Failure::Retry(anyhow!(
-                                "a message from the sender did not verify; reconnecting"
-                            )));
-                        };
-                        match control {
-                            Control::Confirm if !confirmed => {
-                                confirmed = true;
-                                send(&link, ch.seal(0, &Control::Confirm)).await?;
-                            }
-                            Control::Manifest {
-                                entries,
-                                chunk_size,
-                                bye,
-                            } if plan.is_none() => {
-                                says_bye = bye;
-                                let p = match Plan::prepare(
-                                    entries,
-                                    chunk_size,
-                                    &args.out,
-                                    args.overwrite,
-                                    reporter,
-                                    run.verified.clone(),
-                                )
-                                .await
-                                {
-                                    Ok(p) => p,
-                                    Err(e) => {
-                                        let fail = Control::Fail {
-                                            message: format!("{e:#}"),
-                                        };
-                                        let _ = send(&link, ch.seal(0, &fail)).await;
-                                        return Err(Failure::Fatal(e));
-                                    }
-                                };
-                                let have = Control::Have {
-                                    offsets: p.offsets.clone(),
-                                    verified: p.verified_before(),
-                                };
-                                send(&link, ch.seal(0, &have)).await?;
-                                if p.complete() {
-                                    return finish(&mut link, ch, reporter, &p, run, says_bye)
-                                        .await;
-                                }
-                                plan = Some(p);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Kind::Chunk => {
-                        let (Some(ch), Some(p), Some(inbound)) =
-                            (channel.as_mut(), plan.as_mut(), data_in.as_mut())
-                        else {
-                            continue;
-                        };
-                        let Some(hint) = ChunkHeader::parse(body) else {
-                            continue;
-                        };
-                        // Opened in place, in a buffer kept from frame to
-                        // frame: the frame itself shares its memory with
-                        // the connection's read buffer, and a fresh 1 MiB
-                        // buffer per chunk costs more in page faults than
-                        // the decryption.
-                        scratch.clear();
-                        scratch.extend_from_slice(&data[peer_frame::PEER_HEADER + 1..]);
-                        drop(data);
-                        let opened = inbound.open(&mut scratch);
-                        let (file, index) = (hint.file, hint.index);
-                        let step = match opened {
-                            Some((header, plain)) => {
-                                p.on_chunk(header.file, header.index, Some(plain)).await?
-                            }
-                            None => p.on_chunk(file, index, None).await?,
-                        };
-                        match step {
-                            Step::Ignored => {}
-                            Step::Written => *progressed = true,
-                            Step::Retry => {
-                                let retry = Control::Retry { file, chunk: index };
-                                send(&link, ch.seal(0, &retry)).await?;
-                            }
-                            Step::Restart(file) => {
-                                let retry = Control::Retry { file, chunk: 0 };
-                                send(&link, ch.seal(0, &retry)).await?;
-                            }
-                        }
-                        if p.complete() {
-                            let p = plan.take().expect("plan");
-                            return finish(&mut link, ch, reporter, &p, run, says_bye).await;
-                        }
-                    }
-                }
+        match kind {
+            Kind::Pake => {
+                self.on_pake(body)?;
+                Ok(Flow::Continue)
             }
-            Message::Close(frame) => {
-                return Err(closed(frame, relay_error, plan.is_some(), *joined));
+            Kind::Sealed => self.on_sealed(body).await,
+            Kind::Chunk => self.on_chunk(data).await,
+        }
+    }
+
+    /// The sender's half of the key exchange: the keys.
+    fn on_pake(&mut self, body: &[u8]) -> Result<(), Failure> {
+        let handshake = self
+            .handshake
+            .take()
+            .ok_or_else(|| anyhow!("the sender started the key exchange twice"))?;
+        let sealer = handshake
+            .finish(body)
+            .map_err(|e| Failure::Fatal(e.into()))?;
+        let channel = Channel::new(Arc::new(sealer), Direction::ToSender);
+        self.keys = Some(Keys {
+            data_in: channel.data_in(),
+            channel,
+        });
+        Ok(())
+    }
+
+    /// A control message from the sender: its key confirmation, then the
+    /// manifest.
+    async fn on_sealed(&mut self, body: &[u8]) -> Result<Flow, Failure> {
+        let Some(keys) = self.keys.as_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let Some(control) = keys.channel.open(body) else {
+            if !self.confirmed {
+                return Err(Failure::Fatal(anyhow!(
+                    "wrong code: the key exchange with the sender failed. Check the code with the sender (nothing was written)"
+                )));
+            }
+            // The key is right, so the message was altered on the way:
+            // waiting would wait for ever for what it said. Start the
+            // connection over.
+            return Err(Failure::Retry(anyhow!(
+                "a message from the sender did not verify; reconnecting"
+            )));
+        };
+        match control {
+            Control::Confirm if !self.confirmed => {
+                self.confirmed = true;
+                self.send_sealed(&Control::Confirm).await?;
+            }
+            Control::Manifest {
+                entries,
+                chunk_size,
+                bye,
+            } if self.plan.is_none() => {
+                self.says_bye = bye;
+                return self.on_manifest(entries, chunk_size).await;
             }
             _ => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Checks the manifest against what is here and tells the sender what
+    /// this receiver has; one it cannot receive fails the transfer, and the
+    /// sender is told why.
+    async fn on_manifest(&mut self, entries: Vec<Entry>, chunk_size: u64) -> Result<Flow, Failure> {
+        let verified = self.run.verified.clone();
+        let plan =
+            match Plan::prepare(entries, chunk_size, self.args, self.reporter, verified).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    let fail = Control::Fail {
+                        message: format!("{e:#}"),
+                    };
+                    let _ = self.send_sealed(&fail).await;
+                    return Err(Failure::Fatal(e));
+                }
+            };
+        let have = Control::Have {
+            offsets: plan.offsets.clone(),
+            verified: plan.verified_before(),
+        };
+        self.send_sealed(&have).await?;
+        if plan.complete() {
+            return self.finish(&plan).await;
+        }
+        self.plan = Some(plan);
+        Ok(Flow::Continue)
+    }
+
+    /// A chunk (or a file's seal): written if it verifies, else asked for
+    /// again.
+    async fn on_chunk(&mut self, data: Bytes) -> Result<Flow, Failure> {
+        let (Some(keys), Some(plan)) = (self.keys.as_mut(), self.plan.as_mut()) else {
+            return Ok(Flow::Continue);
+        };
+        let body = &data[peer_frame::PEER_HEADER + 1..];
+        let Some(hint) = ChunkHeader::parse(body) else {
+            return Ok(Flow::Continue);
+        };
+        // Opened in place, in a buffer kept from frame to frame: the frame
+        // itself shares its memory with the connection's read buffer, and
+        // a fresh 1 MiB buffer per chunk costs more in page faults than
+        // the decryption.
+        self.scratch.clear();
+        self.scratch.extend_from_slice(body);
+        drop(data);
+        let opened = keys.data_in.open(&mut self.scratch);
+        let (file, index) = (hint.file, hint.index);
+        let step = match opened {
+            Some((header, plain)) => {
+                plan.on_chunk(header.file, header.index, Some(plain))
+                    .await?
+            }
+            None => plan.on_chunk(file, index, None).await?,
+        };
+        match step {
+            Step::Ignored => {}
+            Step::Written => self.run.progressed = true,
+            Step::Retry => {
+                let retry = Control::Retry { file, chunk: index };
+                self.send_sealed(&retry).await?;
+            }
+            Step::Restart(file) => {
+                let retry = Control::Retry { file, chunk: 0 };
+                self.send_sealed(&retry).await?;
+            }
+        }
+        if let Some(plan) = self.plan.take_if(|plan| plan.complete()) {
+            return self.finish(&plan).await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Seals `control` with the agreed keys and sends it.
+    async fn send_sealed(&mut self, control: &Control) -> Result<(), Failure> {
+        let keys = self
+            .keys
+            .as_mut()
+            .expect("sealed only after the key exchange");
+        send(&self.link, keys.channel.seal(0, control)).await
+    }
+
+    /// Everything is here: says `Done` and waits (bounded) until the sender
+    /// counted it, so that a `Done` lost with the connection is said again
+    /// after a reconnect instead of leaving the sender waiting for ever.
+    async fn finish(&mut self, plan: &Plan) -> Result<Flow, Failure> {
+        let _ = self.run.complete.set((plan.files(), plan.total));
+        let done = Control::Done {
+            receiver: Some(self.run.id.clone()),
+        };
+        let _ = self.send_sealed(&done).await;
+        match tokio::time::timeout(BYE_WAIT, self.until_counted()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Failure::Retry(e)),
+            // Its connection may be half dead: say it again through the next.
+            Err(_) if self.says_bye => {
+                return Err(Failure::Retry(anyhow!(
+                    "the sender did not confirm within {BYE_WAIT:?} that it counted this receiver"
+                )));
+            }
+            // An older sender, which never says bye.
+            Err(_) => {}
+        }
+        self.link.finish("received").await;
+        self.reporter.emit(ReceiveEvent::Done {
+            files: plan.files(),
+            bytes: plan.total,
+            note: None,
+        });
+        Ok(Flow::Finished)
+    }
+
+    /// Waits for the sender's [`Control::Bye`] (or its end of the
+    /// transfer): it counted this receiver.
+    async fn until_counted(&mut self) -> anyhow::Result<()> {
+        let keys = self
+            .keys
+            .as_mut()
+            .expect("done only after the key exchange");
+        loop {
+            match self.link.reader.recv().await {
+                Some(Ok(Message::Binary(data))) => {
+                    if let Some(PeerFrame {
+                        kind: Kind::Sealed,
+                        body,
+                        ..
+                    }) = PeerFrame::parse(&data)
+                        && let Some(Control::Bye) = keys.channel.open(body)
+                    {
+                        return Ok(());
+                    }
+                }
+                // The sender finished: it counted us.
+                Some(Ok(Message::Close(Some(f))))
+                    if f.code == RelayClose::Finished.close_code() =>
+                {
+                    return Ok(());
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let (code, reason) = f
+                        .map(|f| (f.code.0, f.reason))
+                        .unwrap_or((1005, String::new()));
+                    return Err(anyhow!(
+                        "the relay closed the connection before the sender counted this receiver: {reason} (close code {code})"
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    return Err(anyhow!(
+                        "the relay connection failed before the sender counted this receiver: {e}"
+                    ));
+                }
+                None => {
+                    return Err(anyhow!(
+                        "the relay connection closed before the sender counted this receiver"
+                    ));
+                }
+            }
         }
     }
 }
@@ -315,68 +475,6 @@ fn closed(
 /// that never says it, goes).
 const BYE_WAIT: Duration = Duration::from_secs(10);
 
-/// Everything is here: says `Done` and waits (bounded) until the sender
-/// counted it, so that a `Done` lost with the connection is said again
-/// after a reconnect instead of leaving the sender waiting for ever.
-async fn finish(
-    link: &mut Link,
-    ch: &mut Channel,
-    reporter: &Reporter,
-    plan: &Plan,
-    run: &Run,
-    says_bye: bool,
-) -> Result<(), Failure> {
-    let _ = run.complete.set((plan.files(), plan.total));
-    let done = Control::Done {
-        receiver: Some(run.id.clone()),
-    };
-    let _ = link.tx.send(ch.seal(0, &done)).await;
-    let counted = tokio::time::timeout(BYE_WAIT, async {
-        loop {
-            match link.reader.recv().await {
-                Some(Ok(Message::Binary(data))) => {
-                    if let Some(PeerFrame { kind: Kind::Sealed, body, .. }) = PeerFrame::parse(&data)
-                        && let Some(Control::Bye) = ch.open(body)
-                    {
-                        return Ok(());
-                    }
-                }
-                // The sender finished: it counted us.
-                Some(Ok(Message::Close(Some(f)))) if f.code == RelayClose::Finished.close_code() => {
-                    return Ok(());
-                }
-                Some(Ok(Message::Close(f))) => {
-                    let (code, reason) = f.map(|f| (f.code.0, f.reason)).unwrap_or((1005, String::new()));
-                    return Err(anyhow!("the relay closed the connection before the sender counted this receiver: {reason} (close code {code})"));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(anyhow!("the relay connection failed before the sender counted this receiver: {e}")),
-                None => return Err(anyhow!("the relay connection closed before the sender counted this receiver")),
-            }
-        }
-    })
-    .await;
-    match counted {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Failure::Retry(e)),
-        // Its connection may be half dead: say it again through the next.
-        Err(_) if says_bye => {
-            return Err(Failure::Retry(anyhow!(
-                "the sender did not confirm within {BYE_WAIT:?} that it counted this receiver"
-            )));
-        }
-        // An older sender, which never says bye.
-        Err(_) => {}
-    }
-    link.finish("received").await;
-    reporter.emit(ReceiveEvent::Done {
-        files: plan.files(),
-        bytes: plan.total,
-        note: None,
-    });
-    Ok(())
-}
-
 /// What outlives one connection of a `duplex receive` run.
 struct Run {
     /// Random, so the sender counts this run's `Done` once.
@@ -388,6 +486,12 @@ struct Run {
     /// The files (path, size) this run verified and put in place: after a
     /// reconnect they are not checked again.
     verified: Verified,
+    /// Once joined, a relay that no longer knows the code has most likely
+    /// restarted: the sender will recreate the transfer under it.
+    joined: bool,
+    /// Whether the last connection wrote anything (the count of failures
+    /// in a row starts over).
+    progressed: bool,
 }
 
 /// Files (path, size) a receiver run verified and put in place.
@@ -405,6 +509,8 @@ impl Run {
             id,
             complete: std::sync::OnceLock::new(),
             verified: Verified::default(),
+            joined: false,
+            progressed: false,
         }
     }
 
@@ -571,46 +677,19 @@ fn find(
 }
 
 impl Plan {
+    /// Checks the manifest against what is in the output folder, then
+    /// creates its folders: nothing is written unless every entry passes.
     async fn prepare(
         entries: Vec<Entry>,
         chunk: u64,
-        out: &Path,
-        overwrite: bool,
+        options: &ReceiveOptions,
         reporter: &Reporter,
         verified: Verified,
     ) -> anyhow::Result<Self> {
-        if chunk == 0 || chunk > 64 << 20 {
-            bail!("the sender's chunk size {chunk} is not usable");
-        }
-        // Unfinished files are kept as NAME.part: a transfer holding both
-        // NAME and NAME.part would write one into the other.
-        let files: std::collections::HashSet<&str> = entries
-            .iter()
-            .filter(|e| !e.dir)
-            .map(|e| e.path.as_str())
-            .collect();
-        if let Some(e) = entries.iter().find(|e| {
-            e.path
-                .strip_suffix(".part")
-                .is_some_and(|p| files.contains(p))
-        }) {
-            bail!(
-                "the transfer holds both {:?} and {:?}, and duplex receive keeps unfinished files as NAME.part; ask the sender to rename one (nothing was written)",
-                e.path.trim_end_matches(".part"),
-                e.path
-            );
-        }
-        let out_dir = out.to_owned();
-        let checked = entries.clone();
-        let known = verified.clone();
+        let (out, overwrite) = (options.out.as_path(), options.overwrite);
+        check_manifest(&entries, chunk)?;
         // Every check before anything is written.
-        let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Found>> {
-            checked
-                .iter()
-                .map(|e| find(&out_dir, e, chunk, overwrite, &known))
-                .collect()
-        })
-        .await??;
+        let found = find_all(&entries, out, chunk, overwrite, &verified).await?;
         tokio::fs::create_dir_all(out)
             .await
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
@@ -633,15 +712,29 @@ impl Plan {
             reporter: reporter.clone(),
         };
         for f in found {
-            plan.from_before.push(f.offset > 0);
-            plan.done_before.push(f.done_before);
-            plan.targets.push(f.target);
-            plan.offsets.push(f.offset);
-            plan.digests.push(f.digest);
-            plan.in_place.push(f.in_place);
+            plan.add(f);
         }
-        for i in 0..plan.entries.len() {
-            let (entry, target) = (&plan.entries[i], &plan.targets[i]);
+        plan.create_folders().await?;
+        plan.progress();
+        plan.cursor = plan.next_file(0);
+        Ok(plan)
+    }
+
+    /// Takes in what was found on disk for the next entry.
+    fn add(&mut self, found: Found) {
+        self.from_before.push(found.offset > 0);
+        self.done_before.push(found.done_before);
+        self.targets.push(found.target);
+        self.offsets.push(found.offset);
+        self.digests.push(found.digest);
+        self.in_place.push(found.in_place);
+    }
+
+    /// Creates every folder the entries go in, and reports the files that
+    /// resume from what is here.
+    async fn create_folders(&self) -> anyhow::Result<()> {
+        for i in 0..self.entries.len() {
+            let (entry, target) = (&self.entries[i], &self.targets[i]);
             let create = if entry.dir {
                 Some(target.as_path())
             } else {
@@ -652,18 +745,16 @@ impl Plan {
                     .await
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            let have = plan.offsets[i];
-            if !entry.dir && !plan.in_place[i] && have > 0 {
+            let have = self.offsets[i];
+            if !entry.dir && !self.in_place[i] && have > 0 {
                 let path = entry.path.clone();
-                reporter.emit(ReceiveEvent::Resume {
+                self.reporter.emit(ReceiveEvent::Resume {
                     file: path,
                     offset: have,
                 });
             }
         }
-        plan.progress();
-        plan.cursor = plan.next_file(0);
-        Ok(plan)
+        Ok(())
     }
 
     fn files(&self) -> usize {
@@ -835,6 +926,49 @@ impl Plan {
     }
 }
 
+/// Refuses a manifest this receiver cannot follow.
+fn check_manifest(entries: &[Entry], chunk: u64) -> anyhow::Result<()> {
+    if chunk == 0 || chunk > 64 << 20 {
+        bail!("the sender's chunk size {chunk} is not usable");
+    }
+    // Unfinished files are kept as NAME.part: a transfer holding both
+    // NAME and NAME.part would write one into the other.
+    let files: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|e| !e.dir)
+        .map(|e| e.path.as_str())
+        .collect();
+    if let Some(e) = entries.iter().find(|e| {
+        e.path
+            .strip_suffix(".part")
+            .is_some_and(|p| files.contains(p))
+    }) {
+        bail!(
+            "the transfer holds both {:?} and {:?}, and duplex receive keeps unfinished files as NAME.part; ask the sender to rename one (nothing was written)",
+            e.path.trim_end_matches(".part"),
+            e.path
+        );
+    }
+    Ok(())
+}
+
+/// [`find`] for every entry, on a thread that may block.
+async fn find_all(
+    entries: &[Entry],
+    out: &Path,
+    chunk: u64,
+    overwrite: bool,
+    verified: &Verified,
+) -> anyhow::Result<Vec<Found>> {
+    let (out_dir, checked, known) = (out.to_owned(), entries.to_vec(), verified.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Found>> {
+        checked
+            .iter()
+            .map(|e| find(&out_dir, e, chunk, overwrite, &known))
+            .collect()
+    })
+    .await?
+}
 /// Opens `NAME.part` to go on writing after its first `have` bytes (what
 /// was verified; anything after them is cut off), locked so that another
 /// `duplex receive` into the same folder cannot write into it as well.

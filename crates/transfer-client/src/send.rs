@@ -34,30 +34,12 @@ const MAX_ENTRIES: usize = 2000;
 /// Reconnects in a row without any receiver making progress before the
 /// sender gives up.
 const MAX_FAILURES: u32 = 8;
+/// A receiver whose message is being handled is in [`Sender::peers`].
+const SERVED: &str = "the receiver being served";
 
 /// Runs `duplex send`.
 pub async fn run(args: SendOptions, reporter: Reporter) -> anyhow::Result<()> {
-    let paths = args.paths.clone();
-    let skipped = reporter.clone();
-    let sources = tokio::task::spawn_blocking(move || {
-        manifest::collect(&paths, &mut |path, why| {
-            skipped.emit(SendEvent::Skipped {
-                path: path.display().to_string(),
-                why: why.to_owned(),
-            })
-        })
-    })
-    .await
-    .context("hashing the files")??;
-    if sources.is_empty() {
-        bail!("nothing to send: no regular files or folders among the paths given");
-    }
-    if sources.len() > MAX_ENTRIES {
-        bail!(
-            "{} files and folders is more than one transfer carries ({MAX_ENTRIES}); send an archive (tar) or fewer folders at a time",
-            sources.len()
-        );
-    }
+    let sources = collect(&args.paths, &reporter).await?;
     let total: u64 = sources.iter().map(|s| s.entry.size).sum();
     let url = link::relay_url(&args.server)?;
     let mut link = link::connect(&url).await?;
@@ -70,25 +52,7 @@ pub async fn run(args: SendOptions, reporter: Reporter) -> anyhow::Result<()> {
     link.tx.send(create.to_message()).await?;
     let created = expect_created(&mut link).await?;
     let chunk_size = duplex_transfer::limits::chunk_size(created.max_frame);
-    // The manifest travels in one frame, which must fit the relay's frame
-    // and window: say so now rather than fail every receiver later.
-    let manifest = Control::Manifest {
-        entries: sources.iter().map(|s| s.entry.clone()).collect(),
-        chunk_size: chunk_size as u64,
-        bye: true,
-    };
-    let largest = created.max_frame.min(created.window as usize);
-    let manifest_len = Channel::sealed_len(&manifest);
-    if manifest_len > largest {
-        // The relay lets go of the transfer now rather than keep it for a
-        // reattach.
-        link.finish("the file list is too large for this relay")
-            .await;
-        bail!(
-            "the list of {} files and folders takes {manifest_len} bytes, more than this relay carries in one message ({largest} bytes, set by its --transfer-window); send fewer files at a time, or an archive (tar)",
-            sources.len()
-        );
-    }
+    check_manifest_fits(&mut link, &sources, chunk_size as u64, &created).await?;
     let code = format!("{}-{words}", created.nameplate);
     reporter.emit(SendEvent::Code {
         code: code.clone(),
@@ -111,48 +75,115 @@ pub async fn run(args: SendOptions, reporter: Reporter) -> anyhow::Result<()> {
         done_receivers: Default::default(),
         progressed: false,
     };
-    let mut failures = 0u32;
-    loop {
-        let e = match sender.session(&mut link).await {
-            Ok(()) => break,
-            Err(e) if Refused::is_final(&e) => return Err(e),
-            Err(e) if e.is::<SourceFailed>() => {
-                // Every receiver would meet the same file: end the
-                // transfer for all of them, with why.
-                link.finish(&format!("{e:#}")).await;
-                return Err(e);
-            }
-            Err(e) => e,
-        };
-        // Let go of the broken connection at once (the relay may not have
-        // noticed yet), and of every receiver served through it: they join
-        // again through the new one.
-        drop(link);
-        sender.drop_peers();
-        if std::mem::take(&mut sender.progressed) {
-            failures = 0;
-        }
-        let mut last = e;
-        link = loop {
-            failures += 1;
-            if failures > MAX_FAILURES {
+    let relay = Relay {
+        url,
+        total,
+        created,
+        failures: 0,
+    };
+    sender.serve(link, relay).await
+}
+
+/// The files and folders under `paths`, hashed; an error when there are
+/// none, or more than one transfer carries.
+async fn collect(paths: &[std::path::PathBuf], reporter: &Reporter) -> anyhow::Result<Vec<Source>> {
+    let paths = paths.to_vec();
+    let skipped = reporter.clone();
+    let sources = tokio::task::spawn_blocking(move || {
+        manifest::collect(&paths, &mut |path, why| {
+            skipped.emit(SendEvent::Skipped {
+                path: path.display().to_string(),
+                why: why.to_owned(),
+            })
+        })
+    })
+    .await
+    .context("hashing the files")??;
+    if sources.is_empty() {
+        bail!("nothing to send: no regular files or folders among the paths given");
+    }
+    if sources.len() > MAX_ENTRIES {
+        bail!(
+            "{} files and folders is more than one transfer carries ({MAX_ENTRIES}); send an archive (tar) or fewer folders at a time",
+            sources.len()
+        );
+    }
+    Ok(sources)
+}
+
+/// The manifest every receiver gets.
+fn manifest_of(sources: &[Source], chunk_size: u64) -> Control {
+    Control::Manifest {
+        entries: sources.iter().map(|s| s.entry.clone()).collect(),
+        chunk_size,
+        bye: true,
+    }
+}
+
+/// The manifest travels in one frame, which must fit the relay's frame
+/// and window: say so now rather than fail every receiver later.
+async fn check_manifest_fits(
+    link: &mut Link,
+    sources: &[Source],
+    chunk_size: u64,
+    created: &Created,
+) -> anyhow::Result<()> {
+    let manifest = manifest_of(sources, chunk_size);
+    let largest = created.max_frame.min(created.window as usize);
+    let manifest_len = Channel::sealed_len(&manifest);
+    if manifest_len > largest {
+        // The relay lets go of the transfer now rather than keep it for a
+        // reattach.
+        link.finish("the file list is too large for this relay")
+            .await;
+        bail!(
+            "the list of {} files and folders takes {manifest_len} bytes, more than this relay carries in one message ({largest} bytes, set by its --transfer-window); send fewer files at a time, or an archive (tar)",
+            sources.len()
+        );
+    }
+    Ok(())
+}
+
+/// The transfer on the relay, and what it takes to open it again after
+/// the connection dropped.
+struct Relay {
+    url: String,
+    /// Bytes in the transfer.
+    total: u64,
+    /// The relay's first answer: the code, and the limits chunks are
+    /// sized for.
+    created: Created,
+    /// Reconnects in a row without any receiver making progress.
+    failures: u32,
+}
+
+impl Relay {
+    /// A new connection to the transfer after `last` broke the previous
+    /// one, tried with backoff; an error once reconnecting kept failing, or
+    /// the relay refused for good.
+    async fn reconnect(
+        &mut self,
+        mut last: anyhow::Error,
+        reporter: &Reporter,
+    ) -> anyhow::Result<Link> {
+        loop {
+            self.failures += 1;
+            if self.failures > MAX_FAILURES {
                 return Err(last.context("the relay connection kept failing; giving up"));
             }
-            let delay = backoff(failures);
-            sender.reporter.emit(SendEvent::Reconnect {
+            let delay = backoff(self.failures);
+            reporter.emit(SendEvent::Reconnect {
                 error: format!("{last:#}"),
                 delay_ms: delay.as_millis() as u64,
             });
             tokio::time::sleep(delay).await;
-            match reopen(&url, total, &created).await {
-                Ok(l) => break l,
+            match reopen(&self.url, self.total, &self.created).await {
+                Ok(l) => return Ok(l),
                 Err(e) if Refused::is_final(&e) => return Err(e),
                 Err(e) => last = e,
             }
-        };
+        }
     }
-    link.finish("transfer complete").await;
-    Ok(())
 }
 
 /// Takes the transfer back on a new connection: `reattach`, or, when the
@@ -359,6 +390,34 @@ impl Sender {
         }
     }
 
+    /// Serves receivers through `link`, and through a new connection
+    /// whenever it drops, until enough are done.
+    async fn serve(&mut self, mut link: Link, mut relay: Relay) -> anyhow::Result<()> {
+        loop {
+            let e = match self.session(&mut link).await {
+                Ok(()) => break,
+                Err(e) if Refused::is_final(&e) => return Err(e),
+                Err(e) if e.is::<SourceFailed>() => {
+                    // Every receiver would meet the same file: end the
+                    // transfer for all of them, with why.
+                    link.finish(&format!("{e:#}")).await;
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            // Let go of the broken connection at once (the relay may not have
+            // noticed yet), and of every receiver served through it: they join
+            // again through the new one.
+            drop(link);
+            self.drop_peers();
+            if std::mem::take(&mut self.progressed) {
+                relay.failures = 0;
+            }
+            link = relay.reconnect(e, &self.reporter).await?;
+        }
+        link.finish("transfer complete").await;
+        Ok(())
+    }
     /// Serves receivers until enough are done (`Ok`) or the connection
     /// drops (`Err`).
     async fn session(&mut self, link: &mut Link) -> anyhow::Result<()> {
@@ -465,128 +524,182 @@ impl Sender {
         };
         match (p.state.take(), frame.kind) {
             (Some(State::Handshaking(hs)), Kind::Pake) => {
-                let sealer = match hs.finish(frame.body) {
-                    Ok(sealer) => sealer,
-                    Err(e) => {
-                        // This receiver cannot take part; the others go on.
-                        self.peers.remove(&peer);
-                        let reason = e.to_string();
-                        self.reporter.emit(SendEvent::ReceiverFailed {
-                            peer,
-                            message: reason.clone(),
-                        });
-                        let drop = RelayMessage::Drop { peer, reason };
-                        link.tx.send(drop.to_message()).await?;
-                        return Ok(false);
-                    }
-                };
-                let mut channel = Channel::new(Arc::new(sealer), Direction::ToReceiver);
-                send_control(link, p, channel.seal(peer, &Control::Confirm)).await?;
-                p.state = Some(State::Confirming(channel));
+                self.on_pake(link, peer, hs, frame.body).await?;
             }
-            (Some(State::Confirming(mut channel)), Kind::Sealed) => {
-                match channel.open(frame.body) {
-                    Some(Control::Confirm) => {
-                        link.tx
-                            .send(RelayMessage::Accept { peer }.to_message())
-                            .await?;
-                        let entries = self.sources.iter().map(|s| s.entry.clone()).collect();
-                        let manifest = Control::Manifest {
-                            entries,
-                            chunk_size: self.chunk_size,
-                            bye: true,
-                        };
-                        send_control(link, p, channel.seal(peer, &manifest)).await?;
-                        p.state = Some(State::Ready(channel));
-                    }
-                    _ => {
-                        self.peers.remove(&peer);
-                        self.wrong_code(peer);
-                        let drop = RelayMessage::Drop {
-                            peer,
-                            reason: "wrong code: the key exchange failed".into(),
-                        };
-                        link.tx.send(drop.to_message()).await?;
-                    }
-                }
+            (Some(State::Confirming(channel)), Kind::Sealed) => {
+                self.on_confirm(link, peer, channel, frame.body).await?;
             }
-            (Some(State::Ready(mut channel)), Kind::Sealed) => {
-                let msg = channel.open(frame.body);
-                let data_out = channel.data_out();
-                p.state = Some(State::Ready(channel));
-                match msg {
-                    Some(Control::Have { offsets, verified })
-                        if offsets.len() == self.sources.len() =>
-                    {
-                        let already: u64 = offsets.iter().sum();
-                        let total: u64 = self.sources.iter().map(|s| s.entry.size).sum();
-                        self.reporter.emit(SendEvent::Progress {
-                            peer,
-                            bytes: already.min(total),
-                            total,
-                        });
-                        if let Some(retries) = p.retries_rx.take() {
-                            let pump = Pump {
-                                peer,
-                                producer: Producer::new(
-                                    peer,
-                                    self.sources.clone(),
-                                    self.digests.clone(),
-                                    self.chunk_size,
-                                    offsets,
-                                    &verified,
-                                    data_out,
-                                ),
-                                credit: p.credit.clone(),
-                                tx: link.tx.clone(),
-                                stop: self.stop_tx.clone(),
-                                reporter: self.reporter.clone(),
-                                total,
-                            };
-                            p.pump = Some(tokio::spawn(pump.run(retries)));
-                        }
-                    }
-                    Some(Control::Retry { file, chunk }) => {
-                        self.reporter.emit(SendEvent::Retry { peer, file, chunk });
-                        let _ = p.retries.send((file, chunk));
-                    }
-                    Some(Control::Done { receiver }) => {
-                        if let Some(pump) = p.pump.take() {
-                            pump.abort();
-                        }
-                        // Let it go. Its window may still hold chunks it no
-                        // longer needed: wait for credit on a task of its
-                        // own, since credit arrives through this loop.
-                        if let Some(State::Ready(channel)) = p.state.as_mut() {
-                            let bye = channel.seal(peer, &Control::Bye);
-                            let (credit, tx) = (p.credit.clone(), link.tx.clone());
-                            tokio::spawn(async move {
-                                if credit.debit(Credit::cost(bye.as_bytes())).await.is_ok() {
-                                    let _ = tx.send(bye).await;
-                                }
-                            });
-                        }
-                        self.progressed = true;
-                        let first_time = match receiver {
-                            Some(id) => self.done_receivers.insert(id),
-                            None => true,
-                        };
-                        if first_time {
-                            self.done += 1;
-                            self.reporter.emit(SendEvent::Done { peer });
-                        }
-                        return Ok(self.done >= self.want);
-                    }
-                    Some(Control::Fail { message }) => {
-                        self.reporter
-                            .emit(SendEvent::ReceiverFailed { peer, message });
-                    }
-                    _ => {}
-                }
+            (Some(State::Ready(channel)), Kind::Sealed) => {
+                return self.on_control(link, peer, channel, frame.body).await;
             }
             (state, _) => p.state = state,
         }
         Ok(false)
+    }
+
+    /// The receiver's half of the key exchange: our confirmation of the
+    /// key follows.
+    async fn on_pake(
+        &mut self,
+        link: &Link,
+        peer: u32,
+        hs: Handshake,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        let sealer = match hs.finish(body) {
+            Ok(sealer) => sealer,
+            Err(e) => {
+                // This receiver cannot take part; the others go on.
+                self.peers.remove(&peer);
+                let reason = e.to_string();
+                self.reporter.emit(SendEvent::ReceiverFailed {
+                    peer,
+                    message: reason.clone(),
+                });
+                let drop = RelayMessage::Drop { peer, reason };
+                link.tx.send(drop.to_message()).await?;
+                return Ok(());
+            }
+        };
+        let p = self.peers.get_mut(&peer).expect(SERVED);
+        let mut channel = Channel::new(Arc::new(sealer), Direction::ToReceiver);
+        send_control(link, p, channel.seal(peer, &Control::Confirm)).await?;
+        p.state = Some(State::Confirming(channel));
+        Ok(())
+    }
+
+    /// The receiver's confirmation of the key: it is accepted and gets the
+    /// manifest; a receiver with another key (a wrong code) is let go.
+    async fn on_confirm(
+        &mut self,
+        link: &Link,
+        peer: u32,
+        mut channel: Channel,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        match channel.open(body) {
+            Some(Control::Confirm) => {
+                link.tx
+                    .send(RelayMessage::Accept { peer }.to_message())
+                    .await?;
+                let manifest = manifest_of(&self.sources, self.chunk_size);
+                let p = self.peers.get_mut(&peer).expect(SERVED);
+                send_control(link, p, channel.seal(peer, &manifest)).await?;
+                p.state = Some(State::Ready(channel));
+            }
+            _ => {
+                self.peers.remove(&peer);
+                self.wrong_code(peer);
+                let drop = RelayMessage::Drop {
+                    peer,
+                    reason: "wrong code: the key exchange failed".into(),
+                };
+                link.tx.send(drop.to_message()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A control message from a receiver that has the manifest; `true`
+    /// when every wanted receiver is done.
+    async fn on_control(
+        &mut self,
+        link: &Link,
+        peer: u32,
+        mut channel: Channel,
+        body: &[u8],
+    ) -> anyhow::Result<bool> {
+        let msg = channel.open(body);
+        let data_out = channel.data_out();
+        let p = self.peers.get_mut(&peer).expect(SERVED);
+        p.state = Some(State::Ready(channel));
+        match msg {
+            Some(Control::Have { offsets, verified }) if offsets.len() == self.sources.len() => {
+                self.start_pump(link, peer, offsets, &verified, data_out);
+            }
+            Some(Control::Retry { file, chunk }) => {
+                self.reporter.emit(SendEvent::Retry { peer, file, chunk });
+                let _ = p.retries.send((file, chunk));
+            }
+            Some(Control::Done { receiver }) => return Ok(self.on_done(link, peer, receiver)),
+            Some(Control::Fail { message }) => {
+                self.reporter
+                    .emit(SendEvent::ReceiverFailed { peer, message });
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// The receiver said what it has (`offsets`, and the files it
+    /// `verified` already): its pump sends the rest.
+    fn start_pump(
+        &mut self,
+        link: &Link,
+        peer: u32,
+        offsets: Vec<u64>,
+        verified: &[u32],
+        data_out: duplex_transfer::chunk::Outbound,
+    ) {
+        let already: u64 = offsets.iter().sum();
+        let total: u64 = self.sources.iter().map(|s| s.entry.size).sum();
+        self.reporter.emit(SendEvent::Progress {
+            peer,
+            bytes: already.min(total),
+            total,
+        });
+        let p = self.peers.get_mut(&peer).expect(SERVED);
+        if let Some(retries) = p.retries_rx.take() {
+            let pump = Pump {
+                peer,
+                producer: Producer::new(
+                    peer,
+                    self.sources.clone(),
+                    self.digests.clone(),
+                    self.chunk_size,
+                    offsets,
+                    verified,
+                    data_out,
+                ),
+                credit: p.credit.clone(),
+                tx: link.tx.clone(),
+                stop: self.stop_tx.clone(),
+                reporter: self.reporter.clone(),
+                total,
+            };
+            p.pump = Some(tokio::spawn(pump.run(retries)));
+        }
+    }
+
+    /// The receiver has everything (`receiver` names its run): it is let
+    /// go and counted, once per run; `true` when enough are done.
+    fn on_done(&mut self, link: &Link, peer: u32, receiver: Option<String>) -> bool {
+        let p = self.peers.get_mut(&peer).expect(SERVED);
+        if let Some(pump) = p.pump.take() {
+            pump.abort();
+        }
+        // Let it go. Its window may still hold chunks it no longer
+        // needed: wait for credit on a task of its own, since credit
+        // arrives through this loop.
+        if let Some(State::Ready(channel)) = p.state.as_mut() {
+            let bye = channel.seal(peer, &Control::Bye);
+            let (credit, tx) = (p.credit.clone(), link.tx.clone());
+            tokio::spawn(async move {
+                if credit.debit(Credit::cost(bye.as_bytes())).await.is_ok() {
+                    let _ = tx.send(bye).await;
+                }
+            });
+        }
+        self.progressed = true;
+        let first_time = match receiver {
+            Some(id) => self.done_receivers.insert(id),
+            None => true,
+        };
+        if first_time {
+            self.done += 1;
+            self.reporter.emit(SendEvent::Done { peer });
+        }
+        self.done >= self.want
     }
 }
 

@@ -217,33 +217,7 @@ impl Redis {
         let shard = self.shard(channel);
         let keys = ChannelKeys::of(channel);
         let mut conn = shard.commands.clone();
-        // Position, clock and first chunk from one snapshot.
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HMGET")
-            .arg(&keys.meta)
-            .arg("epoch")
-            .arg("offset")
-            .cmd("TIME");
-        let (want, first) = match range {
-            Range::After { after, limit } => {
-                pipe.cmd("XRANGE")
-                    .arg(&keys.history)
-                    .arg(after.saturating_add(1))
-                    .arg("+");
-                (limit, after.saturating_add(1))
-            }
-            Range::Before { before, limit } => {
-                let top = match before {
-                    Some(0 | 1) => "-".to_owned(), // empty but well formed
-                    Some(b) => (b - 1).to_string(),
-                    None => "+".to_owned(),
-                };
-                pipe.cmd("XREVRANGE").arg(&keys.history).arg(top).arg("-");
-                (limit, 0)
-            }
-        };
-        pipe.arg("COUNT").arg(want.clamp(1, CHUNK));
+        let (pipe, want, first) = first_read(&keys, range);
         let ((epoch, offset), (secs, micros), entries): Snapshot =
             deadline(shard, pipe.query_async(&mut conn)).await?;
         let position = Position {
@@ -496,4 +470,37 @@ async fn deadline<T>(
             shard.url
         ))),
     }
+}
+
+/// The first read of a history page, as one atomic pipeline: the
+/// channel's position, Redis's clock and the first chunk. Returns it with
+/// how many publications are wanted and the first offset asked for.
+fn first_read(keys: &ChannelKeys, range: Range) -> (redis::Pipeline, usize, u64) {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("HMGET")
+        .arg(&keys.meta)
+        .arg("epoch")
+        .arg("offset")
+        .cmd("TIME");
+    let (want, first) = match range {
+        Range::After { after, limit } => {
+            pipe.cmd("XRANGE")
+                .arg(&keys.history)
+                .arg(after.saturating_add(1))
+                .arg("+");
+            (limit, after.saturating_add(1))
+        }
+        Range::Before { before, limit } => {
+            let top = match before {
+                Some(0 | 1) => "-".to_owned(), // empty but well formed
+                Some(b) => (b - 1).to_string(),
+                None => "+".to_owned(),
+            };
+            pipe.cmd("XREVRANGE").arg(&keys.history).arg(top).arg("-");
+            (limit, 0)
+        }
+    };
+    pipe.arg("COUNT").arg(want.clamp(1, CHUNK));
+    (pipe, want, first)
 }

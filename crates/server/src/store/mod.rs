@@ -118,6 +118,21 @@ pub enum Range {
     },
 }
 
+impl Range {
+    /// What a `history` command or `GET .../history` asks for: `limit`
+    /// (default 50, at most 1000) after `after` if given, else before
+    /// `before`.
+    pub fn requested(limit: Option<usize>, before: Option<u64>, after: Option<u64>) -> Self {
+        let limit = limit
+            .unwrap_or(duplex_hub::HISTORY_DEFAULT_LIMIT)
+            .min(duplex_hub::HISTORY_MAX_LIMIT);
+        match after {
+            Some(after) => Range::After { after, limit },
+            None => Range::Before { before, limit },
+        }
+    }
+}
+
 /// How long and how much history is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

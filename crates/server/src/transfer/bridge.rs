@@ -9,9 +9,10 @@
 //! side while the other side's buffer is full, so a slow receiver slows
 //! its sender through the bridge as it would directly.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
-use duplex::{ClientBuilder, CloseFrame, Message, WebSocket};
+use duplex::{ClientBuilder, CloseFrame, MaybeTlsStream, Message, WebSocket};
 use duplex_transfer::RelayClose;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -53,70 +54,121 @@ pub async fn run<S>(
         return refuse(&mut client, &refusal).await;
     }
     let limit = |ws_limit: usize| ws_limit.max(1);
-    let (client_limit, node_limit) = (
-        limit(client.config().write_buffer_limit),
-        limit(node.config().write_buffer_limit),
-    );
-    let dropped = || {
-        CloseFrame::new(
-            RelayClose::GoingAway.close_code(),
-            "the client's connection dropped",
-        )
+    let mut bridge = Bridge {
+        client_limit: limit(client.config().write_buffer_limit),
+        node_limit: limit(node.config().write_buffer_limit),
+        client,
+        node,
     };
-    loop {
-        // A side whose write buffer is full is only written to until it
-        // has room; the other side is not read meanwhile.
-        let node_full = node.buffered_amount() >= node_limit;
-        let client_full = client.buffered_amount() >= client_limit;
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let reason = "server shutting down";
-                let code = RelayClose::GoingAway.close_code();
-                let _ = tokio::join!(
-                    close(&mut client, CloseFrame::new(code, reason)),
-                    close(&mut node, CloseFrame::new(code, reason)),
-                );
+    bridge.carry(&shutdown).await;
+}
+
+/// The two sides of a bridge, and how much each may hold unsent.
+struct Bridge<S> {
+    /// The connection that came here.
+    client: WebSocket<S>,
+    /// The connection to the holding node.
+    node: WebSocket<MaybeTlsStream>,
+    client_limit: usize,
+    node_limit: usize,
+}
+
+impl<S> Bridge<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Carries messages both ways until either side closes or the server
+    /// shuts down.
+    async fn carry(&mut self, shutdown: &CancellationToken) {
+        loop {
+            // A side whose write buffer is full is only written to until it
+            // has room; the other side is not read meanwhile.
+            let node_full = self.node.buffered_amount() >= self.node_limit;
+            let client_full = self.client.buffered_amount() >= self.client_limit;
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.shut_down().await;
+                    ControlFlow::Break(())
+                }
+                step = step(&mut self.client, !node_full, client_full) => self.on_client(step).await,
+                step = step(&mut self.node, !client_full, node_full) => self.on_node(step).await,
+            };
+            if flow.is_break() {
                 return;
             }
-            step = step(&mut client, !node_full, client_full) => match step {
-                Step::Received(Some(Ok(Message::Close(frame)))) => {
-                    // The client ended: the holder hears it as the client
-                    // said it (a close without a code is not `finished`).
-                    let frame = frame.unwrap_or_else(|| CloseFrame::new(RelayClose::GoingAway.close_code(), ""));
-                    let _ = tokio::join!(close(&mut node, frame), drain(&mut client));
-                    return;
-                }
-                Step::Received(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
-                    if node.feed(message).await.is_err() {
-                        return lost(&mut client).await;
-                    }
-                }
-                Step::Received(Some(Ok(_))) | Step::Flushed(Ok(())) => {}
-                // Gone without a close: the holder sees a drop, not an end.
-                Step::Received(Some(Err(_)) | None) | Step::Flushed(Err(_)) => {
-                    return close(&mut node, dropped()).await;
-                }
-            },
-            step = step(&mut node, !client_full, node_full) => match step {
-                Step::Received(Some(Ok(Message::Close(frame)))) => {
-                    // Without a code it is not `finished`: the client
-                    // tries again, as it would directly.
-                    let frame = frame.unwrap_or_else(|| CloseFrame::new(RelayClose::GoingAway.close_code(), ""));
-                    let _ = tokio::join!(close(&mut client, frame), drain(&mut node));
-                    return;
-                }
-                Step::Received(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
-                    if client.feed(message).await.is_err() {
-                        return close(&mut node, dropped()).await;
-                    }
-                }
-                Step::Received(Some(Ok(_))) | Step::Flushed(Ok(())) => {}
-                Step::Received(Some(Err(_)) | None) | Step::Flushed(Err(_)) => {
-                    return lost(&mut client).await;
-                }
-            },
         }
     }
+
+    /// Closes both sides: the server is shutting down.
+    async fn shut_down(&mut self) {
+        let reason = "server shutting down";
+        let code = RelayClose::GoingAway.close_code();
+        let _ = tokio::join!(
+            close(&mut self.client, CloseFrame::new(code, reason)),
+            close(&mut self.node, CloseFrame::new(code, reason)),
+        );
+    }
+
+    /// Passes on what the client did to the node.
+    async fn on_client(&mut self, step: Step) -> ControlFlow<()> {
+        match step {
+            Step::Received(Some(Ok(Message::Close(frame)))) => {
+                // The client ended: the holder hears it as the client
+                // said it (a close without a code is not `finished`).
+                let frame = frame
+                    .unwrap_or_else(|| CloseFrame::new(RelayClose::GoingAway.close_code(), ""));
+                let _ = tokio::join!(close(&mut self.node, frame), drain(&mut self.client));
+                ControlFlow::Break(())
+            }
+            Step::Received(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
+                if self.node.feed(message).await.is_err() {
+                    lost(&mut self.client).await;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            Step::Received(Some(Ok(_))) | Step::Flushed(Ok(())) => ControlFlow::Continue(()),
+            // Gone without a close: the holder sees a drop, not an end.
+            Step::Received(Some(Err(_)) | None) | Step::Flushed(Err(_)) => {
+                close(&mut self.node, dropped()).await;
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Passes on what the node did to the client.
+    async fn on_node(&mut self, step: Step) -> ControlFlow<()> {
+        match step {
+            Step::Received(Some(Ok(Message::Close(frame)))) => {
+                // Without a code it is not `finished`: the client
+                // tries again, as it would directly.
+                let frame = frame
+                    .unwrap_or_else(|| CloseFrame::new(RelayClose::GoingAway.close_code(), ""));
+                let _ = tokio::join!(close(&mut self.client, frame), drain(&mut self.node));
+                ControlFlow::Break(())
+            }
+            Step::Received(Some(Ok(message @ (Message::Text(_) | Message::Binary(_))))) => {
+                if self.client.feed(message).await.is_err() {
+                    close(&mut self.node, dropped()).await;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            Step::Received(Some(Ok(_))) | Step::Flushed(Ok(())) => ControlFlow::Continue(()),
+            Step::Received(Some(Err(_)) | None) | Step::Flushed(Err(_)) => {
+                lost(&mut self.client).await;
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+/// The close the holder gets when the client went without one.
+fn dropped() -> CloseFrame {
+    CloseFrame::new(
+        RelayClose::GoingAway.close_code(),
+        "the client's connection dropped",
+    )
 }
 
 /// What one side of the bridge did.

@@ -4,6 +4,7 @@
 //! The messages, close codes, frame header and credit accounting are
 //! `duplex_transfer`'s, the same the clients use.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,147 +44,193 @@ pub async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (hello, text) = match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
+    let (hello, first) = match tokio::time::timeout(HELLO_TIMEOUT, ws.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => (RelayMessage::parse(t.as_str()).ok(), Message::Text(t)),
         Ok(Some(Ok(_))) => (None, Message::text("")),
         _ => return,
     };
-    let malformed = || {
-        Refusal::new(
-            RelayClose::Malformed,
-            "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
-        )
+    let mut connection = Connection {
+        ws,
+        first,
+        rooms,
+        directory,
+        client,
+        shutdown,
     };
     if client.misrouted {
         let refusal = Refusal::new(
             RelayClose::Unreachable,
             "this connection was forwarded to a server that does not hold the transfer (a stale or wrong --advertise-url); try again",
         );
-        return refuse(&mut ws, &refusal).await;
+        return refuse(&mut connection.ws, &refusal).await;
     }
-    // Where another node holds the transfer, if one does: a connection
-    // another node forwarded is never forwarded again.
-    let elsewhere = |nameplate: u32| {
-        let (rooms, directory) = (rooms.clone(), directory.clone());
-        async move {
-            let Some(directory) = directory.filter(|_| !client.forwarded) else {
-                return Ok(Where::Here);
-            };
-            if rooms.contains(nameplate) {
-                return Ok(Where::Here);
-            }
-            Ok(match directory.holder(nameplate).await? {
-                Holder::Other { url, node } => Where::There(directory, node, url),
-                Holder::Lapsed => Where::Lapsed,
-                Holder::This | Holder::Nobody => Where::Here,
-            })
-        }
-    };
-    let forward = |ws: WebSocket<S>, directory: Arc<Directory>, node: String, url: String| {
-        let shutdown = shutdown.clone();
-        async move {
-            let mut ws = ws;
-            if client.forwarded || url.is_empty() {
-                let why = if client.forwarded {
-                    format!("node {node} holds this transfer now; try again")
-                } else {
-                    format!(
-                        "this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)"
-                    )
-                };
-                return refuse(&mut ws, &Refusal::new(RelayClose::Unreachable, why)).await;
-            }
-            let (target, connector) = directory.forward_to(&node, &url, client.address);
-            bridge::run(ws, text, &target, connector, shutdown).await
-        }
-    };
     match hello {
         Some(RelayMessage::Create {
             size,
             nameplate,
             token,
-        }) => {
-            let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-            let again = nameplate.zip(token);
-            let opened = match &directory {
-                None => rooms.create(size, tx, again).map(Opened::Here),
-                Some(directory) => directory.open(&rooms, size, tx, again).await,
-            };
-            match opened {
-                Ok(Opened::Here(created)) => sender(ws, created, rx, rooms, shutdown).await,
-                // A sender recreating its transfer while a live node holds
-                // the code: that node answers.
-                Ok(Opened::Elsewhere { node, url }) => {
-                    let directory = directory.expect("opened elsewhere through it");
-                    forward(ws, directory, node, url).await
-                }
-                Err(refusal) => refuse(&mut ws, &refusal).await,
-            }
-        }
+        }) => connection.create(size, nameplate.zip(token)).await,
         Some(RelayMessage::Reattach { nameplate, token }) => {
-            match elsewhere(nameplate).await {
+            connection.reattach(nameplate, token).await
+        }
+        Some(RelayMessage::Join { nameplate }) => connection.join(nameplate).await,
+        _ => {
+            let malformed = Refusal::new(
+                RelayClose::Malformed,
+                "the first message must be create, reattach (with nameplate and token) or join (with nameplate)",
+            );
+            refuse(&mut connection.ws, &malformed).await
+        }
+    }
+}
+
+/// A new connection that said what it is, and what serving it takes.
+struct Connection<S> {
+    ws: WebSocket<S>,
+    /// Its first message, for the node it may be forwarded to.
+    first: Message,
+    rooms: Arc<Rooms>,
+    directory: Option<Arc<Directory>>,
+    client: Peer,
+    shutdown: CancellationToken,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// A sender opening a transfer, or recreating one the relay forgot
+    /// (`again`: its nameplate and token).
+    async fn create(mut self, size: u64, again: Option<(u32, String)>) {
+        let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+        let opened = match &self.directory {
+            None => self.rooms.create(size, tx, again).map(Opened::Here),
+            Some(directory) => directory.open(&self.rooms, size, tx, again).await,
+        };
+        match opened {
+            Ok(Opened::Here(created)) => {
+                sender(self.ws, created, rx, self.rooms, self.shutdown).await
+            }
+            // A sender recreating its transfer while a live node holds
+            // the code: that node answers.
+            Ok(Opened::Elsewhere { node, url }) => {
+                let directory = self.directory.clone();
+                let directory = directory.expect("opened elsewhere through it");
+                self.forward(directory, node, url).await
+            }
+            Err(refusal) => refuse(&mut self.ws, &refusal).await,
+        }
+    }
+
+    /// A sender taking its transfer back on a new connection.
+    async fn reattach(mut self, nameplate: u32, token: String) {
+        match self.locate(nameplate).await {
+            Ok(Where::There(directory, node, url)) => {
+                return self.forward(directory, node, url).await;
+            }
+            // A holder that stopped renewing is dead or cut off: the
+            // sender finds out here (4404) and opens the transfer again.
+            Ok(Where::Here | Where::Lapsed) => {}
+            Err(refusal) => return refuse(&mut self.ws, &refusal).await,
+        }
+        let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+        match self.rooms.reattach(nameplate, &token, tx) {
+            Ok(created) => sender(self.ws, created, rx, self.rooms, self.shutdown).await,
+            Err(refusal) => refuse(&mut self.ws, &refusal).await,
+        }
+    }
+
+    /// A receiver joining a transfer, here or where it is held.
+    async fn join(mut self, nameplate: u32) {
+        // An address locked out here is not forwarded either.
+        if self.rooms.may_try(self.client.address) {
+            match self.locate(nameplate).await {
                 Ok(Where::There(directory, node, url)) => {
-                    return forward(ws, directory, node, url).await;
+                    return self.forward(directory, node, url).await;
                 }
-                // A holder that stopped renewing is dead or cut off: the
-                // sender finds out here (4404) and opens the transfer again.
-                Ok(Where::Here | Where::Lapsed) => {}
-                Err(refusal) => return refuse(&mut ws, &refusal).await,
-            }
-            let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-            match rooms.reattach(nameplate, &token, tx) {
-                Ok(created) => sender(ws, created, rx, rooms, shutdown).await,
-                Err(refusal) => refuse(&mut ws, &refusal).await,
+                // Not the receiver's mistake: not counted as a failure.
+                Ok(Where::Lapsed) => {
+                    let refusal = Refusal::new(
+                        RelayClose::Unreachable,
+                        "the server holding this transfer stopped answering; trying again until its sender opens it elsewhere",
+                    );
+                    return refuse(&mut self.ws, &refusal).await;
+                }
+                Ok(Where::Here) => {}
+                Err(refusal) => return refuse(&mut self.ws, &refusal).await,
             }
         }
-        Some(RelayMessage::Join { nameplate }) => {
-            // An address locked out here is not forwarded either.
-            if rooms.may_try(client.address) {
-                match elsewhere(nameplate).await {
-                    Ok(Where::There(directory, node, url)) => {
-                        return forward(ws, directory, node, url).await;
-                    }
-                    // Not the receiver's mistake: not counted as a failure.
-                    Ok(Where::Lapsed) => {
-                        let refusal = Refusal::new(
-                            RelayClose::Unreachable,
-                            "the server holding this transfer stopped answering; trying again until its sender opens it elsewhere",
-                        );
-                        return refuse(&mut ws, &refusal).await;
-                    }
-                    Ok(Where::Here) => {}
-                    Err(refusal) => return refuse(&mut ws, &refusal).await,
+        self.join_here(nameplate).await
+    }
+
+    /// A receiver joining a transfer this node answers for: served until
+    /// it leaves.
+    async fn join_here(mut self, nameplate: u32) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let credit = Arc::new(Credit::new(self.rooms.limits.window as u64));
+        match self
+            .rooms
+            .join(nameplate, self.client.address, tx, credit.clone())
+        {
+            Ok((peer, to_sender)) => {
+                let joined = RelayMessage::PeerJoined { peer };
+                if to_sender.send(joined.to_message()).await.is_err() {
+                    self.rooms.leave(nameplate, peer);
+                    let refusal = Refusal::new(
+                        RelayClose::SenderNotConnected,
+                        "the sender just left; try again",
+                    );
+                    return refuse(&mut self.ws, &refusal).await;
                 }
+                let reply = RelayMessage::Joined {
+                    peer,
+                    max_frame: self.rooms.limits.max_frame as u64,
+                };
+                let link = Link {
+                    peer,
+                    credit,
+                    to_sender,
+                };
+                receiver(self.ws, reply, link, rx, self.shutdown).await;
+                self.rooms.leave(nameplate, peer);
             }
-            let (tx, rx) = mpsc::unbounded_channel();
-            let credit = Arc::new(Credit::new(rooms.limits.window as u64));
-            match rooms.join(nameplate, client.address, tx, credit.clone()) {
-                Ok((peer, to_sender)) => {
-                    let joined = RelayMessage::PeerJoined { peer };
-                    if to_sender.send(joined.to_message()).await.is_err() {
-                        rooms.leave(nameplate, peer);
-                        let refusal = Refusal::new(
-                            RelayClose::SenderNotConnected,
-                            "the sender just left; try again",
-                        );
-                        return refuse(&mut ws, &refusal).await;
-                    }
-                    let reply = RelayMessage::Joined {
-                        peer,
-                        max_frame: rooms.limits.max_frame as u64,
-                    };
-                    let link = Link {
-                        peer,
-                        credit,
-                        to_sender,
-                    };
-                    receiver(ws, reply, link, rx, shutdown).await;
-                    rooms.leave(nameplate, peer);
-                }
-                Err(refusal) => refuse(&mut ws, &refusal).await,
-            }
+            Err(refusal) => refuse(&mut self.ws, &refusal).await,
         }
-        _ => refuse(&mut ws, &malformed()).await,
+    }
+
+    /// Where another node holds the transfer, if one does: a connection
+    /// another node forwarded is never forwarded again. (`&mut self`
+    /// keeps the future `Send`: the socket is not `Sync`.)
+    async fn locate(&mut self, nameplate: u32) -> Result<Where, Refusal> {
+        let Some(directory) = self.directory.clone().filter(|_| !self.client.forwarded) else {
+            return Ok(Where::Here);
+        };
+        if self.rooms.contains(nameplate) {
+            return Ok(Where::Here);
+        }
+        Ok(match directory.holder(nameplate).await? {
+            Holder::Other { url, node } => Where::There(directory, node, url),
+            Holder::Lapsed => Where::Lapsed,
+            Holder::This | Holder::Nobody => Where::Here,
+        })
+    }
+
+    /// Carries the connection to `node` (at `url`), which holds its
+    /// transfer, unless it cannot get there.
+    async fn forward(self, directory: Arc<Directory>, node: String, url: String) {
+        let mut ws = self.ws;
+        if self.client.forwarded || url.is_empty() {
+            let why = if self.client.forwarded {
+                format!("node {node} holds this transfer now; try again")
+            } else {
+                format!(
+                    "this transfer is on node {node}, which other nodes cannot reach (it has no --advertise-url)"
+                )
+            };
+            return refuse(&mut ws, &Refusal::new(RelayClose::Unreachable, why)).await;
+        }
+        let (target, connector) = directory.forward_to(&node, &url, self.client.address);
+        bridge::run(ws, self.first, &target, connector, self.shutdown).await
     }
 }
 
@@ -236,76 +283,133 @@ async fn sender<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (nameplate, me) = (created.nameplate, created.sender);
     let share = ws.budget_share();
     let reply = RelayMessage::Created {
-        nameplate,
+        nameplate: created.nameplate,
         token: created.token,
         window: rooms.limits.window as u64,
         max_frame: rooms.limits.max_frame as u64,
     };
-    let mut finished = false;
-    if ws.send(reply.to_message()).await.is_ok() {
+    let mut connection = SenderConnection {
+        ws,
+        rooms,
+        nameplate: created.nameplate,
+        me: created.sender,
+        share,
+        finished: false,
+    };
+    if connection.ws.send(reply.to_message()).await.is_ok() {
+        connection.serve(&mut rx, &shutdown).await;
+    }
+    connection.tell_receivers();
+}
+
+/// A sender's connection, once its transfer is open.
+struct SenderConnection<S> {
+    ws: WebSocket<S>,
+    rooms: Arc<Rooms>,
+    nameplate: u32,
+    me: SenderId,
+    /// The connection's share of the memory budget (see [`forward`]).
+    share: Option<BudgetShare>,
+    /// Whether the sender closed saying it finished (else it may come
+    /// back).
+    finished: bool,
+}
+
+impl<S> SenderConnection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Relays between the sender and its receivers (their messages come
+    /// through `rx`) until either closes or the server shuts down.
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Message>, shutdown: &CancellationToken) {
         loop {
-            tokio::select! {
+            let flow = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
-                    break;
+                    let _ = self.ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
+                    ControlFlow::Break(())
                 }
-                out = rx.recv() => match out {
-                    Some(Message::Close(Some(frame))) => {
-                        let code = RelayClose::from_code(frame.code.0).unwrap_or(RelayClose::Dropped);
-                        refuse(&mut ws, &Refusal::new(code, frame.reason)).await;
-                        break;
-                    }
-                    Some(out) => {
-                        if ws.send(out).await.is_err() {
-                            break;
-                        }
-                    }
-                    // A reattach replaced this connection.
-                    None => {
-                        let refusal = Refusal::new(
-                            RelayClose::SenderAway,
-                            "a newer connection of this sender took the transfer over",
-                        );
-                        refuse(&mut ws, &refusal).await;
-                        break;
-                    }
-                },
-                msg = ws.recv() => match msg {
-                    Some(Ok(Message::Binary(data))) => {
-                        if let Err(refusal) = forward(&rooms, nameplate, me, data, share.as_ref()) {
-                            refuse(&mut ws, &refusal).await;
-                            break;
-                        }
-                    }
-                    Some(Ok(Message::Text(text))) => {
-                        command(&rooms, nameplate, me, RelayMessage::parse(text.as_str()));
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        finished = frame.is_some_and(|f| f.code == RelayClose::Finished.close_code());
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        tracing::debug!("transfer sender: {e}");
-                        break;
-                    }
-                    None => break,
-                },
+                out = rx.recv() => self.deliver(out).await,
+                msg = self.ws.recv() => self.on_sender(msg).await,
+            };
+            if flow.is_break() {
+                break;
             }
         }
     }
-    let ended = if finished {
-        Refusal::new(RelayClose::Finished, "the sender finished")
-    } else {
-        Refusal::new(
-            RelayClose::SenderAway,
-            "the sender disconnected; reconnect to resume",
-        )
-    };
-    for slot in rooms.sender_left(nameplate, me, finished) {
-        let _ = slot.tx.send(ended.to_close());
+
+    /// Delivers a message for the sender; a close (or no more messages)
+    /// ends the connection.
+    async fn deliver(&mut self, out: Option<Message>) -> ControlFlow<()> {
+        match out {
+            Some(Message::Close(Some(frame))) => {
+                let code = RelayClose::from_code(frame.code.0).unwrap_or(RelayClose::Dropped);
+                refuse(&mut self.ws, &Refusal::new(code, frame.reason)).await;
+                ControlFlow::Break(())
+            }
+            Some(out) => {
+                if self.ws.send(out).await.is_err() {
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            // A reattach replaced this connection.
+            None => {
+                let refusal = Refusal::new(
+                    RelayClose::SenderAway,
+                    "a newer connection of this sender took the transfer over",
+                );
+                refuse(&mut self.ws, &refusal).await;
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    /// Handles what the sender sent: data for a receiver, or a command.
+    async fn on_sender(&mut self, msg: Option<duplex::Result<Message>>) -> ControlFlow<()> {
+        match msg {
+            Some(Ok(Message::Binary(data))) => {
+                let (rooms, share) = (&self.rooms, self.share.as_ref());
+                if let Err(refusal) = forward(rooms, self.nameplate, self.me, data, share) {
+                    refuse(&mut self.ws, &refusal).await;
+                    return ControlFlow::Break(());
+                }
+            }
+            Some(Ok(Message::Text(text))) => {
+                let cmd = RelayMessage::parse(text.as_str());
+                command(&self.rooms, self.nameplate, self.me, cmd);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.finished = frame.is_some_and(|f| f.code == RelayClose::Finished.close_code());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!("transfer sender: {e}");
+                return ControlFlow::Break(());
+            }
+            None => return ControlFlow::Break(()),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The sender is gone: its receivers are closed, told whether it
+    /// finished or may come back.
+    fn tell_receivers(&self) {
+        let ended = if self.finished {
+            Refusal::new(RelayClose::Finished, "the sender finished")
+        } else {
+            Refusal::new(
+                RelayClose::SenderAway,
+                "the sender disconnected; reconnect to resume",
+            )
+        };
+        for slot in self
+            .rooms
+            .sender_left(self.nameplate, self.me, self.finished)
+        {
+            let _ = slot.tx.send(ended.to_close());
+        }
     }
 }
 
