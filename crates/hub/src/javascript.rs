@@ -20,65 +20,79 @@ pub fn module() -> String {
          // cargo test -p duplex-server --lib hub_protocol_js`: do not edit. The hub protocol's\n\
          // facts (docs/protocol.md), shared with the server and the CLI.\n\n",
     );
-    js.push_str("/** The commands: the `cmd` of each. */\n");
-    js.push_str("export const COMMANDS = Object.freeze({\n");
-    for command in example_commands() {
-        let name = command.name();
-        let _ = writeln!(js, "  {}: {},", name.to_uppercase(), json_string(name));
-    }
-    js.push_str("});\n");
-
-    js.push_str("/** The pushes: the `push` field of what the server sends unasked. */\n");
-    js.push_str("export const PUSHES = Object.freeze({\n");
-    for kind in PushKind::ALL {
-        let name = kind.name();
-        let _ = writeln!(js, "  {}: {},", name.to_uppercase(), json_string(name));
-    }
-    js.push_str("});\n");
-
-    js.push_str("/** The `code` of error replies. */\n");
-    js.push_str("export const ERROR_CODES = Object.freeze({\n");
-    for code in ErrorCode::ALL {
-        let name = code.name();
-        let _ = writeln!(js, "  {}: {},", name.to_uppercase(), json_string(name));
-    }
-    js.push_str("});\n");
-    js.push_str("/** Error codes after which the same command may succeed later, unchanged. */\n");
-    let transient: Vec<String> = ErrorCode::ALL
+    let commands: Vec<&str> = example_commands().iter().map(Command::name).collect();
+    names(
+        &mut js,
+        "The commands: the `cmd` of each.",
+        "COMMANDS",
+        commands,
+    );
+    let pushes = PushKind::ALL.map(PushKind::name);
+    let doc = "The pushes: the `push` field of what the server sends unasked.";
+    names(&mut js, doc, "PUSHES", pushes);
+    let codes = ErrorCode::ALL.map(ErrorCode::name);
+    names(
+        &mut js,
+        "The `code` of error replies.",
+        "ERROR_CODES",
+        codes,
+    );
+    let transient = ErrorCode::ALL
         .into_iter()
         .filter(|c| c.is_transient())
-        .map(|c| format!("ERROR_CODES.{}", c.name().to_uppercase()))
-        .collect();
+        .map(|c| format!("ERROR_CODES.{}", c.name().to_uppercase()));
+    let doc = "Error codes after which the same command may succeed later, unchanged.";
+    list(&mut js, doc, "TRANSIENT_ERROR_CODES", transient);
+    close_codes(&mut js);
+    limits(&mut js);
+    js
+}
+
+/// `export const NAME = Object.freeze({ WIRE_NAME: "wire_name", ... });`
+fn names<'a>(js: &mut String, doc: &str, name: &str, wire: impl IntoIterator<Item = &'a str>) {
+    let _ = writeln!(js, "/** {doc} */");
+    let _ = writeln!(js, "export const {name} = Object.freeze({{");
+    for w in wire {
+        let _ = writeln!(js, "  {}: {},", w.to_uppercase(), json_string(w));
+    }
+    js.push_str("});\n");
+}
+
+/// `export const NAME = Object.freeze([A, B]);`
+fn list(js: &mut String, doc: &str, name: &str, items: impl Iterator<Item = String>) {
+    let items: Vec<String> = items.collect();
+    let _ = writeln!(js, "/** {doc} */");
     let _ = writeln!(
         js,
-        "export const TRANSIENT_ERROR_CODES = Object.freeze([{}]);",
-        transient.join(", ")
+        "export const {name} = Object.freeze([{}]);",
+        items.join(", ")
     );
+}
 
+/// `CLOSE`, `FINAL_CLOSE_CODES` and `CLOSE_MEANING`.
+fn close_codes(js: &mut String) {
     js.push_str("/** The close codes the server ends a hub connection with. */\n");
     js.push_str("export const CLOSE = Object.freeze({\n");
     for c in HubClose::ALL {
         let _ = writeln!(js, "  {}: {},", c.name(), c.code().0);
     }
     js.push_str("});\n");
-    js.push_str("/** Close codes after which a client stops instead of reconnecting. */\n");
-    let finals: Vec<String> = HubClose::ALL
+    let finals = HubClose::ALL
         .into_iter()
         .filter(|c| c.is_final())
-        .map(|c| format!("CLOSE.{}", c.name()))
-        .collect();
-    let _ = writeln!(
-        js,
-        "export const FINAL_CLOSE_CODES = Object.freeze([{}]);",
-        finals.join(", ")
-    );
+        .map(|c| format!("CLOSE.{}", c.name()));
+    let doc = "Close codes after which a client stops instead of reconnecting.";
+    list(js, doc, "FINAL_CLOSE_CODES", finals);
     js.push_str("/** What each close code means, for a person. */\n");
     js.push_str("export const CLOSE_MEANING = Object.freeze({\n");
     for c in HubClose::ALL {
         let _ = writeln!(js, "  {}: {},", c.code().0, json_string(c.meaning()));
     }
     js.push_str("});\n");
+}
 
+/// The limits a client checks before it sends.
+fn limits(js: &mut String) {
     js.push_str("/** `history`: publications returned without a `limit`, and at most. */\n");
     let _ = writeln!(
         js,
@@ -97,7 +111,6 @@ pub fn module() -> String {
     js.push_str("/** `connect`'s `session` secret: this many letters, digits, `-` or `_`. */\n");
     let _ = writeln!(js, "export const SESSION_MIN_LENGTH = {SESSION_MIN_LEN};");
     let _ = writeln!(js, "export const SESSION_MAX_LENGTH = {SESSION_MAX_LEN};");
-    js
 }
 
 /// The source of `hub-protocol.d.ts`: the same facts as types.

@@ -34,6 +34,24 @@ pub fn module() -> String {
         "/** Bytes a data frame adds to the chunk: peer, kind, seq, file, index, tag. */"
     );
     let _ = writeln!(js, "export const CHUNK_OVERHEAD = {CHUNK_OVERHEAD};");
+    end_to_end(&mut js);
+    close_codes(&mut js);
+    js.push_str("/** The relay's control messages (the `type` of each JSON text frame). */\n");
+    js.push_str("export const RELAY_MESSAGES = Object.freeze([");
+    let types: Vec<String> = example_messages()
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(&m.to_json()).expect("json");
+            json_string(v["type"].as_str().expect("tagged"))
+        })
+        .collect();
+    js.push_str(&types.join(", "));
+    js.push_str("]);\n");
+    js
+}
+
+/// The end-to-end layer's constants and the frame limits.
+fn end_to_end(js: &mut String) {
     js.push_str(
         "/** The end-to-end layer (crates/transfer/src/seal.rs, chunk.rs, digest.rs). */
 ",
@@ -69,6 +87,10 @@ pub fn module() -> String {
     );
     let _ = writeln!(js, "/** Largest binary frame the relay allows. */");
     let _ = writeln!(js, "export const MAX_FRAME = {MAX_FRAME};");
+}
+
+/// `CLOSE`, `FINAL_CLOSE_CODES` and `CLOSE_MEANING`.
+fn close_codes(js: &mut String) {
     js.push_str("/** The relay's close codes. */\n");
     js.push_str("export const CLOSE = Object.freeze({\n");
     for c in RelayClose::ALL {
@@ -90,18 +112,6 @@ pub fn module() -> String {
         let _ = writeln!(js, "  {}: {},", c.code(), json_string(c.meaning()));
     }
     js.push_str("});\n");
-    js.push_str("/** The relay's control messages (the `type` of each JSON text frame). */\n");
-    js.push_str("export const RELAY_MESSAGES = Object.freeze([");
-    let types: Vec<String> = example_messages()
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_str(&m.to_json()).expect("json");
-            json_string(v["type"].as_str().expect("tagged"))
-        })
-        .collect();
-    js.push_str(&types.join(", "));
-    js.push_str("]);\n");
-    js
 }
 
 fn json_string(s: &str) -> String {
