@@ -245,9 +245,7 @@ fn server_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
             cmd
         }
     };
-    let testee_log = paths
-        .autobahn
-        .join(format!("{}-side.testee.log", side.name()));
+    let testee_log = side_log(paths, side, "testee");
     let mut server = ChildGuard::spawn("the server under test", &mut server_cmd, &testee_log)?;
     wait_for_port(addr, PORT_WAIT, &mut server)?;
     let (bridged, front) = front_of(paths, side, addr)?;
@@ -255,9 +253,7 @@ fn server_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
     let url = format!("ws://{front}/echo");
     let mut fuzzer = kosoku(paths, settings, "fuzzingclient", &url, outdir);
     fuzzer.args(["-p", &settings.parallelism.to_string()]);
-    let kosoku_log = paths
-        .autobahn
-        .join(format!("{}-side.kosoku.log", side.name()));
+    let kosoku_log = side_log(paths, side, "kosoku");
     let status = run_logged(&mut fuzzer, &kosoku_log, settings.timeout)?;
     if side.over_http2() {
         // Proof that every case in the report went over HTTP/2, not around
@@ -292,9 +288,7 @@ fn server_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
 
 fn client_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) -> Result<()> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let kosoku_log = paths
-        .autobahn
-        .join(format!("{}-side.kosoku.log", side.name()));
+    let kosoku_log = side_log(paths, side, "kosoku");
     let mut fuzzer = ChildGuard::spawn(
         "kosoku's fuzzingserver",
         &mut kosoku(paths, settings, "fuzzingserver", &addr.to_string(), outdir),
@@ -306,13 +300,37 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
     println!("    the fuzzingserver at ws://{addr} serves {expected} cases");
 
     let (bridged, front) = front_of(paths, side, addr)?;
-    let url = format!("ws://{front}");
-    let mut client_cmd = match &settings.client_cmd {
+    let mut client_cmd = client_command(paths, settings, side, format!("ws://{front}"))?;
+    let testee_log = side_log(paths, side, "testee");
+    let client_error = run_client(&mut client_cmd, &testee_log, settings.timeout);
+    let status = await_report(&mut fuzzer, addr, &kosoku_log, client_error.as_deref())?;
+    fuzzer.stop();
+
+    drop(bridged);
+    let verdict = judge(side, outdir, status, &kosoku_log, Some(expected));
+    match (client_error, verdict) {
+        (None, verdict) => verdict,
+        (Some(client), Ok(())) => bail!("{client}"),
+        (Some(client), Err(err)) => bail!("{client}\nand: {err:#}"),
+    }
+}
+
+/// The log of `what` (`kosoku`, `testee`) for `side`.
+fn side_log(paths: &Paths, side: Side, what: &str) -> PathBuf {
+    paths
+        .autobahn
+        .join(format!("{}-side.{what}.log", side.name()))
+}
+
+/// The client under test, connecting to `url`: the stand-in command if set,
+/// else the `autobahn-client` example.
+fn client_command(paths: &Paths, settings: &Settings, side: Side, url: String) -> Result<Command> {
+    Ok(match &settings.client_cmd {
         Some(template) => stand_in(
             paths,
             "DUPLEX_AUTOBAHN_CLIENT_CMD",
             template,
-            &[("{url}", url.clone())],
+            &[("{url}", url)],
         )?,
         None => {
             let mut cmd = paths.command(built(paths, Binary::AutobahnClient)?);
@@ -322,20 +340,29 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
             }
             cmd
         }
-    };
-    let testee_log = paths
-        .autobahn
-        .join(format!("{}-side.testee.log", side.name()));
-    let client_error = match run_logged(&mut client_cmd, &testee_log, settings.timeout) {
+    })
+}
+
+/// Runs the client under test; why it failed, if it did.
+fn run_client(cmd: &mut Command, log: &Path, timeout: Duration) -> Option<String> {
+    match run_logged(cmd, log, timeout) {
         Ok(status) if status.success() => None,
         Ok(status) => Some(format!(
             "the client under test failed ({status}); last lines of {}:\n{}",
-            testee_log.display(),
-            tail(&testee_log, 30)
+            log.display(),
+            tail(log, 30)
         )),
         Err(err) => Some(format!("{err:#}")),
-    };
+    }
+}
 
+/// Waits for the fuzzingserver at `addr` to write its report and exit.
+fn await_report(
+    fuzzer: &mut ChildGuard,
+    addr: SocketAddr,
+    kosoku_log: &Path,
+    client_error: Option<&str>,
+) -> Result<ExitStatus> {
     // The fuzzingserver writes its report and exits on /updateReports. If the
     // client did not get that far, ask for the (partial) report ourselves.
     let grace = if client_error.is_some() {
@@ -343,40 +370,27 @@ fn client_side(paths: &Paths, settings: &Settings, outdir: &Path, side: Side) ->
     } else {
         REPORT_GRACE
     };
-    let status = match fuzzer.wait(grace)? {
-        Some(status) => status,
-        None => {
-            if client_error.is_none() {
-                println!(
-                    "    warning: the client under test exited 0 without calling /updateReports"
-                );
-            }
-            println!("    calling /updateReports so that the fuzzingserver writes its report");
-            if let Err(err) = wsclient::update_reports(addr, "xtask") {
-                println!("    /updateReports failed: {err:#}");
-            }
-            match fuzzer.wait(REPORT_WAIT)? {
-                Some(status) => status,
-                None => bail!(
-                    "the fuzzingserver did not exit within {} s of /updateReports; last lines of {}:\n{}{}",
-                    REPORT_WAIT.as_secs(),
-                    kosoku_log.display(),
-                    tail(&kosoku_log, 30),
-                    client_error
-                        .map(|e| format!("\nand: {e}"))
-                        .unwrap_or_default()
-                ),
-            }
-        }
-    };
-    fuzzer.stop();
-
-    drop(bridged);
-    let verdict = judge(side, outdir, status, &kosoku_log, Some(expected));
-    match (client_error, verdict) {
-        (None, verdict) => verdict,
-        (Some(client), Ok(())) => bail!("{client}"),
-        (Some(client), Err(err)) => bail!("{client}\nand: {err:#}"),
+    if let Some(status) = fuzzer.wait(grace)? {
+        return Ok(status);
+    }
+    if client_error.is_none() {
+        println!("    warning: the client under test exited 0 without calling /updateReports");
+    }
+    println!("    calling /updateReports so that the fuzzingserver writes its report");
+    if let Err(err) = wsclient::update_reports(addr, "xtask") {
+        println!("    /updateReports failed: {err:#}");
+    }
+    match fuzzer.wait(REPORT_WAIT)? {
+        Some(status) => Ok(status),
+        None => bail!(
+            "the fuzzingserver did not exit within {} s of /updateReports; last lines of {}:\n{}{}",
+            REPORT_WAIT.as_secs(),
+            kosoku_log.display(),
+            tail(kosoku_log, 30),
+            client_error
+                .map(|e| format!("\nand: {e}"))
+                .unwrap_or_default()
+        ),
     }
 }
 

@@ -11,6 +11,7 @@
 //! charts under `docs/performance/`.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,37 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
     }
     let o = parse(argv)?;
     raise_nofile();
+    require_taskset()?;
+    let bins = build(paths)?;
+    let servers = chosen_servers(&o);
+    let work = workloads(&o);
+    let logs = paths.target.join("bench");
+    std::fs::create_dir_all(&logs)?;
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let started = Instant::now();
+    let Measurements { samples, commands } = measure_all(paths, &bins, o.reps, &work, &servers)?;
+    let sections = run_sections(paths, &bins, &o)?;
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let table = main_table(&work, &servers, &samples);
+    println!("\n{table}\n{sections}");
+    let svg = throughput_svg(&work, &servers, &samples);
+    std::fs::write(logs.join("table.md"), &table)?;
+    if o.write_doc {
+        let run = Run {
+            table,
+            sections,
+            commands,
+            load_before,
+            load_after,
+            took: started.elapsed(),
+        };
+        write_doc(paths, &o, &run, &svg)?;
+    }
+    Ok(())
+}
+
+/// Fails unless `taskset` can pin a process to CPU 1.
+fn require_taskset() -> Result<()> {
     let pinned = capture(
         Command::new("taskset").args(["-c", "1", "true"]),
         Duration::from_secs(10),
@@ -50,50 +82,53 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
     if !pinned.is_ok_and(|o| o.status.success()) {
         bail!("taskset (util-linux) is needed to pin the processes");
     }
-    let bins = build(paths)?;
-    let servers: Vec<&Server> = SERVERS
+    Ok(())
+}
+
+/// The servers `--only` keeps, in the order of [`SERVERS`].
+fn chosen_servers(o: &Options) -> Vec<&'static Server> {
+    SERVERS
         .iter()
         .filter(|s| {
             o.only
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|n| n == s.name))
         })
-        .collect();
-    let work = workloads(&o);
+        .collect()
+}
+
+/// What the main table is made of.
+struct Measurements {
+    /// `samples[workload][server]` = one Sample per repetition.
+    samples: Vec<Vec<Vec<Sample>>>,
+    /// The load generator's commands in the first repetition, as the doc
+    /// shows them.
+    commands: Vec<String>,
+}
+
+/// Every repetition of every workload on every server.
+fn measure_all(
+    paths: &Paths,
+    bins: &Bins,
+    reps: usize,
+    work: &[Workload],
+    servers: &[&Server],
+) -> Result<Measurements> {
     let logs = paths.target.join("bench");
-    std::fs::create_dir_all(&logs)?;
-    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let started = Instant::now();
     // samples[workload][server] = one Sample per repetition.
     let mut samples = vec![vec![Vec::<Sample>::new(); servers.len()]; work.len()];
     let mut commands: Vec<String> = Vec::new();
-    for rep in 0..o.reps {
+    for rep in 0..reps {
         for (wi, w) in work.iter().enumerate() {
             let order = alternating(servers.len(), rep);
             for si in order {
                 let s = servers[si];
                 let log = logs.join(format!("{}.log", s.name));
-                let running = start(paths, &bins, s, &log)?;
-                let (sample, shown) = measure(&bins, w, s, &running)
+                let running = start(paths, bins, s, &log)?;
+                let (sample, shown) = measure(bins, w, s, &running)
                     .with_context(|| format!("{} on {}", w.label, s.name))?;
                 drop(running);
-                println!(
-                    "    rep {} {:<48} {:<26} {:>10.0}/s p50 {:>7.1} µs p99 {:>7.1} µs{}",
-                    rep + 1,
-                    w.label,
-                    s.label,
-                    sample.rate,
-                    sample.p50,
-                    sample.p99,
-                    if w.mode == "connections" {
-                        format!(
-                            " {:.2} KiB/conn {:.1} µs CPU/handshake",
-                            sample.rss_kib, sample.cpu_us
-                        )
-                    } else {
-                        String::new()
-                    }
-                );
+                println!("{}", sample_line(rep, w, s, &sample));
                 if rep == 0 {
                     commands.push(format!("taskset -c 1 {shown}"));
                 }
@@ -101,56 +136,98 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
             }
         }
     }
+    Ok(Measurements { samples, commands })
+}
+
+/// The progress line for one measurement.
+fn sample_line(rep: usize, w: &Workload, s: &Server, sample: &Sample) -> String {
+    format!(
+        "    rep {} {:<48} {:<26} {:>10.0}/s p50 {:>7.1} µs p99 {:>7.1} µs{}",
+        rep + 1,
+        w.label,
+        s.label,
+        sample.rate,
+        sample.p50,
+        sample.p99,
+        if w.mode == "connections" {
+            format!(
+                " {:.2} KiB/conn {:.1} µs CPU/handshake",
+                sample.rss_kib, sample.cpu_us
+            )
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The sections `--sections` chose, in order, each followed by a blank line.
+fn run_sections(paths: &Paths, bins: &Bins, o: &Options) -> Result<String> {
     let mut sections = String::new();
     for name in &o.sections {
-        let text = match name.as_str() {
-            "compressed" => {
-                // Node `ws` and Python `websockets` come from the test tools.
-                crate::tools::prepare(paths)?;
-                compressed::section(paths, &bins, o.reps, o.seconds)?
-            }
-            "fanout" => fanout::section(paths, &bins, o.reps, o.seconds)?,
-            "tls" => tls::section(paths, &bins, o.reps, o.seconds)?,
-            "http2" => http2::section(paths, &bins, o.reps, o.seconds)?,
-            "allocator" => allocator::section(paths, &bins, o.reps, o.connections)?,
-            _ => transfer::section(paths, &bins, o.reps, o.transfer_size)?,
-        };
-        sections.push_str(&text);
+        sections.push_str(&run_section(paths, bins, o, name)?);
         sections.push('\n');
     }
-    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let table = format!(
-        "{}\nThe server's CPU time per message, as a share of the TCP echo's in the same run (lower is better; medians):\n\n{}",
-        table(&work, &servers, &samples),
-        cpu_table(&work, &servers, &samples)
-    );
-    println!("\n{table}\n{sections}");
-    let svg = throughput_svg(&work, &servers, &samples);
-    let out_dir = paths.target.join("bench");
-    std::fs::write(out_dir.join("table.md"), &table)?;
-    if o.write_doc {
-        let docs = paths.root.join("docs");
-        std::fs::create_dir_all(docs.join("performance"))?;
-        std::fs::write(docs.join("performance").join("throughput.svg"), &svg)?;
-        let path = docs.join("performance.md");
-        let mut doc = document(
-            &o,
-            &table,
-            &sections,
-            &commands,
-            &load_before,
-            &load_after,
-            started.elapsed(),
-        );
-        // Hand-written notes (profiles, micro-benchmarks) survive a new run.
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        if let Some(at) = old.find(NOTES) {
-            doc.push('\n');
-            doc.push_str(&old[at..]);
+    Ok(sections)
+}
+
+fn run_section(paths: &Paths, bins: &Bins, o: &Options, name: &str) -> Result<String> {
+    match name {
+        "compressed" => {
+            // Node `ws` and Python `websockets` come from the test tools.
+            crate::tools::prepare(paths)?;
+            compressed::section(paths, bins, o.reps, o.seconds)
         }
-        std::fs::write(&path, doc)?;
-        println!("wrote docs/performance.md and docs/performance/throughput.svg");
+        "fanout" => fanout::section(paths, bins, o.reps, o.seconds),
+        "tls" => tls::section(paths, bins, o.reps, o.seconds),
+        "http2" => http2::section(paths, bins, o.reps, o.seconds),
+        "allocator" => allocator::section(paths, bins, o.reps, o.connections),
+        _ => transfer::section(paths, bins, o.reps, o.transfer_size),
     }
+}
+
+/// The main table and, under it, the servers' CPU time per message.
+fn main_table(work: &[Workload], servers: &[&Server], samples: &[Vec<Vec<Sample>>]) -> String {
+    format!(
+        "{}\nThe server's CPU time per message, as a share of the TCP echo's in the same run (lower is better; medians):\n\n{}",
+        table(work, servers, samples),
+        cpu_table(work, servers, samples)
+    )
+}
+
+/// What a run produced for docs/performance.md besides the chart.
+struct Run {
+    table: String,
+    sections: String,
+    commands: Vec<String>,
+    load_before: String,
+    load_after: String,
+    took: Duration,
+}
+
+/// Writes docs/performance.md (keeping its hand-written notes) and the
+/// throughput chart.
+fn write_doc(paths: &Paths, o: &Options, run: &Run, svg: &str) -> Result<()> {
+    let docs = paths.root.join("docs");
+    std::fs::create_dir_all(docs.join("performance"))?;
+    std::fs::write(docs.join("performance").join("throughput.svg"), svg)?;
+    let path = docs.join("performance.md");
+    let mut doc = document(
+        o,
+        &run.table,
+        &run.sections,
+        &run.commands,
+        &run.load_before,
+        &run.load_after,
+        run.took,
+    );
+    // Hand-written notes (profiles, micro-benchmarks) survive a new run.
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    if let Some(at) = old.find(NOTES) {
+        doc.push('\n');
+        doc.push_str(&old[at..]);
+    }
+    std::fs::write(&path, doc)?;
+    println!("wrote docs/performance.md and docs/performance/throughput.svg");
     Ok(())
 }
 
@@ -158,6 +235,18 @@ pub fn run_bench(paths: &Paths, argv: &[String]) -> Result<()> {
 /// `duplex serve` for about two seconds at small scale; fails unless it
 /// completes with zero errors and plausible JSON.
 pub fn smoke(paths: &Paths) -> Result<()> {
+    let duplex = release_duplex(paths)?;
+    let dir = paths.target.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let server = start_smoke_serve(&duplex, &dir)?;
+    smoke_echo(&duplex, &server)?;
+    smoke_transfer(&duplex, server.addr)?;
+    drop(server);
+    Ok(())
+}
+
+/// The release `duplex`, built if it is missing.
+fn release_duplex(paths: &Paths) -> Result<PathBuf> {
     let duplex = paths.target.join("release").join("duplex");
     if !duplex.is_file() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -168,15 +257,19 @@ pub fn smoke(paths: &Paths) -> Result<()> {
             Duration::from_secs(1800),
         )?;
     }
-    let dir = paths.target.join("bench");
-    std::fs::create_dir_all(&dir)?;
+    Ok(duplex)
+}
+
+/// `duplex serve` on a free loopback port with a fresh data directory in
+/// `dir`, once it accepts connections.
+fn start_smoke_serve(duplex: &Path, dir: &Path) -> Result<Running> {
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data = dir.join("smoke-data");
     let _ = std::fs::remove_dir_all(&data);
     let log = dir.join("smoke-serve.log");
     let file = std::fs::File::create(&log)?;
-    let child = Command::new(&duplex)
+    let child = Command::new(duplex)
         .args(["serve", "--bind", &addr.to_string(), "--data"])
         .arg(&data)
         .stdin(Stdio::null())
@@ -196,12 +289,17 @@ pub fn smoke(paths: &Paths) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let url = format!("ws://{addr}/echo");
+    Ok(server)
+}
+
+/// `duplex bench echo` against `/echo`, with the server's CPU time.
+fn smoke_echo(duplex: &Path, server: &Running) -> Result<()> {
+    let url = format!("ws://{}/echo", server.addr);
     let pid = server.child.id().to_string();
     // Over HTTP/1.1, then with the sockets as streams of one HTTP/2
     // connection (h2c here).
     for extra in [&[][..], &["--http2"][..]] {
-        let mut cmd = Command::new(&duplex);
+        let mut cmd = Command::new(duplex);
         cmd.args([
             "bench",
             "echo",
@@ -223,9 +321,12 @@ pub fn smoke(paths: &Paths) -> Result<()> {
         let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench echo")?;
         check_echo_smoke(&v)?;
     }
+    Ok(())
+}
 
-    // The transfer mode: every run moves every byte and checks it.
-    let mut cmd = Command::new(&duplex);
+/// The transfer mode: every run moves every byte and checks it.
+fn smoke_transfer(duplex: &Path, addr: SocketAddr) -> Result<()> {
+    let mut cmd = Command::new(duplex);
     let url = format!("ws://{addr}/files");
     cmd.args(["bench", "transfer", &url, "--size", "16m", "--json"]);
     println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
@@ -246,7 +347,6 @@ pub fn smoke(paths: &Paths) -> Result<()> {
             r["mb_per_sec"].as_f64().unwrap_or(0.0)
         );
     }
-    drop(server);
     Ok(())
 }
 

@@ -35,7 +35,7 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -368,50 +368,107 @@ fn is_progress(line: &str) -> bool {
     .any(|k| line.contains(k))
 }
 
+/// Fuzzes `target` for `seconds`; what it reported, its exit and its log.
 fn fuzz_target(fuzz_dir: &Path, binaries: &Path, target: &str, seconds: u64) -> Result<Outcome> {
-    let binary = binaries.join(target);
-    if !binary.is_file() {
-        bail!("{} is missing after cargo fuzz build", binary.display());
-    }
-    let corpus = fuzz_dir.join("corpus").join(target);
-    let artifacts = fuzz_dir.join("artifacts").join(target);
-    let logs = fuzz_dir.join("target").join("logs");
-    for dir in [&corpus, &artifacts, &logs] {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let log_path = logs.join(format!("{target}.log"));
-    let mut log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-
-    let mut cmd = Command::new(&binary);
-    cmd.current_dir(fuzz_dir)
-        .arg(format!("-artifact_prefix={}/", artifacts.display()))
-        .arg(format!("-max_total_time={seconds}"))
-        .arg(format!("-timeout={UNIT_TIMEOUT_SECS}"))
-        .arg("-print_final_stats=1");
-    let dict = fuzz_dir.join("dicts").join(format!("{target}.dict"));
-    if dict.is_file() {
-        cmd.arg(format!("-dict={}", dict.display()));
-    }
-    // New inputs go to the first directory; the seeds are only read.
-    cmd.arg(&corpus);
-    let seeds = fuzz_dir.join("seeds").join(target);
-    if seeds.is_dir() {
-        cmd.arg(&seeds);
-    }
-    // What `cargo fuzz run` sets for the address sanitizer, merged with the
-    // caller's options: Rust's symbols trip its ODR check spuriously.
-    let asan = match std::env::var("ASAN_OPTIONS") {
-        Ok(own) if !own.is_empty() => format!("{own}:detect_odr_violation=0"),
-        _ => "detect_odr_violation=0".to_owned(),
-    };
-    cmd.env("ASAN_OPTIONS", asan)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let files = TargetFiles::prepare(fuzz_dir, binaries, target)?;
+    let log =
+        File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
+    let mut cmd = files.command(fuzz_dir, seconds);
 
     println!("fuzz: {target}: fuzzing for {seconds} s");
     let start = Instant::now();
+    let (mut child, lines) = spawn_with_lines(&mut cmd, &files.binary)?;
+    let mut watch = Watch {
+        target,
+        log,
+        outcome: Outcome {
+            log: files.log,
+            ..Outcome::default()
+        },
+    };
+    let deadline = start + Duration::from_secs(seconds) + GRACE;
+    let status = watch.until_exit(&mut child, &lines, deadline)?;
+    drain(&lines, |line| watch.take(line))?;
+    let mut outcome = watch.outcome;
+    outcome.status = Some(status);
+    outcome.elapsed = start.elapsed();
+    Ok(outcome)
+}
+
+/// The files of one target's run.
+struct TargetFiles {
+    binary: PathBuf,
+    /// Where new inputs go (`fuzz/corpus/TARGET`).
+    corpus: PathBuf,
+    /// Where libFuzzer saves crashing inputs.
+    artifacts: PathBuf,
+    /// libFuzzer's whole output.
+    log: PathBuf,
+    /// The committed seeds, if any.
+    seeds: Option<PathBuf>,
+    dict: Option<PathBuf>,
+}
+
+impl TargetFiles {
+    /// Checks that the target was built and creates its directories.
+    fn prepare(fuzz_dir: &Path, binaries: &Path, target: &str) -> Result<Self> {
+        let binary = binaries.join(target);
+        if !binary.is_file() {
+            bail!("{} is missing after cargo fuzz build", binary.display());
+        }
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        let logs = fuzz_dir.join("target").join("logs");
+        for dir in [&corpus, &artifacts, &logs] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let dict = fuzz_dir.join("dicts").join(format!("{target}.dict"));
+        let seeds = fuzz_dir.join("seeds").join(target);
+        Ok(Self {
+            binary,
+            corpus,
+            artifacts,
+            log: logs.join(format!("{target}.log")),
+            seeds: seeds.is_dir().then_some(seeds),
+            dict: dict.is_file().then_some(dict),
+        })
+    }
+
+    /// The fuzzer's command line, its output piped.
+    fn command(&self, fuzz_dir: &Path, seconds: u64) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.current_dir(fuzz_dir)
+            .arg(format!("-artifact_prefix={}/", self.artifacts.display()))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-timeout={UNIT_TIMEOUT_SECS}"))
+            .arg("-print_final_stats=1");
+        if let Some(dict) = &self.dict {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
+        // New inputs go to the first directory; the seeds are only read.
+        cmd.arg(&self.corpus);
+        if let Some(seeds) = &self.seeds {
+            cmd.arg(seeds);
+        }
+        cmd.env("ASAN_OPTIONS", asan_options())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// What `cargo fuzz run` sets for the address sanitizer, merged with the
+/// caller's options: Rust's symbols trip its ODR check spuriously.
+fn asan_options() -> String {
+    match std::env::var("ASAN_OPTIONS") {
+        Ok(own) if !own.is_empty() => format!("{own}:detect_odr_violation=0"),
+        _ => "detect_odr_violation=0".to_owned(),
+    }
+}
+
+/// Starts `cmd`; the child and its standard output and error, line by line.
+fn spawn_with_lines(cmd: &mut Command, binary: &Path) -> Result<(Child, Receiver<String>)> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
@@ -422,41 +479,51 @@ fn fuzz_target(fuzz_dir: &Path, binaries: &Path, target: &str, seconds: u64) -> 
     if let Some(err) = child.stderr.take() {
         forward_lines(err, send);
     }
+    Ok((child, lines))
+}
 
-    let mut outcome = Outcome {
-        log: log_path,
-        ..Outcome::default()
-    };
-    let deadline = start + Duration::from_secs(seconds) + GRACE;
-    let mut take = |line: String, outcome: &mut Outcome| -> Result<()> {
-        writeln!(log, "{line}")?;
-        outcome.observe(&line);
+/// A running fuzzer's output: logged, read, and shown when it is progress.
+struct Watch<'a> {
+    target: &'a str,
+    log: File,
+    outcome: Outcome,
+}
+
+impl Watch<'_> {
+    fn take(&mut self, line: String) -> Result<()> {
+        writeln!(self.log, "{line}")?;
+        self.outcome.observe(&line);
         if is_progress(&line) {
-            println!("fuzz: {target}: {line}");
+            println!("fuzz: {}: {line}", self.target);
         }
         Ok(())
-    };
-    let status = loop {
-        match lines.recv_timeout(POLL) {
-            Ok(line) => take(line, &mut outcome)?,
-            Err(RecvTimeoutError::Timeout) => {}
-            // Both pipes closed before the process exited: keep polling it.
-            Err(RecvTimeoutError::Disconnected) => thread::sleep(POLL),
+    }
+
+    /// Takes the output until the fuzzer exits, stopping it past `deadline`.
+    fn until_exit(
+        &mut self,
+        child: &mut Child,
+        lines: &Receiver<String>,
+        deadline: Instant,
+    ) -> Result<ExitStatus> {
+        loop {
+            match lines.recv_timeout(POLL) {
+                Ok(line) => self.take(line)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                // Both pipes closed before the process exited: keep polling it.
+                Err(RecvTimeoutError::Disconnected) => thread::sleep(POLL),
+            }
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                // The process is ours: stop it by its handle.
+                child.kill().ok();
+                self.outcome.stopped = true;
+                return Ok(child.wait()?);
+            }
         }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // The process is ours: stop it by its handle.
-            child.kill().ok();
-            outcome.stopped = true;
-            break child.wait()?;
-        }
-    };
-    drain(&lines, |line| take(line, &mut outcome))?;
-    outcome.status = Some(status);
-    outcome.elapsed = start.elapsed();
-    Ok(outcome)
+    }
 }
 
 /// Takes the lines still buffered once the fuzzer has exited.

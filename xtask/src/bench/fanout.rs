@@ -5,11 +5,11 @@
 //! `duplex serve` with its SQLite store, and two `duplex serve --redis`
 //! nodes with their `redis-server`, the subscribers spread over both.
 
-use std::fmt::Write as _;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
+use serde_json::Value;
 
 use super::{Bins, Running, SERVERS, bench_report, median, start_redis, start_with};
 use crate::Paths;
@@ -111,54 +111,108 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
     let mut samples = vec![Vec::<Sample>::new(); runs.len()];
     for rep in 0..reps {
         for (ri, &(setup, load)) in runs.iter().enumerate() {
-            let (running, urls) = setup.start(paths, bins)?;
-            let mut cmd = Command::new("taskset");
-            cmd.args(["-c", "1"]).arg(&bins.duplex).args([
-                "bench",
-                "fanout",
-                &urls[0],
-                "--json",
-                "-n",
-                &load.subscribers.to_string(),
-                "-r",
-                &load.rate.to_string(),
-                "--publishers",
-                &load.publishers.to_string(),
-                "-d",
-                &format!("{seconds}s"),
-            ]);
-            for url in &urls[1..] {
-                cmd.args(["--node", url]);
-            }
-            let v = bench_report(&mut cmd, Duration::from_secs(600), "duplex bench fanout")?;
-            drop(running);
-            let row = &v["rows"][0];
-            let extra = |name: &str| row["extra"][name].as_f64().unwrap_or(0.0);
-            let s = Sample {
-                deliveries: row["ops_per_sec"].as_f64().unwrap_or(0.0),
-                publications: extra("pub_per_s"),
-                p50: row["latency_us"]["p50"].as_f64().unwrap_or(0.0),
-                p99: row["latency_us"]["p99"].as_f64().unwrap_or(0.0),
-                publish_p50: extra("publish_p50_us"),
-                publish_p99: extra("publish_p99_us"),
-            };
-            println!(
-                "    rep {} fanout {}, {} subscribers, {}: {:.0} deliveries/s, {:.0} publications/s, delivery p50 {:.0} µs p99 {:.0} µs, publish p50 {:.0} µs p99 {:.0} µs",
-                rep + 1,
-                setup.label(),
-                load.subscribers,
-                load_label(load),
-                s.deliveries,
-                s.publications,
-                s.p50,
-                s.p99,
-                s.publish_p50,
-                s.publish_p99,
-            );
+            let s = measure(paths, bins, setup, load, seconds)?;
+            print_sample(rep, setup, load, &s);
             samples[ri].push(s);
         }
     }
-    let mut t = format!(
+    let medians: Vec<(Setup, Load, Sample)> = runs
+        .iter()
+        .zip(&samples)
+        .map(|(&(setup, load), samples)| (setup, load, Sample::medians(samples)))
+        .collect();
+    Ok(markdown(reps, seconds, &medians))
+}
+
+/// One run of `duplex bench fanout` against a fresh `setup` under `load`.
+fn measure(paths: &Paths, bins: &Bins, setup: Setup, load: Load, seconds: u64) -> Result<Sample> {
+    let (running, urls) = setup.start(paths, bins)?;
+    let mut cmd = fanout_command(bins, &urls, load, seconds);
+    let v = bench_report(&mut cmd, Duration::from_secs(600), "duplex bench fanout")?;
+    drop(running);
+    Ok(Sample::from_row(&v["rows"][0]))
+}
+
+/// `duplex bench fanout` on CPU 1, subscribing through every node of `urls`
+/// and publishing through the first.
+fn fanout_command(bins: &Bins, urls: &[String], load: Load, seconds: u64) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"]).arg(&bins.duplex).args([
+        "bench",
+        "fanout",
+        &urls[0],
+        "--json",
+        "-n",
+        &load.subscribers.to_string(),
+        "-r",
+        &load.rate.to_string(),
+        "--publishers",
+        &load.publishers.to_string(),
+        "-d",
+        &format!("{seconds}s"),
+    ]);
+    for url in &urls[1..] {
+        cmd.args(["--node", url]);
+    }
+    cmd
+}
+
+impl Sample {
+    /// The figures of a row of `duplex bench fanout --json`.
+    fn from_row(row: &Value) -> Sample {
+        let extra = |name: &str| row["extra"][name].as_f64().unwrap_or(0.0);
+        Sample {
+            deliveries: row["ops_per_sec"].as_f64().unwrap_or(0.0),
+            publications: extra("pub_per_s"),
+            p50: row["latency_us"]["p50"].as_f64().unwrap_or(0.0),
+            p99: row["latency_us"]["p99"].as_f64().unwrap_or(0.0),
+            publish_p50: extra("publish_p50_us"),
+            publish_p99: extra("publish_p99_us"),
+        }
+    }
+
+    /// Each figure's median over the repetitions.
+    fn medians(samples: &[Sample]) -> Sample {
+        let med = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        Sample {
+            deliveries: med(|s| s.deliveries),
+            publications: med(|s| s.publications),
+            p50: med(|s| s.p50),
+            p99: med(|s| s.p99),
+            publish_p50: med(|s| s.publish_p50),
+            publish_p99: med(|s| s.publish_p99),
+        }
+    }
+}
+
+fn print_sample(rep: usize, setup: Setup, load: Load, s: &Sample) {
+    println!(
+        "    rep {} fanout {}, {} subscribers, {}: {:.0} deliveries/s, {:.0} publications/s, delivery p50 {:.0} µs p99 {:.0} µs, publish p50 {:.0} µs p99 {:.0} µs",
+        rep + 1,
+        setup.label(),
+        load.subscribers,
+        load_label(load),
+        s.deliveries,
+        s.publications,
+        s.p50,
+        s.p99,
+        s.publish_p50,
+        s.publish_p99,
+    );
+}
+
+/// The section, from each setup and load's medians.
+fn markdown(reps: usize, seconds: u64, medians: &[(Setup, Load, Sample)]) -> String {
+    let mut t = intro(reps, seconds);
+    for (setup, load, med) in medians {
+        t.push_str(&table_row(*setup, *load, med));
+    }
+    t
+}
+
+/// The heading, the method and the table's head.
+fn intro(reps: usize, seconds: u64) -> String {
+    format!(
         "## Hub fan-out, on one node and on two sharing Redis\n\n\
          Everything that serves runs on CPU 0: one `duplex serve` (SQLite store, defaults), or two `duplex serve \
          --redis` nodes and their `redis-server` (append-only file, `appendfsync always`, as docs/deploy.md advises). \
@@ -171,24 +225,24 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
          going through Redis, not the gain of more machines. Medians of {reps} repetition(s) of {seconds} s:\n\n\
          ```sh\ntaskset -c 1 duplex bench fanout ws://127.0.0.1:PORT/ws [--node ws://127.0.0.1:PORT2/ws] --json -n N -r RATE --publishers P -d {seconds}s\n```\n\n\
          | setup | subscribers | publications | publications/s | deliveries/s | delivery p50 / p99 | publish p50 / p99 |\n|---|---|---|---|---|---|---|\n"
-    );
-    for (ri, &(setup, load)) in runs.iter().enumerate() {
-        let med = |f: fn(&Sample) -> f64| median(samples[ri].iter().map(f).collect());
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.1} / {:.1} ms | {:.2} / {:.2} ms |",
-            setup.label(),
-            load.subscribers,
-            load_label(load),
-            med(|s| s.publications),
-            med(|s| s.deliveries),
-            med(|s| s.p50) / 1000.0,
-            med(|s| s.p99) / 1000.0,
-            med(|s| s.publish_p50) / 1000.0,
-            med(|s| s.publish_p99) / 1000.0,
-        );
-    }
-    Ok(t)
+    )
+}
+
+/// The table's row for `setup` under `load`, from the medians `med`
+/// (latencies in µs, shown in ms).
+fn table_row(setup: Setup, load: Load, med: &Sample) -> String {
+    format!(
+        "| {} | {} | {} | {:.0} | {:.0} | {:.1} / {:.1} ms | {:.2} / {:.2} ms |\n",
+        setup.label(),
+        load.subscribers,
+        load_label(load),
+        med.publications,
+        med.deliveries,
+        med.p50 / 1000.0,
+        med.p99 / 1000.0,
+        med.publish_p50 / 1000.0,
+        med.publish_p99 / 1000.0,
+    )
 }
 
 fn load_label(load: Load) -> String {
@@ -200,5 +254,58 @@ fn load_label(load: Load) -> String {
         format!("flat out{publishers}")
     } else {
         format!("{}/s{publishers}", load.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(v: [f64; 6]) -> Sample {
+        let [deliveries, publications, p50, p99, publish_p50, publish_p99] = v;
+        Sample {
+            deliveries,
+            publications,
+            p50,
+            p99,
+            publish_p50,
+            publish_p99,
+        }
+    }
+
+    #[test]
+    fn rows_show_medians_with_latencies_in_ms() {
+        let quiet = Sample::medians(&[
+            sample([100000.0, 100.0, 1234.0, 56789.0, 345.6, 1789.4]),
+            sample([98000.0, 99.5, 1300.0, 50000.0, 300.0, 2000.0]),
+            sample([99000.0, 101.0, 1250.0, 52000.5, 333.3, 1900.0]),
+        ]);
+        let busy = Sample::medians(&[
+            sample([105555.5, 105.0, 1284.0, 56794.0, 350.6, 1794.4]),
+            sample([102999.5, 104.5, 1335.0, 50005.0, 305.0, 2005.0]),
+            sample([101777.5, 106.0, 1250.0, 52000.5, 333.3, 1900.0]),
+        ]);
+        let t = markdown(
+            3,
+            5,
+            &[
+                (Setup::OneNode, LOADS[0], quiet),
+                (Setup::TwoNodesOnRedis, LOADS[2], busy),
+            ],
+        );
+        assert!(
+            t.contains("--json -n N -r RATE --publishers P -d 5s\n```\n\n"),
+            "{t}"
+        );
+        let table = &t[t.find("| setup |").expect("a table")..];
+        assert_eq!(
+            table,
+            concat!(
+                "| setup | subscribers | publications | publications/s | deliveries/s | delivery p50 / p99 | publish p50 / p99 |\n",
+                "|---|---|---|---|---|---|---|\n",
+                "| 1 node, SQLite | 1000 | 100/s | 100 | 99000 | 1.2 / 52.0 ms | 0.33 / 1.90 ms |\n",
+                "| 2 nodes + Redis | 100 | flat out, 64 publishers | 105 | 103000 | 1.3 / 52.0 ms | 0.33 / 1.90 ms |\n",
+            )
+        );
     }
 }

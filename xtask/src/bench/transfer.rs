@@ -55,73 +55,188 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
     std::fs::create_dir_all(&files)?;
     let source = files.join("source.bin");
     generate(&source, size)?;
-    let serve = SERVERS
-        .iter()
-        .find(|s| s.name == "duplex-serve")
-        .expect("duplex serve is a bench server");
+    let run = Repetitions {
+        paths,
+        bins,
+        sshd: &sshd,
+        dir: &dir,
+        files: &files,
+        source: &source,
+        size,
+    };
     let mut samples = Vec::new();
-    let mut command = String::new();
     for rep in 0..reps {
-        let running = start(paths, bins, serve, &dir.join("serve.log"))?;
-        let url = format!("ws://{}/files", running.addr);
-        let mut bench = Command::new("taskset");
-        bench
-            .args(["-c", "1"])
-            .arg(&bins.duplex)
-            .args(["bench", "transfer", &url, "--json", "--size"])
-            .arg(size.to_string());
-        command = format!(
-            "taskset -c 1 duplex bench transfer ws://127.0.0.1:PORT/files --json --size {size}"
-        );
-        let v = bench_report(
-            &mut bench,
-            Duration::from_secs(600),
-            "duplex bench transfer",
-        )?;
-        let rate = |i: usize| v["rows"][i]["mb_per_sec"].as_f64().unwrap_or(0.0);
-        let mb_per_sec = |took: Duration| size as f64 / 1e6 / took.as_secs_f64();
-        let scp = |cipher: Option<&str>| -> Result<f64> {
-            let dest = files.join("scp.bin");
-            let took = sshd.copy(cipher, &source, &dest)?;
-            if !same_bytes(&source, &dest)? {
-                bail!("scp's copy differs from the source");
-            }
-            std::fs::remove_file(&dest)?;
-            Ok(mb_per_sec(took))
-        };
-        let cli = cli_transfer(bins, &url, &source, &files.join(format!("out-{rep}")))?;
-        let sample = Sample {
-            tcp: rate(0),
-            plain: rate(1),
-            sealed: rate(2),
-            scp_aes: scp(Some("aes128-gcm@openssh.com"))?,
-            scp_default: scp(None)?,
-            cli: mb_per_sec(cli),
-        };
-        println!(
-            "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0}, relay sealed {:.0}, scp aes128-gcm {:.0}, scp default {:.0}, duplex send/receive {:.0}",
-            rep + 1,
-            size >> 20,
-            sample.tcp,
-            sample.plain,
-            sample.sealed,
-            sample.scp_aes,
-            sample.scp_default,
-            sample.cli
-        );
+        let sample = run.repetition(rep)?;
+        print_sample(rep, size, &sample);
         samples.push(sample);
     }
     let _ = std::fs::remove_dir_all(&files);
     drop(sshd);
     let browser = browser_rates(paths, bins, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
-    let med = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
-    let tcp = med(|s| s.tcp);
-    let mut t = format!(
+    let setting = Setting {
+        size,
+        reps,
+        command: bench_command(size),
+        files_place: files_place(&files),
+    };
+    Ok(markdown(&setting, &Sample::medians(&samples), browser))
+}
+
+/// What every repetition shares: the binaries, the `sshd`, the files.
+struct Repetitions<'a> {
+    paths: &'a Paths,
+    bins: &'a Bins,
+    sshd: &'a super::scp::Sshd,
+    /// The section's working directory (the relay's log).
+    dir: &'a Path,
+    /// Where the file-to-file rows read and write.
+    files: &'a Path,
+    source: &'a Path,
+    size: u64,
+}
+
+impl Repetitions<'_> {
+    /// One repetition against a fresh relay: memory to memory, then the CLI,
+    /// then `scp` both ways of ciphering.
+    fn repetition(&self, rep: usize) -> Result<Sample> {
+        let serve = SERVERS
+            .iter()
+            .find(|s| s.name == "duplex-serve")
+            .expect("duplex serve is a bench server");
+        let running = start(self.paths, self.bins, serve, &self.dir.join("serve.log"))?;
+        let url = format!("ws://{}/files", running.addr);
+        let [tcp, plain, sealed] = self.relay_rates(&url)?;
+        let out = self.files.join(format!("out-{rep}"));
+        let cli = cli_transfer(self.bins, &url, self.source, &out)?;
+        Ok(Sample {
+            tcp,
+            plain,
+            sealed,
+            scp_aes: self.scp(Some("aes128-gcm@openssh.com"))?,
+            scp_default: self.scp(None)?,
+            cli: mb_per_sec(self.size, cli),
+        })
+    }
+
+    /// `duplex bench transfer`'s rows, MB/s: raw TCP, relay plain, relay
+    /// sealed.
+    fn relay_rates(&self, url: &str) -> Result<[f64; 3]> {
+        let mut bench = Command::new("taskset");
+        bench
+            .args(["-c", "1"])
+            .arg(&self.bins.duplex)
+            .args(["bench", "transfer", url, "--json", "--size"])
+            .arg(self.size.to_string());
+        let v = bench_report(
+            &mut bench,
+            Duration::from_secs(600),
+            "duplex bench transfer",
+        )?;
+        let rate = |i: usize| v["rows"][i]["mb_per_sec"].as_f64().unwrap_or(0.0);
+        Ok([rate(0), rate(1), rate(2)])
+    }
+
+    /// `scp` of the source through the loopback `sshd`, checked byte for
+    /// byte; MB/s.
+    fn scp(&self, cipher: Option<&str>) -> Result<f64> {
+        let dest = self.files.join("scp.bin");
+        let took = self.sshd.copy(cipher, self.source, &dest)?;
+        if !same_bytes(self.source, &dest)? {
+            bail!("scp's copy differs from the source");
+        }
+        std::fs::remove_file(&dest)?;
+        Ok(mb_per_sec(self.size, took))
+    }
+}
+
+fn mb_per_sec(size: u64, took: Duration) -> f64 {
+    size as f64 / 1e6 / took.as_secs_f64()
+}
+
+fn print_sample(rep: usize, size: u64, sample: &Sample) {
+    println!(
+        "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0}, relay sealed {:.0}, scp aes128-gcm {:.0}, scp default {:.0}, duplex send/receive {:.0}",
+        rep + 1,
+        size >> 20,
+        sample.tcp,
+        sample.plain,
+        sample.sealed,
+        sample.scp_aes,
+        sample.scp_default,
+        sample.cli
+    );
+}
+
+impl Sample {
+    /// Each figure's median over the repetitions.
+    fn medians(samples: &[Sample]) -> Sample {
+        let med = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        Sample {
+            tcp: med(|s| s.tcp),
+            plain: med(|s| s.plain),
+            sealed: med(|s| s.sealed),
+            scp_aes: med(|s| s.scp_aes),
+            scp_default: med(|s| s.scp_default),
+            cli: med(|s| s.cli),
+        }
+    }
+}
+
+/// The memory-to-memory command as the section shows it.
+fn bench_command(size: u64) -> String {
+    format!("taskset -c 1 duplex bench transfer ws://127.0.0.1:PORT/files --json --size {size}")
+}
+
+/// How the section names where the file-to-file rows' files were.
+fn files_place(files: &Path) -> &'static str {
+    if files.starts_with("/dev/shm") {
+        "tmpfs (`/dev/shm`)"
+    } else {
+        "the target directory"
+    }
+}
+
+/// How a run was made, as the section's text describes it.
+struct Setting {
+    size: u64,
+    reps: usize,
+    command: String,
+    files_place: &'static str,
+}
+
+/// The section: its text, the table of medians (`med`, and the browser
+/// rows' rates) and the comparison with `scp`.
+fn markdown(setting: &Setting, med: &Sample, browser: (f64, f64)) -> String {
+    let mut t = intro(setting);
+    for (label, value) in rows(med, browser) {
+        let _ = writeln!(
+            t,
+            "| {label} | {value:.0} | {:.0}% |",
+            100.0 * value / med.tcp
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n`duplex send` → `duplex receive` is {:.2} × `scp` with AES-128-GCM in this run.",
+        med.cli / med.scp_aes
+    );
+    t
+}
+
+/// The heading, the method and the table's head.
+fn intro(setting: &Setting) -> String {
+    let Setting {
+        size,
+        reps,
+        command,
+        files_place,
+    } = setting;
+    format!(
         "## File transfer: {} MiB through the `/files` relay\n\n\
          Medians of {reps} repetition(s), as MB/s and as a share of a raw TCP copy of the same bytes over loopback, \
          all in one run. The first three rows move memory to memory (`{command}`; the relay on CPU 0, the client \
-         on CPU 1). The file-to-file rows run the clients unpinned, as a user runs them (the relay stays on CPU 0), from and to {}: `scp` through a \
+         on CPU 1). The file-to-file rows run the clients unpinned, as a user runs them (the relay stays on CPU 0), from and to {files_place}: `scp` through a \
          loopback `sshd` (Debian's OpenSSH, throwaway keys) and the real `duplex send FILE` → `duplex receive CODE` \
          (`.part`, AES-256-GCM per 1 MiB chunk, the file's seal, rename), each checked byte for byte. The browser \
          rows are {BROWSER_MIB} MiB each way between headless Chromium (the `/send` and `/receive` pages, driven over \
@@ -129,45 +244,30 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, size: u64) -> Result<Str
          the same release binary, once per run, checked byte for byte.\n\n\
          | path | MB/s | share of the TCP copy |\n|---|---|---|\n",
         size >> 20,
-        if files.starts_with("/dev/shm") {
-            "tmpfs (`/dev/shm`)"
-        } else {
-            "the target directory"
-        }
-    );
-    for (label, value) in [
-        ("raw TCP copy, one loopback connection", tcp),
+    )
+}
+
+/// The table's rows: (label, MB/s).
+fn rows(med: &Sample, browser: (f64, f64)) -> [(&'static str, f64); 8] {
+    [
+        ("raw TCP copy, one loopback connection", med.tcp),
         (
             "relay, plain chunks (WebSocket framing, credit flow control)",
-            med(|s| s.plain),
+            med.plain,
         ),
         (
             "relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk)",
-            med(|s| s.sealed),
+            med.sealed,
         ),
-        (
-            "`scp -c aes128-gcm@openssh.com`, file to file",
-            med(|s| s.scp_aes),
-        ),
-        (
-            "`scp`, its default cipher, file to file",
-            med(|s| s.scp_default),
-        ),
+        ("`scp -c aes128-gcm@openssh.com`, file to file", med.scp_aes),
+        ("`scp`, its default cipher, file to file", med.scp_default),
         (
             "`duplex send` → `duplex receive`, file to file, encrypted",
-            med(|s| s.cli),
+            med.cli,
         ),
         ("`duplex send` → the `/receive` page (Chromium)", browser.0),
         ("the `/send` page (Chromium) → `duplex receive`", browser.1),
-    ] {
-        let _ = writeln!(t, "| {label} | {value:.0} | {:.0}% |", 100.0 * value / tcp);
-    }
-    let _ = writeln!(
-        t,
-        "\n`duplex send` → `duplex receive` is {:.2} × `scp` with AES-128-GCM in this run.",
-        med(|s| s.cli) / med(|s| s.scp_aes)
-    );
-    Ok(t)
+    ]
 }
 
 /// `/dev/shm/duplex-bench-transfer` when tmpfs has room for the source
@@ -315,5 +415,76 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
         if x[..n] != y[..n] {
             return Ok(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample([tcp, plain, sealed, scp_aes, scp_default, cli]: [f64; 6]) -> Sample {
+        Sample {
+            tcp,
+            plain,
+            sealed,
+            scp_aes,
+            scp_default,
+            cli,
+        }
+    }
+
+    fn three_reps() -> Vec<Sample> {
+        vec![
+            sample([3000.0, 1500.5, 1200.25, 800.0, 700.0, 1000.0]),
+            sample([3200.0, 1400.0, 1100.0, 820.0, 650.0, 1050.0]),
+            sample([3100.0, 1450.0, 1150.0, 790.0, 690.0, 990.0]),
+        ]
+    }
+
+    #[test]
+    fn the_table_shows_medians_as_mb_per_sec_and_shares_of_the_tcp_copy() {
+        let size = 1 << 30;
+        let setting = Setting {
+            size,
+            reps: 3,
+            command: bench_command(size),
+            files_place: files_place(Path::new("/dev/shm/duplex-bench-transfer")),
+        };
+        let t = markdown(&setting, &Sample::medians(&three_reps()), (400.4, 350.6));
+        assert!(
+            t.starts_with(
+                "## File transfer: 1024 MiB through the `/files` relay\n\nMedians of 3 repetition(s), "
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("(`taskset -c 1 duplex bench transfer ws://127.0.0.1:PORT/files --json --size 1073741824`; "),
+            "{t}"
+        );
+        assert!(t.contains(" from and to tmpfs (`/dev/shm`): "), "{t}");
+        let table = &t[t.find("| path |").expect("a table")..];
+        assert_eq!(
+            table,
+            concat!(
+                "| path | MB/s | share of the TCP copy |\n",
+                "|---|---|---|\n",
+                "| raw TCP copy, one loopback connection | 3100 | 100% |\n",
+                "| relay, plain chunks (WebSocket framing, credit flow control) | 1450 | 47% |\n",
+                "| relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk) | 1150 | 37% |\n",
+                "| `scp -c aes128-gcm@openssh.com`, file to file | 800 | 26% |\n",
+                "| `scp`, its default cipher, file to file | 690 | 22% |\n",
+                "| `duplex send` → `duplex receive`, file to file, encrypted | 1000 | 32% |\n",
+                "| `duplex send` → the `/receive` page (Chromium) | 400 | 13% |\n",
+                "| the `/send` page (Chromium) → `duplex receive` | 351 | 11% |\n",
+                "\n",
+                "`duplex send` → `duplex receive` is 1.25 × `scp` with AES-128-GCM in this run.\n",
+            )
+        );
+    }
+
+    #[test]
+    fn files_outside_tmpfs_are_in_the_target_directory() {
+        let place = files_place(Path::new("/work/target/bench/transfer/files"));
+        assert_eq!(place, "the target directory");
     }
 }
