@@ -9,10 +9,15 @@
 //! is printed; after a deliberate change, `cargo xtask api --bless`
 //! rewrites the files. The stage also checks `duplex` without its default
 //! features and builds both crates from their packages (`cargo package`).
+//!
+//! `cargo xtask api` (and so the stage) also checks that every public
+//! module, type, trait, function, inherent method, type alias and macro —
+//! those behind the `unstable` feature included — shows a Rust example in
+//! its docs, which `cargo test --doc` then runs (see [`examples`]).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,8 +40,15 @@ const LIBRARIES: [(&str, &str, &str); 2] = [
 /// `FORMAT_VERSION`); another one fails with a clear message.
 const FORMAT_VERSION: u64 = 57;
 
-/// Checks the surfaces against `api.txt` (or rewrites them with `bless`).
+/// Checks the surfaces against `api.txt` (or rewrites them with `bless`),
+/// then that every public item has an example.
 pub fn surfaces(paths: &Paths, bless: bool) -> Result<()> {
+    compare_surfaces(paths, bless)?;
+    examples(paths)
+}
+
+/// Checks the surfaces against `api.txt` (or rewrites them with `bless`).
+fn compare_surfaces(paths: &Paths, bless: bool) -> Result<()> {
     let mut changed = Vec::new();
     for (package, krate, dir) in LIBRARIES {
         let listed = surface(paths, package, krate)?;
@@ -97,18 +109,31 @@ fn cargo(paths: &Paths) -> Command {
 
 /// Every public item of one crate, as sorted lines.
 fn surface(paths: &Paths, package: &str, krate: &str) -> Result<BTreeSet<String>> {
-    let out_dir = paths.target.join("api");
+    // The surface is the default features' (no `unstable`).
+    let json = rustdoc_json(paths, package, krate, &paths.target.join("api"), &[])?;
+    Ok(walk(&json, krate)?.lines)
+}
+
+/// rustdoc's JSON for one crate, built in `target_dir` with `features`.
+fn rustdoc_json(
+    paths: &Paths,
+    package: &str,
+    krate: &str,
+    target_dir: &Path,
+    features: &[&str],
+) -> Result<Value> {
     // rustdoc's JSON output is unstable; RUSTC_BOOTSTRAP lets the stable
     // toolchain write it.
     run(
         cargo(paths)
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_DIR", &out_dir)
-            .args(["rustdoc", "-q", "-p", package, "--lib", "--"])
-            .args(["-Z", "unstable-options", "--output-format", "json"]),
+            .env("CARGO_TARGET_DIR", target_dir)
+            .args(["rustdoc", "-q", "-p", package, "--lib"])
+            .args(features)
+            .args(["--", "-Z", "unstable-options", "--output-format", "json"]),
         STEP_TIMEOUT,
     )?;
-    let file: PathBuf = out_dir.join("doc").join(format!("{krate}.json"));
+    let file: PathBuf = target_dir.join("doc").join(format!("{krate}.json"));
     let json: Value = serde_json::from_slice(
         &fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
     )?;
@@ -118,25 +143,127 @@ fn surface(paths: &Paths, package: &str, krate: &str) -> Result<BTreeSet<String>
             "rustdoc wrote JSON format {version}; xtask/src/api.rs reads {FORMAT_VERSION}: update its reader (and the api.txt files)"
         );
     }
+    Ok(json)
+}
+
+/// Walks a crate's public items from its root.
+fn walk<'a>(json: &'a Value, krate: &str) -> Result<Walk<'a>> {
     let mut walk = Walk {
         index: &json["index"],
         lines: BTreeSet::new(),
         seen: HashSet::new(),
+        examinable: BTreeMap::new(),
     };
     let root = json["root"].as_u64().context("no root")?;
     walk.item(root, krate);
-    Ok(walk.lines)
+    Ok(walk)
+}
+
+/// Fails, listing them, when public items have no example in their docs.
+///
+/// An example is the first thing a reader of docs.rs looks for, and as a
+/// doctest it is also checked to stay true. The check reads a second
+/// rustdoc JSON built with all features (in its own target directory, so
+/// that cargo never mistakes one build's JSON for the other's): items
+/// public only with `unstable` are few and simple, and the JSON does not
+/// say which they are, so they are held to the same rule.
+fn examples(paths: &Paths) -> Result<()> {
+    let target_dir = paths.target.join("api-all-features");
+    let mut missing = Vec::new();
+    for (package, krate, _) in LIBRARIES {
+        let json = rustdoc_json(paths, package, krate, &target_dir, &["--all-features"])?;
+        let walk = walk(&json, krate)?;
+        for (id, line) in &walk.examinable {
+            let item = &json["index"][id.to_string()];
+            if !has_example(item["docs"].as_str().unwrap_or("")) {
+                missing.push(format!("{line}  ({})", location(item)));
+            }
+        }
+    }
+    missing.sort();
+    for line in &missing {
+        println!("    no example: {line}");
+    }
+    if !missing.is_empty() {
+        let (n, s) = (missing.len(), if missing.len() == 1 { "" } else { "s" });
+        bail!(
+            "{n} public item{s} of duplex-proto and duplex without an example (above). Give each \
+             one, in its doc comment, a short runnable ```-block that asserts what the item does \
+             (see Connection's docs in crates/proto/src/connection/mod.rs); check it with \
+             `cargo test -p <package> --doc --all-features`"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `docs` hold a Rust code block that rustdoc compiles: a fence
+/// whose info string is empty or only rustdoc's own words (`no_run`,
+/// `should_panic`...). `text`, `ignore` or another language is no example.
+fn has_example(docs: &str) -> bool {
+    const RUST: [&str; 8] = [
+        "rust",
+        "no_run",
+        "should_panic",
+        "test_harness",
+        "edition2015",
+        "edition2018",
+        "edition2021",
+        "edition2024",
+    ];
+    let mut inside = false;
+    for line in docs.lines() {
+        let Some(info) = line.trim_start().strip_prefix("```") else {
+            continue;
+        };
+        if !inside {
+            let mut words = info.split([',', ' ']).filter(|w| !w.is_empty());
+            if words.all(|w| RUST.contains(&w)) {
+                return true;
+            }
+        }
+        inside = !inside;
+    }
+    false
+}
+
+/// `file:line` where an item is declared, for the list of missing examples.
+fn location(item: &Value) -> String {
+    let file = item["span"]["filename"].as_str().unwrap_or("?");
+    let line = item["span"]["begin"][0].as_u64().unwrap_or(0);
+    format!("{file}:{line}")
 }
 
 struct Walk<'a> {
     index: &'a Value,
     lines: BTreeSet<String>,
     seen: HashSet<(u64, String)>,
+    /// The items that need an example (see [`examples`]), by id: one entry
+    /// for an item reachable under several paths, named by its shortest.
+    examinable: BTreeMap<u64, String>,
 }
 
 impl Walk<'_> {
     fn get(&self, id: u64) -> Option<&Value> {
         self.index.get(id.to_string())
+    }
+
+    /// Notes an item that needs an example (`kind` as rustdoc names it).
+    fn examine(&mut self, id: u64, kind: &str, path: &str) {
+        let line = format!("{kind} {path}");
+        let entry = self.examinable.entry(id).or_insert_with(|| line.clone());
+        if line.len() < entry.len() {
+            *entry = line;
+        }
+    }
+
+    /// Notes an inherent associated function (not an associated constant).
+    fn examine_method(&mut self, id: u64, owner: &str) {
+        let Some(method) = self.get(id) else { return };
+        if method["inner"].get("function").is_none() {
+            return;
+        }
+        let name = method["name"].as_str().unwrap_or("?").to_owned();
+        self.examine(id, "method", &format!("{owner}::{name}"));
     }
 
     fn item(&mut self, id: u64, path: &str) {
@@ -149,6 +276,9 @@ impl Walk<'_> {
         let Some((kind, inner)) = item["inner"].as_object().and_then(|o| o.iter().next()) else {
             return;
         };
+        if EXAMINED_KINDS.contains(&kind.as_str()) {
+            self.examine(id, kind, path);
+        }
         match kind.as_str() {
             "module" => {
                 self.lines.insert(format!("mod {path}"));
@@ -288,6 +418,7 @@ impl Walk<'_> {
                             .is_some_and(|m| m["visibility"] == "public");
                         if public {
                             self.member(method, owner);
+                            self.examine_method(method, owner);
                         }
                     }
                 }
@@ -295,6 +426,20 @@ impl Walk<'_> {
         }
     }
 }
+
+/// The kinds of items (rustdoc's names) that need an example of their own.
+/// Fields, variants, constants and trait members are explained by the
+/// example of the item they belong to; inherent methods are examined apart
+/// (in [`Walk::impls`]), trait implementations' methods not at all.
+const EXAMINED_KINDS: [&str; 7] = [
+    "module",
+    "struct",
+    "enum",
+    "trait",
+    "function",
+    "type_alias",
+    "macro",
+];
 
 /// `#[non_exhaustive] ` for a type that has it: adding it is a change.
 fn non_exhaustive(item: &Value) -> &'static str {

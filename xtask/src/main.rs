@@ -74,7 +74,9 @@ SUBCOMMANDS:
     tools      Only prepare tools, then print the environment the tests read.
     api        Compare the public API of duplex-proto and duplex (from rustdoc's JSON)
                with crates/proto/api.txt and crates/ws/api.txt; --bless rewrites them
-               after a deliberate change. `cargo xtask test` runs it (stage library,
+               after a deliberate change. Then checks that every public module, type,
+               trait, function and method has a runnable example in its rustdoc.
+               `cargo xtask test` runs it (stage library,
                with `duplex` checked without default features and both crates built
                from their `cargo package`).
     help       Print this text.

@@ -4,6 +4,13 @@
 //! (1005 "no status", 1006 "abnormal", 1015 "TLS failure"); the rest of
 //! 0–2999 is reserved for future RFCs and is invalid to receive. 3000–3999
 //! are registered with IANA, 4000–4999 are for private use.
+//!
+//! ```
+//! use duplex_proto::close::{CloseCode, CloseFrame};
+//! let frame = CloseFrame::new(CloseCode(4001), "session expired");
+//! assert_eq!(frame.to_string(), "4001 (session expired)");
+//! assert!(!CloseCode::NO_STATUS.is_sendable()); // 1005 is only reported
+//! ```
 
 use std::fmt;
 
@@ -56,6 +63,13 @@ impl CloseCode {
     pub const TLS_FAILURE: Self = Self(1015);
 
     /// Whether the code may appear in a close frame on the wire.
+    ///
+    /// ```
+    /// use duplex_proto::CloseCode;
+    /// assert!(CloseCode::GOING_AWAY.is_sendable());
+    /// assert!(!CloseCode(2000).is_sendable()); // reserved for future RFCs
+    /// assert!(!CloseCode::TLS_FAILURE.is_sendable());
+    /// ```
     pub fn is_sendable(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
@@ -96,6 +110,13 @@ pub const MAX_REASON_LEN: usize = 123;
 impl CloseFrame {
     /// A close frame; a reason longer than 123 bytes is cut at a character
     /// boundary so the frame stays a valid control frame.
+    ///
+    /// ```
+    /// use duplex_proto::{CloseCode, CloseFrame};
+    /// let frame = CloseFrame::new(CloseCode::NORMAL, "é".repeat(100));
+    /// assert_eq!(frame.reason.len(), 122); // 123 would split an `é`
+    /// assert_eq!(frame.code, CloseCode::NORMAL);
+    /// ```
     pub fn new(code: CloseCode, reason: impl Into<String>) -> Self {
         let mut reason = reason.into();
         if reason.len() > MAX_REASON_LEN {
@@ -110,6 +131,14 @@ impl CloseFrame {
 
     /// Parses a received close payload: empty (no code), or a valid code and
     /// a UTF-8 reason.
+    ///
+    /// ```
+    /// use duplex_proto::{CloseCode, CloseFrame, ProtocolError};
+    /// let frame = CloseFrame::parse(b"\x03\xe9gone").unwrap().unwrap();
+    /// assert_eq!(frame, CloseFrame::new(CloseCode::GOING_AWAY, "gone"));
+    /// assert_eq!(CloseFrame::parse(b"").unwrap(), None); // no code
+    /// assert_eq!(CloseFrame::parse(b"\x03"), Err(ProtocolError::InvalidClosePayload));
+    /// ```
     pub fn parse(payload: &[u8]) -> Result<Option<Self>, ProtocolError> {
         match payload {
             [] => Ok(None),
@@ -133,6 +162,12 @@ impl CloseFrame {
     }
 
     /// The payload of a close frame carrying this code and reason.
+    ///
+    /// ```
+    /// use duplex_proto::{CloseCode, CloseFrame};
+    /// let payload = CloseFrame::new(CloseCode(4000), "").to_payload();
+    /// assert_eq!(&payload[..], &4000u16.to_be_bytes());
+    /// ```
     pub fn to_payload(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(2 + self.reason.len());
         b.put_u16(self.code.0);

@@ -1,9 +1,29 @@
 //! What can go wrong on an open connection, and which close code says so.
+//!
+//! ```
+//! use duplex_proto::{CloseCode, error::ProtocolError};
+//! let error = ProtocolError::ReservedOpcode(3);
+//! assert_eq!(error.to_string(), "reserved opcode 0x3");
+//! assert_eq!(error.close_code(), CloseCode::PROTOCOL_ERROR);
+//! ```
 
 use crate::close::CloseCode;
 
 /// A violation of RFC 6455 / RFC 7692 by the peer, or a configured limit it
 /// exceeded. Each maps to the close code the connection is failed with.
+///
+/// ```
+/// use bytes::Buf;
+/// use duplex_proto::{Config, Connection, ProtocolError, Role, State};
+///
+/// let mut server = Connection::new(Role::Server, Config::default(), None);
+/// server.read_buf().extend_from_slice(b"\x81\x00"); // an unmasked text frame
+/// assert_eq!(server.next_message(), Err(ProtocolError::UnmaskedFrame));
+/// assert_eq!(server.error(), Some(&ProtocolError::UnmaskedFrame));
+/// assert_eq!(server.state(), State::Closed);
+/// let close = server.outgoing().copy_to_bytes(4); // the frame that fails it
+/// assert_eq!(close[2..], 1002u16.to_be_bytes()); // see ProtocolError::close_code
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {

@@ -8,6 +8,13 @@
 //! headers; values may be quoted (`client_max_window_bits="10"`). Parsing
 //! this properly is what lets a server pick the first offer it can honour and
 //! decline the rest instead of failing the handshake.
+//!
+//! ```
+//! use duplex_proto::extension::{ExtensionSyntaxError, parse_extensions};
+//! let offers = parse_extensions("permessage-deflate; client_max_window_bits, x-foo").unwrap();
+//! assert_eq!(offers[1].name, "x-foo");
+//! assert_eq!(parse_extensions(";"), Err(ExtensionSyntaxError("expected an extension name")));
+//! ```
 
 use std::fmt;
 
@@ -30,6 +37,13 @@ pub struct Extension {
 }
 
 /// The header value is not a valid extension list.
+///
+/// ```
+/// use duplex_proto::extension::parse_extensions;
+/// let error = parse_extensions("permessage-deflate; =1").unwrap_err();
+/// assert_eq!(error.0, "expected a parameter name");
+/// assert!(error.to_string().starts_with("malformed Sec-WebSocket-Extensions header"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed Sec-WebSocket-Extensions header: {0}")]
 pub struct ExtensionSyntaxError(pub &'static str);
@@ -48,6 +62,13 @@ impl fmt::Display for Extension {
 }
 
 /// Parses one header value into its extensions.
+///
+/// ```
+/// use duplex_proto::extension::parse_extensions;
+/// let offers = parse_extensions(r#"permessage-deflate; server_max_window_bits="10""#).unwrap();
+/// assert_eq!(offers[0].params[0], ("server_max_window_bits".into(), Some("10".into())));
+/// assert!(parse_extensions("").is_err()); // an empty list
+/// ```
 pub fn parse_extensions(value: &str) -> Result<Vec<Extension>, ExtensionSyntaxError> {
     let mut p = Parser {
         s: value.as_bytes(),

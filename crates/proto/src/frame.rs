@@ -5,10 +5,23 @@
 //! and handed out without a copy. Checks that need nothing but the header
 //! (reserved opcodes, lengths of control frames, the 64-bit length's top bit)
 //! happen here, so a bad frame fails before its payload arrives.
+//!
+//! ```
+//! use duplex_proto::frame::{FrameHeader, OpCode};
+//! let wire = [0x89, 0x80, 1, 2, 3, 4]; // a masked, empty ping
+//! let (header, used) = FrameHeader::parse(&wire).unwrap().unwrap();
+//! assert_eq!((header.opcode, header.mask, used), (OpCode::Ping, Some([1, 2, 3, 4]), 6));
+//! ```
 
 use crate::error::ProtocolError;
 
 /// The kind of a frame.
+///
+/// ```
+/// use duplex_proto::frame::OpCode;
+/// assert_eq!(OpCode::from_u8(0x2).unwrap(), OpCode::Binary);
+/// assert!(OpCode::Pong.is_control());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpCode {
     /// A further fragment of a text or binary message.
@@ -27,6 +40,12 @@ pub enum OpCode {
 
 impl OpCode {
     /// Decodes the low four bits of a frame's first byte.
+    ///
+    /// ```
+    /// use duplex_proto::{ProtocolError, frame::OpCode};
+    /// assert_eq!(OpCode::from_u8(0x9), Ok(OpCode::Ping));
+    /// assert_eq!(OpCode::from_u8(0x3), Err(ProtocolError::ReservedOpcode(3)));
+    /// ```
     pub fn from_u8(bits: u8) -> Result<Self, ProtocolError> {
         Ok(match bits {
             0x0 => Self::Continuation,
@@ -40,6 +59,11 @@ impl OpCode {
     }
 
     /// The four bits on the wire.
+    ///
+    /// ```
+    /// use duplex_proto::frame::OpCode;
+    /// assert_eq!(OpCode::Close.as_u8(), 0x8);
+    /// ```
     pub fn as_u8(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
@@ -52,6 +76,12 @@ impl OpCode {
     }
 
     /// Close, ping and pong: at most 125 bytes, never fragmented.
+    ///
+    /// ```
+    /// use duplex_proto::frame::OpCode;
+    /// assert!(OpCode::Ping.is_control());
+    /// assert!(!OpCode::Continuation.is_control());
+    /// ```
     pub fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }
@@ -94,6 +124,14 @@ impl FrameHeader {
     ///
     /// RSV2 and RSV3 are always an error: Duplex negotiates no extension that
     /// uses them.
+    ///
+    /// ```
+    /// use duplex_proto::{ProtocolError, frame::FrameHeader};
+    /// assert_eq!(FrameHeader::parse(&[0x82, 0x7e, 0x01]), Ok(None)); // incomplete
+    /// let (header, used) = FrameHeader::parse(&[0x82, 0x7e, 0x01, 0x00]).unwrap().unwrap();
+    /// assert_eq!((header.payload_len, used), (256, 4));
+    /// assert_eq!(FrameHeader::parse(&[0x09, 0x00]), Err(ProtocolError::FragmentedControlFrame));
+    /// ```
     pub fn parse(buf: &[u8]) -> Result<Option<(Self, usize)>, ProtocolError> {
         if buf.len() < 2 {
             // Check what we can of a lone first byte: fail fast.
@@ -164,6 +202,16 @@ impl FrameHeader {
     }
 
     /// The encoded length of this header.
+    ///
+    /// ```
+    /// use duplex_proto::frame::{FrameHeader, OpCode};
+    /// let mut header = FrameHeader {
+    ///     fin: true, rsv1: false, opcode: OpCode::Binary, mask: None, payload_len: 70_000,
+    /// };
+    /// assert_eq!(header.len(), 10); // 2 + an 8-byte length
+    /// header.mask = Some([0; 4]);
+    /// assert_eq!(header.len(), 14);
+    /// ```
     pub fn len(&self) -> usize {
         let len = match self.payload_len {
             0..=125 => 2,
@@ -174,11 +222,29 @@ impl FrameHeader {
     }
 
     /// A header is never empty; this exists for clippy's `len_without_is_empty`.
+    ///
+    /// ```
+    /// use duplex_proto::frame::{FrameHeader, OpCode};
+    /// let header = FrameHeader {
+    ///     fin: true, rsv1: false, opcode: OpCode::Pong, mask: None, payload_len: 0,
+    /// };
+    /// assert!(!header.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         false
     }
 
     /// Writes the header into a fixed buffer; returns the bytes used.
+    ///
+    /// ```
+    /// use duplex_proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode};
+    /// let header = FrameHeader {
+    ///     fin: false, rsv1: true, opcode: OpCode::Text, mask: Some([9; 4]), payload_len: 3,
+    /// };
+    /// let mut buf = [0u8; MAX_HEADER_LEN];
+    /// let n = header.write(&mut buf);
+    /// assert_eq!(buf[..n], [0x41, 0x83, 9, 9, 9, 9]);
+    /// ```
     #[inline]
     pub fn write(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = (self.fin as u8) << 7 | (self.rsv1 as u8) << 6 | self.opcode.as_u8();
@@ -207,6 +273,16 @@ impl FrameHeader {
     }
 
     /// Appends the header to a byte vector.
+    ///
+    /// ```
+    /// use duplex_proto::frame::{FrameHeader, OpCode};
+    /// let header = FrameHeader {
+    ///     fin: true, rsv1: false, opcode: OpCode::Binary, mask: None, payload_len: 300,
+    /// };
+    /// let mut wire = vec![];
+    /// header.encode(&mut wire);
+    /// assert_eq!(wire, [0x82, 126, 0x01, 0x2c]);
+    /// ```
     pub fn encode(&self, out: &mut impl Extend<u8>) {
         let mut buf = [0u8; MAX_HEADER_LEN];
         let n = self.write(&mut buf);

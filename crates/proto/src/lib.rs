@@ -108,6 +108,15 @@ pub use outgoing::OutBuf;
 pub use teardown::Teardown;
 
 /// Which end of the connection this is: it decides who masks.
+///
+/// ```
+/// use bytes::Buf;
+/// use duplex_proto::{Connection, Message, Role};
+/// let mut client = Connection::new(Role::Client, Default::default(), None);
+/// client.send(Message::text("hi")).unwrap();
+/// let header = client.outgoing().copy_to_bytes(2);
+/// assert_eq!(header[1], 0x80 | 2); // the mask bit, then the length
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Accepted the connection; receives masked frames, sends unmasked ones.
@@ -119,6 +128,15 @@ pub enum Role {
 /// Where an open connection is in its life (RFC 6455 §7). Before the
 /// opening handshake completes there is no [`Connection`] yet: the
 /// handshake has its own types ([`handshake`]).
+///
+/// ```
+/// use duplex_proto::{Connection, Role, State};
+/// let mut server = Connection::new(Role::Server, Default::default(), None);
+/// assert_eq!(server.state(), State::Open);
+/// server.read_buf().extend_from_slice(b"\x88\x80\0\0\0\0"); // the client's close
+/// server.next_message().unwrap();
+/// assert_eq!(server.state(), State::Closed); // the reply is queued
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Messages flow both ways.

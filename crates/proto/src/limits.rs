@@ -5,6 +5,13 @@
 //! would inflate past the limit fails mid-inflate. That is what keeps a
 //! hostile peer from growing memory (see the DoS column in `shared/anchors.md`:
 //! unbounded reassembly, decompression bombs, tiny-fragment floods).
+//!
+//! ```
+//! use duplex_proto::limits::Limits;
+//! let limits = Limits::default();
+//! assert_eq!(limits.max_message_size, 64 << 20);
+//! assert_eq!(limits.max_fragments, 65_536);
+//! ```
 
 /// Limits applied to incoming data. The defaults suit a public server;
 /// raise them for bulk transfer.
@@ -37,6 +44,11 @@ impl Default for Limits {
 
 impl Limits {
     /// No practical limit (for trusted peers and conformance tests).
+    ///
+    /// ```
+    /// use duplex_proto::Limits;
+    /// assert_eq!(Limits::unlimited().max_message_size, usize::MAX);
+    /// ```
     pub fn unlimited() -> Self {
         Self {
             max_frame_size: usize::MAX,

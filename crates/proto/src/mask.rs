@@ -4,6 +4,13 @@
 //! hot path of every received byte on a server, so it works on 32-byte blocks
 //! that the compiler turns into SIMD XORs, and falls back to bytes only for
 //! the tail. Masking is its own inverse: the same call masks and unmasks.
+//!
+//! ```
+//! use duplex_proto::mask::apply_mask;
+//! let mut payload = *b"abc";
+//! apply_mask(&mut payload, [0x20, 0x20, 0x20, 0x20], 0); // flips ASCII case
+//! assert_eq!(&payload, b"ABC");
+//! ```
 
 /// XORs `buf` with the mask `key`, as if `buf` started `offset` bytes into
 /// the masked payload (so a payload can be unmasked piece by piece as it

@@ -1,4 +1,11 @@
 //! Messages as users see them: whole, reassembled, inflated, validated.
+//!
+//! ```
+//! use duplex_proto::message::{Message, MessageRef};
+//! let message = Message::text("hi");
+//! assert_eq!(MessageRef::from(&message), MessageRef::Text("hi"));
+//! assert_eq!(message.len(), 2);
+//! ```
 
 use std::fmt;
 use std::ops::Deref;
@@ -21,12 +28,24 @@ pub struct Text(Bytes);
 
 impl Text {
     /// The text as a string slice.
+    ///
+    /// ```
+    /// use duplex_proto::Text;
+    /// let text = Text::from(String::from("héllo"));
+    /// assert_eq!(text.as_str(), "héllo");
+    /// ```
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks or inherits UTF-8 validity.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     /// The underlying bytes.
+    ///
+    /// ```
+    /// use duplex_proto::Text;
+    /// let bytes = Text::from("hé").into_bytes();
+    /// assert_eq!(&bytes[..], b"h\xc3\xa9");
+    /// ```
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
@@ -126,36 +145,78 @@ pub enum Message {
 
 impl Message {
     /// A text message.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// let message = Message::text(format!("{} users", 3));
+    /// assert_eq!(message.as_text(), Some("3 users"));
+    /// ```
     pub fn text(text: impl Into<Text>) -> Self {
         Self::Text(text.into())
     }
 
     /// A binary message.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// let message = Message::binary(vec![0xca, 0xfe]);
+    /// assert_eq!(message.as_bytes(), [0xca, 0xfe]);
+    /// assert_eq!(message.as_text(), None);
+    /// ```
     pub fn binary(data: impl Into<Bytes>) -> Self {
         Self::Binary(data.into())
     }
 
     /// Text or binary.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// assert!(Message::text("hi").is_data());
+    /// assert!(!Message::Ping(Default::default()).is_data());
+    /// ```
     pub fn is_data(&self) -> bool {
         MessageRef::from(self).is_data()
     }
 
     /// The text, if this is a text message.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// assert_eq!(Message::text("hi").as_text(), Some("hi"));
+    /// assert_eq!(Message::binary(&b"hi"[..]).as_text(), None);
+    /// ```
     pub fn as_text(&self) -> Option<&str> {
         MessageRef::from(self).as_text()
     }
 
     /// The payload bytes (empty for a close).
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// assert_eq!(Message::text("hi").as_bytes(), b"hi");
+    /// assert_eq!(Message::Close(None).as_bytes(), b"");
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         MessageRef::from(self).as_bytes()
     }
 
     /// The payload's length in bytes.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// assert_eq!(Message::text("é").len(), 2); // bytes, not characters
+    /// ```
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
     /// Whether the payload is empty.
+    ///
+    /// ```
+    /// use duplex_proto::Message;
+    /// assert!(Message::binary(vec![]).is_empty());
+    /// assert!(!Message::text("x").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -257,11 +318,23 @@ pub enum MessageRef<'a> {
 
 impl<'a> MessageRef<'a> {
     /// Text or binary.
+    ///
+    /// ```
+    /// use duplex_proto::MessageRef;
+    /// assert!(MessageRef::Binary(b"\x01").is_data());
+    /// assert!(!MessageRef::Close(None).is_data());
+    /// ```
     pub fn is_data(&self) -> bool {
         matches!(self, Self::Text(_) | Self::Binary(_))
     }
 
     /// The text, if this is a text message.
+    ///
+    /// ```
+    /// use duplex_proto::MessageRef;
+    /// assert_eq!(MessageRef::Text("hi").as_text(), Some("hi"));
+    /// assert_eq!(MessageRef::Pong(b"hi").as_text(), None);
+    /// ```
     pub fn as_text(&self) -> Option<&'a str> {
         match *self {
             Self::Text(t) => Some(t),
@@ -270,6 +343,12 @@ impl<'a> MessageRef<'a> {
     }
 
     /// The payload bytes (empty for a close).
+    ///
+    /// ```
+    /// use duplex_proto::MessageRef;
+    /// assert_eq!(MessageRef::Text("hi").as_bytes(), b"hi");
+    /// assert_eq!(MessageRef::Ping(b"\x01\x02").as_bytes(), [1, 2]);
+    /// ```
     pub fn as_bytes(&self) -> &'a [u8] {
         match *self {
             Self::Text(t) => t.as_bytes(),
@@ -279,16 +358,33 @@ impl<'a> MessageRef<'a> {
     }
 
     /// The payload's length in bytes.
+    ///
+    /// ```
+    /// use duplex_proto::MessageRef;
+    /// assert_eq!(MessageRef::Binary(&[0; 3]).len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.as_bytes().len()
     }
 
     /// Whether the payload is empty.
+    ///
+    /// ```
+    /// use duplex_proto::MessageRef;
+    /// assert!(MessageRef::Close(None).is_empty());
+    /// assert!(!MessageRef::Text("x").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// An owned copy.
+    ///
+    /// ```
+    /// use duplex_proto::{Message, MessageRef};
+    /// let owned = MessageRef::Binary(b"\x2a").to_message(); // a copy
+    /// assert_eq!(owned, Message::binary(vec![42]));
+    /// ```
     pub fn to_message(&self) -> Message {
         match *self {
             Self::Text(t) => Message::Text(Text::from(t)),

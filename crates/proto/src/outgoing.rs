@@ -4,6 +4,16 @@
 //! one read go out in a single `write` (the pipelined benchmark row in
 //! `shared/anchors.md` is decided here). Large unmasked payloads are queued
 //! as shared `Bytes` instead of copied, and written with `writev`.
+//!
+//! ```
+//! use bytes::{Buf, Bytes};
+//! use duplex_proto::outgoing::OutBuf;
+//! let mut out = OutBuf::default();
+//! out.extend_from_slice(b"\x82\x7e\x10\x00"); // a header, copied
+//! out.push(Bytes::from(vec![0u8; 4096])); // its payload, shared
+//! assert_eq!(out.len(), 4100);
+//! assert_eq!(out.chunk(), b"\x82\x7e\x10\x00"); // in order
+//! ```
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -45,6 +55,15 @@ struct Chunks {
 
 impl OutBuf {
     /// Appends bytes, copying them into the tail.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.extend_from_slice(b"ab");
+    /// out.extend_from_slice(b"cd");
+    /// assert_eq!(out.chunk(), b"abcd"); // one contiguous tail
+    /// ```
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.tail.extend_from_slice(bytes);
     }
@@ -55,6 +74,17 @@ impl OutBuf {
     }
 
     /// Queues a shared buffer without copying it.
+    ///
+    /// ```
+    /// use bytes::{Buf, Bytes};
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.extend_from_slice(b"head:");
+    /// out.push(Bytes::from_static(b"payload"));
+    /// assert_eq!(out.chunk(), b"head:"); // what was queued first goes first
+    /// out.advance(5);
+    /// assert_eq!(out.chunk(), b"payload");
+    /// ```
     pub fn push(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
@@ -71,17 +101,50 @@ impl OutBuf {
     }
 
     /// Bytes waiting.
+    ///
+    /// ```
+    /// use bytes::{Buf, Bytes};
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.extend_from_slice(b"ab");
+    /// out.push(Bytes::from_static(b"cde"));
+    /// assert_eq!(out.len(), 5);
+    /// out.advance(3);
+    /// assert_eq!(out.len(), 2);
+    /// ```
     pub fn len(&self) -> usize {
         self.tail.len() + self.chunks.as_ref().map_or(0, |c| c.len)
     }
 
     /// Nothing waiting.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// assert!(out.is_empty());
+    /// out.extend_from_slice(b"x");
+    /// out.advance(1);
+    /// assert!(out.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Takes the tail's buffer out if nothing is waiting, so an I/O layer can
     /// pool it while the connection is idle.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.provide(bytes::BytesMut::with_capacity(4096));
+    /// out.extend_from_slice(b"frame");
+    /// assert!(out.recycle().is_none()); // still waiting to be written
+    /// out.advance(5);
+    /// let buffer = out.recycle().unwrap(); // to a pool, while idle
+    /// assert!(buffer.capacity() >= 4000 && out.needs_buffer());
+    /// ```
     pub fn recycle(&mut self) -> Option<BytesMut> {
         (self.is_empty() && self.tail.capacity() > 0).then(|| {
             self.chunks = None;
@@ -92,18 +155,44 @@ impl OutBuf {
     /// Drops everything waiting, frames cut short included: for a
     /// connection being torn down whose peer reads nothing, so that what it
     /// holds is freed at once. Nothing may be written after it.
+    ///
+    /// ```
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.extend_from_slice(b"a frame the peer will never read");
+    /// out.discard();
+    /// assert!(out.is_empty() && out.needs_buffer()); // its memory is freed
+    /// ```
     pub fn discard(&mut self) {
         self.chunks = None;
         self.tail = BytesMut::new();
     }
 
     /// Whether the tail has no memory (see [`provide`](Self::provide)).
+    ///
+    /// ```
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// assert!(out.needs_buffer());
+    /// out.provide(bytes::BytesMut::with_capacity(4096));
+    /// assert!(!out.needs_buffer());
+    /// ```
     pub fn needs_buffer(&self) -> bool {
         self.is_empty() && self.tail.capacity() == 0
     }
 
     /// Gives an empty buffer to write the next frames into, if the tail has
     /// none.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.provide(BytesMut::with_capacity(4096)); // from the I/O layer's pool
+    /// out.extend_from_slice(b"frame"); // written into the pooled buffer
+    /// assert_eq!(out.recycle(), None); // not while bytes wait
+    /// assert_eq!(out.len(), 5);
+    /// ```
     pub fn provide(&mut self, mut buf: BytesMut) {
         if self.tail.capacity() == 0 && self.is_empty() {
             buf.clear();
@@ -113,6 +202,18 @@ impl OutBuf {
 
     /// Frees the tail's memory if nothing is waiting (idle connections keep
     /// no buffer).
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.provide(bytes::BytesMut::with_capacity(1024));
+    /// out.extend_from_slice(b"frame");
+    /// out.advance(5);
+    /// assert!(!out.needs_buffer()); // the emptied tail keeps its memory
+    /// out.shrink();
+    /// assert!(out.needs_buffer());
+    /// ```
     pub fn shrink(&mut self) {
         if self.is_empty() {
             self.tail = BytesMut::new();

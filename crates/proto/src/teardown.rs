@@ -74,6 +74,14 @@ use crate::Role;
 /// the driver must do next (see the [module](self) diagram). Not
 /// `#[non_exhaustive]` on purpose: a driver must handle every step, and a
 /// new one should fail its build rather than fall into a wildcard arm.
+///
+/// ```
+/// use duplex_proto::teardown::{Event, Teardown};
+/// use duplex_proto::Role;
+/// // A client whose peer never answered the close: the timeout moves it on.
+/// let t = Teardown::new(Role::Client, false);
+/// assert_eq!(t.on(Event::TimedOut), Teardown::Shutdown { eof_seen: false });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// Write everything queued (the close frame is last) and flush.
@@ -98,6 +106,13 @@ pub enum Teardown {
 }
 
 /// What happened to the step the driver was asked to take.
+///
+/// ```
+/// use duplex_proto::teardown::{Event, Teardown};
+/// let flushing = Teardown::Flush { drain_first: false };
+/// assert_eq!(flushing.on(Event::WriteFailed), Teardown::Done);
+/// assert_eq!(flushing.on(Event::Eof), flushing); // no answer to this step
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -119,6 +134,12 @@ impl Teardown {
     /// true when the closing handshake completed without an error on either
     /// side: see [`Connection::teardown`](crate::Connection::teardown),
     /// which decides it.
+    ///
+    /// ```
+    /// use duplex_proto::{Role, Teardown};
+    /// assert_eq!(Teardown::new(Role::Client, true), Teardown::Flush { drain_first: true });
+    /// assert_eq!(Teardown::new(Role::Client, false), Teardown::Flush { drain_first: false });
+    /// ```
     pub fn new(role: Role, clean: bool) -> Self {
         Teardown::Flush {
             drain_first: role == Role::Client && clean,
@@ -140,6 +161,12 @@ impl Teardown {
 
     /// The next step after `event`. An event that does not answer the
     /// current step (an `Eof` while flushing, say) changes nothing.
+    ///
+    /// ```
+    /// use duplex_proto::teardown::{Event, Teardown};
+    /// let draining = Teardown::Drain { shut_down: true };
+    /// assert_eq!(draining.on(Event::Eof), Teardown::Done);
+    /// ```
     #[must_use]
     pub fn on(self, event: Event) -> Self {
         use Event::*;
@@ -164,6 +191,12 @@ impl Teardown {
 
     /// Whether this step reads from the transport (and discards what it
     /// reads).
+    ///
+    /// ```
+    /// use duplex_proto::Teardown;
+    /// assert!(Teardown::Drain { shut_down: false }.reads());
+    /// assert!(!Teardown::Shutdown { eof_seen: true }.reads());
+    /// ```
     pub fn reads(self) -> bool {
         matches!(self, Teardown::Drain { .. })
     }

@@ -6,8 +6,23 @@
 //! Autobahn's 6.4.x cases check exactly that. The bulk is checked with SIMD
 //! (simdutf8); only the up-to-3 bytes of a code point cut at a boundary are
 //! carried over to the next piece.
+//!
+//! ```
+//! use duplex_proto::utf8::{InvalidUtf8, Utf8Validator};
+//! let mut v = Utf8Validator::default();
+//! assert_eq!(v.feed("é".as_bytes()), Ok(()));
+//! assert_eq!(v.feed(b"\xc0\xaf"), Err(InvalidUtf8)); // an overlong '/'
+//! ```
 
 /// The input is not valid UTF-8.
+///
+/// ```
+/// use duplex_proto::utf8::{InvalidUtf8, Utf8Validator};
+/// let mut v = Utf8Validator::default();
+/// v.feed(b"\xe2\x98").unwrap(); // two thirds of a snowman
+/// assert_eq!(v.finish(), Err(InvalidUtf8));
+/// assert_eq!(InvalidUtf8.to_string(), "invalid UTF-8 in a text message");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid UTF-8 in a text message")]
 pub struct InvalidUtf8;
@@ -34,6 +49,14 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// Checks the next piece of the stream. Fails if the bytes seen so far can
     /// no longer be the start of valid UTF-8.
+    ///
+    /// ```
+    /// use duplex_proto::utf8::Utf8Validator;
+    /// let mut v = Utf8Validator::default();
+    /// assert!(v.feed(b"caf\xc3").is_ok()); // 'é' is cut: its first byte waits
+    /// assert!(v.feed(b"\xa9").is_ok());
+    /// assert!(v.feed(b"\xa9").is_err()); // a continuation byte with no lead
+    /// ```
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
         if self.partial_len > 0 {
             let have = self.partial_len as usize;
@@ -66,6 +89,14 @@ impl Utf8Validator {
 
     /// Ends the stream: fails if it stopped in the middle of a code point.
     /// The validator is ready for a new stream afterwards.
+    ///
+    /// ```
+    /// use duplex_proto::utf8::Utf8Validator;
+    /// let mut v = Utf8Validator::default();
+    /// v.feed(b"\xc3").unwrap();
+    /// assert!(v.finish().is_err()); // ended inside a code point
+    /// assert!(v.finish().is_ok()); // and ready for a new stream
+    /// ```
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let incomplete = self.partial_len > 0;
         self.partial_len = 0;
@@ -73,6 +104,14 @@ impl Utf8Validator {
     }
 
     /// Forgets any carried bytes.
+    ///
+    /// ```
+    /// use duplex_proto::utf8::Utf8Validator;
+    /// let mut v = Utf8Validator::default();
+    /// v.feed(b"\xc3").unwrap(); // a message cut short
+    /// v.reset();
+    /// assert!(v.feed(b"ok").and_then(|()| v.finish()).is_ok());
+    /// ```
     pub fn reset(&mut self) {
         self.partial_len = 0;
     }

@@ -114,6 +114,11 @@ impl std::fmt::Debug for MemoryBudget {
 
 impl MemoryBudget {
     /// A budget of `limit` bytes.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(256 << 20);
+    /// assert_eq!((budget.limit(), budget.used()), (256 << 20, 0));
+    /// ```
     pub fn new(limit: usize) -> Self {
         Self(Arc::new(Shared {
             limit,
@@ -127,6 +132,12 @@ impl MemoryBudget {
     }
 
     /// The limit, in bytes.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1 << 30);
+    /// let _over = budget.charge(2 << 30); // never refused: the heaviest is shed
+    /// assert_eq!(budget.limit(), 1 << 30);
+    /// ```
     pub fn limit(&self) -> usize {
         self.0.limit
     }
@@ -138,6 +149,14 @@ impl MemoryBudget {
     pub const LARGE_MESSAGE: usize = LARGE_MESSAGE;
 
     /// Bytes charged now.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1000);
+    /// let queued = budget.charge(300);
+    /// assert_eq!(budget.used(), 300);
+    /// drop(queued);
+    /// assert_eq!(budget.used(), 0);
+    /// ```
     pub fn used(&self) -> usize {
         self.0.used.load(Ordering::Relaxed)
     }
@@ -145,16 +164,45 @@ impl MemoryBudget {
     /// A share for memory held on behalf of one peer outside a socket of
     /// this budget (a socket's own share comes from
     /// [`WebSocket::budget_share`](crate::WebSocket::budget_share)).
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1000);
+    /// let relay = budget.share(); // for a peer whose chunks a relay buffers
+    /// let chunk = relay.charge(400);
+    /// assert_eq!(budget.used(), 400);
+    /// # drop(chunk);
+    /// ```
     pub fn share(&self) -> BudgetShare {
         Charge::new().share(self)
     }
 
     /// Connections closed with 1013 to keep within the budget, so far.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1000);
+    /// let (greedy, modest) = (budget.share(), budget.share());
+    /// let held = (greedy.charge(900), modest.charge(50));
+    /// let more = modest.charge(100); // past the limit: the heaviest is shed
+    /// assert_eq!(budget.shed(), 1);
+    /// assert!(greedy.is_shed());
+    /// # drop((held, more));
+    /// ```
     pub fn shed(&self) -> u64 {
         self.0.shed.load(Ordering::Relaxed)
     }
 
     /// Times a connection stopped reading to wait for memory, so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let budget = duplex::MemoryBudget::new(100);
+    /// let held = budget.charge(80);
+    /// // A producer waits for room; memory comes back meanwhile.
+    /// tokio::join!(budget.room_for(50), async move { drop(held) });
+    /// assert_eq!(budget.paused(), 1);
+    /// # }
+    /// ```
     pub fn paused(&self) -> u64 {
         self.0.paused.load(Ordering::Relaxed)
     }
@@ -431,6 +479,18 @@ impl MemoryBudget {
 /// Memory charged to a budget, given back when this guard is dropped:
 /// tie it to a message with [`Message::hold_with`](crate::Message::hold_with)
 /// so that it is given back when the last copy of the message goes.
+///
+/// ```
+/// use duplex::{MemoryBudget, Message};
+/// let budget = MemoryBudget::new(1 << 20);
+/// let charged = budget.charge(5); // one message for many subscribers
+/// let message = Message::text("hello").hold_with(charged);
+/// let copies = vec![message.clone(), message.clone()];
+/// drop(message);
+/// assert_eq!(budget.used(), 5); // counted once, while any copy lives
+/// drop(copies);
+/// assert_eq!(budget.used(), 0);
+/// ```
 #[must_use = "the charge is given back as soon as the guard is dropped"]
 pub struct Charged {
     budget: MemoryBudget,
@@ -461,6 +521,16 @@ impl Drop for Charged {
 
 /// A connection's weight for memory charged elsewhere that it keeps alive
 /// (see [`BudgetShare::weigh`]); taken off when dropped.
+///
+/// ```
+/// let budget = duplex::MemoryBudget::new(1 << 20);
+/// let subscriber = budget.share();
+/// let push = budget.charge(1000); // charged once, for everyone
+/// let weight = subscriber.weigh(1000); // this subscriber keeps it alive
+/// assert_eq!(budget.used(), 1000);
+/// drop((weight, push));
+/// assert_eq!(budget.used(), 0);
+/// ```
 #[must_use = "the weight is taken off as soon as the guard is dropped"]
 pub struct Weight {
     holder: Arc<Holder>,
@@ -520,6 +590,15 @@ impl BudgetShare {
     /// Charges `bytes` to this connection until the guard is dropped.
     /// Never refused; past the limit the heaviest connection (perhaps this
     /// one) is shed.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1000);
+    /// let share = budget.share();
+    /// let reply = share.charge(1200); // never refused...
+    /// assert_eq!(budget.used(), 1200);
+    /// assert!(share.is_shed()); // ...but past the limit, the heaviest goes
+    /// # drop(reply);
+    /// ```
     pub fn charge(&self, bytes: usize) -> Charged {
         self.budget.charge_to(Some(&self.holder), bytes)
     }
@@ -527,6 +606,17 @@ impl BudgetShare {
     /// Adds `bytes` to this connection's weight, not to the budget's sum:
     /// for memory charged once with [`MemoryBudget::charge`] that this
     /// connection keeps alive (a message queued for it among others).
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(1000);
+    /// let (a, b) = (budget.share(), budget.share());
+    /// let push = budget.charge(500);
+    /// let (_a_keeps, _b_keeps) = (a.weigh(500), b.weigh(500)); // the push, queued for both
+    /// let own = b.charge(100);
+    /// let more = budget.charge(500); // over: b, heavier with its own 100, is shed
+    /// assert!(b.is_shed() && !a.is_shed());
+    /// # drop((push, own, more));
+    /// ```
     pub fn weigh(&self, bytes: usize) -> Weight {
         self.holder.held.fetch_add(bytes, Ordering::Relaxed);
         self.budget.register(&self.holder);
@@ -537,6 +627,14 @@ impl BudgetShare {
     }
 
     /// Whether the budget chose this connection to close.
+    ///
+    /// ```
+    /// let budget = duplex::MemoryBudget::new(100);
+    /// let share = budget.share();
+    /// assert!(!share.is_shed());
+    /// let _queue = share.charge(150);
+    /// assert!(share.is_shed()); // time to let go of what it holds
+    /// ```
     pub fn is_shed(&self) -> bool {
         self.holder.shed.load(Ordering::Relaxed)
     }

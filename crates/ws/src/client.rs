@@ -73,6 +73,30 @@ impl Default for ClientBuilder {
 }
 
 /// What a completed client handshake looked like (for `curl -v`-style output).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/chat");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let (_ws, info) = duplex::ClientBuilder::new().connect_with_info(&url).await?;
+/// assert_eq!(info.request.uri(), "/chat");
+/// assert_eq!(info.response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+/// assert_eq!(info.response.headers()["upgrade"], "websocket");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HandshakeInfo {
     /// The request sent.
@@ -83,6 +107,12 @@ pub struct HandshakeInfo {
 
 impl ClientBuilder {
     /// Defaults: no compression, proxy from the environment, 10 s timeouts.
+    ///
+    /// ```
+    /// let client = duplex::ClientBuilder::new();
+    /// assert!(client.get_config().deflate.is_none()); // no compression offered
+    /// assert!(client.get_protocols().is_empty() && client.get_headers().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self {
             config: Config::default(),
@@ -100,12 +130,29 @@ impl ClientBuilder {
 
     /// Replaces all connection settings (compression among them: a
     /// client offers none by default).
+    ///
+    /// ```
+    /// use duplex::{ClientBuilder, Config};
+    /// let client = ClientBuilder::new().config(Config::default().with_compression());
+    /// assert!(client.get_config().deflate.is_some());
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
 
     /// Adds a request header. An invalid name or value is reported by `connect`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// use duplex::ClientBuilder;
+    /// let client = ClientBuilder::new().header("Authorization", "Bearer t0ken");
+    /// assert_eq!(client.get_headers()["authorization"], "Bearer t0ken");
+    /// let bad = ClientBuilder::new().header("two words", "x");
+    /// assert!(matches!(bad.connect("ws://127.0.0.1:9/").await, Err(duplex::Error::Url(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(v)) => {
@@ -117,18 +164,103 @@ impl ClientBuilder {
     }
 
     /// Subprotocols to offer, most preferred first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new().protocols(["v2"]);
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let client = duplex::ClientBuilder::new().protocols(["v3", "v2"]);
+    /// assert_eq!(client.get_protocols(), ["v3", "v2"]);
+    /// let ws = client.connect(&url).await?;
+    /// assert_eq!(ws.protocol(), Some("v2"));
+    /// # Ok(()) }
+    /// ```
     pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
         self.protocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
     /// The TLS configuration for `wss://` (default: webpki and system roots).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("wss://{}/", listener.local_addr()?);
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    /// # let tls = duplex::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    /// # let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    /// # tokio::spawn(async move {
+    /// #     let tls = acceptor.accept(listener.accept().await?.0).await?;
+    /// #     let mut ws = duplex::accept(tls).await?;
+    /// #     while let Some(Ok(_)) = ws.recv().await {}
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{ClientBuilder, MaybeTlsStream, tls};
+    /// // Trust the server's self-signed certificate, and nothing else.
+    /// let config = tls::client_config_with_ca_only(cert_pem.as_bytes())?;
+    /// let ws = ClientBuilder::new().tls_config(config).connect(&url).await?;
+    /// assert!(matches!(ws.get_ref(), MaybeTlsStream::Tls(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
     }
 
     /// Which proxy to use (default: from the environment).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let proxy_addr = proxy.local_addr()?;
+    /// # tokio::spawn(async move { // an HTTP CONNECT proxy
+    /// #     let (mut client, _) = proxy.accept().await?;
+    /// #     let mut head = Vec::new();
+    /// #     while !head.ends_with(b"\r\n\r\n") { head.push(client.read_u8().await?); }
+    /// #     let target = String::from_utf8_lossy(&head).split(' ').nth(1).unwrap().to_owned();
+    /// #     let mut server = tokio::net::TcpStream::connect(target).await?;
+    /// #     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+    /// #     tokio::io::copy_bidirectional(&mut client, &mut server).await
+    /// # });
+    /// use duplex::{ClientBuilder, proxy::ProxyConfig};
+    /// let client = ClientBuilder::new().proxy(ProxyConfig::Url(format!("http://{proxy_addr}")));
+    /// let mut ws = client.connect(&url).await?;
+    /// assert_eq!(ws.get_ref().peer_addr(), Some(proxy_addr)); // TCP to the proxy
+    /// ws.send("through the tunnel").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("through the tunnel"));
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "proxy")]
     pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = proxy;
@@ -154,17 +286,80 @@ impl ClientBuilder {
     }
 
     /// How long the TCP connect, proxy tunnel and TLS handshake may take.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("wss://{addr}/");
+    /// use std::time::Duration;
+    /// // A server that accepts TCP but never answers the TLS handshake.
+    /// let client = duplex::ClientBuilder::new().connect_timeout(Duration::from_millis(50));
+    /// let Err(duplex::Error::Io(error)) = client.connect(&url).await else { panic!() };
+    /// assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    /// # drop(listener);
+    /// # Ok(()) }
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Connects and completes the handshake.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let client = duplex::ClientBuilder::new().header("User-Agent", "example/1.0");
+    /// let mut ws = client.connect(&url).await?;
+    /// ws.send("hello").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(&self, url: &str) -> Result<WebSocket<MaybeTlsStream>> {
         self.connect_with_info(url).await.map(|(ws, _)| ws)
     }
 
     /// Connects, and also returns the handshake's request and response.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let client = duplex::ClientBuilder::new().protocols(["chat"]);
+    /// let (_ws, info) = client.connect_with_info(&url).await?;
+    /// assert_eq!(info.request.headers()["sec-websocket-protocol"], "chat");
+    /// assert_eq!(info.response.status(), 101);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with_info(
         &self,
         url: &str,
@@ -181,16 +376,32 @@ impl ClientBuilder {
     }
 
     /// The connection settings.
+    ///
+    /// ```
+    /// use duplex::{ClientBuilder, Config};
+    /// let client = ClientBuilder::new().config(Config::default().with_max_message_size(1024));
+    /// assert_eq!(client.get_config().limits.max_message_size, 1024);
+    /// ```
     pub fn get_config(&self) -> &Config {
         &self.config
     }
 
     /// The subprotocols offered.
+    ///
+    /// ```
+    /// let client = duplex::ClientBuilder::new().protocols(["mqtt", "wamp.2.json"]);
+    /// assert_eq!(client.get_protocols(), ["mqtt", "wamp.2.json"]);
+    /// ```
     pub fn get_protocols(&self) -> &[String] {
         &self.protocols
     }
 
     /// The extra request headers.
+    ///
+    /// ```
+    /// let client = duplex::ClientBuilder::new().header("Origin", "https://a.test");
+    /// assert_eq!(client.get_headers()["origin"], "https://a.test");
+    /// ```
     pub fn get_headers(&self) -> &HeaderMap {
         &self.headers
     }
@@ -264,6 +475,32 @@ impl ClientBuilder {
 
     /// Performs the WebSocket handshake on a stream that is already
     /// connected (through whatever transport) to the server of `url`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{ClientBuilder, url::WsUrl};
+    /// let tcp = tokio::net::TcpStream::connect(addr).await?; // any connected stream
+    /// let (mut ws, info) = ClientBuilder::new().handshake_on(tcp, &WsUrl::parse(&url)?).await?;
+    /// assert_eq!(info.response.status(), 101);
+    /// ws.send("hi").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub async fn handshake_on<S>(
         &self,
         mut stream: S,

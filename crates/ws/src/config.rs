@@ -76,12 +76,22 @@ impl Default for Config {
 
 impl Config {
     /// Sets the largest message accepted (after reassembly and inflation).
+    ///
+    /// ```
+    /// let config = duplex::Config::default().with_max_message_size(1 << 20);
+    /// assert_eq!(config.limits.max_message_size, 1 << 20);
+    /// ```
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.limits.max_message_size = bytes;
         self
     }
 
     /// Sets the largest frame accepted.
+    ///
+    /// ```
+    /// let config = duplex::Config::default().with_max_frame_size(64 << 10);
+    /// assert_eq!(config.limits.max_frame_size, 64 << 10);
+    /// ```
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.limits.max_frame_size = bytes;
         self
@@ -100,6 +110,11 @@ impl Config {
     }
 
     /// Enables permessage-deflate with default settings.
+    ///
+    /// ```
+    /// let config = duplex::Config::default().with_compression();
+    /// assert_eq!(config.deflate, Some(duplex::DeflateConfig::default()));
+    /// ```
     pub fn with_compression(mut self) -> Self {
         self.deflate = Some(DeflateConfig::default());
         self
@@ -169,18 +184,37 @@ impl Config {
     }
 
     /// Enables keepalive pings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = duplex::Config::default().with_ping_interval(Duration::from_secs(30));
+    /// assert_eq!(config.ping_interval, Some(Duration::from_secs(30)));
+    /// ```
     pub fn with_ping_interval(mut self, every: Duration) -> Self {
         self.ping_interval = Some(every);
         self
     }
 
     /// Shares `budget` with the other sockets that hold it.
+    ///
+    /// ```
+    /// use duplex::{Config, MemoryBudget};
+    /// let budget = MemoryBudget::new(64 << 20);
+    /// let config = Config::default().with_memory_budget(budget.clone());
+    /// assert_eq!(config.memory_budget.map(|b| b.limit()), Some(64 << 20));
+    /// ```
     pub fn with_memory_budget(mut self, budget: MemoryBudget) -> Self {
         self.memory_budget = Some(budget);
         self
     }
 
     /// Enables the idle timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = duplex::Config::default().with_idle_timeout(Duration::from_secs(300));
+    /// assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
+    /// ```
     pub fn with_idle_timeout(mut self, after: Duration) -> Self {
         self.idle_timeout = Some(after);
         self

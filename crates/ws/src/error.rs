@@ -13,6 +13,14 @@ use duplex_proto::{ProtocolError, SendError};
 /// Kept to 32 bytes (the large cases are boxed), because every
 /// `recv()` returns `Option<Result<Message, Error>>`: it is copied out per
 /// message and held wherever a caller's loop keeps it across an `.await`.
+///
+/// ```
+/// use duplex::{Error, url::WsUrl};
+/// let error = WsUrl::parse("ftp://example.com/").unwrap_err();
+/// assert!(matches!(error, Error::Url(_)));
+/// let message = r#"invalid URL "ftp://example.com/": scheme "ftp" is not ws or wss"#;
+/// assert_eq!(error.to_string(), message);
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -89,6 +97,13 @@ pub struct TlsError {
 }
 
 /// The kinds of [`TlsError`].
+///
+/// ```
+/// use duplex::{Error, TlsErrorKind};
+/// let Err(Error::Tls(error)) = duplex::tls::server_config(b"", b"") else { panic!() };
+/// assert_eq!(error.kind(), TlsErrorKind::Config);
+/// assert_eq!(error.to_string(), "no certificate found in the PEM file");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsErrorKind {
@@ -110,6 +125,12 @@ pub enum TlsErrorKind {
 
 impl TlsError {
     /// A TLS error of `kind`, described by `message`.
+    ///
+    /// ```
+    /// use duplex::{TlsError, TlsErrorKind};
+    /// let error = TlsError::new(TlsErrorKind::NotTls, "the server answered in plain HTTP");
+    /// assert_eq!(error.to_string(), "the server answered in plain HTTP");
+    /// ```
     pub fn new(kind: TlsErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
@@ -118,6 +139,12 @@ impl TlsError {
     }
 
     /// How it failed.
+    ///
+    /// ```
+    /// use duplex::{TlsError, TlsErrorKind};
+    /// let error = TlsError::new(TlsErrorKind::Expired, "certificate expired");
+    /// assert_eq!(error.kind(), TlsErrorKind::Expired);
+    /// ```
     pub fn kind(&self) -> TlsErrorKind {
         self.kind
     }
@@ -146,6 +173,12 @@ pub struct ProxyError {
 }
 
 /// The kinds of [`ProxyError`].
+///
+/// ```
+/// use duplex::{Error, ProxyErrorKind, proxy::Proxy};
+/// let Err(Error::Proxy(error)) = Proxy::parse("ftp://127.0.0.1") else { panic!() };
+/// assert_eq!(error.kind(), ProxyErrorKind::InvalidUrl);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProxyErrorKind {
@@ -164,6 +197,12 @@ pub enum ProxyErrorKind {
 
 impl ProxyError {
     /// A proxy error of `kind`, described by `message`.
+    ///
+    /// ```
+    /// use duplex::{Error, ProxyError, ProxyErrorKind};
+    /// let error = Error::from(ProxyError::new(ProxyErrorKind::Refused, "403 Forbidden"));
+    /// assert_eq!(error.to_string(), "proxy: 403 Forbidden");
+    /// ```
     pub fn new(kind: ProxyErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
@@ -172,12 +211,24 @@ impl ProxyError {
     }
 
     /// How it failed.
+    ///
+    /// ```
+    /// use duplex::{ProxyError, ProxyErrorKind};
+    /// let error = ProxyError::new(ProxyErrorKind::Unreachable, "connection refused");
+    /// assert_eq!(error.kind(), ProxyErrorKind::Unreachable);
+    /// ```
     pub fn kind(&self) -> ProxyErrorKind {
         self.kind
     }
 
     /// Whether trying again later may succeed (not for a bad URL or
     /// refused credentials).
+    ///
+    /// ```
+    /// use duplex::{ProxyError, ProxyErrorKind};
+    /// assert!(ProxyError::new(ProxyErrorKind::Unreachable, "down").is_transient());
+    /// assert!(!ProxyError::new(ProxyErrorKind::InvalidUrl, "no host").is_transient());
+    /// ```
     pub fn is_transient(&self) -> bool {
         !matches!(
             self.kind,
@@ -210,6 +261,11 @@ impl From<HandshakeError> for Error {
 
 impl Error {
     /// An [`Error::Url`]: `url` cannot be used, for `reason`.
+    ///
+    /// ```
+    /// let error = duplex::Error::url("ws://", "missing host");
+    /// assert_eq!(error.to_string(), r#"invalid URL "ws://": missing host"#);
+    /// ```
     pub fn url(url: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Url(Box::new(UrlError {
             url: url.into(),
@@ -219,6 +275,14 @@ impl Error {
 }
 
 /// A URL that cannot be used, and why.
+///
+/// ```
+/// let Err(duplex::Error::Url(error)) = duplex::url::WsUrl::parse("ftp://a.test") else {
+///     panic!("not a WebSocket URL");
+/// };
+/// assert_eq!(error.url, "ftp://a.test");
+/// assert_eq!(error.reason, r#"scheme "ftp" is not ws or wss"#);
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("invalid URL {url:?}: {reason}")]
 pub struct UrlError {
@@ -229,6 +293,33 @@ pub struct UrlError {
 }
 
 /// Why the opening handshake failed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new().filter(|_| {
+/// #         Err(http::Response::builder().status(404).body("no such room\n".into()).unwrap())
+/// #     });
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// use duplex::{Error, HandshakeError, ResponseError};
+/// let Err(Error::Handshake(error)) = duplex::connect(&url).await else { panic!() };
+/// let HandshakeError::Response { error, body } = *error else { panic!() };
+/// assert_eq!(error, ResponseError::Status(http::StatusCode::NOT_FOUND));
+/// assert_eq!(body, "no such room\n"); // the server's reason
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
@@ -311,4 +402,12 @@ pub fn status_hint(status: http::StatusCode) -> &'static str {
 }
 
 /// A `Result` with [`Error`].
+///
+/// ```
+/// fn port(url: &str) -> duplex::Result<u16> {
+///     Ok(duplex::url::WsUrl::parse(url)?.port)
+/// }
+/// assert_eq!(port("wss://example.com/").unwrap(), 443);
+/// assert!(port("example.com").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

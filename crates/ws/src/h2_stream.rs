@@ -39,6 +39,38 @@ const SMALL_FRAME: usize = 4 << 10;
 /// task until the peer ends its side: h2 would otherwise reset it, and a
 /// reset discards what was queued but not yet written, as TCP's close does
 /// not.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let (tcp, peer) = listener.accept().await?;
+/// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+/// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+/// #     let server = duplex::ServerBuilder::new();
+/// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+/// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+/// #         let protocol = protocol.map(|p| p.as_str());
+/// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+/// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+/// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+/// #         let mut ws = server.open(stream, &accepted);
+/// #         tokio::spawn(async move {
+/// #             while let Some(Ok(msg)) = ws.recv().await {
+/// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+/// #             }
+/// #         });
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+/// let ws: duplex::WebSocket<duplex::H2Stream> = h2.open("/").await?;
+/// assert_eq!(ws.get_ref().peer_addr(), Some(addr));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct H2Stream {
     /// Taken only by `drop`, to linger.
@@ -150,6 +182,33 @@ impl H2Stream {
     /// `recv` on the server (the response's stream and the request's
     /// body), or on the client. Starts the task that takes the frames (a
     /// tokio runtime must be running).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("ws://{}/", listener.local_addr()?);
+    /// # let client = tokio::spawn(async move {
+    /// #     let mut ws = duplex::ClientBuilder::new().connect_http2(&url).await?.open("/").await?;
+    /// #     ws.send("hi").await?;
+    /// #     ws.recv().await; // until the server is done
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// # let (tcp, peer) = listener.accept().await?;
+    /// # let mut conn = h2::server::Builder::new().enable_connect_protocol().handshake(tcp).await?;
+    /// # let (request, mut respond) = conn.accept().await.expect("a stream")?;
+    /// # tokio::spawn(async move { while conn.accept().await.is_some() {} }); // drives it
+    /// let server = duplex::ServerBuilder::new();
+    /// // `request` and `respond`: an extended CONNECT that h2's server accepted.
+    /// let protocol = request.extensions().get::<h2::ext::Protocol>().map(|p| p.as_str());
+    /// let accepted = server.accept_connect_request(&request, protocol)?;
+    /// let send = respond.send_response(accepted.response.clone(), false)?;
+    /// let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// let mut ws = server.open(stream, &accepted);
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         send: SendStream<Bytes>,
         mut recv: RecvStream,
@@ -169,6 +228,38 @@ impl H2Stream {
     }
 
     /// The address of the other end of the connection this stream is on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let (tcp, peer) = listener.accept().await?;
+    /// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+    /// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+    /// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+    /// #         let protocol = protocol.map(|p| p.as_str());
+    /// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+    /// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+    /// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// #         let mut ws = server.open(stream, &accepted);
+    /// #         tokio::spawn(async move {
+    /// #             while let Some(Ok(msg)) = ws.recv().await {
+    /// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+    /// #             }
+    /// #         });
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+    /// let ws = h2.open("/").await?;
+    /// assert_eq!(ws.get_ref().peer_addr(), Some(addr)); // the connection's other end
+    /// # Ok(()) }
+    /// ```
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         self.peer
     }

@@ -6,6 +6,41 @@
 //! (h2c) for `ws://`. Nothing is sent until the server's SETTINGS have
 //! arrived and enabled the extended CONNECT (a PING round trip proves
 //! they were read: a server sends its SETTINGS first).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> duplex::Result<()> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # let url = format!("ws://{addr}/");
+//! # tokio::spawn(async move {
+//! #     let (tcp, peer) = listener.accept().await?;
+//! #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+//! #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+//! #     let server = duplex::ServerBuilder::new();
+//! #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+//! #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+//! #         let protocol = protocol.map(|p| p.as_str());
+//! #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+//! #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+//! #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+//! #         let mut ws = server.open(stream, &accepted);
+//! #         tokio::spawn(async move {
+//! #             while let Some(Ok(msg)) = ws.recv().await {
+//! #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+//! #             }
+//! #         });
+//! #     }
+//! #     Ok::<_, duplex::Error>(())
+//! # });
+//! let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+//! let (mut chat, mut feed) = (h2.open("/chat").await?, h2.open("/feed").await?);
+//! chat.send("on stream 1").await?;
+//! feed.send("on stream 3").await?; // the same TCP connection
+//! assert_eq!(feed.recv().await.unwrap()?.as_text(), Some("on stream 3"));
+//! assert_eq!(chat.recv().await.unwrap()?.as_text(), Some("on stream 1"));
+//! # Ok(()) }
+//! ```
 
 use bytes::Bytes;
 
@@ -44,6 +79,14 @@ use crate::url::WsUrl;
 
 /// Which HTTP version a client opens its WebSocket with
 /// ([`ClientBuilder::http2`]).
+///
+/// ```
+/// use duplex::{ClientBuilder, http2::Http2Mode};
+/// assert_eq!(Http2Mode::default(), Http2Mode::Never);
+/// assert_eq!("auto".parse::<Http2Mode>(), Ok(Http2Mode::Auto)); // as a CLI flag
+/// let client = ClientBuilder::new().http2(Http2Mode::Auto);
+/// # drop(client);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Http2Mode {
@@ -118,6 +161,39 @@ impl ClientBuilder {
     /// [`HandshakeError::NoHttp2`] if TLS did not choose `h2`, or
     /// [`HandshakeError::NoExtendedConnect`] if the server did not enable
     /// WebSockets over HTTP/2.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let (tcp, peer) = listener.accept().await?;
+    /// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+    /// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+    /// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+    /// #         let protocol = protocol.map(|p| p.as_str());
+    /// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+    /// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+    /// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// #         let mut ws = server.open(stream, &accepted);
+    /// #         tokio::spawn(async move {
+    /// #             while let Some(Ok(msg)) = ws.recv().await {
+    /// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+    /// #             }
+    /// #         });
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+    /// let mut ws = h2.open("/echo").await?;
+    /// ws.send("hello").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_http2(&self, url: &str) -> Result<Http2Connection> {
         let url = WsUrl::parse(url)?;
         // Offering HTTP/1.1 too lets an HTTP/1.1-only server answer, rather
@@ -226,6 +302,39 @@ impl Http2Connection {
     /// Opens a WebSocket at `path_and_query` (`/chat?room=1`) on a new
     /// stream: an extended CONNECT answered 200, with the builder's
     /// subprotocols, compression and headers negotiated as on HTTP/1.1.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let (tcp, peer) = listener.accept().await?;
+    /// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+    /// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+    /// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+    /// #         let protocol = protocol.map(|p| p.as_str());
+    /// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+    /// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+    /// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// #         let mut ws = server.open(stream, &accepted);
+    /// #         tokio::spawn(async move {
+    /// #             while let Some(Ok(msg)) = ws.recv().await {
+    /// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+    /// #             }
+    /// #         });
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let h2 = duplex::ClientBuilder::new().protocols(["chat"]).connect_http2(&url).await?;
+    /// let mut ws = h2.open("/chat?room=1").await?; // the builder's subprotocols offered
+    /// ws.send("hi").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub async fn open(&self, path_and_query: &str) -> Result<WebSocket<H2Stream>> {
         let (stream, conn, protocol, _) = self.handshake(path_and_query).await?;
         let config = self.builder.get_config().clone();
@@ -234,6 +343,37 @@ impl Http2Connection {
 
     /// How many streams the server lets this connection have open at once
     /// (its SETTINGS_MAX_CONCURRENT_STREAMS, as far as known).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let (tcp, peer) = listener.accept().await?;
+    /// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+    /// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+    /// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+    /// #         let protocol = protocol.map(|p| p.as_str());
+    /// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+    /// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+    /// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// #         let mut ws = server.open(stream, &accepted);
+    /// #         tokio::spawn(async move {
+    /// #             while let Some(Ok(msg)) = ws.recv().await {
+    /// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+    /// #             }
+    /// #         });
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+    /// assert!(h2.max_streams() > 1); // h2's server allows many by default
+    /// # Ok(()) }
+    /// ```
     pub fn max_streams(&self) -> usize {
         self.send.current_max_send_streams()
     }
@@ -241,6 +381,39 @@ impl Http2Connection {
     /// A stream opened as [`open`](Self::open) opens one, for a caller that
     /// speaks WebSocket on it itself (a load generator, a bridge); the
     /// response's headers say what was negotiated.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let (tcp, peer) = listener.accept().await?;
+    /// #     let mut h2 = h2::server::Builder::new().enable_connect_protocol()
+    /// #         .handshake(tcp).await.map_err(std::io::Error::other)?;
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     while let Some(Ok((request, mut respond))) = h2.accept().await {
+    /// #         let protocol = request.extensions().get::<h2::ext::Protocol>();
+    /// #         let protocol = protocol.map(|p| p.as_str());
+    /// #         let accepted = server.accept_connect_request(&request, protocol).unwrap();
+    /// #         let send = respond.send_response(accepted.response.clone(), false).unwrap();
+    /// #         let stream = duplex::H2Stream::new(send, request.into_body(), Some(peer));
+    /// #         let mut ws = server.open(stream, &accepted);
+    /// #         tokio::spawn(async move {
+    /// #             while let Some(Ok(msg)) = ws.recv().await {
+    /// #                 if msg.is_data() && ws.send(msg).await.is_err() { break; }
+    /// #             }
+    /// #         });
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let h2 = duplex::ClientBuilder::new().connect_http2(&url).await?;
+    /// let (stream, response) = h2.open_raw("/raw").await?;
+    /// assert_eq!(response.status(), 200); // the extended CONNECT's answer
+    /// assert_eq!(stream.peer_addr(), Some(addr)); // frames are the caller's to write
+    /// # Ok(()) }
+    /// ```
     pub async fn open_raw(&self, path_and_query: &str) -> Result<(H2Stream, Response<()>)> {
         let (stream, _, _, info) = self.handshake(path_and_query).await?;
         Ok((stream, info.response))

@@ -64,6 +64,23 @@ pub struct Incoming<S> {
 /// 408, 503) and closes; or hand [`NoRequest::into_stream`] to an HTTP
 /// server, which sees every byte read. Converts into an [`Error`] with `?`
 /// (dropping the stream unanswered).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+/// # peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+/// let server = duplex::ServerBuilder::new();
+/// let (tcp, _) = listener.accept().await?; // a peer that speaks HTTP/2 at once
+/// let Err(no_request) = server.read_request(tcp).await else { panic!() };
+/// let error = duplex::Error::from(no_request); // dropped unanswered
+/// assert!(matches!(error, duplex::Error::Handshake(_)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct NoRequest<S> {
     kind: NoRequestKind,
@@ -71,6 +88,22 @@ pub struct NoRequest<S> {
 }
 
 /// What kept a request from being read.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+/// # peer.write_all(b"hello\r\n\r\n").await?;
+/// use duplex::NoRequestKind;
+/// let (tcp, _) = listener.accept().await?; // a peer that sent "hello"
+/// let Err(no) = duplex::ServerBuilder::new().read_request(tcp).await else { panic!() };
+/// assert!(matches!(no.kind(), NoRequestKind::Unreadable(_)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum NoRequestKind {
@@ -92,11 +125,46 @@ const NO_ROOM_RETRY_SECS: u32 = 5;
 
 impl<S> NoRequest<S> {
     /// What kept a request from being read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+    /// # peer.write_all(b"").await?;
+    /// # peer.shutdown().await?;
+    /// use duplex::NoRequestKind;
+    /// let (tcp, _) = listener.accept().await?; // a peer that left at once
+    /// let Err(no) = duplex::ServerBuilder::new().read_request(tcp).await else { panic!() };
+    /// assert!(matches!(no.kind(), NoRequestKind::Gone(None)));
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &NoRequestKind {
         &self.kind
     }
 
     /// The stream, every byte read from it replayed first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+    /// # peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+    /// let (tcp, _) = listener.accept().await?; // an HTTP/2 client: not for us
+    /// let Err(no) = duplex::ServerBuilder::new().read_request(tcp).await else { panic!() };
+    /// let mut stream = no.into_stream(); // for an HTTP/2 server, every byte still there
+    /// let mut preface = [0; 24];
+    /// stream.read_exact(&mut preface).await?;
+    /// assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    /// # Ok(()) }
+    /// ```
     pub fn into_stream(self) -> Rewind<S> {
         self.stream
     }
@@ -111,6 +179,25 @@ where
     /// one `408`, one the budget has no room for `503` with `Retry-After`;
     /// a peer that left gets nothing. Returns the error to report. Each
     /// write is bounded by `timeout`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+    /// # peer.write_all(b"hello\r\n\r\n").await?;
+    /// use std::time::Duration;
+    /// let (tcp, _) = listener.accept().await?; // a peer that sent "hello"
+    /// let Err(no) = duplex::ServerBuilder::new().read_request(tcp).await else { panic!() };
+    /// let error = no.answer(Duration::from_secs(1)).await; // answered, closed
+    /// let mut answer = String::new();
+    /// peer.read_to_string(&mut answer).await?;
+    /// assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{error}");
+    /// # Ok(()) }
+    /// ```
     pub async fn answer(self, timeout: Duration) -> Error {
         let Self { kind, mut stream } = self;
         let answer = match &kind {
@@ -155,6 +242,23 @@ impl ServerBuilder {
     /// limits, its handshake timeout and its memory budget (a head longer
     /// than 1 KiB is charged while it is read). Writes nothing: what to
     /// answer is the caller's choice.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/feed");
+    /// # let client = tokio::spawn(async move { duplex::connect(&url).await });
+    /// let server = duplex::ServerBuilder::new();
+    /// let (tcp, _) = listener.accept().await?;
+    /// let incoming = server.read_request(tcp).await?; // nothing answered yet
+    /// assert_eq!(incoming.request().uri().path(), "/feed");
+    /// let ws = incoming.accept(&server).await?; // now the 101
+    /// # client.await.unwrap()?;
+    /// # drop(ws);
+    /// # Ok(()) }
+    /// ```
     pub async fn read_request<S>(&self, mut stream: S) -> Result<Incoming<S>, NoRequest<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -216,6 +320,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// The request (its body, if any, is still on the stream).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/chat?room=1");
+    /// # let client = tokio::spawn(async move { duplex::connect(&url).await });
+    /// let server = duplex::ServerBuilder::new();
+    /// let incoming = server.read_request(listener.accept().await?.0).await?;
+    /// assert_eq!(incoming.request().uri(), "/chat?room=1");
+    /// # incoming.accept(&server).await?;
+    /// # client.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
     pub fn request(&self) -> &Request<()> {
         &self.request
     }
@@ -224,6 +343,25 @@ where
     /// answers `101` and opens the socket. A refused or invalid upgrade is
     /// answered (the filter's response, or a 4xx with a one-line reason),
     /// closed, and reported as [`Error::Handshake`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/chat");
+    /// # let client = tokio::spawn(async move {
+    /// #     duplex::ClientBuilder::new().protocols(["chat.v1"]).connect(&url).await
+    /// # });
+    /// use duplex::ServerBuilder;
+    /// let (chat, other) = (ServerBuilder::new().protocols(["chat.v1"]), ServerBuilder::new());
+    /// let incoming = other.read_request(listener.accept().await?.0).await?;
+    /// let endpoint = if incoming.request().uri() == "/chat" { &chat } else { &other };
+    /// let ws = incoming.accept(endpoint).await?; // with the settings of the endpoint
+    /// assert_eq!(ws.protocol(), Some("chat.v1"));
+    /// # client.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
     pub async fn accept(self, server: &ServerBuilder) -> Result<WebSocket<S>> {
         if let Some(filter) = server.get_filter() {
             if let Err(response) = filter(&self.request) {
@@ -245,6 +383,23 @@ where
     /// [`ServerBuilder::accept_request`] on [`Incoming::request`]) and
     /// opens the socket with `server`'s settings. For a server that looks
     /// at why an upgrade is invalid before deciding who answers it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # let client = tokio::spawn(async move { duplex::connect(&url).await });
+    /// let server = duplex::ServerBuilder::new();
+    /// let incoming = server.read_request(listener.accept().await?.0).await?;
+    /// match server.accept_request(incoming.request()) {
+    ///     Ok(accepted) => assert!(incoming.open(&server, &accepted).await.is_ok()),
+    ///     Err(why) => incoming.reject(why.response()).await?, // or answer it otherwise
+    /// }
+    /// assert!(client.await.unwrap().is_ok());
+    /// # Ok(()) }
+    /// ```
     pub async fn open(
         mut self,
         server: &ServerBuilder,
@@ -262,6 +417,22 @@ where
 
     /// Answers with `response` (its body as the content, `Content-Length`
     /// set) and closes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # let client = tokio::spawn(async move { duplex::connect(&url).await });
+    /// let server = duplex::ServerBuilder::new();
+    /// let incoming = server.read_request(listener.accept().await?.0).await?;
+    /// let forbidden = http::Response::builder().status(403).body("members only\n".into());
+    /// incoming.reject(forbidden.unwrap()).await?;
+    /// let refused = client.await.unwrap().unwrap_err();
+    /// assert!(refused.to_string().contains("members only"));
+    /// # Ok(()) }
+    /// ```
     pub async fn reject(mut self, mut response: Response<String>) -> Result<()> {
         let len = response.body().len();
         response
@@ -278,6 +449,24 @@ where
     /// The request, and the stream with what the client sent after its
     /// head replayed first: for a proxy or a bridge that answers the
     /// handshake itself and then carries the bytes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+    /// # peer.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n\x81\x80").await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let incoming = duplex::ServerBuilder::new().read_request(tcp).await?;
+    /// let (request, stream) = incoming.into_parts(); // for a proxy that answers itself
+    /// let (after_head, _tcp) = stream.into_parts();
+    /// assert_eq!(request.headers()["host"], "a.test");
+    /// assert_eq!(after_head, b"\x81\x80"[..]); // what the client sent behind its head
+    /// # Ok(()) }
+    /// ```
     pub fn into_parts(mut self) -> (Request<()>, Rewind<S>) {
         self.buf.advance(self.head_len);
         (self.request, Rewind::new(self.buf.freeze(), self.stream))
@@ -286,6 +475,25 @@ where
     /// Gives up the request unanswered: the stream, with every byte read
     /// from it (the head and what followed) replayed first, for an HTTP
     /// server to serve as if it had read them itself.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let mut peer = tokio::net::TcpStream::connect(addr).await?;
+    /// # peer.write_all(b"GET /page HTTP/1.1\r\nHost: a.test\r\n\r\n").await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let incoming = duplex::ServerBuilder::new().read_request(tcp).await?;
+    /// assert!(incoming.request().headers().get("upgrade").is_none()); // a page, not a socket
+    /// let mut stream = incoming.into_stream(); // for an HTTP server: the head replayed
+    /// let mut head = [0; 14];
+    /// stream.read_exact(&mut head).await?;
+    /// assert_eq!(&head, b"GET /page HTTP");
+    /// # Ok(()) }
+    /// ```
     pub fn into_stream(self) -> Rewind<S> {
         Rewind::new(self.buf.freeze(), self.stream)
     }

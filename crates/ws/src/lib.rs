@@ -101,6 +101,14 @@ pub use duplex_proto::{
 /// handshake, close codes, limits. Its internals (`frame`, `mask`, `utf8`,
 /// `outgoing`, `handshake::head`) are here only with this crate's
 /// **`unstable`** feature, and may change in any release.
+///
+/// ```
+/// use duplex::proto::{Connection, Message, Role, State};
+/// let mut conn = Connection::new(Role::Client, Default::default(), None);
+/// conn.send(Message::text("hi")).unwrap(); // framed and masked, ready to write
+/// assert_eq!(conn.outgoing().len(), 2 + 4 + 2);
+/// assert_eq!(conn.state(), State::Open);
+/// ```
 pub mod proto {
     pub use duplex_proto::{
         CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Incoming, Limits,
@@ -111,6 +119,12 @@ pub mod proto {
     pub use duplex_proto::{frame, mask, outgoing, utf8};
 
     /// The opening handshake (RFC 6455 §4; RFC 8441 over HTTP/2).
+    ///
+    /// ```
+    /// use duplex::proto::handshake::accept_key;
+    /// // The example of RFC 6455 §1.3.
+    /// assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    /// ```
     pub mod handshake {
         #[cfg(feature = "unstable")]
         pub use duplex_proto::handshake::head;

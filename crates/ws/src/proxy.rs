@@ -10,6 +10,14 @@
 //! - `socks5://[user:pass@]host[:port]`: a SOCKS5 proxy (RFC 1928), the
 //!   server's name resolved here; `socks5h://` lets the proxy resolve it
 //!   (curl's convention). Credentials use RFC 1929 username/password.
+//!
+//! ```
+//! use duplex::proxy::ProxyConfig;
+//! let config = ProxyConfig::Url("socks5h://user:pass@127.0.0.1:1080".into());
+//! let proxy = config.resolve("example.com", true)?.expect("a proxy");
+//! assert_eq!((proxy.scheme(), proxy.address()), ("socks5h", ("127.0.0.1", 1080)));
+//! # Ok::<_, duplex::Error>(())
+//! ```
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,6 +32,15 @@ use crate::error::{Error, ProxyError, ProxyErrorKind};
 use crate::handshake_io::read_head;
 
 /// Which proxy a client uses.
+///
+/// ```
+/// use duplex::{ClientBuilder, proxy::ProxyConfig};
+/// assert_eq!(ProxyConfig::default(), ProxyConfig::FromEnv);
+/// assert_eq!(ProxyConfig::None.resolve("example.com", true)?, None); // direct
+/// let client = ClientBuilder::new().proxy(ProxyConfig::Url("http://127.0.0.1:3128".into()));
+/// # drop(client);
+/// # Ok::<_, duplex::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ProxyConfig {
     /// From `https_proxy` / `http_proxy` / `no_proxy` (the default).
@@ -37,6 +54,14 @@ pub enum ProxyConfig {
 }
 
 /// A proxy to tunnel through.
+///
+/// ```
+/// use duplex::proxy::Proxy;
+/// let proxy = Proxy::parse("127.0.0.1:3128")?; // no scheme: an HTTP proxy
+/// assert_eq!((proxy.scheme(), proxy.address()), ("http", ("127.0.0.1", 3128)));
+/// assert!(Proxy::parse("ftp://127.0.0.1").is_err());
+/// # Ok::<_, duplex::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proxy {
     kind: Kind,
@@ -130,12 +155,25 @@ impl Proxy {
     }
 
     /// The proxy's host and port.
+    ///
+    /// ```
+    /// let proxy = duplex::proxy::Proxy::parse("http://[::1]")?;
+    /// assert_eq!(proxy.address(), ("::1", 80)); // no brackets, the default port
+    /// # Ok::<_, duplex::Error>(())
+    /// ```
     pub fn address(&self) -> (&str, u16) {
         (&self.host, self.port)
     }
 
     /// The protocol spoken to the proxy, as a URL scheme: `http`, `socks5`
     /// or `socks5h`.
+    ///
+    /// ```
+    /// use duplex::proxy::Proxy;
+    /// assert_eq!(Proxy::parse("SOCKS5://127.0.0.1")?.scheme(), "socks5");
+    /// assert_eq!(Proxy::parse("127.0.0.1:8080")?.scheme(), "http");
+    /// # Ok::<_, duplex::Error>(())
+    /// ```
     pub fn scheme(&self) -> &'static str {
         match self.kind {
             Kind::Http => "http",
@@ -146,6 +184,32 @@ impl Proxy {
 
     /// Opens a TCP connection to the proxy and asks it to tunnel to
     /// `host:port`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// # let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let proxy_url = format!("http://{}", proxy.local_addr()?);
+    /// # tokio::spawn(async move { // an HTTP CONNECT proxy
+    /// #     let (mut client, _) = proxy.accept().await?;
+    /// #     let mut head = Vec::new();
+    /// #     while !head.ends_with(b"\r\n\r\n") { head.push(client.read_u8().await?); }
+    /// #     let target = String::from_utf8_lossy(&head).split(' ').nth(1).unwrap().to_owned();
+    /// #     let mut server = tokio::net::TcpStream::connect(target).await?;
+    /// #     client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+    /// #     tokio::io::copy_bidirectional(&mut client, &mut server).await
+    /// # });
+    /// let target = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let proxy = duplex::proxy::Proxy::parse(&proxy_url)?;
+    /// let mut tunnel = proxy.connect("127.0.0.1", target.local_addr()?.port()).await?;
+    /// let (mut far_end, _) = target.accept().await?;
+    /// far_end.write_all(b"hi").await?;
+    /// let mut greeting = [0; 2];
+    /// tunnel.read_exact(&mut greeting).await?;
+    /// assert_eq!(&greeting, b"hi");
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -308,6 +372,15 @@ enum Target<'a> {
 
 impl ProxyConfig {
     /// The proxy to use for a connection to `host`, if any.
+    ///
+    /// ```
+    /// use duplex::proxy::ProxyConfig;
+    /// let config = ProxyConfig::Url("http://127.0.0.1:3128".into());
+    /// let proxy = config.resolve("example.com", false)?.expect("always this proxy");
+    /// assert_eq!(proxy.address(), ("127.0.0.1", 3128));
+    /// assert_eq!(ProxyConfig::None.resolve("example.com", false)?, None);
+    /// # Ok::<_, duplex::Error>(())
+    /// ```
     pub fn resolve(&self, host: &str, tls: bool) -> Result<Option<Proxy>, Error> {
         match self {
             Self::None => Ok(None),

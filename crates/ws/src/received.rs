@@ -20,6 +20,24 @@ use crate::error::Result;
 use crate::socket::{Feed, WebSocket};
 
 /// The future [`WebSocket::recv_ref`] returns: one pointer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+/// # let (a, b) = tokio::io::duplex(4096);
+/// # let open = |io, role| {
+/// #     let conn = Connection::new(role, Default::default(), None);
+/// #     WebSocket::from_parts(io, conn, Config::default(), None)
+/// # };
+/// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+/// client.send("hi").await?;
+/// let recv_ref: duplex::RecvRef<'_, _> = server.recv_ref();
+/// assert_eq!(size_of_val(&recv_ref), size_of::<usize>());
+/// let received = recv_ref.await.expect("open")?;
+/// assert_eq!(received.message().as_text(), Some("hi"));
+/// # Ok(()) }
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 #[derive(Debug)]
 pub struct RecvRef<'a, S> {
@@ -65,6 +83,23 @@ where
 /// held here as an owned [`Message`]. Either way [`message`](Self::message)
 /// gives a view of it, [`into_message`](Self::into_message) an owned one,
 /// and [`echo`](Self::echo) sends it back.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+/// # let (a, b) = tokio::io::duplex(4096);
+/// # let open = |io, role| {
+/// #     let conn = Connection::new(role, Default::default(), None);
+/// #     WebSocket::from_parts(io, conn, Config::default(), None)
+/// # };
+/// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+/// use duplex::proto::MessageRef;
+/// client.send(vec![1u8, 2]).await?;
+/// let received: duplex::Received<'_, _> = server.recv_ref().await.expect("open")?;
+/// assert_eq!(received.message(), MessageRef::Binary(&[1, 2]));
+/// # Ok(()) }
+/// ```
 pub struct Received<'a, S> {
     ws: &'a mut WebSocket<S>,
     /// `None`: the message is lent by the socket's connection.
@@ -76,6 +111,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// The message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+    /// # let (a, b) = tokio::io::duplex(4096);
+    /// # let open = |io, role| {
+    /// #     let conn = Connection::new(role, Default::default(), None);
+    /// #     WebSocket::from_parts(io, conn, Config::default(), None)
+    /// # };
+    /// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    /// client.send("route:a").await?;
+    /// let received = server.recv_ref().await.expect("open")?;
+    /// let route = received.message().as_text().and_then(|t| t.strip_prefix("route:"));
+    /// assert_eq!(route, Some("a")); // looked at in place, not copied
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn message(&self) -> MessageRef<'_> {
         match &self.owned {
@@ -89,6 +141,23 @@ where
 
     /// The message as an owned [`Message`]: a shared slice of the read
     /// buffer if it was lent, not a copy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+    /// # let (a, b) = tokio::io::duplex(4096);
+    /// # let open = |io, role| {
+    /// #     let conn = Connection::new(role, Default::default(), None);
+    /// #     WebSocket::from_parts(io, conn, Config::default(), None)
+    /// # };
+    /// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    /// client.send("keep me").await?;
+    /// let received = server.recv_ref().await.expect("open")?;
+    /// let kept: duplex::Message = received.into_message(); // outlives the borrow
+    /// assert_eq!(kept.as_text(), Some("keep me"));
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn into_message(self) -> Message {
         match self.owned {
@@ -102,6 +171,23 @@ where
     /// `flush` or `send`). A lent message is copied once, from the read
     /// buffer to the output; control messages are sent back as they came
     /// (a ping as a ping).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+    /// # let (a, b) = tokio::io::duplex(4096);
+    /// # let open = |io, role| {
+    /// #     let conn = Connection::new(role, Default::default(), None);
+    /// #     WebSocket::from_parts(io, conn, Config::default(), None)
+    /// # };
+    /// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    /// client.send("echo?").await?;
+    /// server.recv_ref().await.expect("open")?.echo().await?; // queued
+    /// server.flush().await?;
+    /// assert_eq!(client.recv().await.unwrap()?.as_text(), Some("echo?"));
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn echo(self) -> Feed<'a, S> {
         match self.owned {

@@ -28,11 +28,31 @@ pub struct Rewind<S> {
 
 impl<S> Rewind<S> {
     /// `prefix` is read first, then `inner`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// use tokio::io::AsyncReadExt;
+    /// let mut stream = duplex::Rewind::new("first, ".into(), &b"then the stream"[..]);
+    /// let mut all = String::new();
+    /// stream.read_to_string(&mut all).await?;
+    /// assert_eq!(all, "first, then the stream");
+    /// # Ok(()) }
+    /// ```
     pub fn new(prefix: Bytes, inner: S) -> Self {
         Self { prefix, inner }
     }
 
     /// The bytes not yet replayed, and the stream.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+    /// use tokio::io::AsyncReadExt;
+    /// let mut stream = duplex::Rewind::new("abc".into(), tokio::io::empty());
+    /// assert_eq!(stream.read_u8().await?, b'a');
+    /// let (rest, _inner) = stream.into_parts();
+    /// assert_eq!(rest, "bc"); // not replayed yet
+    /// # Ok(()) }
+    /// ```
     pub fn into_parts(self) -> (Bytes, S) {
         (self.prefix, self.inner)
     }

@@ -44,6 +44,15 @@ where
 
 /// A check run on each upgrade request before it is accepted: return a
 /// response (e.g. 401, 404) to refuse it.
+///
+/// ```
+/// use std::sync::Arc;
+/// let members_only: duplex::RequestFilter = Arc::new(|req| match req.headers().get("cookie") {
+///     Some(_) => Ok(()),
+///     None => Err(http::Response::builder().status(401).body(String::new()).unwrap()),
+/// });
+/// assert_eq!(members_only(&http::Request::new(())).unwrap_err().status(), 401);
+/// ```
 pub type RequestFilter =
     Arc<dyn Fn(&Request<()>) -> std::result::Result<(), Response<String>> + Send + Sync>;
 
@@ -84,6 +93,12 @@ impl std::fmt::Debug for ServerBuilder {
 
 impl ServerBuilder {
     /// Defaults: compression accepted, default limits and timeouts.
+    ///
+    /// ```
+    /// let server = duplex::ServerBuilder::new();
+    /// assert!(server.get_config().deflate.is_some()); // compression accepted
+    /// assert!(server.get_filter().is_none());
+    /// ```
     pub fn new() -> Self {
         Self {
             config: Arc::new(Config {
@@ -112,23 +127,83 @@ impl ServerBuilder {
     }
 
     /// The connection settings.
+    ///
+    /// ```
+    /// let server = duplex::ServerBuilder::new();
+    /// assert_eq!(server.get_config().handshake_timeout, std::time::Duration::from_secs(10));
+    /// ```
     pub fn get_config(&self) -> &Config {
         &self.config
     }
 
     /// Subprotocols, most preferred first.
+    ///
+    /// ```
+    /// use duplex::proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec!["chat".into()], None);
+    /// let request = client.request("a.test", "/", &Default::default()).unwrap();
+    /// let server = duplex::ServerBuilder::new().protocols(["chat", "superchat"]);
+    /// let accepted = server.accept_request(&request).unwrap();
+    /// assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+    /// ```
     pub fn protocols<I: IntoIterator<Item = P>, P: Into<String>>(mut self, protocols: I) -> Self {
         self.protocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
     /// Limits on the request head (size and header count).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new().head_limits(
+    /// #         duplex::proto::handshake::HeadLimits { max_headers: 8, ..Default::default() },
+    /// #     );
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{Error, HandshakeError, ClientBuilder};
+    /// let crowded = (0..10).fold(ClientBuilder::new(), |c, i| c.header(&format!("x-{i}"), "1"));
+    /// let Err(Error::Handshake(error)) = crowded.connect(&url).await else { panic!() };
+    /// assert!(matches!(*error, HandshakeError::Response { .. }));
+    /// assert!(error.to_string().contains("431")); // Request Header Fields Too Large
+    /// # Ok(()) }
+    /// ```
     pub fn head_limits(mut self, limits: HeadLimits) -> Self {
         self.head_limits = limits;
         self
     }
 
     /// A check run on each request before accepting it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/private");
+    /// # let task = tokio::spawn(async move {
+    /// let server = duplex::ServerBuilder::new().filter(|req| match req.uri().path() {
+    ///     "/ws" => Ok(()),
+    ///     _ => Err(http::Response::builder().status(404).body("not here\n".into()).unwrap()),
+    /// });
+    /// let refused = server.accept(listener.accept().await?.0).await.unwrap_err();
+    /// assert_eq!(refused.to_string(), "handshake failed: request refused with 404 Not Found");
+    /// # Ok::<_, duplex::Error>(()) });
+    /// # assert!(duplex::connect(&url).await.is_err());
+    /// # task.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
     pub fn filter<F>(mut self, filter: F) -> Self
     where
         F: Fn(&Request<()>) -> std::result::Result<(), Response<String>> + Send + Sync + 'static,
@@ -145,6 +220,15 @@ impl ServerBuilder {
     }
 
     /// Validates a request (already read) and builds the 101 response.
+    ///
+    /// ```
+    /// use duplex::proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec!["chat".into()], None);
+    /// let request = client.request("a.test", "/", &Default::default()).unwrap();
+    /// let accepted = duplex::ServerBuilder::new().accept_request(&request).unwrap();
+    /// assert_eq!(accepted.response.status(), 101);
+    /// assert!(client.verify(&accepted.response).is_ok());
+    /// ```
     pub fn accept_request<B>(
         &self,
         req: &Request<B>,
@@ -156,6 +240,16 @@ impl ServerBuilder {
     /// pseudo-header is `protocol`, and builds the 200 response: the same
     /// subprotocol and compression negotiation as
     /// [`accept_request`](Self::accept_request).
+    ///
+    /// ```
+    /// use duplex::proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec!["chat".into()], None);
+    /// let request = client.connect_request("https://a.test/chat", &Default::default()).unwrap();
+    /// let server = duplex::ServerBuilder::new().protocols(["chat"]);
+    /// let accepted = server.accept_connect_request(&request, Some("websocket")).unwrap();
+    /// assert_eq!(accepted.response.status(), 200); // not 101: this is HTTP/2
+    /// assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+    /// ```
     pub fn accept_connect_request<B>(
         &self,
         req: &Request<B>,
@@ -165,6 +259,17 @@ impl ServerBuilder {
     }
 
     /// The socket for a stream whose handshake `accepted` completed.
+    ///
+    /// ```
+    /// use duplex::proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec!["chat".into()], None);
+    /// let request = client.request("a.test", "/", &Default::default()).unwrap();
+    /// let server = duplex::ServerBuilder::new().protocols(["chat"]);
+    /// let accepted = server.accept_request(&request).unwrap(); // the 101 to write back
+    /// let (stream, _client_side) = tokio::io::duplex(4096);
+    /// let ws = server.open(stream, &accepted);
+    /// assert_eq!(ws.protocol(), Some("chat"));
+    /// ```
     pub fn open<S>(&self, stream: S, accepted: &Accepted) -> WebSocket<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -179,6 +284,25 @@ impl ServerBuilder {
     /// answered with its 4xx status and a one-line reason, then reported as
     /// an error. Reading the request and writing each answer are bounded by
     /// [`Config::handshake_timeout`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// let server = duplex::ServerBuilder::new().protocols(["echo"]);
+    /// tokio::spawn(async move {
+    ///     let (tcp, _) = listener.accept().await?;
+    ///     let mut ws = server.accept(tcp).await?;
+    ///     let first = ws.recv().await.expect("open")?;
+    ///     ws.send(first).await
+    /// });
+    /// let mut client = duplex::ClientBuilder::new().protocols(["echo"]).connect(&url).await?;
+    /// client.send("hello").await?;
+    /// assert_eq!(client.recv().await.unwrap()?.as_text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub async fn accept<S>(&self, stream: S) -> Result<WebSocket<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -198,11 +322,27 @@ impl ServerBuilder {
     }
 
     /// The request head limits.
+    ///
+    /// ```
+    /// use duplex::{ServerBuilder, proto::handshake::HeadLimits};
+    /// let limits = HeadLimits { max_head_size: 4096, max_headers: 32 };
+    /// let server = ServerBuilder::new().head_limits(limits);
+    /// assert_eq!(server.get_head_limits().max_headers, 32);
+    /// ```
     pub fn get_head_limits(&self) -> &HeadLimits {
         &self.head_limits
     }
 
     /// The request filter, if any.
+    ///
+    /// ```
+    /// let server = duplex::ServerBuilder::new().filter(|req| match req.uri().path() {
+    ///     "/ws" => Ok(()),
+    ///     _ => Err(http::Response::builder().status(404).body(String::new()).unwrap()),
+    /// });
+    /// let filter = server.get_filter().expect("set above");
+    /// assert!(filter(&http::Request::get("/ws").body(()).unwrap()).is_ok());
+    /// ```
     pub fn get_filter(&self) -> Option<&RequestFilter> {
         self.filter.as_ref()
     }

@@ -60,11 +60,63 @@ impl<S> Shared<S> {
 }
 
 /// The receiving half of a split [`WebSocket`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+/// let reader = tokio::spawn(async move { rx.recv().await });
+/// tx.send("hello").await?;
+/// let echoed = reader.await.unwrap().expect("open")?;
+/// assert_eq!(echoed.as_text(), Some("hello"));
+/// # Ok(()) }
+/// ```
 pub struct WebSocketReader<S> {
     shared: Arc<Shared<S>>,
 }
 
 /// The sending half of a split [`WebSocket`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+/// let writer = tokio::spawn(async move {
+///     tx.send("from another task").await?;
+///     Ok::<_, duplex::Error>(tx)
+/// });
+/// assert_eq!(rx.recv().await.unwrap()?.as_text(), Some("from another task"));
+/// # drop(writer.await.unwrap()?);
+/// # Ok(()) }
+/// ```
 pub struct WebSocketWriter<S> {
     shared: Arc<Shared<S>>,
 }
@@ -112,11 +164,58 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// Receives the next message; see [`WebSocket::recv`]. Cancel-safe.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.send("hi").await?;
+    /// assert_eq!(rx.recv().await.unwrap()?.as_text(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.send("hi").await?;
+    /// let next = std::future::poll_fn(|cx| rx.poll_recv(cx)).await;
+    /// assert_eq!(next.unwrap()?.as_text(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         WriteWakers::register(&self.shared.wakers.reader, cx.waker());
         let mut wcx = Context::from_waker(&self.shared.write_waker);
@@ -124,11 +223,54 @@ where
     }
 
     /// Whether `other` is the writing half of the same socket.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     for _ in 0..2 {
+    /// #         tokio::spawn(duplex::accept(listener.accept().await?.0));
+    /// #     }
+    /// #     Ok::<_, std::io::Error>(())
+    /// # });
+    /// let (rx, tx) = duplex::connect(&url).await?.split();
+    /// let (_other_rx, other_tx) = duplex::connect(&url).await?.split();
+    /// assert!(rx.is_pair_of(&tx));
+    /// assert!(!rx.is_pair_of(&other_tx));
+    /// # Ok(()) }
+    /// ```
     pub fn is_pair_of(&self, other: &WebSocketWriter<S>) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Puts the halves back together.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (rx, tx) = duplex::connect(&url).await?.split();
+    /// let mut ws = rx.reunite(tx).ok().expect("the two halves of one socket");
+    /// ws.send("whole again").await?;
+    /// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("whole again"));
+    /// # Ok(()) }
+    /// ```
     pub fn reunite(
         self,
         writer: WebSocketWriter<S>,
@@ -148,24 +290,123 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// Sends and flushes a message; waits while the peer is slow (backpressure).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.send(vec![0u8; 3]).await?;
+    /// assert_eq!(rx.recv().await.unwrap()?.len(), 3);
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
         self.feed(message).await?;
         self.flush().await
     }
 
     /// Queues a message without flushing unless over the buffer limit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.feed("a").await?;
+    /// tx.feed("b").await?;
+    /// tx.flush().await?; // both in one write
+    /// assert_eq!(rx.recv().await.unwrap()?.as_text(), Some("a"));
+    /// assert_eq!(rx.recv().await.unwrap()?.as_text(), Some("b"));
+    /// # Ok(()) }
+    /// ```
     pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await?;
         self.start_send(message.into())
     }
 
     /// Writes everything queued.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.feed("queued").await?;
+    /// tx.flush().await?;
+    /// assert_eq!(rx.recv().await.unwrap()?.as_text(), Some("queued"));
+    /// # Ok(()) }
+    /// ```
     pub async fn flush(&mut self) -> Result<()> {
         std::future::poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Sends a close frame and flushes it. The reading half then receives
     /// the peer's close frame and finishes the handshake.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{CloseCode, Message, State};
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// tx.close(CloseCode::NORMAL, "bye").await?;
+    /// assert_eq!(tx.state(), State::Closing);
+    /// assert!(matches!(rx.recv().await.unwrap()?, Message::Close(Some(_)))); // the reply
+    /// assert!(rx.recv().await.is_none()); // the handshake is complete
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.start_close(CloseFrame::new(code, reason))?;
         self.flush().await
@@ -196,6 +437,32 @@ where
     }
 
     /// Open, Closing or Closed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{CloseCode, State};
+    /// let (mut rx, mut tx) = duplex::connect(&url).await?.split();
+    /// assert_eq!(tx.state(), State::Open);
+    /// tx.close(CloseCode::NORMAL, "").await?;
+    /// while rx.recv().await.is_some() {}
+    /// assert_eq!(tx.state(), State::Closed);
+    /// # Ok(()) }
+    /// ```
     pub fn state(&self) -> State {
         self.shared.lock().state()
     }

@@ -9,6 +9,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A TCP stream, with or without TLS, or an HTTP/2 stream over one.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// use duplex::MaybeTlsStream;
+/// let ws = duplex::connect(&url).await?;
+/// assert!(matches!(ws.get_ref(), MaybeTlsStream::Plain(_))); // ws://
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -23,6 +46,28 @@ pub enum MaybeTlsStream {
 
 impl MaybeTlsStream {
     /// The protocol TLS's ALPN chose, if any (`h2`, `http/1.1`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("wss://{}/", listener.local_addr()?);
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    /// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    /// # let tls = duplex::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+    /// # let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    /// # tokio::spawn(async move {
+    /// #     let tls = acceptor.accept(listener.accept().await?.0).await?;
+    /// #     let mut ws = duplex::accept(tls).await?;
+    /// #     while let Some(Ok(_)) = ws.recv().await {}
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{ClientBuilder, tls};
+    /// let config = tls::client_config_with_ca_only(cert_pem.as_bytes())?;
+    /// let ws = ClientBuilder::new().tls_config(config).connect(&url).await?;
+    /// assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"http/1.1"[..]));
+    /// # Ok(()) }
+    /// ```
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
             Self::Plain(_) | Self::Http2(_) => None,
@@ -32,6 +77,29 @@ impl MaybeTlsStream {
 
     /// The TCP stream underneath; `None` for an HTTP/2 stream, whose
     /// connection is its driver's.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let ws = duplex::connect(&url).await?;
+    /// let tcp = ws.get_ref().tcp().expect("not an HTTP/2 stream");
+    /// assert!(tcp.nodelay()?); // duplex turns Nagle's algorithm off
+    /// # Ok(()) }
+    /// ```
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Self::Plain(s) => Some(s),
@@ -42,6 +110,28 @@ impl MaybeTlsStream {
 
     /// The address of the other end of the TCP connection (the server, or
     /// the proxy).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let ws = duplex::connect(&url).await?;
+    /// assert_eq!(ws.get_ref().peer_addr(), Some(addr));
+    /// # Ok(()) }
+    /// ```
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Self::Http2(s) => s.peer_addr(),

@@ -1,5 +1,25 @@
 //! TLS with rustls: client configurations (system and webpki roots, a custom
 //! CA, or, loudly, no verification) and server configurations from PEM.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> duplex::Result<()> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let url = format!("wss://{}/", listener.local_addr()?);
+//! use duplex::{ClientBuilder, tls};
+//! let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+//! let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+//! let server_tls = tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+//! let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+//! tokio::spawn(async move {
+//!     let tls_stream = acceptor.accept(listener.accept().await?.0).await?;
+//!     duplex::accept(tls_stream).await?.send("over TLS").await
+//! });
+//! let client_tls = tls::client_config_with_ca_only(cert_pem.as_bytes())?;
+//! let mut ws = ClientBuilder::new().tls_config(client_tls).connect(&url).await?;
+//! assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("over TLS"));
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 
@@ -37,6 +57,17 @@ pub fn client_config(extra_ca_pem: &[&[u8]]) -> Result<Arc<ClientConfig>, Error>
 }
 
 /// Client TLS that trusts ONLY the given CA certificates (PEM).
+///
+/// ```
+/// use duplex::{Error, TlsErrorKind, tls};
+/// let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+/// let config = tls::client_config_with_ca_only(ca.cert.pem().as_bytes())?;
+/// assert_eq!(config.alpn_protocols, [b"http/1.1"]);
+/// let broken = b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n";
+/// let Err(Error::Tls(error)) = tls::client_config_with_ca_only(broken) else { panic!() };
+/// assert_eq!(error.kind(), TlsErrorKind::Config);
+/// # Ok::<_, duplex::Error>(())
+/// ```
 pub fn client_config_with_ca_only(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
     add_certs(&mut roots, ca_pem)?;
@@ -66,6 +97,29 @@ fn with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, Error> {
 
 /// Client TLS that accepts ANY certificate. Encrypts, but does not
 /// authenticate the server: for testing only.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let url = format!("wss://{}/", listener.local_addr()?);
+/// # let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+/// # let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+/// # let tls = duplex::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+/// # let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+/// # tokio::spawn(async move {
+/// #     let tls = acceptor.accept(listener.accept().await?.0).await?;
+/// #     let mut ws = duplex::accept(tls).await?;
+/// #     while let Some(Ok(_)) = ws.recv().await {}
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// use duplex::{ClientBuilder, MaybeTlsStream};
+/// // The server's certificate is self-signed: a client that checks nothing connects.
+/// let client = ClientBuilder::new().tls_config(duplex::tls::insecure_client_config());
+/// let ws = client.connect(&url).await?;
+/// assert!(matches!(ws.get_ref(), MaybeTlsStream::Tls(_)));
+/// # Ok(()) }
+/// ```
 pub fn insecure_client_config() -> Arc<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -78,6 +132,18 @@ pub fn insecure_client_config() -> Arc<ClientConfig> {
 }
 
 /// Server TLS from a PEM certificate chain and a PEM private key.
+///
+/// ```
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+/// let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+/// let config = duplex::tls::server_config(cert_pem.as_bytes(), key_pem.as_bytes())?;
+/// assert_eq!(config.alpn_protocols, [b"http/1.1"]); // what an upgrade needs
+/// let acceptor = tokio_rustls::TlsAcceptor::from(config); // then accept(tcp)
+/// # drop(acceptor);
+/// let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+/// assert!(duplex::tls::server_config(cert_pem.as_bytes(), other_key.as_bytes()).is_err());
+/// # Ok::<_, duplex::Error>(())
+/// ```
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, Error> {
     let certs = parse_certs(cert_pem)?;
     if certs.is_empty() {

@@ -49,6 +49,35 @@ use crate::socket::WebSocket;
 /// one write. Writes there are cut to [`HTTP2_WRITE`]: what hyper holds
 /// per stream stays small, and the rest stays in the socket's buffer,
 /// charged.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # use hyper_util::rt::TokioIo;
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let url = format!("ws://{}/", listener.local_addr()?);
+/// # let client = tokio::spawn(async move {
+/// #     let mut ws = duplex::connect(&url).await?;
+/// #     ws.send("hi").await?;
+/// #     ws.recv().await; // until the server is done
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// # let (tx, mut upgrades) = tokio::sync::mpsc::unbounded_channel();
+/// # let service = hyper::service::service_fn(move |req| {
+/// #     let (response, pending) = duplex::upgrade::upgrade(req, &Default::default()).unwrap();
+/// #     tx.send(pending).unwrap();
+/// #     async move { Ok::<_, std::convert::Infallible>(response) }
+/// # });
+/// # let (tcp, _) = listener.accept().await?;
+/// # let http = hyper::server::conn::http1::Builder::new();
+/// # tokio::spawn(http.serve_connection(TokioIo::new(tcp), service).with_upgrades());
+/// use duplex::{WebSocket, upgrade::Upgraded};
+/// let pending = upgrades.recv().await.unwrap(); // what the handler got from `upgrade`
+/// let mut ws: WebSocket<Upgraded> = pending.await?;
+/// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+/// # drop(client);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Upgraded {
     io: TokioIo<hyper::upgrade::Upgraded>,
@@ -61,13 +90,36 @@ pub const HTTP2_WRITE: usize = 16 << 10;
 
 impl Upgraded {
     /// hyper's upgraded connection or stream.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use hyper_util::rt::TokioIo;
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("ws://{}/", listener.local_addr()?);
+    /// # let client = tokio::spawn(async move {
+    /// #     let mut ws = duplex::connect(&url).await?;
+    /// #     ws.send("hi").await?;
+    /// #     ws.recv().await; // until the server is done
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// # let (tx, mut upgrades) = tokio::sync::mpsc::unbounded_channel();
+    /// # let service = hyper::service::service_fn(move |req| {
+    /// #     let (response, pending) = duplex::upgrade::upgrade(req, &Default::default()).unwrap();
+    /// #     tx.send(pending).unwrap();
+    /// #     async move { Ok::<_, std::convert::Infallible>(response) }
+    /// # });
+    /// # let (tcp, _) = listener.accept().await?;
+    /// # let http = hyper::server::conn::http1::Builder::new();
+    /// # tokio::spawn(http.serve_connection(TokioIo::new(tcp), service).with_upgrades());
+    /// let ws = upgrades.recv().await.unwrap().await?; // a WebSocket<Upgraded>
+    /// let hyper_io = ws.get_ref().get_ref(); // hyper's stream, under the socket
+    /// assert!(format!("{hyper_io:?}").contains("Upgraded"));
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
     pub fn get_ref(&self) -> &TokioIo<hyper::upgrade::Upgraded> {
         &self.io
-    }
-
-    /// hyper's upgraded connection or stream, given back.
-    pub fn into_inner(self) -> TokioIo<hyper::upgrade::Upgraded> {
-        self.io
     }
 }
 
@@ -121,6 +173,34 @@ impl AsyncWrite for Upgraded {
 
 /// A connection (or HTTP/2 stream) hyper is about to hand over; `.await`
 /// it for the WebSocket.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # use hyper_util::rt::TokioIo;
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let url = format!("ws://{}/", listener.local_addr()?);
+/// # let client = tokio::spawn(async move {
+/// #     let mut ws = duplex::connect(&url).await?;
+/// #     ws.send("hi").await?;
+/// #     ws.recv().await; // until the server is done
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// # let (tx, mut upgrades) = tokio::sync::mpsc::unbounded_channel();
+/// # let service = hyper::service::service_fn(move |req| {
+/// #     let (response, pending) = duplex::upgrade::upgrade(req, &Default::default()).unwrap();
+/// #     tx.send(pending).unwrap();
+/// #     async move { Ok::<_, std::convert::Infallible>(response) }
+/// # });
+/// # let (tcp, _) = listener.accept().await?;
+/// # let http = hyper::server::conn::http1::Builder::new();
+/// # tokio::spawn(http.serve_connection(TokioIo::new(tcp), service).with_upgrades());
+/// let pending: duplex::upgrade::PendingUpgrade = upgrades.recv().await.unwrap();
+/// let mut ws = pending.await?; // once hyper has sent the 101 and let go
+/// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+/// # drop(client);
+/// # Ok(()) }
+/// ```
 pub struct PendingUpgrade {
     on_upgrade: OnUpgrade,
     accepted: Accepted,
@@ -160,6 +240,32 @@ impl IntoFuture for PendingUpgrade {
 /// [`PendingUpgrade`] that resolves to the WebSocket once hyper hands over
 /// the connection or stream; on failure, the 4xx response (with a one-line
 /// reason) to send instead.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use hyper_util::rt::TokioIo;
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let url = format!("ws://{}/", listener.local_addr()?);
+/// let service = hyper::service::service_fn(|req| async move {
+///     let server = duplex::ServerBuilder::new();
+///     let (response, pending) = match duplex::upgrade::upgrade(req, &server) {
+///         Ok(upgrading) => upgrading,
+///         Err(rejection) => return Ok(rejection), // a 4xx with a one-line reason
+///     };
+///     tokio::spawn(async move { pending.await?.send("hello from hyper").await });
+///     Ok::<_, std::convert::Infallible>(response) // 101: hyper hands the connection over
+/// });
+/// # tokio::spawn(async move {
+/// #     let (tcp, _) = listener.accept().await?;
+/// #     let http = hyper::server::conn::http1::Builder::new();
+/// #     http.serve_connection(TokioIo::new(tcp), service).with_upgrades().await
+/// #         .map_err(std::io::Error::other)
+/// # });
+/// let mut ws = duplex::connect(&url).await?;
+/// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hello from hyper"));
+/// # Ok(()) }
+/// ```
 #[allow(clippy::result_large_err)] // a rejection is the response itself; boxing it helps no one
 pub fn upgrade<B>(
     mut req: Request<B>,

@@ -1,4 +1,12 @@
 //! `ws://` and `wss://` URLs: where to connect and what to ask for.
+//!
+//! ```
+//! use duplex::url::WsUrl;
+//! let url = WsUrl::parse("ws://example.com:8080/chat")?;
+//! assert_eq!(url.host_header, "example.com:8080");
+//! assert_eq!(url.path_and_query, "/chat");
+//! # Ok::<_, duplex::Error>(())
+//! ```
 
 use http::Uri;
 
@@ -32,6 +40,13 @@ pub struct WsUrl {
 
 impl WsUrl {
     /// Parses a URL; `http`/`https` are accepted as `ws`/`wss`.
+    ///
+    /// ```
+    /// use duplex::url::WsUrl;
+    /// let url = WsUrl::parse("https://example.com").unwrap(); // as wss://
+    /// assert_eq!((url.tls, url.port, url.path_and_query.as_str()), (true, 443, "/"));
+    /// assert!(WsUrl::parse("example.com/chat").is_err()); // no scheme
+    /// ```
     pub fn parse(url: &str) -> Result<Self, Error> {
         let bad = |reason: &str| Error::url(url, reason);
         let uri: Uri = url

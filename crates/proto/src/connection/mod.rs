@@ -18,6 +18,15 @@
 //! [`Connection::next_incoming`]). Text is validated as it arrives,
 //! even before its frame is complete, so invalid UTF-8 fails the connection
 //! at the first bad byte.
+//!
+//! ```
+//! use duplex_proto::connection::{Config, Connection};
+//! use duplex_proto::{Message, Role};
+//!
+//! let mut client = Connection::new(Role::Client, Config::default(), None);
+//! client.read_buf().extend_from_slice(b"\x81\x02hi"); // a server's text frame
+//! assert_eq!(client.next_message().unwrap(), Some(Message::text("hi")));
+//! ```
 
 use bytes::BytesMut;
 
@@ -51,6 +60,15 @@ pub struct Config {
 }
 
 /// Why a message could not be sent.
+///
+/// ```
+/// use duplex_proto::{Connection, Message, Role, SendError};
+/// let mut conn = Connection::new(Role::Server, Default::default(), None);
+/// let ping = Message::Ping(vec![0; 126].into());
+/// assert_eq!(conn.send(ping), Err(SendError::ControlFrameTooLong));
+/// conn.close(None).unwrap();
+/// assert_eq!(conn.send(Message::text("late")), Err(SendError::Closed));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -107,6 +125,15 @@ struct Lent {
 }
 
 /// What [`Connection::next_incoming`] found.
+///
+/// ```
+/// use duplex_proto::{Connection, Incoming, Message, Role};
+/// let mut client = Connection::new(Role::Client, Default::default(), None);
+/// client.read_buf().extend_from_slice(b"\x8a\x00\x81\x02hi"); // a pong, then text
+/// let pong = Message::Pong(Default::default());
+/// assert_eq!(client.next_incoming().unwrap(), Some(Incoming::Message(pong)));
+/// assert_eq!(client.next_incoming().unwrap(), Some(Incoming::Lent));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// A whole text or binary message, left where it lies in the read
@@ -193,6 +220,14 @@ use phase::Phase;
 impl Connection {
     /// A connection that completed its handshake, with the compression
     /// parameters it negotiated (if any).
+    ///
+    /// ```
+    /// use duplex_proto::{Config, Connection, DeflateParams, Role, State};
+    /// let params = DeflateParams::default(); // as the handshake negotiated
+    /// let conn = Connection::new(Role::Server, Config::default(), Some(params));
+    /// assert_eq!(conn.state(), State::Open);
+    /// assert!(conn.is_compressed());
+    /// ```
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
         let compression = deflate.map(|params| {
             Box::new(Compression {
@@ -223,37 +258,93 @@ impl Connection {
     }
 
     /// Which side this is.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let conn = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(conn.role(), Role::Client);
+    /// ```
     pub fn role(&self) -> Role {
         self.role
     }
 
     /// Open, Closing (our close frame sent, the peer's awaited) or Closed.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role, State};
+    /// let mut conn = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(conn.state(), State::Open);
+    /// conn.close(None).unwrap();
+    /// assert_eq!(conn.state(), State::Closing);
+    /// ```
     pub fn state(&self) -> State {
         self.phase.state()
     }
 
     /// Whether permessage-deflate is in use.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, DeflateParams, Role};
+    /// let plain = Connection::new(Role::Client, Default::default(), None);
+    /// let params = Some(DeflateParams::default());
+    /// let deflate = Connection::new(Role::Client, Default::default(), params);
+    /// assert!(!plain.is_compressed());
+    /// assert!(deflate.is_compressed());
+    /// ```
     pub fn is_compressed(&self) -> bool {
         self.compression.is_some()
     }
 
     /// The limits in force.
+    ///
+    /// ```
+    /// use duplex_proto::{Config, Connection, Limits, Role};
+    /// let config = Config { limits: Limits::unlimited(), ..Config::default() };
+    /// let conn = Connection::new(Role::Server, config, None);
+    /// assert_eq!(conn.limits(), &Limits::unlimited());
+    /// ```
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// The close frame the peer sent, once it has arrived (`Some(None)`: a
     /// close frame without a code).
+    ///
+    /// ```
+    /// use duplex_proto::{CloseCode, CloseFrame, Connection, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(client.close_received(), None);
+    /// client.read_buf().extend_from_slice(b"\x88\x02\x03\xe8"); // close, code 1000
+    /// client.next_message().unwrap();
+    /// let frame = CloseFrame::new(CloseCode::NORMAL, "");
+    /// assert_eq!(client.close_received(), Some(&Some(frame)));
+    /// ```
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
         self.phase.closed()?.close_received.as_ref()
     }
 
     /// The protocol error that failed the connection, if one did.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, ProtocolError, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(client.error(), None);
+    /// client.read_buf().extend_from_slice(b"\x83\x00"); // opcode 3 is reserved
+    /// assert!(client.next_message().is_err());
+    /// assert_eq!(client.error(), Some(&ProtocolError::ReservedOpcode(3)));
+    /// ```
     pub fn error(&self) -> Option<&ProtocolError> {
         self.phase.closed()?.error.as_ref()
     }
 
     /// The buffer incoming bytes are appended to. Releases a lent message.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Message, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x82\x01\x2a"); // what a socket read gave
+    /// assert_eq!(client.next_message().unwrap(), Some(Message::binary(vec![42])));
+    /// ```
     #[inline]
     pub fn read_buf(&mut self) -> &mut BytesMut {
         self.release_lent();
@@ -261,6 +352,16 @@ impl Connection {
     }
 
     /// Bytes waiting to be written to the peer.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Message, Role};
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// server.send(Message::text("hi")).unwrap();
+    /// assert_eq!(server.outgoing().chunk(), b"\x81\x02hi");
+    /// server.outgoing().advance(4); // what a socket write took
+    /// assert!(server.outgoing().is_empty());
+    /// ```
     pub fn outgoing(&mut self) -> &mut OutBuf {
         &mut self.out
     }
@@ -268,6 +369,14 @@ impl Connection {
     /// How many bytes the next frame still needs, when known (capped at a
     /// few MiB): lets an I/O layer size one read for a large frame instead
     /// of many small ones.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x82\x7e\x10\x00"); // a 4096-byte frame
+    /// assert_eq!(client.next_message().unwrap(), None);
+    /// assert_eq!(client.bytes_wanted(), 4096);
+    /// ```
     pub fn bytes_wanted(&self) -> usize {
         match &self.reading {
             Reading::Payload(f) => (f.header.payload_len as usize)
@@ -280,6 +389,14 @@ impl Connection {
     /// Bytes held for messages still arriving: the read buffer and the
     /// message being put together (inflated data included). What a memory
     /// budget shared by many connections charges.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let mut conn = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(conn.held_bytes(), 0);
+    /// conn.read_buf().reserve(1024);
+    /// assert!(conn.held_bytes() >= 1024);
+    /// ```
     pub fn held_bytes(&self) -> usize {
         self.read.capacity() + self.assembly.as_ref().map_or(0, |a| a.capacity())
     }
@@ -288,6 +405,13 @@ impl Connection {
     /// and put in place, counting the growth of buffers that double when
     /// full: what a budget must grant before the read, not after.
     /// (Inflated data can grow more; its limit is the message size.)
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let conn = Connection::new(Role::Client, Default::default(), None);
+    /// assert_eq!(conn.held_bytes(), 0);
+    /// assert_eq!(conn.held_bytes_after(100), 100); // a budget grants 100 first
+    /// ```
     pub fn held_bytes_after(&self, incoming: usize) -> usize {
         let grown = |len: usize, capacity: usize| {
             let need = len + incoming;
@@ -352,6 +476,13 @@ impl Connection {
     /// memory is allowed: [`next_incoming`](Self::next_incoming) goes on
     /// with it, without reading more. See [`allow_memory`](Self::allow_memory)
     /// for an example.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, DeflateParams, Role};
+    /// let params = Some(DeflateParams::default());
+    /// let conn = Connection::new(Role::Server, Default::default(), params);
+    /// assert!(!conn.inflation_pending()); // nothing received yet
+    /// ```
     pub fn inflation_pending(&self) -> bool {
         self.compression
             .as_ref()
@@ -361,6 +492,15 @@ impl Connection {
     /// Drops whatever arrived and was not handed out yet (the read buffer,
     /// a message being put together), to free its memory at once: for a
     /// connection being closed that will read nothing more.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x81\x05hel"); // half a frame
+    /// assert!(client.held_bytes() > 0);
+    /// client.discard_incoming();
+    /// assert_eq!(client.held_bytes(), 0);
+    /// ```
     pub fn discard_incoming(&mut self) {
         self.release_lent();
         self.read = BytesMut::new();
@@ -374,6 +514,15 @@ impl Connection {
 
     /// Releases buffer memory that holds nothing: call when the connection
     /// goes idle, so an idle connection costs next to nothing.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role};
+    /// let mut conn = Connection::new(Role::Client, Default::default(), None);
+    /// conn.read_buf().reserve(4096);
+    /// assert!(conn.held_bytes() >= 4096);
+    /// conn.shrink(); // idle: nothing is buffered
+    /// assert_eq!(conn.held_bytes(), 0);
+    /// ```
     pub fn shrink(&mut self) {
         self.release_lent();
         if self.read.is_empty() {

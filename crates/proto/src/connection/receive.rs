@@ -19,6 +19,15 @@ impl Connection {
     /// (see [`state`](Self::state)). An error fails the connection: a close
     /// frame with the error's code is queued on [`outgoing`](Self::outgoing)
     /// and the state becomes [`State::Closed`].
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Message, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x81\x05hel");
+    /// assert_eq!(client.next_message().unwrap(), None); // needs more bytes
+    /// client.read_buf().extend_from_slice(b"lo");
+    /// assert_eq!(client.next_message().unwrap(), Some(Message::text("hello")));
+    /// ```
     #[inline]
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
         Ok(match self.next_incoming()? {
@@ -70,6 +79,14 @@ impl Connection {
 
     /// The message lent by the last [`next_incoming`](Self::next_incoming),
     /// until the connection next reads.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Incoming, MessageRef, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x82\x02hi");
+    /// assert_eq!(client.next_incoming().unwrap(), Some(Incoming::Lent));
+    /// assert_eq!(client.lent(), Some(MessageRef::Binary(b"hi")));
+    /// ```
     #[inline]
     pub fn lent(&self) -> Option<MessageRef<'_>> {
         let Reading::Lent(lent) = self.reading else {
@@ -86,6 +103,15 @@ impl Connection {
 
     /// Takes the lent message out of the read buffer as an owned
     /// [`Message`] (a shared slice of the buffer, not a copy).
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Incoming, Message, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x81\x02hi");
+    /// assert_eq!(client.next_incoming().unwrap(), Some(Incoming::Lent));
+    /// assert_eq!(client.take_lent(), Some(Message::text("hi")));
+    /// assert_eq!(client.lent(), None); // taken
+    /// ```
     #[inline]
     pub fn take_lent(&mut self) -> Option<Message> {
         let Reading::Lent(lent) = self.reading else {
@@ -110,6 +136,13 @@ impl Connection {
 
     /// The peer closed the TCP connection. Returns `true` if that was
     /// abnormal (before the closing handshake completed: code 1006).
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, Role, State};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// assert!(client.receive_eof()); // no close frame came first: 1006
+    /// assert_eq!(client.state(), State::Closed);
+    /// ```
     pub fn receive_eof(&mut self) -> bool {
         let abnormal = self.close_received().is_none() && self.error().is_none();
         self.phase.close();

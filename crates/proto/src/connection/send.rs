@@ -14,6 +14,14 @@ impl Connection {
     /// Queues a message. Data messages are compressed when permessage-deflate
     /// was negotiated and they reach the threshold; a [`Message::Close`]
     /// starts the closing handshake (see [`close`](Self::close)).
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Message, Role};
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// server.send(Message::binary(vec![1, 2])).unwrap();
+    /// assert_eq!(server.outgoing().chunk(), b"\x82\x02\x01\x02");
+    /// ```
     #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
         match message {
@@ -29,6 +37,16 @@ impl Connection {
     /// queue it (compressed if that applies): an echo that copies the
     /// payload once, from the read buffer to the output. The message stays
     /// lent. Without a lent message, queues nothing.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Incoming, Role};
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// server.read_buf().extend_from_slice(b"\x81\x82\0\0\0\0hi"); // masked (by zeros) "hi"
+    /// assert_eq!(server.next_incoming().unwrap(), Some(Incoming::Lent));
+    /// server.send_lent().unwrap();
+    /// assert_eq!(server.outgoing().chunk(), b"\x81\x02hi");
+    /// ```
     #[inline]
     pub fn send_lent(&mut self) -> Result<(), SendError> {
         let Reading::Lent(lent) = self.reading else {
@@ -50,6 +68,16 @@ impl Connection {
 
     /// Starts the closing handshake (or answers it); `None` sends a close
     /// frame without a code. Closing twice is not an error.
+    ///
+    /// ```
+    /// use duplex_proto::{CloseCode, CloseFrame, Connection, Role, SendError, State};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// let abnormal = CloseFrame::new(CloseCode::ABNORMAL, "");
+    /// assert_eq!(client.close(Some(abnormal)), Err(SendError::InvalidCloseCode(1006)));
+    /// client.close(Some(CloseFrame::new(CloseCode::NORMAL, "done"))).unwrap();
+    /// assert_eq!(client.state(), State::Closing);
+    /// assert_eq!(client.close(None), Ok(())); // twice is no error
+    /// ```
     pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), SendError> {
         if let Some(f) = &frame {
             if !f.code.is_sendable() {

@@ -8,6 +8,21 @@
 //!
 //! zlib state is allocated on first use, so an idle connection that
 //! negotiated compression but never used it costs nothing extra.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use duplex_proto::deflate::codec::{Deflater, Inflater};
+//! use duplex_proto::{DeflateParams, Role};
+//!
+//! let params = DeflateParams::default();
+//! let (mut wire, mut plain) = (BytesMut::new(), BytesMut::new());
+//! Deflater::new(&params, Role::Server, 1, 0).compress(&[b'a'; 1000], &mut wire);
+//! assert!(wire.len() < 20);
+//! let mut inflater = Inflater::new(&params, Role::Client);
+//! inflater.inflate(&wire, &mut plain, 1 << 20).unwrap();
+//! inflater.finish_message(&mut plain, 1 << 20).unwrap();
+//! assert_eq!(plain.len(), 1000);
+//! ```
 
 use bytes::BytesMut;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -43,6 +58,13 @@ pub struct Deflater {
 
 impl Deflater {
     /// A compressor for the side `role` of a connection with these parameters.
+    ///
+    /// ```
+    /// use duplex_proto::{DeflateParams, Role, deflate::Deflater};
+    /// let params = DeflateParams { server_max_window_bits: 8, ..Default::default() };
+    /// let deflater = Deflater::new(&params, Role::Server, 1, 64);
+    /// assert!(!deflater.should_compress(1000)); // zlib has no 8-bit window
+    /// ```
     pub fn new(params: &DeflateParams, role: Role, level: u32, threshold: usize) -> Self {
         let (window_bits, no_context_takeover) = match role {
             Role::Server => (
@@ -69,11 +91,27 @@ impl Deflater {
     /// window; rather than silently use a larger window than the peer
     /// allowed (as zlib-based peers do), such a connection sends its messages
     /// uncompressed, which RFC 7692 permits.
+    ///
+    /// ```
+    /// use duplex_proto::{DeflateParams, Role, deflate::Deflater};
+    /// let deflater = Deflater::new(&DeflateParams::default(), Role::Client, 1, 64);
+    /// assert!(!deflater.should_compress(63)); // under the threshold
+    /// assert!(deflater.should_compress(64));
+    /// ```
     pub fn should_compress(&self, len: usize) -> bool {
         len >= self.threshold && self.window_bits > 8
     }
 
     /// Appends the compressed form of `input` (trailer stripped) to `out`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::{DeflateParams, Role, deflate::Deflater};
+    /// let mut deflater = Deflater::new(&DeflateParams::default(), Role::Client, 1, 0);
+    /// let mut out = BytesMut::new();
+    /// deflater.compress(b"", &mut out);
+    /// assert_eq!(&out[..], [0x00]); // an empty message: an empty stored block
+    /// ```
     pub fn compress(&mut self, input: &[u8], out: &mut BytesMut) {
         let (level, bits) = (self.level, self.window_bits.max(9));
         let z = self.z.get_or_insert_with(|| {
@@ -116,12 +154,31 @@ impl Deflater {
 }
 
 /// Decompresses incoming messages, frame by frame.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use duplex_proto::{DeflateParams, ProtocolError, Role, deflate::Inflater};
+/// let mut inflater = Inflater::new(&DeflateParams::default(), Role::Client);
+/// let mut out = BytesMut::new();
+/// let bad = inflater.inflate(&[0xff, 0xff], &mut out, 1 << 20);
+/// assert_eq!(bad, Err(ProtocolError::InvalidCompressedData));
+/// ```
 pub struct Inflater {
     z: Option<Decompress>,
     no_context_takeover: bool,
 }
 
 /// How far [`Inflater::inflate_some`] got.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use duplex_proto::{DeflateParams, Role, deflate::{Inflated, Inflater}};
+/// let mut inflater = Inflater::new(&DeflateParams::default(), Role::Client);
+/// let mut out = BytesMut::new();
+/// let done = inflater.inflate_some(b"\xf2H\xcd\xc9\xc9\x07\x00", &mut out, 100, 100);
+/// assert_eq!(done, Ok(Inflated::Done));
+/// assert_eq!(&out[..], b"Hello");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inflated {
     /// All the input is inflated.
@@ -136,6 +193,16 @@ pub enum Inflated {
 impl Inflater {
     /// A decompressor for the side `role` of a connection: it reads what the
     /// *peer* compressed.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::{DeflateParams, Role, deflate::Inflater};
+    /// // A client inflates what the server compressed: "Hello" (RFC 7692 §7.2.3.1).
+    /// let mut inflater = Inflater::new(&DeflateParams::default(), Role::Client);
+    /// let mut out = BytesMut::new();
+    /// inflater.inflate(b"\xf2H\xcd\xc9\xc9\x07\x00", &mut out, 100).unwrap();
+    /// assert_eq!(&out[..], b"Hello");
+    /// ```
     pub fn new(params: &DeflateParams, role: Role) -> Self {
         let no_context_takeover = match role {
             Role::Server => params.client_no_context_takeover,
@@ -149,6 +216,15 @@ impl Inflater {
 
     /// Inflates one frame's payload, appending to `out`, and fails once
     /// `out` would grow past `limit` bytes.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::{DeflateParams, ProtocolError, Role, deflate::Inflater};
+    /// let mut inflater = Inflater::new(&DeflateParams::default(), Role::Server);
+    /// let mut out = BytesMut::new();
+    /// let too_big = inflater.inflate(b"\xf2H\xcd\xc9\xc9\x07\x00", &mut out, 4); // "Hello"
+    /// assert_eq!(too_big, Err(ProtocolError::MessageTooLarge { max: 4 }));
+    /// ```
     pub fn inflate(
         &mut self,
         input: &[u8],
@@ -244,6 +320,16 @@ impl Inflater {
 
     /// Ends a message: feeds the stripped trailer, and resets the window if
     /// the peer does not keep context between messages.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use duplex_proto::{DeflateParams, Role, deflate::Inflater};
+    /// let mut inflater = Inflater::new(&DeflateParams::default(), Role::Client);
+    /// let mut out = BytesMut::new();
+    /// inflater.inflate(b"\xf2H\xcd\xc9\xc9\x07\x00", &mut out, 100).unwrap();
+    /// inflater.finish_message(&mut out, 100).unwrap(); // the stripped 00 00 ff ff
+    /// assert_eq!(&out[..], b"Hello");
+    /// ```
     pub fn finish_message(
         &mut self,
         out: &mut BytesMut,

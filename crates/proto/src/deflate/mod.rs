@@ -7,6 +7,14 @@
 //! with `Z_SYNC_FLUSH` and its trailing `00 00 ff ff` dropped. With *context
 //! takeover* (the default) the LZ77 window carries over from one message to
 //! the next, which is what makes small chat-like messages compress well.
+//!
+//! ```
+//! use duplex_proto::deflate::{DeflateConfig, EXTENSION_NAME};
+//! let offer = DeflateConfig::default().offer(); // what a client sends
+//! let (params, response) = DeflateConfig::default().accept_offer(&offer).unwrap();
+//! assert_eq!(response.name, EXTENSION_NAME);
+//! assert_eq!(params.server_max_window_bits, 15);
+//! ```
 
 pub mod codec;
 pub mod negotiation;
@@ -65,6 +73,13 @@ impl Default for DeflateConfig {
 }
 
 /// The parameters both sides agreed on in the handshake.
+///
+/// ```
+/// use duplex_proto::{DeflateConfig, DeflateParams, extension::parse_extensions};
+/// let response = &parse_extensions("permessage-deflate; server_no_context_takeover").unwrap();
+/// let params = DeflateConfig::default().accept_response(&response[0]).unwrap();
+/// assert_eq!(params, DeflateParams { server_no_context_takeover: true, ..Default::default() });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateParams {
     /// The server resets its compressor after each message.

@@ -5,6 +5,15 @@
 //! repeated or out-of-range parameter makes an offer unacceptable (the
 //! server then declines it) or a response invalid (the client then fails the
 //! handshake), as §7.1 requires.
+//!
+//! ```
+//! use duplex_proto::deflate::negotiation; // the methods are on DeflateConfig
+//! use duplex_proto::{DeflateConfig, extension::parse_extensions};
+//! let offers = parse_extensions("permessage-deflate; foo=1, permessage-deflate").unwrap();
+//! let server = DeflateConfig::default();
+//! assert!(server.accept_offer(&offers[0]).is_none()); // unknown parameter
+//! assert!(server.accept_offer(&offers[1]).is_some()); // the next offer is taken
+//! ```
 
 use super::{DeflateConfig, DeflateParams, EXTENSION_NAME};
 use crate::extension::Extension;
@@ -94,6 +103,12 @@ impl DeflateConfig {
     }
 
     /// The primary offer a client sends.
+    ///
+    /// ```
+    /// use duplex_proto::DeflateConfig;
+    /// let config = DeflateConfig { client_max_window_bits: 10, ..DeflateConfig::default() };
+    /// assert_eq!(config.offer().to_string(), "permessage-deflate; client_max_window_bits=10");
+    /// ```
     pub fn offer(&self) -> Extension {
         let mut params = Vec::new();
         if self.server_no_context_takeover {
@@ -179,6 +194,16 @@ impl DeflateConfig {
     /// Client side: checks the server's response against what
     /// [`offer`](Self::offer) asked for. An error means the client must fail
     /// the handshake.
+    ///
+    /// ```
+    /// use duplex_proto::{DeflateConfig, extension::parse_extensions};
+    /// let client = DeflateConfig { server_max_window_bits: 10, ..DeflateConfig::default() };
+    /// let ignored = &parse_extensions("permessage-deflate").unwrap()[0];
+    /// let error = client.accept_response(ignored).unwrap_err();
+    /// assert_eq!(error, "the server ignored server_max_window_bits");
+    /// let ok = &parse_extensions("permessage-deflate; server_max_window_bits=9").unwrap()[0];
+    /// assert_eq!(client.accept_response(ok).unwrap().server_max_window_bits, 9);
+    /// ```
     pub fn accept_response(&self, response: &Extension) -> Result<DeflateParams, &'static str> {
         if response.name != EXTENSION_NAME {
             return Err("the server accepted an extension that was not offered");

@@ -1,5 +1,12 @@
 //! The client side of the opening handshake: build the request, verify the
 //! server's answer.
+//!
+//! ```
+//! use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
+//! let client = ClientHandshake::new(vec![], None);
+//! let not_found = http::Response::builder().status(404).body(()).unwrap();
+//! assert_eq!(client.verify(&not_found), Err(ResponseError::Status(http::StatusCode::NOT_FOUND)));
+//! ```
 
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -31,6 +38,16 @@ pub struct ClientHandshake {
 }
 
 /// What the server agreed to.
+///
+/// ```
+/// use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake};
+/// use duplex_proto::DeflateConfig;
+/// let client = ClientHandshake::new(vec![], Some(DeflateConfig::default()));
+/// let request = client.request("example.com", "/", &http::HeaderMap::new()).unwrap();
+/// let server = ServerHandshake { deflate: Some(DeflateConfig::default()), ..Default::default() };
+/// let negotiated = client.verify(&server.accept(&request).unwrap().response).unwrap();
+/// assert_eq!(negotiated.deflate.unwrap().client_max_window_bits, 15);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// The subprotocol the server chose.
@@ -40,6 +57,15 @@ pub struct Negotiated {
 }
 
 /// Why the server's response does not complete the handshake.
+///
+/// ```
+/// use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
+/// let client = ClientHandshake::new(vec![], None);
+/// let response = http::Response::builder().status(101)
+///     .header("Upgrade", "websocket").header("Connection", "Upgrade")
+///     .header("Sec-WebSocket-Accept", "not the right one").body(()).unwrap();
+/// assert_eq!(client.verify(&response), Err(ResponseError::BadAccept));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResponseError {
@@ -70,6 +96,13 @@ pub enum ResponseError {
 
 impl ClientHandshake {
     /// A handshake with a fresh random key.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec!["v2".into(), "v1".into()], None);
+    /// let request = client.request("example.com", "/", &http::HeaderMap::new()).unwrap();
+    /// assert_eq!(request.headers()["sec-websocket-protocol"], "v2, v1");
+    /// ```
     pub fn new(protocols: Vec<String>, deflate: Option<DeflateConfig>) -> Self {
         let raw: [u8; 16] = rand::random();
         Self {
@@ -80,6 +113,14 @@ impl ClientHandshake {
     }
 
     /// The `Sec-WebSocket-Key` sent.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::client::ClientHandshake;
+    /// let client = ClientHandshake::new(vec![], None);
+    /// let request = client.request("example.com", "/", &http::HeaderMap::new()).unwrap();
+    /// assert_eq!(request.headers()["sec-websocket-key"], client.key());
+    /// assert_eq!(client.key().len(), 24); // 16 random bytes, base64-encoded
+    /// ```
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -88,6 +129,17 @@ impl ClientHandshake {
     /// when it is not the scheme's default); `extra` headers are added last
     /// and may override none of the handshake's own. Fails if the host, the
     /// path or a subprotocol cannot appear in an HTTP head (spaces, CR/LF...).
+    ///
+    /// ```
+    /// use duplex_proto::handshake::client::ClientHandshake;
+    /// let mut extra = http::HeaderMap::new();
+    /// extra.insert("authorization", "Bearer t0ken".parse().unwrap());
+    /// extra.insert("upgrade", "h2c".parse().unwrap()); // ignored: the handshake's own
+    /// let req = ClientHandshake::new(vec![], None).request("a.test:8080", "/ws", &extra).unwrap();
+    /// assert_eq!(req.headers()["authorization"], "Bearer t0ken");
+    /// assert_eq!(req.headers()["upgrade"], "websocket");
+    /// assert_eq!(req.headers()["host"], "a.test:8080");
+    /// ```
     pub fn request(
         &self,
         host: &str,
@@ -169,6 +221,15 @@ impl ClientHandshake {
 
     /// Verifies the server's answer to an extended CONNECT: a `2xx` (RFC
     /// 8441 §5), then the subprotocol and compression as on HTTP/1.1.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::client::{ClientHandshake, ResponseError};
+    /// let client = ClientHandshake::new(vec![], None);
+    /// let ok = http::Response::builder().status(200).body(()).unwrap();
+    /// assert_eq!(client.verify_connect(&ok).unwrap().protocol, None);
+    /// let refused = http::Response::builder().status(403).body(()).unwrap();
+    /// assert!(matches!(client.verify_connect(&refused), Err(ResponseError::Status(_))));
+    /// ```
     pub fn verify_connect<B>(&self, resp: &Response<B>) -> Result<Negotiated, ResponseError> {
         if !resp.status().is_success() {
             return Err(ResponseError::Status(resp.status()));
@@ -177,6 +238,17 @@ impl ClientHandshake {
     }
 
     /// Verifies the server's response.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::{accept_key, client::ClientHandshake};
+    /// let client = ClientHandshake::new(vec![], None);
+    /// let response = http::Response::builder().status(101)
+    ///     .header("Upgrade", "websocket").header("Connection", "Upgrade")
+    ///     .header("Sec-WebSocket-Accept", accept_key(client.key().as_bytes()))
+    ///     .body(()).unwrap();
+    /// let negotiated = client.verify(&response).unwrap();
+    /// assert_eq!((negotiated.protocol, negotiated.deflate), (None, None));
+    /// ```
     pub fn verify<B>(&self, resp: &Response<B>) -> Result<Negotiated, ResponseError> {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(ResponseError::Status(resp.status()));

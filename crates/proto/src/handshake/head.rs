@@ -1,10 +1,26 @@
 //! Reading and writing HTTP/1.1 heads, with httparse doing the parsing.
+//!
+//! ```
+//! use duplex_proto::handshake::{HeadLimits, head::{read_response, write_response}};
+//! let response = http::Response::builder().status(101).body(()).unwrap();
+//! let mut wire = Vec::new();
+//! write_response(&response, &mut wire);
+//! let (parsed, used) = read_response(&wire, &HeadLimits::default()).unwrap().unwrap();
+//! assert_eq!((parsed.status().as_u16(), used), (101, wire.len()));
+//! ```
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use super::HeadLimits;
 
 /// Why a head could not be read.
+///
+/// ```
+/// use duplex_proto::handshake::{HeadLimits, head::{HeadError, read_request}};
+/// let limits = HeadLimits { max_head_size: 16, ..HeadLimits::default() };
+/// let long = b"GET /a-very-long-path HTTP/1.1\r\n";
+/// assert_eq!(read_request(long, &limits).unwrap_err(), HeadError::TooLarge(16));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeadError {
     /// More bytes than [`HeadLimits::max_head_size`] without the end of the head.
@@ -76,6 +92,14 @@ pub fn head_may_be_complete(buf: &[u8], seen: usize, limits: &HeadLimits) -> boo
 }
 
 /// Parses a response head from the start of `buf`, like [`read_request`].
+///
+/// ```
+/// use duplex_proto::handshake::{HeadLimits, head::read_response};
+/// let raw = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+/// let (response, used) = read_response(raw, &HeadLimits::default()).unwrap().unwrap();
+/// assert_eq!((response.status().as_u16(), used), (403, raw.len()));
+/// assert!(read_response(&raw[..12], &HeadLimits::default()).unwrap().is_none());
+/// ```
 pub fn read_response(
     buf: &[u8],
     limits: &HeadLimits,
@@ -159,6 +183,14 @@ pub fn write_response<B>(resp: &Response<B>, out: &mut Vec<u8>) {
 
 /// Serialises a request head; the request's URI must be in origin form
 /// (path and query).
+///
+/// ```
+/// use duplex_proto::handshake::head::write_request;
+/// let req = http::Request::get("/chat?room=1").header("Host", "a.test").body(()).unwrap();
+/// let mut out = Vec::new();
+/// write_request(&req, &mut out);
+/// assert_eq!(out, b"GET /chat?room=1 HTTP/1.1\r\nhost: a.test\r\n\r\n");
+/// ```
 pub fn write_request<B>(req: &Request<B>, out: &mut Vec<u8>) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');

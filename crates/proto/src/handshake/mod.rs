@@ -6,6 +6,14 @@
 //! ([`client`]). Both read heads out of a byte buffer with bounded size and
 //! header count (`head`), so a slow or endless header stream costs at most
 //! the configured bytes, never a hang or unbounded memory.
+//!
+//! ```
+//! use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake};
+//! let client = ClientHandshake::new(vec![], None);
+//! let request = client.request("example.com", "/", &Default::default()).unwrap();
+//! let accepted = ServerHandshake::default().accept(&request).unwrap();
+//! assert_eq!(client.verify(&accepted.response).unwrap().protocol, None);
+//! ```
 
 pub mod client;
 pub mod server;
@@ -67,6 +75,13 @@ pub(crate) fn header_list(
 
 /// Limits on an HTTP head, against header floods (CVE-2024-37890 in Node's
 /// `ws`) and slowloris-style endless headers.
+///
+/// ```
+/// use duplex_proto::handshake::{HeadLimits, head::{HeadError, read_request}};
+/// let limits = HeadLimits { max_headers: 1, ..HeadLimits::default() };
+/// let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Flood: 1\r\n\r\n";
+/// assert_eq!(read_request(raw, &limits).unwrap_err(), HeadError::TooManyHeaders(1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
     /// The most bytes a request or response head may take. Default 16 KiB.

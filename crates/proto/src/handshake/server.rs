@@ -1,5 +1,13 @@
 //! The server side of the opening handshake: validate a request, answer 101
 //! or reject it with a status and a one-line reason.
+//!
+//! ```
+//! use duplex_proto::handshake::server::{RequestError, ServerHandshake};
+//! let plain_http = http::Request::get("/").header("Host", "a.test").body(()).unwrap();
+//! let error = ServerHandshake::default().accept(&plain_http).unwrap_err();
+//! assert_eq!(error, RequestError::NotUpgrade);
+//! assert_eq!(error.status(), 426); // Upgrade Required
+//! ```
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -36,6 +44,16 @@ pub struct ServerHandshake {
 }
 
 /// A request the server accepted.
+///
+/// ```
+/// use duplex_proto::handshake::{client::ClientHandshake, server::ServerHandshake};
+/// let request = ClientHandshake::new(vec!["chat".into()], None)
+///     .request("a.test", "/", &http::HeaderMap::new()).unwrap();
+/// let server = ServerHandshake { protocols: vec!["chat".into()], deflate: None };
+/// let accepted = server.accept(&request).unwrap();
+/// assert_eq!(accepted.response.headers()["sec-websocket-protocol"], "chat");
+/// assert_eq!((accepted.protocol.as_deref(), accepted.deflate), (Some("chat"), None));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Accepted {
     /// The `101 Switching Protocols` response to send.
@@ -48,6 +66,14 @@ pub struct Accepted {
 
 /// Why a request is not a valid WebSocket upgrade. Each maps to an HTTP
 /// status; [`RequestError::response`] builds the rejection.
+///
+/// ```
+/// use duplex_proto::handshake::server::{RequestError, ServerHandshake};
+/// let post = http::Request::post("/").body(()).unwrap();
+/// let error = ServerHandshake::default().accept(&post).unwrap_err();
+/// assert_eq!(error, RequestError::Method(http::Method::POST));
+/// assert_eq!(error.response().headers()["allow"], "GET");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -86,6 +112,12 @@ pub enum RequestError {
 
 impl RequestError {
     /// The HTTP status this error is answered with.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::server::RequestError;
+    /// assert_eq!(RequestError::MissingHost.status(), http::StatusCode::BAD_REQUEST);
+    /// assert_eq!(RequestError::Method(http::Method::PUT).status(), 405);
+    /// ```
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Head(HeadError::TooLarge(_) | HeadError::TooManyHeaders(_)) => {
@@ -127,6 +159,13 @@ impl RequestError {
     }
 
     /// The rejection as bytes ready to write to the socket.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::server::RequestError;
+    /// let bytes = RequestError::MissingHost.to_bytes();
+    /// assert!(bytes.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    /// assert!(bytes.ends_with(b"\r\n\r\nmissing Host header\n"));
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let resp = self.response();
         let mut out = Vec::with_capacity(256);
@@ -138,6 +177,16 @@ impl RequestError {
 
 impl ServerHandshake {
     /// Validates an upgrade request and builds the 101 response.
+    ///
+    /// ```
+    /// use duplex_proto::handshake::server::{RequestError, ServerHandshake};
+    /// let request = http::Request::get("/").header("Host", "a.test")
+    ///     .header("Upgrade", "websocket").header("Connection", "Upgrade")
+    ///     .header("Sec-WebSocket-Version", "13").header("Sec-WebSocket-Key", "c2hvcnQ=")
+    ///     .body(()).unwrap();
+    /// let error = ServerHandshake::default().accept(&request).unwrap_err();
+    /// assert_eq!(error, RequestError::InvalidKey); // "short" is not 16 bytes
+    /// ```
     pub fn accept<B>(&self, req: &Request<B>) -> Result<Accepted, RequestError> {
         if req.method() != Method::GET {
             return Err(RequestError::Method(req.method().clone()));

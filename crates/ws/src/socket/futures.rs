@@ -13,6 +13,31 @@ use super::WebSocket;
 use crate::error::{Error, Result};
 
 /// The future [`WebSocket::recv`] returns: one pointer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let mut ws = duplex::connect(&url).await?;
+/// ws.send("hi").await?;
+/// let recv: duplex::Recv<'_, _> = ws.recv();
+/// assert_eq!(size_of_val(&recv), size_of::<usize>());
+/// assert_eq!(recv.await.unwrap()?.as_text(), Some("hi"));
+/// # Ok(()) }
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 #[derive(Debug)]
 pub struct Recv<'a, S> {
@@ -32,6 +57,32 @@ where
 
 /// The future [`WebSocket::feed`] returns: one pointer (the message is
 /// already queued, or parked in the socket).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let mut ws = duplex::connect(&url).await?;
+/// let feed: duplex::Feed<'_, _> = ws.feed("hi"); // queued already
+/// assert_eq!(size_of_val(&feed), size_of::<usize>());
+/// feed.await?;
+/// ws.flush().await?;
+/// assert_eq!(ws.recv().await.unwrap()?.as_text(), Some("hi"));
+/// # Ok(()) }
+/// ```
 #[must_use = "the message may wait for room in the buffer: `.await` it"]
 pub struct Feed<'a, S> {
     pub(super) ws: &'a mut WebSocket<S>,
@@ -62,6 +113,31 @@ impl<S> std::fmt::Debug for Feed<'_, S> {
 
 /// The future [`WebSocket::send`] returns: queues (as [`Feed`] does), then
 /// flushes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> duplex::Result<()> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let url = format!("ws://{addr}/");
+/// # tokio::spawn(async move {
+/// #     let server = duplex::ServerBuilder::new();
+/// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+/// #     while let Some(msg) = ws.recv().await {
+/// #         let msg = msg?;
+/// #         if msg.is_data() {
+/// #             ws.send(msg).await?;
+/// #         }
+/// #     }
+/// #     Ok::<_, duplex::Error>(())
+/// # });
+/// let mut ws = duplex::connect(&url).await?;
+/// let send: duplex::SendMessage<'_, _> = ws.send("hi");
+/// assert!(size_of_val(&send) <= 2 * size_of::<usize>());
+/// send.await?; // queued and flushed
+/// assert_eq!(ws.buffered_amount(), 0);
+/// # Ok(()) }
+/// ```
 #[must_use = "the message may wait for room in the buffer: `.await` it"]
 pub struct SendMessage<'a, S> {
     pub(super) ws: &'a mut WebSocket<S>,

@@ -97,6 +97,21 @@ where
     /// negotiated state; most users get a `WebSocket` from
     /// [`connect`](crate::connect) or [`accept`](crate::accept) instead.
     /// `config` may be an `Arc<Config>` shared by many connections.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// use duplex::proto::{Connection, Role};
+    /// use duplex::{Config, WebSocket};
+    ///
+    /// let (a, b) = tokio::io::duplex(4096); // any byte stream whose handshake is done
+    /// let conn = |role| Connection::new(role, Default::default(), None);
+    /// let mut server = WebSocket::from_parts(a, conn(Role::Server), Config::default(), None);
+    /// let mut client = WebSocket::from_parts(b, conn(Role::Client), Config::default(), None);
+    /// client.send("hello").await?;
+    /// assert_eq!(server.recv().await.unwrap()?.as_text(), Some("hello"));
+    /// # Ok(()) }
+    /// ```
     pub fn from_parts(
         io: S,
         conn: Connection,
@@ -122,6 +137,23 @@ where
     /// behind the request) are fed in before anything is read. For servers
     /// that read the request head themselves and then
     /// [`open`](crate::ServerBuilder::open) the socket.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+    /// # let (a, b) = tokio::io::duplex(4096);
+    /// # let open = |io, role| {
+    /// #     let conn = Connection::new(role, Default::default(), None);
+    /// #     WebSocket::from_parts(io, conn, Config::default(), None)
+    /// # };
+    /// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    /// // A masked text frame ("hi") that arrived right behind the request head.
+    /// server.preload(b"\x81\x82\0\0\0\0hi");
+    /// assert_eq!(server.recv().await.unwrap()?.as_text(), Some("hi"));
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
     pub fn preload(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.conn.read_buf().extend_from_slice(bytes);
@@ -134,6 +166,30 @@ where
     ///
     /// Cancel-safe. Keep calling it after a [`Message::Close`] until it
     /// returns `None`: that completes the closing handshake.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.send("ping?").await?;
+    /// let reply = ws.recv().await.expect("still open")?;
+    /// assert_eq!(reply.as_text(), Some("ping?"));
+    /// # Ok(()) }
+    /// ```
     pub fn recv(&mut self) -> Recv<'_, S> {
         Recv { ws: self }
     }
@@ -173,6 +229,32 @@ where
     ///
     /// The message is queued as soon as `send` is called if the buffer has
     /// room (see [`feed`](Self::feed)); the future then flushes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::Message;
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.send("text").await?;
+    /// ws.send(vec![1u8, 2, 3]).await?; // binary
+    /// assert_eq!(ws.recv().await.unwrap()?, Message::text("text"));
+    /// assert_eq!(ws.recv().await.unwrap()?, Message::binary(vec![1, 2, 3]));
+    /// # Ok(()) }
+    /// ```
     pub fn send(&mut self, message: impl Into<Message>) -> SendMessage<'_, S> {
         self.queue_or_park(message.into());
         SendMessage {
@@ -194,6 +276,33 @@ where
     ///
     /// Why queue at once: the future then holds no message. It is one
     /// pointer, and so is the space it takes in every connection's task.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let mut ws = duplex::connect(&url).await?;
+    /// for word in ["one", "two", "three"] {
+    ///     ws.feed(word).await?; // queued, not written yet
+    /// }
+    /// assert_eq!(ws.buffered_amount(), 3 * (2 + 4) + 11);
+    /// ws.recv().await.unwrap()?; // writes all three at once, then reads
+    /// assert_eq!(ws.buffered_amount(), 0);
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn feed(&mut self, message: impl Into<Message>) -> Feed<'_, S> {
         self.queue_or_park(message.into());
@@ -201,6 +310,31 @@ where
     }
 
     /// Writes everything queued.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.feed("hello").await?;
+    /// assert!(ws.buffered_amount() > 0);
+    /// ws.flush().await?;
+    /// assert_eq!(ws.buffered_amount(), 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn flush(&mut self) -> Result<()> {
         poll_fn(|cx| self.poll_flush_out(cx)).await
     }
@@ -208,6 +342,31 @@ where
     /// Closes the connection: sends a close frame, waits (up to
     /// [`Config::close_timeout`]) for the peer's, then closes the transport.
     /// Messages that arrive meanwhile are discarded.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{CloseCode, State};
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.close(CloseCode::NORMAL, "done").await?;
+    /// assert_eq!(ws.state(), State::Closed);
+    /// assert_eq!(ws.close_frame().unwrap().code, CloseCode::NORMAL); // the server's reply
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.start_close(Some(CloseFrame::new(code, reason)))?;
         while let Some(r) = self.recv().await {
@@ -222,11 +381,59 @@ where
     }
 
     /// Open, Closing or Closed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{CloseCode, State};
+    /// let mut ws = duplex::connect(&url).await?;
+    /// assert_eq!(ws.state(), State::Open);
+    /// ws.close(CloseCode::GOING_AWAY, "").await?;
+    /// assert_eq!(ws.state(), State::Closed);
+    /// # Ok(()) }
+    /// ```
     pub fn state(&self) -> State {
         self.conn.state()
     }
 
     /// The subprotocol negotiated in the handshake.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new().protocols(["chat.v1"]);
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let client = duplex::ClientBuilder::new().protocols(["chat.v2", "chat.v1"]);
+    /// let ws = client.connect(&url).await?;
+    /// assert_eq!(ws.protocol(), Some("chat.v1")); // the one the server speaks
+    /// # Ok(()) }
+    /// ```
     pub fn protocol(&self) -> Option<&str> {
         self.extra.as_ref()?.protocol.as_deref()
     }
@@ -263,26 +470,144 @@ where
     }
 
     /// Whether permessage-deflate is in use.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{ClientBuilder, Config};
+    /// let plain = duplex::connect(&url).await?; // clients offer no compression by default
+    /// assert!(!plain.is_compressed());
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let url = format!("ws://{}/", listener.local_addr()?);
+    /// # tokio::spawn(async move { duplex::accept(listener.accept().await?.0).await?.recv().await;
+    /// #     Ok::<_, duplex::Error>(()) });
+    /// let client = ClientBuilder::new().config(Config::default().with_compression());
+    /// assert!(client.connect(&url).await?.is_compressed()); // the server accepted it
+    /// # Ok(()) }
+    /// ```
     pub fn is_compressed(&self) -> bool {
         self.conn.is_compressed()
     }
 
     /// The close frame the peer sent, once received.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let mut ws = duplex::accept(listener.accept().await?.0).await?;
+    /// #     ws.close(duplex::CloseCode(4000), "session expired").await
+    /// # });
+    /// use duplex::{CloseCode, CloseFrame};
+    /// let mut ws = duplex::connect(&url).await?; // a server that closes with 4000
+    /// assert_eq!(ws.close_frame(), None);
+    /// while ws.recv().await.is_some() {} // until the closing handshake is done
+    /// assert_eq!(ws.close_frame(), Some(&CloseFrame::new(CloseCode(4000), "session expired")));
+    /// # Ok(()) }
+    /// ```
     pub fn close_frame(&self) -> Option<&CloseFrame> {
         self.conn.close_received().and_then(|f| f.as_ref())
     }
 
     /// The settings in force.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// use duplex::{ClientBuilder, Config};
+    /// let config = Config::default().with_write_buffer_limit(64 << 10);
+    /// let ws = ClientBuilder::new().config(config).connect(&url).await?;
+    /// assert_eq!(ws.config().write_buffer_limit, 64 << 10);
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// The underlying stream.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let ws = duplex::connect(&url).await?; // over a MaybeTlsStream
+    /// assert_eq!(ws.get_ref().peer_addr(), Some(addr));
+    /// # Ok(()) }
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.io
     }
 
     /// Bytes queued but not yet written.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.feed("hello").await?;
+    /// assert_eq!(ws.buffered_amount(), 2 + 4 + 5); // header, mask key, payload
+    /// ws.flush().await?;
+    /// assert_eq!(ws.buffered_amount(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn buffered_amount(&mut self) -> usize {
         self.conn.outgoing().len()
     }

@@ -233,6 +233,30 @@ where
     }
 
     /// Receives, as [`recv`](Self::recv) does, for manual `poll` code.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let addr = listener.local_addr()?;
+    /// # let url = format!("ws://{addr}/");
+    /// # tokio::spawn(async move {
+    /// #     let server = duplex::ServerBuilder::new();
+    /// #     let mut ws = server.accept(listener.accept().await?.0).await?;
+    /// #     while let Some(msg) = ws.recv().await {
+    /// #         let msg = msg?;
+    /// #         if msg.is_data() {
+    /// #             ws.send(msg).await?;
+    /// #         }
+    /// #     }
+    /// #     Ok::<_, duplex::Error>(())
+    /// # });
+    /// let mut ws = duplex::connect(&url).await?;
+    /// ws.send("hi").await?;
+    /// let next = std::future::poll_fn(|cx| ws.poll_recv(cx)).await;
+    /// assert_eq!(next.unwrap()?.as_text(), Some("hi"));
+    /// # Ok(()) }
+    /// ```
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         let incoming = ready!(self.poll_incoming(cx));
         Poll::Ready(incoming.map(|r| r.map(|i| self.own(i))))
