@@ -67,10 +67,16 @@ struct Head<'a> {
     push: Option<Cow<'a, str>>,
     #[serde(default)]
     id: Option<u64>,
-    #[serde(default, borrow)]
+    /// Present even when it is `null` (an `Option` alone would read a
+    /// `null` result as no result).
+    #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<HubError>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Serialize)]
