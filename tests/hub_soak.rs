@@ -484,7 +484,7 @@ async fn flood(run: Arc<Run>) -> u64 {
     while sent < FLOOD_MAX {
         if run.stop.load(Ordering::Relaxed) && sent % 100 == 0 {
             let deadline = *cut_off_by.get_or_insert_with(|| Instant::now() + LIMIT);
-            if slow_consumers_cut_off(run.node(0)).await >= NEVER_READERS as u64
+            if cut_off_with_1013(run.node(0)).await >= NEVER_READERS as u64
                 || Instant::now() > deadline
             {
                 break;
@@ -503,14 +503,25 @@ async fn flood(run: Arc<Run>) -> u64 {
     sent
 }
 
-/// How many connections the server has cut off as slow consumers.
-async fn slow_consumers_cut_off(addr: SocketAddr) -> u64 {
+/// How many connections the server has closed with 1013 (slow consumers and
+/// connections shed for the memory budget); 0 while it cannot say (its
+/// metrics answer 503 when the budget has no room, as during the flood).
+async fn cut_off_with_1013(addr: SocketAddr) -> u64 {
     let (status, body) = support::http(addr, "GET", "/metrics", &[], None).await;
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|l| l.strip_prefix("duplex_slow_consumers_dropped_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    if status != 200 {
+        return 0;
+    }
+    [
+        "duplex_slow_consumers_dropped_total ",
+        "duplex_memory_budget_shed_total ",
+    ]
+    .iter()
+    .filter_map(|name| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    })
+    .sum()
 }
 
 /// One publish; its offset once acknowledged.

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, bail};
 use duplex_hub::Push;
-use serde_json::Value;
 
 use super::ServerArgs;
 use duplex_hub_client::{Event, Link};
@@ -70,9 +69,11 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
                 if args.json {
                     println!("{}", serde_json::to_string(&p)?);
                 } else {
-                    match serde_json::from_str::<Value>(p.data.get())? {
-                        Value::String(s) => println!("{s}"),
-                        other => println!("{other}"),
+                    // A string prints as its text; anything else as the
+                    // JSON the publisher sent.
+                    match serde_json::from_str::<String>(p.data.get()) {
+                        Ok(text) => println!("{text}"),
+                        Err(_) => println!("{}", p.data.get()),
                     }
                 }
                 printed += 1;

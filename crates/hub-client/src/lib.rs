@@ -1,8 +1,8 @@
 //! A client of Duplex's hub (`/ws`, docs/protocol.md) whose connection
 //! survives disconnects: it reconnects with exponential backoff and
 //! re-subscribes with `since`, so it sees every publication exactly once,
-//! in order, or is told about a gap. `duplex chat`, `duplex subscribe` and
-//! `duplex listen --hub` run it; `/duplex.js` is its JavaScript twin.
+//! in order, or is told about a gap. `duplex chat` and `duplex subscribe`
+//! run it; `/duplex.js` is its JavaScript twin.
 //!
 //! [`Link::next`] is cancel-safe (it can sit in `tokio::select!`): a new
 //! connection is kept only once fully re-established, and the backoff
@@ -229,8 +229,12 @@ impl Link {
             };
             call(&mut ws, connect, id, &mut events).await?;
         }
+        // Applied only once every channel is subscribed: a connection that
+        // fails half-way must not move the positions the next one recovers
+        // from, or what it recovered and never handed out would be skipped.
+        let mut positions = self.positions.clone();
         for channel in self.channels.clone() {
-            let mut since = self.positions.get(&channel).cloned();
+            let mut since = positions.get(&channel).cloned();
             if let Some((epoch, offset)) = &mut since {
                 if epoch.is_empty() && *offset > 0 {
                     // An offset without an epoch (`--since :41`): take it in
@@ -263,18 +267,14 @@ impl Link {
                     .into_iter()
                     .map(|p| Event::Publication(p.into_owned())),
             );
-            let known = self
-                .positions
-                .entry(channel.clone())
-                .or_insert((page.epoch.to_string(), 0));
-            known.0 = page.epoch.into_owned();
-            known.1 = known.1.max(page.offset);
+            advance(&mut positions, &channel, &page.epoch, page.offset);
         }
         for event in &events {
             if let Event::Publication(p) = event {
-                self.note(p);
+                advance(&mut positions, &p.channel, &p.epoch, p.offset);
             }
         }
+        self.positions = positions;
         Ok((ws, events))
     }
 
@@ -283,19 +283,10 @@ impl Link {
         self.next_id - 1
     }
 
-    /// Remembers how far a channel has been seen.
-    fn note(&mut self, p: &Publication<'_>) {
-        let pos = self
-            .positions
-            .entry(p.channel.to_string())
-            .or_insert((p.epoch.to_string(), 0));
-        *pos = (p.epoch.to_string(), pos.1.max(p.offset));
-    }
-
     fn classify(&mut self, message: ServerMessage<'_>) -> Option<Event> {
         match message {
             ServerMessage::Push(Push::Publication(p)) => {
-                self.note(&p);
+                advance(&mut self.positions, &p.channel, &p.epoch, p.offset);
                 Some(Event::Publication(p.into_owned()))
             }
             ServerMessage::Push(push) => Some(Event::Push(push.into_owned())),
@@ -308,6 +299,24 @@ impl Link {
                 id: id?,
                 result: Err(error),
             }),
+        }
+    }
+}
+
+/// Remembers that `channel` has been seen up to `offset` of `epoch`. An
+/// offset of another epoch means nothing in this one: a new epoch starts
+/// afresh.
+fn advance(
+    positions: &mut HashMap<String, (String, u64)>,
+    channel: &str,
+    epoch: &str,
+    offset: u64,
+) {
+    match positions.get_mut(channel) {
+        Some((known, seen)) if known == epoch => *seen = (*seen).max(offset),
+        Some(position) => *position = (epoch.to_owned(), offset),
+        None => {
+            positions.insert(channel.to_owned(), (epoch.to_owned(), offset));
         }
     }
 }

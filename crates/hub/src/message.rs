@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{HubError, Push, PushKind, to_bytes};
+use crate::{ErrorCode, HubError, Push, PushKind, to_bytes};
 
 /// A message from the server.
 ///
@@ -71,8 +71,32 @@ struct Head<'a> {
     /// `null` result as no result).
     #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
-    #[serde(default)]
-    error: Option<HubError>,
+    #[serde(default, borrow)]
+    error: Option<WireError<'a>>,
+}
+
+/// An error reply's body as read: a code this version does not know (a
+/// newer server's) still makes an error reply, not an unreadable message.
+#[derive(Deserialize)]
+struct WireError<'a> {
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+}
+
+impl WireError<'_> {
+    /// Known codes as they are; an unknown one becomes `internal`, its
+    /// name kept in the message.
+    fn into_error(self) -> HubError {
+        match ErrorCode::from_name(&self.code) {
+            Some(code) => HubError::new(code, self.message),
+            None => HubError::new(
+                ErrorCode::Internal,
+                format!("{}: {}", self.code, self.message),
+            ),
+        }
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -101,7 +125,10 @@ impl<'a> ServerMessage<'a> {
             return Ok(ServerMessage::Push(Push::parse(kind, text)?));
         }
         match (head.result, head.error) {
-            (_, Some(error)) => Ok(ServerMessage::Error { id: head.id, error }),
+            (_, Some(error)) => Ok(ServerMessage::Error {
+                id: head.id,
+                error: error.into_error(),
+            }),
             (Some(result), None) => Ok(ServerMessage::Reply {
                 id: head.id,
                 result: Cow::Borrowed(result),
