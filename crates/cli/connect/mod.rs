@@ -208,13 +208,7 @@ async fn connect(args: ConnectArgs) -> Status {
             Mode::Plain
         },
         raw_stream: args.binary,
-        encoding: if args.base64 {
-            Encoding::Base64
-        } else if args.hex {
-            Encoding::Hex
-        } else {
-            Encoding::Raw
-        },
+        encoding: Encoding::chosen(args.base64, args.hex),
         verbose: args.verbose,
     };
     let plain_console = Arc::new(Console::new(args.quiet));

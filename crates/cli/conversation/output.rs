@@ -39,6 +39,20 @@ pub enum Encoding {
     Hex,
 }
 
+impl Encoding {
+    /// What `--base64` and `--hex` ask for (`--base64` wins; the flags
+    /// conflict anyway).
+    pub fn chosen(base64: bool, hex: bool) -> Self {
+        if base64 {
+            Encoding::Base64
+        } else if hex {
+            Encoding::Hex
+        } else {
+            Encoding::Raw
+        }
+    }
+}
+
 /// Output settings shared by everything a command prints.
 #[derive(Debug, Clone, Copy)]
 pub struct Format {

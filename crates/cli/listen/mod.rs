@@ -227,13 +227,7 @@ fn format_of(args: &ListenArgs) -> Format {
     Format {
         mode: if args.json { Mode::Json } else { Mode::Plain },
         raw_stream: args.binary,
-        encoding: if args.base64 {
-            Encoding::Base64
-        } else if args.hex {
-            Encoding::Hex
-        } else {
-            Encoding::Raw
-        },
+        encoding: Encoding::chosen(args.base64, args.hex),
         verbose: args.verbose,
     }
 }
