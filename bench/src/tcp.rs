@@ -3,7 +3,22 @@
 //! it returns the client's masked frames byte for byte, which
 //! `duplex bench echo --mirror` expects.
 
+use duplex::proto::handshake::accept_key;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The `Sec-WebSocket-Accept` value for the request head's key (the client
+/// checks it, as it must), or for no key.
+fn accept_key_of(head: &[u8]) -> String {
+    let key = head
+        .split(|&b| b == b'\n')
+        .find_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+            name.eq_ignore_ascii_case(b"sec-websocket-key")
+                .then(|| value[1..].trim_ascii())
+        })
+        .unwrap_or_default();
+    accept_key(key)
+}
 
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     // A WebSocket server must first answer the upgrade: so does this one, so
@@ -19,9 +34,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         }
         head.extend_from_slice(&buf[..n]);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            let reply = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-            if stream.write_all(reply).await.is_err() {
+            let reply = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key_of(&head[..end])
+            );
+            if stream.write_all(reply.as_bytes()).await.is_err() {
                 return;
             }
             let rest = head.split_off(end + 4);
