@@ -241,7 +241,55 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     let server = start_smoke_serve(&duplex, &dir)?;
     smoke_echo(&duplex, &server)?;
     smoke_transfer(&duplex, server.addr)?;
+    let hub = format!("ws://{}/ws", server.addr);
+    smoke_fanout(&duplex, &hub, server.child.id(), &[])?;
     drop(server);
+    // The peer row of the fan-out section: Socket.IO, spoken by the same
+    // generator.
+    let port = free_port()?;
+    let mut node = Command::new("node");
+    node.arg(paths.peers.join("socketio_hub.js"))
+        .args(["--port", &port.to_string()])
+        .env("NODE_PATH", paths.node_modules());
+    let socket_io = start_script(node, port, "the Socket.IO server")?;
+    let url = format!("ws://{}/", socket_io.addr);
+    smoke_fanout(
+        &duplex,
+        &url,
+        socket_io.child.id(),
+        &["--protocol", "socket.io"],
+    )?;
+    Ok(())
+}
+
+/// `duplex bench fanout`, 50 subscribers, flat out for a second: every
+/// subscriber must get every publication, in order, and the server's CPU
+/// is reported.
+fn smoke_fanout(duplex: &Path, url: &str, pid: u32, extra: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(duplex);
+    cmd.args([
+        "bench", "fanout", url, "-n", "50", "-r", "0", "-d", "1s", "--json",
+    ])
+    .args(["--server-pid", &pid.to_string()])
+    .args(extra);
+    println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
+    let v = bench_report(&mut cmd, Duration::from_secs(60), "duplex bench fanout")?;
+    let row = &v["rows"][0];
+    let publications = row["extra"]["publications"].as_f64().unwrap_or(0.0);
+    let deliveries = row["ops"].as_f64().unwrap_or(0.0);
+    let cpu_us = row["extra"]["server_cpu_us_per_delivery"]
+        .as_f64()
+        .unwrap_or(0.0);
+    if v["errors"] != 0 || row["errors"] != 0 || publications < 1.0 {
+        bail!("implausible fanout report: {v}");
+    }
+    if deliveries != 50.0 * publications || cpu_us <= 0.0 {
+        bail!("every subscriber must get every publication, with the server's CPU: {v}");
+    }
+    println!(
+        "    {}: {publications} publications, {deliveries} deliveries, 0 errors; the server's CPU {cpu_us:.2} µs per delivery",
+        row["name"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

@@ -46,7 +46,8 @@ SUBCOMMANDS:
                scripts, Rust tests (cargo nextest, or cargo test without it),
                the hub's tests again on Redis (DUPLEX_TEST_ENGINE=redis), doctests, library (the public
                API against api.txt, cargo package), browser (the chat and transfer pages in chromium), release build,
-               bench smoke (`duplex bench echo` against `duplex serve`, 2 s),
+               bench smoke (`duplex bench` echo, transfer and fanout against `duplex serve`, fanout
+               against Socket.IO; a few seconds),
                release tests (the #[ignore]d 3 GiB transfer, transfer soak slice, echo-task size,
                memory-budget crowds, and 20 s slices of the hub soak on one node and on
                three nodes sharing Redis through failures, release build),

@@ -32,7 +32,11 @@ const APT: &[(&str, &str)] = &[
 const PIP: &[(&str, &str)] = &[("kosoku", "0.1.0"), ("websockets", "17.4")];
 
 /// npm packages for `target/xtask/node/node_modules`, as (name, exact version).
-const NPM: &[(&str, &str)] = &[("ws", "8.23.0"), ("playwright-core", "1.65.1")];
+const NPM: &[(&str, &str)] = &[
+    ("ws", "8.23.0"),
+    ("playwright-core", "1.65.1"),
+    ("socket.io", "4.8.1"),
+];
 
 /// Time allowed for one installer command (apt-get, pip, npm).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(10 * 60);

@@ -65,7 +65,10 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     raise_nofile();
     let target = Target::parse(&args.common.url, args.common.allow_remote)?
         .with_tls(args.common.cacert.as_deref())?;
-    let before = args.common.server_pid.map(server_usage::read).transpose()?;
+    let pids = &args.common.server_pid;
+    let before = (!pids.is_empty())
+        .then(|| server_usage::read(pids))
+        .transpose()?;
     let progress = Progress::new(!args.common.json);
     let done = Arc::new(AtomicU64::new(0));
     progress.start(Duration::from_secs(10), done.clone());
@@ -97,8 +100,8 @@ pub async fn run(args: &ConnectionsArgs) -> Result<Report> {
     row.ops = held.len() as u64;
     row.latency = Some(hist);
     tokio::time::sleep(args.hold).await;
-    if let (Some(pid), Some(before)) = (args.common.server_pid, before) {
-        report_server_usage(&mut row, pid, &before)?;
+    if let Some(before) = before {
+        report_server_usage(&mut row, pids, &before)?;
     }
     drop(held);
     Ok(Report {
@@ -177,8 +180,8 @@ impl Opener {
 
 /// The server's memory and CPU time per connection, from its usage before
 /// the connections and now.
-fn report_server_usage(row: &mut Row, pid: u32, before: &server_usage::Usage) -> Result<()> {
-    let after = server_usage::read(pid)?;
+fn report_server_usage(row: &mut Row, pids: &[u32], before: &server_usage::Usage) -> Result<()> {
+    let after = server_usage::read(pids)?;
     let n = row.ops.max(1) as f64;
     row.extra.push((
         "rss_kib_per_conn".into(),

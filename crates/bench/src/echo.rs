@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::progress::Progress;
 use crate::report::{Row, latency_histogram};
+use crate::server_usage::CpuWatch;
 use crate::target::Target;
 use crate::wire::{
     EchoChecker, compressed_frame, json_payload, masked_frame, masked_payload, payload, read_some,
@@ -43,6 +44,9 @@ pub struct EchoPlan {
     pub compress: bool,
     /// Open the connections as streams of HTTP/2 connections (RFC 8441).
     pub http2: bool,
+    /// The server's processes, whose CPU time over the measured window is
+    /// reported per message (none: not reported).
+    pub server_pids: Vec<u32>,
 }
 
 /// Runs the plan on the current runtime; one [`Row`] of results.
@@ -85,6 +89,7 @@ pub async fn run(
     } else {
         plan.max_messages
     }));
+    let watch = CpuWatch::start_if(&plan.server_pids)?;
     let start = Instant::now();
     let deadline = start + plan.duration;
     progress.start(plan.duration, done.clone());
@@ -114,6 +119,9 @@ pub async fn run(
         }
     }
     row.elapsed = start.elapsed();
+    if let Some(watch) = watch {
+        watch.report(&mut row, "msg")?;
+    }
     progress.finish();
     row.bytes = row.ops * plan.size as u64;
     row.latency = Some(hist);

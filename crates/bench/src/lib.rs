@@ -81,9 +81,10 @@ pub struct Common {
     pub cacert: Option<PathBuf>,
     /// The server's process id (on this machine): report its CPU time per
     /// message and how busy it was (echo, latency, fanout), or its memory
-    /// and CPU per connection (connections).
+    /// and CPU per connection (connections). Repeatable: a server made of
+    /// several processes (nodes and their Redis) counts as their sum.
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 }
 
 /// The options of `echo`.
@@ -180,26 +181,8 @@ pub fn show_size(n: usize) -> String {
 /// Runs one mode: its report, and the options every mode has (where to
 /// print it).
 pub async fn measure(mode: Mode) -> Result<(Common, Report)> {
-    // The server's CPU time over the run, for the modes whose report is
-    // one row of messages or deliveries (latency watches after its warmup).
-    let per = match &mode {
-        Mode::Echo(a) => a.common.server_pid.map(|p| (p, "msg")),
-        Mode::Fanout(a) => a.common.server_pid.map(|p| (p, "delivery")),
-        _ => None,
-    };
-    let watch = per
-        .map(|(pid, _)| server_usage::CpuWatch::start(pid))
-        .transpose()?;
-    let (common, mut report) = measure_mode(mode).await?;
-    if let (Some(watch), Some((_, per))) = (watch, per) {
-        for row in &mut report.rows {
-            watch.report(row, per)?;
-        }
-    }
-    Ok((common, report))
-}
-
-async fn measure_mode(mode: Mode) -> Result<(Common, Report)> {
+    // Each mode reads the server's CPU time (--server-pid) over the window
+    // it measures, not over its setup.
     match mode {
         Mode::Echo(a) => measure_echo(a).await,
         Mode::Latency(a) => measure_latency(a).await,
@@ -240,6 +223,7 @@ async fn measure_echo(a: EchoArgs) -> Result<(Common, Report)> {
         mirror: a.mirror,
         compress: a.compress,
         http2: a.http2,
+        server_pids: a.common.server_pid.clone(),
     };
     let progress = Progress::new(!a.common.json);
     let name = format!(
@@ -273,17 +257,12 @@ async fn measure_latency(a: LatencyArgs) -> Result<(Common, Report)> {
     if a.warmup > 0 {
         warm_up(&target, &a).await?;
     }
-    let plan = one_in_flight(a.size, a.duration, a.messages, a.mirror);
+    let plan = EchoPlan {
+        server_pids: a.common.server_pid.clone(),
+        ..one_in_flight(a.size, a.duration, a.messages, a.mirror)
+    };
     let name = format!("latency 1x1 {}", show_size(a.size));
-    let watch = a
-        .common
-        .server_pid
-        .map(server_usage::CpuWatch::start)
-        .transpose()?;
-    let mut row = echo::run(&target, &plan, name, &progress).await?;
-    if let Some(watch) = watch {
-        watch.report(&mut row, "msg")?;
-    }
+    let row = echo::run(&target, &plan, name, &progress).await?;
     let report = Report {
         mode: "latency",
         url: a.common.url.clone(),
@@ -317,6 +296,7 @@ fn one_in_flight(size: usize, duration: Duration, max_messages: u64, mirror: boo
         mirror,
         compress: false,
         http2: false,
+        server_pids: Vec::new(),
     }
 }
 

@@ -10,12 +10,14 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use super::{Bins, Running, SERVERS, alternating, bench_report, median, start};
+use super::{
+    Bins, Running, SERVERS, Script, alternating, bench_report, median, start, start_script,
+};
 use crate::Paths;
 use crate::process::free_port;
 
@@ -46,22 +48,7 @@ const WORKLOADS: [Row; 2] = [
     ),
 ];
 
-/// A peer-script server (Node or Python): it stops when its stdin closes;
-/// killed if it does not.
-struct Script {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_script(paths: &Paths, name: &str) -> Result<Script> {
+fn start_echo_script(paths: &Paths, name: &str) -> Result<Script> {
     let port = free_port()?;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"]);
@@ -74,29 +61,8 @@ fn start_script(paths: &Paths, name: &str) -> Result<Script> {
             .arg(paths.venv_python())
             .arg(paths.peers.join("py_echo_server.py")),
     };
-    let mut child = cmd
-        .args(["--port", &port.to_string(), "--compress", "on"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start the {name} echo server"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        for _ in lines {}
-    });
-    let script = Script {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    };
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(Ok(line))) if line.trim() == format!("LISTENING {port}") => Ok(script),
-        other => bail!("the {name} echo server did not start: {other:?}"),
-    }
+    cmd.args(["--port", &port.to_string(), "--compress", "on"]);
+    start_script(cmd, port, &format!("the {name} echo server"))
 }
 
 /// Either kind of started server.
@@ -152,7 +118,7 @@ fn start_peer(paths: &Paths, bins: &Bins, name: &str) -> Result<Started> {
         .join(format!("{name}-deflate.log"));
     Ok(match SERVERS.iter().find(|s| s.name == name) {
         Some(s) => Started::Bench(start(paths, bins, s, &log)?),
-        None => Started::Script(start_script(paths, name)?),
+        None => Started::Script(start_echo_script(paths, name)?),
     })
 }
 

@@ -3,7 +3,10 @@
 //! `duplex bench fanout` (CPU 1): every subscriber must get every
 //! publication, in order. Two setups on the same core (CPU 0): one
 //! `duplex serve` with its SQLite store, and two `duplex serve --redis`
-//! nodes with their `redis-server`, the subscribers spread over both.
+//! nodes with their `redis-server`, the subscribers spread over both; and
+//! the peer row: Socket.IO 4.8 (`tests/peers/socketio_hub.js`, the same
+//! publish endpoint, rooms as channels, no history), its subscribers
+//! speaking Socket.IO (`--protocol socket.io`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,8 +14,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::{Bins, Running, SERVERS, bench_report, median, start_redis, start_with};
+use super::{
+    Bins, Running, SERVERS, Script, bench_report, median, start_redis, start_script, start_with,
+};
 use crate::Paths;
+use crate::process::free_port;
 
 /// What serves the channel.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,20 +27,58 @@ enum Setup {
     OneNode,
     /// Two nodes sharing the channel through one Redis.
     TwoNodesOnRedis,
+    /// Socket.IO on Node: the peer.
+    SocketIo,
+}
+
+/// A started setup: its processes (stopped when dropped), their ids and
+/// the nodes' URLs.
+struct Started {
+    _running: Vec<Running>,
+    _script: Option<Script>,
+    pids: Vec<u32>,
+    urls: Vec<String>,
 }
 
 impl Setup {
-    const ALL: [Setup; 2] = [Setup::OneNode, Setup::TwoNodesOnRedis];
+    const ALL: [Setup; 3] = [Setup::OneNode, Setup::TwoNodesOnRedis, Setup::SocketIo];
 
     fn label(self) -> &'static str {
         match self {
             Self::OneNode => "1 node, SQLite",
             Self::TwoNodesOnRedis => "2 nodes + Redis",
+            Self::SocketIo => "Socket.IO 4.8 (no history)",
         }
     }
 
-    /// Starts it; the processes (kept alive while held) and the nodes' URLs.
-    fn start(self, paths: &Paths, bins: &Bins) -> Result<(Vec<Running>, Vec<String>)> {
+    /// Starts it, on CPU 0.
+    fn start(self, paths: &Paths, bins: &Bins) -> Result<Started> {
+        if self == Self::SocketIo {
+            let port = free_port()?;
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", "0", "node"])
+                .arg(paths.peers.join("socketio_hub.js"))
+                .args(["--port", &port.to_string()])
+                .env("NODE_PATH", paths.node_modules());
+            let script = start_script(cmd, port, "the Socket.IO server")?;
+            return Ok(Started {
+                pids: vec![script.child.id()],
+                urls: vec![format!("ws://{}/", script.addr)],
+                _running: Vec::new(),
+                _script: Some(script),
+            });
+        }
+        let (running, urls) = self.start_duplex(paths, bins)?;
+        Ok(Started {
+            pids: running.iter().map(|r| r.child.id()).collect(),
+            urls,
+            _running: running,
+            _script: None,
+        })
+    }
+
+    /// Starts the `duplex serve` setups: the processes and the nodes' URLs.
+    fn start_duplex(self, paths: &Paths, bins: &Bins) -> Result<(Vec<Running>, Vec<String>)> {
         let serve = SERVERS
             .iter()
             .find(|s| s.name == "duplex-serve")
@@ -43,7 +87,7 @@ impl Setup {
         let mut running = Vec::new();
         let mut extra = Vec::new();
         let nodes = match self {
-            Self::OneNode => 1,
+            Self::OneNode | Self::SocketIo => 1,
             Self::TwoNodesOnRedis => {
                 let redis = start_redis(paths, &dir.join("fanout-redis.log"))?;
                 extra = vec!["--redis".to_owned(), format!("redis://{}", redis.addr)];
@@ -99,6 +143,10 @@ struct Sample {
     p99: f64,
     publish_p50: f64,
     publish_p99: f64,
+    /// The serving processes' CPU time per delivery, µs.
+    cpu_us: f64,
+    /// How busy they were, % of one core.
+    busy_pct: f64,
 }
 
 /// Runs `reps` repetitions of `seconds` per setup and load; returns the
@@ -126,10 +174,16 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
 
 /// One run of `duplex bench fanout` against a fresh `setup` under `load`.
 fn measure(paths: &Paths, bins: &Bins, setup: Setup, load: Load, seconds: u64) -> Result<Sample> {
-    let (running, urls) = setup.start(paths, bins)?;
-    let mut cmd = fanout_command(bins, &urls, load, seconds);
+    let started = setup.start(paths, bins)?;
+    let mut cmd = fanout_command(bins, &started.urls, load, seconds);
+    for pid in &started.pids {
+        cmd.args(["--server-pid", &pid.to_string()]);
+    }
+    if setup == Setup::SocketIo {
+        cmd.args(["--protocol", "socket.io"]);
+    }
     let v = bench_report(&mut cmd, Duration::from_secs(600), "duplex bench fanout")?;
-    drop(running);
+    drop(started);
     Ok(Sample::from_row(&v["rows"][0]))
 }
 
@@ -168,6 +222,8 @@ impl Sample {
             p99: row["latency_us"]["p99"].as_f64().unwrap_or(0.0),
             publish_p50: extra("publish_p50_us"),
             publish_p99: extra("publish_p99_us"),
+            cpu_us: extra("server_cpu_us_per_delivery"),
+            busy_pct: extra("server_cpu_pct"),
         }
     }
 
@@ -181,13 +237,15 @@ impl Sample {
             p99: med(|s| s.p99),
             publish_p50: med(|s| s.publish_p50),
             publish_p99: med(|s| s.publish_p99),
+            cpu_us: med(|s| s.cpu_us),
+            busy_pct: med(|s| s.busy_pct),
         }
     }
 }
 
 fn print_sample(rep: usize, setup: Setup, load: Load, s: &Sample) {
     println!(
-        "    rep {} fanout {}, {} subscribers, {}: {:.0} deliveries/s, {:.0} publications/s, delivery p50 {:.0} µs p99 {:.0} µs, publish p50 {:.0} µs p99 {:.0} µs",
+        "    rep {} fanout {}, {} subscribers, {}: {:.0} deliveries/s, {:.0} publications/s, delivery p50 {:.0} µs p99 {:.0} µs, publish p50 {:.0} µs p99 {:.0} µs, server {:.2} µs CPU per delivery, {:.0}% busy",
         rep + 1,
         setup.label(),
         load.subscribers,
@@ -198,6 +256,8 @@ fn print_sample(rep: usize, setup: Setup, load: Load, s: &Sample) {
         s.p99,
         s.publish_p50,
         s.publish_p99,
+        s.cpu_us,
+        s.busy_pct,
     );
 }
 
@@ -213,7 +273,7 @@ fn markdown(reps: usize, seconds: u64, medians: &[(Setup, Load, Sample)]) -> Str
 /// The heading, the method and the table's head.
 fn intro(reps: usize, seconds: u64) -> String {
     format!(
-        "## Hub fan-out, on one node and on two sharing Redis\n\n\
+        "## Hub fan-out: one node, two sharing Redis, and Socket.IO\n\n\
          Everything that serves runs on CPU 0: one `duplex serve` (SQLite store, defaults), or two `duplex serve \
          --redis` nodes and their `redis-server` (append-only file, `appendfsync always`, as docs/deploy.md advises). \
          `duplex bench fanout` on CPU 1 subscribes N connections to one channel of `/ws` (spread evenly over the \
@@ -222,9 +282,14 @@ fn intro(reps: usize, seconds: u64) -> String {
          of every publisher, in order. Delivery latency is from the publish call to the arrival at a subscriber, over \
          every delivery (the load generator reads the N deliveries of a publication one after another on one core, so \
          the tail includes its own queueing); publish is the call's round trip. On two cores this compares the cost of \
-         going through Redis, not the gain of more machines. Medians of {reps} repetition(s) of {seconds} s:\n\n\
-         ```sh\ntaskset -c 1 duplex bench fanout ws://127.0.0.1:PORT/ws [--node ws://127.0.0.1:PORT2/ws] --json -n N -r RATE --publishers P -d {seconds}s\n```\n\n\
-         | setup | subscribers | publications | publications/s | deliveries/s | delivery p50 / p99 | publish p50 / p99 |\n|---|---|---|---|---|---|---|\n"
+         going through Redis, not the gain of more machines. The peer, Socket.IO 4.8 on Node (`tests/peers/socketio_hub.js`, \
+         CPU 0), serves the same `POST /api/publish` with a room per channel and keeps no history; its subscribers speak \
+         Socket.IO over WebSocket (`--protocol socket.io`) and are checked the same way. The server's CPU per delivery \
+         counts every serving process (both nodes and Redis) from the first publication to the last delivery; \
+         below 100% busy, the load generator was the limit. Medians of {reps} repetition(s) of {seconds} s:\n\n\
+         ```sh\ntaskset -c 1 duplex bench fanout ws://127.0.0.1:PORT/ws [--node ws://127.0.0.1:PORT2/ws] --json -n N -r RATE --publishers P -d {seconds}s --server-pid PID...\n\
+         taskset -c 1 duplex bench fanout ws://127.0.0.1:PORT/ --protocol socket.io --json -n N -r RATE --publishers P -d {seconds}s --server-pid PID\n```\n\n\
+         | setup | subscribers | publications | publications/s | deliveries/s | server CPU per delivery | delivery p50 / p99 | publish p50 / p99 |\n|---|---|---|---|---|---|---|---|\n"
     )
 }
 
@@ -232,12 +297,14 @@ fn intro(reps: usize, seconds: u64) -> String {
 /// (latencies in µs, shown in ms).
 fn table_row(setup: Setup, load: Load, med: &Sample) -> String {
     format!(
-        "| {} | {} | {} | {:.0} | {:.0} | {:.1} / {:.1} ms | {:.2} / {:.2} ms |\n",
+        "| {} | {} | {} | {:.0} | {:.0} | {:.2} µs, {:.0}% busy | {:.1} / {:.1} ms | {:.2} / {:.2} ms |\n",
         setup.label(),
         load.subscribers,
         load_label(load),
         med.publications,
         med.deliveries,
+        med.cpu_us,
+        med.busy_pct,
         med.p50 / 1000.0,
         med.p99 / 1000.0,
         med.publish_p50 / 1000.0,
@@ -261,8 +328,17 @@ fn load_label(load: Load) -> String {
 mod tests {
     use super::*;
 
-    fn sample(v: [f64; 6]) -> Sample {
-        let [deliveries, publications, p50, p99, publish_p50, publish_p99] = v;
+    fn sample(v: [f64; 8]) -> Sample {
+        let [
+            deliveries,
+            publications,
+            p50,
+            p99,
+            publish_p50,
+            publish_p99,
+            cpu_us,
+            busy_pct,
+        ] = v;
         Sample {
             deliveries,
             publications,
@@ -270,20 +346,22 @@ mod tests {
             p99,
             publish_p50,
             publish_p99,
+            cpu_us,
+            busy_pct,
         }
     }
 
     #[test]
     fn rows_show_medians_with_latencies_in_ms() {
         let quiet = Sample::medians(&[
-            sample([100000.0, 100.0, 1234.0, 56789.0, 345.6, 1789.4]),
-            sample([98000.0, 99.5, 1300.0, 50000.0, 300.0, 2000.0]),
-            sample([99000.0, 101.0, 1250.0, 52000.5, 333.3, 1900.0]),
+            sample([100000.0, 100.0, 1234.0, 56789.0, 345.6, 1789.4, 2.0, 20.0]),
+            sample([98000.0, 99.5, 1300.0, 50000.0, 300.0, 2000.0, 2.5, 25.0]),
+            sample([99000.0, 101.0, 1250.0, 52000.5, 333.3, 1900.0, 3.0, 30.0]),
         ]);
         let busy = Sample::medians(&[
-            sample([105555.5, 105.0, 1284.0, 56794.0, 350.6, 1794.4]),
-            sample([102999.5, 104.5, 1335.0, 50005.0, 305.0, 2005.0]),
-            sample([101777.5, 106.0, 1250.0, 52000.5, 333.3, 1900.0]),
+            sample([105555.5, 105.0, 1284.0, 56794.0, 350.6, 1794.4, 1.234, 99.0]),
+            sample([102999.5, 104.5, 1335.0, 50005.0, 305.0, 2005.0, 1.0, 98.0]),
+            sample([101777.5, 106.0, 1250.0, 52000.5, 333.3, 1900.0, 1.5, 97.0]),
         ]);
         let t = markdown(
             3,
@@ -294,17 +372,17 @@ mod tests {
             ],
         );
         assert!(
-            t.contains("--json -n N -r RATE --publishers P -d 5s\n```\n\n"),
+            t.contains("--protocol socket.io --json -n N -r RATE --publishers P -d 5s --server-pid PID\n```\n\n"),
             "{t}"
         );
         let table = &t[t.find("| setup |").expect("a table")..];
         assert_eq!(
             table,
             concat!(
-                "| setup | subscribers | publications | publications/s | deliveries/s | delivery p50 / p99 | publish p50 / p99 |\n",
-                "|---|---|---|---|---|---|---|\n",
-                "| 1 node, SQLite | 1000 | 100/s | 100 | 99000 | 1.2 / 52.0 ms | 0.33 / 1.90 ms |\n",
-                "| 2 nodes + Redis | 100 | flat out, 64 publishers | 105 | 103000 | 1.3 / 52.0 ms | 0.33 / 1.90 ms |\n",
+                "| setup | subscribers | publications | publications/s | deliveries/s | server CPU per delivery | delivery p50 / p99 | publish p50 / p99 |\n",
+                "|---|---|---|---|---|---|---|---|\n",
+                "| 1 node, SQLite | 1000 | 100/s | 100 | 99000 | 2.50 µs, 25% busy | 1.2 / 52.0 ms | 0.33 / 1.90 ms |\n",
+                "| 2 nodes + Redis | 100 | flat out, 64 publishers | 105 | 103000 | 1.23 µs, 98% busy | 1.3 / 52.0 ms | 0.33 / 1.90 ms |\n",
             )
         );
     }

@@ -77,6 +77,49 @@ pub(super) fn start_with(
     launch(cmd, addr, data, server.name, log)
 }
 
+/// A peer-script server (Node or Python): it stops when its stdin closes;
+/// killed if it does not.
+pub(super) struct Script {
+    pub(super) child: Child,
+    pub(super) addr: SocketAddr,
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a peer script (`cmd`, complete, told to listen on `port`): it is
+/// ready once it prints `LISTENING <port>` (the contract of
+/// tests/peers/README.md). `what` names it in errors.
+pub(super) fn start_script(mut cmd: Command, port: u16, what: &str) -> Result<Script> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let script = Script {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(line))) if line.trim() == format!("LISTENING {port}") => Ok(script),
+        other => bail!("{what} did not start: {other:?}"),
+    }
+}
+
 /// `redis-server` on CPU 0 and a free port, without persistence beyond an
 /// append-only file fsynced at every write (what docs/deploy.md advises).
 pub(super) fn start_redis(paths: &Paths, log: &Path) -> Result<Running> {

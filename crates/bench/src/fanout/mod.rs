@@ -6,7 +6,14 @@
 //! must get every publication of every publisher, in order: a gap, a
 //! duplicate or a missing one is an error. With `--node`, the subscribers
 //! are spread over several nodes sharing the channel (`--redis`), and the
-//! publications are made on the first.
+//! publications are made on the first. With `--protocol socket.io`, the
+//! subscribers speak Socket.IO instead, to a server with the same publish
+//! endpoint (`tests/peers/socketio_hub.js`): the peer row.
+
+mod protocol;
+
+use protocol::Incoming;
+pub use protocol::Protocol;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use duplex::{MaybeTlsStream, WebSocket};
-use duplex_hub::{Command, ErrorCode, Push, Request, ServerMessage};
+use duplex_hub::{Command, ErrorCode, Request, ServerMessage};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -25,6 +32,7 @@ use tokio::task::JoinHandle;
 use crate::Common;
 use crate::progress::Progress;
 use crate::report::{Report, Row, latency_histogram};
+use crate::server_usage::CpuWatch;
 use crate::target::Target;
 use crate::wire::{read_some, tcp_connect};
 
@@ -79,6 +87,11 @@ pub struct FanoutArgs {
     /// publication at a time; --rate is shared among them.
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// What the subscribers speak: the hub protocol of `duplex serve`, or
+    /// Socket.IO 4 (at `/socket.io/`; publications still through
+    /// `POST /api/publish`, as `tests/peers/socketio_hub.js` serves it).
+    #[arg(long, value_enum, default_value = "duplex")]
+    pub protocol: Protocol,
 }
 
 /// Subscribes, publishes, and checks every delivery.
@@ -89,6 +102,9 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
             "the fanout mode measures plain ws:// or http:// only; wss:// is measured by echo and latency"
         );
     }
+    if args.protocol == Protocol::SocketIo && matches!(args.via, Via::Hub) {
+        bail!("--protocol socket.io publishes through POST /api/publish: drop --via hub");
+    }
     let urls = node_urls(&target, args)?;
     let publishers = args.publishers.max(1);
     let channel = args.channel.clone().unwrap_or_else(fresh_channel);
@@ -98,14 +114,23 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         Arc::new((0..publishers).map(|_| AtomicU64::new(0)).collect());
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let subscribers = subscribe_all(&urls, &channel, args.subscribers).await?;
+    let subscribers = subscribe_all(args.protocol, &urls, &channel, args.subscribers).await?;
     let progress = Progress::new(!args.common.json);
     progress.start(args.duration, delivered.clone());
     let mut tasks = Vec::new();
     for ws in subscribers {
         let check = DeliveryCheck::new(base, published.clone(), delivered.clone());
-        tasks.push(tokio::spawn(check_deliveries(ws, check, stop_rx.clone())));
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(check_deliveries(
+            ws,
+            args.protocol,
+            check,
+            stop,
+        )));
     }
+    // The server's CPU from the first publication to the last delivery (and
+    // the subscribers' closes, a few ms): not the handshakes and subscribes.
+    let watch = CpuWatch::start_if(&args.common.server_pid)?;
     let start = Instant::now();
     let publishing = publish_all(&target, args, &channel, base, &published).await?;
     let publish_elapsed = start.elapsed();
@@ -121,6 +146,9 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
     row.ops = delivered.load(Ordering::Relaxed);
     row.elapsed = publish_elapsed;
     row.latency = Some(hist);
+    if let Some(watch) = watch {
+        watch.report(&mut row, "delivery")?;
+    }
     report_publications(
         &mut row,
         &published,
@@ -141,13 +169,13 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
 /// The WebSocket URLs the subscribers are spread over: URL's, then each
 /// `--node`'s.
 fn node_urls(target: &Target, args: &FanoutArgs) -> Result<Vec<String>> {
-    let mut urls = vec![format!("ws://{}{}", target.host, target.path)];
+    let mut urls = vec![args.protocol.subscriber_url(&target.host, &target.path)];
     for node in &args.nodes {
         let node = Target::parse(node, args.common.allow_remote)?;
         if node.tls.is_some() {
             bail!("--node: plain ws:// only, like URL");
         }
-        urls.push(format!("ws://{}{}", node.host, node.path));
+        urls.push(args.protocol.subscriber_url(&node.host, &node.path));
     }
     Ok(urls)
 }
@@ -201,39 +229,21 @@ fn report_publications(
 /// `count` subscribers, spread over `urls`, all subscribed before anything
 /// is published.
 async fn subscribe_all(
+    protocol: Protocol,
     urls: &[String],
     channel: &str,
     count: usize,
 ) -> Result<Vec<WebSocket<MaybeTlsStream>>> {
     let mut subscribers = Vec::new();
     for i in 0..count {
-        subscribers.push(subscribe(&urls[i % urls.len()], channel).await?);
+        let url = &urls[i % urls.len()];
+        let mut ws = duplex::connect(url)
+            .await
+            .with_context(|| format!("subscriber connect to {url}"))?;
+        protocol.subscribe(&mut ws, channel).await?;
+        subscribers.push(ws);
     }
     Ok(subscribers)
-}
-
-/// Connects to `url` and subscribes to `channel`, without presence;
-/// returns once the hub confirmed.
-async fn subscribe(url: &str, channel: &str) -> Result<WebSocket<MaybeTlsStream>> {
-    let mut ws = duplex::connect(url)
-        .await
-        .with_context(|| format!("subscriber connect to {url}"))?;
-    let subscribe = Command::Subscribe {
-        channel: channel.to_owned(),
-        since: None,
-        presence: Some(false),
-    };
-    ws.send(Request::new(1, subscribe).encode()).await?;
-    loop {
-        let msg = ws.recv().await.context("closed while subscribing")??;
-        let Some(text) = msg.as_text() else { continue };
-        match ServerMessage::parse(text)? {
-            ServerMessage::Error { id: Some(1), error } => bail!("subscribe failed: {error}"),
-            ServerMessage::Reply { id: Some(1), .. } => break,
-            _ => {}
-        }
-    }
-    Ok(ws)
 }
 
 /// One subscriber's deliveries until it is told to stop and has every
@@ -241,6 +251,7 @@ async fn subscribe(url: &str, channel: &str) -> Result<WebSocket<MaybeTlsStream>
 /// errors, missing publications included, and its delivery latencies.
 async fn check_deliveries(
     mut ws: WebSocket<MaybeTlsStream>,
+    protocol: Protocol,
     mut check: DeliveryCheck,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (u64, Histogram<u64>) {
@@ -248,14 +259,37 @@ async fn check_deliveries(
     loop {
         let msg = tokio::select! {
             m = ws.recv() => m,
-            _ = stop.changed(), if !finished => { finished = true; continue; }
+            _ = stop.changed(), if !finished => {
+                // Done already if the last publication arrived before the
+                // stop: do not wait for more.
+                finished = true;
+                if check.caught_up() {
+                    break;
+                }
+                continue;
+            }
             () = tokio::time::sleep(Duration::from_secs(5)), if finished => break,
         };
         let Some(Ok(msg)) = msg else {
             check.on_connection_lost();
             break;
         };
-        if check.on_message(&msg) && finished && check.caught_up() {
+        let delivered = match protocol.classify(&msg) {
+            Incoming::Publication(data) => check.on_publication(&data),
+            Incoming::Ping => {
+                if ws.send(protocol.pong()).await.is_err() {
+                    check.on_connection_lost();
+                    break;
+                }
+                false
+            }
+            Incoming::Other => false,
+            Incoming::Malformed => {
+                check.errors += 1;
+                false
+            }
+        };
+        if delivered && finished && check.caught_up() {
             break;
         }
     }
@@ -303,23 +337,6 @@ impl DeliveryCheck {
             delivered,
             latency: latency_histogram(),
             errors: 0,
-        }
-    }
-
-    /// A message from the hub: returns whether it was a delivery (checked
-    /// and timed). Other hub messages are skipped; one that does not parse
-    /// is an error.
-    fn on_message(&mut self, msg: &duplex::Message) -> bool {
-        let Some(text) = msg.as_text() else {
-            return false;
-        };
-        match ServerMessage::parse(text) {
-            Ok(ServerMessage::Push(Push::Publication(p))) => self.on_publication(p.data.get()),
-            Ok(_) => false,
-            Err(_) => {
-                self.errors += 1;
-                false
-            }
         }
     }
 
