@@ -108,6 +108,9 @@ impl Admission {
                 max: self.max_total,
             });
         }
+        // Without a per-address limit there is nothing to count per address
+        // (and no map entry per client to keep).
+        let address = address.filter(|_| self.max_per_address > 0);
         if let Some(address) = address {
             let n = open.per_address.entry(address).or_default();
             if self.max_per_address > 0 && *n >= self.max_per_address {
@@ -191,7 +194,12 @@ mod tests {
             .map(|_| admission.admit(ip("10.0.0.1")).unwrap())
             .collect();
         assert_eq!(admission.open(), 100);
+        assert!(
+            admission.open.lock().unwrap().per_address.is_empty(),
+            "nothing counted per address without a limit per address"
+        );
         drop(held);
+        assert_eq!(admission.open(), 0);
     }
 
     #[test]

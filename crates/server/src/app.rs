@@ -145,6 +145,12 @@ impl Server {
         })
     }
 
+    /// The state its connections share (for tests of the connection path).
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
     /// What the operator should know about how it started (a generated
     /// API key, a missing setting), for the caller to show.
     pub fn notices(&self) -> &[Notice] {

@@ -232,13 +232,15 @@ pub async fn run_socket<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    // Counted as open until the socket ends.
-    let _admitted = admitted;
+    // Each arm holds `admitted` (counted as open) until its socket ends.
     match endpoint {
+        Endpoint::Echo => echo::run(ws, state, admitted).await,
         // Boxed: a session's state is large, and the echo task should not
         // carry its size.
-        Endpoint::Hub => Box::pin(session::run(ws, state)).await,
-        Endpoint::Echo => echo::run(ws, state).await,
+        Endpoint::Hub => {
+            Box::pin(session::run(ws, state)).await;
+            drop(admitted);
+        }
         Endpoint::Files => {
             let rooms = state.transfers.clone();
             let (directory, shutdown) = (state.directory.clone(), state.shutdown.clone());
@@ -246,7 +248,8 @@ pub async fn run_socket<S>(
             Box::pin(crate::transfer::relay::run(
                 ws, rooms, directory, peer, shutdown,
             ))
-            .await
+            .await;
+            drop(admitted);
         }
     }
 }
