@@ -98,15 +98,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async fn serve(&mut self) {
-        let shutdown = self.state.shutdown.clone();
+        // Made once, not on every turn of the loop: each wait registers
+        // with its token under a lock, which cost every delivery twice.
+        let (shutdown, slow) = (self.state.shutdown.clone(), self.slow.clone());
+        let shutting_down = shutdown.cancelled();
+        let too_slow = slow.cancelled();
+        tokio::pin!(shutting_down, too_slow);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
+                _ = &mut shutting_down => {
                     let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
                     return;
                 }
-                _ = self.slow.cancelled() => {
+                _ = &mut too_slow => {
                     let _ = self.ws.close(HubClose::TryAgainLater.code(), "slow consumer: too many messages queued").await;
                     return;
                 }
