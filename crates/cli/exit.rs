@@ -327,7 +327,7 @@ mod tests {
     fn an_unknown_host_name_is_a_connect_failure_with_a_hint() {
         let e = Error::Resolve {
             host: "nowhere.invalid".into(),
-            source: io::Error::other("failed to lookup address information"),
+            error: io::Error::other("failed to lookup address information"),
         };
         let f = connecting(&e);
         assert_eq!(f.status, Status::Connect);

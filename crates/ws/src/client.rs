@@ -431,9 +431,9 @@ impl ClientBuilder {
         }
         let addrs: Vec<_> = tokio::net::lookup_host((url.host.as_str(), url.port))
             .await
-            .map_err(|source| Error::Resolve {
+            .map_err(|error| Error::Resolve {
                 host: url.host.as_str().into(),
-                source,
+                error,
             })?
             .collect();
         let tcp = TcpStream::connect(&addrs[..]).await.map_err(|e| {

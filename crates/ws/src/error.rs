@@ -21,16 +21,20 @@ use duplex_proto::{ProtocolError, SendError};
 /// let message = r#"invalid URL "ftp://example.com/": scheme "ftp" is not ws or wss"#;
 /// assert_eq!(error.to_string(), message);
 /// ```
+///
+/// Each message already says what caused it, so no variant also hands its
+/// cause on as [`std::error::Error::source`]: a report that prints the
+/// chain (`anyhow`'s `{:#}`) says it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The transport failed.
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The peer broke the protocol or exceeded a limit; the connection was
     /// closed with the matching close code.
     #[error("protocol error (closed with {code}): {0}", code = .0.close_code())]
-    Protocol(#[from] ProtocolError),
+    Protocol(ProtocolError),
     /// A message could not be sent (a closed connection is
     /// [`Error::Closed`], never this).
     #[error("cannot send: {0}")]
@@ -69,13 +73,25 @@ pub enum Error {
     #[error("proxy: {0}")]
     Proxy(Box<ProxyError>),
     /// The server's host name could not be resolved.
-    #[error("cannot resolve the host name {host:?}: {source}")]
+    #[error("cannot resolve the host name {host:?}: {error}")]
     Resolve {
         /// The name.
         host: Box<str>,
         /// What the resolver said.
-        source: io::Error,
+        error: io::Error,
     },
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Self::Protocol(e)
+    }
 }
 
 /// How TLS failed: what a caller can act on (trust a CA, use another
@@ -411,3 +427,45 @@ pub fn status_hint(status: http::StatusCode) -> &'static str {
 /// assert!(port("example.com").is_err());
 /// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The whole chain, as `anyhow`'s `{:#}` prints it.
+    fn chain(e: &Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_report_of_the_chain_says_each_cause_once() {
+        let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+        let errors = [
+            (Error::from(refused()), "connection refused"),
+            (
+                Error::from(ProtocolError::ReservedOpcode(3)),
+                "reserved opcode",
+            ),
+            (
+                Error::Resolve {
+                    host: "nowhere.invalid".into(),
+                    error: refused(),
+                },
+                "connection refused",
+            ),
+        ];
+        for (e, cause) in &errors {
+            let text = chain(e);
+            assert_eq!(text.matches(cause).count(), 1, "{text:?}");
+        }
+    }
+}

@@ -306,7 +306,7 @@ impl Proxy {
                 })
                 .map_err(|e| Error::Resolve {
                     host: host.into(),
-                    source: std::io::Error::new(
+                    error: std::io::Error::new(
                         e.kind(),
                         format!("{e} (to let the proxy resolve it, use socks5h://)"),
                     ),
