@@ -114,6 +114,46 @@ async fn an_idle_peer_is_closed_with_1001() {
     assert!(outcome.unwrap_err().contains("idle"));
 }
 
+#[tokio::test]
+async fn traffic_postpones_the_idle_timeout() {
+    // The idle timer is moved only when it goes off (not on every read):
+    // a peer sending well within the timeout must stay, across several
+    // timeouts' worth of time, and be closed once it falls silent.
+    let idle = Duration::from_millis(300);
+    let config = Config::default().with_idle_timeout(idle);
+    let (addr, mut events) = echo_server(ServerBuilder::new().config(config)).await;
+    let mut ws = client(addr).await;
+    let started = tokio::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < idle * 3 {
+        round += 1;
+        // Pacing the traffic is what is under test, not a synchronisation.
+        tokio::time::sleep(idle / 5).await;
+        ws.send(format!("round {round}")).await.unwrap();
+        let echo = tokio::time::timeout(LIMIT, ws.recv()).await.unwrap();
+        let text = format!("round {round}");
+        assert_eq!(
+            echo.unwrap().unwrap().as_text(),
+            Some(text.as_str()),
+            "closed after {:?} of traffic",
+            started.elapsed()
+        );
+    }
+    // Silent now: closed with 1001 (the closing handshake runs to its end).
+    tokio::time::timeout(LIMIT, async { while ws.recv().await.is_some() {} })
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.close_frame().map(|f| f.code),
+        Some(CloseCode::GOING_AWAY)
+    );
+    let outcome = tokio::time::timeout(LIMIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.unwrap_err().contains("idle"));
+}
+
 /// Runs `body` on a server socket (write-buffer limit `limit`) whose peer
 /// connects and then never reads; returns what `body` returns.
 async fn facing_a_peer_that_never_reads<T, F, Fut>(limit: usize, body: F) -> T

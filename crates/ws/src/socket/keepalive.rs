@@ -22,6 +22,10 @@ const KEEPALIVE_PAYLOAD: &[u8] = b"duplex-keepalive";
 pub(super) struct Timers {
     sleep: Pin<Box<Sleep>>,
     last_rx: Instant,
+    /// Bytes arrived since `last_rx` was set: the next check moves it to
+    /// its own `now`, so a busy socket reads the clock once per check, not
+    /// once per read as well.
+    rx_since: bool,
     /// When our unanswered ping went out.
     ping_sent_at: Option<Instant>,
     ping_interval: Option<Duration>,
@@ -47,6 +51,7 @@ impl Timers {
             Box::new(Timers {
                 sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
                 last_rx: Instant::now(),
+                rx_since: false,
                 ping_sent_at: None,
                 ping_interval: config.ping_interval,
                 pong_timeout: config.pong_timeout,
@@ -55,9 +60,10 @@ impl Timers {
         })
     }
 
-    /// Bytes arrived: the peer is alive.
+    /// Bytes arrived: the peer is alive (as of the next check, which
+    /// follows when the socket runs out of bytes to read).
     pub(super) fn received(&mut self) {
-        self.last_rx = Instant::now();
+        self.rx_since = true;
     }
 
     /// A pong arrived: our ping was answered.
@@ -66,6 +72,9 @@ impl Timers {
     }
 
     fn due(&mut self, now: Instant) -> Due {
+        if std::mem::take(&mut self.rx_since) {
+            self.last_rx = now;
+        }
         if let Some(idle) = self.idle_timeout {
             if now >= self.last_rx + idle {
                 return Due::Idle(idle);
@@ -83,8 +92,8 @@ impl Timers {
         }
     }
 
-    fn deadline(&self) -> Instant {
-        let mut at = Instant::now() + Duration::from_secs(86_400);
+    fn deadline(&self, now: Instant) -> Instant {
+        let mut at = now + Duration::from_secs(86_400);
         if let Some(idle) = self.idle_timeout {
             at = at.min(self.last_rx + idle);
         }
@@ -97,9 +106,15 @@ impl Timers {
     }
 
     /// Sleeps until the next deadline; true once it passed.
-    fn poll_sleep(&mut self, cx: &mut Context<'_>) -> bool {
-        let at = self.deadline();
-        if self.sleep.deadline() != at {
+    ///
+    /// The timer is moved only to an earlier deadline, or once it went off:
+    /// traffic pushes the deadline later on every read, and moving a timer
+    /// takes the runtime's timer lock. When it goes off early, the check
+    /// finds nothing due and sets it to the deadline as it now stands.
+    fn poll_sleep(&mut self, cx: &mut Context<'_>, now: Instant) -> bool {
+        let at = self.deadline(now);
+        let set = self.sleep.deadline();
+        if at < set || set <= now {
             self.sleep.as_mut().reset(at);
         }
         self.sleep.as_mut().poll(cx).is_ready()
@@ -119,8 +134,9 @@ where
         if self.conn.state() != State::Open {
             return false;
         }
-        let (frame, error) = match t.due(Instant::now()) {
-            Due::Nothing => return t.poll_sleep(cx),
+        let now = Instant::now();
+        let (frame, error) = match t.due(now) {
+            Due::Nothing => return t.poll_sleep(cx, now),
             Due::Ping => {
                 let ping = Message::Ping(Bytes::from_static(KEEPALIVE_PAYLOAD));
                 let _ = self.conn.send(ping);
