@@ -113,7 +113,7 @@ impl Admission {
         let address = address.filter(|_| self.max_per_address > 0);
         if let Some(address) = address {
             let n = open.per_address.entry(address).or_default();
-            if self.max_per_address > 0 && *n >= self.max_per_address {
+            if *n >= self.max_per_address {
                 return Err(Refusal::Address {
                     max: self.max_per_address,
                 });
