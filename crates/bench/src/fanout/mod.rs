@@ -161,7 +161,8 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
         unit: "deliveries",
         params: json!({ "subscribers": args.subscribers, "rate": args.rate,
                         "duration_s": args.duration.as_secs_f64(), "channel": channel,
-                        "nodes": urls, "publishers": publishers }),
+                        "nodes": urls, "publishers": publishers,
+                        "protocol": args.protocol.to_possible_value().map(|v| v.get_name().to_owned()) }),
         rows: vec![row],
     })
 }
