@@ -15,6 +15,7 @@ use duplex::{CloseCode, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Admitted;
+use crate::shutdown::ShutdownWait;
 use crate::state::AppState;
 
 /// Echoes until the peer closes or the server shuts down; the connection
@@ -41,7 +42,7 @@ where
         let metrics = &state.metrics;
         metrics.connections.inc();
         metrics.connections_total.inc();
-        let shutdown = state.shutdown.cancelled();
+        let shutdown = ShutdownWait::new(&state.shutdown);
         tokio::pin!(shutdown);
         // Messages and bytes echoed since the counters were last updated:
         // they are shared atomics, so they are added to once per batch (when
@@ -56,16 +57,15 @@ where
                 // the read buffer and is copied once, straight to the output.
                 let mut recv = ws.recv_ref();
                 let next = poll_fn(|cx| {
-                    // The flag is one atomic load; polling the shutdown
-                    // future takes a lock, so that is done only before the
-                    // task sleeps (which is also when it must register).
+                    // The flag is one atomic load, read before each message;
+                    // the wait registers the first time the task sleeps.
                     if state.shutdown.is_cancelled() {
                         return Poll::Ready(None);
                     }
                     let polled = Pin::new(&mut recv).poll(cx);
                     if polled.is_pending() {
                         report(metrics, &mut unreported);
-                        if shutdown.as_mut().poll(cx).is_ready() {
+                        if shutdown.as_mut().poll_on(&state.shutdown, cx).is_ready() {
                             return Poll::Ready(None);
                         }
                     }

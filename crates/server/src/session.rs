@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::Arc;
 
 use duplex::{BudgetShare, Message, Text, WebSocket};
@@ -22,6 +23,7 @@ use crate::auth::{Claims, allowed};
 use crate::hub::{Delivery, Queued, Subscriber};
 use crate::publication::{Publication, page_of};
 use crate::ratelimit::TokenBucket;
+use crate::shutdown::ShutdownWait;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
 use duplex_hub::{
@@ -98,20 +100,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async fn serve(&mut self) {
-        // Made once, not on every turn of the loop: each wait registers
-        // with its token under a lock, which cost every delivery twice.
+        // Made once, not on every turn of the loop, and registered once
+        // (`ShutdownWait`): polling a token's wait again takes a lock, and
+        // the shutdown's is shared by every connection on every core.
         let (shutdown, slow) = (self.state.shutdown.clone(), self.slow.clone());
-        let shutting_down = shutdown.cancelled();
-        let too_slow = slow.cancelled();
+        let shutting_down = ShutdownWait::new(&shutdown);
+        let too_slow = ShutdownWait::new(&slow);
         tokio::pin!(shutting_down, too_slow);
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => {
+                () = poll_fn(|cx| shutting_down.as_mut().poll_on(&shutdown, cx)) => {
                     let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
                     return;
                 }
-                _ = &mut too_slow => {
+                () = poll_fn(|cx| too_slow.as_mut().poll_on(&slow, cx)) => {
                     let _ = self.ws.close(HubClose::TryAgainLater.code(), "slow consumer: too many messages queued").await;
                     return;
                 }
