@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{MethodFilter, get, on, post};
 use duplex::MemoryBudget;
+use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::connection;
@@ -25,7 +26,6 @@ use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::state::{AppState, SharedTransfers};
 use crate::store::{Retention, SqliteStore, Store};
-use crate::workers::{self, Workers};
 use crate::{api, ui};
 
 /// A running server.
@@ -33,8 +33,6 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
     accept_loop: tokio::task::JoinHandle<()>,
-    /// The runtimes beyond the caller's ([`crate::workers`]).
-    workers: Workers,
     notices: Vec<Notice>,
 }
 
@@ -98,7 +96,7 @@ impl Server {
             store_and_broker(&settings, retention, &hub, &metrics, &budget).await?;
         let mut notices = Vec::new();
         let tls = tls_acceptor(&settings)?;
-        let listener = workers::bind(settings.bind).with_context(|| {
+        let listener = TcpListener::bind(settings.bind).await.with_context(|| {
             format!(
                 "cannot listen on {} (is another server using it? try --bind 127.0.0.1:0)",
                 settings.bind
@@ -138,15 +136,11 @@ impl Server {
             spawn_pruner(sqlite, retention, state.shutdown.clone());
         }
         let router = router(state.clone());
-        let others = workers::runtimes(state.settings.threads) - 1;
-        let workers = Workers::start(others, &listener, &router, &tls, &state)
-            .context("cannot start the worker threads")?;
         let accept_loop = tokio::spawn(connection::accept(listener, router, tls, state.clone()));
         Ok(Self {
             addr,
             state,
             accept_loop,
-            workers,
             notices,
         })
     }
@@ -201,8 +195,6 @@ impl Server {
             tracing::warn!("some connections did not close within {grace:?}");
         }
         self.state.broker.clone().drain().await;
-        let workers = self.workers;
-        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
 }
 
