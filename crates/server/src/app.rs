@@ -185,7 +185,7 @@ impl Server {
     /// wait (bounded) for connections, then let the store finish writing.
     pub async fn shutdown(self) {
         self.accept_loop.abort();
-        self.state.shutdown.cancel();
+        self.state.shutdown.fire();
         self.state.tasks.close();
         let grace = Duration::from_secs(self.state.settings.shutdown_timeout);
         if tokio::time::timeout(grace, self.state.tasks.wait())
@@ -248,16 +248,12 @@ async fn resolve_api_key(
     Ok((Some(key), notice))
 }
 
-fn spawn_pruner(
-    store: SqliteStore,
-    retention: Retention,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+fn spawn_pruner(store: SqliteStore, retention: Retention, shutdown: crate::signal::Signal) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.fired() => return,
                 _ = tick.tick() => {
                     let cutoff = now_ms() - (retention.max_age_secs as i64) * 1000;
                     if let Err(e) = store.prune(cutoff).await {

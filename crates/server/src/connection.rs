@@ -296,7 +296,7 @@ async fn serve_connection<I>(
     builder: &hyper::server::conn::http1::Builder,
     io: I,
     service: PeerService,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: crate::signal::Signal,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -305,7 +305,7 @@ where
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
+        _ = shutdown.fired() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -15,7 +15,6 @@ use duplex::{CloseCode, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::Admitted;
-use crate::shutdown::ShutdownWait;
 use crate::state::AppState;
 
 /// Echoes until the peer closes or the server shuts down; the connection
@@ -42,7 +41,7 @@ where
         let metrics = &state.metrics;
         metrics.connections.inc();
         metrics.connections_total.inc();
-        let shutdown = ShutdownWait::new(&state.shutdown);
+        let shutdown = state.shutdown.wait();
         tokio::pin!(shutdown);
         // Messages and bytes echoed since the counters were last updated:
         // they are shared atomics, so they are added to once per batch (when
@@ -59,7 +58,7 @@ where
                 let next = poll_fn(|cx| {
                     // The flag is one atomic load, read before each message;
                     // the wait registers the first time the task sleeps.
-                    if state.shutdown.is_cancelled() {
+                    if state.shutdown.is_fired() {
                         return Poll::Ready(None);
                     }
                     let polled = Pin::new(&mut recv).poll(cx);

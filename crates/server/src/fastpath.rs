@@ -53,7 +53,7 @@ where
     let reader = state.sockets.reader();
     let read = tokio::select! {
         biased;
-        _ = state.shutdown.cancelled() => return Sniffed::Closed,
+        _ = state.shutdown.fired() => return Sniffed::Closed,
         read = reader.read_request(stream) => read,
     };
     let incoming = match read {

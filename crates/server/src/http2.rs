@@ -102,7 +102,7 @@ where
                 break;
             }
             // The sockets see the same shutdown and close with 1001 ...
-            () = shutdown.cancelled(), if !streams.draining => {
+            () = shutdown.fired(), if !streams.draining => {
                 streams.draining = true;
                 streams.sockets.close();
             }

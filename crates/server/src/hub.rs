@@ -15,9 +15,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::signal::Signal;
 use duplex::{BudgetShare, MemoryBudget, Message, Text, Weight};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::publication::Publication;
@@ -86,7 +86,7 @@ pub struct Subscriber {
     /// Its share of the memory budget, which its queue weighs on.
     pub share: Option<BudgetShare>,
     /// Cancelled when the connection must be cut off as a slow consumer.
-    pub slow: CancellationToken,
+    pub slow: Signal,
     /// Whether it appears in presence.
     pub presence: bool,
 }
@@ -362,9 +362,9 @@ impl Hub {
             {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !sub.slow.is_cancelled() {
+                    if !sub.slow.is_fired() {
                         self.metrics.slow_consumers.inc();
-                        sub.slow.cancel();
+                        sub.slow.fire();
                     }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -388,7 +388,7 @@ fn tell_kicked(sub: &Subscriber, channel: &str, reason: &str) {
         .try_send(Queued::new(delivery, sub.share.as_ref()))
         .is_err()
     {
-        sub.slow.cancel();
+        sub.slow.fire();
     }
 }
 

@@ -45,7 +45,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod session;
 pub mod settings;
-pub mod shutdown;
+pub mod signal;
 pub mod state;
 pub mod store;
 pub mod transfer;

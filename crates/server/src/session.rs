@@ -12,18 +12,17 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 
+use crate::signal::Signal;
 use duplex::{BudgetShare, Message, Text, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Claims, allowed};
 use crate::hub::{Delivery, Queued, Subscriber};
 use crate::publication::{Publication, page_of};
 use crate::ratelimit::TokenBucket;
-use crate::shutdown::ShutdownWait;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
 use duplex_hub::{
@@ -58,7 +57,7 @@ where
         queue,
         inbox,
         share,
-        slow: CancellationToken::new(),
+        slow: Signal::new(),
         strikes: 0,
     };
     session.state.metrics.connections.inc();
@@ -82,7 +81,7 @@ struct Session<S> {
     inbox: mpsc::Receiver<Queued>,
     /// This connection's share of the memory budget: its queue weighs on it.
     share: Option<BudgetShare>,
-    slow: CancellationToken,
+    slow: Signal,
     bucket: TokenBucket,
     strikes: u32,
 }
@@ -101,11 +100,10 @@ where
 {
     async fn serve(&mut self) {
         // Made once, not on every turn of the loop, and registered once
-        // (`ShutdownWait`): polling a token's wait again takes a lock, and
-        // the shutdown's is shared by every connection on every core.
+        // (`SignalWait`): the shutdown is shared by every connection.
         let (shutdown, slow) = (self.state.shutdown.clone(), self.slow.clone());
-        let shutting_down = ShutdownWait::new(&shutdown);
-        let too_slow = ShutdownWait::new(&slow);
+        let shutting_down = shutdown.wait();
+        let too_slow = slow.wait();
         tokio::pin!(shutting_down, too_slow);
         loop {
             tokio::select! {

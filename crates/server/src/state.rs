@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio_util::sync::CancellationToken;
+use crate::signal::Signal;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
@@ -31,7 +31,7 @@ pub struct AppState {
     /// The key `/api` requests need (`None`: no key needed).
     pub api_key: Option<String>,
     /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    pub shutdown: Signal,
     /// Every connection task, to wait for on shutdown.
     pub tasks: TaskTracker,
     /// The WebSocket endpoints' settings.
@@ -101,7 +101,7 @@ impl AppState {
             metrics,
             verifier,
             api_key,
-            shutdown: CancellationToken::new(),
+            shutdown: Signal::new(),
             tasks: TaskTracker::new(),
             sockets,
             admission,

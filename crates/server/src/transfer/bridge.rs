@@ -12,10 +12,10 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use duplex::{ClientBuilder, CloseFrame, MaybeTlsStream, Message, WebSocket};
 use duplex_transfer::RelayClose;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
 use super::relay::{close, refuse};
 use super::rooms::Refusal;
@@ -30,7 +30,7 @@ pub async fn run<S>(
     hello: Message,
     target: &str,
     connector: ClientBuilder,
-    shutdown: CancellationToken,
+    shutdown: Signal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -79,14 +79,14 @@ where
 {
     /// Carries messages both ways until either side closes or the server
     /// shuts down.
-    async fn carry(&mut self, shutdown: &CancellationToken) {
+    async fn carry(&mut self, shutdown: &Signal) {
         loop {
             // A side whose write buffer is full is only written to until it
             // has room; the other side is not read meanwhile.
             let node_full = self.node.buffered_amount() >= self.node_limit;
             let client_full = self.client.buffered_amount() >= self.client_limit;
             let flow = tokio::select! {
-                _ = shutdown.cancelled() => {
+                _ = shutdown.fired() => {
                     self.shut_down().await;
                     ControlFlow::Break(())
                 }

@@ -16,11 +16,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::signal::Signal;
 use duplex::proxy::ProxyConfig;
 use duplex::{ClientBuilder, Config, Message};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::rooms::{Created, Refusal, Rooms};
 use crate::endpoint::Endpoint;
@@ -213,12 +213,12 @@ impl Directory {
     /// Keeps the claims of the transfers open on this node (`rooms`) and
     /// releases those of transfers that ended, every [`CLAIM_RENEW`],
     /// until `shutdown`; then releases them all.
-    pub async fn keep(self: Arc<Self>, rooms: Arc<Rooms>, shutdown: CancellationToken) {
+    pub async fn keep(self: Arc<Self>, rooms: Arc<Rooms>, shutdown: Signal) {
         let mut tick = tokio::time::interval(CLAIM_RENEW);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.fired() => break,
                 _ = tick.tick() => {}
             }
             let open: HashSet<u32> = rooms.nameplates().into_iter().collect();
@@ -245,7 +245,7 @@ impl Directory {
                 }
             });
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.fired() => break,
                 _ = renewals => {}
             }
         }

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::signal::Signal;
 use bytes::Bytes;
 use duplex::{BudgetShare, CloseFrame, MemoryBudget, Message, WebSocket};
 use duplex_transfer::limits::MAX_RECEIVER_FRAME;
@@ -15,7 +16,6 @@ use duplex_transfer::peer_frame::{self, PEER_HEADER};
 use duplex_transfer::{Credit, RelayClose, RelayMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::bridge;
 use super::directory::{Directory, Opened};
@@ -40,7 +40,7 @@ pub async fn run<S>(
     rooms: Arc<Rooms>,
     directory: Option<Arc<Directory>>,
     client: Peer,
-    shutdown: CancellationToken,
+    shutdown: Signal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -92,7 +92,7 @@ struct Connection<S> {
     rooms: Arc<Rooms>,
     directory: Option<Arc<Directory>>,
     client: Peer,
-    shutdown: CancellationToken,
+    shutdown: Signal,
 }
 
 impl<S> Connection<S>
@@ -279,7 +279,7 @@ async fn sender<S>(
     created: super::rooms::Created,
     mut rx: mpsc::Receiver<Message>,
     rooms: Arc<Rooms>,
-    shutdown: CancellationToken,
+    shutdown: Signal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -323,10 +323,10 @@ where
 {
     /// Relays between the sender and its receivers (their messages come
     /// through `rx`) until either closes or the server shuts down.
-    async fn serve(&mut self, rx: &mut mpsc::Receiver<Message>, shutdown: &CancellationToken) {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Message>, shutdown: &Signal) {
         loop {
             let flow = tokio::select! {
-                _ = shutdown.cancelled() => {
+                _ = shutdown.fired() => {
                     let _ = self.ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
                     ControlFlow::Break(())
                 }
@@ -501,7 +501,7 @@ async fn receiver<S>(
     reply: RelayMessage,
     link: Link,
     mut rx: mpsc::UnboundedReceiver<Message>,
-    shutdown: CancellationToken,
+    shutdown: Signal,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -510,7 +510,7 @@ async fn receiver<S>(
     }
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = shutdown.fired() => {
                 let _ = ws.close(RelayClose::GoingAway.close_code(), "server shutting down").await;
                 break;
             }
