@@ -333,9 +333,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: SqliteStore, hub: Arc<Hub>, met
         let batch: Vec<NewPublication> = jobs.iter().map(|j| j.publication.clone()).collect();
         match store.append(batch).await {
             Ok(stored) => {
+                let stored: Vec<Arc<Publication>> = stored.into_iter().map(Arc::new).collect();
+                for (channel, publications) in by_channel(&stored) {
+                    hub.publish_batch(channel, &publications);
+                }
                 for (job, publication) in jobs.drain(..).zip(stored) {
-                    let publication = Arc::new(publication);
-                    hub.publish(publication.clone());
                     metrics.publications.inc();
                     metrics
                         .publish_latency
@@ -352,4 +354,19 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: SqliteStore, hub: Arc<Hub>, met
             }
         }
     }
+}
+
+/// `stored` grouped by channel, each group in the order it was stored
+/// (offset order), the groups in the order of their first publication.
+fn by_channel(stored: &[Arc<Publication>]) -> Vec<(&Arc<str>, Vec<&Publication>)> {
+    let mut groups: Vec<(&Arc<str>, Vec<&Publication>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for p in stored {
+        let at = *index.entry(&p.channel).or_insert_with(|| {
+            groups.push((&p.channel, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(p);
+    }
+    groups
 }

@@ -1,9 +1,11 @@
 //! The hub: which connections are subscribed to which channels, and
 //! delivery to them.
 //!
-//! Each subscriber has a bounded queue. Delivery never waits: if a queue is
-//! full the subscriber is a slow consumer, and it is cut off (1013) rather
-//! than allowed to slow the publisher or grow the server's memory.
+//! Each subscriber has a bounded queue ([`crate::queue`]). Delivery never
+//! waits: if a queue is full the subscriber is a slow consumer, and it is
+//! cut off (1013) rather than allowed to slow the publisher or grow the
+//! server's memory. Publications arrive in batches (one commit's, one
+//! channel's), and each subscriber gets a batch as one queue entry.
 //!
 //! Every push is encoded once for all its subscribers and charged once to
 //! the memory budget, for as long as any queue or write buffer holds it;
@@ -17,17 +19,17 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::signal::Signal;
 use duplex::{BudgetShare, MemoryBudget, Message, Text, Weight};
-use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::publication::Publication;
+use crate::queue::{QueueSender, Refused};
 use duplex_hub::{ErrorCode, HubError, Member, MemberEvent, MemberPush};
 
 /// What a subscriber's queue carries.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// A publication and its push encoding.
-    Publication(Arc<Publication>, Text),
+    /// Publications of one channel, in offset order.
+    Publications(Arc<Publications>),
     /// A presence or typing push, already encoded.
     Push(Text),
     /// This connection was kicked from a channel.
@@ -49,9 +51,42 @@ impl Delivery {
     /// Bytes it keeps alive.
     fn len(&self) -> usize {
         match self {
-            Self::Publication(p, text) => p.data.get().len() + text.len(),
+            Self::Publications(batch) => batch.bytes,
             Self::Push(text) => text.len(),
             Self::Kicked { .. } | Self::Lost { .. } => 0,
+        }
+    }
+
+    /// Messages it becomes on the wire, as a queue's limit counts them.
+    pub fn messages(&self) -> usize {
+        match self {
+            Self::Publications(batch) => batch.pushes.len(),
+            Self::Push(_) | Self::Kicked { .. } | Self::Lost { .. } => 1,
+        }
+    }
+}
+
+/// Publications of one channel, in offset order, as their subscribers get
+/// them: each one's offset (to drop what a recovery already sent) and its
+/// push, encoded once for all.
+#[derive(Debug)]
+pub struct Publications {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// Offset and push of each publication.
+    pub pushes: Vec<(u64, Text)>,
+    /// The pushes' bytes, all together.
+    pub bytes: usize,
+}
+
+impl Publications {
+    /// `pushes` of `channel`, in offset order.
+    pub fn new(channel: Arc<str>, pushes: Vec<(u64, Text)>) -> Self {
+        let bytes = pushes.iter().map(|(_, push)| push.len()).sum();
+        Self {
+            channel,
+            pushes,
+            bytes,
         }
     }
 }
@@ -82,10 +117,10 @@ pub struct Subscriber {
     /// Who it is.
     pub member: Member,
     /// Its queue.
-    pub queue: mpsc::Sender<Queued>,
+    pub queue: QueueSender,
     /// Its share of the memory budget, which its queue weighs on.
     pub share: Option<BudgetShare>,
-    /// Cancelled when the connection must be cut off as a slow consumer.
+    /// Fired when the connection must be cut off as a slow consumer.
     pub slow: Signal,
     /// Whether it appears in presence.
     pub presence: bool,
@@ -242,13 +277,30 @@ impl Hub {
     }
 
     /// Delivers a publication to every subscriber of its channel.
-    pub fn publish(&self, publication: Arc<Publication>) {
-        let Some(ch) = self.channel(&publication.channel) else {
+    pub fn publish(&self, publication: &Publication) {
+        self.publish_batch(&publication.channel, std::slice::from_ref(publication));
+    }
+
+    /// Delivers publications of `channel`, in offset order, to every
+    /// subscriber of it: one queue entry per subscriber.
+    pub fn publish_batch<P: std::borrow::Borrow<Publication>>(
+        &self,
+        channel: &Arc<str>,
+        publications: &[P],
+    ) {
+        let Some(ch) = self.channel(channel) else {
             return;
         };
-        let bytes = self.charged(publication.push_bytes(), publication.data.get().len());
+        let pushes = publications
+            .iter()
+            .map(|p| {
+                let p = p.borrow();
+                (p.offset, self.charged(p.push_bytes(), 0))
+            })
+            .collect();
+        let batch = Publications::new(channel.clone(), pushes);
         let ch = ch.lock().unwrap_or_else(|e| e.into_inner());
-        self.deliver_all(&ch, None, Delivery::Publication(publication, bytes));
+        self.deliver_all(&ch, None, Delivery::Publications(Arc::new(batch)));
     }
 
     /// Tells every subscriber of `channel` that some of its publications
@@ -358,16 +410,15 @@ impl Hub {
             }
             match sub
                 .queue
-                .try_send(Queued::new(delivery.clone(), sub.share.as_ref()))
+                .offer(Queued::new(delivery.clone(), sub.share.as_ref()))
             {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Ok(()) | Err(Refused::Closed) => {}
+                Err(Refused::Full) => {
                     if !sub.slow.is_fired() {
                         self.metrics.slow_consumers.inc();
                         sub.slow.fire();
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }
@@ -385,7 +436,7 @@ fn tell_kicked(sub: &Subscriber, channel: &str, reason: &str) {
     };
     if sub
         .queue
-        .try_send(Queued::new(delivery, sub.share.as_ref()))
+        .offer(Queued::new(delivery, sub.share.as_ref()))
         .is_err()
     {
         sub.slow.fire();

@@ -40,6 +40,7 @@ pub mod hub;
 pub mod metrics;
 pub mod notice;
 pub mod publication;
+pub mod queue;
 pub mod random;
 pub mod ratelimit;
 pub mod redis;

@@ -17,11 +17,11 @@ use duplex::{BudgetShare, Message, Text, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use crate::auth::{Claims, allowed};
-use crate::hub::{Delivery, Queued, Subscriber};
+use crate::hub::{Delivery, Subscriber};
 use crate::publication::{Publication, page_of};
+use crate::queue::{QueueReceiver, QueueSender, queue};
 use crate::ratelimit::TokenBucket;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
@@ -41,7 +41,7 @@ where
 {
     let share = ws.budget_share();
     let client = state.next_client_id();
-    let (queue, inbox) = mpsc::channel(state.settings.queue_size.max(1));
+    let (queue, inbox) = queue(state.settings.queue_size);
     let mut session = Session {
         bucket: TokenBucket::new(state.settings.rate_limit, state.settings.rate_burst),
         member: Member {
@@ -77,8 +77,8 @@ struct Session<S> {
     connected: bool,
     /// What this connection is subscribed to.
     subscriptions: HashMap<Arc<str>, Subscription>,
-    queue: mpsc::Sender<Queued>,
-    inbox: mpsc::Receiver<Queued>,
+    queue: QueueSender,
+    inbox: QueueReceiver,
     /// This connection's share of the memory budget: its queue weighs on it.
     share: Option<BudgetShare>,
     slow: Signal,
@@ -158,23 +158,36 @@ where
     }
 
     async fn send_text(&mut self, text: Text) -> duplex::Result<()> {
-        self.state.metrics.messages_out.inc();
-        self.state.metrics.bytes_out.inc_by(text.len() as u64);
+        self.count_out(1, text.len());
         // Fed, not flushed: the next recv flushes a whole batch at once.
         self.ws.feed(Message::Text(text)).await
     }
 
+    fn count_out(&self, messages: usize, bytes: usize) {
+        self.state.metrics.messages_out.inc_by(messages as u64);
+        self.state.metrics.bytes_out.inc_by(bytes as u64);
+    }
+
     async fn deliver(&mut self, delivery: Delivery) -> duplex::Result<()> {
         match delivery {
-            Delivery::Publication(p, text) => {
-                let Some(subscription) = self.subscriptions.get_mut(&p.channel) else {
+            Delivery::Publications(batch) => {
+                let Some(subscription) = self.subscriptions.get_mut(&batch.channel) else {
                     return Ok(());
                 };
-                if p.offset <= subscription.sent {
-                    return Ok(()); // already sent during recovery
+                // Offsets ascend: skip what a recovery already sent.
+                let sent = subscription.sent;
+                let fresh = batch.pushes.partition_point(|(offset, _)| *offset <= sent);
+                let Some((last, _)) = batch.pushes.last() else {
+                    return Ok(());
+                };
+                subscription.sent = subscription.sent.max(*last);
+                let fresh = &batch.pushes[fresh..];
+                let bytes = fresh.iter().map(|(_, push)| push.len()).sum();
+                self.count_out(fresh.len(), bytes);
+                for (_, push) in fresh {
+                    self.ws.feed(Message::Text(push.clone())).await?;
                 }
-                subscription.sent = p.offset;
-                self.send_text(text).await
+                Ok(())
             }
             Delivery::Push(text) => self.send_text(text).await,
             Delivery::Kicked { channel, reason } => {

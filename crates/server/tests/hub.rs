@@ -575,3 +575,113 @@ async fn a_reconnecting_session_keeps_its_name_while_the_old_connection_lingers(
         .await;
     assert_eq!(bad["error"]["code"], "bad_request");
 }
+
+/// Publishers at once on several channels put publications of several
+/// channels in one commit, and each subscriber gets each channel's share as
+/// one queue entry. Subscribers there all along and others recovering with
+/// `since` while it goes on (a recovery can overlap a queued batch) still
+/// get every offset of each of their channels exactly once, in order.
+/// Randomized: the seed is in every failure.
+#[tokio::test]
+async fn publishers_at_once_reach_steady_and_recovering_subscribers_exactly_once() {
+    use rand::Rng;
+    use std::collections::HashMap;
+    const CHANNELS: [&str; 3] = ["mix-a", "mix-b", "mix-c"];
+    let (mut rng, why) = seeded();
+    let t = TestServer::start(|s| {
+        s.rate_limit = 1e6;
+        s.rate_burst = 1_000_000;
+    })
+    .await;
+    // One publication each first, so that every channel has an epoch.
+    let mut epochs = HashMap::new();
+    for channel in CHANNELS {
+        let receipt = api_publish(t.addr(), channel, json!("first")).await;
+        epochs.insert(channel, receipt["epoch"].clone());
+    }
+    let mut steady = Vec::new();
+    for _ in 0..rng.random_range(1..4) {
+        let mut client = t.client().await;
+        let mut mine = Vec::new();
+        for channel in CHANNELS {
+            if rng.random_bool(0.6) || (mine.is_empty() && channel == CHANNELS[2]) {
+                let sub = client
+                    .ok(json!({"cmd": "subscribe", "channel": channel}))
+                    .await;
+                assert_eq!(sub["offset"], 1, "{why}");
+                mine.push(channel);
+            }
+        }
+        steady.push((client, mine));
+    }
+    let plans: Vec<Vec<&str>> = (0..rng.random_range(2..9))
+        .map(|_| {
+            (0..rng.random_range(1..40))
+                .map(|_| CHANNELS[rng.random_range(0..CHANNELS.len())])
+                .collect()
+        })
+        .collect();
+    let mut last: HashMap<&str, u64> = CHANNELS.iter().map(|c| (*c, 1)).collect();
+    for channel in plans.iter().flatten() {
+        *last.get_mut(channel).unwrap() += 1;
+    }
+    let mut publishers = Vec::new();
+    for plan in plans {
+        let mut client = t.client().await;
+        publishers.push(tokio::spawn(async move {
+            for channel in plan {
+                client
+                    .ok(json!({"cmd": "publish", "channel": channel, "data": {"on": channel}}))
+                    .await;
+            }
+        }));
+    }
+    let mut recovering = Vec::new();
+    for _ in 0..rng.random_range(1..4) {
+        let channel = CHANNELS[rng.random_range(0..CHANNELS.len())];
+        let (yields, addr, epoch) = (rng.random_range(0..200), t.addr(), epochs[channel].clone());
+        recovering.push(tokio::spawn(async move {
+            // Back at a random point of the publishing.
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            let mut client = HubClient::connect(addr).await;
+            let since = json!({"epoch": epoch, "offset": 1});
+            let sub = client
+                .ok(json!({"cmd": "subscribe", "channel": channel, "since": since}))
+                .await;
+            (client, channel, sub)
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    // Every offset after 1, once, in order: what the reply recovered, then
+    // what was pushed.
+    let expected = |channel: &str| (2..=last[channel]).collect::<Vec<u64>>();
+    for task in recovering {
+        let (mut client, channel, sub) = task.await.unwrap();
+        assert_eq!(sub["recovered"], true, "{why}");
+        let mut got = offsets(&sub["publications"]);
+        while got.last().copied().unwrap_or(1) < last[channel] {
+            let push = client.push_of("publication").await;
+            got.push(push["offset"].as_u64().unwrap());
+        }
+        assert_eq!(got, expected(channel), "recovering on {channel}: {why}");
+    }
+    for (mut client, mine) in steady {
+        let mut got: HashMap<&str, Vec<u64>> = mine.iter().map(|c| (*c, Vec::new())).collect();
+        while mine
+            .iter()
+            .any(|c| got[c].last().copied().unwrap_or(1) < last[c])
+        {
+            let push = client.push_of("publication").await;
+            let channel = push["channel"].as_str().unwrap();
+            let list = got.get_mut(channel).expect("only its channels");
+            list.push(push["offset"].as_u64().unwrap());
+        }
+        for channel in mine {
+            assert_eq!(got[channel], expected(channel), "on {channel}: {why}");
+        }
+    }
+}

@@ -514,7 +514,7 @@ impl Task {
 
     fn deliver(&self, publication: Arc<Publication>) {
         self.set_last(&publication.channel, &publication.epoch, publication.offset);
-        self.hub.publish(publication);
+        self.hub.publish(&publication);
     }
 
     fn set_last(&self, channel: &Arc<str>, epoch: &str, offset: u64) {
