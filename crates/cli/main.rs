@@ -14,6 +14,15 @@ mod transfer;
 
 use clap::{Parser, Subcommand};
 
+// jemalloc, not glibc's malloc: an idle `duplex serve` connection is two
+// 128-byte-aligned allocations (its task and tokio's ScheduledIo), around
+// which glibc leaves about a third of the memory as padding and headers.
+// Measured on 5,000 idle /echo connections: 0.85 KiB each against 1.19 KiB,
+// and the echo and the hub's fan-out no slower (docs/performance.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Duplex: WebSocket server, client and tools.
 #[derive(Parser)]
 #[command(name = "duplex", version, about, propagate_version = true)]

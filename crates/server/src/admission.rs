@@ -68,21 +68,39 @@ impl IntoResponse for Refusal {
 /// A connection counted as open until this is dropped.
 #[derive(Debug)]
 pub struct Admitted {
-    admission: Arc<Admission>,
+    /// `None` once detached: the seat is given back by hand.
+    admission: Option<Arc<Admission>>,
+    seat: Seat,
+}
+
+/// An open connection's place in the count, without the way back to its
+/// admission: for a holder that keeps the server's state anyway (an idle
+/// echo connection, whose every byte counts), which gives it back with
+/// [`Admission::release`].
+#[derive(Debug)]
+#[must_use = "give it back with Admission::release"]
+pub struct Seat {
     address: Option<IpAddr>,
+}
+
+impl Admitted {
+    /// This connection's seat, to be given back with
+    /// [`Admission::release`] rather than by dropping.
+    pub fn detach(mut self) -> Seat {
+        self.admission = None;
+        Seat {
+            address: self.seat.address.take(),
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut open = self.admission.open.lock().expect("not poisoned");
-        open.total -= 1;
-        if let Some(address) = self.address {
-            if let Some(n) = open.per_address.get_mut(&address) {
-                *n -= 1;
-                if *n == 0 {
-                    open.per_address.remove(&address);
-                }
-            }
+        if let Some(admission) = self.admission.take() {
+            let seat = Seat {
+                address: self.seat.address.take(),
+            };
+            admission.release(seat);
         }
     }
 }
@@ -122,9 +140,23 @@ impl Admission {
         }
         open.total += 1;
         Ok(Admitted {
-            admission: self.clone(),
-            address,
+            admission: Some(self.clone()),
+            seat: Seat { address },
         })
+    }
+
+    /// Gives back a detached seat ([`Admitted::detach`]).
+    pub fn release(&self, seat: Seat) {
+        let mut open = self.open.lock().expect("not poisoned");
+        open.total -= 1;
+        if let Some(address) = seat.address {
+            if let Some(n) = open.per_address.get_mut(&address) {
+                *n -= 1;
+                if *n == 0 {
+                    open.per_address.remove(&address);
+                }
+            }
+        }
     }
 
     /// Notes a refusal that was answered (for `/metrics`).
@@ -182,7 +214,13 @@ mod tests {
         drop(a1);
         assert_eq!(admission.open(), 2);
         let a3 = admission.admit(ip("10.0.0.1")).unwrap();
-        drop((a2, a3, b1));
+        // A detached seat counts until it is given back.
+        let seat = a3.detach();
+        assert_eq!(admission.open(), 3);
+        admission.release(seat);
+        assert_eq!(admission.open(), 2);
+        let a4 = admission.admit(ip("10.0.0.1")).unwrap();
+        drop((a2, a4, b1));
         assert_eq!(admission.open(), 0);
         assert!(admission.open.lock().unwrap().per_address.is_empty());
     }

@@ -6,23 +6,26 @@
 //! for the network, so a burst of messages from one read is answered with
 //! one write.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use duplex::{CloseCode, WebSocket};
+use duplex::{CloseCode, Received, RecvRef, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::admission::Admitted;
+use crate::admission::{Admitted, Seat};
+use crate::metrics::Metrics;
+use crate::signal::Parked;
 use crate::state::AppState;
 
 /// Echoes until the peer closes or the server shuts down; the connection
 /// counts as open (`admitted`) until then.
 ///
-/// This future is an idle echo connection's memory, so it holds only the
-/// socket, the shared state, the admission and one shutdown wait, made once
-/// rather than on every message.
+/// This future is most of an idle echo connection's memory: tokio rounds a
+/// task up to 128 bytes, and each step costs every idle connection. So it
+/// holds the socket and one [`Held`], made before the `async` block and
+/// moved into it whole, and across its `.await`s one pointer-sized future.
 ///
 /// Not an `async fn`, and not wrapped in one by the caller: those move
 /// their arguments into fresh locals, and the socket would be stored twice
@@ -37,52 +40,30 @@ pub fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    state.metrics.connections.inc();
+    state.metrics.connections_total.inc();
+    let mut held = Held {
+        state,
+        seat: Some(admitted.detach()),
+        parked: Parked::default(),
+        unreported: Unreported::default(),
+    };
     async move {
-        let metrics = &state.metrics;
-        metrics.connections.inc();
-        metrics.connections_total.inc();
-        let shutdown = state.shutdown.wait();
-        tokio::pin!(shutdown);
-        // Messages and bytes echoed since the counters were last updated:
-        // they are shared atomics, so they are added to once per batch (when
-        // the socket is about to wait), not four times per message.
-        let mut unreported = (0u64, 0u64);
-        loop {
-            // A hand-written select of shutdown and the socket (the macro's
-            // state made this future twice as large), in a block so that no
-            // slot for the message outlives it (see `bench/src/duplex_echo.rs`).
+        // Whether the loop ended for the shutdown.
+        let shutting_down = loop {
+            // In a block, so that no slot for the message outlives it (see
+            // `bench/src/duplex_echo.rs`).
             let queued = {
-                // Borrowed, not owned (`recv_ref`): a small message stays in
-                // the read buffer and is copied once, straight to the output.
-                let mut recv = ws.recv_ref();
-                let next = poll_fn(|cx| {
-                    // The flag is one atomic load, read before each message;
-                    // the wait registers the first time the task sleeps.
-                    if state.shutdown.is_fired() {
-                        return Poll::Ready(None);
-                    }
-                    let polled = Pin::new(&mut recv).poll(cx);
-                    if polled.is_pending() {
-                        report(metrics, &mut unreported);
-                        if shutdown.as_mut().poll_on(&state.shutdown, cx).is_ready() {
-                            return Poll::Ready(None);
-                        }
-                    }
-                    polled.map(Some)
-                })
-                .await;
-                match next {
-                    None => {
-                        drop(recv);
-                        // Boxed: only a closing connection needs this state.
-                        let _ =
-                            Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
-                        break;
-                    }
-                    Some(None) => break,
+                let next = Next {
+                    recv: ws.recv_ref(),
+                    held: &mut held,
+                };
+                match next.await {
+                    None => break true,
+                    Some(None) => break false,
                     Some(Some(Ok(received))) if received.message().is_data() => {
-                        unreported.0 += 1;
-                        unreported.1 += received.message().len() as u64;
+                        held.unreported
+                            .count(received.message().len(), &held.state.metrics);
                         received.echo()
                     }
                     Some(Some(Ok(_))) => continue,
@@ -94,23 +75,113 @@ where
             };
             if let Err(e) = queued.await {
                 tracing::debug!("echo: send failed: {e}");
-                break;
+                break false;
             }
+        };
+        if shutting_down {
+            // Boxed, and awaited outside the loop: only a closing connection
+            // needs this state, and no slot of the loop's is kept for it.
+            let _ = Box::pin(ws.close(CloseCode::GOING_AWAY, "server shutting down")).await;
         }
-        report(metrics, &mut unreported);
-        metrics.connections.dec();
-        // Used in place until here: counted as open while echoing.
-        drop(admitted);
+        drop(held);
     }
 }
 
-/// Adds a batch of echoed messages and bytes to the shared counters.
-fn report(metrics: &crate::metrics::Metrics, unreported: &mut (u64, u64)) {
-    let (messages, bytes) = std::mem::take(unreported);
-    if messages > 0 {
-        metrics.messages_in.inc_by(messages);
-        metrics.bytes_in.inc_by(bytes);
-        metrics.messages_out.inc_by(messages);
-        metrics.bytes_out.inc_by(bytes);
+/// What an echo connection holds besides its socket, packed: the shared
+/// state, its admission, its place among the shutdown's parked wakers and
+/// the counts not yet added to the shared counters. Dropped when the
+/// connection ends, it settles all four.
+pub struct Held {
+    state: Arc<AppState>,
+    /// Its place in the admission count (without a second `Arc`: the
+    /// state holds the admission).
+    seat: Option<Seat>,
+    parked: Parked,
+    unreported: Unreported,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let metrics = &self.state.metrics;
+        self.unreported.report(metrics);
+        self.state.shutdown.unpark(&mut self.parked);
+        metrics.connections.dec();
+        if let Some(seat) = self.seat.take() {
+            self.state.admission.release(seat);
+        }
+    }
+}
+
+/// Messages and bytes echoed since the shared counters were last added to:
+/// they are atomics every core shares, so they are added to once per batch
+/// (when the socket is about to wait), not four times per message.
+#[derive(Default)]
+struct Unreported {
+    messages: u32,
+    bytes: u32,
+}
+
+impl Unreported {
+    fn count(&mut self, len: usize, metrics: &Metrics) {
+        let bytes = u32::try_from(len)
+            .ok()
+            .and_then(|len| self.bytes.checked_add(len));
+        match bytes {
+            Some(bytes) if self.messages < u32::MAX => {
+                self.messages += 1;
+                self.bytes = bytes;
+            }
+            // Too much to hold in 32 bits: add it all now.
+            _ => {
+                self.report(metrics);
+                add(metrics, 1, len as u64);
+            }
+        }
+    }
+
+    fn report(&mut self, metrics: &Metrics) {
+        let Self { messages, bytes } = std::mem::take(self);
+        if messages > 0 {
+            add(metrics, messages.into(), bytes.into());
+        }
+    }
+}
+
+fn add(metrics: &Metrics, messages: u64, bytes: u64) {
+    metrics.messages_in.inc_by(messages);
+    metrics.bytes_in.inc_by(bytes);
+    metrics.messages_out.inc_by(messages);
+    metrics.bytes_out.inc_by(bytes);
+}
+
+/// The next message, or `None` once the server shuts down: a select of the
+/// socket and the shutdown, written out (the macro's state made the echo
+/// task twice as large).
+struct Next<'a, 'h, S> {
+    recv: RecvRef<'a, S>,
+    held: &'h mut Held,
+}
+
+impl<'a, S> Future for Next<'a, '_, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Option<Option<duplex::Result<Received<'a, S>>>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let shutdown = &this.held.state.shutdown;
+        // One atomic load before each message.
+        if shutdown.is_fired() {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut this.recv).poll(cx);
+        if polled.is_pending() {
+            this.held.unreported.report(&this.held.state.metrics);
+            if shutdown.poll_parked(&mut this.held.parked, cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        polled.map(Some)
     }
 }

@@ -8,12 +8,20 @@
 //! shutdown. A [`Signal`] is a flag read with one atomic load, beside a
 //! [`Notify`] that wakes the waiters once; [`SignalWait`] registers a task
 //! at its first poll and afterwards only reads the flag.
+//!
+//! An idle echo connection is mostly its task, so it waits more cheaply
+//! still: its task's waker is kept by the signal ([`Signal::poll_parked`]),
+//! and the connection holds only its 4-byte place ([`Parked`]) where a
+//! `Notify` waiter would take 72 bytes of the task.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
 
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
@@ -39,7 +47,14 @@ pub struct Signal(Arc<State>);
 struct State {
     fired: AtomicBool,
     notify: Notify,
+    /// The wakers of tasks waiting through [`Signal::poll_parked`].
+    parked: Mutex<Slab<Waker>>,
 }
+
+/// A task's place among a signal's parked wakers (see
+/// [`Signal::poll_parked`]); give it back with [`Signal::unpark`].
+#[derive(Debug, Default)]
+pub struct Parked(Option<NonZeroU32>);
 
 impl Signal {
     /// A signal not yet fired.
@@ -52,7 +67,58 @@ impl Signal {
         // Set before the wake-up: a woken wait reads the flag.
         if !self.0.fired.swap(true, Ordering::SeqCst) {
             self.0.notify.notify_waiters();
+            let parked = std::mem::take(&mut *self.parked());
+            for waker in parked {
+                waker.1.wake();
+            }
         }
+    }
+
+    /// Ready once the signal has fired; until then, the first poll leaves
+    /// `cx`'s waker with the signal and notes where in `parked`. Later
+    /// polls read the flag only, so the task's waker must not change.
+    /// The task gives its place back with [`Signal::unpark`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use duplex_server::signal::{Parked, Signal};
+    /// let shutdown = Signal::new();
+    /// let firing = shutdown.clone();
+    /// tokio::spawn(async move { firing.fire() });
+    /// let mut parked = Parked::default();
+    /// std::future::poll_fn(|cx| shutdown.poll_parked(&mut parked, cx)).await;
+    /// shutdown.unpark(&mut parked);
+    /// # }
+    /// ```
+    pub fn poll_parked(&self, parked: &mut Parked, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_fired() {
+            return Poll::Ready(());
+        }
+        if parked.0.is_none() {
+            let mut wakers = self.parked();
+            // Read again under the lock: a fire takes the wakers under it,
+            // after setting the flag, so it either sees this one or was seen.
+            if self.is_fired() {
+                return Poll::Ready(());
+            }
+            let key = wakers.insert(cx.waker().clone());
+            let place = u32::try_from(key + 1).ok().and_then(NonZeroU32::new);
+            parked.0 = Some(place.expect("fewer than 4 billion parked tasks"));
+        }
+        Poll::Pending
+    }
+
+    /// Gives back a place taken by [`Signal::poll_parked`], if any.
+    pub fn unpark(&self, parked: &mut Parked) {
+        if let Some(place) = parked.0.take() {
+            // Gone already if the signal fired.
+            self.parked().try_remove(place.get() as usize - 1);
+        }
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, Slab<Waker>> {
+        self.0.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the signal has fired: one atomic load.
@@ -165,7 +231,28 @@ mod tests {
         signal.fired().await;
     }
 
-    /// Every one of many waiting tasks wakes.
+    /// A place given back before the fire is not kept; after the fire,
+    /// nobody parks, and the fire took every place.
+    #[tokio::test]
+    async fn parked_places_are_given_back() {
+        let signal = Signal::new();
+        let mut early = Parked::default();
+        let pending = poll_fn(|cx| Poll::Ready(signal.poll_parked(&mut early, cx))).await;
+        assert!(pending.is_pending());
+        signal.unpark(&mut early);
+        assert!(signal.parked().is_empty());
+        let mut kept = Parked::default();
+        let pending = poll_fn(|cx| Poll::Ready(signal.poll_parked(&mut kept, cx))).await;
+        assert!(pending.is_pending());
+        signal.fire();
+        assert!(signal.parked().is_empty());
+        signal.unpark(&mut kept);
+        let mut late = Parked::default();
+        poll_fn(|cx| signal.poll_parked(&mut late, cx)).await;
+        assert!(late.0.is_none());
+    }
+
+    /// Every one of many waiting tasks wakes, whichever way it waits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_waiter_wakes() {
         let signal = Signal::new();
@@ -173,12 +260,18 @@ mod tests {
             .map(|i| {
                 let signal = signal.clone();
                 tokio::spawn(async move {
-                    if i % 2 == 0 {
-                        signal.fired().await;
-                    } else {
-                        let wait = signal.wait();
-                        tokio::pin!(wait);
-                        poll_fn(|cx| wait.as_mut().poll_on(&signal, cx)).await;
+                    match i % 3 {
+                        0 => signal.fired().await,
+                        1 => {
+                            let wait = signal.wait();
+                            tokio::pin!(wait);
+                            poll_fn(|cx| wait.as_mut().poll_on(&signal, cx)).await;
+                        }
+                        _ => {
+                            let mut parked = Parked::default();
+                            poll_fn(|cx| signal.poll_parked(&mut parked, cx)).await;
+                            signal.unpark(&mut parked);
+                        }
                     }
                 })
             })
@@ -191,5 +284,6 @@ mod tests {
                 .expect("every waiter wakes")
                 .unwrap();
         }
+        assert!(signal.parked().is_empty());
     }
 }
