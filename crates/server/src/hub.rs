@@ -17,12 +17,12 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::signal::Signal;
 use duplex::{BudgetShare, MemoryBudget, Message, Text, Weight};
 
 use crate::metrics::Metrics;
 use crate::publication::Publication;
 use crate::queue::{QueueSender, Refused};
+use crate::signal::Signal;
 use duplex_hub::{ErrorCode, HubError, Member, MemberEvent, MemberPush};
 
 /// What a subscriber's queue carries.

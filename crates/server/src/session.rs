@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 
-use crate::signal::Signal;
 use duplex::{BudgetShare, Message, Text, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -23,6 +22,7 @@ use crate::hub::{Delivery, Subscriber};
 use crate::publication::{Publication, page_of};
 use crate::queue::{QueueReceiver, QueueSender, queue};
 use crate::ratelimit::TokenBucket;
+use crate::signal::Signal;
 use crate::state::AppState;
 use crate::store::{Range, StoreError};
 use duplex_hub::{

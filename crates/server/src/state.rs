@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::signal::Signal;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenVerifier;
@@ -12,6 +11,7 @@ use crate::endpoint::SocketServers;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::signal::Signal;
 use crate::store::Store;
 
 /// The server's shared state.

@@ -12,10 +12,11 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use crate::signal::Signal;
 use duplex::{ClientBuilder, CloseFrame, MaybeTlsStream, Message, WebSocket};
 use duplex_transfer::RelayClose;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::signal::Signal;
 
 use super::relay::{close, refuse};
 use super::rooms::Refusal;

@@ -16,7 +16,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::signal::Signal;
 use duplex::proxy::ProxyConfig;
 use duplex::{ClientBuilder, Config, Message};
 use futures_util::StreamExt;
@@ -26,6 +25,7 @@ use super::rooms::{Created, Refusal, Rooms};
 use crate::endpoint::Endpoint;
 use crate::redis::Redis;
 use crate::redis::transfers::{CLAIM_RENEW, Holder};
+use crate::signal::Signal;
 use crate::store::StoreError;
 use duplex_transfer::RelayClose;
 

@@ -8,7 +8,6 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::signal::Signal;
 use bytes::Bytes;
 use duplex::{BudgetShare, CloseFrame, MemoryBudget, Message, WebSocket};
 use duplex_transfer::limits::MAX_RECEIVER_FRAME;
@@ -22,6 +21,7 @@ use super::directory::{Directory, Opened};
 use super::rooms::{Refusal, Rooms, SenderId};
 use crate::endpoint::Peer;
 use crate::redis::transfers::Holder;
+use crate::signal::Signal;
 
 /// How long a new connection has to say what it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
