@@ -247,29 +247,45 @@ impl FrameHeader {
     /// ```
     #[inline]
     pub fn write(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-        out[0] = (self.fin as u8) << 7 | (self.rsv1 as u8) << 6 | self.opcode.as_u8();
-        let mask_bit = (self.mask.is_some() as u8) << 7;
-        let mut pos = match self.payload_len {
-            n @ 0..=125 => {
-                out[1] = mask_bit | n as u8;
-                2
-            }
-            n @ 126..=0xFFFF => {
-                out[1] = mask_bit | 126;
-                out[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-                4
-            }
-            n => {
-                out[1] = mask_bit | 127;
-                out[2..10].copy_from_slice(&n.to_be_bytes());
-                10
-            }
+        let (bytes, n) = self.to_bytes();
+        out.copy_from_slice(&bytes[..MAX_HEADER_LEN]);
+        n
+    }
+
+    /// The header's bytes, as the first of 16 (the rest are zero), and how
+    /// many there are.
+    ///
+    /// Built in a register, not byte by byte in memory: a writer that then
+    /// copies the header with a few wide stores would otherwise wait for
+    /// the narrow stores to reach memory first (a failed store-to-load
+    /// forward, a stall on every frame).
+    ///
+    /// ```
+    /// use duplex_proto::frame::{FrameHeader, OpCode};
+    /// let header = FrameHeader {
+    ///     fin: true, rsv1: false, opcode: OpCode::Binary, mask: None, payload_len: 300,
+    /// };
+    /// let (bytes, n) = header.to_bytes();
+    /// assert_eq!(bytes[..n], [0x82, 126, 0x01, 0x2c]);
+    /// ```
+    #[inline]
+    pub fn to_bytes(&self) -> ([u8; 16], usize) {
+        let first = u128::from((self.fin as u8) << 7 | (self.rsv1 as u8) << 6 | self.opcode.as_u8());
+        let mask_bit = u128::from(self.mask.is_some() as u8) << 15;
+        // Little-endian: byte i of the header is bits 8i..8i+8, so the
+        // big-endian length is the byte-swapped number.
+        let (word, n) = match self.payload_len {
+            len @ 0..=125 => (u128::from(len as u8) << 8, 2),
+            len @ 126..=0xFFFF => (126 << 8 | u128::from((len as u16).swap_bytes()) << 16, 4),
+            len => (127 << 8 | u128::from(len.swap_bytes()) << 16, 10),
         };
+        let mut word = first | mask_bit | word;
+        let mut n = n;
         if let Some(key) = self.mask {
-            out[pos..pos + 4].copy_from_slice(&key);
-            pos += 4;
+            word |= u128::from(u32::from_le_bytes(key)) << (8 * n);
+            n += 4;
         }
-        pos
+        (word.to_le_bytes(), n)
     }
 
     /// Appends the header to a byte vector.

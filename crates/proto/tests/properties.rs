@@ -400,6 +400,9 @@ enum Taking {
     OwnedShrinking,
     /// `next_incoming`, copying lent messages out with `lent`.
     Lent,
+    /// `lend_buffered` first, then `next_incoming` when it says no, as the
+    /// socket's receive futures do.
+    LentFirst,
 }
 
 /// [`receive`], taking messages as `taking` says, and sending every data
@@ -427,7 +430,14 @@ fn receive_with(
         loop {
             let next = match taking {
                 Taking::Owned | Taking::OwnedShrinking => conn.next_message(),
-                Taking::Lent => conn.next_incoming().map(|incoming| {
+                Taking::LentFirst if conn.lend_buffered() => {
+                    let m = conn.lent().expect("a message was lent").to_message();
+                    if echo {
+                        conn.send_lent().expect("the connection is open");
+                    }
+                    Ok(Some(m))
+                }
+                Taking::Lent | Taking::LentFirst => conn.next_incoming().map(|incoming| {
                     incoming.map(|incoming| match incoming {
                         Incoming::Lent => {
                             let m = conn.lent().expect("a message was lent").to_message();
@@ -443,7 +453,8 @@ fn receive_with(
             match next {
                 Ok(Some(m)) => {
                     // (Lent messages were echoed above, with `send_lent`.)
-                    let lent_echoed = taking == Taking::Lent && conn.lent().is_some();
+                    let lent_echoed =
+                        matches!(taking, Taking::Lent | Taking::LentFirst) && conn.lent().is_some();
                     if echo && m.is_data() && !lent_echoed {
                         conn.send(m.clone()).expect("the connection is open");
                     }
@@ -962,6 +973,8 @@ proptest! {
         prop_assert_eq!(&chunked, &expected, "in chunks of {:?}, shrinking between reads", chunks);
         let (lent, _) = receive_with(&mut fresh(), &wire.bytes, &chunks, Taking::Lent, false);
         prop_assert_eq!(&lent, &expected, "in chunks of {:?}, lent in place", chunks);
+        let (lent_first, _) = receive_with(&mut fresh(), &wire.bytes, &chunks, Taking::LentFirst, false);
+        prop_assert_eq!(&lent_first, &expected, "in chunks of {:?}, lent when buffered first", chunks);
         let (bytewise, fed) = receive(&mut fresh(), &wire.bytes, &[1]);
         prop_assert_eq!(&bytewise, &expected, "byte by byte");
         if let Some(at) = trigger.and_then(|t| t.at) {
@@ -1007,6 +1020,8 @@ proptest! {
         let owned = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::Owned);
         let lent = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::Lent);
         prop_assert_eq!(&lent, &owned);
+        let lent_first = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::LentFirst);
+        prop_assert_eq!(&lent_first, &owned);
 
         // And the echo is right: the client reads back every data message.
         let mut client = Connection::new(Role::Client, config, deflate);

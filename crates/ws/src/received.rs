@@ -61,6 +61,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let ws = this.ws.as_mut().expect("RecvRef polled after it completed");
+        if ws.lend_buffered() {
+            let ws = this.ws.take().expect("checked above");
+            return Poll::Ready(Some(Ok(Received { ws, owned: None })));
+        }
         let incoming = ready!(ws.poll_incoming(cx));
         // Only now is the borrow handed on: the poll above needed it back.
         let ws = this.ws.take().expect("checked above");

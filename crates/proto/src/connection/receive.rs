@@ -69,12 +69,34 @@ impl Connection {
         if self.state() == State::Closed {
             return Ok(None);
         }
-        let decoded = match self.lend_whole_frame() {
-            Some(Ok(())) => return Ok(Some(Incoming::Lent)),
-            Some(Err(e)) => Err(e),
-            None => self.decode().map(|m| m.map(Incoming::Message)),
-        };
-        decoded.inspect_err(|e| self.fail(e))
+        if self.lend_whole_frame() {
+            return Ok(Some(Incoming::Lent));
+        }
+        self.decode()
+            .map(|m| m.map(Incoming::Message))
+            .inspect_err(|e| self.fail(e))
+    }
+
+    /// Lends the next message if it is already whole in the read buffer as
+    /// one small unfragmented data frame, as
+    /// [`next_incoming`](Self::next_incoming) would; otherwise changes
+    /// nothing (beyond releasing the last lent message) and says `false`,
+    /// leaving the frame to `next_incoming`. The common case of a busy
+    /// connection, for a driver to try before its full receive loop.
+    ///
+    /// ```
+    /// use duplex_proto::{Connection, MessageRef, Role};
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// client.read_buf().extend_from_slice(b"\x82\x02hi\x89\x00");
+    /// assert!(client.lend_buffered());
+    /// assert_eq!(client.lent(), Some(MessageRef::Binary(b"hi")));
+    /// assert!(!client.lend_buffered()); // a ping: for next_incoming
+    /// assert_eq!(client.lent(), None);
+    /// ```
+    #[inline]
+    pub fn lend_buffered(&mut self) -> bool {
+        self.release_lent();
+        self.state() != State::Closed && self.lend_whole_frame()
     }
 
     /// The message lent by the last [`next_incoming`](Self::next_incoming),
@@ -226,7 +248,13 @@ impl Connection {
     /// incremental UTF-8 state) to show. This path keeps none of it: the
     /// frame is whole, so the message is whole too.
     #[inline]
-    pub(super) fn lend_whole_frame(&mut self) -> Option<Result<(), ProtocolError>> {
+    pub(super) fn lend_whole_frame(&mut self) -> bool {
+        self.try_lend_whole_frame().is_some()
+    }
+
+    /// `lend_whole_frame`, written with `?`: `None` changes nothing.
+    #[inline]
+    fn try_lend_whole_frame(&mut self) -> Option<()> {
         if !matches!(self.reading, Reading::Header) || self.message.is_some() {
             return None;
         }
@@ -265,19 +293,24 @@ impl Connection {
         {
             return None;
         }
-        self.read.advance(start);
-        let payload = &mut self.read[..len];
+        let payload = &mut self.read[start..start + len];
         if let Some(key) = key {
             apply_mask(payload, key, 0);
         }
         if text && simdutf8::basic::from_utf8(payload).is_err() {
-            return Some(Err(ProtocolError::InvalidUtf8));
+            // Left as it came (masking is its own inverse) for `decode`,
+            // which finds the first bad byte and fails the connection.
+            if let Some(key) = key {
+                apply_mask(payload, key, 0);
+            }
+            return None;
         }
+        self.read.advance(start);
         self.reading = Reading::Lent(Lent {
             len: len as u16,
             text,
         });
-        Some(Ok(()))
+        Some(())
     }
 
     pub(super) fn is_plain_text(&self, header: &FrameHeader) -> bool {
@@ -472,5 +505,33 @@ impl Connection {
             self.phase.on_close_sent();
         }
         self.phase.close().error = Some(error.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mask::extend_masked;
+    use crate::{Connection, Incoming, ProtocolError, Role};
+
+    /// A whole text frame that is not UTF-8 is not lent, and the buffer is
+    /// left as it came, for `next_incoming` to fail on.
+    #[test]
+    fn invalid_text_is_left_for_next_incoming() {
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        let key = [1, 2, 3, 4];
+        let mut wire = bytes::BytesMut::from(&[0x81, 0x83, 1, 2, 3, 4][..]);
+        extend_masked(&mut wire, b"a\xffb", key);
+        server.read_buf().extend_from_slice(&wire);
+        assert!(!server.lend_buffered());
+        assert_eq!(&server.read_buf()[..], &wire[..]);
+        assert_eq!(server.next_incoming(), Err(ProtocolError::InvalidUtf8));
+
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        let mut wire = bytes::BytesMut::from(&[0x81, 0x82, 1, 2, 3, 4][..]);
+        extend_masked(&mut wire, b"ok", key);
+        server.read_buf().extend_from_slice(&wire);
+        assert!(server.lend_buffered());
+        assert_eq!(server.next_incoming(), Ok(None)); // released, nothing more
+        assert!(!matches!(server.next_incoming(), Ok(Some(Incoming::Lent))));
     }
 }

@@ -109,7 +109,7 @@ impl Connection {
         if self.phase.close_sent() {
             return Err(SendError::Closed);
         }
-        if !self.compress_and_queue(opcode, &payload) {
+        if self.compression.is_none() || !self.compress_and_queue(opcode, &payload) {
             self.write_frame_owned(opcode, false, payload);
         }
         Ok(())
@@ -125,15 +125,15 @@ impl Connection {
         if self.phase.close_sent() {
             return Err(SendError::Closed);
         }
-        if !self.compress_and_queue(opcode, payload) {
+        if self.compression.is_none() || !self.compress_and_queue(opcode, payload) {
             self.write_frame(opcode, false, payload);
         }
         Ok(())
     }
 
     /// Compresses and queues a data frame if permessage-deflate applies to
-    /// it; returns whether it did.
-    #[inline]
+    /// it; returns whether it did. (Its callers check first whether the
+    /// connection compresses at all, inline.)
     pub(super) fn compress_and_queue(&mut self, opcode: OpCode, payload: &[u8]) -> bool {
         let Some(c) = self
             .compression
@@ -163,18 +163,35 @@ impl Connection {
     }
 
     /// Frames a payload by copying it into the output's tail, header and
-    /// payload in one reservation.
+    /// payload in one reservation. Inline for a server (its frames are
+    /// copied as they are); a client's masking is out of line.
     #[inline]
     pub(super) fn write_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
-        let mask = match self.role {
-            Role::Client => Some(rand::random::<[u8; 4]>()),
-            Role::Server => None,
-        };
+        match self.role {
+            Role::Server => {
+                let header = FrameHeader {
+                    fin: true,
+                    rsv1,
+                    opcode,
+                    mask: None,
+                    payload_len: payload.len() as u64,
+                };
+                self.out.extend_frame(&header, payload);
+            }
+            Role::Client => self.write_masked_frame(opcode, rsv1, payload),
+        }
+    }
+
+    /// A client's frame: a fresh random key, and the payload masked as it
+    /// is copied.
+    #[inline(never)]
+    fn write_masked_frame(&mut self, opcode: OpCode, rsv1: bool, payload: &[u8]) {
+        let key = rand::random::<[u8; 4]>();
         let header = FrameHeader {
             fin: true,
             rsv1,
             opcode,
-            mask,
+            mask: Some(key),
             payload_len: payload.len() as u64,
         };
         let mut head = [0u8; MAX_HEADER_LEN];
@@ -182,10 +199,7 @@ impl Connection {
         let tail = self.out.tail_mut();
         tail.reserve(n + payload.len());
         tail.extend_from_slice(&head[..n]);
-        match mask {
-            Some(key) => extend_masked(tail, payload, key),
-            None => tail.extend_from_slice(payload),
-        }
+        extend_masked(tail, payload, key);
     }
 
     #[inline]

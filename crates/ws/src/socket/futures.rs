@@ -94,6 +94,7 @@ where
 {
     type Output = Result<()>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.get_mut().ws.poll_queued(cx)
     }

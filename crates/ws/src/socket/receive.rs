@@ -93,6 +93,26 @@ where
         }
     }
 
+    /// The receive loop's common case, decided inline by the futures that
+    /// receive before they call the loop: a whole small data frame is
+    /// already in the read buffer and the loop would have nothing else to
+    /// do first. Lends it and says `true`; otherwise changes nothing for
+    /// the loop. (The loop is too large to inline, and handing its result
+    /// back through memory cost more than deciding this case.)
+    #[inline]
+    pub(crate) fn lend_buffered(&mut self) -> bool {
+        // What the loop sees to before it takes a decoded message: a
+        // stashed close, a teardown, being shed, backpressure.
+        let quiet = self.extra.as_ref().is_none_or(|x| {
+            x.stashed.is_none()
+                && x.teardown.is_none()
+                && !x.account.as_ref().is_some_and(|a| a.charge.is_shed())
+        });
+        quiet
+            && self.conn.outgoing().len() < self.config.write_buffer_limit
+            && self.conn.lend_buffered()
+    }
+
     /// A received close frame waits in `stashed` until its reply is
     /// flushed, so the caller sees it only once the handshake is answered.
     #[inline]
@@ -258,6 +278,9 @@ where
     /// # Ok(()) }
     /// ```
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        if self.lend_buffered() {
+            return Poll::Ready(Some(Ok(self.own(Incoming::Lent))));
+        }
         let incoming = ready!(self.poll_incoming(cx));
         Poll::Ready(incoming.map(|r| r.map(|i| self.own(i))))
     }

@@ -167,6 +167,16 @@ where
     /// queues the parked message.
     #[inline]
     pub(super) fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match self.extra.as_ref() {
+            // Queued already: the common case, decided inline.
+            None => Poll::Ready(Ok(())),
+            Some(x) if x.send_error.is_none() && x.parked.is_none() => Poll::Ready(Ok(())),
+            Some(_) => self.poll_queued_slow(cx),
+        }
+    }
+
+    /// `poll_queued` when the message failed or waits for room.
+    fn poll_queued_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let Some(extra) = self.extra.as_mut() else {
             return Poll::Ready(Ok(()));
         };
