@@ -397,6 +397,7 @@ impl Connection {
     /// conn.read_buf().reserve(1024);
     /// assert!(conn.held_bytes() >= 1024);
     /// ```
+    #[inline]
     pub fn held_bytes(&self) -> usize {
         self.read.capacity() + self.assembly.as_ref().map_or(0, |a| a.capacity())
     }

@@ -42,14 +42,25 @@ where
     /// Sets this connection's charge for buffering `held` bytes for its
     /// peer, both ways (see [`charge_for`]): the shared budget is touched
     /// only when that crosses a step.
+    ///
+    /// Inline: most calls (one per message sent) leave the charge as it is.
+    #[inline]
     pub(super) fn charge(&mut self, held: usize, cx: &mut Context<'_>) -> Admit {
-        let Some(budget) = &self.config.memory_budget else {
+        if self.config.memory_budget.is_none() {
             return Admit::Granted;
-        };
+        }
         let want = charge_for(held);
         if want == self.account().map_or(0, |a| a.charge.incoming()) {
             return Admit::Granted;
         }
+        self.charge_anew(want, cx)
+    }
+
+    /// [`charge`](Self::charge) when the charge changes.
+    fn charge_anew(&mut self, want: usize, cx: &mut Context<'_>) -> Admit {
+        let Some(budget) = &self.config.memory_budget else {
+            return Admit::Granted;
+        };
         // The account is made the first time: most connections never need it.
         let budget = budget.clone();
         let account = self
@@ -90,6 +101,7 @@ where
     /// does not wait: past the limit the heaviest connection is shed (this
     /// one, if it is the heaviest), and the next send waits in
     /// `poll_ready_send`.
+    #[inline]
     pub(super) fn charge_sent(&mut self) {
         let waiting = self.conn.outgoing().len();
         let held = self.conn.held_bytes() + waiting;
