@@ -61,7 +61,8 @@ pub(super) fn table(
 }
 
 /// The server's CPU time per echoed message, as a share of the TCP echo's
-/// in the same run (lower is better), with the figure and how busy the
+/// in the same run (lower is better), with the figure, its user-space part
+/// (the server's own code; the rest is the kernel's) and how busy the
 /// server was: a server below 100% busy was not the bottleneck, so its
 /// throughput share says little, while its CPU per message still does.
 pub(super) fn cpu_table(
@@ -80,11 +81,14 @@ pub(super) fn cpu_table(
             |si: usize, f: fn(&Sample) -> f64| median(samples[wi][si].iter().map(f).collect());
         for si in 0..servers.len() {
             let us = med(si, |s| s.cpu_us_per_msg);
+            let user = med(si, |s| s.user_us_per_msg);
             let busy = med(si, |s| s.busy_pct);
             let share = tcp.map(|ti| 100.0 * us / med(ti, |s| s.cpu_us_per_msg));
             let cell = match share {
-                Some(share) => format!("{share:.0}% ({us:.2} µs, {busy:.0}% busy)"),
-                None => format!("{us:.2} µs, {busy:.0}% busy"),
+                Some(share) => {
+                    format!("{share:.0}% ({us:.2} µs, user {user:.3}; {busy:.0}% busy)")
+                }
+                None => format!("{us:.2} µs, user {user:.3}; {busy:.0}% busy"),
             };
             let _ = write!(t, " {cell} |");
         }

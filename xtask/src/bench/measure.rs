@@ -20,6 +20,8 @@ pub(super) struct Sample {
     pub(super) cpu_us: f64,
     /// The server's CPU time per echoed message, µs (echo and latency).
     pub(super) cpu_us_per_msg: f64,
+    /// Its user-space part, µs: the server's own code, not the kernel's.
+    pub(super) user_us_per_msg: f64,
     /// How busy the server was, % of one core.
     pub(super) busy_pct: f64,
 }
@@ -58,6 +60,7 @@ pub(super) fn measure(
             rss_kib: extra["rss_kib_per_conn"].as_f64().unwrap_or(0.0),
             cpu_us: extra["cpu_us_per_handshake"].as_f64().unwrap_or(0.0),
             cpu_us_per_msg: extra["server_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN),
+            user_us_per_msg: extra["server_user_us_per_msg"].as_f64().unwrap_or(f64::NAN),
             busy_pct: extra["server_cpu_pct"].as_f64().unwrap_or(f64::NAN),
         },
         shown,
