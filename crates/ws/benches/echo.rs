@@ -24,7 +24,6 @@ const BATCH: usize = 16;
 struct Looped {
     batch: Vec<u8>,
     at: usize,
-    written: usize,
 }
 
 impl AsyncRead for Looped {
@@ -43,11 +42,10 @@ impl AsyncRead for Looped {
 
 impl AsyncWrite for Looped {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.written += buf.len();
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -89,7 +87,6 @@ fn echo(c: &mut Criterion) {
         let io = Looped {
             batch: batch(size),
             at: 0,
-            written: 0,
         };
         let conn = Connection::new(Role::Server, Default::default(), None);
         let config = match budget {
@@ -116,7 +113,6 @@ fn echo(c: &mut Criterion) {
                 }
             })
         });
-        assert!(ws.get_ref().written > 0);
     }
     group.finish();
 }
