@@ -12,7 +12,6 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{MethodFilter, get, on, post};
 use duplex::MemoryBudget;
-use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::connection;
@@ -96,7 +95,7 @@ impl Server {
             store_and_broker(&settings, retention, &hub, &metrics, &budget).await?;
         let mut notices = Vec::new();
         let tls = tls_acceptor(&settings)?;
-        let listener = TcpListener::bind(settings.bind).await.with_context(|| {
+        let listener = connection::listen(settings.bind).with_context(|| {
             format!(
                 "cannot listen on {} (is another server using it? try --bind 127.0.0.1:0)",
                 settings.bind

@@ -13,7 +13,7 @@ use axum::response::Response;
 use futures_util::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::either::Either;
 
 use crate::echo;
@@ -28,6 +28,27 @@ pub fn alpn(http2: bool) -> Vec<Vec<u8>> {
     } else {
         vec![b"http/1.1".to_vec()]
     }
+}
+
+/// Listens on `addr` (a backlog of 1024, as `TcpListener::bind` gives),
+/// with Nagle's algorithm off: every frame is written when it is ready.
+///
+/// Linux copies `TCP_NODELAY` from the listening socket to each socket it
+/// accepts, so there it is set once here, not with one more syscall per
+/// connection (five per handshake otherwise: accept, epoll, read, write,
+/// and that one); elsewhere [`accept`] sets it on each connection.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does on Unix: a restarted server can bind
+    // while the last one's connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Accepts connections until the task is aborted.
@@ -47,6 +68,8 @@ pub async fn accept(
                 continue;
             }
         };
+        // Inherited from the listener on Linux (see `listen`).
+        #[cfg(not(target_os = "linux"))]
         let _ = tcp.set_nodelay(true);
         let connection = ConnectionParts {
             peer,
@@ -311,6 +334,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection the listener hands over has Nagle's algorithm off,
+    /// as `accept` expects (on Linux without setting it itself).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = match listen(addr.parse().unwrap()) {
+                Ok(listener) => listener,
+                // A machine without IPv6 loopback.
+                Err(_) if addr.starts_with('[') => continue,
+                Err(e) => panic!("{addr}: {e}"),
+            };
+            let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            #[cfg(not(target_os = "linux"))]
+            tcp.set_nodelay(true).unwrap();
+            assert!(
+                tcp.nodelay().unwrap(),
+                "{addr}: accepted without TCP_NODELAY"
+            );
+            assert!(
+                !client.nodelay().unwrap(),
+                "the check can fail: a plain client has Nagle on"
+            );
+        }
+    }
 
     /// An idle echo connection is this one task (see `echo::run`): the
     /// accept loop's future around the echo loop must not hold the socket
