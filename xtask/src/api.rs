@@ -92,6 +92,7 @@ pub fn check_libraries(paths: &Paths) -> Result<()> {
         cargo(paths).args(["check", "-p", "duplex", "--no-default-features"]),
         STEP_TIMEOUT,
     )?;
+    forget_packaged_sources()?;
     let mut package = cargo(paths);
     package.arg("package");
     for (name, _, _) in LIBRARIES {
@@ -99,6 +100,50 @@ pub fn check_libraries(paths: &Paths) -> Result<()> {
     }
     // A clean clone has nothing uncommitted; a work tree may.
     run(package.arg("--allow-dirty"), STEP_TIMEOUT)
+}
+
+/// Removes what earlier `cargo package` runs extracted of our libraries.
+///
+/// `cargo package` verifies `duplex` against the `duplex-proto` it has just
+/// packaged, through a registry in the target directory, and extracts that
+/// into `$CARGO_HOME/registry/src/-<hash of the registry's path>/`. It
+/// extracts a name and version only once: a second run from the same path
+/// (a CI clone made again where the last one was) verified `duplex` against
+/// the first run's `duplex-proto`, and failed on a method added since.
+fn forget_packaged_sources() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    match home {
+        Some(home) => forget_packaged_sources_in(&home.join("registry").join("src")),
+        None => Ok(()),
+    }
+}
+
+/// [`forget_packaged_sources`] in the extracted sources under `sources`.
+fn forget_packaged_sources_in(sources: &Path) -> Result<()> {
+    let Ok(registries) = fs::read_dir(sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        // Local registries have no name: only their hash, after a dash.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for entry in fs::read_dir(registry.path())?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = LIBRARIES.iter().any(|(package, _, _)| {
+                name.strip_prefix(package)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if ours {
+                fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cargo(paths: &Paths) -> Command {
@@ -624,4 +669,34 @@ fn args(args: &Value) -> String {
         return format!("({}){output}", inputs.join(", "));
     }
     String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our libraries' extractions from local registries go; crates.io's
+    /// and other crates' stay.
+    #[test]
+    fn forgets_only_our_packaged_sources() {
+        let root = std::env::temp_dir().join(format!("xtask-forget-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let local = root.join("-22c3805da5a543b4");
+        let crates_io = root.join("index.crates.io-1949cf8c6b5b557f");
+        let made = [
+            local.join("duplex-proto-0.1.0"),
+            local.join("duplex-0.1.0"),
+            local.join("duplex-bench-0.1.0"),
+            crates_io.join("duplex-0.1.0"),
+        ];
+        for dir in &made {
+            fs::create_dir_all(dir.join("src")).unwrap();
+        }
+        forget_packaged_sources_in(&root).unwrap();
+        let kept: Vec<bool> = made.iter().map(|d| d.exists()).collect();
+        assert_eq!(kept, [false, false, true, true]);
+        fs::remove_dir_all(&root).unwrap();
+        // No such directory: nothing to do, no error.
+        forget_packaged_sources_in(&root).unwrap();
+    }
 }
