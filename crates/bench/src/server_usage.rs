@@ -206,29 +206,14 @@ mod tests {
         row.ops = 1000;
         row.elapsed = std::time::Duration::from_secs(1);
         watch.report(&mut row, "msg").unwrap();
-        let per_msg = row
-            .extra
-            .iter()
-            .find(|(k, _, _)| k == "server_cpu_us_per_msg")
-            .unwrap()
-            .1;
-        let busy = row
-            .extra
-            .iter()
-            .find(|(k, _, _)| k == "server_cpu_pct")
-            .unwrap()
-            .1;
+        let figure = |name: &str| row.extra.iter().find(|(k, _, _)| k == name).unwrap().1;
+        let (per_msg, busy) = (figure("server_cpu_us_per_msg"), figure("server_cpu_pct"));
         // At least 30 ms over 1000 operations; busy over the watch's own
         // time, which was all spent computing on this thread.
         assert!(per_msg >= 30.0, "{per_msg}");
         // The loop above is user-space work: some of the time is its, and
         // no more than all.
-        let user = row
-            .extra
-            .iter()
-            .find(|(k, _, _)| k == "server_user_us_per_msg")
-            .unwrap()
-            .1;
+        let user = figure("server_user_us_per_msg");
         assert!(user > 0.0 && user <= per_msg, "{user} of {per_msg}");
         assert!(busy > 0.0 && busy <= 100.0 * 2.0 + 10.0, "{busy}");
     }
