@@ -110,18 +110,38 @@ enum Reading {
     Header,
     /// Inside a frame's payload.
     Payload(FrameInProgress),
-    /// A whole message lent in place at the front of `read`, until the
+    /// A whole frame lent in place at the front of `read`, until the
     /// connection next reads.
     Lent(Lent),
 }
 
-/// A whole message left in the read buffer (see [`Incoming::Lent`]): its
-/// payload is the buffer's first `len` bytes.
+/// A whole message left in the read buffer (see [`Incoming::Lent`]): the
+/// buffer starts with its frame, header included.
+///
+/// The header stays in the buffer until the message is released, so that
+/// the buffer advances once per message, not twice.
 #[derive(Debug, Clone, Copy)]
 struct Lent {
+    /// The header's length (2 to 8 bytes): where the payload starts.
+    start: u8,
     /// At most 64 KiB: only whole frames with a 16-bit length are lent.
     len: u16,
     text: bool,
+}
+
+impl Lent {
+    /// The payload's place in the read buffer.
+    #[inline]
+    fn payload(self) -> std::ops::Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+
+    /// The whole frame's length.
+    #[inline]
+    fn frame_len(self) -> usize {
+        self.start as usize + self.len as usize
+    }
 }
 
 /// What [`Connection::next_incoming`] found.

@@ -114,7 +114,7 @@ impl Connection {
         let Reading::Lent(lent) = self.reading else {
             return None;
         };
-        let payload = &self.read[..lent.len as usize];
+        let payload = &self.read[lent.payload()];
         Some(if lent.text {
             // SAFETY: `lend_whole_frame` validated this text before lending it.
             MessageRef::Text(unsafe { std::str::from_utf8_unchecked(payload) })
@@ -140,6 +140,7 @@ impl Connection {
             return None;
         };
         self.reading = Reading::Header;
+        self.read.advance(lent.start as usize);
         let payload = self.read.split_to(lent.len as usize).freeze();
         Some(if lent.text {
             Message::Text(Text::from_validated(payload))
@@ -152,7 +153,7 @@ impl Connection {
     pub(super) fn release_lent(&mut self) {
         if let Reading::Lent(lent) = self.reading {
             self.reading = Reading::Header;
-            self.read.advance(lent.len as usize);
+            self.read.advance(lent.frame_len());
         }
     }
 
@@ -305,8 +306,8 @@ impl Connection {
             }
             return None;
         }
-        self.read.advance(start);
         self.reading = Reading::Lent(Lent {
+            start: start as u8,
             len: len as u16,
             text,
         });

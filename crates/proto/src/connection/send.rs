@@ -61,7 +61,7 @@ impl Connection {
         // buffer out for the call (two 32-byte moves) lets the send path
         // borrow `self` whole.
         let read = std::mem::take(&mut self.read);
-        let sent = self.send_data_slice(opcode, &read[..lent.len as usize]);
+        let sent = self.send_data_slice(opcode, &read[lent.payload()]);
         self.read = read;
         sent
     }

@@ -43,8 +43,10 @@ where
     /// peer, both ways (see [`charge_for`]): the shared budget is touched
     /// only when that crosses a step.
     ///
-    /// Inline: most calls (one per message sent) leave the charge as it is.
-    #[inline]
+    /// Inline, always: most calls (one per message sent) leave the charge
+    /// as it is, and rustc otherwise made it a call (34 instructions per
+    /// echoed message, by callgrind, against 10 inline).
+    #[inline(always)]
     pub(super) fn charge(&mut self, held: usize, cx: &mut Context<'_>) -> Admit {
         if self.config.memory_budget.is_none() {
             return Admit::Granted;
