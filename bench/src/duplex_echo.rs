@@ -1,6 +1,7 @@
-//! Duplex on a raw `TcpStream` with `duplex::accept`: messages are received
-//! borrowed (`recv_ref`), echoes are queued from the read buffer and leave
-//! in one write when the socket next waits.
+//! Duplex on a raw `TcpStream` with `duplex::accept`: the messages already
+//! whole in the read buffer are echoed at once (`echo_buffered`), the next
+//! one is received borrowed (`recv_ref`); echoes are queued from the read
+//! buffer and leave in one write when the socket next waits.
 //!
 //! Written for a small task, since an idle connection costs little more
 //! than its task: see the comments below (rustc keeps every local that lives
@@ -25,6 +26,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
 fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) -> impl Future<Output = ()> {
     async move {
         loop {
+            ws.echo_buffered();
             // The message goes to `feed` inside this block, so no slot for it
             // outlives the block: across either `.await` the future holds the
             // socket and one pointer-sized future.

@@ -99,7 +99,7 @@ unstable_mod!(
 );
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Incoming, SendError};
+pub use connection::{Config, Connection, Echoed, Incoming, SendError};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use limits::Limits;

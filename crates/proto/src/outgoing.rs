@@ -21,6 +21,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::FrameHeader;
+use crate::mask::apply_mask;
 
 /// Payloads at least this long are queued by reference rather than copied.
 pub(crate) const ZERO_COPY_MIN: usize = 4096;
@@ -87,6 +88,59 @@ unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Copies `len` bytes from `src` to `dst` XORed with the mask `key` from
+/// its first byte (RFC 6455 §5.3): a received payload unmasked as it is
+/// copied, in one pass; lengths up to 32 as two overlapping pieces, like
+/// [`copy_payload`], each XORed with the key at its own phase.
+///
+/// # Safety
+/// As for [`copy_payload`].
+#[inline(always)]
+unsafe fn copy_unmasked(src: *const u8, dst: *mut u8, len: usize, key: [u8; 4]) {
+    // The key starting `at` bytes into the payload, as 4 bytes in memory
+    // order (little-endian arithmetic, so the same on every target).
+    let key_at = |at: usize| u32::from_le_bytes(key).rotate_right(8 * (at as u32 & 3));
+    let wide = |k: u32| u64::from(k) | (u64::from(k) << 32);
+    // SAFETY: each arm reads and writes within the first `len` bytes.
+    unsafe {
+        let load = |at: usize| src.add(at);
+        match len {
+            0 => {}
+            1..4 => {
+                for (i, k) in key.into_iter().enumerate().take(len) {
+                    *dst.add(i) = *load(i) ^ k;
+                }
+            }
+            4..8 => {
+                for at in [0, len - 4] {
+                    let word = u32::from_le_bytes(load(at).cast::<[u8; 4]>().read_unaligned());
+                    let word = (word ^ key_at(at)).to_le_bytes();
+                    dst.add(at).cast::<[u8; 4]>().write_unaligned(word);
+                }
+            }
+            8..16 => {
+                for at in [0, len - 8] {
+                    let word = u64::from_le_bytes(load(at).cast::<[u8; 8]>().read_unaligned());
+                    let word = (word ^ wide(key_at(at))).to_le_bytes();
+                    dst.add(at).cast::<[u8; 8]>().write_unaligned(word);
+                }
+            }
+            16..=32 => {
+                for at in [0, len - 16] {
+                    let k = u128::from(wide(key_at(at)));
+                    let word = u128::from_le_bytes(load(at).cast::<[u8; 16]>().read_unaligned());
+                    let word = (word ^ (k | (k << 64))).to_le_bytes();
+                    dst.add(at).cast::<[u8; 16]>().write_unaligned(word);
+                }
+            }
+            _ => {
+                std::ptr::copy_nonoverlapping(src, dst, len);
+                apply_mask(std::slice::from_raw_parts_mut(dst, len), key, 0);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Chunks {
     queue: VecDeque<Bytes>,
@@ -145,6 +199,37 @@ impl OutBuf {
             copy_payload(payload.as_ptr(), dst.add(n), len);
             tail.set_len(at + n + len);
         }
+    }
+
+    /// Appends a server's echo of `frame`, a client's whole masked frame
+    /// whose header is `start` bytes long (6 or 8, its last 4 the key): the
+    /// same header less the mask bit and key, then the payload, unmasked as
+    /// it is copied. Returns the unmasked copy (to check text on).
+    ///
+    /// The header is copied, not built: a client frame's first four bytes
+    /// are the echo's header once bit 7 of the second is cleared (for a
+    /// 2-byte header the other two are overwritten by the payload or lie
+    /// past the tail's length).
+    #[inline]
+    pub(crate) fn extend_unmasked_echo(&mut self, frame: &[u8], start: usize) -> &mut [u8] {
+        assert!(start == 6 || start == 8, "a masked header of 6 or 8 bytes");
+        let head = start - 4;
+        let (header, payload) = frame.split_at(start);
+        let key: [u8; 4] = header[head..].try_into().expect("4 bytes");
+        let echo_header = [header[0], header[1] & 0x7F, header[2], header[3]];
+        let len = payload.len();
+        let tail = &mut self.tail;
+        tail.reserve(4 + len);
+        let at = tail.len();
+        let dst = tail.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        // SAFETY: `reserve` made room for 4 + len bytes past the length, and
+        // head <= 4; the length grows only by what was written.
+        unsafe {
+            dst.cast::<[u8; 4]>().write_unaligned(echo_header);
+            copy_unmasked(payload.as_ptr(), dst.add(head), len, key);
+            tail.set_len(at + head + len);
+        }
+        &mut tail[at + head..]
     }
 
     /// The tail, for encoders that write in place.
@@ -400,6 +485,45 @@ mod tests {
             let mut expected = before.clone();
             header.encode(&mut expected);
             expected.extend_from_slice(&payload);
+            prop_assert_eq!(out.chunk(), &expected[..]);
+            prop_assert_eq!(out.len(), expected.len());
+        }
+
+        /// A server's echo of any client frame a server echoes whole (both
+        /// header lengths, every payload length around the copy's size
+        /// classes, any key, any tail already queued) is the frame the
+        /// server would build from the unmasked payload.
+        #[test]
+        fn an_unmasked_echo_is_the_frame_sent_back(before in proptest::collection::vec(any::<u8>(), 0..40), text: bool, key: [u8; 4], plain in proptest::collection::vec(any::<u8>(), 0..300), extended: bool) {
+            let opcode = if text { crate::frame::OpCode::Text } else { crate::frame::OpCode::Binary };
+            let len = plain.len() as u64;
+            // A 16-bit length for short payloads too: legal, if not minimal.
+            let received = FrameHeader { fin: true, rsv1: false, opcode, mask: Some(key), payload_len: len };
+            let mut frame = Vec::new();
+            received.encode(&mut frame);
+            if extended && len < 126 {
+                frame.truncate(2);
+                frame[1] = 0x80 | 126;
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+                frame.extend_from_slice(&key);
+            }
+            let start = frame.len();
+            let mut masked = plain.clone();
+            apply_mask(&mut masked, key, 0);
+            frame.extend_from_slice(&masked);
+
+            let mut out = OutBuf::default();
+            out.extend_from_slice(&before);
+            let copy = out.extend_unmasked_echo(&frame, start).to_vec();
+            prop_assert_eq!(&copy, &plain);
+            let mut expected = before.clone();
+            if start == 8 && len < 126 {
+                expected.extend_from_slice(&[frame[0], 126]);
+                expected.extend_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                FrameHeader { mask: None, ..received }.encode(&mut expected);
+            }
+            expected.extend_from_slice(&plain);
             prop_assert_eq!(out.chunk(), &expected[..]);
             prop_assert_eq!(out.len(), expected.len());
         }

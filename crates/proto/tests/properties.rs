@@ -403,6 +403,9 @@ enum Taking {
     /// `lend_buffered` first, then `next_incoming` when it says no, as the
     /// socket's receive futures do.
     LentFirst,
+    /// `echo_buffered(limit)` first (which echoes, whatever `echo` says, and
+    /// whose messages are not in the outcome), then `next_message`.
+    EchoFirst { limit: usize },
 }
 
 /// [`receive`], taking messages as `taking` says, and sending every data
@@ -430,6 +433,10 @@ fn receive_with(
         loop {
             let next = match taking {
                 Taking::Owned | Taking::OwnedShrinking => conn.next_message(),
+                Taking::EchoFirst { limit } => {
+                    conn.echo_buffered(limit);
+                    conn.next_message()
+                }
                 Taking::LentFirst if conn.lend_buffered() => {
                     let m = conn.lent().expect("a message was lent").to_message();
                     if echo {
@@ -481,6 +488,19 @@ fn receive_with(
 fn drain(conn: &mut Connection) -> Vec<u8> {
     let n = conn.outgoing().remaining();
     conn.outgoing().copy_to_bytes(n).to_vec()
+}
+
+/// [`frames_of`] with each client frame's random key cleared, so that two
+/// echoes of one stream compare equal.
+fn unmasked_frames_of(
+    wire: &[u8],
+    sender: Role,
+) -> Result<Vec<(FrameHeader, Vec<u8>)>, TestCaseError> {
+    let mut frames = frames_of(wire, sender)?;
+    for (header, _) in &mut frames {
+        header.mask = None;
+    }
+    Ok(frames)
 }
 
 /// Splits what a connection sent into frames, checking each is well formed
@@ -930,6 +950,7 @@ proptest! {
         level in 0u32..=9,
         seed in any::<u32>(),
         chunks in vec(1usize..40, 1..8),
+        limit in prop_oneof![Just(usize::MAX), 0usize..200],
     ) {
         let mut wire = Wire::new(peer(receiver), deflate.as_ref(), level, seed);
         let poison_at = poison.as_ref().map(|(i, _)| i.index(plan.len() + 1));
@@ -980,6 +1001,23 @@ proptest! {
         if let Some(at) = trigger.and_then(|t| t.at) {
             prop_assert_eq!(fed, Some(at + 1), "the error was not reported as soon as byte {} arrived", at);
         }
+
+        // An echo that echoes what is buffered first (`echo_buffered`)
+        // replies with the same frames, fails with the same error at the same
+        // byte, and leaves the same close frame, as one that takes every
+        // message (the messages it echoed itself are not in its outcome).
+        let mut owned_conn = fresh();
+        let (owned, owned_fed) = receive_with(&mut owned_conn, &wire.bytes, &chunks, Taking::Owned, true);
+        let mut first_conn = fresh();
+        let (first, first_fed) = receive_with(&mut first_conn, &wire.bytes, &chunks, Taking::EchoFirst { limit }, true);
+        prop_assert_eq!(&first.error, &owned.error, "echoing buffered messages first, limit {}", limit);
+        prop_assert_eq!(first_fed, owned_fed, "echoing buffered messages first, limit {}", limit);
+        prop_assert_eq!(
+            unmasked_frames_of(&drain(&mut first_conn), receiver)?,
+            unmasked_frames_of(&drain(&mut owned_conn), receiver)?,
+            "echoing buffered messages first, limit {}", limit
+        );
+        prop_assert_eq!(first_conn.state(), owned_conn.state());
     }
 }
 
@@ -1008,6 +1046,7 @@ proptest! {
         threshold in 0usize..64,
         seed in any::<u32>(),
         chunks in vec(1usize..200, 1..8),
+        limit in prop_oneof![Just(usize::MAX), 0usize..400],
     ) {
         let mut wire = Wire::new(Role::Client, deflate.as_ref(), level, seed);
         for p in &plan {
@@ -1022,6 +1061,9 @@ proptest! {
         prop_assert_eq!(&lent, &owned);
         let lent_first = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, Taking::LentFirst);
         prop_assert_eq!(&lent_first, &owned);
+        let taking = Taking::EchoFirst { limit };
+        let echo_first = echo_server(&mut Connection::new(Role::Server, config, deflate), &wire.bytes, &chunks, taking);
+        prop_assert_eq!(&echo_first, &owned, "echoing buffered messages first, limit {}", limit);
 
         // And the echo is right: the client reads back every data message.
         let mut client = Connection::new(Role::Client, config, deflate);

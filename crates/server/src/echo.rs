@@ -1,7 +1,9 @@
 //! The echo endpoint: every text or binary message comes straight back.
 //!
-//! Messages are received borrowed ([`WebSocket::recv_ref`]): a small one is
-//! echoed straight from the read buffer, with no per-message reference
+//! The messages already whole in the read buffer are echoed at once
+//! ([`WebSocket::echo_buffered`]: one copy each, unmasked on the way); the
+//! next is received borrowed ([`WebSocket::recv_ref`]), so a small one is
+//! echoed straight from the read buffer too, with no per-message reference
 //! count. Replies are *fed*, not sent: `recv` flushes them when it is about to wait
 //! for the network, so a burst of messages from one read is answered with
 //! one write.
@@ -11,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use duplex::{CloseCode, Received, RecvRef, WebSocket};
+use duplex::{CloseCode, Echoed, Received, RecvRef, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admission::{Admitted, Seat};
@@ -51,6 +53,8 @@ where
     async move {
         // Whether the loop ended for the shutdown.
         let shutting_down = loop {
+            let echoed = ws.echo_buffered();
+            held.unreported.count(echoed, &held.state.metrics);
             // In a block, so that no slot for the message outlives it (see
             // `bench/src/duplex_echo.rs`).
             let queued = {
@@ -62,8 +66,11 @@ where
                     None => break true,
                     Some(None) => break false,
                     Some(Some(Ok(received))) if received.message().is_data() => {
-                        held.unreported
-                            .count(received.message().len(), &held.state.metrics);
+                        let one = Echoed {
+                            messages: 1,
+                            bytes: received.message().len(),
+                        };
+                        held.unreported.count(one, &held.state.metrics);
                         received.echo()
                     }
                     Some(Some(Ok(_))) => continue,
@@ -122,19 +129,26 @@ struct Unreported {
 }
 
 impl Unreported {
-    fn count(&mut self, len: usize, metrics: &Metrics) {
-        let bytes = u32::try_from(len)
+    /// Counts echoed messages: a batch from [`WebSocket::echo_buffered`]
+    /// or one from `recv_ref`.
+    #[inline]
+    fn count(&mut self, echoed: Echoed, metrics: &Metrics) {
+        if echoed.messages == 0 {
+            return;
+        }
+        let fits = u32::try_from(echoed.messages)
             .ok()
-            .and_then(|len| self.bytes.checked_add(len));
-        match bytes {
-            Some(bytes) if self.messages < u32::MAX => {
-                self.messages += 1;
+            .zip(u32::try_from(echoed.bytes).ok())
+            .and_then(|(m, b)| Some((self.messages.checked_add(m)?, self.bytes.checked_add(b)?)));
+        match fits {
+            Some((messages, bytes)) => {
+                self.messages = messages;
                 self.bytes = bytes;
             }
             // Too much to hold in 32 bits: add it all now.
-            _ => {
+            None => {
                 self.report(metrics);
-                add(metrics, 1, len as u64);
+                add(metrics, echoed.messages as u64, echoed.bytes as u64);
             }
         }
     }

@@ -94,7 +94,7 @@ pub use client::{ClientBuilder, HandshakeInfo, connect};
 pub use config::Config;
 pub use duplex_proto::handshake::client::ResponseError;
 pub use duplex_proto::{
-    CloseCode, CloseFrame, DeflateConfig, Limits, Message, MessageRef, Role, State, Text,
+    CloseCode, CloseFrame, DeflateConfig, Echoed, Limits, Message, MessageRef, Role, State, Text,
 };
 
 /// The protocol core, [`duplex_proto`]: the sans-I/O connection, the
@@ -111,9 +111,9 @@ pub use duplex_proto::{
 /// ```
 pub mod proto {
     pub use duplex_proto::{
-        CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Incoming, Limits,
-        Message, MessageRef, OutBuf, ProtocolError, Role, SendError, State, Teardown, Text, close,
-        connection, deflate, error, extension, limits, message, teardown,
+        CloseCode, CloseFrame, Config, Connection, DeflateConfig, DeflateParams, Echoed, Incoming,
+        Limits, Message, MessageRef, OutBuf, ProtocolError, Role, SendError, State, Teardown, Text,
+        close, connection, deflate, error, extension, limits, message, teardown,
     };
     #[cfg(feature = "unstable")]
     pub use duplex_proto::{frame, mask, outgoing, utf8};

@@ -231,10 +231,12 @@ struct Compression {
     scratch: BytesMut,
 }
 
+mod echo;
 mod phase;
 mod receive;
 mod send;
 
+pub use echo::Echoed;
 use phase::Phase;
 
 impl Connection {

@@ -256,10 +256,36 @@ impl Connection {
     /// `lend_whole_frame`, written with `?`: `None` changes nothing.
     #[inline]
     fn try_lend_whole_frame(&mut self) -> Option<()> {
+        let (lent, key) = self.whole_frame_at(0)?;
+        let payload = &mut self.read[lent.payload()];
+        if let Some(key) = key {
+            apply_mask(payload, key, 0);
+        }
+        if lent.text && simdutf8::basic::from_utf8(payload).is_err() {
+            // Left as it came (masking is its own inverse) for `decode`,
+            // which finds the first bad byte and fails the connection.
+            if let Some(key) = key {
+                apply_mask(payload, key, 0);
+            }
+            return None;
+        }
+        self.reading = Reading::Lent(lent);
+        Some(())
+    }
+
+    /// The frame `skip` bytes into the read buffer (at its front, for a
+    /// lend), if it is a whole message on its own that needs none of the
+    /// receive loop's bookkeeping: FIN set, RSV bits clear, text or binary,
+    /// masked as the role expects, a length under 64 KiB within the limits,
+    /// all of it buffered, and no message in progress. Its place from
+    /// `skip` on (header included) and its mask key; the payload is still
+    /// masked and its text not yet validated.
+    #[inline]
+    pub(super) fn whole_frame_at(&self, skip: usize) -> Option<(Lent, Option<[u8; 4]>)> {
         if !matches!(self.reading, Reading::Header) || self.message.is_some() {
             return None;
         }
-        let buf = &self.read[..];
+        let buf = self.read.get(skip..)?;
         let (b0, b1) = (*buf.first()?, *buf.get(1)?);
         // FIN set, RSV bits clear, opcode text (1) or binary (2).
         let text = match b0 {
@@ -294,24 +320,12 @@ impl Connection {
         {
             return None;
         }
-        let payload = &mut self.read[start..start + len];
-        if let Some(key) = key {
-            apply_mask(payload, key, 0);
-        }
-        if text && simdutf8::basic::from_utf8(payload).is_err() {
-            // Left as it came (masking is its own inverse) for `decode`,
-            // which finds the first bad byte and fails the connection.
-            if let Some(key) = key {
-                apply_mask(payload, key, 0);
-            }
-            return None;
-        }
-        self.reading = Reading::Lent(Lent {
+        let lent = Lent {
             start: start as u8,
             len: len as u16,
             text,
-        });
-        Some(())
+        };
+        Some((lent, key))
     }
 
     pub(super) fn is_plain_text(&self, header: &FrameHeader) -> bool {

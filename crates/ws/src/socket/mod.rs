@@ -5,7 +5,8 @@
 //! cancel-safe: dropping a `recv()` future inside `tokio::select!` loses no
 //! bytes and no message.
 //!
-//! The driver is split by concern: `receive` (the receive loop), `send`
+//! The driver is split by concern: `receive` (the receive loop), `echo`
+//! (an echo's fast path), `send`
 //! (queueing, backpressure, writing), `keepalive`, `memory` (the memory
 //! budget), `teardown` (closing the transport, in the order
 //! [`duplex_proto::Teardown`] decides) and `futures` (the named futures,
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::received::RecvRef;
 
+mod echo;
 mod futures;
 mod keepalive;
 mod memory;

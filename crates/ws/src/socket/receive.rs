@@ -101,16 +101,21 @@ where
     /// back through memory cost more than deciding this case.)
     #[inline]
     pub(crate) fn lend_buffered(&mut self) -> bool {
-        // What the loop sees to before it takes a decoded message: a
-        // stashed close, a teardown, being shed, backpressure.
-        let quiet = self.extra.as_ref().is_none_or(|x| {
+        self.quiet()
+            && self.conn.outgoing().len() < self.config.write_buffer_limit
+            && self.conn.lend_buffered()
+    }
+
+    /// Nothing the receive loop sees to before it takes a decoded message:
+    /// no stashed close, no teardown, not shed. (Backpressure is the
+    /// caller's to check.)
+    #[inline]
+    pub(super) fn quiet(&self) -> bool {
+        self.extra.as_ref().is_none_or(|x| {
             x.stashed.is_none()
                 && x.teardown.is_none()
                 && !x.account.as_ref().is_some_and(|a| a.charge.is_shed())
-        });
-        quiet
-            && self.conn.outgoing().len() < self.config.write_buffer_limit
-            && self.conn.lend_buffered()
+        })
     }
 
     /// A received close frame waits in `stashed` until its reply is

@@ -1,0 +1,221 @@
+//! An echo's whole loop, for the messages it can decide without the
+//! receive loop: each whole small data frame at the front of the read
+//! buffer goes straight back, unmasked as it is copied to the output.
+//!
+//! An echo is what `duplex serve` /echo and every benchmark's server do, and
+//! on a pipelined connection most of its work per message is bookkeeping:
+//! lend the message (unmask it in place), queue a copy, release it. Here
+//! the payload is read once and written once, and the read buffer advances
+//! once per batch of frames.
+
+use bytes::Buf;
+
+use super::{Connection, Lent};
+use crate::State;
+use crate::frame::OpCode;
+
+/// What one call of [`Connection::echo_buffered`] echoed.
+///
+/// ```
+/// use duplex_proto::connection::Echoed;
+/// let none = Echoed::default();
+/// assert_eq!((none.messages, none.bytes), (0, 0));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Echoed {
+    /// Messages echoed.
+    pub messages: usize,
+    /// Their payload bytes.
+    pub bytes: usize,
+}
+
+impl Connection {
+    /// Echoes the data messages at the front of the read buffer that are
+    /// whole as one small frame each, as `next_incoming` then
+    /// [`send_lent`](Self::send_lent) would, until the output holds
+    /// `limit` bytes or more (a driver's backpressure mark).
+    ///
+    /// It stops, leaving the rest for [`next_incoming`](Self::next_incoming),
+    /// at the first frame that needs the receive loop: a control frame, a
+    /// fragment, a frame not yet whole, one of 64 KiB or more, one over the
+    /// limits, one that compression applies to (either way), or text that
+    /// is not valid UTF-8 (left as it came, for `next_incoming` to fail the
+    /// connection on, with the same close frame). So a driver may call this
+    /// before each receive and lose nothing: what it echoes, the two-step
+    /// path would have echoed byte for byte.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Message, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// client.send(Message::text("one")).unwrap();
+    /// client.send(Message::binary(&b"two"[..])).unwrap();
+    /// client.send(Message::Ping("three".into())).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// server.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
+    ///
+    /// let echoed = server.echo_buffered(usize::MAX);
+    /// assert_eq!((echoed.messages, echoed.bytes), (2, 6)); // not the ping
+    /// let n = server.outgoing().remaining();
+    /// client.read_buf().extend_from_slice(&server.outgoing().copy_to_bytes(n));
+    /// assert_eq!(client.next_message().unwrap(), Some(Message::text("one")));
+    /// assert_eq!(client.next_message().unwrap(), Some(Message::binary(&b"two"[..])));
+    /// assert!(server.next_message().unwrap().is_some_and(|m| m.is_ping()));
+    /// ```
+    pub fn echo_buffered(&mut self, limit: usize) -> Echoed {
+        self.release_lent();
+        let mut echoed = Echoed::default();
+        if self.state() == State::Closed || self.phase.close_sent() {
+            return echoed;
+        }
+        // Frames echoed are consumed in one step at the end.
+        let mut consumed = 0;
+        while self.out.len() < limit {
+            let Some((lent, key)) = self.frame_to_echo(consumed) else {
+                break;
+            };
+            let frame = &self.read[consumed..consumed + lent.frame_len()];
+            let payload = &frame[lent.payload()];
+            let echoed_ok = match key {
+                // A server's: unmasked into the output, and text checked
+                // there, so the read buffer stays as it came.
+                Some(_) => {
+                    let at = self.out.tail_mut().len();
+                    let copy = self.out.extend_unmasked_echo(frame, lent.start as usize);
+                    let valid = !lent.text || simdutf8::basic::from_utf8(copy).is_ok();
+                    if !valid {
+                        self.out.tail_mut().truncate(at);
+                    }
+                    valid
+                }
+                // A client's: the payload came in the clear, and goes out
+                // masked with a fresh key, as every client frame.
+                None => {
+                    let valid = !lent.text || simdutf8::basic::from_utf8(payload).is_ok();
+                    if valid {
+                        let read = std::mem::take(&mut self.read);
+                        let opcode = if lent.text {
+                            OpCode::Text
+                        } else {
+                            OpCode::Binary
+                        };
+                        self.write_frame(opcode, false, &read[consumed..][lent.payload()]);
+                        self.read = read;
+                    }
+                    valid
+                }
+            };
+            if !echoed_ok {
+                break;
+            }
+            consumed += lent.frame_len();
+            echoed.messages += 1;
+            echoed.bytes += lent.len as usize;
+        }
+        self.read.advance(consumed);
+        echoed
+    }
+
+    /// [`whole_frame_at`](Self::whole_frame_at) `skip` bytes into the read
+    /// buffer, if compression would not apply to its echo.
+    #[inline]
+    fn frame_to_echo(&self, skip: usize) -> Option<(Lent, Option<[u8; 4]>)> {
+        let (lent, key) = self.whole_frame_at(skip)?;
+        let compresses = self
+            .compression
+            .as_ref()
+            .is_some_and(|c| c.deflater.should_compress(lent.len as usize));
+        (!compresses).then_some((lent, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, BytesMut};
+
+    use crate::mask::extend_masked;
+    use crate::{Connection, Echoed, Message, ProtocolError, Role};
+
+    /// A client's whole masked frame.
+    fn masked(first: u8, payload: &[u8], key: [u8; 4]) -> BytesMut {
+        assert!(payload.len() < 126);
+        let mut wire = BytesMut::from(&[first, 0x80 | payload.len() as u8][..]);
+        wire.extend_from_slice(&key);
+        extend_masked(&mut wire, payload, key);
+        wire
+    }
+
+    fn sent(conn: &mut Connection) -> Vec<u8> {
+        let n = conn.outgoing().remaining();
+        conn.outgoing().copy_to_bytes(n).to_vec()
+    }
+
+    /// Text that is not UTF-8 stops the echo with nothing of it written and
+    /// the read buffer as it came; `next_message` then fails on it.
+    #[test]
+    fn invalid_text_is_neither_echoed_nor_consumed() {
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        let good = masked(0x81, b"ok", [1, 2, 3, 4]);
+        let bad = masked(0x81, b"a\xffb", [5, 6, 7, 8]);
+        server.read_buf().extend_from_slice(&good);
+        server.read_buf().extend_from_slice(&bad);
+        let echoed = server.echo_buffered(usize::MAX);
+        assert_eq!(
+            echoed,
+            Echoed {
+                messages: 1,
+                bytes: 2
+            }
+        );
+        assert_eq!(sent(&mut server), b"\x81\x02ok");
+        assert_eq!(&server.read_buf()[..], &bad[..]);
+        assert_eq!(server.next_message(), Err(ProtocolError::InvalidUtf8));
+    }
+
+    /// The echo stops once the output reaches the limit, and goes on from
+    /// there when called again.
+    #[test]
+    fn the_limit_stops_the_echo_between_frames() {
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        for (i, word) in [&b"one"[..], b"two", b"six"].into_iter().enumerate() {
+            let key = [i as u8; 4];
+            server
+                .read_buf()
+                .extend_from_slice(&masked(0x82, word, key));
+        }
+        assert_eq!(server.echo_buffered(1).messages, 1); // over it after one
+        assert_eq!(server.echo_buffered(1).messages, 0);
+        assert_eq!(sent(&mut server), b"\x82\x03one");
+        assert_eq!(server.echo_buffered(10).messages, 2);
+        assert_eq!(sent(&mut server), b"\x82\x03two\x82\x03six");
+        assert!(server.read_buf().is_empty());
+    }
+
+    /// Nothing is echoed once a close frame was sent.
+    #[test]
+    fn nothing_is_echoed_after_closing() {
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        server
+            .read_buf()
+            .extend_from_slice(&masked(0x81, b"late", [9; 4]));
+        server.close(None).unwrap();
+        let close = sent(&mut server);
+        assert_eq!(server.echo_buffered(usize::MAX), Echoed::default());
+        assert!(sent(&mut server).is_empty(), "after {close:?}");
+    }
+
+    /// A client echoes what a server sent in the clear, masked with a key
+    /// of its own.
+    #[test]
+    fn a_client_masks_its_echo() {
+        let mut client = Connection::new(Role::Client, Default::default(), None);
+        client.read_buf().extend_from_slice(b"\x81\x02hi\x82\x01!");
+        assert_eq!(client.echo_buffered(usize::MAX).messages, 2);
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        server.read_buf().extend_from_slice(&sent(&mut client));
+        assert_eq!(server.next_message(), Ok(Some(Message::text("hi"))));
+        assert_eq!(server.next_message(), Ok(Some(Message::binary(&b"!"[..]))));
+    }
+}

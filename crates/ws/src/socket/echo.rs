@@ -1,0 +1,75 @@
+//! An echo's fast path: every data message already whole in the read
+//! buffer goes straight back, decided by [`Connection::echo_buffered`].
+//!
+//! [`Connection::echo_buffered`]: duplex_proto::Connection::echo_buffered
+
+use duplex_proto::Echoed;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::WebSocket;
+use crate::pool;
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Echoes, without waiting, every text and binary message already
+    /// whole in the read buffer as one small frame, up to the write buffer
+    /// limit (backpressure), and says how many messages and bytes that was.
+    /// The echoes are queued as [`feed`](Self::feed) queues them: the next
+    /// `recv`, `flush` or `send` writes them, all in one write.
+    ///
+    /// It stops at the first message that needs the receive loop (a
+    /// control frame, a fragment, a frame still arriving, compression,
+    /// text that is not UTF-8), so an echo calls it before each
+    /// [`recv_ref`](Self::recv_ref), which takes that message next. A
+    /// pipelined peer's messages then cost one copy each, unmasked on the
+    /// way: no future, no lend and release per message.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> duplex::Result<()> {
+    /// # use duplex::{Config, WebSocket, proto::{Connection, Role}};
+    /// # let (a, b) = tokio::io::duplex(4096);
+    /// # let open = |io, role| {
+    /// #     let conn = Connection::new(role, Default::default(), None);
+    /// #     WebSocket::from_parts(io, conn, Config::default(), None)
+    /// # };
+    /// # let (mut server, mut client) = (open(a, Role::Server), open(b, Role::Client));
+    /// for word in ["one", "two", "three"] {
+    ///     client.feed(word).await?;
+    /// }
+    /// client.flush().await?;
+    /// // An echo: the first message of each read comes through `recv_ref`,
+    /// // the rest already buffered behind it through `echo_buffered`.
+    /// let mut echoed = 0;
+    /// while echoed < 3 {
+    ///     echoed += server.echo_buffered().messages;
+    ///     if echoed == 3 {
+    ///         break;
+    ///     }
+    ///     server.recv_ref().await.expect("open")?.echo().await?;
+    ///     echoed += 1;
+    /// }
+    /// server.flush().await?;
+    /// for word in ["one", "two", "three"] {
+    ///     assert_eq!(client.recv().await.unwrap()?.as_text(), Some(word));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn echo_buffered(&mut self) -> Echoed {
+        if !self.quiet() || self.conn.read_buf().is_empty() {
+            return Echoed::default();
+        }
+        let out = self.conn.outgoing();
+        if out.needs_buffer() {
+            out.provide(pool::take());
+        }
+        let echoed = self.conn.echo_buffered(self.config.write_buffer_limit);
+        if echoed.messages > 0 && self.config.memory_budget.is_some() {
+            self.charge_sent();
+        }
+        echoed
+    }
+}

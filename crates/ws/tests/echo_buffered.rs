@@ -1,0 +1,163 @@
+//! `WebSocket::echo_buffered`: an echo that answers what is already
+//! buffered first, then takes the next message with `recv_ref`, must send
+//! back what an echo of every message does, for any stream a client may
+//! send, however the network splits it, whatever the write buffer limit,
+//! and must fail invalid text with the same close code.
+
+mod rawpeer;
+
+use std::net::SocketAddr;
+
+use duplex::proto::frame::OpCode;
+use duplex::{Config, Message, ServerBuilder};
+use proptest::prelude::*;
+use rawpeer::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// One message as the client sends it.
+#[derive(Debug, Clone)]
+enum Sent {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    /// Text in two frames, split at a byte offset (clamped to a char
+    /// boundary), with a ping between them.
+    Fragmented(String, usize),
+}
+
+impl Sent {
+    fn wire(&self) -> Vec<u8> {
+        match self {
+            Sent::Text(s) => client_frame(OpCode::Text, true, s.as_bytes()),
+            Sent::Binary(b) => client_frame(OpCode::Binary, true, b),
+            Sent::Ping(p) => client_frame(OpCode::Ping, true, p),
+            Sent::Fragmented(s, at) => {
+                let mut at = (*at).min(s.len());
+                while !s.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let mut wire = client_frame(OpCode::Text, false, &s.as_bytes()[..at]);
+                wire.extend(client_frame(OpCode::Ping, true, b"mid"));
+                wire.extend(client_frame(
+                    OpCode::Continuation,
+                    true,
+                    &s.as_bytes()[at..],
+                ));
+                wire
+            }
+        }
+    }
+
+    /// What comes back, in order.
+    fn echoed(&self) -> Vec<Message> {
+        match self {
+            Sent::Text(s) => vec![Message::text(s.clone())],
+            Sent::Binary(b) => vec![Message::binary(b.clone())],
+            Sent::Ping(p) => vec![Message::Pong(p.clone().into())],
+            // The pong goes out as soon as the ping is read, before the
+            // message it interrupted is whole.
+            Sent::Fragmented(s, _) => vec![Message::Pong("mid".into()), Message::text(s.clone())],
+        }
+    }
+}
+
+/// Payload lengths around where the paths differ: a 7-bit length, a 16-bit
+/// one, the 16-bit maximum (65,535) and past it.
+fn length() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        8 => 0usize..40,
+        3 => 100usize..400,
+        1 => 65_530usize..65_541,
+        1 => 70_000usize..70_010,
+    ]
+}
+
+/// Text of one- to four-byte characters, about `length()` bytes long.
+fn text() -> impl Strategy<Value = String> {
+    let chars = prop::sample::select(vec!['a', 'z', ' ', 'é', '☃', '😀']);
+    length()
+        .prop_flat_map(move |n| proptest::collection::vec(chars.clone(), n / 2))
+        .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    prop_oneof![
+        4 => text().prop_map(Sent::Text),
+        4 => length().prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n)).prop_map(Sent::Binary),
+        1 => proptest::collection::vec(any::<u8>(), 0..126).prop_map(Sent::Ping),
+        1 => (text(), 0usize..200).prop_map(|(s, at)| Sent::Fragmented(s, at)),
+    ]
+}
+
+/// An echo server for one connection on `echo_buffered` and `recv_ref`.
+async fn server(limit: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let config = Config::default().with_write_buffer_limit(limit);
+        let mut ws = ServerBuilder::new()
+            .config(config)
+            .accept(tcp)
+            .await
+            .unwrap();
+        loop {
+            ws.echo_buffered();
+            match ws.recv_ref().await {
+                Some(Ok(received)) if received.message().is_data() => {
+                    if received.echo().await.is_err() {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    });
+    addr
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn an_echo_of_what_is_buffered_sends_back_every_message_in_order(
+        messages in proptest::collection::vec(sent(), 0..40),
+        invalid_at_the_end: bool,
+        chunks in proptest::collection::vec(1usize..3000, 1..6),
+        limit in prop_oneof![1usize..64, 1024usize..(256 << 10)],
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (code, echoed) = runtime.block_on(async {
+            let addr = server(limit).await;
+            let (tcp, _) = raw_client(addr, "").await;
+            tcp.set_nodelay(true).unwrap();
+            let (mut read, mut write) = tcp.into_split();
+            let mut wire: Vec<u8> = messages.iter().flat_map(Sent::wire).collect();
+            if invalid_at_the_end {
+                wire.extend(client_frame(OpCode::Text, true, b"ok \xff"));
+            } else {
+                wire.extend(client_frame(OpCode::Close, true, &1000u16.to_be_bytes()));
+            }
+            // Written in pieces while the echoes are read, so the server
+            // sees frames split every way, and never waits on a full buffer.
+            let writer = tokio::spawn(async move {
+                let mut sizes = chunks.iter().cycle();
+                for piece in wire.chunks(*sizes.next().unwrap()) {
+                    write.write_all(piece).await.unwrap();
+                }
+                write
+            });
+            let outcome = read_until_close(&mut read).await;
+            drop(writer.await.unwrap());
+            outcome
+        });
+        let expected: Vec<Message> = messages.iter().flat_map(Sent::echoed).collect();
+        prop_assert_eq!(code, Some(if invalid_at_the_end { 1007 } else { 1000 }));
+        prop_assert_eq!(echoed.len(), expected.len());
+        for (i, (got, want)) in echoed.iter().zip(&expected).enumerate() {
+            prop_assert!(got == want, "message {} of {}: {:?} for {:?}", i, expected.len(), got.as_text().map(str::len), want.as_text().map(str::len));
+        }
+    }
+}
