@@ -13,7 +13,6 @@ use duplex::{Config, Message, ServerBuilder};
 use proptest::prelude::*;
 use rawpeer::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 /// One message as the client sends it.
 #[derive(Debug, Clone)]
@@ -92,16 +91,10 @@ fn sent() -> impl Strategy<Value = Sent> {
 
 /// An echo server for one connection on `echo_buffered` and `recv_ref`.
 async fn server(limit: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let config = Config::default().with_write_buffer_limit(limit);
+    let (addr, accept) = one_connection(ServerBuilder::new().config(config)).await;
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let config = Config::default().with_write_buffer_limit(limit);
-        let mut ws = ServerBuilder::new()
-            .config(config)
-            .accept(tcp)
-            .await
-            .unwrap();
+        let mut ws = accept.await;
         loop {
             ws.echo_buffered();
             match ws.recv_ref().await {

@@ -144,16 +144,10 @@ async fn a_compressed_connection_echoes_borrowed_messages() {
 async fn a_borrowing_echo_keeps_to_the_write_buffer_limit() {
     let limit = 64 << 10;
     let size = 16 << 10;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let config = Config::default().with_write_buffer_limit(limit);
+    let (addr, accept) = one_connection(ServerBuilder::new().config(config)).await;
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let config = Config::default().with_write_buffer_limit(limit);
-        let mut ws = ServerBuilder::new()
-            .config(config)
-            .accept(tcp)
-            .await
-            .unwrap();
+        let mut ws = accept.await;
         let (mut echoed, mut most) = (0usize, 0usize);
         let wait = Duration::from_millis(300);
         // Bounded: at most 2,000 messages, and it ends at the first wait of

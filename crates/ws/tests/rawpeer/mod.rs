@@ -51,6 +51,23 @@ pub async fn echo_server(builder: ServerBuilder) -> (SocketAddr, ServerEvents) {
     (addr, rx)
 }
 
+/// A free loopback port, and a future that accepts one WebSocket on it
+/// with `builder`'s settings (to spawn as the server).
+pub async fn one_connection(
+    builder: ServerBuilder,
+) -> (
+    SocketAddr,
+    impl Future<Output = duplex::WebSocket<TcpStream>> + Send + 'static,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        builder.accept(tcp).await.unwrap()
+    };
+    (addr, accept)
+}
+
 /// The upgrade request a browser would send, with extra header lines.
 pub fn upgrade_request(extra: &str) -> String {
     upgrade_request_to("/echo", extra)
