@@ -10,7 +10,7 @@
 
 use bytes::Buf;
 
-use super::{Connection, Lent};
+use super::Connection;
 use crate::State;
 use crate::frame::OpCode;
 
@@ -70,10 +70,18 @@ impl Connection {
         if self.state() == State::Closed || self.phase.close_sent() {
             return echoed;
         }
+        let Some(mut rules) = self.whole_frames() else {
+            return echoed;
+        };
+        // What compression applies to is for the receive loop, so that the
+        // echo is the same either way.
+        if let Some(c) = &self.compression {
+            rules.len_below = rules.len_below.min(c.deflater.compresses_from());
+        }
         // Frames echoed are consumed in one step at the end.
         let mut consumed = 0;
         while self.out.len() < limit {
-            let Some((lent, key)) = self.frame_to_echo(consumed) else {
+            let Some((lent, key)) = self.whole_frame_at(consumed, rules) else {
                 break;
             };
             let frame = &self.read[consumed..consumed + lent.frame_len()];
@@ -116,18 +124,6 @@ impl Connection {
         }
         self.read.advance(consumed);
         echoed
-    }
-
-    /// [`whole_frame_at`](Self::whole_frame_at) `skip` bytes into the read
-    /// buffer, if compression would not apply to its echo.
-    #[inline]
-    fn frame_to_echo(&self, skip: usize) -> Option<(Lent, Option<[u8; 4]>)> {
-        let (lent, key) = self.whole_frame_at(skip)?;
-        let compresses = self
-            .compression
-            .as_ref()
-            .is_some_and(|c| c.deflater.should_compress(lent.len as usize));
-        (!compresses).then_some((lent, key))
     }
 }
 

@@ -144,6 +144,17 @@ impl Lent {
     }
 }
 
+/// What decides which frames are taken whole, worked out once for a batch
+/// (see `Connection::whole_frames`).
+#[derive(Debug, Clone, Copy)]
+struct WholeFrames {
+    /// Payloads taken are shorter than this: within the limits, and under
+    /// 64 KiB (a 16-bit length).
+    len_below: usize,
+    /// Whether frames must come masked (a server's) or not (a client's).
+    masked: bool,
+}
+
 /// What [`Connection::next_incoming`] found.
 ///
 /// ```

@@ -256,7 +256,7 @@ impl Connection {
     /// `lend_whole_frame`, written with `?`: `None` changes nothing.
     #[inline]
     fn try_lend_whole_frame(&mut self) -> Option<()> {
-        let (lent, key) = self.whole_frame_at(0)?;
+        let (lent, key) = self.whole_frame_at(0, self.whole_frames()?)?;
         let payload = &mut self.read[lent.payload()];
         if let Some(key) = key {
             apply_mask(payload, key, 0);
@@ -273,18 +273,39 @@ impl Connection {
         Some(())
     }
 
+    /// Whether frames may be taken whole (see
+    /// [`whole_frame_at`](Self::whole_frame_at)) now, and what decides it
+    /// for each, worked out once for a batch of frames. `None` while a
+    /// frame or a fragmented message is in progress.
+    #[inline]
+    pub(super) fn whole_frames(&self) -> Option<WholeFrames> {
+        let limits = &self.limits;
+        let ready = matches!(self.reading, Reading::Header)
+            && self.message.is_none()
+            && limits.max_fragments > 0;
+        ready.then(|| WholeFrames {
+            len_below: limits
+                .max_frame_size
+                .min(limits.max_message_size)
+                .min(u16::MAX as usize)
+                + 1,
+            masked: self.role == Role::Server,
+        })
+    }
+
     /// The frame `skip` bytes into the read buffer (at its front, for a
     /// lend), if it is a whole message on its own that needs none of the
     /// receive loop's bookkeeping: FIN set, RSV bits clear, text or binary,
-    /// masked as the role expects, a length under 64 KiB within the limits,
-    /// all of it buffered, and no message in progress. Its place from
-    /// `skip` on (header included) and its mask key; the payload is still
-    /// masked and its text not yet validated.
+    /// masked as the role expects, a length within `rules` (under 64 KiB
+    /// and the limits), all of it buffered. Its place from `skip` on
+    /// (header included) and its mask key; the payload is still masked and
+    /// its text not yet validated.
     #[inline]
-    pub(super) fn whole_frame_at(&self, skip: usize) -> Option<(Lent, Option<[u8; 4]>)> {
-        if !matches!(self.reading, Reading::Header) || self.message.is_some() {
-            return None;
-        }
+    pub(super) fn whole_frame_at(
+        &self,
+        skip: usize,
+        rules: WholeFrames,
+    ) -> Option<(Lent, Option<[u8; 4]>)> {
         let buf = self.read.get(skip..)?;
         let (b0, b1) = (*buf.first()?, *buf.get(1)?);
         // FIN set, RSV bits clear, opcode text (1) or binary (2).
@@ -294,7 +315,7 @@ impl Connection {
             _ => return None,
         };
         let masked = b1 & 0x80 != 0;
-        if masked != (self.role == Role::Server) {
+        if masked != rules.masked {
             return None;
         }
         let (len, mut start) = match b1 & 0x7F {
@@ -312,12 +333,7 @@ impl Connection {
         } else {
             None
         };
-        let limits = &self.limits;
-        if buf.len() - start < len
-            || len > limits.max_frame_size
-            || len > limits.max_message_size
-            || limits.max_fragments == 0
-        {
+        if len >= rules.len_below || buf.len() - start < len {
             return None;
         }
         let lent = Lent {

@@ -99,7 +99,23 @@ impl Deflater {
     /// assert!(deflater.should_compress(64));
     /// ```
     pub fn should_compress(&self, len: usize) -> bool {
-        len >= self.threshold && self.window_bits > 8
+        len >= self.compresses_from()
+    }
+
+    /// The shortest message compressed (`usize::MAX`: none), for a caller
+    /// deciding many messages at once.
+    ///
+    /// ```
+    /// use duplex_proto::{DeflateParams, Role, deflate::Deflater};
+    /// let deflater = Deflater::new(&DeflateParams::default(), Role::Client, 1, 64);
+    /// assert_eq!(deflater.compresses_from(), 64);
+    /// ```
+    pub fn compresses_from(&self) -> usize {
+        if self.window_bits > 8 {
+            self.threshold
+        } else {
+            usize::MAX
+        }
     }
 
     /// Appends the compressed form of `input` (trailer stripped) to `out`.
