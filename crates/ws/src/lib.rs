@@ -17,6 +17,8 @@
 //!   [`recv_ref`](WebSocket::recv_ref) to receive without taking the
 //!   message out of the read buffer (an echo or router of small messages
 //!   skips a reference count per message),
+//!   [`echo_buffered`](WebSocket::echo_buffered) to echo every message
+//!   already buffered in one pass,
 //!   [`split`](WebSocket::split) into halves for two tasks; cancel-safe
 //!   receiving; bounded outgoing buffer (backpressure); keepalive pings and
 //!   idle timeout; limits on everything a peer can make us buffer.
