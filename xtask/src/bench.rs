@@ -240,7 +240,7 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let server = start_smoke_serve(&duplex, &dir)?;
     smoke_echo(&duplex, &server)?;
-    smoke_transfer(&duplex, server.addr)?;
+    smoke_transfer(&duplex, server.addr, server.child.id())?;
     let hub = format!("ws://{}/ws", server.addr);
     smoke_fanout(&duplex, &hub, server.child.id(), &[])?;
     drop(server);
@@ -373,13 +373,15 @@ fn smoke_echo(duplex: &Path, server: &Running) -> Result<()> {
 }
 
 /// The transfer mode: every run moves every byte and checks it.
-fn smoke_transfer(duplex: &Path, addr: SocketAddr) -> Result<()> {
+fn smoke_transfer(duplex: &Path, addr: SocketAddr, pid: u32) -> Result<()> {
     let mut cmd = Command::new(duplex);
     let url = format!("ws://{addr}/files");
-    cmd.args(["bench", "transfer", &url, "--size", "16m", "--json"]);
+    cmd.args(["bench", "transfer", &url, "--size", "16m", "--json"])
+        .args(["--server-pid", &pid.to_string()]);
     println!("$ {} {}", duplex.display(), cmd_args_all(&cmd));
     let v = bench_report(&mut cmd, Duration::from_secs(120), "duplex bench transfer")?;
     let rows = v["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let relay_cpu = |r: &serde_json::Value| r["extra"]["server_cpu_us_per_mib"].as_f64();
     if v["errors"] != 0
         || rows.len() != 3
         || rows
@@ -388,9 +390,17 @@ fn smoke_transfer(duplex: &Path, addr: SocketAddr) -> Result<()> {
     {
         bail!("implausible transfer report: {v}");
     }
+    // The relay's CPU per MiB in the two relayed runs, not in the TCP copy
+    // (the generator's own).
+    if relay_cpu(&rows[0]).is_some() || !rows[1..].iter().all(|r| relay_cpu(r) > Some(0.0)) {
+        bail!("the relay's CPU per MiB belongs to the relayed runs alone: {v}");
+    }
     for r in rows {
+        let cpu = relay_cpu(r).map_or(String::new(), |us| {
+            format!(", the relay's CPU {us:.0} µs per MiB")
+        });
         println!(
-            "    {}: {:.0} MB/s",
+            "    {}: {:.0} MB/s{cpu}",
             r["name"].as_str().unwrap_or("?"),
             r["mb_per_sec"].as_f64().unwrap_or(0.0)
         );

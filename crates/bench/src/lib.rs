@@ -80,8 +80,9 @@ pub struct Common {
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// The server's process id (on this machine): report its CPU time per
-    /// message and how busy it was (echo, latency, fanout), or its memory
-    /// and CPU per connection (connections). Repeatable: a server made of
+    /// message and how busy it was (echo, latency, fanout), per MiB relayed
+    /// (transfer), or its memory and CPU per connection (connections).
+    /// Repeatable: a server made of
     /// several processes (nodes and their Redis) counts as their sum.
     #[arg(long, value_name = "PID")]
     pub server_pid: Vec<u32>,

@@ -120,18 +120,26 @@ impl CpuWatch {
     /// kernel's, which a server changes only through its syscalls, so a
     /// change to the server's own code shows there first.
     pub fn report(&self, row: &mut Row, per: &str) -> Result<()> {
+        let ops = row.ops.max(1) as f64;
+        self.report_per(row, per, ops)
+    }
+
+    /// [`report`](Self::report) per `count` units of what `per` names
+    /// (`mib`: per MiB moved), not per operation.
+    pub fn report_per(&self, row: &mut Row, per: &str, count: f64) -> Result<()> {
         let now = read(&self.pids)?;
         let cpu = now.cpu_seconds - self.start.cpu_seconds;
         let user = now.user_seconds - self.start.user_seconds;
         let wall = self.started.elapsed().as_secs_f64();
+        let count = count.max(1e-9);
         row.extra.push((
             format!("server_cpu_us_per_{per}"),
-            cpu * 1e6 / row.ops.max(1) as f64,
+            cpu * 1e6 / count,
             "µs".into(),
         ));
         row.extra.push((
             format!("server_user_us_per_{per}"),
-            user * 1e6 / row.ops.max(1) as f64,
+            user * 1e6 / count,
             "µs".into(),
         ));
         row.extra.push((

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::report::{Report, Row};
+use crate::server_usage::CpuWatch;
 use crate::target::Target;
 use crate::{Common, parse_size, show_size};
 use duplex_transfer::channel::Channel;
@@ -95,7 +96,15 @@ pub async fn run(args: &TransferArgs) -> Result<Report> {
         let mut row = match run {
             Run::Tcp => tcp_copy(&target, args.size, &pattern).await?,
             Run::Plain | Run::Sealed => {
-                relay_copy(&args.common.url, args.size, &pattern, run == Run::Sealed).await?
+                // The relay's own cost per MiB, with --server-pid.
+                let watch = CpuWatch::start_if(&args.common.server_pid)?;
+                let sealed = run == Run::Sealed;
+                let mut row = relay_copy(&args.common.url, args.size, &pattern, sealed).await?;
+                if let Some(watch) = watch {
+                    let mib = args.size as f64 / f64::from(1u32 << 20);
+                    watch.report_per(&mut row, "mib", mib)?;
+                }
+                row
             }
         };
         row.name = format!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{
-    Bins, Running, SERVERS, Script, alternating, bench_report, median, start, start_script,
+    Bins, Running, SERVERS, Sample, Script, alternating, bench_report, median, start, start_script,
 };
 use crate::Paths;
 use crate::process::free_port;
@@ -78,13 +78,20 @@ impl Started {
             Self::Script(s) => s.addr,
         }
     }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Bench(r) => r.child.id(),
+            Self::Script(s) => s.child.id(),
+        }
+    }
 }
 
 /// Runs `reps` repetitions of `seconds` per workload and server; returns
 /// the markdown section.
 pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<String> {
-    // rates[workload][server] = messages/s per repetition.
-    let mut rates = vec![vec![Vec::<f64>::new(); PEERS.len()]; WORKLOADS.len()];
+    // samples[workload][server] = one per repetition.
+    let mut samples = vec![vec![Vec::<Sample>::new(); PEERS.len()]; WORKLOADS.len()];
     let mut shown = String::new();
     for rep in 0..reps {
         for (wi, row) in WORKLOADS.iter().enumerate() {
@@ -93,21 +100,43 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                 if rep == 0 && si == 0 {
                     let _ = writeln!(shown, "{}", shown_command(row, seconds));
                 }
-                let rate = echo_rate(paths, bins, name, row, seconds)?;
+                let sample = compressed_echo(paths, bins, name, row, seconds)?;
                 println!(
-                    "    rep {} {:<58} {peer_label:<20} {rate:>10.0}/s (deflate)",
+                    "    rep {} {:<58} {peer_label:<20} {:>10.0}/s, server {:.2} µs/msg (deflate)",
                     rep + 1,
-                    row.0
+                    row.0,
+                    sample.rate,
+                    sample.cpu_us_per_msg
                 );
-                rates[wi][si].push(rate);
+                samples[wi][si].push(sample);
             }
         }
     }
-    let medians: Vec<Vec<f64>> = rates
+    let medians: Vec<Vec<Cell>> = samples
         .iter()
-        .map(|row| row.iter().map(|cell| median(cell.clone())).collect())
+        .map(|row| {
+            row.iter()
+                .map(|cell| {
+                    let med = |f: fn(&Sample) -> f64| median(cell.iter().map(f).collect());
+                    Cell {
+                        rate: med(|s| s.rate),
+                        cpu_us: med(|s| s.cpu_us_per_msg),
+                        busy: med(|s| s.busy_pct),
+                    }
+                })
+                .collect()
+        })
         .collect();
     Ok(markdown(reps, seconds, &shown, &medians))
+}
+
+/// A server's medians in one row: messages/s, its CPU per message (µs) and
+/// how busy it was (% of a core).
+#[derive(Clone, Copy)]
+struct Cell {
+    rate: f64,
+    cpu_us: f64,
+    busy: f64,
 }
 
 /// Starts the server `name` (a bench server or a peer script) on CPU 0.
@@ -122,8 +151,14 @@ fn start_peer(paths: &Paths, bins: &Bins, name: &str) -> Result<Started> {
     })
 }
 
-/// Messages/s of one compressed echo run of `row` against a fresh `name`.
-fn echo_rate(paths: &Paths, bins: &Bins, name: &str, row: &Row, seconds: u64) -> Result<f64> {
+/// One compressed echo run of `row` against a fresh `name`.
+fn compressed_echo(
+    paths: &Paths,
+    bins: &Bins,
+    name: &str,
+    row: &Row,
+    seconds: u64,
+) -> Result<Sample> {
     let &(_, c, p, size) = row;
     let server = start_peer(paths, bins, name)?;
     let path = if name == "duplex-serve" { "/echo" } else { "/" };
@@ -144,6 +179,8 @@ fn echo_rate(paths: &Paths, bins: &Bins, name: &str, row: &Row, seconds: u64) ->
         size,
         "-d",
         &format!("{seconds}s"),
+        "--server-pid",
+        &server.pid().to_string(),
     ]);
     let v = bench_report(
         &mut cmd,
@@ -151,7 +188,7 @@ fn echo_rate(paths: &Paths, bins: &Bins, name: &str, row: &Row, seconds: u64) ->
         &format!("compressed echo on {name}"),
     )?;
     drop(server);
-    Ok(v["rows"][0]["ops_per_sec"].as_f64().unwrap_or(0.0))
+    Ok(Sample::from_report(&v))
 }
 
 /// The load generator's command for `row`, as the section shows it.
@@ -161,16 +198,17 @@ fn shown_command(&(_, c, p, size): &Row, seconds: u64) -> String {
     )
 }
 
-/// The section, from the commands `shown` and the median rates
+/// The section, from the commands `shown` and the medians
 /// (`medians[workload][server]`, servers in the order of [`PEERS`]).
-fn markdown(reps: usize, seconds: u64, shown: &str, medians: &[Vec<f64>]) -> String {
+fn markdown(reps: usize, seconds: u64, shown: &str, medians: &[Vec<Cell>]) -> String {
     let mut t = format!(
         "## Compressed echo (permessage-deflate)\n\n\
          Every server with compression on, pinned to CPU 0; `duplex bench echo --compress` on CPU 1 offers \
          permessage-deflate without context takeover either way, sends JSON-like text compressed and inflates \
          and checks every echo. Node `ws` and Python `websockets` run `tests/peers/node_echo_server.js` and \
          `tests/peers/py_echo_server.py --compress on`. Messages/s, medians of {reps} repetition(s) of {seconds} s, \
-         and the share of Duplex (accept).\n\n```sh\n{shown}```\n\n| workload |"
+         and the share of Duplex (accept); then the server's CPU time per message (compression included) and \
+         how busy it was (100% = one core: the server saturated).\n\n```sh\n{shown}```\n\n| workload |"
     );
     for (_, label) in PEERS {
         let _ = write!(t, " {label} |");
@@ -178,18 +216,26 @@ fn markdown(reps: usize, seconds: u64, shown: &str, medians: &[Vec<f64>]) -> Str
     t.push_str("\n|---|");
     t.push_str(&"---|".repeat(PEERS.len()));
     t.push('\n');
-    for ((label, ..), rates) in WORKLOADS.iter().zip(medians) {
-        t.push_str(&table_row(label, rates));
+    for ((label, ..), cells) in WORKLOADS.iter().zip(medians) {
+        t.push_str(&table_row(label, cells));
     }
     t
 }
 
-/// A workload's row: each server's rate and its share of the first's.
-fn table_row(label: &str, rates: &[f64]) -> String {
+/// A workload's row: each server's rate and its share of the first's, its
+/// CPU per message and how busy it was.
+fn table_row(label: &str, cells: &[Cell]) -> String {
     let mut t = format!("| {label} |");
-    let base = rates[0];
-    for rate in rates {
-        let _ = write!(t, " {rate:.0}/s ({:.0}%) |", 100.0 * rate / base);
+    let base = cells[0].rate;
+    for c in cells {
+        let _ = write!(
+            t,
+            " {:.0}/s ({:.0}%); {:.1} µs, {:.0}% busy |",
+            c.rate,
+            100.0 * c.rate / base,
+            c.cpu_us,
+            c.busy
+        );
     }
     t.push('\n');
     t
@@ -205,9 +251,19 @@ mod tests {
             .iter()
             .map(|row| shown_command(row, 5) + "\n")
             .collect();
+        let cells = |rates: [f64; 4]| -> Vec<Cell> {
+            rates
+                .iter()
+                .map(|&rate| Cell {
+                    rate,
+                    cpu_us: 1e6 / rate,
+                    busy: 99.0,
+                })
+                .collect()
+        };
         let medians = [
-            vec![51000.0, 40000.0, 20000.0, 9100.0],
-            vec![151000.0, 120000.0, 60000.0, 19100.0],
+            cells([51000.0, 40000.0, 20000.0, 10000.0]),
+            cells([151000.0, 120000.0, 60000.0, 20000.0]),
         ];
         let t = markdown(3, 5, &shown, &medians);
         assert!(
@@ -216,7 +272,9 @@ mod tests {
         );
         assert!(
             t.contains(concat!(
-                "medians of 3 repetition(s) of 5 s, and the share of Duplex (accept).\n\n```sh\n",
+                "medians of 3 repetition(s) of 5 s, and the share of Duplex (accept); then the server's CPU time \
+                 per message (compression included) and how busy it was (100% = one core: the server \
+                 saturated).\n\n```sh\n",
                 "taskset -c 1 duplex bench echo ws://127.0.0.1:PORT/ --compress --text --json -c 100 -p 1 -s 4k -d 5s\n",
                 "taskset -c 1 duplex bench echo ws://127.0.0.1:PORT/ --compress --text --json -c 100 -p 16 -s 256 -d 5s\n",
                 "```\n\n",
@@ -229,8 +287,8 @@ mod tests {
             concat!(
                 "| workload | Duplex (accept) | duplex serve /echo | Node ws 8 | Python websockets |\n",
                 "|---|---|---|---|---|\n",
-                "| 100 connections, 1 in flight, 4 KiB JSON text | 51000/s (100%) | 40000/s (78%) | 20000/s (39%) | 9100/s (18%) |\n",
-                "| 100 connections, 16 in flight, 256 B JSON text (pipelined) | 151000/s (100%) | 120000/s (79%) | 60000/s (40%) | 19100/s (13%) |\n",
+                "| 100 connections, 1 in flight, 4 KiB JSON text | 51000/s (100%); 19.6 µs, 99% busy | 40000/s (78%); 25.0 µs, 99% busy | 20000/s (39%); 50.0 µs, 99% busy | 10000/s (20%); 100.0 µs, 99% busy |\n",
+                "| 100 connections, 16 in flight, 256 B JSON text (pipelined) | 151000/s (100%); 6.6 µs, 99% busy | 120000/s (79%); 8.3 µs, 99% busy | 60000/s (40%); 16.7 µs, 99% busy | 20000/s (13%); 50.0 µs, 99% busy |\n",
             )
         );
     }

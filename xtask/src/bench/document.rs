@@ -84,17 +84,21 @@ pub(super) fn cpu_table(
             let user = med(si, |s| s.user_us_per_msg);
             let busy = med(si, |s| s.busy_pct);
             let share = tcp.map(|ti| 100.0 * us / med(ti, |s| s.cpu_us_per_msg));
-            let cell = match share {
-                Some(share) => {
-                    format!("{share:.0}% ({us:.2} µs, user {user:.3}; {busy:.0}% busy)")
-                }
-                None => format!("{us:.2} µs, user {user:.3}; {busy:.0}% busy"),
-            };
-            let _ = write!(t, " {cell} |");
+            let _ = write!(t, " {} |", cpu_cell(us, user, busy, share));
         }
         t.push('\n');
     }
     t
+}
+
+/// A cell of a table of the server's CPU per message: µs (total and the
+/// user-space part), how busy the server was, and the share of the
+/// baseline's CPU per message when there is one.
+pub(super) fn cpu_cell(us: f64, user: f64, busy: f64, share: Option<f64>) -> String {
+    match share {
+        Some(share) => format!("{share:.0}% ({us:.2} µs, user {user:.3}; {busy:.0}% busy)"),
+        None => format!("{us:.2} µs, user {user:.3}; {busy:.0}% busy"),
+    }
 }
 
 pub(super) fn human(v: f64) -> String {

@@ -50,9 +50,15 @@ pub(super) fn measure(
     cmd.args(["--server-pid", &running.child.id().to_string()]);
     let shown = format!("{} {}", bins.duplex.display(), cmd_args(&cmd));
     let v = bench_report(&mut cmd, Duration::from_secs(600), &format!("`{shown}`"))?;
-    let row = &v["rows"][0];
-    let extra = &row["extra"];
-    Ok((
+    Ok((Sample::from_report(&v), shown))
+}
+
+impl Sample {
+    /// The figures of a `duplex bench ... --json` report's first row (the
+    /// server's CPU is NaN unless the run had `--server-pid`).
+    pub(super) fn from_report(v: &Value) -> Self {
+        let row = &v["rows"][0];
+        let extra = &row["extra"];
         Sample {
             rate: row["ops_per_sec"].as_f64().unwrap_or(0.0),
             p50: row["latency_us"]["p50"].as_f64().unwrap_or(0.0),
@@ -62,9 +68,8 @@ pub(super) fn measure(
             cpu_us_per_msg: extra["server_cpu_us_per_msg"].as_f64().unwrap_or(f64::NAN),
             user_us_per_msg: extra["server_user_us_per_msg"].as_f64().unwrap_or(f64::NAN),
             busy_pct: extra["server_cpu_pct"].as_f64().unwrap_or(f64::NAN),
-        },
-        shown,
-    ))
+        }
+    }
 }
 
 /// Fails unless an echo smoke report is plausible; prints its figures.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Bins, SERVERS, alternating, bench_report, human, median, start_with};
+use super::{
+    Bins, SERVERS, Sample, alternating, bench_report, cpu_cell, human, median, start_with,
+};
 use crate::Paths;
 
 /// A certificate and its key, PEM files.
@@ -50,8 +52,8 @@ pub fn certificate(dir: &std::path::Path) -> Result<Files> {
 pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<String> {
     let dir = paths.target.join("bench").join("tls");
     let files = certificate(&dir)?;
-    // rates[workload][server] = messages/s per repetition.
-    let mut rates = vec![vec![Vec::<f64>::new(); SERVERS.len()]; WORKLOADS.len()];
+    // samples[workload][server] = one per repetition.
+    let mut samples = vec![vec![Vec::<Sample>::new(); SERVERS.len()]; WORKLOADS.len()];
     for rep in 0..reps {
         for (wi, &(label, c, p, size)) in WORKLOADS.iter().enumerate() {
             for si in alternating(SERVERS.len(), rep) {
@@ -70,7 +72,8 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                     .args(["bench", "echo", &url, "--json", "--cacert"])
                     .arg(&files.cert)
                     .args(["-c", &c.to_string(), "-p", &p.to_string(), "-s", size])
-                    .args(["-d", &format!("{seconds}s")]);
+                    .args(["-d", &format!("{seconds}s")])
+                    .args(["--server-pid", &running.child.id().to_string()]);
                 if server.name == "tcp" {
                     cmd.arg("--mirror");
                 }
@@ -80,40 +83,113 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
                     &format!("TLS echo on {}", server.name),
                 )?;
                 drop(running);
-                let rate = v["rows"][0]["ops_per_sec"].as_f64().unwrap_or(0.0);
+                let sample = Sample::from_report(&v);
                 println!(
-                    "    rep {} {label:<48} {:<26} {rate:>10.0}/s (TLS)",
+                    "    rep {} {label:<48} {:<26} {:>10.0}/s, server {:.2} µs/msg (TLS)",
                     rep + 1,
-                    server.label
+                    server.label,
+                    sample.rate,
+                    sample.cpu_us_per_msg
                 );
-                rates[wi][si].push(rate);
+                samples[wi][si].push(sample);
             }
         }
     }
-    let mut t = format!(
-        "## TLS echo (wss://)\n\n\
-         The same echo servers behind rustls (TLS 1.3, a certificate generated for the run), the plain TCP echo \
-         behind the same rustls as the ceiling; `duplex bench echo wss://localhost:PORT/ --cacert CERT` on CPU 1. \
-         Share of the TLS TCP echo and messages/s, medians of {reps} repetition(s) of {seconds} s.\n\n| workload |"
-    );
-    for s in &SERVERS {
-        let _ = write!(t, " {} |", s.label.replace("TCP echo", "TLS TCP echo"));
-    }
-    t.push_str("\n|---|");
-    t.push_str(&"---|".repeat(SERVERS.len()));
-    t.push('\n');
+    Ok(markdown(reps, seconds, &samples))
+}
+
+/// The section: throughput, then the server's CPU per message, each as a
+/// share of the TLS TCP echo's (`samples[workload][server]`, servers in the
+/// order of [`SERVERS`]).
+fn markdown(reps: usize, seconds: u64, samples: &[Vec<Vec<Sample>>]) -> String {
+    let head = |what: &str| {
+        let mut t = format!("| {what} |");
+        for s in &SERVERS {
+            let _ = write!(t, " {} |", s.label.replace("TCP echo", "TLS TCP echo"));
+        }
+        t.push_str("\n|---|");
+        t.push_str(&"---|".repeat(SERVERS.len()));
+        t.push('\n');
+        t
+    };
     let tcp = SERVERS
         .iter()
         .position(|s| s.name == "tcp")
         .expect("a TCP echo");
+    let med = |cell: &[Sample], f: fn(&Sample) -> f64| median(cell.iter().map(f).collect());
+    let mut rates = head("workload");
+    let mut cpu = head("server CPU per message");
     for (wi, (label, ..)) in WORKLOADS.iter().enumerate() {
-        let _ = write!(t, "| {label} |");
-        let base = median(rates[wi][tcp].clone());
-        for cell in &rates[wi] {
-            let rate = median(cell.clone());
-            let _ = write!(t, " {:.0}% ({}) |", 100.0 * rate / base, human(rate));
+        let _ = write!(rates, "| {label} |");
+        let _ = write!(cpu, "| {label} |");
+        let base = med(&samples[wi][tcp], |s| s.rate);
+        let base_cpu = med(&samples[wi][tcp], |s| s.cpu_us_per_msg);
+        for cell in &samples[wi] {
+            let rate = med(cell, |s| s.rate);
+            let _ = write!(rates, " {:.0}% ({}) |", 100.0 * rate / base, human(rate));
+            let us = med(cell, |s| s.cpu_us_per_msg);
+            let share = Some(100.0 * us / base_cpu);
+            let (user, busy) = (med(cell, |s| s.user_us_per_msg), med(cell, |s| s.busy_pct));
+            let _ = write!(cpu, " {} |", cpu_cell(us, user, busy, share));
         }
-        t.push('\n');
+        rates.push('\n');
+        cpu.push('\n');
     }
-    Ok(t)
+    format!(
+        "## TLS echo (wss://)\n\n\
+         The same echo servers behind rustls (TLS 1.3, a certificate generated for the run), the plain TCP echo \
+         behind the same rustls as the ceiling; `duplex bench echo wss://localhost:PORT/ --cacert CERT` on CPU 1. \
+         Share of the TLS TCP echo and messages/s, medians of {reps} repetition(s) of {seconds} s.\n\n{rates}\n\
+         The server's CPU time per message (TLS included), as a share of the TLS TCP echo's (lower is better; \
+         medians):\n\n{cpu}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rate: f64, cpu: f64) -> Sample {
+        Sample {
+            rate,
+            cpu_us_per_msg: cpu,
+            user_us_per_msg: cpu / 4.0,
+            busy_pct: 99.0,
+            ..Sample::default()
+        }
+    }
+
+    /// Both tables are shares of the TLS TCP echo, in the order of the
+    /// servers, from the medians of the repetitions.
+    #[test]
+    fn both_tables_are_shares_of_the_tls_tcp_echo() {
+        let samples: Vec<Vec<Vec<Sample>>> = (0..WORKLOADS.len())
+            .map(|_| {
+                (0..SERVERS.len())
+                    .map(|si| {
+                        let k = 1.0 + si as f64;
+                        vec![
+                            sample(1000.0 / k, 4.0 * k),
+                            sample(900.0 / k, 2.0 * k),
+                            sample(1100.0 / k, 6.0 * k),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        let t = markdown(3, 5, &samples);
+        let tcp = SERVERS.iter().position(|s| s.name == "tcp").unwrap();
+        assert_eq!(tcp, 0, "the TCP echo is the first column");
+        let first = format!("| {} | 100% (1.0k/s) | 50% (500/s) |", WORKLOADS[0].0);
+        assert!(t.contains(&first), "{t}");
+        let cpu = format!(
+            "| {} | 100% (4.00 µs, user 1.000; 99% busy) | 200% (8.00 µs, user 2.000; 99% busy) |",
+            WORKLOADS[0].0
+        );
+        assert!(t.contains(&cpu), "{t}");
+        assert!(
+            t.contains("| server CPU per message | TLS TCP echo |"),
+            "{t}"
+        );
+    }
 }

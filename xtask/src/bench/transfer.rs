@@ -28,7 +28,8 @@ use crate::process::wait_or_kill;
 /// Bytes moved by each run.
 pub const SIZE: u64 = 1 << 30;
 
-/// What one repetition measured, in MB/s.
+/// What one repetition measured, in MB/s, and the relay's CPU time per
+/// MiB it relayed in the memory-to-memory runs, µs.
 #[derive(Default, Clone)]
 struct Sample {
     tcp: f64,
@@ -37,6 +38,8 @@ struct Sample {
     scp_aes: f64,
     scp_default: f64,
     cli: f64,
+    plain_cpu: f64,
+    sealed_cpu: f64,
 }
 
 /// Bytes each way in the browser rows.
@@ -106,35 +109,46 @@ impl Repetitions<'_> {
             .expect("duplex serve is a bench server");
         let running = start(self.paths, self.bins, serve, &self.dir.join("serve.log"))?;
         let url = format!("ws://{}/files", running.addr);
-        let [tcp, plain, sealed] = self.relay_rates(&url)?;
+        let relay = self.relay_rates(&url, running.child.id())?;
         let out = self.files.join(format!("out-{rep}"));
         let cli = cli_transfer(self.bins, &url, self.source, &out)?;
         Ok(Sample {
-            tcp,
-            plain,
-            sealed,
             scp_aes: self.scp(Some("aes128-gcm@openssh.com"))?,
             scp_default: self.scp(None)?,
             cli: mb_per_sec(self.size, cli),
+            ..relay
         })
     }
 
-    /// `duplex bench transfer`'s rows, MB/s: raw TCP, relay plain, relay
-    /// sealed.
-    fn relay_rates(&self, url: &str) -> Result<[f64; 3]> {
+    /// `duplex bench transfer`'s rows (raw TCP, relay plain, relay
+    /// sealed), and the CPU time the relay `pid` spent on the last two.
+    fn relay_rates(&self, url: &str, pid: u32) -> Result<Sample> {
         let mut bench = Command::new("taskset");
         bench
             .args(["-c", "1"])
             .arg(&self.bins.duplex)
             .args(["bench", "transfer", url, "--json", "--size"])
-            .arg(self.size.to_string());
+            .arg(self.size.to_string())
+            .args(["--server-pid", &pid.to_string()]);
         let v = bench_report(
             &mut bench,
             Duration::from_secs(600),
             "duplex bench transfer",
         )?;
         let rate = |i: usize| v["rows"][i]["mb_per_sec"].as_f64().unwrap_or(0.0);
-        Ok([rate(0), rate(1), rate(2)])
+        let cpu = |i: usize| {
+            v["rows"][i]["extra"]["server_cpu_us_per_mib"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        Ok(Sample {
+            tcp: rate(0),
+            plain: rate(1),
+            sealed: rate(2),
+            plain_cpu: cpu(1),
+            sealed_cpu: cpu(2),
+            ..Sample::default()
+        })
     }
 
     /// `scp` of the source through the loopback `sshd`, checked byte for
@@ -156,12 +170,14 @@ fn mb_per_sec(size: u64, took: Duration) -> f64 {
 
 fn print_sample(rep: usize, size: u64, sample: &Sample) {
     println!(
-        "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0}, relay sealed {:.0}, scp aes128-gcm {:.0}, scp default {:.0}, duplex send/receive {:.0}",
+        "    rep {} transfer of {} MiB: TCP {:.0} MB/s, relay plain {:.0} ({:.0} µs CPU/MiB), relay sealed {:.0} ({:.0} µs CPU/MiB), scp aes128-gcm {:.0}, scp default {:.0}, duplex send/receive {:.0}",
         rep + 1,
         size >> 20,
         sample.tcp,
         sample.plain,
+        sample.plain_cpu,
         sample.sealed,
+        sample.sealed_cpu,
         sample.scp_aes,
         sample.scp_default,
         sample.cli
@@ -179,6 +195,8 @@ impl Sample {
             scp_aes: med(|s| s.scp_aes),
             scp_default: med(|s| s.scp_default),
             cli: med(|s| s.cli),
+            plain_cpu: med(|s| s.plain_cpu),
+            sealed_cpu: med(|s| s.sealed_cpu),
         }
     }
 }
@@ -209,10 +227,11 @@ struct Setting {
 /// rows' rates) and the comparison with `scp`.
 fn markdown(setting: &Setting, med: &Sample, browser: (f64, f64)) -> String {
     let mut t = intro(setting);
-    for (label, value) in rows(med, browser) {
+    for (label, value, cpu) in rows(med, browser) {
+        let cpu = cpu.map_or(String::new(), |us| format!("{us:.0} µs"));
         let _ = writeln!(
             t,
-            "| {label} | {value:.0} | {:.0}% |",
+            "| {label} | {value:.0} | {:.0}% | {cpu} |",
             100.0 * value / med.tcp
         );
     }
@@ -241,32 +260,52 @@ fn intro(setting: &Setting) -> String {
          (`.part`, AES-256-GCM per 1 MiB chunk, the file's seal, rename), each checked byte for byte. The browser \
          rows are {BROWSER_MIB} MiB each way between headless Chromium (the `/send` and `/receive` pages, driven over \
          the DevTools protocol without network tracking: `tests/browser/transfer-speed.mjs`) and the CLI, through \
-         the same release binary, once per run, checked byte for byte.\n\n\
-         | path | MB/s | share of the TCP copy |\n|---|---|---|\n",
+         the same release binary, once per run, checked byte for byte. The relay's CPU time per MiB it relayed \
+         (all of `duplex serve`'s threads, from `/proc`) is measured in the memory-to-memory rows.\n\n\
+         | path | MB/s | share of the TCP copy | relay CPU per MiB |\n|---|---|---|---|\n",
         size >> 20,
     )
 }
 
-/// The table's rows: (label, MB/s).
-fn rows(med: &Sample, browser: (f64, f64)) -> [(&'static str, f64); 8] {
+/// The table's rows: (label, MB/s, the relay's µs of CPU per MiB).
+fn rows(med: &Sample, browser: (f64, f64)) -> [(&'static str, f64, Option<f64>); 8] {
     [
-        ("raw TCP copy, one loopback connection", med.tcp),
+        ("raw TCP copy, one loopback connection", med.tcp, None),
         (
             "relay, plain chunks (WebSocket framing, credit flow control)",
             med.plain,
+            Some(med.plain_cpu),
         ),
         (
             "relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk)",
             med.sealed,
+            Some(med.sealed_cpu),
         ),
-        ("`scp -c aes128-gcm@openssh.com`, file to file", med.scp_aes),
-        ("`scp`, its default cipher, file to file", med.scp_default),
+        (
+            "`scp -c aes128-gcm@openssh.com`, file to file",
+            med.scp_aes,
+            None,
+        ),
+        (
+            "`scp`, its default cipher, file to file",
+            med.scp_default,
+            None,
+        ),
         (
             "`duplex send` → `duplex receive`, file to file, encrypted",
             med.cli,
+            None,
         ),
-        ("`duplex send` → the `/receive` page (Chromium)", browser.0),
-        ("the `/send` page (Chromium) → `duplex receive`", browser.1),
+        (
+            "`duplex send` → the `/receive` page (Chromium)",
+            browser.0,
+            None,
+        ),
+        (
+            "the `/send` page (Chromium) → `duplex receive`",
+            browser.1,
+            None,
+        ),
     ]
 }
 
@@ -430,6 +469,8 @@ mod tests {
             scp_aes,
             scp_default,
             cli,
+            plain_cpu: plain / 2.0,
+            sealed_cpu: sealed / 2.0,
         }
     }
 
@@ -466,16 +507,16 @@ mod tests {
         assert_eq!(
             table,
             concat!(
-                "| path | MB/s | share of the TCP copy |\n",
-                "|---|---|---|\n",
-                "| raw TCP copy, one loopback connection | 3100 | 100% |\n",
-                "| relay, plain chunks (WebSocket framing, credit flow control) | 1450 | 47% |\n",
-                "| relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk) | 1150 | 37% |\n",
-                "| `scp -c aes128-gcm@openssh.com`, file to file | 800 | 26% |\n",
-                "| `scp`, its default cipher, file to file | 690 | 22% |\n",
-                "| `duplex send` → `duplex receive`, file to file, encrypted | 1000 | 32% |\n",
-                "| `duplex send` → the `/receive` page (Chromium) | 400 | 13% |\n",
-                "| the `/send` page (Chromium) → `duplex receive` | 351 | 11% |\n",
+                "| path | MB/s | share of the TCP copy | relay CPU per MiB |\n",
+                "|---|---|---|---|\n",
+                "| raw TCP copy, one loopback connection | 3100 | 100% |  |\n",
+                "| relay, plain chunks (WebSocket framing, credit flow control) | 1450 | 47% | 725 µs |\n",
+                "| relay, end to end encrypted (SPAKE2; AES-256-GCM per 1 MiB chunk) | 1150 | 37% | 575 µs |\n",
+                "| `scp -c aes128-gcm@openssh.com`, file to file | 800 | 26% |  |\n",
+                "| `scp`, its default cipher, file to file | 690 | 22% |  |\n",
+                "| `duplex send` → `duplex receive`, file to file, encrypted | 1000 | 32% |  |\n",
+                "| `duplex send` → the `/receive` page (Chromium) | 400 | 13% |  |\n",
+                "| the `/send` page (Chromium) → `duplex receive` | 351 | 11% |  |\n",
                 "\n",
                 "`duplex send` → `duplex receive` is 1.25 × `scp` with AES-128-GCM in this run.\n",
             )
