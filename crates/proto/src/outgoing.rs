@@ -202,22 +202,26 @@ impl OutBuf {
     }
 
     /// Appends a server's echo of `frame`, a client's whole masked frame
-    /// whose header is `start` bytes long (6 or 8, its last 4 the key): the
-    /// same header less the mask bit and key, then the payload, unmasked as
-    /// it is copied. Returns the unmasked copy (to check text on).
+    /// of at most 65,535 payload bytes whose header is `start` bytes long
+    /// (6 or 8, its last 4 the key): the same first byte, the payload's
+    /// length in its shortest form (RFC 6455 §5.2; the client may have used
+    /// a longer one), then the payload, unmasked as it is copied. Returns
+    /// the unmasked copy (to check text on).
     ///
-    /// The header is copied, not built: a client frame's first four bytes
-    /// are the echo's header once bit 7 of the second is cleared (for a
-    /// 2-byte header the other two are overwritten by the payload or lie
-    /// past the tail's length).
+    /// The header is stored as 4 bytes whatever its length: for a 2-byte
+    /// one the other two are overwritten by the payload or lie past the
+    /// tail's length.
     #[inline]
     pub(crate) fn extend_unmasked_echo(&mut self, frame: &[u8], start: usize) -> &mut [u8] {
         assert!(start == 6 || start == 8, "a masked header of 6 or 8 bytes");
-        let head = start - 4;
         let (header, payload) = frame.split_at(start);
-        let key: [u8; 4] = header[head..].try_into().expect("4 bytes");
-        let echo_header = [header[0], header[1] & 0x7F, header[2], header[3]];
+        let key: [u8; 4] = header[start - 4..].try_into().expect("4 bytes");
         let len = payload.len();
+        let [hi, lo] = u16::try_from(len).expect("a 16-bit length").to_be_bytes();
+        let (echo_header, head) = match u8::try_from(len) {
+            Ok(short) if short < 126 => ([header[0], short, hi, lo], 2),
+            _ => ([header[0], 126, hi, lo], 4),
+        };
         let tail = &mut self.tail;
         tail.reserve(4 + len);
         let at = tail.len();
@@ -490,9 +494,10 @@ mod tests {
         }
 
         /// A server's echo of any client frame a server echoes whole (both
-        /// header lengths, every payload length around the copy's size
-        /// classes, any key, any tail already queued) is the frame the
-        /// server would build from the unmasked payload.
+        /// header lengths, a 16-bit length form for short payloads too,
+        /// every payload length around the copy's size classes, any key,
+        /// any tail already queued) is the frame the server would build
+        /// from the unmasked payload, its length in the shortest form.
         #[test]
         fn an_unmasked_echo_is_the_frame_sent_back(before in proptest::collection::vec(any::<u8>(), 0..40), text: bool, key: [u8; 4], plain in proptest::collection::vec(any::<u8>(), 0..300), extended: bool) {
             let opcode = if text { crate::frame::OpCode::Text } else { crate::frame::OpCode::Binary };
@@ -516,13 +521,9 @@ mod tests {
             out.extend_from_slice(&before);
             let copy = out.extend_unmasked_echo(&frame, start).to_vec();
             prop_assert_eq!(&copy, &plain);
+            // The shortest length form, whatever the client used.
             let mut expected = before.clone();
-            if start == 8 && len < 126 {
-                expected.extend_from_slice(&[frame[0], 126]);
-                expected.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                FrameHeader { mask: None, ..received }.encode(&mut expected);
-            }
+            FrameHeader { mask: None, ..received }.encode(&mut expected);
             expected.extend_from_slice(&plain);
             prop_assert_eq!(out.chunk(), &expected[..]);
             prop_assert_eq!(out.len(), expected.len());

@@ -53,6 +53,11 @@ where
     async move {
         // Whether the loop ended for the shutdown.
         let shutting_down = loop {
+            // Nothing more is echoed once the shutdown fired (`Next` checks
+            // it too, before each message it waits for).
+            if held.state.shutdown.is_fired() {
+                break true;
+            }
             let echoed = ws.echo_buffered();
             held.unreported.count(echoed, &held.state.metrics);
             // In a block, so that no slot for the message outlives it (see

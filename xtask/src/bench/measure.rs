@@ -136,7 +136,11 @@ pub(super) fn alternating(n: usize, rep: usize) -> Vec<usize> {
     order
 }
 
+/// The median of the figures present: a missing one (NaN, e.g. a run that
+/// reported no server CPU) is left out rather than sorted last, and none
+/// present is NaN.
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;
     }
@@ -154,4 +158,18 @@ pub(super) fn cmd_args_all(cmd: &Command) -> String {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn a_missing_figure_is_left_out_of_the_median() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![1.0, f64::NAN, 3.0]), 2.0);
+        assert!(median(vec![f64::NAN]).is_nan());
+        assert!(median(Vec::new()).is_nan());
+    }
 }

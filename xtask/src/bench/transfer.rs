@@ -228,7 +228,11 @@ struct Setting {
 fn markdown(setting: &Setting, med: &Sample, browser: (f64, f64)) -> String {
     let mut t = intro(setting);
     for (label, value, cpu) in rows(med, browser) {
-        let cpu = cpu.map_or(String::new(), |us| format!("{us:.0} µs"));
+        let cpu = match cpu {
+            Some(us) if us.is_finite() => format!("{us:.0} µs"),
+            Some(_) => "n/a".to_owned(),
+            None => String::new(),
+        };
         let _ = writeln!(
             t,
             "| {label} | {value:.0} | {:.0}% | {cpu} |",

@@ -170,6 +170,26 @@ mod tests {
         assert_eq!(server.next_message(), Err(ProtocolError::InvalidUtf8));
     }
 
+    /// A length sent in a longer form than it needs goes back in the
+    /// shortest (RFC 6455 §5.2), as the two-step path sends it.
+    #[test]
+    fn an_echo_uses_the_shortest_length_form() {
+        let key = [3, 1, 4, 1];
+        let mut wire = BytesMut::from(&[0x81, 0x80 | 126, 0, 5][..]);
+        wire.extend_from_slice(&key);
+        extend_masked(&mut wire, b"hello", key);
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        server.read_buf().extend_from_slice(&wire);
+        assert_eq!(server.echo_buffered(usize::MAX).messages, 1);
+        assert_eq!(sent(&mut server), b"\x81\x05hello");
+
+        let mut two_step = Connection::new(Role::Server, Default::default(), None);
+        two_step.read_buf().extend_from_slice(&wire);
+        assert!(two_step.lend_buffered());
+        two_step.send_lent().unwrap();
+        assert_eq!(sent(&mut two_step), b"\x81\x05hello");
+    }
+
     /// The echo stops once the output reaches the limit, and goes on from
     /// there when called again.
     #[test]
