@@ -12,7 +12,6 @@ use bytes::Buf;
 
 use super::Connection;
 use crate::State;
-use crate::frame::OpCode;
 
 /// What one call of [`Connection::echo_buffered`] echoed.
 ///
@@ -42,7 +41,8 @@ impl Connection {
     /// is not valid UTF-8 (left as it came, for `next_incoming` to fail the
     /// connection on, with the same close frame). So a driver may call this
     /// before each receive and lose nothing: what it echoes, the two-step
-    /// path would have echoed byte for byte.
+    /// path would have echoed, byte for byte for a server (a client masks
+    /// each frame with a fresh key either way).
     ///
     /// ```
     /// use bytes::Buf;
@@ -104,12 +104,8 @@ impl Connection {
                     let valid = !lent.text || simdutf8::basic::from_utf8(payload).is_ok();
                     if valid {
                         let read = std::mem::take(&mut self.read);
-                        let opcode = if lent.text {
-                            OpCode::Text
-                        } else {
-                            OpCode::Binary
-                        };
-                        self.write_frame(opcode, false, &read[consumed..][lent.payload()]);
+                        let payload = &read[consumed..][lent.payload()];
+                        self.write_frame(lent.opcode(), false, payload);
                         self.read = read;
                     }
                     valid

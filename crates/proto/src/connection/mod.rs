@@ -142,6 +142,16 @@ impl Lent {
     fn frame_len(self) -> usize {
         self.start as usize + self.len as usize
     }
+
+    /// The opcode to send it back with.
+    #[inline]
+    fn opcode(self) -> crate::frame::OpCode {
+        if self.text {
+            crate::frame::OpCode::Text
+        } else {
+            crate::frame::OpCode::Binary
+        }
+    }
 }
 
 /// What decides which frames are taken whole, worked out once for a batch

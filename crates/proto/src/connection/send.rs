@@ -52,16 +52,11 @@ impl Connection {
         let Reading::Lent(lent) = self.reading else {
             return Ok(());
         };
-        let opcode = if lent.text {
-            OpCode::Text
-        } else {
-            OpCode::Binary
-        };
         // The payload is in `read`, the frame goes to `out`: moving the
         // buffer out for the call (two 32-byte moves) lets the send path
         // borrow `self` whole.
         let read = std::mem::take(&mut self.read);
-        let sent = self.send_data_slice(opcode, &read[lent.payload()]);
+        let sent = self.send_data_slice(lent.opcode(), &read[lent.payload()]);
         self.read = read;
         sent
     }
