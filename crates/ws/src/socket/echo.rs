@@ -7,7 +7,6 @@ use duplex_proto::Echoed;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::WebSocket;
-use crate::pool;
 
 impl<S> WebSocket<S>
 where
@@ -59,12 +58,10 @@ where
     /// ```
     #[inline]
     pub fn echo_buffered(&mut self) -> Echoed {
-        if !self.quiet() || self.conn.read_buf().is_empty() {
+        // `prepare_send` gives the output a pooled buffer (it fails only
+        // in a teardown, which `quiet` has ruled out).
+        if !self.quiet() || self.conn.read_buf().is_empty() || self.prepare_send().is_err() {
             return Echoed::default();
-        }
-        let out = self.conn.outgoing();
-        if out.needs_buffer() {
-            out.provide(pool::take());
         }
         let echoed = self.conn.echo_buffered(self.config.write_buffer_limit);
         if echoed.messages > 0 && self.config.memory_budget.is_some() {
