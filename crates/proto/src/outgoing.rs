@@ -21,7 +21,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::FrameHeader;
-use crate::mask::apply_mask;
+use crate::mask::mask_into;
 
 /// Payloads at least this long are queued by reference rather than copied.
 pub(crate) const ZERO_COPY_MIN: usize = 4096;
@@ -134,8 +134,11 @@ unsafe fn copy_unmasked(src: *const u8, dst: *mut u8, len: usize, key: [u8; 4]) 
                 }
             }
             _ => {
-                std::ptr::copy_nonoverlapping(src, dst, len);
-                apply_mask(std::slice::from_raw_parts_mut(dst, len), key, 0);
+                mask_into(
+                    std::slice::from_raw_parts(src, len),
+                    std::slice::from_raw_parts_mut(dst.cast::<std::mem::MaybeUninit<u8>>(), len),
+                    key,
+                );
             }
         }
     }
@@ -450,6 +453,7 @@ impl Buf for OutBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mask::apply_mask;
     use proptest::prelude::*;
 
     proptest! {
