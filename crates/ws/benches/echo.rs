@@ -2,8 +2,10 @@
 //! socket over an in-memory stream that always has one pipelined batch of
 //! masked client frames to read and takes every write whole. One iteration
 //! is one batch: 16 messages received with `recv_ref` and echoed from the
-//! read buffer, then one write, as `duplex serve` /echo does on a busy
-//! connection.
+//! read buffer, then one write, as `duplex serve` /echo did on a busy
+//! connection; and the same batch as `duplex serve` /echo does it now: the
+//! first message received with `recv_ref` and echoed, the other 15 echoed
+//! at once by `echo_buffered`.
 
 use std::hint::black_box;
 use std::io;
@@ -110,6 +112,31 @@ fn echo(c: &mut Criterion) {
                     let Poll::Ready(Ok(())) = pin!(received.echo()).poll(&mut cx) else {
                         panic!("there is always room");
                     };
+                }
+            })
+        });
+    }
+    for size in [16usize, 4096] {
+        let io = Looped {
+            batch: batch(size),
+            at: 0,
+        };
+        let conn = Connection::new(Role::Server, Default::default(), None);
+        let mut ws = WebSocket::from_parts(io, conn, Config::default(), None);
+        let mut cx = Context::from_waker(Waker::noop());
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(format!("echo_buffered_{size}"), |b| {
+            b.iter(|| {
+                // A batch of 4 KiB frames may take more than one read.
+                let mut echoed = 0;
+                while echoed < BATCH {
+                    let Poll::Ready(Some(Ok(received))) = pin!(ws.recv_ref()).poll(&mut cx) else {
+                        panic!("a message is always there");
+                    };
+                    let Poll::Ready(Ok(())) = pin!(received.echo()).poll(&mut cx) else {
+                        panic!("there is always room");
+                    };
+                    echoed += 1 + ws.echo_buffered().messages;
                 }
             })
         });

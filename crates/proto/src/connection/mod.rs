@@ -122,7 +122,9 @@ enum Reading {
 /// the buffer advances once per message, not twice.
 #[derive(Debug, Clone, Copy)]
 struct Lent {
-    /// The header's length (2 to 8 bytes): where the payload starts.
+    /// Where the payload starts: the header's length (2 to 8 bytes), or 0
+    /// once the receive loop has consumed the header (the frame came in
+    /// more than one read).
     start: u8,
     /// At most 64 KiB: only whole frames with a 16-bit length are lent.
     len: u16,
@@ -130,6 +132,28 @@ struct Lent {
 }
 
 impl Lent {
+    /// A frame whose header the receive loop has read, now whole at the
+    /// front of the read buffer (unmasked; its text not yet checked), if
+    /// it is a message of its own that can be lent: FIN, text or binary,
+    /// not compressed, under 64 KiB.
+    #[inline]
+    fn of_read(header: &crate::frame::FrameHeader) -> Option<Lent> {
+        use crate::frame::OpCode;
+        let text = match header.opcode {
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            _ => return None,
+        };
+        if !header.fin || header.rsv1 {
+            return None;
+        }
+        Some(Lent {
+            start: 0,
+            len: u16::try_from(header.payload_len).ok()?,
+            text,
+        })
+    }
+
     /// The payload's place in the read buffer.
     #[inline]
     fn payload(self) -> std::ops::Range<usize> {

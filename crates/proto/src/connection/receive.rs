@@ -72,9 +72,7 @@ impl Connection {
         if self.lend_whole_frame() {
             return Ok(Some(Incoming::Lent));
         }
-        self.decode()
-            .map(|m| m.map(Incoming::Message))
-            .inspect_err(|e| self.fail(e))
+        self.decode().inspect_err(|e| self.fail(e))
     }
 
     /// Lends the next message if it is already whole in the read buffer as
@@ -172,7 +170,7 @@ impl Connection {
         abnormal
     }
 
-    pub(super) fn decode(&mut self) -> Result<Option<Message>, ProtocolError> {
+    pub(super) fn decode(&mut self) -> Result<Option<Incoming>, ProtocolError> {
         if let Some(pending) = self.compression.as_mut().and_then(|c| c.pending.take()) {
             let PendingInflate {
                 payload,
@@ -180,7 +178,7 @@ impl Connection {
                 fin,
             } = pending;
             if let Some(message) = self.inflate_frame(payload, consumed, fin)? {
-                return Ok(Some(message));
+                return Ok(Some(Incoming::Message(message)));
             }
             if self.inflation_pending() {
                 return Ok(None);
@@ -225,10 +223,25 @@ impl Connection {
             if let Some(key) = frame.header.mask {
                 apply_mask(&mut self.read[frame.checked..len], key, frame.checked);
             }
+            if let Some(lent) = Lent::of_read(&frame.header) {
+                // A message in one frame that came in more than one read:
+                // lent where it lies too, not split off the buffer (which
+                // makes the buffer shared: an allocation, and a copy when
+                // it next grows).
+                if lent.text {
+                    self.utf8
+                        .feed(&self.read[frame.checked..len])
+                        .and_then(|()| self.utf8.finish())
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                self.message = None;
+                self.reading = Reading::Lent(lent);
+                return Ok(Some(Incoming::Lent));
+            }
             self.reading = Reading::Header;
             let payload = self.read.split_to(len);
             if let Some(message) = self.on_frame(frame, payload)? {
-                return Ok(Some(message));
+                return Ok(Some(Incoming::Message(message)));
             }
             if self.inflation_pending() {
                 // The next frame waits until this one is inflated.
@@ -542,7 +555,50 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use crate::mask::extend_masked;
-    use crate::{Connection, Incoming, ProtocolError, Role};
+    use crate::{Connection, Incoming, MessageRef, ProtocolError, Role};
+
+    /// A message in one frame that arrives over several reads is lent
+    /// where it lies once whole, as one that arrived in one read is; its
+    /// text is checked first, in pieces as it comes and at the end.
+    #[test]
+    fn a_frame_whole_after_several_reads_is_lent() {
+        let key = [7, 1, 9, 3];
+        let frame = |first: u8, payload: &[u8]| {
+            let mut wire = bytes::BytesMut::from(&[first, 0x80 | payload.len() as u8][..]);
+            wire.extend_from_slice(&key);
+            extend_masked(&mut wire, payload, key);
+            wire
+        };
+        for (first, payload) in [(0x82, &b"binary payload"[..]), (0x81, "text, é".as_bytes())] {
+            let wire = frame(first, payload);
+            for cut in [1, 5, 6, 7, wire.len() - 1] {
+                let mut server = Connection::new(Role::Server, Default::default(), None);
+                server.read_buf().extend_from_slice(&wire[..cut]);
+                assert_eq!(
+                    server.next_incoming(),
+                    Ok(None),
+                    "{cut} bytes of {}",
+                    wire.len()
+                );
+                server.read_buf().extend_from_slice(&wire[cut..]);
+                assert_eq!(server.next_incoming(), Ok(Some(Incoming::Lent)));
+                let expected = match first {
+                    0x81 => MessageRef::Text(std::str::from_utf8(payload).unwrap()),
+                    _ => MessageRef::Binary(payload),
+                };
+                assert_eq!(server.lent(), Some(expected));
+                assert_eq!(server.next_incoming(), Ok(None)); // released
+                assert!(server.read_buf().is_empty());
+            }
+        }
+        // Text whose last byte completes nothing fails at the end.
+        let wire = frame(0x81, b"ab\xC3");
+        let mut server = Connection::new(Role::Server, Default::default(), None);
+        server.read_buf().extend_from_slice(&wire[..8]);
+        assert_eq!(server.next_incoming(), Ok(None));
+        server.read_buf().extend_from_slice(&wire[8..]);
+        assert_eq!(server.next_incoming(), Err(ProtocolError::InvalidUtf8));
+    }
 
     /// A whole text frame that is not UTF-8 is not lent, and the buffer is
     /// left as it came, for `next_incoming` to fail on.
