@@ -41,7 +41,9 @@ use std::task::Waker;
 /// read buffer every busy connection has ([`crate::pool`]'s default) and
 /// as much again of a partial message or of output on its way, so that a
 /// connection exchanging small messages never touches the shared budget.
-/// An idle connection lends its buffers to a pool and holds nothing.
+/// An idle connection lends its buffers to a pool and holds nothing. (A
+/// connection whose peer fills every read reads through a 64 KiB buffer,
+/// which is charged.)
 pub const UNCHARGED: usize = 16 << 10;
 
 /// Charges are taken in steps of this many bytes, so a connection whose

@@ -4,11 +4,15 @@
 //! yet an active one should not allocate per message. So a connection
 //! returns its empty read and write buffers here whenever it would wait for
 //! the network, and takes one back when bytes arrive: idle connections hold
-//! no buffer, busy ones reuse a handful per thread.
+//! no buffer, busy ones reuse a handful per thread. A connection whose
+//! reads fill their buffer moves to a larger one (see
+//! [`READ_AHEAD_CAPACITY`]), pooled apart so that small ones stay small.
 
 use std::cell::RefCell;
 
 use bytes::BytesMut;
+
+use crate::budget::UNCHARGED;
 
 /// Buffers kept per thread.
 const MAX_POOLED: usize = 64;
@@ -16,42 +20,78 @@ const MAX_POOLED: usize = 64;
 const MAX_POOLED_CAPACITY: usize = 256 << 10;
 /// The size of a fresh buffer.
 pub(crate) const DEFAULT_CAPACITY: usize = 8 << 10;
+/// The read buffer of a connection whose reads fill their buffer (a peer
+/// streaming, or pipelining large messages): one read then takes up to this
+/// much, as a plain TCP echo's 64 KiB buffer does, instead of eight reads
+/// and eight writes. Only connections that fill their reads get one, and
+/// past [`crate::budget::UNCHARGED`] it is charged to a memory budget like
+/// any other bytes held for a peer.
+pub(crate) const READ_AHEAD_CAPACITY: usize = 64 << 10;
+/// Read-ahead buffers kept per thread.
+const MAX_POOLED_READ_AHEAD: usize = 16;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static READ_AHEAD: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A pooled buffer keeps serving while this much of it is free.
-const MIN_FREE: usize = DEFAULT_CAPACITY / 2;
+pub(crate) const MIN_FREE: usize = DEFAULT_CAPACITY / 2;
 
-/// An empty buffer with at least `MIN_FREE` bytes free.
+/// An empty buffer with at least `MIN_FREE` bytes free, and no more than
+/// [`UNCHARGED`]: what a connection exchanging small messages holds
+/// without touching a memory budget.
 pub(crate) fn take() -> BytesMut {
-    let pooled = POOL.with(|p| p.borrow_mut().pop());
-    match pooled {
-        Some(mut b) => {
-            b.clear();
-            // What was read through it is behind its start: the allocation
-            // is reclaimed (when no message still shares it) once that
-            // leaves less than `MIN_FREE`, not every time. Reclaiming is a
-            // call into `bytes` and a copy: a small echo's buffer used to
-            // pay it on every wake-up (callgrind: ~100 instructions).
-            if b.capacity() < MIN_FREE {
-                b.reserve(DEFAULT_CAPACITY);
-            }
-            b
+    loop {
+        let Some(mut b) = POOL.with(|p| p.borrow_mut().pop()) else {
+            return BytesMut::with_capacity(DEFAULT_CAPACITY);
+        };
+        b.clear();
+        // What was read through it is behind its start: the allocation
+        // is reclaimed (when no message still shares it) once that
+        // leaves less than `MIN_FREE`, not every time. Reclaiming is a
+        // call into `bytes` and a copy: a small echo's buffer used to
+        // pay it on every wake-up (callgrind: ~100 instructions).
+        if b.capacity() < MIN_FREE {
+            b.reserve(DEFAULT_CAPACITY);
         }
-        None => BytesMut::with_capacity(DEFAULT_CAPACITY),
+        if b.capacity() <= UNCHARGED {
+            return b;
+        }
+        // A read-ahead buffer, given back when most of it was behind its
+        // start: its size shows once reclaimed.
+        give(b);
     }
 }
 
-/// Returns an empty buffer to the pool (or frees it).
+/// An empty buffer with at least half of [`READ_AHEAD_CAPACITY`] free.
+pub(crate) fn take_read_ahead() -> BytesMut {
+    match READ_AHEAD.with(|p| p.borrow_mut().pop()) {
+        Some(mut b) => {
+            b.clear();
+            if b.capacity() < READ_AHEAD_CAPACITY / 2 {
+                b.reserve(READ_AHEAD_CAPACITY);
+            }
+            b
+        }
+        None => BytesMut::with_capacity(READ_AHEAD_CAPACITY),
+    }
+}
+
+/// Returns an empty buffer to the pool (or frees it); a large one to the
+/// read-ahead buffers'.
 pub(crate) fn give(buf: BytesMut) {
     if buf.capacity() == 0 || buf.capacity() > MAX_POOLED_CAPACITY || !buf.is_empty() {
         return;
     }
-    POOL.with(|p| {
+    let (pool, max) = if buf.capacity() > UNCHARGED {
+        (&READ_AHEAD, MAX_POOLED_READ_AHEAD)
+    } else {
+        (&POOL, MAX_POOLED)
+    };
+    pool.with(|p| {
         let mut p = p.borrow_mut();
-        if p.len() < MAX_POOLED {
+        if p.len() < max {
             p.push(buf);
         }
     });
@@ -73,11 +113,20 @@ mod tests {
             uses in prop::collection::vec((1usize..3000, 0usize..3000, any::<bool>(), any::<u8>()), 1..60),
         ) {
             POOL.with(|p| p.borrow_mut().clear());
+            READ_AHEAD.with(|p| p.borrow_mut().clear());
             let mut kept: Vec<(Bytes, u8)> = Vec::new();
             for (read, consume, split, fill) in uses {
-                let mut buf = take();
+                // Read-ahead buffers, used the same way, go back to the
+                // same pool and never come out of `take`.
+                let ahead = read % 3 == 0;
+                let mut buf = if ahead { take_read_ahead() } else { take() };
                 prop_assert!(buf.is_empty());
-                prop_assert!(buf.capacity() >= MIN_FREE, "{} free", buf.capacity());
+                if ahead {
+                    prop_assert!(buf.capacity() >= READ_AHEAD_CAPACITY / 2, "{} free", buf.capacity());
+                } else {
+                    prop_assert!(buf.capacity() >= MIN_FREE, "{} free", buf.capacity());
+                    prop_assert!(buf.capacity() <= UNCHARGED, "{} held uncharged", buf.capacity());
+                }
                 buf.extend_from_slice(&vec![fill; read]);
                 let consume = consume.min(read);
                 if split {
@@ -93,6 +142,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A read-ahead buffer given back with most of it behind its start
+    /// looks small; it is told apart once reclaimed, and a connection
+    /// exchanging small messages still gets a small buffer.
+    #[test]
+    fn a_read_ahead_buffer_is_never_taken_for_a_small_one() {
+        POOL.with(|p| p.borrow_mut().clear());
+        READ_AHEAD.with(|p| p.borrow_mut().clear());
+        let mut ahead = take_read_ahead();
+        let start = ahead.as_ptr();
+        let used = ahead.capacity() - 100;
+        ahead.extend_from_slice(&vec![1; used]);
+        ahead.advance(used);
+        assert!(
+            ahead.capacity() <= UNCHARGED,
+            "looks small: {}",
+            ahead.capacity()
+        );
+        give(ahead);
+        let small = take();
+        assert!(small.capacity() <= UNCHARGED);
+        assert_ne!(small.as_ptr(), start);
+        let ahead = take_read_ahead();
+        assert_eq!(ahead.as_ptr(), start, "the same allocation, reclaimed");
+        assert!(ahead.capacity() >= READ_AHEAD_CAPACITY);
     }
 
     #[test]

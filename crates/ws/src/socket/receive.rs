@@ -306,11 +306,23 @@ where
             buf.reserve(wanted.max(pool::DEFAULT_CAPACITY));
         }
         let spare = buf.spare_capacity_mut();
+        let room = spare.len();
         let mut rb = ReadBuf::uninit(spare);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
         // SAFETY: the reader initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
+        if n == room && n >= pool::MIN_FREE && buf.capacity() < pool::READ_AHEAD_CAPACITY / 2 {
+            // The read filled the buffer, and not just its last few bytes:
+            // the peer sends more than a buffer per read. What is buffered
+            // moves to a read-ahead buffer, so that the next read takes up
+            // to 64 KiB.
+            let mut ahead = pool::take_read_ahead();
+            ahead.extend_from_slice(buf);
+            let mut small = std::mem::replace(buf, ahead);
+            small.clear();
+            pool::give(small);
+        }
         Poll::Ready(Ok(n))
     }
 
