@@ -425,10 +425,10 @@ mod tests {
         assert_eq!(w[0].label, "2000 idle connections");
         assert!(!o.write_doc, "a partial table must not replace the doc's");
         let all = parse(&[]).unwrap();
-        assert_eq!(workloads(&all).len(), 6);
+        assert_eq!(workloads(&all).len(), 7);
         assert!(all.write_doc);
         let two = parse(&args(&["--workloads", "latency,echo"])).unwrap();
-        assert_eq!(workloads(&two).len(), 5);
+        assert_eq!(workloads(&two).len(), 6);
     }
 
     #[test]

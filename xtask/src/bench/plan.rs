@@ -204,6 +204,14 @@ pub(super) fn all_workloads(o: &Options) -> Vec<Workload> {
             16,
             "16",
         ),
+        // Each connection's 16 messages (64 KiB) are more than a small
+        // read buffer holds: how a server reads a peer that streams.
+        echo(
+            "100 connections, 16 in flight, 4 KiB (pipelined)",
+            100,
+            16,
+            "4k",
+        ),
         Workload {
             label: "latency, 1 connection, 16 B".into(),
             mode: "latency",
