@@ -215,18 +215,23 @@ fn mask_blocks_into_portable(src: &[u8], dst: &mut [MaybeUninit<u8>], key8: u64)
 }
 
 /// The same loops compiled for AVX2, chosen at run time (the release
-/// build targets baseline x86-64).
+/// build targets baseline x86-64). `unsafe fn`s: a safe function with
+/// `#[target_feature]` needs Rust 1.86, and the crate supports 1.85.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::mem::MaybeUninit;
 
+    /// # Safety
+    /// The CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) fn mask_blocks(blocks: &mut [u8], key8: u64) {
+    pub(super) unsafe fn mask_blocks(blocks: &mut [u8], key8: u64) {
         super::mask_blocks_portable(blocks, key8);
     }
 
+    /// # Safety
+    /// The CPU has AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) fn mask_blocks_into(src: &[u8], dst: &mut [MaybeUninit<u8>], key8: u64) {
+    pub(super) unsafe fn mask_blocks_into(src: &[u8], dst: &mut [MaybeUninit<u8>], key8: u64) {
         super::mask_blocks_into_portable(src, dst, key8);
     }
 }

@@ -16,8 +16,6 @@ use crate::budget::UNCHARGED;
 
 /// Buffers kept per thread.
 const MAX_POOLED: usize = 64;
-/// Larger buffers are freed, not pooled, so one big message does not pin memory.
-const MAX_POOLED_CAPACITY: usize = 256 << 10;
 /// The size of a fresh buffer.
 pub(crate) const DEFAULT_CAPACITY: usize = 8 << 10;
 /// The read buffer of a connection whose reads fill their buffer (a peer
@@ -29,6 +27,8 @@ pub(crate) const DEFAULT_CAPACITY: usize = 8 << 10;
 pub(crate) const READ_AHEAD_CAPACITY: usize = 64 << 10;
 /// Read-ahead buffers kept per thread.
 const MAX_POOLED_READ_AHEAD: usize = 16;
+/// Larger buffers are freed, not pooled.
+const MAX_READ_AHEAD: usize = 2 * READ_AHEAD_CAPACITY;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -80,11 +80,21 @@ pub(crate) fn take_read_ahead() -> BytesMut {
 
 /// Returns an empty buffer to the pool (or frees it); a large one to the
 /// read-ahead buffers'.
-pub(crate) fn give(buf: BytesMut) {
-    if buf.capacity() == 0 || buf.capacity() > MAX_POOLED_CAPACITY || !buf.is_empty() {
+///
+/// Sorted by the allocation, not by what is left of it: a read-ahead
+/// buffer mostly read through looks small until it is reclaimed (cheap for
+/// an empty buffer nothing else shares). Larger than two read-ahead
+/// buffers (one grown for a large frame): freed, so that one big message
+/// does not pin memory.
+pub(crate) fn give(mut buf: BytesMut) {
+    if buf.capacity() == 0 || !buf.is_empty() {
         return;
     }
-    let (pool, max) = if buf.capacity() > UNCHARGED {
+    let large = buf.capacity() > UNCHARGED || buf.try_reclaim(UNCHARGED + 1);
+    if large && (buf.capacity() > MAX_READ_AHEAD || buf.try_reclaim(MAX_READ_AHEAD + 1)) {
+        return;
+    }
+    let (pool, max) = if large {
         (&READ_AHEAD, MAX_POOLED_READ_AHEAD)
     } else {
         (&POOL, MAX_POOLED)
@@ -145,29 +155,56 @@ mod tests {
     }
 
     /// A read-ahead buffer given back with most of it behind its start
-    /// looks small; it is told apart once reclaimed, and a connection
-    /// exchanging small messages still gets a small buffer.
+    /// looks small; it goes back to the read-ahead buffers all the same,
+    /// whatever is left of it, and a connection exchanging small messages
+    /// still gets a small buffer.
     #[test]
     fn a_read_ahead_buffer_is_never_taken_for_a_small_one() {
+        for left in [100, MIN_FREE, 10 << 10, UNCHARGED] {
+            POOL.with(|p| p.borrow_mut().clear());
+            READ_AHEAD.with(|p| p.borrow_mut().clear());
+            let mut ahead = take_read_ahead();
+            let start = ahead.as_ptr();
+            let used = ahead.capacity() - left;
+            ahead.extend_from_slice(&vec![1; used]);
+            ahead.advance(used);
+            assert!(
+                ahead.capacity() <= UNCHARGED,
+                "looks small: {}",
+                ahead.capacity()
+            );
+            give(ahead);
+            let mut small = take();
+            assert!(small.capacity() <= UNCHARGED, "{left} left");
+            assert_ne!(small.as_ptr(), start, "{left} left");
+            // Not even once it needs room again.
+            small.extend_from_slice(&vec![2; small.capacity()]);
+            small.reserve(DEFAULT_CAPACITY);
+            assert!(
+                small.capacity() <= UNCHARGED + DEFAULT_CAPACITY,
+                "{left} left"
+            );
+            let ahead = take_read_ahead();
+            assert_eq!(
+                ahead.as_ptr(),
+                start,
+                "{left} left: the same allocation, reclaimed"
+            );
+            assert!(ahead.capacity() >= READ_AHEAD_CAPACITY);
+        }
+    }
+
+    /// A buffer grown for a large frame is freed, not pooled.
+    #[test]
+    fn a_large_buffer_is_not_pooled() {
         POOL.with(|p| p.borrow_mut().clear());
         READ_AHEAD.with(|p| p.borrow_mut().clear());
-        let mut ahead = take_read_ahead();
-        let start = ahead.as_ptr();
-        let used = ahead.capacity() - 100;
-        ahead.extend_from_slice(&vec![1; used]);
-        ahead.advance(used);
-        assert!(
-            ahead.capacity() <= UNCHARGED,
-            "looks small: {}",
-            ahead.capacity()
-        );
-        give(ahead);
-        let small = take();
-        assert!(small.capacity() <= UNCHARGED);
-        assert_ne!(small.as_ptr(), start);
-        let ahead = take_read_ahead();
-        assert_eq!(ahead.as_ptr(), start, "the same allocation, reclaimed");
-        assert!(ahead.capacity() >= READ_AHEAD_CAPACITY);
+        let mut big = BytesMut::with_capacity(1 << 20);
+        big.extend_from_slice(&vec![3; (1 << 20) - 100]);
+        big.advance((1 << 20) - 100);
+        give(big);
+        assert_eq!(READ_AHEAD.with(|p| p.borrow().len()), 0);
+        assert_eq!(POOL.with(|p| p.borrow().len()), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use duplex::proto::frame::OpCode;
 use duplex::proto::{Connection, Role};
-use duplex::{Config, Message, WebSocket};
+use duplex::{Config, MemoryBudget, Message, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Gives `wire` as fast as it is read, each read as much as fits, then
@@ -62,7 +62,7 @@ impl AsyncWrite for Firehose {
 /// Receives `count` binary messages of `size` bytes (each different)
 /// through a server socket reading at most `per_read` bytes at a time;
 /// checks every one and returns the room each read offered.
-async fn receive(count: usize, size: usize, per_read: usize) -> Vec<usize> {
+async fn receive(count: usize, size: usize, per_read: usize, config: Config) -> Vec<usize> {
     let payloads: Vec<Vec<u8>> = (0..count)
         .map(|i| common::pseudo_random(size, i as u64 + 1))
         .collect();
@@ -78,7 +78,7 @@ async fn receive(count: usize, size: usize, per_read: usize) -> Vec<usize> {
         offered: offered.clone(),
     };
     let conn = Connection::new(Role::Server, Default::default(), None);
-    let mut ws = WebSocket::from_parts(io, conn, Config::default(), None);
+    let mut ws = WebSocket::from_parts(io, conn, config, None);
     for (i, payload) in payloads.iter().enumerate() {
         let got = common::within("a message", ws.recv()).await;
         let Some(Ok(Message::Binary(got))) = got else {
@@ -92,7 +92,7 @@ async fn receive(count: usize, size: usize, per_read: usize) -> Vec<usize> {
 #[tokio::test]
 async fn a_peer_filling_every_read_gets_reads_of_up_to_64_kib() {
     let (count, size) = (128, 4096);
-    let offered = receive(count, size, usize::MAX).await;
+    let offered = receive(count, size, usize::MAX, Config::default()).await;
     assert!(
         offered[0] <= 16 << 10,
         "a connection starts with a small buffer: {offered:?}"
@@ -111,9 +111,31 @@ async fn a_peer_filling_every_read_gets_reads_of_up_to_64_kib() {
 
 #[tokio::test]
 async fn a_peer_sending_less_than_a_buffer_per_read_keeps_the_small_one() {
-    let offered = receive(64, 1000, 3000).await;
+    let offered = receive(64, 1000, 3000, Config::default()).await;
     assert!(
         offered.iter().all(|&room| room <= 16 << 10),
         "reads that never fill the buffer never grow it: {offered:?}"
+    );
+}
+
+/// A read-ahead buffer is charged only on the turn after it is taken, and a
+/// connection made to wait then would hold it uncharged: under a memory
+/// budget more than half used, reads stay small.
+#[tokio::test]
+async fn under_a_budget_more_than_half_used_reads_stay_small() {
+    let budget = MemoryBudget::new(4 << 20);
+    let config = Config::default().with_memory_budget(budget.clone());
+    let offered = receive(32, 4096, usize::MAX, config.clone()).await;
+    assert!(
+        offered[1..].iter().any(|&room| room > 16 << 10),
+        "with room in the budget reads grow: {offered:?}"
+    );
+    let _held = budget.charge(2 << 20);
+    let offered = receive(32, 4096, usize::MAX, config).await;
+    assert!(
+        offered.iter().all(|&room| room <= 16 << 10),
+        "{} of {} bytes used: {offered:?}",
+        budget.used(),
+        budget.limit()
     );
 }

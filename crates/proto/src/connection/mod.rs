@@ -578,6 +578,9 @@ impl Connection {
             c.pending = None;
         }
         self.message = None;
+        // A partial code point of the discarded message must not carry
+        // over to the next one.
+        self.utf8.reset();
     }
 
     /// Releases buffer memory that holds nothing: call when the connection

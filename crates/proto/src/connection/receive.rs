@@ -571,7 +571,7 @@ mod tests {
         };
         for (first, payload) in [(0x82, &b"binary payload"[..]), (0x81, "text, é".as_bytes())] {
             let wire = frame(first, payload);
-            for cut in [1, 5, 6, 7, wire.len() - 1] {
+            for cut in 1..wire.len() {
                 let mut server = Connection::new(Role::Server, Default::default(), None);
                 server.read_buf().extend_from_slice(&wire[..cut]);
                 assert_eq!(

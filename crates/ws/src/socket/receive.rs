@@ -312,11 +312,12 @@ where
         let n = rb.filled().len();
         // SAFETY: the reader initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
-        if n == room && n >= pool::MIN_FREE && buf.capacity() < pool::READ_AHEAD_CAPACITY / 2 {
-            // The read filled the buffer, and not just its last few bytes:
-            // the peer sends more than a buffer per read. What is buffered
-            // moves to a read-ahead buffer, so that the next read takes up
-            // to 64 KiB.
+        // The read filled the buffer, and not just its last few bytes: the
+        // peer sends more than a buffer per read. What is buffered moves to
+        // a read-ahead buffer, so that the next read takes up to 64 KiB.
+        let filled = n == room && n >= pool::MIN_FREE;
+        if filled && buf.capacity() < pool::READ_AHEAD_CAPACITY / 2 && self.read_ahead_fits() {
+            let buf = self.conn.read_buf();
             let mut ahead = pool::take_read_ahead();
             ahead.extend_from_slice(buf);
             let mut small = std::mem::replace(buf, ahead);
@@ -324,6 +325,17 @@ where
             pool::give(small);
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// Whether a read-ahead buffer may be taken: always without a memory
+    /// budget; with one, while the budget is less than half used. The
+    /// larger buffer is charged on the next turn, and it must be granted
+    /// then: a connection made to wait would hold it uncharged.
+    fn read_ahead_fits(&self) -> bool {
+        self.config
+            .memory_budget
+            .as_ref()
+            .is_none_or(|b| b.used() + pool::READ_AHEAD_CAPACITY <= b.limit() / 2)
     }
 
     /// Lends empty buffers to the thread's pool while we wait.
