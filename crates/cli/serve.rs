@@ -16,6 +16,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "DUPLEX_BIND")]
     pub bind: Option<SocketAddr>,
+    /// Threads serving connections, each with its own runtime; 0: one per core [default: 0]
+    #[arg(long, env = "DUPLEX_THREADS")]
+    pub threads: Option<usize>,
     /// Directory for history and the generated API key [default: ./duplex-data]
     #[arg(long, env = "DUPLEX_DATA")]
     pub data: Option<PathBuf>,
@@ -128,6 +131,7 @@ impl ServeArgs {
         }
         take!(
             bind,
+            threads,
             data,
             http2,
             max_message_size,
@@ -191,7 +195,9 @@ impl ServeArgs {
 /// Runs the server until a signal asks it to stop.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The first of the server's runtimes, one per core (the others are
+    // the server's own: see `duplex_server::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {

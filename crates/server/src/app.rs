@@ -25,6 +25,7 @@ use crate::redis::Redis;
 use crate::settings::Settings;
 use crate::state::{AppState, SharedTransfers};
 use crate::store::{Retention, SqliteStore, Store};
+use crate::workers::{self, Workers};
 use crate::{api, ui};
 
 /// A running server.
@@ -32,6 +33,8 @@ pub struct Server {
     addr: SocketAddr,
     state: Arc<AppState>,
     accept_loop: tokio::task::JoinHandle<()>,
+    /// The runtimes beyond the caller's ([`crate::workers`]).
+    workers: Workers,
     notices: Vec<Notice>,
 }
 
@@ -135,11 +138,15 @@ impl Server {
             spawn_pruner(sqlite, retention, state.shutdown.clone());
         }
         let router = router(state.clone());
+        let others = workers::runtimes(state.settings.threads) - 1;
+        let workers = Workers::start(others, &listener, &router, &tls, &state)
+            .context("cannot start the worker threads")?;
         let accept_loop = tokio::spawn(connection::accept(listener, router, tls, state.clone()));
         Ok(Self {
             addr,
             state,
             accept_loop,
+            workers,
             notices,
         })
     }
@@ -194,6 +201,8 @@ impl Server {
             tracing::warn!("some connections did not close within {grace:?}");
         }
         self.state.broker.clone().drain().await;
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
 }
 

@@ -13,8 +13,9 @@
 //! [`app`] (assembly and shutdown),
 //! [`endpoint`] (the WebSocket endpoints and their checks), [`connection`]
 //! (TLS, HTTP/1.1 and HTTP/2), [`fastpath`] (WebSocket upgrades without
-//! hyper), and
-//! [`transfer`] (the file-transfer relay, `docs/transfer.md`).
+//! hyper),
+//! [`transfer`] (the file-transfer relay, `docs/transfer.md`), and
+//! [`workers`] (one runtime per core).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -51,6 +52,7 @@ pub mod state;
 pub mod store;
 pub mod transfer;
 pub mod ui;
+pub mod workers;
 
 pub use app::Server;
 pub use notice::Notice;

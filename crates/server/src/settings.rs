@@ -23,6 +23,9 @@ use serde::Deserialize;
 pub struct Settings {
     /// Address to listen on.
     pub bind: SocketAddr,
+    /// Threads serving connections, each with its own runtime
+    /// ([`crate::workers`]); 0: one per core the process may run on.
+    pub threads: usize,
     /// Directory for the database and the generated API key.
     pub data: PathBuf,
     /// Redis servers (`redis://HOST:PORT[/DB]`) through which several nodes
@@ -117,6 +120,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8080".parse().expect("valid address"),
+            threads: 0,
             data: PathBuf::from("duplex-data"),
             redis: Vec::new(),
             advertise_url: None,

@@ -48,7 +48,13 @@ async fn pairs_forwards_and_grants_credit() {
 
 #[tokio::test]
 async fn sending_beyond_credit_is_refused_and_the_relay_holds_at_most_the_window() {
-    let server = TestServer::start(|s| s.transfer_window = 64 << 10).await;
+    // One runtime, the test's (see the end): a worker thread would read
+    // and deliver the first frames while the test still writes the fourth.
+    let server = TestServer::start(|s| {
+        s.transfer_window = 64 << 10;
+        s.threads = 1;
+    })
+    .await;
     let addr = server.addr();
     let (mut sender, created) = create(addr, 1 << 30).await;
     assert_eq!(created["window"], 64 << 10);
@@ -240,7 +246,14 @@ async fn a_replaced_sender_connection_ending_leaves_its_successor_attached() {
 async fn control_frames_cost_credit_like_chunks() {
     use duplex_transfer::{Credit, Kind, peer_frame};
     let window = 64u64 << 10;
-    let server = TestServer::start(|s| s.transfer_window = window as usize).await;
+    // One runtime, the test's: all three frames are in the relay's socket
+    // before it reads any (a worker thread would deliver the first ones,
+    // and grant their credit, while the test still writes the last).
+    let server = TestServer::start(|s| {
+        s.transfer_window = window as usize;
+        s.threads = 1;
+    })
+    .await;
     let addr = server.addr();
     let mut outcomes = Vec::new();
     for over in [0u64, 1] {

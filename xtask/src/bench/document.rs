@@ -231,8 +231,8 @@ pub(super) fn document(
          alternated within each repetition; each cell is the median over the repetitions. Echo rows are throughput as a \
          share of the plain TCP echo (the practical ceiling: same reads and writes, no framing), with messages/s in \
          parentheses; the latency row is p50 / p99 round trip; the last row is the server's RSS growth per idle connection \
-         and its CPU time per handshake (from `/proc`). `duplex serve /echo` is the full server (its own accept loop takes WebSocket upgrades to /echo and /ws without hyper; multi-threaded \
-         runtime confined to one CPU).\n\n",
+         and its CPU time per handshake (from `/proc`). `duplex serve /echo` is the full server (its own accept loop takes WebSocket upgrades to /echo and /ws without hyper; one \
+         current-thread runtime per core it may use, so one here).\n\n",
         if o.quick { " --quick" } else { "" },
         o.reps,
         o.seconds,
