@@ -8,9 +8,10 @@
 //! a multi-threaded runtime.
 //!
 //! Why, measured (docs/performance.md, "Runtime model, measured again"):
-//! on one core, the echo costs the server what the library's own echo
-//! costs (a multi-threaded runtime cost 4–12% more per message), and the
-//! hub's fan-out with many publishers costs the same or less per delivery.
+//! on one core, the echo costs the server within a few percent of what
+//! the library's own echo costs (+1% to +5% on most rows; a multi-threaded
+//! runtime cost +4% to +24%), and the hub's fan-out with many publishers
+//! costs the same or less per delivery.
 //! What it gives up: a single publisher that waits for each reply before
 //! publishing again gets its deliveries written one at a time (a
 //! multi-threaded runtime ran the reply first and wrote some of them two
