@@ -243,6 +243,14 @@ pub fn smoke(paths: &Paths) -> Result<()> {
     smoke_transfer(&duplex, server.addr, server.child.id())?;
     let hub = format!("ws://{}/ws", server.addr);
     smoke_fanout(&duplex, &hub, server.child.id(), &[])?;
+    // One publisher over the hub with publishes in flight, answered in
+    // order and delivered in order.
+    smoke_fanout(
+        &duplex,
+        &hub,
+        server.child.id(),
+        &["--via", "hub", "--in-flight", "64"],
+    )?;
     drop(server);
     // The peer row of the fan-out section: Socket.IO, spoken by the same
     // generator.
@@ -320,6 +328,8 @@ fn start_smoke_serve(duplex: &Path, dir: &Path) -> Result<Running> {
     let child = Command::new(duplex)
         .args(["serve", "--bind", &addr.to_string(), "--data"])
         .arg(&data)
+        // A publisher over the hub sends more commands than a person.
+        .args(["--rate-limit", "1000000", "--rate-burst", "1000000"])
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)

@@ -21,6 +21,11 @@ pub const SESSION_MIN_LEN: usize = 16;
 /// The longest `session` secret of `connect`, in characters (letters,
 /// digits, `-` and `_`).
 pub const SESSION_MAX_LEN: usize = 128;
+/// The `publish` commands one connection may have waiting for the store:
+/// they are stored in the order sent and answered in that order; past
+/// this many the server reads nothing more from the connection until the
+/// oldest is answered.
+pub const PUBLISHES_IN_FLIGHT: usize = 64;
 
 /// A recovery position: the last publication a client saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,8 +103,8 @@ use serde::Serialize;
 pub use close::HubClose;
 pub use command::{
     CHANNEL_MAX_LEN, CHANNEL_PUNCTUATION, Command, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT,
-    NAME_MAX_CHARS, Request, SESSION_MAX_LEN, SESSION_MIN_LEN, Since, check_channel, encode_data,
-    parse_request,
+    NAME_MAX_CHARS, PUBLISHES_IN_FLIGHT, Request, SESSION_MAX_LEN, SESSION_MIN_LEN, Since,
+    check_channel, encode_data, parse_request,
 };
 pub use error::{ErrorCode, HubError};
 pub use member::Member;

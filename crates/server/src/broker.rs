@@ -18,7 +18,10 @@
 //! node's members are checked and announced through Redis.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use duplex::MemoryBudget;
@@ -73,6 +76,51 @@ impl Receipt {
             ts_ms: p.ts_ms,
         }
     }
+}
+
+/// A publication on its way to the store ([`Broker::submit`]): resolves
+/// to its receipt once the publication is durable, or to why it was not
+/// stored.
+#[derive(Debug)]
+#[must_use = "a publisher is answered only once its publication is stored"]
+pub struct PendingPublish(Pending);
+
+#[derive(Debug)]
+enum Pending {
+    /// Queued for the embedded store's next commit.
+    Queued(oneshot::Receiver<Result<Arc<Publication>, HubError>>),
+    /// Decided already (refused, or stored through Redis); `None` once
+    /// taken.
+    Answered(Option<Result<Receipt, HubError>>),
+}
+
+impl PendingPublish {
+    /// A publish decided without waiting for the store.
+    pub fn answered(result: Result<Receipt, HubError>) -> Self {
+        Self(Pending::Answered(Some(result)))
+    }
+}
+
+impl Future for PendingPublish {
+    type Output = Result<Receipt, HubError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Pending::Queued(rx) => Pin::new(rx).poll(cx).map(|stored| match stored {
+                Ok(stored) => stored.map(|p| Receipt::of(&p)),
+                Err(_) => Err(shutting_down()),
+            }),
+            Pending::Answered(result) => Poll::Ready(
+                result
+                    .take()
+                    .expect("a PendingPublish is polled to completion once"),
+            ),
+        }
+    }
+}
+
+fn shutting_down() -> HubError {
+    HubError::new(ErrorCode::Internal, "the server is shutting down")
 }
 
 struct Job {
@@ -142,6 +190,64 @@ impl Broker {
         from: Member,
         idempotency_key: Option<&str>,
     ) -> Result<Receipt, HubError> {
+        let Some(key) = idempotency_key else {
+            return self.submit(channel, data, from).await.await;
+        };
+        match &self.engine {
+            Engine::Embedded { seen, .. } => {
+                if let Some(receipt) = remembered(seen, key) {
+                    return Ok(receipt);
+                }
+                let receipt = self.submit(channel, data, from).await.await?;
+                remember(seen, key, receipt.clone());
+                Ok(receipt)
+            }
+            Engine::Redis(redis) => {
+                let publication = self.admit(channel, data, from).await?;
+                self.publish_redis(redis, &publication, Some(key)).await
+            }
+        }
+    }
+
+    /// Starts publishing `data` to `channel` as `from`: returns once the
+    /// publication is queued for the store, with what resolves to its
+    /// receipt once it is durable. Publications submitted one after the
+    /// other by one task are stored in that order, so a connection can have
+    /// several in flight and still see its offsets ascend; the embedded
+    /// engine then commits them together. (With Redis this waits for the
+    /// store, as one script per publish is what orders them.)
+    pub async fn submit(&self, channel: &str, data: Box<RawValue>, from: Member) -> PendingPublish {
+        let publication = match self.admit(channel, data, from).await {
+            Ok(p) => p,
+            Err(e) => return PendingPublish::answered(Err(e)),
+        };
+        match &self.engine {
+            Engine::Embedded { queue, .. } => {
+                let (reply, rx) = oneshot::channel();
+                let job = Job {
+                    publication,
+                    reply,
+                    started: Instant::now(),
+                };
+                match queue.send(job).await {
+                    Ok(()) => PendingPublish(Pending::Queued(rx)),
+                    Err(_) => PendingPublish::answered(Err(shutting_down())),
+                }
+            }
+            Engine::Redis(redis) => {
+                PendingPublish::answered(self.publish_redis(redis, &publication, None).await)
+            }
+        }
+    }
+
+    /// Waits for room in the memory budget for `data`, then makes the
+    /// publication to store.
+    async fn admit(
+        &self,
+        channel: &str,
+        data: Box<RawValue>,
+        from: Member,
+    ) -> Result<NewPublication, HubError> {
         // The stored copy and the push, both about the data's size.
         let room = tokio::time::timeout(ROOM_WAIT, self.budget.room_for(2 * data.get().len()));
         if room.await.is_err() {
@@ -151,55 +257,40 @@ impl Broker {
                 "the server's memory budget is spent: nothing was stored; try again later",
             ));
         }
-        let publication = NewPublication {
+        Ok(NewPublication {
             channel: channel.to_owned(),
             from,
             data,
             ts_ms: now_ms(),
-        };
-        match &self.engine {
-            Engine::Embedded { queue, seen } => {
-                if let Some(receipt) = idempotency_key.and_then(|k| remembered(seen, k)) {
-                    return Ok(receipt);
+        })
+    }
+
+    async fn publish_redis(
+        &self,
+        redis: &Redis,
+        publication: &NewPublication,
+        idempotency_key: Option<&str>,
+    ) -> Result<Receipt, HubError> {
+        let started = Instant::now();
+        match redis.publish(publication, idempotency_key).await {
+            Ok(placed) => {
+                if placed.fresh {
+                    self.metrics.publications.inc();
+                    self.metrics
+                        .publish_latency
+                        .observe(started.elapsed().as_secs_f64());
                 }
-                let (reply, rx) = oneshot::channel();
-                let job = Job {
-                    publication,
-                    reply,
-                    started: Instant::now(),
-                };
-                let stopped = || HubError::new(ErrorCode::Internal, "the server is shutting down");
-                queue.send(job).await.map_err(|_| stopped())?;
-                let stored: Arc<Publication> = rx.await.map_err(|_| stopped())??;
-                let receipt = Receipt::of(&stored);
-                if let Some(key) = idempotency_key {
-                    remember(seen, key, receipt.clone());
-                }
-                Ok(receipt)
+                Ok(Receipt {
+                    channel: publication.channel.as_str().into(),
+                    epoch: placed.epoch,
+                    offset: placed.offset,
+                    ts_ms: placed.ts_ms,
+                })
             }
-            Engine::Redis(redis) => {
-                let started = Instant::now();
-                match redis.publish(&publication, idempotency_key).await {
-                    Ok(placed) => {
-                        if placed.fresh {
-                            self.metrics.publications.inc();
-                            self.metrics
-                                .publish_latency
-                                .observe(started.elapsed().as_secs_f64());
-                        }
-                        Ok(Receipt {
-                            channel: channel.into(),
-                            epoch: placed.epoch,
-                            offset: placed.offset,
-                            ts_ms: placed.ts_ms,
-                        })
-                    }
-                    Err(e) => {
-                        self.metrics.publish_failures.inc();
-                        tracing::warn!("publish to {channel}: {e}");
-                        Err(HubError::from(e))
-                    }
-                }
+            Err(e) => {
+                self.metrics.publish_failures.inc();
+                tracing::warn!("publish to {}: {e}", publication.channel);
+                Err(HubError::from(e))
             }
         }
     }

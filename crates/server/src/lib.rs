@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod answers;
 pub mod api;
 pub mod app;
 pub mod auth;

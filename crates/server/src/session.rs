@@ -13,11 +13,12 @@ use std::future::poll_fn;
 use std::sync::Arc;
 
 use duplex::{BudgetShare, Message, Text, WebSocket};
-use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::answers::{Answer, Answers, reply_json as json};
 use crate::auth::{Claims, allowed};
+use crate::broker::PendingPublish;
 use crate::hub::{Delivery, Subscriber};
 use crate::publication::{Publication, page_of};
 use crate::queue::{QueueReceiver, QueueSender, queue};
@@ -59,6 +60,7 @@ where
         share,
         slow: Signal::new(),
         strikes: 0,
+        answers: Answers::default(),
     };
     session.state.metrics.connections.inc();
     session.state.metrics.connections_total.inc();
@@ -84,6 +86,8 @@ struct Session<S> {
     slow: Signal,
     bucket: TokenBucket,
     strikes: u32,
+    /// Answers not sent yet: publishes waiting for the store.
+    answers: Answers,
 }
 
 /// One channel a connection is subscribed to.
@@ -116,6 +120,13 @@ where
                     let _ = self.ws.close(HubClose::TryAgainLater.code(), "slow consumer: too many messages queued").await;
                     return;
                 }
+                // Before deliveries: a subscription's reply precedes its
+                // pushes, and a publish's reply the push of its publication.
+                Some((id, result)) = poll_fn(|cx| self.answers.poll_next(cx)), if !self.answers.is_empty() => {
+                    if self.answer(id, result).await.is_err() {
+                        return;
+                    }
+                }
                 Some(queued) = self.inbox.recv() => {
                     // It weighs on this connection until it is queued for
                     // writing (a peer that does not read stops us there).
@@ -123,7 +134,8 @@ where
                         return;
                     }
                 }
-                msg = self.ws.recv() => match msg {
+                // Past the publishes it may have in flight, a client waits.
+                msg = self.ws.recv(), if !self.answers.is_full() => match msg {
                     None => return,
                     Some(Ok(Message::Text(text))) => {
                         self.count_in(text.len());
@@ -220,16 +232,43 @@ where
             }
             let id = serde_json::from_str::<Id>(text).ok().and_then(|r| r.id);
             let e = HubError::new(ErrorCode::RateLimited, "too many commands: slow down");
+            self.settle().await?;
             return self
                 .send(ServerMessage::Error { id, error: e }.encode())
                 .await;
         }
         let request = match parse_request(text) {
             Ok(r) => r,
-            Err((id, e)) => return self.strike(id, e).await,
+            Err((id, e)) => {
+                self.settle().await?;
+                return self.strike(id, e).await;
+            }
         };
-        let id = request.id;
-        match self.execute(request.command).await {
+        if !matches!(request.command, Command::Publish { .. }) {
+            // It sees every earlier publish of this connection stored.
+            self.settle().await?;
+        }
+        let answer = self.execute(request.command).await;
+        self.answers.push(request.id, answer);
+        Ok(())
+    }
+
+    /// Sends the answers of every command before this one.
+    async fn settle(&mut self) -> duplex::Result<()> {
+        while let Some((id, result)) = self.answers.next().await {
+            self.answer(id, result).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the answer to command `id`: its reply (only if it has an
+    /// `id`), or its error.
+    async fn answer(
+        &mut self,
+        id: Option<u64>,
+        result: Result<Box<RawValue>, HubError>,
+    ) -> duplex::Result<()> {
+        match result {
             Ok(result) => {
                 self.strikes = 0;
                 match id {
@@ -270,12 +309,14 @@ where
         Ok(())
     }
 
-    /// Runs one command; the result is the reply's JSON.
-    async fn execute(&mut self, command: Command) -> Result<Box<RawValue>, HubError> {
+    /// Runs one command: its reply's JSON, or a publish on its way.
+    async fn execute(&mut self, command: Command) -> Answer {
         if !matches!(command, Command::Connect { .. } | Command::Ping) {
-            self.require_auth()?;
+            if let Err(e) = self.require_auth() {
+                return Answer::Now(Err(e));
+            }
         }
-        match command {
+        let result = match command {
             Command::Connect {
                 token,
                 name,
@@ -290,7 +331,9 @@ where
                     .await
             }
             Command::Unsubscribe { channel } => self.unsubscribe(&channel),
-            Command::Publish { channel, data } => self.publish(channel, data).await,
+            Command::Publish { channel, data } => {
+                return Answer::Stored(self.publish(channel, data).await);
+            }
             Command::History {
                 channel,
                 limit,
@@ -301,13 +344,16 @@ where
                 self.history(&channel, range).await
             }
             Command::Presence { channel } => self.presence(channel).await,
-            Command::Typing { channel } => {
-                self.state.broker.typing(&channel, &self.member).await?;
-                Ok(json(&Done {}))
-            }
+            Command::Typing { channel } => self
+                .state
+                .broker
+                .typing(&channel, &self.member)
+                .await
+                .map(|()| json(&Done {})),
             Command::Kick { channel, name, ban } => self.kick(&channel, &name, ban).await,
             Command::Ping => Ok(json(&Done {})),
-        }
+        };
+        Answer::Now(result)
     }
 
     fn unsubscribe(&mut self, channel: &str) -> Result<Box<RawValue>, HubError> {
@@ -502,27 +548,27 @@ where
         )))
     }
 
-    async fn publish(
-        &mut self,
-        channel: String,
-        data: serde_json::Value,
-    ) -> Result<Box<RawValue>, HubError> {
-        check_channel(&channel)?;
+    /// Queues a publication for the store: what it resolves to is the
+    /// reply.
+    async fn publish(&mut self, channel: String, data: serde_json::Value) -> PendingPublish {
+        if let Err(e) = check_channel(&channel) {
+            return PendingPublish::answered(Err(e));
+        }
         if let Some(c) = &self.claims {
             if !allowed(c.publish.as_deref(), &channel) {
-                return Err(HubError::new(
+                return PendingPublish::answered(Err(HubError::new(
                     ErrorCode::Forbidden,
                     format!("your token does not allow publishing to {channel}"),
-                ));
+                )));
             }
         }
-        let data = encode_data(&data, self.state.settings.max_data_size)?;
-        let receipt = self
-            .state
-            .broker
-            .publish(&channel, data, self.member.clone(), None)
-            .await?;
-        Ok(json(&receipt.published()))
+        match encode_data(&data, self.state.settings.max_data_size) {
+            Ok(data) => {
+                let from = self.member.clone();
+                self.state.broker.submit(&channel, data, from).await
+            }
+            Err(e) => PendingPublish::answered(Err(e)),
+        }
     }
 }
 
@@ -567,8 +613,4 @@ fn check_name(name: &str) -> Result<(), HubError> {
 fn storage(e: StoreError) -> HubError {
     tracing::error!("storage: {e}");
     HubError::from(e)
-}
-
-fn json(value: &impl Serialize) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("hub replies always serialise")
 }

@@ -650,6 +650,13 @@ async fn publishers_at_once_reach_steady_and_recovering_subscribers_exactly_once
             let sub = client
                 .ok(json!({"cmd": "subscribe", "channel": channel, "since": since}))
                 .await;
+            // Nothing of the channel comes before the subscription's reply.
+            let early: Vec<&Value> = client
+                .pushes
+                .iter()
+                .filter(|p| p["channel"] == channel)
+                .collect();
+            assert!(early.is_empty(), "pushed before the reply: {early:?}");
             (client, channel, sub)
         }));
     }
@@ -683,5 +690,142 @@ async fn publishers_at_once_reach_steady_and_recovering_subscribers_exactly_once
         for channel in mine {
             assert_eq!(got[channel], expected(channel), "on {channel}: {why}");
         }
+    }
+}
+
+/// One client sends a random mix of commands without waiting for replies:
+/// publishes (some refused, some without `id`), pings and history reads,
+/// often more publishes than the server keeps in flight. Every answer comes
+/// in command order, the publications are stored in order, a command after
+/// publishes sees them stored, and a subscriber gets exactly what was
+/// stored, in order.
+#[tokio::test]
+async fn commands_sent_without_waiting_are_answered_in_order() {
+    use rand::Rng;
+    const CHANNELS: [&str; 2] = ["flight-a", "flight-b"];
+    /// What the answer to one command must be.
+    #[derive(Debug)]
+    enum Expect {
+        Published {
+            channel: &'static str,
+        },
+        Refused(&'static str),
+        Done,
+        /// A history read: the channel's offset once every earlier
+        /// publish is stored.
+        Offset(u64),
+    }
+    let (mut rng, why) = seeded();
+    let t = TestServer::start(|s| {
+        s.max_data_size = 100;
+        s.rate_limit = 1e6;
+        s.rate_burst = 1_000_000;
+    })
+    .await;
+    let mut subscriber = t.client().await;
+    for channel in CHANNELS {
+        subscriber
+            .ok(json!({"cmd": "subscribe", "channel": channel, "presence": false}))
+            .await;
+    }
+    let mut publisher = t.client().await;
+    let mut stored = [0u64; 2];
+    // Per answered command, in order: its id (None: an error without id)
+    // and what it must say.
+    let mut expected = Vec::new();
+    let count = rng.random_range(1..300);
+    for n in 0..count as u64 {
+        let k = rng.random_range(0..CHANNELS.len());
+        let channel = CHANNELS[k];
+        let with_id = rng.random_bool(0.8);
+        let id = with_id.then_some(n + 1);
+        let (command, expect) = match rng.random_range(0..20) {
+            0 => (
+                json!({"cmd": "publish", "channel": "no spaces", "data": n}),
+                Some(Expect::Refused("bad_request")),
+            ),
+            1 => (
+                json!({"cmd": "publish", "channel": channel, "data": "y".repeat(200)}),
+                Some(Expect::Refused("too_large")),
+            ),
+            2 => (json!({"cmd": "ping"}), with_id.then_some(Expect::Done)),
+            3 => (
+                json!({"cmd": "history", "channel": channel, "limit": 1}),
+                with_id.then_some(Expect::Offset(stored[k])),
+            ),
+            _ => {
+                stored[k] += 1;
+                (
+                    json!({"cmd": "publish", "channel": channel, "data": {"n": n}}),
+                    with_id.then_some(Expect::Published { channel }),
+                )
+            }
+        };
+        let mut command = command;
+        if let Some(id) = id {
+            command["id"] = json!(id);
+        }
+        publisher.ws.send(command.to_string()).await.unwrap();
+        if let Some(expect) = expect {
+            // Errors are answered with or without an id.
+            expected.push((id, expect));
+        }
+    }
+    let mut next_offset = [1u64; 2];
+    for (id, expect) in expected {
+        let reply = loop {
+            let v = publisher
+                .next_value()
+                .await
+                .expect("the connection stays open");
+            if v.get("push").is_none() {
+                break v;
+            }
+        };
+        assert_eq!(
+            reply["id"],
+            json!(id),
+            "{reply}, expected {expect:?}: {why}"
+        );
+        match expect {
+            Expect::Published { channel } => {
+                let k = CHANNELS.iter().position(|c| *c == channel).unwrap();
+                // Publishes without an id are stored too: skip their offsets.
+                let offset = reply["result"]["offset"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{reply}: {why}"));
+                assert!(
+                    offset >= next_offset[k],
+                    "{reply} after {}: {why}",
+                    next_offset[k] - 1
+                );
+                next_offset[k] = offset + 1;
+            }
+            Expect::Refused(code) => assert_eq!(reply["error"]["code"], code, "{why}"),
+            Expect::Done => assert_eq!(reply["result"], json!({}), "{why}"),
+            Expect::Offset(offset) => {
+                assert_eq!(reply["result"]["offset"], offset, "{reply}: {why}")
+            }
+        }
+    }
+    // Every stored publication reaches the subscriber once, in order,
+    // with the data in the order it was sent.
+    for (k, channel) in CHANNELS.iter().enumerate() {
+        let history = publisher
+            .ok(json!({"cmd": "history", "channel": channel, "limit": 1000}))
+            .await;
+        assert_eq!(history["offset"], stored[k], "{why}");
+    }
+    let mut got: [Vec<(u64, u64)>; 2] = Default::default();
+    while got.iter().zip(stored).any(|(g, s)| (g.len() as u64) < s) {
+        let push = subscriber.push_of("publication").await;
+        let k = CHANNELS.iter().position(|c| push["channel"] == *c).unwrap();
+        let offset = push["offset"].as_u64().unwrap();
+        got[k].push((offset, push["data"]["n"].as_u64().unwrap()));
+    }
+    for (k, got) in got.iter().enumerate() {
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (1..=stored[k]).collect::<Vec<_>>(), "{why}");
+        assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "{got:?}: {why}");
     }
 }

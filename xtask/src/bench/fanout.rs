@@ -95,6 +95,9 @@ impl Setup {
                 2
             }
         };
+        // A publisher over the hub sends far more than a person's
+        // commands: lift the per-connection command rate.
+        extra.extend(["--rate-limit", "1000000", "--rate-burst", "1000000"].map(String::from));
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut urls = Vec::new();
         for i in 0..nodes {
@@ -107,32 +110,52 @@ impl Setup {
     }
 }
 
-/// One configuration: subscribers, publications per second (0 = flat out,
-/// each publisher one at a time), publishers.
+/// One configuration: subscribers, publications per second (0 = flat out),
+/// publishers, and how each publishes.
 #[derive(Clone, Copy)]
 struct Load {
     subscribers: u32,
     rate: u32,
     publishers: u32,
+    /// 1: through `POST /api/publish`, one at a time; more: with the hub's
+    /// `publish` over `/ws`, this many unanswered at once.
+    in_flight: u32,
 }
 
-const LOADS: [Load; 3] = [
+const LOADS: [Load; 4] = [
     Load {
         subscribers: 1000,
         rate: 100,
         publishers: 1,
+        in_flight: 1,
     },
     Load {
         subscribers: 1000,
         rate: 0,
         publishers: 1,
+        in_flight: 1,
+    },
+    Load {
+        subscribers: 1000,
+        rate: 0,
+        publishers: 1,
+        in_flight: 64,
     },
     Load {
         subscribers: 100,
         rate: 0,
         publishers: 64,
+        in_flight: 1,
     },
 ];
+
+impl Load {
+    /// Whether `setup` can serve it: Socket.IO's publications come only
+    /// through `POST /api/publish`.
+    fn fits(self, setup: Setup) -> bool {
+        self.in_flight == 1 || setup != Setup::SocketIo
+    }
+}
 
 /// One run's figures.
 #[derive(Clone, Copy, Default)]
@@ -155,6 +178,7 @@ pub fn section(paths: &Paths, bins: &Bins, reps: usize, seconds: u64) -> Result<
     let runs: Vec<(Setup, Load)> = Setup::ALL
         .iter()
         .flat_map(|&setup| LOADS.iter().map(move |&load| (setup, load)))
+        .filter(|(setup, load)| load.fits(*setup))
         .collect();
     let mut samples = vec![Vec::<Sample>::new(); runs.len()];
     for rep in 0..reps {
@@ -205,6 +229,9 @@ fn fanout_command(bins: &Bins, urls: &[String], load: Load, seconds: u64) -> Com
         "-d",
         &format!("{seconds}s"),
     ]);
+    if load.in_flight > 1 {
+        cmd.args(["--via", "hub", "--in-flight", &load.in_flight.to_string()]);
+    }
     for url in &urls[1..] {
         cmd.args(["--node", url]);
     }
@@ -274,11 +301,13 @@ fn markdown(reps: usize, seconds: u64, medians: &[(Setup, Load, Sample)]) -> Str
 fn intro(reps: usize, seconds: u64) -> String {
     format!(
         "## Hub fan-out: one node, two sharing Redis, and Socket.IO\n\n\
-         Everything that serves runs on CPU 0: one `duplex serve` (SQLite store, defaults), or two `duplex serve \
+         Everything that serves runs on CPU 0: one `duplex serve` (SQLite store, defaults but for the command rate, below), or two `duplex serve \
          --redis` nodes and their `redis-server` (append-only file, `appendfsync always`, as docs/deploy.md advises). \
          `duplex bench fanout` on CPU 1 subscribes N connections to one channel of `/ws` (spread evenly over the \
          nodes), publishes numbered messages through `POST /api/publish` on the first node (each publisher one keep-alive \
-         connection, each publication answered once stored) and checks that every subscriber gets every publication \
+         connection, each publication answered once stored; one at a time) or, where it says so, with the hub's \
+         `publish` over one WebSocket with 64 unanswered at once (`--via hub --in-flight 64`; the nodes' per-connection \
+         command rate lifted) and checks that every subscriber gets every publication \
          of every publisher, in order. Delivery latency is from the publish call to the arrival at a subscriber, over \
          every delivery (the load generator reads the N deliveries of a publication one after another on one core, so \
          the tail includes its own queueing); publish is the call's round trip. On two cores this compares the cost of \
@@ -317,10 +346,14 @@ fn load_label(load: Load) -> String {
         1 => String::new(),
         n => format!(", {n} publishers"),
     };
+    let how = match load.in_flight {
+        1 => String::new(),
+        n => format!(", over the hub, {n} in flight"),
+    };
     if load.rate == 0 {
-        format!("flat out{publishers}")
+        format!("flat out{publishers}{how}")
     } else {
-        format!("{}/s{publishers}", load.rate)
+        format!("{}/s{publishers}{how}", load.rate)
     }
 }
 
@@ -368,7 +401,8 @@ mod tests {
             5,
             &[
                 (Setup::OneNode, LOADS[0], quiet),
-                (Setup::TwoNodesOnRedis, LOADS[2], busy),
+                (Setup::TwoNodesOnRedis, LOADS[3], busy),
+                (Setup::OneNode, LOADS[2], busy),
             ],
         );
         assert!(
@@ -383,7 +417,16 @@ mod tests {
                 "|---|---|---|---|---|---|---|---|\n",
                 "| 1 node, SQLite | 1000 | 100/s | 100 | 99000 | 2.50 µs, 25% busy | 1.2 / 52.0 ms | 0.33 / 1.90 ms |\n",
                 "| 2 nodes + Redis | 100 | flat out, 64 publishers | 105 | 103000 | 1.23 µs, 98% busy | 1.3 / 52.0 ms | 0.33 / 1.90 ms |\n",
+                "| 1 node, SQLite | 1000 | flat out, over the hub, 64 in flight | 105 | 103000 | 1.23 µs, 98% busy | 1.3 / 52.0 ms | 0.33 / 1.90 ms |\n",
             )
         );
+    }
+
+    #[test]
+    fn socket_io_is_measured_only_where_it_can_publish() {
+        for load in LOADS {
+            assert!(load.fits(Setup::OneNode) && load.fits(Setup::TwoNodesOnRedis));
+            assert_eq!(load.fits(Setup::SocketIo), load.in_flight == 1);
+        }
     }
 }

@@ -15,6 +15,7 @@ mod protocol;
 use protocol::Incoming;
 pub use protocol::Protocol;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,10 +84,15 @@ pub struct FanoutArgs {
     /// subscribers are spread evenly over URL and these. Repeatable.
     #[arg(long = "node", value_name = "URL")]
     pub nodes: Vec<String>,
-    /// Publishers at once, each on its own connection to URL, each one
-    /// publication at a time; --rate is shared among them.
+    /// Publishers at once, each on its own connection to URL; --rate is
+    /// shared among them.
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
+    /// Publications each publisher has unanswered at once with --via hub
+    /// (the server stores and answers them in order); HTTP publishers make
+    /// one at a time.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub in_flight: usize,
     /// What the subscribers speak: the hub protocol of `duplex serve`, or
     /// Socket.IO 4 (at `/socket.io/`; publications still through
     /// `POST /api/publish`, as `tests/peers/socketio_hub.js` serves it).
@@ -104,6 +110,9 @@ pub async fn run(args: &FanoutArgs) -> Result<Report> {
     }
     if args.protocol == Protocol::SocketIo && matches!(args.via, Via::Hub) {
         bail!("--protocol socket.io publishes through POST /api/publish: drop --via hub");
+    }
+    if args.in_flight > 1 && matches!(args.via, Via::Http) {
+        bail!("--in-flight: HTTP publishers make one publication at a time; add --via hub");
     }
     let urls = node_urls(&target, args)?;
     let publishers = args.publishers.max(1);
@@ -201,8 +210,12 @@ fn row_name(args: &FanoutArgs, nodes: usize, publishers: usize) -> String {
             format!("{} pub/s", args.rate)
         } else {
             "flat out".into()
-        }
-    )
+        },
+    ) + &match args.via {
+        Via::Hub if args.in_flight > 1 => format!(", hub, {} in flight", args.in_flight),
+        Via::Hub => ", hub".into(),
+        Via::Http => String::new(),
+    }
 }
 
 /// The publish round trips' percentiles and the publications made, in
@@ -428,7 +441,7 @@ async fn publish_all(
     Ok(tally)
 }
 
-/// Publisher `k`: its own connection to URL, one publication at a time.
+/// Publisher `k`: its own connection to URL.
 struct Publisher {
     target: Target,
     args: FanoutArgs,
@@ -440,23 +453,47 @@ struct Publisher {
     published: Arc<Vec<AtomicU64>>,
 }
 
-/// A publisher's connection.
-enum PublishVia {
-    Http(TcpStream),
-    Hub(WebSocket<MaybeTlsStream>),
-}
-
 impl Publisher {
     /// Publishes `seq` 1, 2, ... until the duration ends; returns the
     /// errors and the publish round trips (ns).
     async fn run(self) -> Result<(u64, Histogram<u64>)> {
-        let deadline = Instant::now() + self.args.duration;
+        match self.args.via {
+            Via::Http => {
+                let stream = tcp_connect(self.target.addr, None).await?;
+                self.run_http(stream).await
+            }
+            Via::Hub => {
+                let url = format!("ws://{}{}", self.target.host, self.target.path);
+                let ws = duplex::connect(&url).await?;
+                self.run_hub(ws).await
+            }
+        }
+    }
+
+    /// The time between two publications of this publisher, if paced.
+    fn interval(&self) -> Option<Duration> {
         let share = self.args.rate / self.args.publishers.max(1) as f64;
-        let interval = (share > 0.0).then(|| Duration::from_secs_f64(1.0 / share));
+        (share > 0.0).then(|| Duration::from_secs_f64(1.0 / share))
+    }
+
+    /// Publication `seq`'s data, made now.
+    fn numbered(&self, seq: u64) -> Result<(serde_json::Value, u64)> {
+        let t = self.base.elapsed().as_nanos() as u64;
+        let data = serde_json::to_value(Numbered {
+            p: self.k as u64,
+            seq,
+            t,
+        })?;
+        Ok((data, t))
+    }
+
+    /// Publishes through `POST /api/publish`, one publication at a time.
+    async fn run_http(self, mut stream: TcpStream) -> Result<(u64, Histogram<u64>)> {
+        let deadline = Instant::now() + self.args.duration;
+        let interval = self.interval();
         let mut round_trips = latency_histogram();
         let mut next_at = Instant::now();
         let mut errors = 0;
-        let mut via = self.connect().await?;
         let mut buf = vec![0u8; 16 * 1024];
         let mut seq = 0u64;
         while Instant::now() < deadline {
@@ -465,17 +502,8 @@ impl Publisher {
                 next_at += step;
             }
             seq += 1;
-            let t = self.base.elapsed().as_nanos() as u64;
-            let data = serde_json::to_value(Numbered {
-                p: self.k as u64,
-                seq,
-                t,
-            })?;
-            // Why the publication was refused, if it was.
-            let refused = match &mut via {
-                PublishVia::Http(stream) => self.publish_http(stream, &mut buf, data, seq).await?,
-                PublishVia::Hub(ws) => self.publish_hub(ws, data, seq).await?,
-            };
+            let (data, t) = self.numbered(seq)?;
+            let refused = self.publish_http(&mut stream, &mut buf, data, seq).await?;
             let now = self.base.elapsed().as_nanos() as u64;
             round_trips.saturating_record(now.saturating_sub(t));
             if let Some(why) = refused {
@@ -491,14 +519,73 @@ impl Publisher {
         Ok((errors, round_trips))
     }
 
-    async fn connect(&self) -> Result<PublishVia> {
-        Ok(match self.args.via {
-            Via::Http => PublishVia::Http(tcp_connect(self.target.addr, None).await?),
-            Via::Hub => {
-                let url = format!("ws://{}{}", self.target.host, self.target.path);
-                PublishVia::Hub(duplex::connect(&url).await?)
+    /// Publishes with the hub's `publish` command, up to `--in-flight`
+    /// unanswered at once. A refused publication is retried under the same
+    /// number if it was the newest; otherwise later ones are on their way
+    /// already, and the run ends with the refusal.
+    async fn run_hub(self, mut ws: WebSocket<MaybeTlsStream>) -> Result<(u64, Histogram<u64>)> {
+        let deadline = Instant::now() + self.args.duration;
+        let interval = self.interval();
+        let window = self.args.in_flight.max(1);
+        let mut round_trips = latency_histogram();
+        let mut next_at = Instant::now();
+        let mut errors = 0;
+        let mut seq = 0u64;
+        // Sequence number and time sent, of each publication unanswered.
+        let mut unanswered: VecDeque<(u64, u64)> = VecDeque::with_capacity(window);
+        loop {
+            let now = Instant::now();
+            let paced = |next_at: Instant| interval.is_none() || next_at <= now;
+            while unanswered.len() < window && now < deadline && paced(next_at) {
+                if let Some(step) = interval {
+                    next_at += step;
+                }
+                seq += 1;
+                let (data, t) = self.numbered(seq)?;
+                let publish = Command::Publish {
+                    channel: self.channel.clone(),
+                    data,
+                };
+                // Publications are published before the reply: count first.
+                self.published[self.k].store(seq, Ordering::Relaxed);
+                ws.feed(Request::new(seq, publish).encode()).await?;
+                unanswered.push_back((seq, t));
             }
-        })
+            ws.flush().await?;
+            let more = unanswered.len() < window && now < deadline;
+            if unanswered.is_empty() && !more {
+                break;
+            }
+            let msg = if more && interval.is_some() {
+                // Only the pace holds the next one back.
+                tokio::select! {
+                    msg = ws.recv() => msg,
+                    () = tokio::time::sleep_until(next_at.into()) => continue,
+                }
+            } else {
+                ws.recv().await
+            };
+            let msg = msg.context("hub closed")??;
+            let Some(text) = msg.as_text() else { continue };
+            let answer = ServerMessage::parse(text)?;
+            let Some(at) = unanswered.iter().position(|(s, _)| Some(*s) == answer.id()) else {
+                continue;
+            };
+            let (answered, t) = unanswered.remove(at).expect("just found");
+            let now = self.base.elapsed().as_nanos() as u64;
+            round_trips.saturating_record(now.saturating_sub(t));
+            if let ServerMessage::Error { error, .. } = answer {
+                let why = format!("{}: {}", error.code.name(), error.message);
+                errors += 1;
+                if answered != seq || errors > 10 {
+                    bail!("publishing keeps failing: {why}{}", refusal_hint(&why));
+                }
+                // Never delivered: don't wait for it, and use its number again.
+                seq -= 1;
+                self.published[self.k].store(seq, Ordering::Relaxed);
+            }
+        }
+        Ok((errors, round_trips))
     }
 
     /// Publishes `data` as `seq` with `POST /api/publish`; returns why it
@@ -526,35 +613,6 @@ impl Publisher {
         self.published[self.k].store(seq, Ordering::Relaxed);
         stream.write_all(req.as_bytes()).await?;
         http_reply(stream, buf).await
-    }
-
-    /// Publishes `data` as `seq` with the hub's `publish` command; returns
-    /// why it was refused, if it was.
-    async fn publish_hub(
-        &self,
-        ws: &mut WebSocket<MaybeTlsStream>,
-        data: serde_json::Value,
-        seq: u64,
-    ) -> Result<Option<String>> {
-        let publish = Command::Publish {
-            channel: self.channel.clone(),
-            data,
-        };
-        self.published[self.k].store(seq, Ordering::Relaxed);
-        ws.send(Request::new(seq, publish).encode()).await?;
-        loop {
-            let msg = ws.recv().await.context("hub closed")??;
-            let Some(text) = msg.as_text() else { continue };
-            let answer = ServerMessage::parse(text)?;
-            if answer.id() == Some(seq) {
-                break Ok(match answer {
-                    ServerMessage::Error { error, .. } => {
-                        Some(format!("{}: {}", error.code.name(), error.message))
-                    }
-                    _ => None,
-                });
-            }
-        }
     }
 }
 
