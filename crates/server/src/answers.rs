@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use serde_json::value::RawValue;
 
@@ -71,6 +71,16 @@ impl Answers {
                     Poll::Pending
                 }
             },
+        }
+    }
+
+    /// The oldest answer if it is decided now.
+    pub fn decided(&mut self) -> Option<Decided> {
+        // A waker that wakes nothing: the caller's loop polls again with
+        // its own (`poll_next`) before it waits.
+        match self.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(decided) => decided,
+            Poll::Pending => None,
         }
     }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use duplex::MemoryBudget;
+use duplex::{Charged, MemoryBudget};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,7 +88,7 @@ pub struct PendingPublish(Pending);
 #[derive(Debug)]
 enum Pending {
     /// Queued for the embedded store's next commit.
-    Queued(oneshot::Receiver<Result<Arc<Publication>, HubError>>),
+    Queued(oneshot::Receiver<Result<Receipt, HubError>>),
     /// Decided already (refused, or stored through Redis); `None` once
     /// taken.
     Answered(Option<Result<Receipt, HubError>>),
@@ -106,10 +106,9 @@ impl Future for PendingPublish {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            Pending::Queued(rx) => Pin::new(rx).poll(cx).map(|stored| match stored {
-                Ok(stored) => stored.map(|p| Receipt::of(&p)),
-                Err(_) => Err(shutting_down()),
-            }),
+            Pending::Queued(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|stored| stored.unwrap_or_else(|_| Err(shutting_down()))),
             Pending::Answered(result) => Poll::Ready(
                 result
                     .take()
@@ -125,8 +124,10 @@ fn shutting_down() -> HubError {
 
 struct Job {
     publication: NewPublication,
-    reply: oneshot::Sender<Result<Arc<Publication>, HubError>>,
+    reply: oneshot::Sender<Result<Receipt, HubError>>,
     started: Instant,
+    /// The publication's weight on the memory budget while it waits.
+    _held: Charged,
 }
 
 #[derive(Clone)]
@@ -203,7 +204,7 @@ impl Broker {
                 Ok(receipt)
             }
             Engine::Redis(redis) => {
-                let publication = self.admit(channel, data, from).await?;
+                let (publication, _held) = self.admit(channel, data, from).await?;
                 self.publish_redis(redis, &publication, Some(key)).await
             }
         }
@@ -217,8 +218,8 @@ impl Broker {
     /// engine then commits them together. (With Redis this waits for the
     /// store, as one script per publish is what orders them.)
     pub async fn submit(&self, channel: &str, data: Box<RawValue>, from: Member) -> PendingPublish {
-        let publication = match self.admit(channel, data, from).await {
-            Ok(p) => p,
+        let (publication, held) = match self.admit(channel, data, from).await {
+            Ok(admitted) => admitted,
             Err(e) => return PendingPublish::answered(Err(e)),
         };
         match &self.engine {
@@ -228,6 +229,7 @@ impl Broker {
                     publication,
                     reply,
                     started: Instant::now(),
+                    _held: held,
                 };
                 match queue.send(job).await {
                     Ok(()) => PendingPublish(Pending::Queued(rx)),
@@ -241,13 +243,13 @@ impl Broker {
     }
 
     /// Waits for room in the memory budget for `data`, then makes the
-    /// publication to store.
+    /// publication to store, charged to the budget until it is stored.
     async fn admit(
         &self,
         channel: &str,
         data: Box<RawValue>,
         from: Member,
-    ) -> Result<NewPublication, HubError> {
+    ) -> Result<(NewPublication, Charged), HubError> {
         // The stored copy and the push, both about the data's size.
         let room = tokio::time::timeout(ROOM_WAIT, self.budget.room_for(2 * data.get().len()));
         if room.await.is_err() {
@@ -257,12 +259,14 @@ impl Broker {
                 "the server's memory budget is spent: nothing was stored; try again later",
             ));
         }
-        Ok(NewPublication {
+        let held = self.budget.charge(data.get().len());
+        let publication = NewPublication {
             channel: channel.to_owned(),
             from,
             data,
             ts_ms: now_ms(),
-        })
+        };
+        Ok((publication, held))
     }
 
     async fn publish_redis(
@@ -425,15 +429,18 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: SqliteStore, hub: Arc<Hub>, met
         match store.append(batch).await {
             Ok(stored) => {
                 let stored: Vec<Arc<Publication>> = stored.into_iter().map(Arc::new).collect();
-                for (channel, publications) in by_channel(&stored) {
-                    hub.publish_batch(channel, &publications);
-                }
-                for (job, publication) in jobs.drain(..).zip(stored) {
+                // Publishers first: a publisher subscribed to its channel
+                // then finds its reply decided when the push arrives, and
+                // is answered before it is delivered to.
+                for (job, publication) in jobs.drain(..).zip(&stored) {
                     metrics.publications.inc();
                     metrics
                         .publish_latency
                         .observe(job.started.elapsed().as_secs_f64());
-                    let _ = job.reply.send(Ok(publication));
+                    let _ = job.reply.send(Ok(Receipt::of(publication)));
+                }
+                for (channel, publications) in by_channel(&stored) {
+                    hub.publish_batch(channel, &publications);
                 }
             }
             Err(e) => {

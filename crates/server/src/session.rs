@@ -34,6 +34,9 @@ use duplex_hub::{
 
 /// Consecutive bad commands after which a connection is closed (1008).
 const MAX_STRIKES: u32 = 100;
+/// How long a connection waits at shutdown for the store to answer the
+/// publishes it has in flight.
+const SETTLE_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a hub connection until it closes.
 pub async fn run<S>(mut ws: WebSocket<S>, state: Arc<AppState>)
@@ -113,7 +116,11 @@ where
             tokio::select! {
                 biased;
                 () = poll_fn(|cx| shutting_down.as_mut().poll_on(&shutdown, cx)) => {
-                    let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
+                    // What is stored is answered, so that it is not published again.
+                    let settled = tokio::time::timeout(SETTLE_ON_SHUTDOWN, self.settle()).await;
+                    if matches!(settled, Ok(Ok(()))) {
+                        let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
+                    }
                     return;
                 }
                 () = poll_fn(|cx| too_slow.as_mut().poll_on(&slow, cx)) => {
@@ -128,6 +135,11 @@ where
                     }
                 }
                 Some(queued) = self.inbox.recv() => {
+                    // The commit that brought it answered its publishers
+                    // first: if one is this connection, answer it first.
+                    if self.answer_decided().await.is_err() {
+                        return;
+                    }
                     // It weighs on this connection until it is queued for
                     // writing (a peer that does not read stops us there).
                     if self.deliver(queued.delivery).await.is_err() {
@@ -146,6 +158,9 @@ where
                     Some(Ok(Message::Binary(b))) => {
                         self.count_in(b.len());
                         let e = HubError::new(ErrorCode::BadRequest, "binary frames are not part of the hub protocol: send JSON text");
+                        if self.settle().await.is_err() {
+                            return;
+                        }
                         if self.send(ServerMessage::Error { id: None, error: e }.encode()).await.is_err() {
                             return;
                         }
@@ -250,6 +265,15 @@ where
         }
         let answer = self.execute(request.command).await;
         self.answers.push(request.id, answer);
+        Ok(())
+    }
+
+    /// Sends the answers that are decided, oldest first, up to the first
+    /// that is not.
+    async fn answer_decided(&mut self) -> duplex::Result<()> {
+        while let Some((id, result)) = self.answers.decided() {
+            self.answer(id, result).await?;
+        }
         Ok(())
     }
 

@@ -694,20 +694,24 @@ async fn publishers_at_once_reach_steady_and_recovering_subscribers_exactly_once
 }
 
 /// One client sends a random mix of commands without waiting for replies:
-/// publishes (some refused, some without `id`), pings and history reads,
-/// often more publishes than the server keeps in flight. Every answer comes
-/// in command order, the publications are stored in order, a command after
-/// publishes sees them stored, and a subscriber gets exactly what was
-/// stored, in order.
+/// publishes (some refused, some without `id`) and, at a rate chosen per
+/// run (none in some runs, so that the server's window of publishes in
+/// flight fills), pings and history reads. Every answer comes in command
+/// order; publications are stored in the order sent, with exactly the
+/// offsets expected; a command after publishes sees them stored; the
+/// publisher, subscribed to one channel, gets each reply before the push of
+/// its publication; and a subscriber gets exactly what was stored, in order.
 #[tokio::test]
 async fn commands_sent_without_waiting_are_answered_in_order() {
     use rand::Rng;
+    use std::collections::HashSet;
     const CHANNELS: [&str; 2] = ["flight-a", "flight-b"];
     /// What the answer to one command must be.
     #[derive(Debug)]
     enum Expect {
         Published {
-            channel: &'static str,
+            k: usize,
+            offset: u64,
         },
         Refused(&'static str),
         Done,
@@ -729,7 +733,13 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
             .await;
     }
     let mut publisher = t.client().await;
+    publisher
+        .ok(json!({"cmd": "subscribe", "channel": CHANNELS[0], "presence": false}))
+        .await;
+    let others = [0.0, 0.02, 0.1][rng.random_range(0..3)];
     let mut stored = [0u64; 2];
+    // Offsets on the first channel whose publish has a reply to wait for.
+    let mut replied_first = HashSet::new();
     // Per answered command, in order: its id (None: an error without id)
     // and what it must say.
     let mut expected = Vec::new();
@@ -739,29 +749,38 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
         let channel = CHANNELS[k];
         let with_id = rng.random_bool(0.8);
         let id = with_id.then_some(n + 1);
-        let (command, expect) = match rng.random_range(0..20) {
-            0 => (
-                json!({"cmd": "publish", "channel": "no spaces", "data": n}),
-                Some(Expect::Refused("bad_request")),
-            ),
-            1 => (
-                json!({"cmd": "publish", "channel": channel, "data": "y".repeat(200)}),
-                Some(Expect::Refused("too_large")),
-            ),
-            2 => (json!({"cmd": "ping"}), with_id.then_some(Expect::Done)),
-            3 => (
-                json!({"cmd": "history", "channel": channel, "limit": 1}),
-                with_id.then_some(Expect::Offset(stored[k])),
-            ),
-            _ => {
-                stored[k] += 1;
+        let (mut command, expect) = if rng.random_bool(others) {
+            if rng.random_bool(0.5) {
+                (json!({"cmd": "ping"}), with_id.then_some(Expect::Done))
+            } else {
                 (
-                    json!({"cmd": "publish", "channel": channel, "data": {"n": n}}),
-                    with_id.then_some(Expect::Published { channel }),
+                    json!({"cmd": "history", "channel": channel, "limit": 1}),
+                    with_id.then_some(Expect::Offset(stored[k])),
                 )
             }
+        } else {
+            match rng.random_range(0..20) {
+                0 => (
+                    json!({"cmd": "publish", "channel": "no spaces", "data": n}),
+                    Some(Expect::Refused("bad_request")),
+                ),
+                1 => (
+                    json!({"cmd": "publish", "channel": channel, "data": "y".repeat(200)}),
+                    Some(Expect::Refused("too_large")),
+                ),
+                _ => {
+                    stored[k] += 1;
+                    let offset = stored[k];
+                    if with_id && k == 0 {
+                        replied_first.insert(offset);
+                    }
+                    (
+                        json!({"cmd": "publish", "channel": channel, "data": {"n": n}}),
+                        with_id.then_some(Expect::Published { k, offset }),
+                    )
+                }
+            }
         };
-        let mut command = command;
         if let Some(id) = id {
             command["id"] = json!(id);
         }
@@ -771,7 +790,10 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
             expected.push((id, expect));
         }
     }
-    let mut next_offset = [1u64; 2];
+    // The highest offset of the first channel answered so far, and the
+    // offsets of its pushes.
+    let mut answered_first = 0;
+    let mut pushed_first = Vec::new();
     for (id, expect) in expected {
         let reply = loop {
             let v = publisher
@@ -781,6 +803,12 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
             if v.get("push").is_none() {
                 break v;
             }
+            let offset = v["offset"].as_u64().unwrap();
+            assert!(
+                !replied_first.contains(&offset) || offset <= answered_first,
+                "the push of {offset} came before its publish's reply: {why}"
+            );
+            pushed_first.push(offset);
         };
         assert_eq!(
             reply["id"],
@@ -788,18 +816,12 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
             "{reply}, expected {expect:?}: {why}"
         );
         match expect {
-            Expect::Published { channel } => {
-                let k = CHANNELS.iter().position(|c| *c == channel).unwrap();
-                // Publishes without an id are stored too: skip their offsets.
-                let offset = reply["result"]["offset"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{reply}: {why}"));
-                assert!(
-                    offset >= next_offset[k],
-                    "{reply} after {}: {why}",
-                    next_offset[k] - 1
-                );
-                next_offset[k] = offset + 1;
+            Expect::Published { k, offset } => {
+                assert_eq!(reply["result"]["channel"], CHANNELS[k], "{why}");
+                assert_eq!(reply["result"]["offset"], offset, "{reply}: {why}");
+                if k == 0 {
+                    answered_first = offset;
+                }
             }
             Expect::Refused(code) => assert_eq!(reply["error"]["code"], code, "{why}"),
             Expect::Done => assert_eq!(reply["result"], json!({}), "{why}"),
@@ -808,6 +830,11 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
             }
         }
     }
+    while (pushed_first.len() as u64) < stored[0] {
+        let push = publisher.push_of("publication").await;
+        pushed_first.push(push["offset"].as_u64().unwrap());
+    }
+    assert_eq!(pushed_first, (1..=stored[0]).collect::<Vec<_>>(), "{why}");
     // Every stored publication reaches the subscriber once, in order,
     // with the data in the order it was sent.
     for (k, channel) in CHANNELS.iter().enumerate() {
@@ -828,4 +855,44 @@ async fn commands_sent_without_waiting_are_answered_in_order() {
         assert_eq!(offsets, (1..=stored[k]).collect::<Vec<_>>(), "{why}");
         assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "{got:?}: {why}");
     }
+}
+
+/// A shutdown while publishes are in flight: every publication stored is
+/// answered before the 1001 close, so that no client publishes it again.
+#[tokio::test]
+async fn publishes_stored_before_a_shutdown_are_answered() {
+    use rand::Rng;
+    let (mut rng, why) = seeded();
+    let t = TestServer::start(|s| {
+        s.rate_limit = 1e6;
+        s.rate_burst = 1_000_000;
+    })
+    .await;
+    let mut c = t.client().await;
+    let count = rng.random_range(1..200u64);
+    for id in 1..=count {
+        let publish = json!({"id": id, "cmd": "publish", "channel": "down", "data": id});
+        c.ws.send(publish.to_string()).await.unwrap();
+    }
+    let reading = tokio::spawn(async move {
+        let mut offsets = Vec::new();
+        while let Some(reply) = c.next_value().await {
+            assert_eq!(reply["id"], offsets.len() + 1, "{reply}");
+            offsets.push(reply["result"]["offset"].as_u64().expect("stored"));
+        }
+        (offsets, c.closed.map(|(code, _)| code))
+    });
+    let t = t.restart().await;
+    let (offsets, closed) = tokio::time::timeout(LIMIT, reading).await.unwrap().unwrap();
+    assert_eq!(closed, Some(1001), "{why}");
+    let mut c = t.client().await;
+    let history = c
+        .ok(json!({"cmd": "history", "channel": "down", "limit": 1000}))
+        .await;
+    let stored = history["offset"].as_u64().unwrap_or(0);
+    assert_eq!(
+        offsets,
+        (1..=stored).collect::<Vec<_>>(),
+        "{count} sent: {why}"
+    );
 }
