@@ -116,9 +116,11 @@ where
             tokio::select! {
                 biased;
                 () = poll_fn(|cx| shutting_down.as_mut().poll_on(&shutdown, cx)) => {
-                    // What is stored is answered, so that it is not published again.
+                    // What is stored is answered, so that it is not published
+                    // again; a store slower than that loses the rest.
                     let settled = tokio::time::timeout(SETTLE_ON_SHUTDOWN, self.settle()).await;
-                    if matches!(settled, Ok(Ok(()))) {
+                    // (Unless the connection broke while answering.)
+                    if !matches!(settled, Ok(Err(_))) {
                         let _ = self.ws.close(HubClose::ShuttingDown.code(), "server shutting down; reconnect with since").await;
                     }
                     return;
