@@ -239,6 +239,45 @@ impl OutBuf {
         &mut tail[at + head..]
     }
 
+    /// Bytes the tail can take before it must grow.
+    ///
+    /// ```
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// assert_eq!(out.room(), 0);
+    /// out.provide(bytes::BytesMut::with_capacity(4096));
+    /// out.extend_from_slice(b"frame");
+    /// assert!(out.room() >= 4091);
+    /// ```
+    pub fn room(&self) -> usize {
+        self.tail.capacity() - self.tail.len()
+    }
+
+    /// Moves the tail into `buf` (a larger buffer from the I/O layer's
+    /// pool) and returns the tail's old buffer, emptied, for the pool: a
+    /// copy of what the tail holds now, where growing it would copy it
+    /// once per doubling, and the allocator perhaps everything behind it.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use duplex_proto::OutBuf;
+    /// let mut out = OutBuf::default();
+    /// out.provide(BytesMut::with_capacity(1024));
+    /// out.extend_from_slice(b"first");
+    /// let old = out.replace_buffer(BytesMut::with_capacity(64 << 10));
+    /// assert!(old.is_empty() && old.capacity() >= 1024);
+    /// assert!(out.room() >= (64 << 10) - 5);
+    /// out.extend_from_slice(b", second");
+    /// assert_eq!(out.chunk(), b"first, second");
+    /// ```
+    pub fn replace_buffer(&mut self, mut buf: BytesMut) -> BytesMut {
+        buf.clear();
+        buf.extend_from_slice(&self.tail);
+        let mut old = std::mem::replace(&mut self.tail, buf);
+        old.clear();
+        old
+    }
+
     /// The tail, for encoders that write in place.
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
         &mut self.tail

@@ -121,6 +121,43 @@ impl Connection {
         self.read.advance(consumed);
         echoed
     }
+
+    /// The output room an [`echo_buffered`](Self::echo_buffered) of what
+    /// is buffered now may fill, up to `limit`: the bytes buffered (a
+    /// server's echo is no longer than the frame it echoes), or none when
+    /// the frame in front is one it leaves to the receive loop. A driver that gives the output this much room first (see
+    /// [`OutBuf::replace_buffer`](crate::OutBuf::replace_buffer)) echoes
+    /// without growing it.
+    ///
+    /// ```
+    /// use bytes::Buf;
+    /// use duplex_proto::{Connection, Message, Role};
+    ///
+    /// let mut client = Connection::new(Role::Client, Default::default(), None);
+    /// let mut server = Connection::new(Role::Server, Default::default(), None);
+    /// assert_eq!(server.echo_room_wanted(usize::MAX), 0);
+    /// client.send(Message::binary(vec![1; 100])).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// server.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
+    /// assert_eq!(server.echo_room_wanted(usize::MAX), 106); // the masked frame
+    /// assert_eq!(server.echo_room_wanted(50), 50);
+    ///
+    /// client.send(Message::binary(vec![1; 70_000])).unwrap();
+    /// let n = client.outgoing().remaining();
+    /// let mut large = Connection::new(Role::Server, Default::default(), None);
+    /// large.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
+    /// assert_eq!(large.echo_room_wanted(usize::MAX), 0); // not echoed from the buffer
+    /// ```
+    pub fn echo_room_wanted(&self, limit: usize) -> usize {
+        let front = self
+            .whole_frames()
+            .and_then(|rules| self.whole_frame_at(0, rules));
+        if front.is_some() {
+            self.read.len().min(limit)
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]

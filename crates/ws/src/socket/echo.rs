@@ -7,6 +7,7 @@ use duplex_proto::Echoed;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::WebSocket;
+use crate::pool;
 
 impl<S> WebSocket<S>
 where
@@ -63,10 +64,30 @@ where
         if !self.quiet() || self.conn.read_buf().is_empty() || self.prepare_send().is_err() {
             return Echoed::default();
         }
+        self.provide_echo_room();
         let echoed = self.conn.echo_buffered(self.config.write_buffer_limit);
         if echoed.messages > 0 && self.config.memory_budget.is_some() {
             self.charge_sent();
         }
         echoed
+    }
+
+    /// Gives the output room for an echo of everything buffered, so that
+    /// it does not grow while echoing: a small pooled buffer grown to a read-ahead
+    /// buffer's worth is reallocated three times, each a copy of all it
+    /// holds (with jemalloc, 5% of `duplex serve`'s CPU at 4 KiB
+    /// pipelined). It moves to a pooled read-ahead buffer instead, on the
+    /// same terms as the read buffer (see `read_ahead_fits`).
+    #[inline]
+    fn provide_echo_room(&mut self) {
+        let wanted = self.conn.echo_room_wanted(self.config.write_buffer_limit);
+        if wanted <= pool::MIN_FREE
+            || self.conn.outgoing().room() >= wanted
+            || !self.read_ahead_fits()
+        {
+            return;
+        }
+        let small = self.conn.outgoing().replace_buffer(pool::take_read_ahead());
+        pool::give(small);
     }
 }

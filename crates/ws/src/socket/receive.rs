@@ -331,7 +331,7 @@ where
     /// budget; with one, while the budget is less than half used. The
     /// larger buffer is charged on the next turn, and it must be granted
     /// then: a connection made to wait would hold it uncharged.
-    fn read_ahead_fits(&self) -> bool {
+    pub(super) fn read_ahead_fits(&self) -> bool {
         self.config
             .memory_budget
             .as_ref()
