@@ -63,11 +63,14 @@ impl Sent {
 }
 
 /// Payload lengths around where the paths differ: a 7-bit length, a 16-bit
-/// one, the 16-bit maximum (65,535) and past it.
+/// one, a few KiB, the 16-bit maximum (65,535) and past it.
 fn length() -> impl Strategy<Value = usize> {
     prop_oneof![
         8 => 0usize..40,
         3 => 100usize..400,
+        // Pipelined, some reads hold tens of KiB of these: the echo then
+        // moves its output to a larger buffer first.
+        2 => 2000usize..8000,
         1 => 65_530usize..65_541,
         1 => 70_000usize..70_010,
     ]
@@ -112,6 +115,46 @@ async fn server(limit: usize) -> SocketAddr {
     addr
 }
 
+/// What comes back when a client sends `messages` (then a close, or text
+/// that is not UTF-8), written in pieces of the `chunks` sizes in turn,
+/// to an echo whose write buffer limit is `limit`: the close code, and the
+/// messages echoed.
+fn echo_of(
+    messages: &[Sent],
+    invalid_at_the_end: bool,
+    chunks: Vec<usize>,
+    limit: usize,
+) -> (Option<u16>, Vec<Message>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let addr = server(limit).await;
+        let (tcp, _) = raw_client(addr, "").await;
+        tcp.set_nodelay(true).unwrap();
+        let (mut read, mut write) = tcp.into_split();
+        let mut wire: Vec<u8> = messages.iter().flat_map(Sent::wire).collect();
+        if invalid_at_the_end {
+            wire.extend(client_frame(OpCode::Text, true, b"ok \xff"));
+        } else {
+            wire.extend(client_frame(OpCode::Close, true, &1000u16.to_be_bytes()));
+        }
+        // Written in pieces while the echoes are read, so the server
+        // sees frames split every way, and never waits on a full buffer.
+        let writer = tokio::spawn(async move {
+            let mut sizes = chunks.iter().cycle();
+            for piece in wire.chunks(*sizes.next().unwrap()) {
+                write.write_all(piece).await.unwrap();
+            }
+            write
+        });
+        let outcome = read_until_close(&mut read).await;
+        drop(writer.await.unwrap());
+        outcome
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -119,41 +162,43 @@ proptest! {
     fn an_echo_of_what_is_buffered_sends_back_every_message_in_order(
         messages in proptest::collection::vec(sent(), 0..40),
         invalid_at_the_end: bool,
-        // Some writes large enough to bring many whole frames at once, so
-        // that the echo moves its output to a larger buffer first.
+        // Some writes large enough to bring many whole frames at once.
         chunks in proptest::collection::vec(prop_oneof![3 => 1usize..3000, 1 => 8000usize..200_000], 1..6),
         limit in prop_oneof![1usize..64, 1024usize..(256 << 10)],
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (code, echoed) = runtime.block_on(async {
-            let addr = server(limit).await;
-            let (tcp, _) = raw_client(addr, "").await;
-            tcp.set_nodelay(true).unwrap();
-            let (mut read, mut write) = tcp.into_split();
-            let mut wire: Vec<u8> = messages.iter().flat_map(Sent::wire).collect();
-            if invalid_at_the_end {
-                wire.extend(client_frame(OpCode::Text, true, b"ok \xff"));
-            } else {
-                wire.extend(client_frame(OpCode::Close, true, &1000u16.to_be_bytes()));
-            }
-            // Written in pieces while the echoes are read, so the server
-            // sees frames split every way, and never waits on a full buffer.
-            let writer = tokio::spawn(async move {
-                let mut sizes = chunks.iter().cycle();
-                for piece in wire.chunks(*sizes.next().unwrap()) {
-                    write.write_all(piece).await.unwrap();
-                }
-                write
-            });
-            let outcome = read_until_close(&mut read).await;
-            drop(writer.await.unwrap());
-            outcome
-        });
+        let (code, echoed) = echo_of(&messages, invalid_at_the_end, chunks, limit);
         let expected: Vec<Message> = messages.iter().flat_map(Sent::echoed).collect();
         prop_assert_eq!(code, Some(if invalid_at_the_end { 1007 } else { 1000 }));
         prop_assert_eq!(echoed.len(), expected.len());
         for (i, (got, want)) in echoed.iter().zip(&expected).enumerate() {
             prop_assert!(got == want, "message {} of {}: {:?} for {:?}", i, expected.len(), got.as_text().map(str::len), want.as_text().map(str::len));
         }
+    }
+
+    /// A pipelining client's burst of messages of a few KiB, written at
+    /// once: the server reads tens of KiB of whole frames at a time, and
+    /// its echo moves its output to a larger buffer before answering them.
+    #[test]
+    fn a_burst_of_messages_of_a_few_kib_comes_back_in_order(
+        sizes in proptest::collection::vec(1000usize..8000, 8..48),
+        text: bool,
+        limit in prop_oneof![Just(1usize << 20), 1024usize..(256 << 10)],
+    ) {
+        let messages: Vec<Sent> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let fill = b'a' + (i % 26) as u8;
+                if text {
+                    Sent::Text(String::from_utf8(vec![fill; n]).unwrap())
+                } else {
+                    Sent::Binary(vec![fill; n])
+                }
+            })
+            .collect();
+        let (code, echoed) = echo_of(&messages, false, vec![usize::MAX], limit);
+        let expected: Vec<Message> = messages.iter().flat_map(Sent::echoed).collect();
+        prop_assert_eq!(code, Some(1000));
+        prop_assert!(echoed == expected, "{} echoed of {}", echoed.len(), expected.len());
     }
 }

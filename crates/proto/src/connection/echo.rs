@@ -11,6 +11,7 @@
 use bytes::Buf;
 
 use super::Connection;
+use super::WholeFrames;
 use crate::State;
 
 /// What one call of [`Connection::echo_buffered`] echoed.
@@ -70,14 +71,9 @@ impl Connection {
         if self.state() == State::Closed || self.phase.close_sent() {
             return echoed;
         }
-        let Some(mut rules) = self.whole_frames() else {
+        let Some(rules) = self.echo_rules() else {
             return echoed;
         };
-        // What compression applies to is for the receive loop, so that the
-        // echo is the same either way.
-        if let Some(c) = &self.compression {
-            rules.len_below = rules.len_below.min(c.deflater.compresses_from());
-        }
         // Frames echoed are consumed in one step at the end.
         let mut consumed = 0;
         while self.out.len() < limit {
@@ -122,10 +118,11 @@ impl Connection {
         echoed
     }
 
-    /// The output room an [`echo_buffered`](Self::echo_buffered) of what
-    /// is buffered now may fill, up to `limit`: the bytes buffered (a
-    /// server's echo is no longer than the frame it echoes), or none when
-    /// the frame in front is one it leaves to the receive loop. A driver that gives the output this much room first (see
+    /// The bytes an [`echo_buffered`](Self::echo_buffered) of what is
+    /// buffered now would take from the front of the read buffer, up to
+    /// `limit`: the whole frames it may echo, one after another (text not
+    /// yet checked). A server's echo of them is no longer, so a driver that
+    /// gives the output this much room first (see
     /// [`OutBuf::replace_buffer`](crate::OutBuf::replace_buffer)) echoes
     /// without growing it.
     ///
@@ -137,26 +134,37 @@ impl Connection {
     /// let mut server = Connection::new(Role::Server, Default::default(), None);
     /// assert_eq!(server.echo_room_wanted(usize::MAX), 0);
     /// client.send(Message::binary(vec![1; 100])).unwrap();
+    /// client.send(Message::text("two")).unwrap();
+    /// client.send(Message::binary(vec![1; 70_000])).unwrap(); // left to the receive loop
+    /// client.send(Message::text("four")).unwrap();
     /// let n = client.outgoing().remaining();
     /// server.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
-    /// assert_eq!(server.echo_room_wanted(usize::MAX), 106); // the masked frame
-    /// assert_eq!(server.echo_room_wanted(50), 50);
-    ///
-    /// client.send(Message::binary(vec![1; 70_000])).unwrap();
-    /// let n = client.outgoing().remaining();
-    /// let mut large = Connection::new(Role::Server, Default::default(), None);
-    /// large.read_buf().extend_from_slice(&client.outgoing().copy_to_bytes(n));
-    /// assert_eq!(large.echo_room_wanted(usize::MAX), 0); // not echoed from the buffer
+    /// assert_eq!(server.echo_room_wanted(usize::MAX), 106 + 9); // two masked frames
+    /// assert_eq!(server.echo_room_wanted(50), 106); // whole frames, to the first past 50
     /// ```
     pub fn echo_room_wanted(&self, limit: usize) -> usize {
-        let front = self
-            .whole_frames()
-            .and_then(|rules| self.whole_frame_at(0, rules));
-        if front.is_some() {
-            self.read.len().min(limit)
-        } else {
-            0
+        let Some(rules) = self.echo_rules() else {
+            return 0;
+        };
+        let mut at = 0;
+        while at < limit {
+            let Some((lent, _)) = self.whole_frame_at(at, rules) else {
+                break;
+            };
+            at += lent.frame_len();
         }
+        at
+    }
+
+    /// Which frames an echo may take from the read buffer, if any.
+    fn echo_rules(&self) -> Option<WholeFrames> {
+        let mut rules = self.whole_frames()?;
+        // What compression applies to is for the receive loop, so that the
+        // echo is the same either way.
+        if let Some(c) = &self.compression {
+            rules.len_below = rules.len_below.min(c.deflater.compresses_from());
+        }
+        Some(rules)
     }
 }
 
@@ -179,6 +187,33 @@ mod tests {
     fn sent(conn: &mut Connection) -> Vec<u8> {
         let n = conn.outgoing().remaining();
         conn.outgoing().copy_to_bytes(n).to_vec()
+    }
+
+    proptest::proptest! {
+        /// The room an echo wants is exactly what it then takes from the
+        /// read buffer (valid text), and the echo is no longer: whatever
+        /// frames, control frames and a frame cut short follow.
+        #[test]
+        fn the_room_wanted_is_what_the_echo_takes(
+            frames in proptest::collection::vec((0u8..4, 0usize..126), 0..24),
+            cut in 0usize..10,
+        ) {
+            let mut server = Connection::new(Role::Server, Default::default(), None);
+            let mut wire = BytesMut::new();
+            for (kind, len) in &frames {
+                let first = [0x82, 0x81, 0x89, 0x02][*kind as usize]; // binary, text, ping, a fragment
+                let payload = vec![b'a'; if *kind == 2 { len % 126 } else { *len }];
+                wire.extend_from_slice(&masked(first, &payload, [1, 2, 3, 4]));
+            }
+            let cut = cut.min(wire.len());
+            wire.truncate(wire.len() - cut);
+            server.read_buf().extend_from_slice(&wire);
+            let wanted = server.echo_room_wanted(usize::MAX);
+            let before = server.read_buf().len();
+            server.echo_buffered(usize::MAX);
+            proptest::prop_assert_eq!(wanted, before - server.read_buf().len());
+            proptest::prop_assert!(server.outgoing().len() <= wanted);
+        }
     }
 
     /// Text that is not UTF-8 stops the echo with nothing of it written and

@@ -72,14 +72,19 @@ where
         echoed
     }
 
-    /// Gives the output room for an echo of everything buffered, so that
-    /// it does not grow while echoing: a small pooled buffer grown to a read-ahead
+    /// Gives the output room for an echo of a large read, so that it does
+    /// not grow while echoing: a small pooled buffer grown to a read-ahead
     /// buffer's worth is reallocated three times, each a copy of all it
     /// holds (with jemalloc, 5% of `duplex serve`'s CPU at 4 KiB
     /// pipelined). It moves to a pooled read-ahead buffer instead, on the
-    /// same terms as the read buffer (see `read_ahead_fits`).
+    /// same terms as the read buffer (see `read_ahead_fits`), and is
+    /// charged to a memory budget whole, as that is (see `output_held`).
     #[inline]
     fn provide_echo_room(&mut self) {
+        let buffered = self.conn.read_buf().len();
+        if buffered <= pool::MIN_FREE || self.conn.outgoing().room() >= buffered {
+            return;
+        }
         let wanted = self.conn.echo_room_wanted(self.config.write_buffer_limit);
         if wanted <= pool::MIN_FREE
             || self.conn.outgoing().room() >= wanted

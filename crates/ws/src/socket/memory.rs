@@ -29,7 +29,7 @@ where
         // What is granted bounds inflation too (one compressed frame can
         // inflate to the message limit), a step at a time.
         self.conn.allow_memory(charge_for(want).max(CHARGE_STEP));
-        let waiting = self.conn.outgoing().len();
+        let waiting = self.output_held();
         let admit = self.charge(want + waiting, rcx);
         if admit != Admit::Granted {
             // Not yet: inflate nothing past what is held now.
@@ -76,10 +76,13 @@ where
     /// went back to the pool, its output was written): an idle connection
     /// holds no charge.
     pub(super) fn settle_budget(&mut self) {
+        if self.account().is_none() {
+            return;
+        }
+        let held = self.conn.held_bytes() + self.output_held();
         let Some(account) = self.extra.as_mut().and_then(|x| x.account.as_mut()) else {
             return;
         };
-        let held = self.conn.held_bytes() + self.conn.outgoing().len();
         let want = charge_for(held);
         if want < account.charge.incoming() {
             // Lower than what is held: only gives back, never waits.
@@ -105,11 +108,19 @@ where
     /// `poll_ready_send`.
     #[inline]
     pub(super) fn charge_sent(&mut self) {
-        let waiting = self.conn.outgoing().len();
-        let held = self.conn.held_bytes() + waiting;
+        let held = self.conn.held_bytes() + self.output_held();
         if self.charge(held, &mut Context::from_waker(Waker::noop())) == Admit::Shed {
             self.shed();
         }
+    }
+
+    /// What the output holds: what waits to be written, and the room left
+    /// in its buffer (a read-ahead buffer the echo moved to, say; see
+    /// `provide_echo_room`). A small pooled buffer is within
+    /// [`UNCHARGED`](crate::budget::UNCHARGED) with the read buffer.
+    fn output_held(&mut self) -> usize {
+        let out = self.conn.outgoing();
+        out.len() + out.room()
     }
 
     /// This connection's account with the memory budget, once it has one.
